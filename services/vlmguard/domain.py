@@ -1,0 +1,201 @@
+"""Domain types shared by every stage, free of wire formats and hosting.
+
+The gateway converts protobuf messages to these types at the edge
+(:mod:`vlmguard.gateway.convert`); roles, queue and pipeline only see these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+
+class Modality(StrEnum):
+    """Where the evidence of a finding came from."""
+
+    TEXT = "TEXT"
+    IMAGE = "IMAGE"
+    CROSS_MODAL = "CROSS_MODAL"
+
+
+class RiskLevel(StrEnum):
+    """Overall risk level of a request, relative to a tenant's thresholds."""
+
+    NONE = "NONE"
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+
+
+class Action(StrEnum):
+    """The guard's decision."""
+
+    ALLOW = "ALLOW"
+    REWRITE = "REWRITE"
+    BLOCK = "BLOCK"
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image as received: encoded bytes and an optional declared MIME type."""
+
+    data: bytes
+    mime_type: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters for a generative model; zeros mean "server default"."""
+
+    max_new_tokens: int = 0
+    temperature: float = 0.0
+    top_p: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One risk found in a request."""
+
+    category: str
+    score: float
+    modality: Modality
+    evidence: str
+    source: str
+    image_index: int = -1
+
+
+@dataclass(frozen=True)
+class ModalityReasoning:
+    """Short reasoning along the three lines of the VLMGuard-R1 causal analysis."""
+
+    textual: str = ""
+    visual: str = ""
+    cross_modal: str = ""
+
+
+@dataclass(frozen=True)
+class RiskReport:
+    """The threat analysis of one request.
+
+    ``level`` is relative to the thresholds of the tenant that asked; ``category_scores`` holds
+    the highest score per category over every source (used by policy and evaluation).
+    """
+
+    level: RiskLevel
+    score: float
+    findings: tuple[Finding, ...]
+    reasoning: ModalityReasoning
+    analyzer: str
+    category_scores: dict[str, float] = field(default_factory=dict)
+
+    def top_categories(self, threshold: float = 0.0) -> list[str]:
+        """Categories of the findings at or above ``threshold``, best first, no repeats."""
+        seen: list[str] = []
+        for f in sorted(self.findings, key=lambda f: -f.score):
+            if f.score >= threshold and f.category not in seen:
+                seen.append(f.category)
+        return seen
+
+
+@dataclass(frozen=True)
+class AnalysisItem:
+    """What the analyzer stage gets for one request (images already size-checked)."""
+
+    request_id: str
+    text: str
+    images: tuple[ImageInput, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageEvidence:
+    """What tier 1 read from one image."""
+
+    index: int
+    width: int
+    height: int
+    ocr_text: str
+    explicit_labels: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Tier-1 output before policy: raw scores, findings and evidence (tenant-independent)."""
+
+    score: float
+    findings: tuple[Finding, ...]
+    reasoning: ModalityReasoning
+    analyzer: str
+    category_scores: dict[str, float]
+    images: tuple[ImageEvidence, ...] = ()
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    """What a rewriter returns for one request."""
+
+    action: Action
+    rewritten_text: str
+    reasoning: ModalityReasoning
+    block_message: str = ""
+    rewriter: str = ""
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """The target model's answer."""
+
+    text: str
+    model: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class GuardResult:
+    """End-to-end outcome of one guarded request."""
+
+    request_id: str
+    tenant_id: str
+    action: Action
+    report: RiskReport
+    rewrite: RewriteResult
+    target: TargetResult | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the ``vlmguard guard --json`` shape)."""
+        return {
+            "request_id": self.request_id,
+            "tenant_id": self.tenant_id,
+            "action": self.action.value,
+            "risk_level": self.report.level.value,
+            "risk_score": round(self.report.score, 4),
+            "findings": [
+                {
+                    "category": f.category,
+                    "score": round(f.score, 4),
+                    "modality": f.modality.value,
+                    "evidence": f.evidence,
+                    "source": f.source,
+                    "image_index": f.image_index,
+                }
+                for f in self.report.findings
+            ],
+            "reasoning": {
+                "textual": self.report.reasoning.textual,
+                "visual": self.report.reasoning.visual,
+                "cross_modal": self.report.reasoning.cross_modal,
+            },
+            "rewritten_text": self.rewrite.rewritten_text,
+            "block_message": self.rewrite.block_message,
+            "rewriter": self.rewrite.rewriter,
+            "target_response": self.target.text if self.target else "",
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }

@@ -1,0 +1,137 @@
+"""One error hierarchy for VLMGuard.
+
+Every error carries a gRPC status code, a stable UPPER_SNAKE ``reason`` that clients can switch
+on, and a message that is safe to show a client (it never contains user content). The mapping
+to gRPC status happens in one place: :mod:`vlmguard.gateway.errors`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+
+class StatusCode(StrEnum):
+    """gRPC status codes used by VLMGuard (names match ``grpc.StatusCode``)."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    NOT_FOUND = "NOT_FOUND"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    INTERNAL = "INTERNAL"
+
+
+class VLMGuardError(Exception):
+    """Base of all VLMGuard errors.
+
+    Args:
+        reason: Stable UPPER_SNAKE reason code.
+        message: Client-safe message (no prompts, no image content).
+        metadata: Extra client-safe key/values for ``google.rpc.ErrorInfo``.
+        retry_after_s: When set, clients may retry after this many seconds.
+    """
+
+    code: ClassVar[StatusCode] = StatusCode.INTERNAL
+    default_reason: ClassVar[str] = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata = dict(metadata or {})
+        self.retry_after_s = retry_after_s
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reason={self.reason!r}, message={self.message!r})"
+
+
+class InvalidArgumentError(VLMGuardError):
+    """The client sent something the server will not process (client fault)."""
+
+    code = StatusCode.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+
+
+class UnauthenticatedError(VLMGuardError):
+    """Missing or wrong credentials."""
+
+    code = StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class FailedPreconditionError(VLMGuardError):
+    """The request is valid but the server is not set up to serve it (e.g. no target)."""
+
+    code = StatusCode.FAILED_PRECONDITION
+    default_reason = "FAILED_PRECONDITION"
+
+
+class ResourceExhaustedError(VLMGuardError):
+    """Too much pending work: retry later (see ``retry_after_s``)."""
+
+    code = StatusCode.RESOURCE_EXHAUSTED
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
+class UnavailableError(VLMGuardError):
+    """A dependency or stage is down or failed; the request was not guarded."""
+
+    code = StatusCode.UNAVAILABLE
+    default_reason = "UNAVAILABLE"
+
+
+class DeadlineExceededError(VLMGuardError):
+    """The request's deadline passed before the work finished; the work was dropped."""
+
+    code = StatusCode.DEADLINE_EXCEEDED
+    default_reason = "DEADLINE_EXCEEDED"
+
+
+class ConfigError(VLMGuardError):
+    """Invalid configuration or a missing optional dependency (raised at startup)."""
+
+    code = StatusCode.FAILED_PRECONDITION
+    default_reason = "CONFIG_INVALID"
+
+
+class Reason:
+    """Stable reason codes. Clients may rely on these strings; never rename one."""
+
+    EMPTY_TEXT = "EMPTY_TEXT"
+    TEXT_TOO_LONG = "TEXT_TOO_LONG"
+    INVALID_UTF8 = "INVALID_UTF8"
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    TOO_MANY_IMAGES = "TOO_MANY_IMAGES"
+    IMAGE_EMPTY = "IMAGE_EMPTY"
+    IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
+    IMAGE_TOO_MANY_PIXELS = "IMAGE_TOO_MANY_PIXELS"
+    IMAGE_CORRUPT = "IMAGE_CORRUPT"
+    IMAGE_UNSUPPORTED_FORMAT = "IMAGE_UNSUPPORTED_FORMAT"
+    IMAGE_MIME_MISMATCH = "IMAGE_MIME_MISMATCH"
+    INVALID_GENERATION_PARAMS = "INVALID_GENERATION_PARAMS"
+    INVALID_REPORT = "INVALID_REPORT"
+    UNKNOWN_TENANT = "UNKNOWN_TENANT"
+    MISSING_API_KEY = "MISSING_API_KEY"
+    INVALID_API_KEY = "INVALID_API_KEY"
+    QUEUE_FULL = "QUEUE_FULL"
+    STAGE_FAILED = "STAGE_FAILED"
+    STAGE_UNAVAILABLE = "STAGE_UNAVAILABLE"
+    TARGET_NOT_CONFIGURED = "TARGET_NOT_CONFIGURED"
+    TARGET_NOT_READY = "TARGET_NOT_READY"
+    TARGET_FAILED = "TARGET_FAILED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    BATCH_RESULT_MISMATCH = "BATCH_RESULT_MISMATCH"
+    CONFIG_INVALID = "CONFIG_INVALID"
+    MISSING_DEPENDENCY = "MISSING_DEPENDENCY"
+    INTERNAL = "INTERNAL"

@@ -1,0 +1,297 @@
+"""Composition root of the gateway process: builds queue, models, pipeline and gRPC server.
+
+:func:`build_gateway` wires everything from a :class:`VLMGuardConfig` (models can be injected
+for tests); :class:`Gateway` starts, serves and drains. In the embedded default the analyzer and
+target stages run in this process behind the in-process micro-batching queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from vlmguard.backends.target import TargetBackend, TargetPrompt, build_target_backend
+from vlmguard.config import VLMGuardConfig
+from vlmguard.errors import ConfigError, Reason, UnavailableError, VLMGuardError
+from vlmguard.gateway.interceptor import ApiKeyAuth, GatewayInterceptor
+from vlmguard.gateway.servicers import (
+    GuardServicer,
+    RewriteServicer,
+    TargetServicer,
+    ThreatAnalysisServicer,
+)
+from vlmguard.metrics import Metrics
+from vlmguard.pipeline import ANALYZE, TARGET, GuardPipeline, TargetItem
+from vlmguard.queue.base import StageSpec, WorkQueue
+from vlmguard.queue.inproc import InProcessQueue
+from vlmguard.roles.analyzer import Tier1Analyzer
+from vlmguard.roles.policy import PolicyEngine
+from vlmguard.roles.rewriter import TemplateRewriter
+from vlmguard.v1 import (
+    analysis_pb2,
+    analysis_pb2_grpc,
+    guard_pb2,
+    guard_pb2_grpc,
+    rewrite_pb2,
+    rewrite_pb2_grpc,
+    target_pb2,
+    target_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    guard_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name,
+    analysis_pb2.DESCRIPTOR.services_by_name["ThreatAnalysisService"].full_name,
+    rewrite_pb2.DESCRIPTOR.services_by_name["RewriteService"].full_name,
+    target_pb2.DESCRIPTOR.services_by_name["TargetService"].full_name,
+)
+TARGET_SERVICE = SERVICE_NAMES[3]
+
+
+def load_api_keys(cfg: VLMGuardConfig, environ: dict[str, str] | None = None) -> list[str]:
+    """API keys from the configured file and environment variable."""
+    env = os.environ if environ is None else environ
+    keys: list[str] = []
+    auth = cfg.server.auth
+    if auth.api_keys_file:
+        try:
+            for line in Path(auth.api_keys_file).read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    keys.append(line)
+        except OSError as e:
+            raise ConfigError(f"server.auth.api_keys_file: cannot read it ({e.strerror})") from e
+    keys += [k.strip() for k in env.get(auth.api_keys_env, "").split(",") if k.strip()]
+    if auth.enabled and not keys:
+        raise ConfigError(
+            "server.auth.enabled is true but no API keys were found (set "
+            f"server.auth.api_keys_file or {auth.api_keys_env})"
+        )
+    return keys
+
+
+class TargetRuntime:
+    """Owns the target backend's lifecycle: background load, readiness, batched calls."""
+
+    def __init__(self, backend: TargetBackend, metrics: Metrics) -> None:
+        self.backend = backend
+        self.metrics = metrics
+        self.ready = asyncio.Event()
+        self.error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start_loading(self) -> asyncio.Task[None]:
+        async def load() -> None:
+            t0 = time.perf_counter()
+            try:
+                await asyncio.to_thread(self.backend.load)
+            except BaseException as e:
+                self.error = e
+                log.exception("target backend %s failed to load", self.backend.name)
+                raise
+            finally:
+                self.ready.set()
+            self.metrics.model_ready.labels(TARGET).set(1)
+            log.info("target %s ready in %.1fs", self.backend.name, time.perf_counter() - t0)
+
+        self._task = asyncio.create_task(load(), name="target-load")
+        return self._task
+
+    async def handle(self, items: Sequence[TargetItem]) -> list[Any]:
+        if not self.backend.enabled:
+            return await asyncio.to_thread(self.backend.generate_batch, [
+                TargetPrompt(i.text, i.images, i.image_texts, i.params) for i in items])
+        if not self.ready.is_set():
+            await self.ready.wait()
+        if self.error is not None:
+            return [UnavailableError("the target model failed to load",
+                                     reason=Reason.TARGET_NOT_READY) for _ in items]
+        prompts = [TargetPrompt(i.text, i.images, i.image_texts, i.params) for i in items]
+        return await asyncio.to_thread(self.backend.generate_batch, prompts)
+
+
+class Gateway:
+    """A built gateway: gRPC server, queue and models. Use :meth:`start` then :meth:`wait`."""
+
+    def __init__(
+        self,
+        cfg: VLMGuardConfig,
+        *,
+        server: grpc.aio.Server,
+        port: int,
+        queue: WorkQueue,
+        pipeline: GuardPipeline,
+        health_servicer: health.aio.HealthServicer,
+        metrics: Metrics,
+        target: TargetRuntime,
+    ) -> None:
+        self.cfg = cfg
+        self.server = server
+        self.port = port
+        self.queue = queue
+        self.pipeline = pipeline
+        self.health = health_servicer
+        self.metrics = metrics
+        self.target = target
+        self.analyzer_name = ""
+        self.metrics_port: int | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self, *, serve_metrics: bool | None = None) -> None:
+        """Start the queue, the server and (in the background) the target model."""
+        await self.queue.start()
+        await self.server.start()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set("", serving)
+        for name in SERVICE_NAMES:
+            await self.health.set(name, serving)
+        if self.target.backend.enabled:
+            await self.health.set(TARGET_SERVICE, not_serving)
+            task = self.target.start_loading()
+
+            def _done(t: asyncio.Task[None]) -> None:
+                status = not_serving if (t.cancelled() or t.exception()) else serving
+                asyncio.get_running_loop().create_task(self.health.set(TARGET_SERVICE, status))
+
+            task.add_done_callback(_done)
+        else:
+            await self.health.set(TARGET_SERVICE, not_serving)
+        if serve_metrics if serve_metrics is not None else self.cfg.metrics.enabled:
+            self.metrics_port = self.metrics.serve(self.cfg.metrics.listen)
+
+    async def wait_target_ready(self, timeout: float | None = None) -> None:
+        """Wait until the target has loaded (or failed to)."""
+        await asyncio.wait_for(self.target.ready.wait(), timeout)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: report NOT_SERVING, finish in-flight calls, stop the queue."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.cfg.server.grace_s if grace is None else grace)
+        await self.queue.close()
+        self.target.backend.close()
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+def _bind(server: grpc.aio.Server, cfg: VLMGuardConfig) -> int:
+    tls = cfg.server.tls
+    if tls.enabled:
+        try:
+            key = Path(tls.key_file).read_bytes()
+            cert = Path(tls.cert_file).read_bytes()
+            ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None
+        except OSError as e:
+            raise ConfigError(f"server.tls: cannot read {e.filename} ({e.strerror})") from e
+        creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                            require_client_auth=ca is not None)
+        port = server.add_secure_port(cfg.server.listen, creds)
+    else:
+        port = server.add_insecure_port(cfg.server.listen)
+    if port == 0:
+        raise ConfigError(f"server.listen: cannot bind {cfg.server.listen}")
+    return port
+
+
+async def build_gateway(
+    cfg: VLMGuardConfig,
+    *,
+    analyzer: Tier1Analyzer | None = None,
+    target_backend: TargetBackend | None = None,
+    metrics: Metrics | None = None,
+    environ: dict[str, str] | None = None,
+) -> Gateway:
+    """Build the embedded gateway (not started).
+
+    Args:
+        cfg: Configuration.
+        analyzer: A ready analyzer (else loaded from ``cfg.analyzer``; blocking, ~2 s).
+        target_backend: A target backend (else built from ``cfg.target``; loaded on start).
+        metrics: Metrics (else a fresh registry).
+        environ: Environment for API keys (default ``os.environ``).
+    """
+    metrics = metrics or Metrics()
+    keys = load_api_keys(cfg, environ)
+    if analyzer is None:
+        t0 = time.perf_counter()
+        analyzer = await asyncio.to_thread(
+            Tier1Analyzer.from_config, cfg.analyzer, cfg.taxonomy, cfg.limits
+        )
+        await asyncio.to_thread(analyzer.warmup)
+        log.info("tier-1 analyzer %s loaded in %.1fs", analyzer.name, time.perf_counter() - t0)
+    metrics.model_ready.labels(ANALYZE).set(1)
+    backend = target_backend or build_target_backend(cfg.target)
+    target = TargetRuntime(backend, metrics)
+    analyzer_ref = analyzer
+
+    async def analyze_handler(items: Sequence[Any]) -> list[Any]:
+        return await asyncio.to_thread(analyzer_ref.analyze_batch, items)
+
+    queue = InProcessQueue(
+        [
+            StageSpec(ANALYZE, analyze_handler, cfg.analyzer.batching),
+            StageSpec(TARGET, target.handle, _target_batching(cfg)),
+        ],
+        max_pending=cfg.limits.max_pending,
+        metrics=metrics,
+    )
+    pipeline = GuardPipeline(
+        queue=queue,
+        policy=PolicyEngine(cfg.policy, cfg.taxonomy, cfg.analyzer.report_threshold),
+        rewriter=TemplateRewriter(cfg.taxonomy),
+        limits=cfg.limits,
+        target_enabled=backend.enabled,
+        target_needs_image_text=True,
+        metrics=metrics,
+    )
+    max_msg = cfg.limits.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[GatewayInterceptor(metrics, ApiKeyAuth(keys) if cfg.server.auth.enabled
+                                         else None)],
+        options=[
+            ("grpc.max_receive_message_length", max_msg),
+            ("grpc.max_send_message_length", max_msg),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    args = (pipeline, cfg.server.default_timeout_s, cfg.taxonomy.ids)
+    guard_pb2_grpc.add_GuardServiceServicer_to_server(GuardServicer(*args), server)
+    analysis_pb2_grpc.add_ThreatAnalysisServiceServicer_to_server(
+        ThreatAnalysisServicer(*args), server)
+    rewrite_pb2_grpc.add_RewriteServiceServicer_to_server(RewriteServicer(*args), server)
+    target_pb2_grpc.add_TargetServiceServicer_to_server(TargetServicer(*args), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if cfg.server.reflection:
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            server,
+        )
+    port = _bind(server, cfg)
+    gw = Gateway(cfg, server=server, port=port, queue=queue, pipeline=pipeline,
+                 health_servicer=health_servicer, metrics=metrics, target=target)
+    gw.analyzer_name = analyzer.name
+    return gw
+
+
+def _target_batching(cfg: VLMGuardConfig) -> Any:
+    from vlmguard.config import BatchingConfig
+
+    return BatchingConfig(max_batch_size=cfg.target.max_batch_size,
+                          max_wait_ms=cfg.target.max_wait_ms)
+
+
+__all__ = ["Gateway", "VLMGuardError", "build_gateway", "load_api_keys"]

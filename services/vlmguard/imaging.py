@@ -1,0 +1,153 @@
+"""Safe image handling: format sniffing, size and pixel limits, decoding.
+
+Two steps so the gateway stays cheap: :func:`check_image` reads only the header (format and
+dimensions) and enforces limits before any pixel is decoded (decompression bombs), and
+:func:`decode_image` decodes to an RGB array in a worker thread. Every failure is an
+``InvalidArgumentError`` with a stable reason; nothing here crashes on hostile bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from vlmguard.config import LimitsConfig
+from vlmguard.domain import ImageInput
+from vlmguard.errors import InvalidArgumentError, Reason
+
+#: Accepted formats: PIL format name -> MIME type.
+FORMATS: dict[str, str] = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+}
+_MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
+
+_MAGIC: list[tuple[bytes, str]] = [
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Header facts of an accepted image."""
+
+    index: int
+    format: str
+    mime_type: str
+    width: int
+    height: int
+    num_bytes: int
+    sha256: str
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The PIL format name from magic bytes, or None when not an accepted format."""
+    for magic, fmt in _MAGIC:
+        if data.startswith(magic):
+            return fmt
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _err(reason: str, index: int, message: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"images[{index}]: {message}", reason=reason, metadata={"image_index": str(index)}
+    )
+
+
+def check_image(img: ImageInput, index: int, limits: LimitsConfig) -> ImageInfo:
+    """Validate an image from its bytes and header only (no pixel decoding).
+
+    Raises:
+        InvalidArgumentError: IMAGE_EMPTY, IMAGE_TOO_LARGE, IMAGE_UNSUPPORTED_FORMAT,
+            IMAGE_MIME_MISMATCH, IMAGE_TOO_MANY_PIXELS or IMAGE_CORRUPT.
+    """
+    n = len(img.data)
+    if n == 0:
+        raise _err(Reason.IMAGE_EMPTY, index, "image data is empty")
+    if n > limits.max_image_bytes:
+        raise _err(
+            Reason.IMAGE_TOO_LARGE, index,
+            f"image is {n} bytes; the limit is {limits.max_image_bytes}",
+        )
+    fmt = sniff_format(img.data)
+    if fmt is None:
+        raise _err(
+            Reason.IMAGE_UNSUPPORTED_FORMAT, index,
+            "unsupported or unrecognised image format; send PNG, JPEG, WebP or GIF",
+        )
+    mime = FORMATS[fmt]
+    if img.mime_type:
+        declared = _MIME_ALIASES.get(img.mime_type.lower().strip(), img.mime_type.lower().strip())
+        if declared not in FORMATS.values():
+            raise _err(
+                Reason.IMAGE_UNSUPPORTED_FORMAT, index,
+                f"unsupported mime_type {img.mime_type[:40]!r}; use image/png, image/jpeg, "
+                "image/webp or image/gif",
+            )
+        if declared != mime:
+            raise _err(
+                Reason.IMAGE_MIME_MISMATCH, index,
+                f"mime_type says {declared} but the bytes are {mime}",
+            )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(img.data), formats=[fmt]) as im:
+                width, height = im.size
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise _err(Reason.IMAGE_TOO_MANY_PIXELS, index, "image has too many pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        raise _err(Reason.IMAGE_CORRUPT, index, "image bytes are corrupt or truncated") from None
+    if width <= 0 or height <= 0:
+        raise _err(Reason.IMAGE_CORRUPT, index, "image has no pixels")
+    if width * height > limits.max_image_pixels or max(width, height) > limits.max_image_side:
+        raise _err(
+            Reason.IMAGE_TOO_MANY_PIXELS, index,
+            f"image is {width}x{height}; limits are {limits.max_image_pixels} pixels and "
+            f"{limits.max_image_side} px per side",
+        )
+    return ImageInfo(
+        index=index, format=fmt, mime_type=mime, width=width, height=height, num_bytes=n,
+        sha256=hashlib.sha256(img.data).hexdigest(),
+    )
+
+
+def decode_image(img: ImageInput, index: int, limits: LimitsConfig) -> np.ndarray:
+    """Decode to an RGB uint8 array (first frame of a GIF), enforcing the limits again.
+
+    Raises:
+        InvalidArgumentError: as :func:`check_image`, plus IMAGE_CORRUPT when the pixel data
+            is broken.
+    """
+    info = check_image(img, index, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(img.data), formats=[info.format]) as im:
+                im.seek(0)
+                if im.mode in ("RGBA", "LA", "P", "PA"):
+                    rgba = im.convert("RGBA")
+                    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                    rgb = Image.alpha_composite(background, rgba).convert("RGB")
+                else:
+                    rgb = im.convert("RGB")
+                arr = np.asarray(rgb, dtype=np.uint8)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise _err(Reason.IMAGE_TOO_MANY_PIXELS, index, "image has too many pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        raise _err(Reason.IMAGE_CORRUPT, index, "image bytes are corrupt or truncated") from None
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise _err(Reason.IMAGE_CORRUPT, index, "image could not be converted to RGB")
+    return arr

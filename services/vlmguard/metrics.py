@@ -1,0 +1,82 @@
+"""Prometheus metrics, all in one place, served on their own port.
+
+Names follow ``vlmguard_<subsystem>_<what>_<unit>`` with low-cardinality labels only
+(``stage``, ``method``, ``code``, ``action``, ``reason``, ``category``, ``modality``).
+A :class:`Metrics` instance owns its registry, so tests and processes never share state.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class Metrics:
+    """The process's metrics, registered on a private registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.rpc_total = Counter(
+            "vlmguard_rpc_requests_total", "RPCs handled, by method and status code.",
+            ["method", "code"], registry=r,
+        )
+        self.rpc_latency = Histogram(
+            "vlmguard_rpc_latency_seconds", "RPC wall time, by method.", ["method"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.stage_latency = Histogram(
+            "vlmguard_stage_latency_seconds", "Time spent in each pipeline stage.", ["stage"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.verdicts = Counter(
+            "vlmguard_guard_verdicts_total", "Guard decisions, by action.", ["action"],
+            registry=r,
+        )
+        self.findings = Counter(
+            "vlmguard_analyzer_findings_total", "Findings reported, by category and modality.",
+            ["category", "modality"], registry=r,
+        )
+        self.errors = Counter(
+            "vlmguard_errors_total", "Errors returned to clients, by reason.", ["reason"],
+            registry=r,
+        )
+        self.fail_open = Counter(
+            "vlmguard_policy_fail_open_total",
+            "Requests passed unguarded because a stage failed under a fail_open policy.",
+            ["stage"], registry=r,
+        )
+        self.batch_size = Histogram(
+            "vlmguard_queue_batch_size", "Items per executed batch, by stage.", ["stage"],
+            buckets=_BATCH_BUCKETS, registry=r,
+        )
+        self.queue_depth = Gauge(
+            "vlmguard_queue_depth", "Items waiting or running, by stage.", ["stage"], registry=r,
+        )
+        self.queue_wait = Histogram(
+            "vlmguard_queue_wait_seconds", "Time items wait before their batch runs.", ["stage"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.expired = Counter(
+            "vlmguard_queue_expired_total", "Items dropped unrun because their deadline passed.",
+            ["stage"], registry=r,
+        )
+        self.rejected = Counter(
+            "vlmguard_queue_rejected_total", "Items refused because too much work was pending.",
+            ["stage"], registry=r,
+        )
+        self.model_ready = Gauge(
+            "vlmguard_model_ready", "1 when a model is loaded and serving.", ["stage"],
+            registry=r,
+        )
+
+    def serve(self, listen: str) -> int:
+        """Start the /metrics HTTP server on ``HOST:PORT``; returns the bound port."""
+        host, _, port = listen.rpartition(":")
+        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1",
+                                            registry=self.registry)
+        return int(server.server_port)

@@ -1,0 +1,209 @@
+"""Text inside images: RapidOCR (PP-OCRv4, onnxruntime) plus OCR-text normalisation.
+
+OCR output has typical confusions ("lgnore" for "Ignore", "b0mb" for "bomb") that would hide a
+typographic attack from the text risk head; :func:`normalize_ocr_text` repairs the common ones.
+rapidocr_onnxruntime and cv2 are imported only when an :class:`OCRReader` is built.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vlmguard.errors import ConfigError, Reason
+
+#: Longest image side fed to OCR; larger images are downscaled first (speed).
+MAX_OCR_SIDE = 1600
+
+# A word-initial lowercase "l" followed by a consonant that never follows "l" at the start of an
+# English word is almost always a misread capital "I" ("lgnore", "lnstructions", "lt", "ls").
+_L_FOR_I = re.compile(r"(?<![A-Za-z0-9'])l(?=[bcdfgjkmnpqrstvwxz])")
+# Word-initial "lll" is "Ill" with the "I" misread; word-initial "ll" + e/i/o/u ("llegal",
+# "llicit") is "Ill" with one letter lost. "llama"/"llano" ("ll" + "a") are left alone.
+_LLL_FOR_ILL = re.compile(r"(?<![A-Za-z0-9'])lll")
+_LL_FOR_ILL = re.compile(r"(?<![A-Za-z0-9'])ll(?=[eiou])")
+# A standalone "l" between words is the pronoun "I" ("l am", "can l").
+_L_ALONE = re.compile(r"(?<![A-Za-z0-9'.])l(?=\s+[A-Za-z])|(?<=[A-Za-z]\s)l(?![A-Za-z0-9'.])")
+# "|" at the start of a word before a lowercase letter ("|gnore").
+_PIPE_FOR_I = re.compile(r"(?<![A-Za-z0-9])\|(?=[a-z])")
+# Digits inside words: 0 -> o and 1 -> l, only when letters are on both sides ("b0mb", "ki1l").
+_ZERO_IN_WORD = re.compile(r"(?<=[A-Za-z])0(?=[A-Za-z])")
+_ONE_IN_WORD = re.compile(r"(?<=[A-Za-z])1(?=[A-Za-z])")
+# Capital O between digits ("1O0") -> 0.
+_O_IN_NUMBER = re.compile(r"(?<=\d)[Oo](?=\d)")
+# List numbering mangled by OCR at line start: "1 ." / "1," / "1)" / "l." -> "1. ".
+_LIST_NUMBER = re.compile(r"^\s*(\d{1,2})\s*[.,:)]\s*(?=\S|$)")
+_LIST_L = re.compile(r"^\s*[lI|]\s*[.,]\s*(?=\S|$)")
+_SPACES = re.compile(r"[ \t\f\v\u00a0]+")
+
+
+def _fix_line(line: str) -> str:
+    line = _SPACES.sub(" ", line).strip()
+    if not line:
+        return ""
+    line = _LIST_L.sub("1. ", line)
+    line = _LIST_NUMBER.sub(lambda m: f"{m.group(1)}. ", line).rstrip()
+    line = _PIPE_FOR_I.sub("I", line)
+    line = _LLL_FOR_ILL.sub("Ill", line)
+    line = _LL_FOR_ILL.sub("Ill", line)
+    line = _L_FOR_I.sub("I", line)
+    line = _L_ALONE.sub("I", line)
+
+    def _case(m: re.Match[str], letter: str) -> str:
+        before = line[m.start() - 1]
+        return letter.upper() if before.isupper() else letter
+
+    line = _ZERO_IN_WORD.sub(lambda m: _case(m, "o"), line)
+    line = _ONE_IN_WORD.sub(lambda m: _case(m, "l"), line)
+    line = _O_IN_NUMBER.sub("0", line)
+    return line
+
+
+def normalize_ocr_text(text: str) -> str:
+    """Repair common OCR confusions and tidy whitespace, keeping all the text.
+
+    Applies Unicode NFKC, fixes a word-initial ``l``/``|`` misread for ``I`` ("lgnore" ->
+    "Ignore", "lllegal"/"llegal" -> "Illegal", "l am" -> "I am"), ``0``/``1`` inside words
+    ("b0mb" -> "bomb"), ``O`` inside numbers, mangled list numbers at line start ("1 ," ->
+    "1."), collapses runs of spaces and drops empty lines.
+
+    Args:
+        text: Raw OCR text (one or more lines).
+
+    Returns:
+        The normalised text; lines are kept, separated by ``\\n``.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    lines = (_fix_line(raw) for raw in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+@dataclass(frozen=True)
+class OCRLine:
+    """One recognised line.
+
+    Attributes:
+        text: Normalised text of the line.
+        score: Recognition confidence in [0, 1].
+        box: ``(x0, y0, x1, y1)`` in the input image's pixels.
+    """
+
+    text: str
+    score: float
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class OCRResult:
+    """Everything read from one image.
+
+    Attributes:
+        lines: Recognised lines in reading order.
+        text: Normalised line texts in reading order; lines on one row are joined with a space,
+            rows with ``\\n``. Empty when the image holds no readable text.
+    """
+
+    lines: tuple[OCRLine, ...]
+    text: str
+
+
+def _to_bgr(image: np.ndarray) -> np.ndarray:
+    """RGB/RGBA/grey uint8 array -> contiguous BGR uint8 array (what RapidOCR expects)."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        alpha = arr[..., 3:4].astype(np.float32) / 255.0
+        arr = (arr[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return np.ascontiguousarray(arr[..., ::-1])
+
+
+def _rows(lines: list[OCRLine]) -> str:
+    """Join lines in reading order: boxes whose vertical centres overlap form one row."""
+    rows: list[list[OCRLine]] = []
+    for line in sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2):
+        centre = (line.box[1] + line.box[3]) / 2
+        if rows:
+            last = rows[-1][-1]
+            half = max(last.box[3] - last.box[1], line.box[3] - line.box[1]) / 2
+            if abs(centre - (last.box[1] + last.box[3]) / 2) < half * 0.6:
+                rows[-1].append(line)
+                continue
+        rows.append([line])
+    return "\n".join(
+        " ".join(ln.text for ln in sorted(row, key=lambda ln: ln.box[0])) for row in rows
+    )
+
+
+class OCRReader:
+    """Reads text in images with RapidOCR.
+
+    Args:
+        min_score: Lines recognised with lower confidence are dropped.
+
+    Raises:
+        ConfigError: rapidocr_onnxruntime (or cv2) is not installed.
+    """
+
+    def __init__(self, min_score: float = 0.5) -> None:
+        try:
+            import cv2
+            from rapidocr_onnxruntime import RapidOCR
+        except ImportError as e:
+            raise ConfigError(
+                f"OCR needs rapidocr-onnxruntime and opencv ({e.name} is missing); install it "
+                "with: pip install 'vlmguard[models]'",
+                reason=Reason.MISSING_DEPENDENCY,
+            ) from e
+        self._cv2: Any = cv2
+        self._engine: Any = RapidOCR()
+        self.min_score = min_score
+
+    def read(self, image: np.ndarray) -> OCRResult:
+        """Read the text in one image.
+
+        Args:
+            image: RGB uint8 array of shape (H, W, 3) (grey and RGBA are accepted too).
+
+        Returns:
+            The lines found (possibly none) and their joined, normalised text.
+        """
+        bgr = _to_bgr(image)
+        h, w = bgr.shape[:2]
+        if h < 2 or w < 2:
+            return OCRResult(lines=(), text="")
+        scale = 1.0
+        if max(h, w) > MAX_OCR_SIDE:
+            scale = MAX_OCR_SIDE / max(h, w)
+            bgr = self._cv2.resize(
+                bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
+                interpolation=self._cv2.INTER_AREA,
+            )
+        result, _ = self._engine(bgr)
+        lines: list[OCRLine] = []
+        for box, raw_text, score in result or []:
+            text = normalize_ocr_text(str(raw_text))
+            if not text or float(score) < self.min_score:
+                continue
+            pts = np.asarray(box, dtype=np.float64) / scale
+            lines.append(
+                OCRLine(
+                    text=text.replace("\n", " "),
+                    score=float(score),
+                    box=(
+                        float(pts[:, 0].min()), float(pts[:, 1].min()),
+                        float(pts[:, 0].max()), float(pts[:, 1].max()),
+                    ),
+                )
+            )
+        return OCRResult(lines=tuple(lines), text=_rows(lines))

@@ -1,0 +1,368 @@
+"""Tier-1 threat analyzer: fast CPU models composed into a risk analysis.
+
+For one batch of requests it decodes images, reads the text inside them (OCR), runs the
+explicit-imagery detector, and scores with one embedding pass: the user's text alone, each
+image's OCR text alone, and the two joined (the FigStep pattern: a harmless prompt that asks the
+model to complete a harmful list typed into the image). The output is tenant-independent;
+policy turns it into a level and an action. One bad item fails alone, never its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
+from vlmguard.domain import (
+    Analysis,
+    AnalysisItem,
+    Finding,
+    ImageEvidence,
+    Modality,
+    ModalityReasoning,
+)
+from vlmguard.errors import InvalidArgumentError, UnavailableError, VLMGuardError
+from vlmguard.imaging import decode_image
+
+log = logging.getLogger(__name__)
+
+#: Category the explicit-imagery detector reports into.
+EXPLICIT_CATEGORY = "sexual_content"
+
+# The prompt points at the image ("the list in the image", "the items above"): used to explain
+# the cross-modal line of the reasoning, never to score.
+_REFERS_TO_IMAGE = re.compile(
+    r"\b(image|picture|photo|screenshot|shown|above|below|list|items?|text in|written|diagram)\b",
+    re.IGNORECASE,
+)
+
+
+class Embedder(Protocol):
+    """Text embedder (all-MiniLM-L6-v2 in production)."""
+
+    name: str
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+
+
+class Head(Protocol):
+    """Risk head on embeddings: overall probability and per-category probabilities."""
+
+    categories: list[str]
+    version: str
+
+    def predict(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class OCR(Protocol):
+    """Reads text inside an RGB image."""
+
+    def read(self, image: np.ndarray) -> Any: ...
+
+
+class ExplicitDetector(Protocol):
+    """Explicit-imagery detector returning (label, score) pairs."""
+
+    def detect(self, image: np.ndarray) -> list[tuple[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class _Scored:
+    overall: float
+    categories: dict[str, float]
+
+
+def _excerpt(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Tier1Analyzer:
+    """Composes the tier-1 models. Blocking: call :meth:`analyze_batch` from a worker thread.
+
+    Args:
+        cfg: Analyzer settings.
+        taxonomy: The risk taxonomy (category ids must match the head's).
+        limits: Image limits, enforced again at decode time.
+        embedder: Sentence embedder.
+        head: Risk head.
+        ocr: OCR reader, or None to skip reading text in images.
+        explicit: Explicit-imagery detector, or None to skip it.
+    """
+
+    def __init__(
+        self,
+        cfg: AnalyzerConfig,
+        taxonomy: TaxonomyConfig,
+        limits: LimitsConfig,
+        *,
+        embedder: Embedder,
+        head: Head,
+        ocr: OCR | None,
+        explicit: ExplicitDetector | None,
+    ) -> None:
+        unknown = [c for c in head.categories if taxonomy.get(c) is None]
+        if unknown:
+            from vlmguard.errors import ConfigError
+
+            raise ConfigError(
+                f"risk head categories {unknown} are not in the taxonomy; retrain the head "
+                "(vlmguard train-analyzer) or fix taxonomy.categories"
+            )
+        self.cfg = cfg
+        self.taxonomy = taxonomy
+        self.limits = limits
+        self.embedder = embedder
+        self.head = head
+        self.ocr = ocr
+        self.explicit = explicit
+        self.name = f"tier1/{head.version}"
+
+    @classmethod
+    def from_config(
+        cls, cfg: AnalyzerConfig, taxonomy: TaxonomyConfig, limits: LimitsConfig
+    ) -> Tier1Analyzer:
+        """Load the real models (MiniLM, the shipped or configured head, RapidOCR, NudeNet)."""
+        from vlmguard.models.embedder import MiniLMEmbedder
+        from vlmguard.models.risk_head import RiskHead
+
+        embedder = MiniLMEmbedder(cfg.embedder_path, threads=cfg.threads)
+        head = RiskHead.load(cfg.head_path or None)
+        ocr = None
+        if cfg.ocr:
+            from vlmguard.models.ocr import OCRReader
+
+            ocr = OCRReader()
+        explicit = None
+        if cfg.explicit_image:
+            from vlmguard.models.explicit import ExplicitImageDetector
+
+            explicit = ExplicitImageDetector(min_score=cfg.explicit_min_score)
+        return cls(cfg, taxonomy, limits, embedder=embedder, head=head, ocr=ocr,
+                   explicit=explicit)
+
+    def warmup(self) -> None:
+        """Run every model once so the first request does not pay lazy initialisation."""
+        blank = np.full((64, 64, 3), 255, dtype=np.uint8)
+        self.embedder.embed(["warm up"])
+        if self.ocr is not None:
+            self.ocr.read(blank)
+        if self.explicit is not None:
+            self.explicit.detect(blank)
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def _score(self, texts: list[str]) -> list[_Scored]:
+        if not texts:
+            return []
+        emb = self.embedder.embed(texts)
+        overall, per_cat = self.head.predict(emb)
+        out = []
+        for i in range(len(texts)):
+            cats = per_cat[i]
+            top = float(cats.max()) if cats.size else 0.0
+            o = float(overall[i])
+            # Category scores are scaled so the most likely category carries the overall
+            # score: thresholds then mean the same for "is it unsafe" and "unsafe how".
+            scores = {
+                c: (o * float(cats[j]) / top if top > 0 else 0.0)
+                for j, c in enumerate(self.head.categories)
+            }
+            out.append(_Scored(o, scores))
+        return out
+
+    def _read_images(
+        self, item: AnalysisItem
+    ) -> tuple[list[ImageEvidence], dict[str, float]]:
+        evidence: list[ImageEvidence] = []
+        timings = {"decode": 0.0, "ocr": 0.0, "explicit": 0.0}
+        for idx, img in enumerate(item.images):
+            t0 = time.perf_counter()
+            arr = decode_image(img, idx, self.limits)
+            t1 = time.perf_counter()
+            ocr_text = ""
+            if self.ocr is not None:
+                result = self.ocr.read(arr)
+                ocr_text = result.text if len(result.text) >= self.cfg.ocr_min_chars else ""
+            t2 = time.perf_counter()
+            labels: list[tuple[str, float]] = []
+            if self.explicit is not None:
+                labels = self.explicit.detect(arr)
+            t3 = time.perf_counter()
+            timings["decode"] += (t1 - t0) * 1000
+            timings["ocr"] += (t2 - t1) * 1000
+            timings["explicit"] += (t3 - t2) * 1000
+            evidence.append(
+                ImageEvidence(idx, int(arr.shape[1]), int(arr.shape[0]), ocr_text, tuple(labels))
+            )
+        return evidence, timings
+
+    def analyze_batch(self, items: Sequence[AnalysisItem]) -> list[Analysis | VLMGuardError]:
+        """Analyse a batch; returns one :class:`Analysis` or one error per item, in order."""
+        results: list[Analysis | VLMGuardError | None] = [None] * len(items)
+        per_item: list[tuple[list[ImageEvidence], dict[str, float]] | None] = [None] * len(items)
+        texts: list[str] = []
+        slots: list[tuple[int, str, int]] = []  # (item index, kind, image index)
+        for i, item in enumerate(items):
+            try:
+                per_item[i] = self._read_images(item)
+            except InvalidArgumentError as e:
+                results[i] = e
+                continue
+            except Exception:
+                log.exception("image analysis failed")
+                results[i] = UnavailableError("image analysis failed", reason="STAGE_FAILED")
+                continue
+            texts.append(item.text)
+            slots.append((i, "text", -1))
+            for ev in per_item[i][0]:  # type: ignore[index]
+                if ev.ocr_text:
+                    texts.append(ev.ocr_text)
+                    slots.append((i, "ocr", ev.index))
+                    texts.append(f"{item.text}\n{ev.ocr_text}")
+                    slots.append((i, "joint", ev.index))
+        t0 = time.perf_counter()
+        scored = self._score(texts)
+        embed_ms = (time.perf_counter() - t0) * 1000
+        by_item: dict[int, list[tuple[str, int, _Scored]]] = {}
+        for (i, kind, img_idx), s in zip(slots, scored, strict=True):
+            by_item.setdefault(i, []).append((kind, img_idx, s))
+        for i, item in enumerate(items):
+            if results[i] is not None:
+                continue
+            images, timings = per_item[i]  # type: ignore[misc]
+            timings["text_risk"] = embed_ms
+            results[i] = self._compose(item, images, by_item.get(i, []), timings)
+        out: list[Analysis | VLMGuardError] = []
+        for r in results:
+            if r is None:  # pragma: no cover - every branch above sets a result
+                raise RuntimeError("analyzer produced no result for an item")
+            out.append(r)
+        return out
+
+    # -- composing the analysis ----------------------------------------------------------
+
+    def _compose(
+        self,
+        item: AnalysisItem,
+        images: list[ImageEvidence],
+        scored: list[tuple[str, int, _Scored]],
+        timings: dict[str, float],
+    ) -> Analysis:
+        thr = self.cfg.report_threshold
+        findings: list[Finding] = []
+        cat_scores: dict[str, float] = dict.fromkeys(self.taxonomy.ids, 0.0)
+        overall = 0.0
+        text_s = next(s for k, _, s in scored if k == "text")
+        ocr_s = {idx: s for k, idx, s in scored if k == "ocr"}
+        joint_s = {idx: s for k, idx, s in scored if k == "joint"}
+        ocr_text = {ev.index: ev.ocr_text for ev in images}
+
+        def add(s: _Scored, modality: Modality, source: str, evidence: str, idx: int) -> None:
+            nonlocal overall
+            overall = max(overall, s.overall)
+            for c, v in s.categories.items():
+                cat_scores[c] = max(cat_scores.get(c, 0.0), v)
+                if v >= thr:
+                    findings.append(Finding(c, v, modality, evidence, source, idx))
+
+        add(text_s, Modality.TEXT, "text_risk", _excerpt(item.text), -1)
+        for idx, s in ocr_s.items():
+            add(s, Modality.IMAGE, "ocr_text_risk", _excerpt(ocr_text[idx], 200), idx)
+        for idx, s in joint_s.items():
+            # The joined text only counts as cross-modal evidence when it adds risk beyond
+            # either part alone; otherwise the TEXT / IMAGE findings already say it.
+            if s.overall > max(text_s.overall, ocr_s[idx].overall):
+                add(s, Modality.CROSS_MODAL, "ocr_joint_risk",
+                    _excerpt(f"prompt + text in image {idx + 1}: {ocr_text[idx]}", 200), idx)
+        for ev in images:
+            if ev.explicit_labels:
+                top = max(score for _, score in ev.explicit_labels)
+                labels = ", ".join(f"{lab} ({sc:.2f})" for lab, sc in ev.explicit_labels[:4])
+                overall = max(overall, top)
+                cat_scores[EXPLICIT_CATEGORY] = max(cat_scores.get(EXPLICIT_CATEGORY, 0.0), top)
+                if top >= thr:
+                    findings.append(Finding(EXPLICIT_CATEGORY, top, Modality.IMAGE,
+                                            f"detector labels: {labels}", "explicit_image",
+                                            ev.index))
+        findings.sort(key=lambda f: (-f.score, f.category))
+        reasoning = self._reasoning(item, images, text_s, ocr_s, joint_s)
+        return Analysis(
+            score=overall,
+            findings=tuple(findings),
+            reasoning=reasoning,
+            analyzer=self.name,
+            category_scores=cat_scores,
+            images=tuple(images),
+            timings_ms=timings,
+        )
+
+    def _top(self, s: _Scored) -> tuple[str, float]:
+        c = max(s.categories, key=lambda k: s.categories[k])
+        return c, s.categories[c]
+
+    def _describe(self, category: str) -> str:
+        cat = self.taxonomy.get(category)
+        return f"{category} ({cat.description})" if cat else category
+
+    def _reasoning(
+        self,
+        item: AnalysisItem,
+        images: list[ImageEvidence],
+        text_s: _Scored,
+        ocr_s: dict[int, _Scored],
+        joint_s: dict[int, _Scored],
+    ) -> ModalityReasoning:
+        thr = self.cfg.report_threshold
+        c, v = self._top(text_s)
+        if text_s.overall >= thr:
+            textual = (f"The text prompt alone scores {text_s.overall:.2f}; the closest risk "
+                       f"category is {self._describe(c)} at {v:.2f}.")
+        else:
+            textual = f"The text prompt alone shows no risk (score {text_s.overall:.2f})."
+        if not images:
+            visual = "No image was sent."
+            cross = "No image was sent, so there is no cross-modal risk."
+            return ModalityReasoning(textual, visual, cross)
+        vis_parts, cross_parts = [], []
+        refers = bool(_REFERS_TO_IMAGE.search(item.text))
+        for ev in images:
+            n = ev.index + 1
+            if ev.ocr_text:
+                s = ocr_s[ev.index]
+                oc, _ov = self._top(s)
+                words = len(ev.ocr_text.split())
+                if s.overall >= thr:
+                    vis_parts.append(f"Image {n} contains typed text ({words} words) that scores "
+                                     f"{s.overall:.2f}, mostly for {self._describe(oc)}.")
+                else:
+                    vis_parts.append(f"Image {n} contains typed text ({words} words) with no "
+                                     f"risk found (score {s.overall:.2f}).")
+                j = joint_s[ev.index]
+                jc, _ = self._top(j)
+                if j.overall >= thr and j.overall > text_s.overall:
+                    how = ("the prompt points the model at the image's content, so the image's "
+                           "text becomes the real instruction (typographic attack pattern)"
+                           if refers else "the image's text changes what the prompt asks for")
+                    cross_parts.append(f"With image {n}, the request scores {j.overall:.2f} "
+                                       f"(prompt alone {text_s.overall:.2f}) for "
+                                       f"{self._describe(jc)}: {how}.")
+                else:
+                    cross_parts.append(f"The prompt and the text in image {n} add no risk "
+                                       f"together (combined score {j.overall:.2f}).")
+            else:
+                vis_parts.append(f"Image {n} ({ev.width}x{ev.height}) has no readable text.")
+            if ev.explicit_labels:
+                labels = ", ".join(lab for lab, _ in ev.explicit_labels[:4])
+                vis_parts.append(f"The explicit-imagery detector flags image {n}: {labels}.")
+                cross_parts.append(f"Any request about image {n} concerns explicit imagery.")
+        if not cross_parts:
+            cross_parts.append("No text was read from the images, so the cross-modal check rests "
+                               "on the text prompt and the image detectors alone.")
+        return ModalityReasoning(textual, " ".join(vis_parts), " ".join(cross_parts))

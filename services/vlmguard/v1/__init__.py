@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf code for the vlmguard.v1 API."""
