@@ -28,11 +28,12 @@ ENV_VARS: dict[str, str] = {
     "VLMGUARD_API_KEYS": "Comma-separated API keys accepted when auth is enabled.",
     "VLMGUARD_QUEUE_URL": "Queue URL (redis://, rediss://); unset means the in-process queue.",
     "VLMGUARD_CACHE_DIR": "Directory for converted model caches (default ~/.cache/vlmguard).",
+    "VLMGUARD_CLIENT_API_KEY": "API key the `vlmguard guard` client sends (else --api-key).",
     "VLMGUARD_<SECTION>__<FIELD>": "Any config field, nested with '__' (values parsed as YAML).",
 }
 
 _RESERVED_ENV = {"VLMGUARD_PORT", "VLMGUARD_SERVICE_HOST", "VLMGUARD_CONFIG", "VLMGUARD_API_KEYS",
-                 "VLMGUARD_CACHE_DIR"}
+                 "VLMGUARD_CACHE_DIR", "VLMGUARD_CLIENT_API_KEY"}
 
 
 class _Frozen(BaseModel):
@@ -399,6 +400,8 @@ def load_config(
             raise ConfigError(f"config file not found: {p}", reason=Reason.CONFIG_INVALID) from e
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        except (OSError, UnicodeDecodeError) as e:  # a directory, no permission, binary file
+            raise ConfigError(f"config file {p} cannot be read: {type(e).__name__}") from e
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping at the top level")
         data = loaded

@@ -137,7 +137,13 @@ def decode_image(img: ImageInput, index: int, limits: LimitsConfig) -> np.ndarra
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(img.data), formats=[info.format]) as im:
                 im.seek(0)
-                if im.mode in ("RGBA", "LA", "P", "PA"):
+                if im.mode == "I" or im.mode.startswith("I;16"):
+                    # 16-bit grayscale PNG: scale to 8 bits (convert() would clip to white,
+                    # hiding the content from the analyzer).
+                    wide = np.asarray(im).astype(np.int64)
+                    gray = np.clip(wide >> 8, 0, 255).astype(np.uint8)
+                    rgb = Image.fromarray(gray).convert("RGB")
+                elif im.mode in ("RGBA", "LA", "P", "PA"):
                     rgba = im.convert("RGBA")
                     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                     rgb = Image.alpha_composite(background, rgba).convert("RGB")

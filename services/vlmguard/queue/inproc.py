@@ -146,6 +146,12 @@ class MicroBatcher:
             self._running = len(batch)
             try:
                 await self._execute(batch)
+            except asyncio.CancelledError:  # close() timed out: no caller may wait forever
+                self._fail_unresolved(batch, "is shutting down", Reason.STAGE_UNAVAILABLE)
+                raise
+            except Exception:  # a bug here must not kill the runner and strand every caller
+                log.exception("stage %s runner failed on a batch", self.spec.name)
+                self._fail_unresolved(batch, "failed", Reason.STAGE_FAILED)
             finally:
                 self._running = 0
                 self._gauge()
@@ -169,8 +175,12 @@ class MicroBatcher:
                 if not p.future.done():
                     p.future.set_exception(err)
             return
-        if len(results) != len(batch):
-            log.error("stage %s returned %d results for %d items", name, len(results), len(batch))
+        try:
+            n_results = len(results)
+        except TypeError:  # not a sequence (e.g. the handler returned None)
+            n_results = -1
+        if n_results != len(batch):
+            log.error("stage %s returned %d results for %d items", name, n_results, len(batch))
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(
@@ -187,6 +197,13 @@ class MicroBatcher:
                 p.future.set_exception(r)
             else:
                 p.future.set_result(r)
+
+    def _fail_unresolved(self, batch: list[_Pending], what: str, reason: str) -> None:
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(
+                    UnavailableError(f"stage {self.spec.name!r} {what}", reason=reason)
+                )
 
     async def close(self, timeout: float = 30.0) -> None:
         """Stop taking items, finish the batch in hand, fail waiting items with UNAVAILABLE."""

@@ -1,0 +1,117 @@
+"""The commands a user types: `vlmguard serve` as a real process, `vlmguard guard` against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BENCH, ROOT, bench_items
+from tests.helpers import text_image
+
+pytestmark = pytest.mark.integration
+
+VLMGUARD = [sys.executable, "-m", "vlmguard.cli"]
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[str]:
+    """`vlmguard serve` on a free port; yields its address and stops it with SIGTERM."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*VLMGUARD, "serve", "--listen", "127.0.0.1:0", "--no-metrics", "--target", "none"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+    )
+    addr = ""
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    try:
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"VLMGuard is serving on (\S+)", line)
+            if m:
+                addr = m.group(1)
+                break
+        assert addr, "server did not start:\n" + "".join(lines)
+        yield addr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, "serve did not drain and exit 0 on SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def run_guard(addr: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*VLMGUARD, "guard", "--addr", addr, *args], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+
+
+def test_guard_json_on_figstep_image(served: str) -> None:
+    item = next(i for i in bench_items("figstep_safebench") if i["category"] == "Illegal Activity")
+    proc = run_guard(served, "--json", "--image", str(BENCH / "figstep_safebench" / item["image"]),
+                     "--text", item["text"])
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    for key in ("action", "risk_level", "risk_score", "findings", "rewritten_text",
+                "target_response", "timings_ms"):
+        assert key in out
+    assert out["action"] in ("REWRITE", "BLOCK")
+    assert any(f["modality"] in ("IMAGE", "CROSS_MODAL") and f["evidence"]
+               for f in out["findings"])
+    assert set(out["findings"][0]) >= {"category", "score", "modality", "evidence"}
+
+
+def test_guard_human_output_for_everyday_question(served: str, tmp_path: Path) -> None:
+    img = tmp_path / "sign.png"
+    img.write_bytes(text_image(["Main Street", "Bus stop 24"]))
+    proc = run_guard(served, "--image", str(img), "--text", "Which bus stops here?")
+    assert proc.returncode == 0, proc.stderr
+    assert "action:     ALLOW" in proc.stdout
+    assert "Which bus stops here?" in proc.stdout
+
+
+def test_guard_error_is_reported_with_reason(served: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    proc = run_guard(served, "--json", "--image", str(bad), "--text", "hi")
+    assert proc.returncode == 1
+    err = json.loads(proc.stdout)["error"]
+    assert err["code"] == "INVALID_ARGUMENT" and err["reason"] == "IMAGE_CORRUPT"
+
+
+def test_guard_missing_image_file_is_usage_error(served: str) -> None:
+    proc = run_guard(served, "--image", "/nonexistent.png", "--text", "hi")
+    assert proc.returncode == 2 and "cannot read image" in proc.stderr
+
+
+def test_help_lists_commands() -> None:
+    proc = subprocess.run([*VLMGUARD, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for cmd in ("serve", "guard", "check-config", "train-analyzer"):
+        assert cmd in proc.stdout
+
+
+def test_check_config_reports_bad_value(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("policy:\n  tenants:\n    default:\n      rewrite_threshold: 2\n")
+    proc = subprocess.run([*VLMGUARD, "check-config", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "policy.tenants.default.rewrite_threshold" in proc.stderr
+    ok = subprocess.run([*VLMGUARD, "check-config", "--config", str(ROOT / "configs" /
+                                                                      "embedded.yaml")],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
