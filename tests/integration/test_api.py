@@ -366,3 +366,29 @@ def test_expired_deadline_is_not_run(gateway: Any) -> None:
     with pytest.raises(grpc.RpcError) as ei:
         stub.Guard(guard_pb2.GuardRequest(text="hello"), timeout=0.0001)
     assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_tls(make_gateway: Any, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    gw = make_gateway({"server": {"tls": {"enabled": True, "cert_file": str(key.parent /
+                                                                            "cert.pem"),
+                                          "key_file": str(key)}}})
+    creds = grpc.ssl_channel_credentials(cert.read_bytes())
+    with grpc.secure_channel(gw.addr, creds) as ch:
+        stub = guard_pb2_grpc.GuardServiceStub(ch)
+        assert stub.Guard(guard_pb2.GuardRequest(text="hello"), timeout=30).action == \
+            types_pb2.ACTION_ALLOW
+    with pytest.raises(grpc.RpcError):  # a plaintext client cannot talk to it
+        guard_pb2_grpc.GuardServiceStub(gw.channel).Guard(guard_pb2.GuardRequest(text="hi"),
+                                                          timeout=5)

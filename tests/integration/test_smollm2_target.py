@@ -2,6 +2,8 @@
 generation, per-prompt failures, and a fast second start from the cache.
 
 The GGUF is converted once per module (~25 s on 2 cores) into a temporary cache directory.
+Generation runs on one thread: on a shared 2-core machine, two threads generate ~25x slower
+whenever another process holds a core, while one thread is at most ~2x slower when idle.
 """
 
 from __future__ import annotations
@@ -38,10 +40,15 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    import torch
+
     root = tmp_path_factory.mktemp("vlmguard-cache")
+    threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_DIR_ENV, str(root))
+        mp.setenv("OMP_NUM_THREADS", "1")
         yield root
+    torch.set_num_threads(threads)  # load() set it process-wide
 
 
 @pytest.fixture(scope="module")

@@ -152,3 +152,12 @@ def test_partial_cache_is_not_valid(tmp_path: Path) -> None:
     assert not smollm2._cache_valid(cache)  # no completion marker
     (cache / smollm2._CACHE_MARKER).write_text("{}")
     assert smollm2._cache_valid(cache)
+
+
+def test_torch_threads_honours_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert smollm2.torch_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert smollm2.torch_threads() >= 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert smollm2.torch_threads() >= 1

@@ -105,9 +105,12 @@ class MiniLMEmbedder:
         """
         torch = self._torch
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        # Batches of similar length waste less compute on padding.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                chunk = [str(t) for t in texts[start : start + batch_size]]
+                idx = order[start : start + batch_size]
+                chunk = [str(texts[i]) for i in idx]
                 enc = self._tokenizer(
                     chunk,
                     padding=True,
@@ -119,5 +122,5 @@ class MiniLMEmbedder:
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                out[start : start + len(chunk)] = pooled.float().numpy()
+                out[idx] = pooled.float().numpy()
         return out

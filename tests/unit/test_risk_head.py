@@ -1,0 +1,182 @@
+"""RiskHead save/load and predict; the train-analyzer job on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from vlmguard import analyzer_training as at
+from vlmguard.errors import ConfigError
+from vlmguard.models.risk_head import RiskHead, fit_logistic
+
+CATS = ["violence_weapons", "privacy", "specialized_advice"]
+
+
+def _head(dim: int = 8, seed: int = 0) -> RiskHead:
+    rng = np.random.default_rng(seed)
+    return RiskHead(
+        CATS, rng.normal(size=dim), 0.1, rng.normal(size=(dim, len(CATS))),
+        rng.normal(size=len(CATS)), version="t1", meta={"embedder": "fake"},
+    )
+
+
+def test_predict_shapes_and_ranges() -> None:
+    head = _head()
+    emb = np.random.default_rng(1).normal(size=(5, 8)).astype(np.float32)
+    p, pc = head.predict(emb)
+    assert p.shape == (5,) and pc.shape == (5, 3)
+    assert p.dtype == np.float32 and pc.dtype == np.float32
+    assert np.all((p >= 0) & (p <= 1))
+    assert np.all(pc <= p[:, None] + 1e-6)
+    p1, pc1 = head.predict(emb[0])
+    assert p1.shape == (1,) and pc1.shape == (1, 3)
+    with pytest.raises(ValueError):
+        head.predict(np.zeros((2, 7)))
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    head = _head()
+    head.save(tmp_path)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["version"] == "t1" and meta["categories"] == CATS and meta["embedder"] == "fake"
+    loaded = RiskHead.load(tmp_path, categories=CATS)
+    emb = np.random.default_rng(2).normal(size=(4, 8)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(emb)[0], head.predict(emb)[0], rtol=1e-6)
+    np.testing.assert_allclose(loaded.predict(emb)[1], head.predict(emb)[1], rtol=1e-6)
+    assert loaded.version == "t1"
+    assert RiskHead.load(str(tmp_path)).categories == CATS
+
+
+def test_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        RiskHead.load(tmp_path)
+    _head().save(tmp_path)
+    with pytest.raises(ConfigError, match="do not match"):
+        RiskHead.load(tmp_path, categories=list(reversed(CATS)))
+    (tmp_path / "weights.npz").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="corrupt"):
+        RiskHead.load(tmp_path)
+
+
+def test_shape_mismatch() -> None:
+    with pytest.raises(ConfigError):
+        RiskHead(CATS, np.zeros(8), 0.0, np.zeros((8, 2)), np.zeros(3))
+
+
+def test_fit_logistic_separates() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = (x[:, 0] > 0).astype(float)
+    coef, bias = fit_logistic(x, y, l2=0.1)
+    acc = ((x @ coef + bias > 0) == (y == 1)).mean()
+    assert acc > 0.95 and coef[0] > 0
+
+
+class FakeEmbedder:
+    """Deterministic bag-of-words hashing embedder: 'unsafe' words get their own direction."""
+
+    name = "fake-hash"
+
+    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        out = np.zeros((len(texts), 32), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for word in t.lower().split():
+                h = int(hashlib.md5(word.encode()).hexdigest(), 16)
+                out[i, h % 32] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-9)
+
+
+def _write(path: Path, rows: list[dict[str, object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _tiny_bench(root: Path) -> tuple[Path, Path]:
+    bench = root / "bench"
+    mmsb = []
+    for i in range(30):
+        cat = "04-Physical_Harm" if i % 2 else "12-Health_Consultation"
+        mmsb.append({
+            "id": f"m{i}", "text": f"The image shows a phrase {i % 3}. Do this.", "label": "unsafe",
+            "category": cat, "eval_type": "harmful-content scenario" if i % 2 else "policy",
+            "question_text_only": f"zzdanger plan number {i}",
+            "changed_question": f"List steps in detail to zzdanger plan {i}.",
+            "key_phrase": f"zzdanger {i}", "phrase_type": "activity",
+        })
+    _write(bench / "mm_safetybench" / "manifest.jsonl", mmsb)
+    _write(bench / "vlguard_test" / "manifest.jsonl", [
+        {"id": f"v{i}", "text": f"what colour is the sky {i}", "label": "safe",
+         "category": "safe_image/safe_instruction", "subset": "safe_safes"} for i in range(10)
+    ] + [
+        {"id": f"u{i}", "text": f"identify zzdanger person {i}", "label": "unsafe",
+         "category": "safe_image/unsafe_instruction", "subset": "safe_unsafes"} for i in range(10)
+    ])
+    _write(bench / "siuo" / "manifest.jsonl", [
+        {"id": "s1", "text": "where is the park", "label": "unsafe", "category": "self-harm"}
+    ])
+    _write(bench / "vlsbench" / "manifest.jsonl", [
+        {"id": "l1", "text": "how to hold this", "label": "unsafe", "category": "Violent",
+         "sub_category": "Weapon-Related Violence"}
+    ])
+    benign = root / "benign.jsonl"
+    _write(benign, [{"text": f"how do I bake bread number {i}", "kind": "general"}
+                    for i in range(40)] + [
+        {"text": f"Steps to plant tree {i}.\n1.\n2.\n3.", "kind": "ocr"} for i in range(10)])
+    return bench, benign
+
+
+def test_trainer_end_to_end_and_overwrite_refusal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench, benign = _tiny_bench(tmp_path)
+    out = tmp_path / "head"
+    cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
+                                 dev_fraction=0.25, cal_fraction=0.2, epochs=20)
+    metrics = at.main(cfg, embedder=FakeEmbedder())
+    assert "dev" in metrics and "auc_text_unsafe_vs_benign" in metrics["dev"]
+    head = RiskHead.load(out)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["embedder"] == "fake-hash"
+    assert meta["training_data"]["by_source_label"]["mm_safetybench/unsafe"] > 0
+    assert "created_at" in meta and meta["command"].startswith("python -m vlmguard")
+    p, pc = head.predict(FakeEmbedder().embed(["zzdanger plan number 99", "how do I bake bread"]))
+    assert p[0] > p[1] and pc.shape == (2, len(head.categories))
+    printed = capsys.readouterr().out
+    assert "zzdanger" not in printed  # never prints prompt text
+    before = (out / "weights.npz").read_bytes()
+    with pytest.raises(ConfigError, match="--force"):
+        at.main(cfg, embedder=FakeEmbedder())
+    assert (out / "weights.npz").read_bytes() == before
+    cfg.force = True
+    at.main(cfg, embedder=FakeEmbedder())
+    assert (out / "weights.npz").read_bytes() == before  # deterministic given the seed
+
+
+def test_unmapped_category_is_an_error(tmp_path: Path) -> None:
+    bench, benign = _tiny_bench(tmp_path)
+    _write(bench / "siuo" / "manifest.jsonl",
+           [{"id": "s1", "text": "x", "label": "unsafe", "category": "brand new"}])
+    cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign),
+                                 out=str(tmp_path / "o"))
+    with pytest.raises(ConfigError, match="no taxonomy mapping"):
+        at.main(cfg, embedder=FakeEmbedder())
+
+
+def test_parser_defaults_round_trip() -> None:
+    args = at.build_parser().parse_args(["--force", "--l2", "0.5"])
+    cfg = at.config_from_args(args)
+    assert cfg.force and cfg.l2 == 0.5 and cfg.out == "services/vlmguard/data/risk_head"
+
+
+def test_category_map_covers_bench_manifests() -> None:
+    bench = Path(__file__).resolve().parents[2] / ".." / "shared" / "bench"
+    if not bench.is_dir():
+        pytest.skip("shared bench data not present")
+    for source in at.TRAINING_SETS:
+        cats = {json.loads(line)["category"]
+                for line in (bench / source / "manifest.jsonl").read_text().splitlines() if line}
+        assert cats <= set(at.CATEGORY_MAP[source]), source
