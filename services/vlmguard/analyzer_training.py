@@ -169,8 +169,8 @@ class TrainAnalyzerConfig:
     care_weight: float = 0.5
     image_dependent_weight: float = 0.0
     benign_weight: float = 2.0
-    typo_variants: int = 2
-    paraphrase_variants: int = 2
+    typo_variants: int = 3
+    paraphrase_variants: int = 4
     embedder_path: str = ""
     threads: int = 0
     batch_size: int = 64
