@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
 from vlmguard.config import VLMGuardConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,6 +14,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.conftest import BENCH, bench_items
+from tests.helpers import error_reason, png_bytes, text_image
 from vlmguard.v1 import (
     analysis_pb2,
     analysis_pb2_grpc,
@@ -25,9 +28,6 @@ from vlmguard.v1 import (
     target_pb2_grpc,
     types_pb2,
 )
-
-from tests.conftest import BENCH, bench_items
-from tests.helpers import error_reason, png_bytes, text_image
 
 pytestmark = pytest.mark.integration
 
@@ -288,10 +288,9 @@ class _FailingAnalyzer:
 
 
 def _gateway_with_analyzer(loop_thread: Any, analyzer: Any, overrides: dict[str, Any]) -> Any:
+    from tests.conftest import RunningGateway
     from vlmguard.config import load_config, set_dotted
     from vlmguard.gateway.server import build_gateway
-
-    from tests.conftest import RunningGateway
 
     ov = set_dotted(overrides, "server.listen", "127.0.0.1:0")
     cfg = load_config(None, environ={}, overrides=ov)

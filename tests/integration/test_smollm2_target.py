@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from vlmguard.backends.smollm2 import CACHE_DIR_ENV, SmolLM2Backend, cache_dir_for
 from vlmguard.backends.target import TargetPrompt
 from vlmguard.config import TargetConfig

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import pytest
+
 from vlmguard.config import BatchingConfig
 from vlmguard.errors import (
     DeadlineExceededError,

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
+
 from vlmguard import config as cfgmod
 from vlmguard.config import (
     ENV_VARS,

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+
 from vlmguard import errors as errmod
 from vlmguard.errors import (
     ConfigError,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+
 from vlmguard.config import LimitsConfig
 from vlmguard.domain import ImageInput
 from vlmguard.errors import InvalidArgumentError, Reason

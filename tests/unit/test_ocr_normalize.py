@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from vlmguard.models.ocr import normalize_ocr_text
 
 

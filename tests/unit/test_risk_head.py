@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from vlmguard import analyzer_training as at
 from vlmguard.errors import ConfigError
 from vlmguard.models.risk_head import RiskHead, fit_logistic

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from vlmguard.backends import smollm2
 from vlmguard.backends.target import (
     NoneTargetBackend,

@@ -34,6 +34,17 @@ log = logging.getLogger(__name__)
 
 #: Category the explicit-imagery detector reports into.
 EXPLICIT_CATEGORY = "sexual_content"
+#: Always-block category derived from sexual content plus a mention of minors.
+CHILD_CATEGORY = "child_safety"
+
+# No training data exists for child safety, so it is a rule: any sexual-content signal together
+# with a mention of a minor (in the prompt or the text inside an image) is child-safety risk.
+_MINOR = re.compile(
+    r"\b(child|children|kids?|minors?|under-?age|teens?|teenagers?|pre-?teens?|school ?(girl|boy)s?"
+    r"|toddlers?|infants?|bab(y|ies)|little (girl|boy)s?|young (girl|boy)s?|lolis?"
+    r"|(1[0-7]|[1-9])[- ]?(yo|y/o|years?[- ]old))\b",
+    re.IGNORECASE,
+)
 
 # The prompt points at the image ("the list in the image", "the items above"): used to explain
 # the cross-modal line of the reasoning, never to score.
@@ -291,6 +302,7 @@ class Tier1Analyzer:
                     findings.append(Finding(EXPLICIT_CATEGORY, top, Modality.IMAGE,
                                             f"detector labels: {labels}", "explicit_image",
                                             ev.index))
+        self._child_safety(item, images, findings, cat_scores)
         findings.sort(key=lambda f: (-f.score, f.category))
         reasoning = self._reasoning(item, images, text_s, ocr_s, joint_s)
         return Analysis(
@@ -302,6 +314,37 @@ class Tier1Analyzer:
             images=tuple(images),
             timings_ms=timings,
         )
+
+    def _child_safety(
+        self,
+        item: AnalysisItem,
+        images: list[ImageEvidence],
+        findings: list[Finding],
+        cat_scores: dict[str, float],
+    ) -> None:
+        if self.taxonomy.get(CHILD_CATEGORY) is None:
+            return
+        sexual = cat_scores.get(EXPLICIT_CATEGORY, 0.0)
+        if sexual < self.cfg.report_threshold:
+            return
+        mention = _MINOR.search(item.text)
+        where, idx, modality = "the prompt", -1, Modality.TEXT
+        if mention is None:
+            for ev in images:
+                mention = _MINOR.search(ev.ocr_text)
+                if mention is not None:
+                    where, idx, modality = f"the text in image {ev.index + 1}", ev.index, \
+                        Modality.IMAGE
+                    break
+        if mention is None:
+            return
+        if any(f.category == EXPLICIT_CATEGORY and f.modality is not modality
+               for f in findings):
+            modality = Modality.CROSS_MODAL
+        cat_scores[CHILD_CATEGORY] = max(cat_scores.get(CHILD_CATEGORY, 0.0), sexual)
+        findings.append(Finding(CHILD_CATEGORY, sexual, modality,
+                                f"sexual content ({sexual:.2f}) with a mention of a minor in "
+                                f"{where}: {mention.group(0)!r}", "child_safety_rule", idx))
 
     def _top(self, s: _Scored) -> tuple[str, float]:
         c = max(s.categories, key=lambda k: s.categories[k])
