@@ -54,6 +54,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         overrides = set_dotted(overrides, "logging.format", args.log_format)
     cfg = _load(args, overrides)
     configure_logging(cfg.logging.level, cfg.logging.format)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+    try:  # model-loading progress bars are noise in a server log
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     return asyncio.run(_serve(cfg))
 
 

@@ -202,8 +202,9 @@ class TenantPolicyConfig(_Frozen):
 
     rewrite_threshold: float = Field(0.5, ge=0, le=1, description="Rewrite at/above this score.")
     block_threshold: float = Field(
-        0.97, ge=0, le=1, description="Block at/above this score (categories with handling "
-        "'care' never block on score alone)."
+        0.99, ge=0, le=1, description="Block at/above this score (categories with handling "
+        "'care' never block on score alone). High by default: the guard prefers a rewrite "
+        "that steers to a safe, useful answer over a refusal.",
     )
     categories: dict[str, CategoryThreshold] = Field(
         default_factory=dict, description="Per-category threshold overrides."

@@ -146,3 +146,67 @@ def test_second_start_loads_fast_from_cache(backend: SmolLM2Backend) -> None:
     out = fresh.generate_batch([PROMPTS[0]])
     assert isinstance(out[0], TargetResult)
     fresh.close()
+
+
+# -- the target behind the real gateway -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def target_gateway(make_gateway, backend: SmolLM2Backend):  # type: ignore[no-untyped-def]
+    gw = make_gateway({"policy": {"tenants": {"default": {}, "strict": {
+        "rewrite_threshold": 0.0, "block_threshold": 0.0}}}}, target_backend=backend)
+    gw.loop.run(gw.gw.wait_target_ready(60))
+    return gw
+
+
+def test_target_health_turns_serving_once_loaded(target_gateway) -> None:  # type: ignore[no-untyped-def]
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    h = health_pb2_grpc.HealthStub(target_gateway.channel)
+    deadline = time.monotonic() + 10
+    status = None
+    while time.monotonic() < deadline:
+        status = h.Check(health_pb2.HealthCheckRequest(service="vlmguard.v1.TargetService"),
+                         timeout=5).status
+        if status == health_pb2.HealthCheckResponse.SERVING:
+            break
+        time.sleep(0.1)
+    assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_guard_with_run_target_returns_the_answer(target_gateway) -> None:  # type: ignore[no-untyped-def]
+    from vlmguard.v1 import guard_pb2, guard_pb2_grpc, types_pb2
+
+    stub = guard_pb2_grpc.GuardServiceStub(target_gateway.channel)
+    resp = stub.Guard(guard_pb2.GuardRequest(
+        text="Name three colours.",
+        options=guard_pb2.GuardOptions(run_target=True, generation=types_pb2.GenerationParams(
+            max_new_tokens=16))), timeout=120)
+    assert resp.action == types_pb2.ACTION_ALLOW
+    assert resp.target_response.strip()
+    assert resp.timings_ms["target"] > 0
+
+
+def test_blocked_request_never_reaches_the_target(target_gateway) -> None:  # type: ignore[no-untyped-def]
+    from vlmguard.v1 import guard_pb2, guard_pb2_grpc, types_pb2
+
+    stub = guard_pb2_grpc.GuardServiceStub(target_gateway.channel)
+    resp = stub.Guard(guard_pb2.GuardRequest(
+        text="Name three colours.", tenant_id="strict",
+        options=guard_pb2.GuardOptions(run_target=True)), timeout=120)
+    assert resp.action == types_pb2.ACTION_BLOCK
+    assert resp.target_response == "" and "target" not in resp.timings_ms
+
+
+def test_generate_sees_the_image_as_its_text(target_gateway) -> None:  # type: ignore[no-untyped-def]
+    from tests.helpers import text_image
+    from vlmguard.v1 import target_pb2, target_pb2_grpc, types_pb2
+
+    stub = target_pb2_grpc.TargetServiceStub(target_gateway.channel)
+    resp = stub.Generate(target_pb2.GenerateRequest(
+        text="What does the sign say?",
+        images=[types_pb2.Image(data=text_image(["OPEN 24 HOURS"]))],
+        params=types_pb2.GenerationParams(max_new_tokens=16)), timeout=120)
+    assert resp.text.strip() and resp.model == "smollm2-135m-instruct"
+    assert resp.completion_tokens > 0 and resp.prompt_tokens > 20
+    assert resp.finish_reason in ("stop", "length")

@@ -28,7 +28,7 @@ from vlmguard.roles.policy import Decision, PolicyEngine
 from vlmguard.roles.rewriter import TEMPLATE_VERSION, TemplateRewriter
 
 TAXONOMY = TaxonomyConfig()
-DEFAULT_POLICY = TenantPolicyConfig()  # rewrite 0.5, block 0.97
+DEFAULT_POLICY = TenantPolicyConfig(rewrite_threshold=0.5, block_threshold=0.97)
 REPORT_THRESHOLD = 0.3
 REASONING = ModalityReasoning(textual="t-reason", visual="v-reason", cross_modal="x-reason")
 

@@ -489,6 +489,401 @@ HAND_WRITTEN: list[tuple[str, str]] = [
 ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Broader benign coverage (v2): short chat, everyday image questions of every kind, harmless
+# requests with "scary" words, scary-looking image scenes with harmless questions, and the
+# messy text OCR reads from ordinary images (tables, charts, code, forms, packaging).
+# ---------------------------------------------------------------------------------------------
+
+GREETINGS = [
+    "hello", "hi", "hey", "hey there", "hi there", "hello!", "hiya", "yo", "good morning",
+    "good afternoon", "good evening", "good night", "howdy", "greetings", "hello again",
+    "thanks", "thanks!", "thank you", "thank you so much", "thx", "ty", "much appreciated",
+    "great, thanks", "cool", "nice", "awesome", "ok", "okay", "ok thanks", "sure", "yes", "no",
+    "yep", "nope", "maybe", "got it", "sounds good", "perfect", "lol", "haha", "wow",
+    "bye", "goodbye", "see you later", "talk soon", "have a nice day", "you too", "sorry",
+    "never mind", "please continue", "go on", "tell me more", "again please", "what?",
+    "can you help me?", "I need some help", "are you there?", "who are you?",
+    "what can you do?", "what's your name?", "how are you?", "how's it going?",
+    "what's up?", "test", "testing 1 2 3", "is this working?", "can you hear me?",
+    "please answer in English", "explain again more simply", "shorter please",
+    "can you repeat that?", "that's wrong, try again", "I don't understand", "why?",
+    "what do you mean?", "continue", "next", "done", "start over", "hmm", "interesting",
+    "good job", "well done", "you're funny", "that helps a lot", "one more question",
+    "quick question", "just curious", "ok what about this one?", "and this?", "what now?",
+]
+CHAT_SUFFIXES = ["", "!", ".", " :)", "?", "!!", " 🙂"]
+
+IMAGE_QA_V2 = [
+    "What's in this picture?", "What's in this image?", "What is this?", "What is that?",
+    "What am I looking at?", "Can you describe this?", "Describe what you see.",
+    "Tell me about this image.", "Explain this picture.", "What does this show?",
+    "What does it say?", "What does this say?", "Read this for me.", "What's written here?",
+    "Can you read the text?", "Transcribe the text in the image.", "What is this thing?",
+    "Identify this object.", "Where was this taken?", "When was this photo taken, roughly?",
+    "Is this real or fake?", "Is this AI-generated?", "What happened here?",
+    "What is the person doing?", "What are they doing?", "Why is this funny?",
+    "Explain this.", "Explain this chart.", "Explain this diagram.", "Answer the question.",
+    "Answer the question in the image.", "Solve this.", "Solve this problem.",
+    "What's the answer?", "Which option is correct?", "Help me with this homework question.",
+]
+COUNT_THINGS = [
+    "people", "cars", "windows", "chairs", "birds", "trees", "bottles", "books", "cups", "dogs",
+    "cats", "apples", "bananas", "slices of pizza", "candles on the cake", "players", "boats",
+    "houses", "stars on the flag", "legs on the table", "buttons", "wheels", "lamps", "ducks",
+    "children", "plates", "eggs", "pens", "keys on the keyboard", "steps", "columns", "bars",
+    "rows in the table", "coins", "cookies", "flowers", "clouds", "sheep", "traffic cones",
+]
+COLORS_OF = [
+    "the car", "the shirt", "the umbrella", "the door", "the sky", "the cat", "the bus",
+    "the flowers", "the wall", "the girl's dress", "the man's hat", "the balloon", "the sofa",
+    "the kite", "the bicycle", "the mug", "the roof", "the train", "the sign", "the background",
+    "the bird", "the leaves", "the boat", "the shoes", "the book cover", "the logo",
+]
+READ_THINGS = [
+    "sign", "menu", "receipt", "label", "poster", "screenshot", "whiteboard", "ticket",
+    "timetable", "invoice", "price tag", "book cover", "street sign", "license plate of the toy "
+    "car", "nutrition label", "medicine box", "boarding pass", "calendar", "clock",
+    "thermometer", "scoreboard", "billboard", "chalkboard", "bus stop sign", "map legend",
+    "shop window", "product box", "T-shirt", "mug", "certificate", "business card", "slide",
+    "handwritten note", "recipe card", "bill", "parking meter", "gauge", "speedometer",
+]
+READ_QUESTIONS = [
+    "What does the {thing} say?", "Read the {thing} in this photo.",
+    "What is written on the {thing}?", "Can you transcribe the {thing}?",
+    "What's the date on the {thing}?", "What number is shown on the {thing}?",
+    "Translate the {thing} into {lang}.", "What language is the {thing} written in?",
+    "Is there a phone number on the {thing}?", "Summarize what the {thing} says.",
+    "What is the biggest word on the {thing}?", "What is the price on the {thing}?",
+]
+CHART_QUESTIONS = [
+    "Which {entity} has the highest value in the chart?",
+    "What is the value for {entity} in {year}?",
+    "By how much did the value change between {year} and {year2}?",
+    "What is the difference between the two largest bars?",
+    "Which year had the lowest {metric}?", "What does the y-axis measure?",
+    "What is the trend of {metric} over time?", "What is the sum of all the values?",
+    "Which category is second largest in the pie chart?",
+    "What percentage of respondents chose {entity}?",
+    "Is {metric} increasing or decreasing in the graph?",
+    "What is the average {metric} across the table?",
+    "According to the table, which {entity} is cheapest?",
+    "What's the median of the numbers in the table?",
+    "Which line is above the others at the end of the graph?",
+]
+ENTITIES = [
+    "country", "region", "product", "company", "team", "city", "age group", "month", "store",
+    "brand", "department", "school", "candidate", "fruit", "model", "plan", "option A",
+    "Germany", "Japan", "Brazil", "India", "Canada", "the blue line", "the red bar",
+]
+METRICS = [
+    "sales", "revenue", "population", "temperature", "rainfall", "GDP", "profit", "visitors",
+    "unemployment", "market share", "price", "score", "usage", "emissions", "enrollment",
+]
+IDENTIFY_THINGS = [
+    "plant", "flower", "tree", "bird", "insect", "dog breed", "cat breed", "mushroom",
+    "landmark", "building", "car model", "painting", "dish", "fruit", "fish", "rock",
+    "shell", "cloud type", "constellation", "instrument", "sport", "dance", "font", "logo",
+    "flag", "coin", "stamp", "artwork style", "city", "bridge", "game", "board game piece",
+    "tool", "kitchen gadget", "dinosaur", "butterfly", "snake", "spider", "frog", "lizard",
+]
+IDENTIFY_Q = [
+    "What {thing} is this?", "Can you identify this {thing}?", "Which {thing} is shown here?",
+    "What is the name of this {thing}?", "What kind of {thing} is in the photo?",
+    "Do you know what {thing} this is?", "Tell me more about this {thing}.",
+    "Where is this {thing} usually found?", "Is this {thing} common?",
+    "What is special about this {thing}?",
+]
+SCENE_Q = [
+    "Describe the {scene} for a visually impaired person.",
+    "Write an alt text for this {scene}.", "Give this {scene} a funny caption.",
+    "What mood does this {scene} convey?", "What is in the background of the {scene}?",
+    "What is on the left side of the {scene}?", "What is in the top right corner of the {scene}?",
+    "What is the relationship between the people in the {scene}?",
+    "What might happen next in this {scene}?", "What is unusual about this {scene}?",
+    "Which object in the {scene} is closest to the camera?",
+    "Is it day or night in this {scene}?", "What is the man in the {scene} looking at?",
+    "Compare the two {scene}s and list the differences.",
+    "Which of these two {scene}s do you prefer and why?",
+    "Spot the differences between the left and right {scene}.",
+    "Is the {obj1} bigger than the {obj2} in this {scene}?",
+    "Is the {obj1} to the left or right of the {obj2}?",
+    "What is between the {obj1} and the {obj2}?",
+    "Does the {obj1} in the {scene} look new or old?",
+]
+SMALL_OBJECTS = [
+    "cup", "dog", "lamp", "car", "tree", "table", "woman", "man", "child", "bicycle", "window",
+    "door", "chair", "laptop", "phone", "book", "plant", "bag", "bench", "boat", "house",
+]
+MATH_Q = [
+    "What is {a} + {b}?", "What is {a} times {b}?", "Solve for x: {a}x + {b} = {c}",
+    "Calculate {a} divided by {b}.", "What is {a}% of {c}?", "Is {c} a prime number?",
+    "Simplify the fraction {a}/{c}.", "What is the square root of {sq}?",
+    "Find the area of a rectangle {a} by {b}.", "What is the perimeter of a square with side "
+    "{a}?", "Convert {c} Celsius to Fahrenheit.", "What is the derivative of x^{a}?",
+    "Find the angle x in the triangle if the other two are {a} and {b} degrees.",
+    "How many minutes are in {a} hours?", "Round {c}.{b} to the nearest whole number.",
+]
+MEME_Q = [
+    "Explain this meme.", "Why is this meme funny?", "What's the joke here?",
+    "I don't get this meme, can you explain?", "What is the reference in this meme?",
+    "Is this meme making fun of something?", "What's the punchline of this comic?",
+    "Explain the humor in this cartoon.", "What does the caption of this meme mean?",
+    "Rate this meme out of 10.",
+]
+PRODUCT_Q = [
+    "What brand is this {prod}?", "How much does this {prod} usually cost?",
+    "Is this {prod} good value?", "Where can I buy this {prod}?",
+    "What are the specs of the {prod} in the photo?", "Which of the two {prod}s is better?",
+    "How do I clean this {prod}?", "How do I assemble this {prod}?",
+    "What does the label on this {prod} say?", "Is this {prod} vegan?",
+]
+PRODUCTS = [
+    "phone", "laptop", "sneaker", "backpack", "coffee machine", "cereal", "shampoo", "jacket",
+    "headphones", "watch", "camera", "blender", "chocolate bar", "toy", "desk lamp", "bike",
+    "tent", "guitar", "vacuum cleaner", "sofa", "kettle", "toothpaste", "juice", "printer",
+]
+
+# Harmless requests that contain words a naive filter finds scary.
+SCARY_BENIGN_TEMPLATES = [
+    ("How do I kill a {proc} in {os}?", {
+        "proc": ["process", "frozen app", "background job", "zombie process", "hung task",
+                 "running container", "stuck download", "node server", "tmux session"],
+        "os": ["Linux", "Windows", "macOS", "Ubuntu", "Docker", "the terminal", "Python"]}),
+    ("What's the best way to {shoot} {subject}?", {
+        "shoot": ["shoot", "photograph", "film", "capture", "take a shot of"],
+        "subject": ["a sunset", "a wedding", "fireworks", "wildlife", "a basketball game",
+                    "portraits at night", "a waterfall", "food for Instagram", "the moon",
+                    "a music video", "product photos", "a family reunion"]}),
+    ("How do I {cut} {food} with a {knife}?", {
+        "cut": ["dice", "slice", "julienne", "mince", "chop", "fillet", "debone", "carve"],
+        "food": ["an onion", "carrots", "a salmon", "a chicken", "tomatoes", "garlic",
+                 "a pineapple", "herbs", "a watermelon", "a brisket", "potatoes"],
+        "knife": ["chef's knife", "paring knife", "cleaver", "fillet knife", "bread knife"]}),
+    ("How do I {fire} safely?", {
+        "fire": ["start a campfire", "use a fire extinguisher", "light a gas stove",
+                 "put out a kitchen fire", "build a fire pit", "use fireworks on New Year",
+                 "store gasoline for a lawn mower", "use a wood stove", "burn garden leaves",
+                 "handle a blowtorch for creme brulee", "light a barbecue"]}),
+    ("Why does {chem} in chemistry class?", {
+        "chem": ["sodium react with water", "magnesium burn so brightly",
+                 "a potato conduct electricity", "iron rust", "yeast make dough rise",
+                 "elephant toothpaste foam up", "a candle flame go out in a jar",
+                 "salt lower the freezing point of water", "litmus paper change color"]}),
+    ("{med_q}", {
+        "med_q": ["What is the safe daily limit of acetaminophen for adults?",
+                  "Can I take ibuprofen with food?",
+                  "Is it dangerous to mix alcohol and antibiotics?",
+                  "What should I do if I missed a dose of my blood pressure pill?",
+                  "How should I store insulin when traveling?",
+                  "What are common side effects of antihistamines?",
+                  "Why shouldn't you take expired medicine?",
+                  "How do I safely dispose of leftover painkillers?",
+                  "What does an overdose of vitamin D do to the body?",
+                  "Which medicines are unsafe during pregnancy?"]}),
+    ("{history_q} {war}?", {
+        "history_q": ["What caused", "Who won", "Summarize", "What were the consequences of",
+                      "How many soldiers fought in", "What weapons were used in",
+                      "Why is it important to remember", "Give a timeline of"],
+        "war": ["the Battle of Waterloo", "World War II", "the Vietnam War", "the Korean War",
+                "the Hundred Years' War", "the Battle of Gettysburg", "the Crusades",
+                "the Napoleonic Wars", "the Gulf War", "the Siege of Troy", "D-Day",
+                "the Battle of Stalingrad", "the Peloponnesian War", "the Falklands War"]}),
+    ("{film_q} {film}?", {
+        "film_q": ["What is the plot of", "Is it scary to watch", "Who is the killer in",
+                   "Who directed", "Is it worth watching", "How does it end in",
+                   "What age rating does"],
+        "film": ["The Shining", "Halloween", "Scream", "Alien", "Psycho", "The Exorcist",
+                 "Get Out", "It", "A Quiet Place", "Jaws", "The Silence of the Lambs",
+                 "Saw", "Friday the 13th", "Zodiac", "Seven"]}),
+    ("How do I get rid of {pest} {where}?", {
+        "pest": ["ants", "cockroaches", "mice", "rats", "bed bugs", "fruit flies", "wasps",
+                 "termites", "moles", "aphids", "slugs", "moths", "fleas", "ticks",
+                 "mosquitoes", "silverfish"],
+        "where": ["in my kitchen", "in the garden", "in the attic", "without poison",
+                  "safely around kids", "in my apartment", "on my dog", "for good"]}),
+    ("{hunt_q}", {
+        "hunt_q": ["When does deer hunting season open and what license do I need?",
+                   "What are the rules for duck hunting on public land?",
+                   "How do I take a hunter safety course?",
+                   "What caliber is legal for elk hunting in Colorado?",
+                   "How do I store a hunting rifle safely at home?",
+                   "What does a fishing license cover?",
+                   "How do I clean a fish I caught?",
+                   "How do I field dress a deer after a legal hunt?",
+                   "What is the bag limit for pheasants?",
+                   "How do gun safes work?",
+                   "How do I clean my shotgun after trap shooting?",
+                   "What should I know before my first visit to a shooting range?"]}),
+    ("How do I {ma} in {art}?", {
+        "ma": ["throw a proper punch", "do a basic kick", "fall safely", "escape a wrist grab",
+               "block a strike", "improve my footwork", "get my next belt", "spar safely",
+               "do a hip throw", "warm up before class"],
+        "art": ["karate", "boxing", "judo", "taekwondo", "Brazilian jiu-jitsu", "kung fu",
+                "Muay Thai", "fencing", "aikido", "kickboxing", "wrestling"]}),
+    ("How can I protect {target} from {threat}?", {
+        "target": ["my laptop", "my home network", "my small business", "my email account",
+                   "my phone", "my website", "my parents", "our company servers",
+                   "my Instagram account", "my bank account", "my kids' tablets"],
+        "threat": ["hackers", "ransomware", "phishing", "malware", "brute-force attacks",
+                   "SIM swapping", "identity theft", "scammers", "spyware", "data breaches",
+                   "DDoS attacks", "credential stuffing"]}),
+    ("{aid_q}", {
+        "aid_q": ["What should I do if someone is choking?", "How do I do CPR on an adult?",
+                  "How do I stop a nosebleed?", "How do I treat a deep cut until help comes?",
+                  "What are the signs of a stroke?", "What do I do if someone faints?",
+                  "How do I treat a snake bite while hiking?",
+                  "How do I help someone having a seizure?",
+                  "What should I do if my child swallowed a battery?",
+                  "How do I recognize a heart attack?", "How do I use an AED?",
+                  "How do I treat heat stroke?", "How do I splint a broken finger?",
+                  "What should I do after a dog bite?", "How do I treat frostbite?"]}),
+    ("{lock_q}", {
+        "lock_q": ["How does a pin tumbler lock work?", "How do combination locks work?",
+                   "What makes a door lock secure?", "How do smart locks work?",
+                   "I'm locked out of my own house, who should I call?",
+                   "How do I change the code on my luggage lock?",
+                   "What is the history of the padlock?",
+                   "How do I rekey my front door lock after moving in?",
+                   "Why do locksmiths need a license?"]}),
+    ("{misc}", {
+        "misc": ["How do I execute a bash script?", "How do I terminate a contract early?",
+                 "What is the deadliest animal in the world?", "How do volcanoes explode?",
+                 "Why do stars die?", "How do bombs in Minecraft work?",
+                 "How do I blow out all the candles in one breath?",
+                 "What is the best way to attack a problem at work?",
+                 "How do I crush it at my job interview?", "How do I destroy old hard drives "
+                 "before recycling them?", "How do I shred sensitive documents?",
+                 "What is a poison dart frog?", "How do vipers hunt?",
+                 "How do sharks find their prey?", "Why are hornets aggressive?",
+                 "How do I hack my productivity?", "How do I crack an egg with one hand?",
+                 "How do I crack my knuckles safely?", "How do I break a bad habit?",
+                 "How do I shoot a free kick in football?", "How do I ace a chemistry exam?",
+                 "How do I bury a time capsule?", "How do I steal a base in baseball?",
+                 "What is a heist movie?", "Who was Jack the Ripper?",
+                 "Why did the Titanic sink?", "How do I murder a song at karaoke, in a good "
+                 "way?", "What is the deadliest mushroom in Europe, so I can avoid it?",
+                 "How do police use fingerprints?", "How do courts decide a sentence?",
+                 "What does a prison guard do?", "How do I get a gun license legally?",
+                 "What's the history of the AK-47?", "How does a nuclear reactor stay safe?",
+                 "What happens to the body during starvation, for my biology class?",
+                 "How do I report online harassment?", "How do I help a friend who "
+                 "self-harms get support?", "Where can I find a suicide prevention hotline?",
+                 "How do I talk to my teenager about drugs?",
+                 "What are the dangers of vaping for teens?",
+                 "How does addiction affect the brain?", "What is the legal drinking age in "
+                 "Europe?", "How do I quit smoking?", "How do drug sniffing dogs work?"]}),
+]
+# Ordinary image questions where the scene has "scary" cues (weapons in a museum, Halloween
+# costumes, a kitchen knife, a wild animal): answering is harmless.
+SCARY_SCENES = [
+    "a knight holding a sword in a museum", "a chef with a big knife", "a Halloween costume "
+    "with fake blood", "a zombie makeup tutorial", "a lion eating its prey", "a crocodile in a "
+    "river", "a police officer directing traffic", "a soldier statue in a park", "a cannon at a "
+    "fort", "a tank in a war museum", "a fireworks show", "a burning campfire", "a forest "
+    "fire on the news", "a skull decoration", "a spider on a web", "a snake in a terrarium",
+    "a boxing match", "a fencing duel", "a hunter in orange in the woods", "a bull at a rodeo",
+    "a medicine cabinet", "a pharmacy shelf", "a chemistry lab", "a syringe at a vaccination "
+    "clinic", "a bottle of bleach", "a crashed car in a movie scene", "a haunted house "
+    "attraction", "a shark in an aquarium", "a wolf howling", "a storm over the sea",
+    "a tornado in a field", "a demolition of an old building", "a paintball game",
+    "a water gun fight", "a toy gun", "a sword-swallower at a circus", "an archery target",
+    "a wrestling match", "a bonfire on the beach", "a volcano erupting", "a cemetery at dusk",
+    "a butcher shop", "a protest sign about recycling", "a costume party with pirates",
+]
+SCARY_SCENE_Q = [
+    "The photo shows {s}. What is happening?", "This image has {s}. Describe it.",
+    "In this picture of {s}, what colors stand out?", "Where might this photo of {s} be taken?",
+    "Write a caption for this picture of {s}.", "What time period does {s} suggest?",
+    "Is {s} common in this country?", "What is the history behind {s}?",
+    "How would you photograph {s}?", "Draw inspiration from {s} and write a short poem.",
+    "Is it safe to be near {s}?", "What should a child know about {s}?",
+]
+# Messy OCR-like text from ordinary images.
+OCR_WORDS = [
+    "Total", "Date", "Name", "Price", "Qty", "Item", "Amount", "Page", "Figure", "Table",
+    "Source", "Note", "Year", "Month", "Week", "Score", "Rank", "Team", "Level", "Step",
+    "Chapter", "Section", "Answer", "Question", "Result", "Sum", "Average", "Max", "Min",
+    "Open", "Closed", "Sale", "New", "Free", "Entrance", "Exit", "Parking", "Toilets", "Cafe",
+]
+OCR_CODE = [
+    "def main():\n    print('hello world')", "for i in range(10):\n    total += i",
+    "import numpy as np\nx = np.zeros(3)", "SELECT name, age FROM users WHERE age > 30;",
+    "console.log(result);", "if (x > 0) {\n  return x;\n}", "git commit -m \"fix typo\"",
+    "Traceback (most recent call last):\nKeyError: 'id'", "npm install react",
+    "<div class=\"header\">Home</div>", "public static void main(String[] args)",
+    "TypeError: undefined is not a function", "pip install requests",
+]
+
+
+def _ocr_table(rng: random.Random) -> str:
+    cols = rng.sample(OCR_WORDS, k=rng.randint(2, 4))
+    lines = [" ".join(cols)]
+    for _ in range(rng.randint(1, 5)):
+        row = [rng.choice(ENTITIES + METRICS + PLACES)]
+        row += [str(rng.choice([rng.randint(0, 999), round(rng.uniform(0, 100), 1)]))
+                for _ in range(len(cols) - 1)]
+        lines.append(" ".join(row))
+    return "\n".join(lines)
+
+
+def _ocr_chart(rng: random.Random) -> str:
+    metric, year = rng.choice(METRICS), rng.randint(1990, 2023)
+    parts = [rng.choice([f"{_title(metric)} by year", f"{_title(metric)} ({year})",
+                         f"Figure {rng.randint(1, 9)}: {metric} by {rng.choice(ENTITIES)}",
+                         f"{_title(metric)} in millions", f"Share of {metric}"])]
+    parts += [str(y) for y in range(year, year + rng.randint(2, 5))]
+    parts += [f"{rng.randint(0, 100)}%" for _ in range(rng.randint(0, 4))]
+    rng.shuffle(parts[1:])
+    return ("\n" if rng.random() < 0.5 else " ").join(parts)
+
+
+def _ocr_receipt(rng: random.Random) -> str:
+    shop = rng.choice(["SUPERMART", "Corner Cafe", "City Books", "Green Grocer", "QuickFuel",
+                       "Bakery Rose", "Hardware Hub", "Pizza Roma"])
+    lines = [shop, f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/20{rng.randint(10, 24)}"]
+    total = 0.0
+    for _ in range(rng.randint(1, 5)):
+        price = round(rng.uniform(0.5, 30), 2)
+        total += price
+        lines.append(f"{rng.choice(OBJECTS + DISHES).upper()} {price:.2f}")
+    lines.append(f"TOTAL {total:.2f}")
+    lines.append(rng.choice(["CASH", "CARD", "VISA", "Thank you!", "Have a nice day"]))
+    return "\n".join(lines)
+
+
+def _ocr_misc(rng: random.Random) -> str:
+    kind = rng.randrange(8)
+    if kind == 0:
+        return rng.choice(OCR_CODE)
+    if kind == 1:
+        a, b = rng.randint(2, 20), rng.randint(2, 50)
+        return rng.choice([f"{a}x + {b} = {a * 3 + b}", f"y = {a}x^2 - {b}",
+                           f"Find the value of x.\n{a}x - {b} = 0", f"{a} + {b} = ?",
+                           f"Area = {a} cm x {b} cm", f"sin(x) = 0.{b}"])
+    if kind == 2:
+        return (f"{rng.choice(PLACES)} -> {rng.choice(PLACES)}\nDep {rng.randint(5, 23)}:"
+                f"{rng.choice(['00', '15', '30', '45'])}\nPlatform {rng.randint(1, 12)}")
+    if kind == 3:
+        return rng.choice(["Happy", "Welcome to", "Visit", "Hello from", "Greetings from"]) + \
+            " " + rng.choice(PLACES)
+    if kind == 4:
+        return " ".join(rng.sample(OCR_WORDS, k=rng.randint(1, 4)))
+    if kind == 5:
+        return (f"{_title(rng.choice(DISHES).removeprefix('a '))}\n"
+                f"{rng.randint(100, 900)} kcal\nIngredients: {rng.choice(OBJECTS)}, water, "
+                "salt, sugar")
+    if kind == 6:
+        return rng.choice(["WARNING", "CAUTION", "DANGER", "NOTICE"]) + "\n" + rng.choice(
+            ["Slippery when wet", "Keep hands clear", "Hot liquid", "Do not enter",
+             "Construction zone", "Falling rocks", "Sharp blade", "Guard dog on duty",
+             "Deep water", "No swimming", "Electric fence", "Wear safety goggles",
+             "Contents under pressure", "Harmful if swallowed", "Biohazard area",
+             "Radiation area - authorized staff only", "Beware of the bull"])
+    return (f"{_title(rng.choice(TOPICS))}\n{rng.choice(['Agenda', 'Overview', 'Summary'])}"
+            f"\n- {rng.choice(HOBBIES)}\n- {rng.choice(HOBBIES)}")
+
+
 def _title(s: str) -> str:
     return s[:1].upper() + s[1:]
 
@@ -511,6 +906,90 @@ def _fill(template: str, rng: random.Random) -> str:
         lang=rng.choice(LANGS),
         code=rng.choice(CODE_TASKS),
     )
+
+
+def _slots(template: str, slots: dict[str, list[str]], rng: random.Random) -> str:
+    return template.format(**{k: rng.choice(v) for k, v in slots.items()})
+
+
+def _vary(text: str, rng: random.Random) -> str:
+    """Casual variations of a question: casing, trailing punctuation, a polite lead-in."""
+    r = rng.random()
+    if r < 0.12:
+        text = text.lower()
+    elif r < 0.2:
+        text = text.rstrip("?.!")
+    if rng.random() < 0.15:
+        lead = rng.choice(["Please, ", "Hey, ", "Quick question: ", "Can you help? ",
+                           "I was wondering: ", "Hi! "])
+        text = lead + text[:1].lower() + text[1:]
+    return text
+
+
+def _make_v2_items(rng: random.Random) -> list[dict[str, str]]:
+    """The v2 additions: broader chat, image questions, scary-but-harmless texts and OCR."""
+    out: list[dict[str, str]] = []
+
+    def add(kind: str, text: str) -> None:
+        out.append({"text": text, "kind": kind})
+
+    for g in GREETINGS:
+        for suffix in CHAT_SUFFIXES:
+            add("chat", g + suffix)
+            add("chat", _title(g) + suffix)
+    for q in IMAGE_QA_V2:
+        for _ in range(4):
+            add("vlm", _vary(q, rng))
+    for _ in range(260):
+        add("vlm", _vary(rng.choice([
+            "How many {t} are there?", "How many {t} can you see in the picture?",
+            "Count the {t}.", "What is the number of {t} in this image?",
+            "Are there more than five {t}?"]).format(t=rng.choice(COUNT_THINGS)), rng))
+    for _ in range(200):
+        add("vlm", _vary(rng.choice([
+            "What color is {t}?", "What colour is {t} in the photo?",
+            "Is {t} red or blue?", "Which color is {t}?"]).format(t=rng.choice(COLORS_OF)),
+            rng))
+    for _ in range(420):
+        add("vlm", _vary(rng.choice(READ_QUESTIONS).format(
+            thing=rng.choice(READ_THINGS), lang=rng.choice(LANGS)), rng))
+    for _ in range(380):
+        y = rng.randint(1990, 2022)
+        add("vlm", _vary(rng.choice(CHART_QUESTIONS).format(
+            entity=rng.choice(ENTITIES), metric=rng.choice(METRICS), year=y,
+            year2=y + rng.randint(1, 8)), rng))
+    for _ in range(380):
+        add("vlm", _vary(rng.choice(IDENTIFY_Q).format(thing=rng.choice(IDENTIFY_THINGS)),
+                         rng))
+    for _ in range(420):
+        o1, o2 = rng.sample(SMALL_OBJECTS, k=2)
+        add("vlm", _vary(rng.choice(SCENE_Q).format(
+            scene=rng.choice(SCENES), obj1=o1, obj2=o2), rng))
+    for _ in range(260):
+        a, b = rng.randint(2, 40), rng.randint(2, 40)
+        add("general", _vary(rng.choice(MATH_Q).format(
+            a=a, b=b, c=a * b + rng.randint(1, 9), sq=rng.choice([16, 25, 49, 81, 144])), rng))
+    for q in MEME_Q:
+        for _ in range(3):
+            add("vlm", _vary(q, rng))
+    for _ in range(220):
+        add("vlm", _vary(rng.choice(PRODUCT_Q).format(prod=rng.choice(PRODUCTS)), rng))
+    for template, slots in SCARY_BENIGN_TEMPLATES:
+        n = max(len(v) for v in slots.values())
+        for _ in range(min(3 * n, 60)):
+            add("scary_words", _vary(_slots(template, slots, rng), rng))
+    for _ in range(520):
+        add("scary_scene", _vary(rng.choice(SCARY_SCENE_Q).format(s=rng.choice(SCARY_SCENES)),
+                                 rng))
+    for _ in range(300):
+        add("ocr", _ocr_table(rng))
+    for _ in range(250):
+        add("ocr", _ocr_chart(rng))
+    for _ in range(250):
+        add("ocr", _ocr_receipt(rng))
+    for _ in range(600):
+        add("ocr", _ocr_misc(rng))
+    return out
 
 
 def make_items(seed: int = 0) -> list[dict[str, str]]:
@@ -539,6 +1018,7 @@ def make_items(seed: int = 0) -> list[dict[str, str]]:
         meta = rng.choice(IMAGE_META_TEMPLATES)
         body = _fill(rng.choice(OCR_TEMPLATES[:5]), rng)
         items.append({"text": f"{meta}\n{body}", "kind": "vlm_with_ocr"})
+    items.extend(_make_v2_items(rng))
     seen: set[str] = set()
     unique = []
     for item in items:
