@@ -391,3 +391,34 @@ def test_tls(make_gateway: Any, tmp_path: Path) -> None:
     with pytest.raises(grpc.RpcError):  # a plaintext client cannot talk to it
         guard_pb2_grpc.GuardServiceStub(gw.channel).Guard(guard_pb2.GuardRequest(text="hi"),
                                                           timeout=5)
+
+
+def test_metrics_are_served_and_count_verdicts_and_reasons(gateway: Any) -> None:
+    import urllib.request
+
+    guard(gateway, "What time is it in Tokyo?")
+    with pytest.raises(grpc.RpcError):
+        guard(gateway, "")
+    port = gateway.gw.metrics.serve("127.0.0.1:0")
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'vlmguard_guard_verdicts_total{action="ALLOW"}' in body
+    assert 'vlmguard_errors_total{reason="EMPTY_TEXT"}' in body
+    assert 'vlmguard_stage_latency_seconds_bucket{le="0.1",stage="analyze"}' in body
+    assert 'vlmguard_rpc_requests_total{code="INVALID_ARGUMENT",method="Guard"}' in body
+    assert "vlmguard_queue_batch_size_bucket" in body
+
+
+def test_prompts_and_ocr_text_are_never_logged_at_info(
+    gateway: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    marker = "zebra-marker-7781"
+    img = text_image([f"Steps {marker}", "1.", "2."])
+    with caplog.at_level(logging.DEBUG):
+        guard(gateway, f"Tell me about {marker} please", [img])
+        with pytest.raises(grpc.RpcError):
+            guard(gateway, f"{marker}", [b"\x89PNG\r\n\x1a\n" + b"\x00" * 40])
+    info_plus = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("guard decision" in r.getMessage() for r in info_plus)
+    assert not [r.getMessage() for r in info_plus if marker in r.getMessage()]
