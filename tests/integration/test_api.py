@@ -422,3 +422,14 @@ def test_prompts_and_ocr_text_are_never_logged_at_info(
     info_plus = [r for r in caplog.records if r.levelno >= logging.INFO]
     assert any("guard decision" in r.getMessage() for r in info_plus)
     assert not [r.getMessage() for r in info_plus if marker in r.getMessage()]
+
+
+def test_queue_url_is_refused_not_ignored(loop_thread: Any, analyzer: Any) -> None:
+    from vlmguard.config import load_config
+    from vlmguard.errors import ConfigError
+    from vlmguard.gateway.server import build_gateway
+
+    cfg = load_config(None, environ={"VLMGUARD_QUEUE_URL": "redis://127.0.0.1:1"},
+                      overrides={"server": {"listen": "127.0.0.1:0"}})
+    with pytest.raises(ConfigError, match="in-process"):
+        loop_thread.run(build_gateway(cfg, analyzer=analyzer, environ={}))

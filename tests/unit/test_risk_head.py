@@ -1,4 +1,5 @@
-"""RiskHead save/load and predict; the train-analyzer job on a tiny synthetic dataset."""
+"""RiskHead save/load and predict (linear and kNN-stacked); the train-analyzer job on a tiny
+synthetic dataset."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from vlmguard import analyzer_training as at
 from vlmguard.errors import ConfigError
-from vlmguard.models.risk_head import RiskHead, fit_logistic
+from vlmguard.models.risk_head import STACK_FEATURES, RiskHead, fit_logistic, topk_mean_sim
 
 CATS = ["violence_weapons", "privacy", "specialized_advice"]
 
@@ -22,6 +23,82 @@ def _head(dim: int = 8, seed: int = 0) -> RiskHead:
         CATS, rng.normal(size=dim), 0.1, rng.normal(size=(dim, len(CATS))),
         rng.normal(size=len(CATS)), version="t1", meta={"embedder": "fake"},
     )
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def _knn_head(dim: int = 8, seed: int = 0) -> RiskHead:
+    rng = np.random.default_rng(seed)
+    base = _head(dim, seed)
+    return RiskHead(
+        CATS, base.coef, base.bias, base.cat_coef, base.cat_bias, version="t2",
+        meta={"embedder": "fake"}, unsafe_ex=_unit(rng.normal(size=(12, dim))),
+        benign_ex=_unit(rng.normal(size=(20, dim))), knn_k=3,
+        stack_coef=np.array([0.5, 6.0, -6.0, 1.0, -1.0]), stack_bias=-0.2,
+    )
+
+
+def test_topk_mean_sim() -> None:
+    ex = np.eye(4, dtype=np.float32)
+    x = _unit(np.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]], dtype=np.float32))
+    mean, mx = topk_mean_sim(x, ex.astype(np.float16), k=2)
+    np.testing.assert_allclose(mean, [np.sqrt(0.5), 0.5], atol=1e-3)
+    np.testing.assert_allclose(mx, [np.sqrt(0.5), 1.0], atol=1e-3)
+    mean, _ = topk_mean_sim(x, ex, k=99)  # k is clipped to the exemplar count
+    np.testing.assert_allclose(mean, [np.sqrt(0.5) / 2, 0.25], atol=1e-3)
+    empty_mean, empty_max = topk_mean_sim(x, np.zeros((0, 4)), k=3)
+    assert empty_mean.shape == (2,) and not empty_mean.any() and not empty_max.any()
+
+
+def test_knn_head_predict_and_features() -> None:
+    head = _knn_head()
+    assert head.has_knn and not _head().has_knn
+    emb = _unit(np.random.default_rng(3).normal(size=(6, 8))).astype(np.float32)
+    f = head.features(emb)
+    assert f.shape == (6, len(STACK_FEATURES)) and f.dtype == np.float32
+    np.testing.assert_allclose(f[:, 0], emb @ head.coef + head.bias, rtol=1e-5, atol=1e-5)
+    p, pc = head.predict(emb)
+    assert p.shape == (6,) and pc.shape == (6, 3) and p.dtype == np.float32
+    expected = 1 / (1 + np.exp(-(f @ head.stack_coef + head.stack_bias)))
+    np.testing.assert_allclose(p, expected, rtol=1e-5)
+    assert np.all(pc <= p[:, None] + 1e-6)
+    # an exemplar itself is closest to the unsafe set: its unsafe evidence is maximal
+    assert head.unsafe_ex is not None
+    assert head.features(head.unsafe_ex[0].astype(np.float32))[0, 3] > 0.99
+    with pytest.raises(ValueError):
+        _head().features(emb)
+    with pytest.raises(ValueError):
+        head.predict(np.zeros((2, 7)))
+
+
+def test_knn_head_needs_all_parts() -> None:
+    base = _head()
+    with pytest.raises(ConfigError, match="together"):
+        RiskHead(CATS, base.coef, 0.0, base.cat_coef, base.cat_bias, unsafe_ex=np.zeros((3, 8)))
+    with pytest.raises(ConfigError, match="kNN shapes"):
+        RiskHead(CATS, base.coef, 0.0, base.cat_coef, base.cat_bias,
+                 unsafe_ex=np.zeros((3, 8)), benign_ex=np.zeros((3, 7)),
+                 stack_coef=np.zeros(len(STACK_FEATURES)))
+
+
+def test_knn_head_save_load_round_trip(tmp_path: Path) -> None:
+    head = _knn_head()
+    head.save(tmp_path)
+    loaded = RiskHead.load(tmp_path, categories=CATS)
+    assert loaded.has_knn and loaded.knn_k == 3 and loaded.version == "t2"
+    assert loaded.unsafe_ex is not None and loaded.unsafe_ex.dtype == np.float16
+    assert loaded.stack_bias == pytest.approx(-0.2)
+    emb = _unit(np.random.default_rng(4).normal(size=(5, 8))).astype(np.float32)
+    for a, b in zip(loaded.predict(emb), head.predict(emb), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    # a weights file with only part of the kNN arrays is corrupt
+    with np.load(tmp_path / "weights.npz") as z:
+        arrays = {k: z[k] for k in z.files if k != "stack_coef"}
+    np.savez(tmp_path / "weights.npz", **arrays)
+    with pytest.raises(ConfigError, match="incomplete"):
+        RiskHead.load(tmp_path)
 
 
 def test_predict_shapes_and_ranges() -> None:
@@ -135,14 +212,25 @@ def test_trainer_end_to_end_and_overwrite_refusal(
 ) -> None:
     bench, benign = _tiny_bench(tmp_path)
     out = tmp_path / "head"
+    cache = tmp_path / "emb_cache"
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
-                                 dev_fraction=0.25, cal_fraction=0.2, epochs=20)
+                                 dev_fraction=0.25, cal_fraction=0.2, epochs=20,
+                                 emb_cache=str(cache), knn_k=3, max_exemplars=50)
     metrics = at.main(cfg, embedder=FakeEmbedder())
     assert "dev" in metrics and "auc_text_unsafe_vs_benign" in metrics["dev"]
+    assert metrics["stacker"]["features"] == list(STACK_FEATURES)
     head = RiskHead.load(out)
+    assert head.has_knn and head.knn_k == 3
+    assert head.unsafe_ex is not None and 0 < len(head.unsafe_ex) <= 50
     meta = json.loads((out / "meta.json").read_text())
     assert meta["embedder"] == "fake-hash"
     assert meta["training_data"]["by_source_label"]["mm_safetybench/unsafe"] > 0
+    assert meta["training_data"]["by_source_label"]["own_harmful/unsafe"] > 0
+    assert meta["exemplars"]["unsafe"]["kept"] == len(head.unsafe_ex)
+    cache_file = cache / "fake-hash.npz"
+    assert cache_file.is_file()
+    with np.load(cache_file) as z:  # the cache holds hashes, never texts
+        assert not any("zzdanger" in str(k) for k in z["keys"])
     assert "created_at" in meta and meta["command"].startswith("python -m vlmguard")
     p, pc = head.predict(FakeEmbedder().embed(["zzdanger plan number 99", "how do I bake bread"]))
     assert p[0] > p[1] and pc.shape == (2, len(head.categories))
@@ -153,8 +241,42 @@ def test_trainer_end_to_end_and_overwrite_refusal(
         at.main(cfg, embedder=FakeEmbedder())
     assert (out / "weights.npz").read_bytes() == before
     cfg.force = True
-    at.main(cfg, embedder=FakeEmbedder())
+
+    class CountingEmbedder(FakeEmbedder):
+        calls = 0
+
+        def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+            CountingEmbedder.calls += 1
+            return super().embed(texts, batch_size)
+
+    at.main(cfg, embedder=CountingEmbedder())
+    assert CountingEmbedder.calls == 0  # every text came from the cache
     assert (out / "weights.npz").read_bytes() == before  # deterministic given the seed
+
+
+def test_trainer_linear_only(tmp_path: Path) -> None:
+    bench, benign = _tiny_bench(tmp_path)
+    out = tmp_path / "head"
+    cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
+                                 dev_fraction=0.25, cal_fraction=0.2, epochs=20, emb_cache="",
+                                 knn_k=0)
+    metrics = at.main(cfg, embedder=FakeEmbedder())
+    assert "stacker" not in metrics
+    head = RiskHead.load(out)
+    assert not head.has_knn and head.version.startswith("1.")
+    assert not (tmp_path / ".cache").exists()
+
+
+def test_select_exemplars_dedupes_and_caps() -> None:
+    rng = np.random.default_rng(0)
+    base = _unit(rng.normal(size=(30, 16)))
+    x = np.vstack([base, base + 1e-4, base]).astype(np.float32)  # every row thrice
+    keep, counts = at.select_exemplars(_unit(x), max_n=1000, dedupe_sim=0.99, seed=0)
+    assert counts == {"pool": 90, "after_dedupe": 30, "kept": 30} and len(keep) == 30
+    keep, counts = at.select_exemplars(_unit(x), max_n=10, dedupe_sim=0.99, seed=0)
+    assert counts["kept"] == 10 and len(set(keep.tolist())) == 10
+    again, _ = at.select_exemplars(_unit(x), max_n=10, dedupe_sim=0.99, seed=0)
+    np.testing.assert_array_equal(keep, again)
 
 
 def test_unmapped_category_is_an_error(tmp_path: Path) -> None:
@@ -162,7 +284,7 @@ def test_unmapped_category_is_an_error(tmp_path: Path) -> None:
     _write(bench / "siuo" / "manifest.jsonl",
            [{"id": "s1", "text": "x", "label": "unsafe", "category": "brand new"}])
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign),
-                                 out=str(tmp_path / "o"))
+                                 out=str(tmp_path / "o"), emb_cache="")
     with pytest.raises(ConfigError, match="no taxonomy mapping"):
         at.main(cfg, embedder=FakeEmbedder())
 

@@ -223,6 +223,12 @@ async def build_gateway(
         environ: Environment for API keys (default ``os.environ``).
     """
     metrics = metrics or Metrics()
+    if cfg.queue.url:
+        # Never ignore a setting silently: the Redis Streams queue is a separate issue.
+        raise ConfigError(
+            "queue.url / VLMGUARD_QUEUE_URL is set, but this version has only the in-process "
+            "queue; unset it (the Redis Streams queue is not implemented yet)"
+        )
     keys = load_api_keys(cfg, environ)
     if analyzer is None:
         t0 = time.perf_counter()
