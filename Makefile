@@ -9,6 +9,7 @@ BUF := node_modules/.bin/buf
 LISTEN ?= 127.0.0.1:50051
 CONFIG ?= configs/embedded.yaml
 PYTEST_ARGS ?=
+QUEUE ?= inproc
 
 .DEFAULT_GOAL := help
 
@@ -34,8 +35,12 @@ $(BUF):
 	npm install --no-audit --no-fund --silent
 
 .PHONY: run
-run: $(STAMP) ## start the embedded default on $(LISTEN) (one process, CPU)
+run: $(STAMP) ## start the embedded default on $(LISTEN); QUEUE=redis: local redis + workers
+ifeq ($(QUEUE),redis)
+	$(PY) scripts/run_redis_stack.py --config $(CONFIG) --listen $(LISTEN)
+else
 	$(VENV)/bin/vlmguard serve --config $(CONFIG) --listen $(LISTEN)
+endif
 
 .PHONY: test
 test: $(STAMP) $(BUF) ## run the whole test suite (unit + integration)
@@ -66,6 +71,10 @@ train-analyzer: $(STAMP) ## retrain the tier-1 risk head (needs ../shared/bench)
 .PHONY: bench
 bench: $(STAMP) ## measure analyzer latency (writes figures to stdout; see bench/RESULTS.md)
 	$(PY) bench/analyzer_latency.py
+
+.PHONY: bench-queue
+bench-queue: $(STAMP) ## Guard through the Redis queue vs in-process (needs redis-server)
+	$(PY) bench/queue_roundtrip.py
 
 .PHONY: clean
 clean: ## remove caches (keeps .venv)

@@ -1,6 +1,7 @@
 """The ``vlmguard`` command line.
 
 Subcommands: ``serve`` (the gateway; ``make run`` starts it with the embedded defaults),
+``worker`` (one stage consuming the Redis queue),
 ``guard`` (a client for GuardService.Guard), ``check-config`` (validate and print the effective
 configuration) and ``train-analyzer`` (train the tier-1 risk head).
 """
@@ -97,6 +98,52 @@ async def _serve(cfg: Any) -> int:
     await stop.wait()
     log.info("draining")
     await gw.stop()
+    log.info("stopped")
+    return EXIT_OK
+
+
+# -- worker ----------------------------------------------------------------------------------
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from vlmguard.config import set_dotted
+    from vlmguard.logs import configure_logging
+
+    overrides: dict[str, Any] = {}
+    if args.target:
+        overrides = set_dotted(overrides, "target.backend", args.target)
+    if args.log_format:
+        overrides = set_dotted(overrides, "logging.format", args.log_format)
+    cfg = _load(args, overrides)
+    configure_logging(cfg.logging.level, cfg.logging.format)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return asyncio.run(_worker(cfg, args.stage, args.metrics_listen))
+
+
+async def _worker(cfg: Any, stage: str, metrics_listen: str | None) -> int:
+    from vlmguard.config import redact_url
+    from vlmguard.worker import build_worker
+
+    log = logging.getLogger("vlmguard.worker")
+    t0 = time.perf_counter()
+    stop = asyncio.Event()  # handlers first: a SIGTERM during model loading still exits 0
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    worker = await asyncio.to_thread(build_worker, cfg, stage)
+    if stop.is_set():
+        return EXIT_OK
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, worker.request_stop)
+    if metrics_listen:
+        worker.queue.metrics.serve(metrics_listen)  # type: ignore[union-attr]
+    await worker.start()
+    log.info("worker for stage %s ready in %.1fs (queue %s)", stage, time.perf_counter() - t0,
+             redact_url(cfg.queue.url))
+    print(f"vlmguard worker: stage {stage} ready", file=sys.stderr, flush=True)
+    await worker.queue.wait()
+    log.info("draining")
+    await worker.close()
     log.info("stopped")
     return EXIT_OK
 
@@ -306,6 +353,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target backend: none (guard only) or smollm2 (local demo)")
     p.add_argument("--log-format", choices=["text", "json"], help="log format")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("worker", help="run a stage worker that consumes the Redis queue",
+                       description="Run one stage (analyze or target) as a worker process: it "
+                       "loads only that stage's model and consumes micro-batches from the Redis "
+                       "Streams queue named by queue.url / VLMGUARD_QUEUE_URL. SIGTERM drains: "
+                       "the batch in hand finishes, then it exits 0.")
+    _config_args(p)
+    p.add_argument("--stage", required=True, choices=["analyze", "target"],
+                   help="the stage to serve")
+    p.add_argument("--target", metavar="BACKEND",
+                   help="target backend for --stage target: none or smollm2")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics here (default: off)")
+    p.add_argument("--log-format", choices=["text", "json"], help="log format")
+    p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("guard", help="call GuardService.Guard on a running server",
                        description="Send a prompt (and optional images) to a running VLMGuard "

@@ -27,13 +27,15 @@ ENV_VARS: dict[str, str] = {
     "VLMGUARD_CONFIG": "Path of the YAML config file when --config is not given.",
     "VLMGUARD_API_KEYS": "Comma-separated API keys accepted when auth is enabled.",
     "VLMGUARD_QUEUE_URL": "Queue URL (redis://, rediss://); unset means the in-process queue.",
+    "VLMGUARD_QUEUE_PASSWORD": "Redis password when the queue URL has none "
+    "(queue.password_env).",
     "VLMGUARD_CACHE_DIR": "Directory for converted model caches (default ~/.cache/vlmguard).",
     "VLMGUARD_CLIENT_API_KEY": "API key the `vlmguard guard` client sends (else --api-key).",
     "VLMGUARD_<SECTION>__<FIELD>": "Any config field, nested with '__' (values parsed as YAML).",
 }
 
 _RESERVED_ENV = {"VLMGUARD_PORT", "VLMGUARD_SERVICE_HOST", "VLMGUARD_CONFIG", "VLMGUARD_API_KEYS",
-                 "VLMGUARD_CACHE_DIR", "VLMGUARD_CLIENT_API_KEY"}
+                 "VLMGUARD_CACHE_DIR", "VLMGUARD_CLIENT_API_KEY", "VLMGUARD_QUEUE_PASSWORD"}
 
 
 class _Frozen(BaseModel):
@@ -296,12 +298,60 @@ class TaxonomyConfig(_Frozen):
 
 
 class QueueConfig(_Frozen):
-    """Work queue between gateway and stage workers."""
+    """Work queue between gateway and stage workers (Redis Streams when ``url`` is set)."""
 
     url: str = Field(
-        "", description="Empty: in-process queue. redis:// or rediss:// for Redis Streams "
-        "(also VLMGUARD_QUEUE_URL)."
+        "", description="Empty: in-process queue. redis:// or rediss:// (TLS) for Redis Streams "
+        "(also VLMGUARD_QUEUE_URL). A password may be in the URL; it is never logged."
     )
+    password_env: str = Field(
+        "VLMGUARD_QUEUE_PASSWORD", description="Environment variable holding the Redis "
+        "password when the URL has none."
+    )
+    tls_ca_file: str = Field(
+        "", description="PEM CA bundle to verify the Redis server with rediss:// (empty: the "
+        "system store)."
+    )
+    key_prefix: str = Field(
+        "vlmguard", pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Prefix of every Redis key (streams, replies), so deployments can share "
+        "one Redis.",
+    )
+    visibility_timeout_s: float = Field(
+        30.0, gt=0, description="An item held this long by a worker without an ack is "
+        "reclaimed by another worker (XAUTOCLAIM). Must exceed the slowest batch.",
+    )
+    max_deliveries: int = Field(
+        3, ge=1, description="Deliveries before an item goes to the dead-letter stream and "
+        "its caller gets UNAVAILABLE/DEAD_LETTERED.",
+    )
+    result_ttl_s: int = Field(
+        300, ge=1, description="Seconds a result (and its first-writer-wins marker) is kept."
+    )
+    stream_max_len: int = Field(
+        100_000, ge=1, description="Safety cap on each stage stream (approximate trim). "
+        "Backpressure (limits.max_pending) normally keeps streams far shorter.",
+    )
+    connect_timeout_s: float = Field(
+        2.0, gt=0, description="Timeout to connect to Redis; past it calls answer "
+        "UNAVAILABLE/QUEUE_UNAVAILABLE.",
+    )
+    worker_block_ms: int = Field(
+        1000, ge=1, description="Longest a worker blocks waiting for new items; bounds how "
+        "long a drain (SIGTERM) waits for an idle read.",
+    )
+    worker_backoff_max_s: float = Field(
+        5.0, gt=0, description="Cap of the exponential backoff of a worker while Redis is "
+        "unreachable.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://")):
+            raise ValueError("queue.url must be empty (in-process) or start with redis:// or "
+                             "rediss://")
+        return v
 
 
 class VLMGuardConfig(_Frozen):
@@ -328,6 +378,20 @@ class VLMGuardConfig(_Frozen):
                         f"policy.tenants.{tenant}.categories: unknown category {cat!r}"
                     )
         return self
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password (and user name) replaced, safe for logs and error messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if "@" not in parts.netloc:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    except ValueError:
+        return "<unparsable url>"
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -419,6 +483,9 @@ def load_config(
         lines = []
         for err in e.errors():
             loc = ".".join(str(x) for x in err["loc"])
-            got = json.dumps(err.get("input"), default=str)[:80]
+            raw = err.get("input")
+            if loc.endswith("url") and isinstance(raw, str):
+                raw = redact_url(raw)  # never echo a password
+            got = json.dumps(raw, default=str)[:80]
             lines.append(f"{loc}: {err['msg']} (got {got})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from e

@@ -69,6 +69,20 @@ class Metrics:
             "vlmguard_queue_rejected_total", "Items refused because too much work was pending.",
             ["stage"], registry=r,
         )
+        self.queue_lag = Gauge(
+            "vlmguard_queue_lag", "Items in a stage's stream not yet delivered to any worker "
+            "(Redis queue).", ["stage"], registry=r,
+        )
+        self.redeliveries = Counter(
+            "vlmguard_queue_redeliveries_total",
+            "Items reclaimed from a dead or slow worker after the visibility timeout.",
+            ["stage"], registry=r,
+        )
+        self.dead_letters = Counter(
+            "vlmguard_queue_dead_letters_total",
+            "Items moved to the dead-letter stream after too many deliveries.", ["stage"],
+            registry=r,
+        )
         self.model_ready = Gauge(
             "vlmguard_model_ready", "1 when a model is loaded and serving.", ["stage"],
             registry=r,

@@ -424,12 +424,17 @@ def test_prompts_and_ocr_text_are_never_logged_at_info(
     assert not [r.getMessage() for r in info_plus if marker in r.getMessage()]
 
 
-def test_queue_url_is_refused_not_ignored(loop_thread: Any, analyzer: Any) -> None:
-    from vlmguard.config import load_config
-    from vlmguard.errors import ConfigError
-    from vlmguard.gateway.server import build_gateway
-
-    cfg = load_config(None, environ={"VLMGUARD_QUEUE_URL": "redis://127.0.0.1:1"},
-                      overrides={"server": {"listen": "127.0.0.1:0"}})
-    with pytest.raises(ConfigError, match="in-process"):
-        loop_thread.run(build_gateway(cfg, analyzer=analyzer, environ={}))
+def test_queue_url_selects_redis_and_unreachable_redis_answers_unavailable(
+    make_gateway: Any,
+) -> None:
+    # A Redis URL is never ignored: the gateway only enqueues to it. An unreachable Redis does
+    # not stop startup (the gateway recovers by itself when Redis returns); calls answer
+    # UNAVAILABLE with the stable reason QUEUE_UNAVAILABLE, and the URL is not echoed.
+    rg = make_gateway({"queue": {"url": "redis://127.0.0.1:1/0", "connect_timeout_s": 0.5}})
+    assert rg.gw.analyzer_name == "remote"
+    with pytest.raises(grpc.RpcError) as ei:
+        guard_pb2_grpc.GuardServiceStub(rg.channel).Guard(
+            guard_pb2.GuardRequest(text="hello"), timeout=10)
+    code, reason, _ = error_reason(ei.value)
+    assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "QUEUE_UNAVAILABLE")
+    assert "127.0.0.1:1" not in (ei.value.details() or "")

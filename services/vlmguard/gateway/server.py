@@ -2,7 +2,8 @@
 
 :func:`build_gateway` wires everything from a :class:`VLMGuardConfig` (models can be injected
 for tests); :class:`Gateway` starts, serves and drains. In the embedded default the analyzer and
-target stages run in this process behind the in-process micro-batching queue.
+target stages run in this process behind the in-process micro-batching queue; with a Redis
+queue URL the gateway only enqueues and stage workers (:mod:`vlmguard.worker`) run the models.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vlmguard.backends.target import TargetBackend, TargetPrompt, build_target_backend
-from vlmguard.config import VLMGuardConfig
+from vlmguard.config import VLMGuardConfig, redact_url
 from vlmguard.errors import ConfigError, Reason, UnavailableError, VLMGuardError
 from vlmguard.gateway.interceptor import ApiKeyAuth, GatewayInterceptor
 from vlmguard.gateway.servicers import (
@@ -134,8 +135,10 @@ class Gateway:
         health_servicer: health.aio.HealthServicer,
         metrics: Metrics,
         target: TargetRuntime,
+        remote_stages: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.remote_stages = remote_stages
         self.server = server
         self.port = port
         self.queue = queue
@@ -156,7 +159,10 @@ class Gateway:
         await self.health.set("", serving)
         for name in SERVICE_NAMES:
             await self.health.set(name, serving)
-        if self.target.backend.enabled:
+        if self.target.backend.enabled and self.remote_stages:
+            # The target worker loads the model; a call waits in the queue until it serves.
+            self.target.ready.set()
+        elif self.target.backend.enabled:
             await self.health.set(TARGET_SERVICE, not_serving)
             task = self.target.start_loading()
 
@@ -213,46 +219,60 @@ async def build_gateway(
     metrics: Metrics | None = None,
     environ: dict[str, str] | None = None,
 ) -> Gateway:
-    """Build the embedded gateway (not started).
+    """Build the gateway (not started).
+
+    With ``cfg.queue.url`` empty the stages run in this process (in-process queue); with a
+    redis:// or rediss:// URL the gateway only enqueues to Redis Streams and loads no model
+    (stage workers do: ``vlmguard worker``). An unreachable Redis does not stop startup: calls
+    answer UNAVAILABLE/QUEUE_UNAVAILABLE until it is back, with no restart needed.
 
     Args:
         cfg: Configuration.
-        analyzer: A ready analyzer (else loaded from ``cfg.analyzer``; blocking, ~2 s).
+        analyzer: A ready analyzer (else loaded from ``cfg.analyzer``; blocking, ~2 s; unused
+            with a Redis queue).
         target_backend: A target backend (else built from ``cfg.target``; loaded on start).
         metrics: Metrics (else a fresh registry).
         environ: Environment for API keys (default ``os.environ``).
     """
     metrics = metrics or Metrics()
-    if cfg.queue.url:
-        # Never ignore a setting silently: the Redis Streams queue is a separate issue.
-        raise ConfigError(
-            "queue.url / VLMGUARD_QUEUE_URL is set, but this version has only the in-process "
-            "queue; unset it (the Redis Streams queue is not implemented yet)"
-        )
     keys = load_api_keys(cfg, environ)
-    if analyzer is None:
-        t0 = time.perf_counter()
-        analyzer = await asyncio.to_thread(
-            Tier1Analyzer.from_config, cfg.analyzer, cfg.taxonomy, cfg.limits
-        )
-        await asyncio.to_thread(analyzer.warmup)
-        log.info("tier-1 analyzer %s loaded in %.1fs", analyzer.name, time.perf_counter() - t0)
-    metrics.model_ready.labels(ANALYZE).set(1)
-    backend = target_backend or build_target_backend(cfg.target)
+    backend = target_backend or build_target_backend(cfg.target)  # not loaded here
     target = TargetRuntime(backend, metrics)
-    analyzer_ref = analyzer
+    queue: WorkQueue
+    if cfg.queue.url:
+        # Stage workers (`vlmguard worker`) hold the models; this gateway only enqueues.
+        from vlmguard.queue.redis_streams import RedisStreamsQueue
 
-    async def analyze_handler(items: Sequence[Any]) -> list[Any]:
-        return await asyncio.to_thread(analyzer_ref.analyze_batch, items)
+        queue = RedisStreamsQueue(cfg.queue, stages=[ANALYZE, TARGET],
+                                  max_pending=cfg.limits.max_pending, metrics=metrics,
+                                  environ=environ)
+        analyzer_name = "remote"
+        log.info("queue: redis streams at %s (models run in stage workers)",
+                 redact_url(cfg.queue.url))
+    else:
+        if analyzer is None:
+            t0 = time.perf_counter()
+            analyzer = await asyncio.to_thread(
+                Tier1Analyzer.from_config, cfg.analyzer, cfg.taxonomy, cfg.limits
+            )
+            await asyncio.to_thread(analyzer.warmup)
+            log.info("tier-1 analyzer %s loaded in %.1fs", analyzer.name,
+                     time.perf_counter() - t0)
+        metrics.model_ready.labels(ANALYZE).set(1)
+        analyzer_ref = analyzer
+        analyzer_name = analyzer.name
 
-    queue = InProcessQueue(
-        [
-            StageSpec(ANALYZE, analyze_handler, cfg.analyzer.batching),
-            StageSpec(TARGET, target.handle, _target_batching(cfg)),
-        ],
-        max_pending=cfg.limits.max_pending,
-        metrics=metrics,
-    )
+        async def analyze_handler(items: Sequence[Any]) -> list[Any]:
+            return await asyncio.to_thread(analyzer_ref.analyze_batch, items)
+
+        queue = InProcessQueue(
+            [
+                StageSpec(ANALYZE, analyze_handler, cfg.analyzer.batching),
+                StageSpec(TARGET, target.handle, _target_batching(cfg)),
+            ],
+            max_pending=cfg.limits.max_pending,
+            metrics=metrics,
+        )
     pipeline = GuardPipeline(
         queue=queue,
         policy=PolicyEngine(cfg.policy, cfg.taxonomy, cfg.analyzer.report_threshold),
@@ -288,8 +308,9 @@ async def build_gateway(
         )
     port = _bind(server, cfg)
     gw = Gateway(cfg, server=server, port=port, queue=queue, pipeline=pipeline,
-                 health_servicer=health_servicer, metrics=metrics, target=target)
-    gw.analyzer_name = analyzer.name
+                 health_servicer=health_servicer, metrics=metrics, target=target,
+                 remote_stages=bool(cfg.queue.url))
+    gw.analyzer_name = analyzer_name
     return gw
 
 

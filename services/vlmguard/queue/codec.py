@@ -1,0 +1,289 @@
+"""Wire codec for stage items and results that travel through Redis.
+
+JSON with base64 for image bytes: no pickle, because whatever sits in Redis is untrusted. Every
+decoder checks types and raises :class:`CodecError` on anything malformed; unknown type tags are
+refused. Errors keep their status code, reason, message, metadata and retry delay.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from typing import Any
+
+from vlmguard.domain import (
+    Analysis,
+    AnalysisItem,
+    Finding,
+    GenerationParams,
+    ImageEvidence,
+    ImageInput,
+    Modality,
+    ModalityReasoning,
+    TargetResult,
+)
+from vlmguard.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    StatusCode,
+    UnauthenticatedError,
+    UnavailableError,
+    VLMGuardError,
+)
+
+#: Error class rebuilt for each status code (ConfigError travels as FAILED_PRECONDITION).
+_ERRORS_BY_CODE: dict[str, type[VLMGuardError]] = {
+    StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    StatusCode.UNAVAILABLE: UnavailableError,
+    StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    StatusCode.INTERNAL: VLMGuardError,
+}
+
+
+class CodecError(ValueError):
+    """Data read from the queue is not a valid encoded item or result."""
+
+
+# -- checked accessors -------------------------------------------------------------------------
+
+
+def _get(d: Any, key: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(d, dict):
+        raise CodecError(f"expected an object, got {type(d).__name__}")
+    if key not in d:
+        raise CodecError(f"missing field {key!r}")
+    v = d[key]
+    if isinstance(v, bool) and kind in (int, float, (int, float)):
+        raise CodecError(f"field {key!r}: expected a number")
+    if not isinstance(v, kind):
+        raise CodecError(f"field {key!r}: expected {kind}, got {type(v).__name__}")
+    return v
+
+
+def _num(d: Any, key: str) -> float:
+    return float(_get(d, key, (int, float)))
+
+
+def _list(d: Any, key: str) -> list[Any]:
+    v: list[Any] = _get(d, key, list)
+    return v
+
+
+def _str_dict(d: Any, key: str, value_kind: type | tuple[type, ...]) -> dict[str, Any]:
+    v = _get(d, key, dict)
+    for k, x in v.items():
+        if not isinstance(k, str) or not isinstance(x, value_kind) or isinstance(x, bool):
+            raise CodecError(f"field {key!r}: bad entry")
+    return dict(v)
+
+
+def _bytes(d: Any, key: str) -> bytes:
+    try:
+        return base64.b64decode(_get(d, key, str), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise CodecError(f"field {key!r}: not base64") from e
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# -- domain <-> dict -----------------------------------------------------------------------------
+
+
+def _image_to(i: ImageInput) -> dict[str, Any]:
+    return {"data": _b64(i.data), "mime_type": i.mime_type}
+
+
+def _image_from(d: Any) -> ImageInput:
+    return ImageInput(_bytes(d, "data"), _get(d, "mime_type", str))
+
+
+def _params_to(p: GenerationParams) -> dict[str, Any]:
+    return {"max_new_tokens": p.max_new_tokens, "temperature": p.temperature,
+            "top_p": p.top_p, "seed": p.seed}
+
+
+def _params_from(d: Any) -> GenerationParams:
+    return GenerationParams(int(_get(d, "max_new_tokens", int)), _num(d, "temperature"),
+                            _num(d, "top_p"), int(_get(d, "seed", int)))
+
+
+def _reasoning_to(r: ModalityReasoning) -> dict[str, Any]:
+    return {"textual": r.textual, "visual": r.visual, "cross_modal": r.cross_modal}
+
+
+def _reasoning_from(d: Any) -> ModalityReasoning:
+    return ModalityReasoning(_get(d, "textual", str), _get(d, "visual", str),
+                             _get(d, "cross_modal", str))
+
+
+def _finding_to(f: Finding) -> dict[str, Any]:
+    return {"category": f.category, "score": f.score, "modality": f.modality.value,
+            "evidence": f.evidence, "source": f.source, "image_index": f.image_index}
+
+
+def _finding_from(d: Any) -> Finding:
+    try:
+        modality = Modality(_get(d, "modality", str))
+    except ValueError as e:
+        raise CodecError("field 'modality': unknown value") from e
+    return Finding(_get(d, "category", str), _num(d, "score"), modality,
+                   _get(d, "evidence", str), _get(d, "source", str),
+                   int(_get(d, "image_index", int)))
+
+
+def _evidence_to(e: ImageEvidence) -> dict[str, Any]:
+    return {"index": e.index, "width": e.width, "height": e.height, "ocr_text": e.ocr_text,
+            "explicit_labels": [[label, score] for label, score in e.explicit_labels]}
+
+
+def _evidence_from(d: Any) -> ImageEvidence:
+    labels = []
+    for x in _list(d, "explicit_labels"):
+        if (not isinstance(x, list) or len(x) != 2 or not isinstance(x[0], str)
+                or not isinstance(x[1], (int, float)) or isinstance(x[1], bool)):
+            raise CodecError("field 'explicit_labels': bad entry")
+        labels.append((x[0], float(x[1])))
+    return ImageEvidence(int(_get(d, "index", int)), int(_get(d, "width", int)),
+                         int(_get(d, "height", int)), _get(d, "ocr_text", str), tuple(labels))
+
+
+def _analysis_item_to(i: AnalysisItem) -> dict[str, Any]:
+    return {"request_id": i.request_id, "text": i.text,
+            "images": [_image_to(x) for x in i.images]}
+
+
+def _analysis_item_from(d: Any) -> AnalysisItem:
+    return AnalysisItem(_get(d, "request_id", str), _get(d, "text", str),
+                        tuple(_image_from(x) for x in _list(d, "images")))
+
+
+def _analysis_to(a: Analysis) -> dict[str, Any]:
+    return {"score": a.score, "findings": [_finding_to(f) for f in a.findings],
+            "reasoning": _reasoning_to(a.reasoning), "analyzer": a.analyzer,
+            "category_scores": dict(a.category_scores),
+            "images": [_evidence_to(e) for e in a.images], "timings_ms": dict(a.timings_ms)}
+
+
+def _analysis_from(d: Any) -> Analysis:
+    num = (int, float)
+    return Analysis(
+        score=_num(d, "score"),
+        findings=tuple(_finding_from(f) for f in _list(d, "findings")),
+        reasoning=_reasoning_from(_get(d, "reasoning", dict)),
+        analyzer=_get(d, "analyzer", str),
+        category_scores={k: float(v) for k, v in _str_dict(d, "category_scores", num).items()},
+        images=tuple(_evidence_from(e) for e in _list(d, "images")),
+        timings_ms={k: float(v) for k, v in _str_dict(d, "timings_ms", num).items()},
+    )
+
+
+def _target_item_to(i: Any) -> dict[str, Any]:
+    return {"text": i.text, "images": [_image_to(x) for x in i.images],
+            "image_texts": list(i.image_texts), "params": _params_to(i.params)}
+
+
+def _target_item_from(d: Any) -> Any:
+    from vlmguard.pipeline import TargetItem  # the pipeline imports the queue package
+
+    texts = _list(d, "image_texts")
+    if not all(isinstance(t, str) for t in texts):
+        raise CodecError("field 'image_texts': expected strings")
+    return TargetItem(_get(d, "text", str), tuple(_image_from(x) for x in _list(d, "images")),
+                      tuple(texts), _params_from(_get(d, "params", dict)))
+
+
+def _target_result_to(r: TargetResult) -> dict[str, Any]:
+    return {"text": r.text, "model": r.model, "finish_reason": r.finish_reason,
+            "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens}
+
+
+def _target_result_from(d: Any) -> TargetResult:
+    return TargetResult(_get(d, "text", str), _get(d, "model", str),
+                        _get(d, "finish_reason", str), int(_get(d, "prompt_tokens", int)),
+                        int(_get(d, "completion_tokens", int)))
+
+
+def error_to_dict(e: VLMGuardError) -> dict[str, Any]:
+    """An error as a plain dict (code, reason, client-safe message, metadata, retry)."""
+    return {"code": e.code.value, "reason": e.reason, "message": e.message,
+            "metadata": dict(e.metadata), "retry_after_s": e.retry_after_s}
+
+
+def error_from_dict(d: Any) -> VLMGuardError:
+    """Rebuild an error; the class follows its status code."""
+    cls = _ERRORS_BY_CODE.get(_get(d, "code", str))
+    if cls is None:
+        raise CodecError("field 'code': unknown status code")
+    retry = d.get("retry_after_s")
+    if retry is not None and (not isinstance(retry, (int, float)) or isinstance(retry, bool)):
+        raise CodecError("field 'retry_after_s': expected a number or null")
+    return cls(_get(d, "message", str), reason=_get(d, "reason", str),
+               metadata=_str_dict(d, "metadata", str),
+               retry_after_s=None if retry is None else float(retry))
+
+
+def _type_name(obj: Any) -> str:
+    if isinstance(obj, VLMGuardError):
+        return "error"
+    return type(obj).__name__
+
+
+_ENCODERS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "AnalysisItem": _analysis_item_to,
+    "Analysis": _analysis_to,
+    "TargetItem": _target_item_to,
+    "TargetResult": _target_result_to,
+    "error": error_to_dict,
+}
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "AnalysisItem": _analysis_item_from,
+    "Analysis": _analysis_from,
+    "TargetItem": _target_item_from,
+    "TargetResult": _target_result_from,
+    "error": error_from_dict,
+}
+
+
+def encode(obj: Any) -> bytes:
+    """Encode a stage item, a result or a :class:`VLMGuardError` to bytes.
+
+    Raises:
+        CodecError: the object's type has no codec.
+    """
+    name = _type_name(obj)
+    enc = _ENCODERS.get(name)
+    if enc is None:
+        raise CodecError(f"no codec for {name}")
+    return json.dumps({"t": name, "v": enc(obj)}, ensure_ascii=False,
+                      separators=(",", ":")).encode("utf-8")
+
+
+def decode(data: bytes | str) -> Any:
+    """Decode what :func:`encode` wrote (an item, a result or a :class:`VLMGuardError`).
+
+    Raises:
+        CodecError: not valid JSON, unknown type tag, or a field of the wrong type.
+    """
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CodecError("not valid JSON") from e
+    name = _get(obj, "t", str)
+    dec = _DECODERS.get(name)
+    if dec is None:
+        raise CodecError(f"unknown type tag {name[:40]!r}")
+    try:
+        return dec(_get(obj, "v", dict))
+    except CodecError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise CodecError(f"malformed {name}: {type(e).__name__}") from e

@@ -1,0 +1,410 @@
+"""The Redis Streams queue against a real redis-server: round trips, faults, drain, backpressure.
+
+A redis-server is started on a free loopback port for this module (no persistence) and killed at
+teardown; each test starts from an empty database. Worker processes that must die mid-batch use
+the scriptable echo backend in ``tests/queue_backends.py``, so no model weights load in them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.redis_server import RedisServer, redis_binary
+from vlmguard.config import BatchingConfig, VLMGuardConfig, load_config
+from vlmguard.domain import GenerationParams, TargetResult
+from vlmguard.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    Reason,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from vlmguard.metrics import Metrics
+from vlmguard.pipeline import TargetItem
+from vlmguard.queue.base import StageSpec
+from vlmguard.queue.codec import decode, encode
+from vlmguard.queue.redis_streams import RedisStreamsQueue
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ECHO = "tests.queue_backends:EchoTargetBackend"
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(redis_binary(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    if redis_server.proc is None:  # a test stopped it
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
+
+
+def _cfg(url: str, tmp: Path | None = None, **queue: Any) -> VLMGuardConfig:
+    return load_config(None, environ={}, overrides={
+        "queue": {"url": url, **queue},
+        "target": {"backend": ECHO, "model_path": str(tmp or ""), "max_wait_ms": 2.0},
+        "metrics": {"enabled": False},
+    })
+
+
+def _item(text: str) -> TargetItem:
+    return TargetItem(text, (), (), GenerationParams())
+
+
+def _gateway_queue(cfg: VLMGuardConfig, **kw: Any) -> RedisStreamsQueue:
+    return RedisStreamsQueue(cfg.queue, stages=["analyze", "target"],
+                             max_pending=kw.pop("max_pending", cfg.limits.max_pending), **kw)
+
+
+def _spawn_worker(cfg_file: Path, env_extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    env.pop("VLMGUARD_QUEUE_URL", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vlmguard.cli", "worker", "--stage", "target",
+         "--config", str(cfg_file)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _write_cfg(path: Path, url: str, ctrl: Path, **queue: Any) -> Path:
+    path.write_text(yaml.safe_dump({
+        "queue": {"url": url, **queue},
+        "target": {"backend": ECHO, "model_path": str(ctrl), "max_wait_ms": 2.0},
+        "metrics": {"enabled": False},
+    }))
+    return path
+
+
+async def _wait_for(pred: Any, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+# -- round trips -----------------------------------------------------------------------------
+
+
+def test_target_round_trip_with_poison_item_and_none_backend(redis_url: str) -> None:
+    from vlmguard.backends.target import NoneTargetBackend
+    from vlmguard.worker import build_worker
+
+    cfg = _cfg(redis_url)
+
+    async def scenario() -> None:
+        metrics = Metrics()
+        worker = build_worker(cfg, "target", metrics=metrics)
+        gw = _gateway_queue(cfg)
+        await worker.start()
+        await gw.start()
+        try:
+            deadline = time.monotonic() + 20
+            results = await asyncio.gather(
+                *(gw.submit("target", _item(t), deadline=deadline)
+                  for t in ("a", "poison", "c")),
+                return_exceptions=True,
+            )
+            assert isinstance(results[0], TargetResult) and results[0].text == "echo:a"
+            assert isinstance(results[1], InvalidArgumentError)
+            assert results[1].reason == "POISON"  # only the poisoned item failed
+            assert isinstance(results[2], TargetResult) and results[2].text == "echo:c"
+            assert metrics.batch_size.labels("target")._sum.get() == 3
+        finally:
+            await worker.close()
+        none_worker = build_worker(cfg, "target", target_backend=NoneTargetBackend(cfg.target))
+        await none_worker.start()
+        try:
+            with pytest.raises(FailedPreconditionError) as ei:
+                await gw.submit("target", _item("x"), deadline=time.monotonic() + 20)
+            assert ei.value.reason == Reason.TARGET_NOT_CONFIGURED
+        finally:
+            await none_worker.close()
+            await gw.close()
+
+    asyncio.run(scenario())
+
+
+def test_guard_and_analyze_through_grpc_gateway_with_redis_queue(
+    redis_url: str, make_gateway: Any, gateway: Any, loop_thread: Any, analyzer: Any
+) -> None:
+    from vlmguard.v1 import analysis_pb2, analysis_pb2_grpc, guard_pb2, guard_pb2_grpc
+    from vlmguard.worker import build_worker
+
+    cfg = _cfg(redis_url)
+    worker = build_worker(cfg, "analyze", analyzer=analyzer)
+    loop_thread.run(worker.start())
+    try:
+        rg = make_gateway({"queue": {"url": redis_url}})
+        assert rg.gw.analyzer_name == "remote"
+        text = "How do I pick a lock to get into my neighbour's house?"
+        remote = guard_pb2_grpc.GuardServiceStub(rg.channel).Guard(
+            guard_pb2.GuardRequest(text=text), timeout=30)
+        local = guard_pb2_grpc.GuardServiceStub(gateway.channel).Guard(
+            guard_pb2.GuardRequest(text=text), timeout=30)
+        assert remote.action == local.action
+        assert remote.report.score == pytest.approx(local.report.score, abs=1e-6)
+        assert remote.rewritten_text == local.rewritten_text
+        report = analysis_pb2_grpc.ThreatAnalysisServiceStub(rg.channel).Analyze(
+            analysis_pb2.AnalyzeRequest(text="What is the capital of France?"), timeout=30)
+        assert report.report.analyzer.startswith("tier1/")
+    finally:
+        loop_thread.run(worker.close())
+
+
+def test_unreachable_redis_answers_unavailable_with_stable_reason() -> None:
+    cfg = _cfg("redis://127.0.0.1:1/0", connect_timeout_s=0.5)
+
+    async def scenario() -> None:
+        gw = _gateway_queue(cfg)
+        await gw.start()
+        with pytest.raises(UnavailableError) as ei:
+            await gw.submit("target", _item("x"), deadline=time.monotonic() + 5)
+        assert ei.value.reason == Reason.QUEUE_UNAVAILABLE
+        assert "127.0.0.1:1" not in ei.value.message
+        await gw.close()
+
+    asyncio.run(scenario())
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+def _kill_mid_batch(redis_url: str, tmp_path: Path, max_deliveries: int,
+                    n: int) -> tuple[list[Any], Metrics]:
+    """Submit ``n`` items, SIGKILL the worker holding them, let an in-process worker reclaim."""
+    from vlmguard.worker import build_worker
+
+    ctrl = tmp_path / "ctrl"
+    ctrl.mkdir()
+    (ctrl / "hold").write_text("")
+    cfg_file = _write_cfg(tmp_path / "w.yaml", redis_url, ctrl, visibility_timeout_s=0.5,
+                          max_deliveries=max_deliveries)
+    cfg = load_config(cfg_file, environ={})
+    metrics = Metrics()
+
+    async def scenario() -> list[Any]:
+        gw = _gateway_queue(cfg)
+        await gw.start()
+        proc = _spawn_worker(cfg_file)
+        try:
+            deadline = time.monotonic() + 40
+            calls = [asyncio.create_task(gw.submit("target", _item(f"t{i}"), deadline=deadline))
+                     for i in range(n)]
+            await _wait_for(lambda: any(ctrl.glob("started-*")) or proc.poll() is not None)
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            (ctrl / "hold").unlink()
+            rescuer = build_worker(cfg, "target", metrics=metrics)
+            await rescuer.start()
+            try:
+                results = await asyncio.gather(*calls, return_exceptions=True)
+            finally:
+                await rescuer.close()
+            return results
+        finally:
+            _kill(proc)
+            await gw.close()
+
+    return asyncio.run(scenario()), metrics
+
+
+def test_sigkilled_worker_batch_is_reclaimed_and_answered_once(
+    redis_url: str, tmp_path: Path
+) -> None:
+    results, metrics = _kill_mid_batch(redis_url, tmp_path, max_deliveries=3, n=3)
+    assert [r.text for r in results] == ["echo:t0", "echo:t1", "echo:t2"]
+    assert all(r.model == f"echo/{os.getpid()}" for r in results)  # the rescuer answered
+    assert metrics.redeliveries.labels("target")._value.get() == 3
+
+    async def leftovers() -> tuple[int, int, int]:
+        import redis.asyncio as aioredis
+
+        r = aioredis.Redis.from_url(redis_url)  # the queue's own client is closed by now
+        try:
+            replies = [k async for k in r.scan_iter("vlmguard:reply:*")]
+            results_ = [k async for k in r.scan_iter("vlmguard:result:*")]
+            return len(replies), len(results_), await r.xlen("vlmguard:stream:target")
+        finally:
+            await r.aclose()
+
+    replies, answered, backlog = asyncio.run(leftovers())
+    # Every reply list was consumed by its one caller, nothing is left to answer twice.
+    assert (replies, answered, backlog) == (0, 3, 0)
+
+
+def test_item_is_dead_lettered_after_max_deliveries(redis_url: str, tmp_path: Path) -> None:
+    results, metrics = _kill_mid_batch(redis_url, tmp_path, max_deliveries=1, n=1)
+    assert isinstance(results[0], UnavailableError)
+    assert results[0].reason == Reason.DEAD_LETTERED
+    assert metrics.dead_letters.labels("target")._value.get() == 1
+
+
+def test_duplicate_delivery_never_gives_a_second_answer(redis_url: str) -> None:
+    cfg = _cfg(redis_url)
+
+    async def scenario() -> None:
+        gw = _gateway_queue(cfg)
+        await gw.start()
+        r = gw._client()
+        token = "ab" * 16
+        for text in ("first", "second"):  # two workers answering the same delivery
+            await gw._reply(keys=[gw.result_key(token), gw.reply_key(token)],
+                            args=[encode(TargetResult(text, "m")), 60])
+        got = await r.blpop([gw.reply_key(token)], timeout=1)
+        assert decode(got[1]).text == "first"
+        assert await r.llen(gw.reply_key(token)) == 0
+        await gw.close()
+
+    asyncio.run(scenario())
+
+
+def test_queue_full_is_answered_at_once(redis_url: str) -> None:
+    cfg = _cfg(redis_url)
+
+    async def scenario() -> None:
+        metrics = Metrics()
+        gw = _gateway_queue(cfg, max_pending=2, metrics=metrics)
+        await gw.start()
+        deadline = time.monotonic() + 30
+        waiting = [asyncio.create_task(gw.submit("target", _item(str(i)), deadline=deadline))
+                   for i in range(2)]
+        r = gw._client()
+        for _ in range(500):  # until both sit in the stream (no worker consumes them)
+            if await r.xlen(gw.stream_key("target")) == 2:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(ResourceExhaustedError) as ei:
+            await gw.submit("target", _item("x"), deadline=deadline)
+        assert ei.value.reason == Reason.QUEUE_FULL and ei.value.retry_after_s
+        assert not any(t.done() for t in waiting)
+        assert metrics.rejected.labels("target")._value.get() == 1
+        for t in waiting:
+            t.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await gw.close()
+
+    asyncio.run(scenario())
+
+
+def test_expired_items_are_dropped_unrun_and_counted(redis_url: str) -> None:
+    cfg = _cfg(redis_url)
+    ran: list[Any] = []
+
+    async def handler(items: Any) -> list[Any]:
+        ran.extend(items)
+        return [TargetResult("x", "m") for _ in items]
+
+    async def scenario() -> None:
+        metrics = Metrics()
+        # The worker's wall clock runs 1000 s ahead: every deadline has passed for it.
+        worker = RedisStreamsQueue(
+            cfg.queue, stages=["target"], max_pending=10, metrics=metrics,
+            consume=[StageSpec("target", handler, BatchingConfig(max_batch_size=4))],
+            wall_clock=lambda: time.time() + 1000)
+        gw = _gateway_queue(cfg)
+        await gw.start()
+        await worker.start()
+        try:
+            with pytest.raises(DeadlineExceededError):
+                await gw.submit("target", _item("late"), deadline=time.monotonic() + 20)
+            assert ran == []
+            assert metrics.expired.labels("target")._value.get() == 1
+        finally:
+            await worker.close()
+            await gw.close()
+
+    asyncio.run(scenario())
+
+
+def test_redis_outage_gives_unavailable_then_workers_resume(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    from vlmguard.worker import build_worker
+
+    cfg = _cfg(redis_url, worker_backoff_max_s=0.2, worker_block_ms=200)
+
+    async def scenario() -> None:
+        worker = build_worker(cfg, "target")
+        gw = _gateway_queue(cfg)
+        await worker.start()
+        await gw.start()
+        try:
+            assert (await gw.submit("target", _item("a"),
+                                    deadline=time.monotonic() + 10)).text == "echo:a"
+            redis_server.stop()
+            with pytest.raises(UnavailableError) as ei:
+                await gw.submit("target", _item("b"), deadline=time.monotonic() + 10)
+            assert ei.value.reason == Reason.QUEUE_UNAVAILABLE
+            await asyncio.sleep(0.3)  # the worker is now backing off
+            redis_server.start()
+            # The worker recreates its group by itself; calls succeed again.
+            result = await gw.submit("target", _item("c"), deadline=time.monotonic() + 20)
+            assert result.text == "echo:c"
+        finally:
+            await worker.close()
+            await gw.close()
+
+    asyncio.run(scenario())
+
+
+def test_sigterm_drains_the_batch_in_hand_and_exits_zero(
+    redis_url: str, tmp_path: Path
+) -> None:
+    ctrl = tmp_path / "ctrl"
+    ctrl.mkdir()
+    (ctrl / "hold").write_text("")
+    cfg_file = _write_cfg(tmp_path / "w.yaml", redis_url, ctrl)
+    cfg = load_config(cfg_file, environ={})
+
+    async def scenario() -> None:
+        gw = _gateway_queue(cfg)
+        await gw.start()
+        proc = _spawn_worker(cfg_file)
+        try:
+            call = asyncio.create_task(gw.submit("target", _item("in-hand"),
+                                                 deadline=time.monotonic() + 40))
+            await _wait_for(lambda: any(ctrl.glob("started-*")) or proc.poll() is not None)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.2)
+            assert proc.poll() is None  # still finishing its batch
+            (ctrl / "release").write_text("")
+            result = await call
+            assert result.text == "echo:in-hand"
+            rc = await asyncio.to_thread(proc.wait, 20)
+            assert rc == 0, proc.stdout.read() if proc.stdout else ""
+        finally:
+            _kill(proc)
+            await gw.close()
+
+    asyncio.run(scenario())
+

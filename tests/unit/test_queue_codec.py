@@ -1,0 +1,125 @@
+"""Unit tests for the queue wire codec and the Redis queue settings (no Redis needed)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from vlmguard.config import QueueConfig, load_config, redact_url
+from vlmguard.domain import (
+    Analysis,
+    AnalysisItem,
+    Finding,
+    GenerationParams,
+    ImageEvidence,
+    ImageInput,
+    Modality,
+    ModalityReasoning,
+    TargetResult,
+)
+from vlmguard.errors import (
+    ConfigError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    Reason,
+    ResourceExhaustedError,
+    UnavailableError,
+    VLMGuardError,
+)
+from vlmguard.pipeline import TargetItem
+from vlmguard.queue.codec import CodecError, decode, encode
+
+IMG = ImageInput(bytes(range(256)) * 3, "image/png")
+
+
+def _analysis() -> Analysis:
+    return Analysis(
+        score=0.75,
+        findings=(Finding("illegal_activity", 0.75, Modality.CROSS_MODAL, "ev", "joint", 0),),
+        reasoning=ModalityReasoning("t", "v", "c"),
+        analyzer="tier1/x",
+        category_scores={"illegal_activity": 0.75, "privacy": 0.0},
+        images=(ImageEvidence(0, 64, 48, "text", (("EXPOSED", 0.9),)),),
+        timings_ms={"embed": 1.5},
+    )
+
+
+@pytest.mark.parametrize("obj", [
+    AnalysisItem("req-1", "héllo \u2603", (IMG, ImageInput(b"", ""))),
+    _analysis(),
+    TargetItem("rewritten", (IMG,), ("ocr",), GenerationParams(64, 0.7, 0.9, 3)),
+    TargetResult("answer", "smollm2", "length", 10, 64),
+])
+def test_round_trip(obj: object) -> None:
+    assert decode(encode(obj)) == obj
+
+
+@pytest.mark.parametrize("err", [
+    InvalidArgumentError("bad image", reason=Reason.IMAGE_CORRUPT, metadata={"image_index": "1"}),
+    FailedPreconditionError("no target", reason=Reason.TARGET_NOT_CONFIGURED),
+    ResourceExhaustedError("full", reason=Reason.QUEUE_FULL, retry_after_s=1.5),
+    UnavailableError("gone", reason=Reason.DEAD_LETTERED),
+    DeadlineExceededError("late", reason=Reason.DEADLINE_EXCEEDED),
+    VLMGuardError("internal"),
+])
+def test_errors_round_trip_with_class_reason_and_metadata(err: VLMGuardError) -> None:
+    got = decode(encode(err))
+    assert type(got) is type(err)
+    assert (got.code, got.reason, got.message, got.metadata, got.retry_after_s) == (
+        err.code, err.reason, err.message, err.metadata, err.retry_after_s)
+
+
+def test_config_error_travels_as_failed_precondition() -> None:
+    got = decode(encode(ConfigError("x")))
+    assert isinstance(got, FailedPreconditionError) and got.reason == Reason.CONFIG_INVALID
+
+
+def test_images_travel_as_base64_not_pickle() -> None:
+    raw = json.loads(encode(AnalysisItem("r", "t", (IMG,))))
+    assert base64.b64decode(raw["v"]["images"][0]["data"]) == IMG.data
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\xff\xfe", b"[]", b'{"t": "AnalysisItem"}', b'{"t": "Pickle", "v": {}}',
+    b'{"t": "AnalysisItem", "v": {"request_id": 1, "text": "x", "images": []}}',
+    b'{"t": "AnalysisItem", "v": {"request_id": "r", "text": "x", '
+    b'"images": [{"data": "***", "mime_type": ""}]}}',
+    b'{"t": "TargetResult", "v": {"text": "x", "model": "m", "finish_reason": "stop", '
+    b'"prompt_tokens": true, "completion_tokens": 0}}',
+    b'{"t": "error", "v": {"code": "NOPE", "reason": "R", "message": "m", "metadata": {}}}',
+    b'{"t": "error", "v": {"code": "INTERNAL", "reason": "R", "message": "m", '
+    b'"metadata": {"k": 1}}}',
+])
+def test_rejects_malformed_data(data: bytes) -> None:
+    with pytest.raises(CodecError):
+        decode(data)
+
+
+def test_refuses_to_encode_unknown_types() -> None:
+    with pytest.raises(CodecError):
+        encode(object())
+
+
+def test_queue_config_fields_have_defaults_and_descriptions() -> None:
+    cfg = QueueConfig()
+    assert cfg.url == ""
+    for name, field in QueueConfig.model_fields.items():
+        assert field.description, name
+        assert not field.is_required(), name
+
+
+def test_queue_url_scheme_is_checked_and_never_echoed() -> None:
+    with pytest.raises(ConfigError) as ei:
+        load_config(None, environ={"VLMGUARD_QUEUE_URL": "http://user:s3cret@host:6379"})
+    assert "s3cret" not in ei.value.message
+    ok = load_config(None, environ={"VLMGUARD_QUEUE_URL": "rediss://:pw@redis:6380/0"})
+    assert ok.queue.url.startswith("rediss://")
+
+
+def test_redact_url_hides_credentials() -> None:
+    assert redact_url("redis://:s3cret@host:6379/0") == "redis://***@host:6379/0"
+    assert redact_url("rediss://user:pw@h/1") == "rediss://***@h/1"
+    assert redact_url("redis://host:6379") == "redis://host:6379"
