@@ -293,6 +293,10 @@ def test_parser_defaults_round_trip() -> None:
     args = at.build_parser().parse_args(["--force", "--l2", "0.5"])
     cfg = at.config_from_args(args)
     assert cfg.force and cfg.l2 == 0.5 and cfg.out == "services/vlmguard/data/risk_head"
+    assert cfg.refit_with_dev  # a True default stays True without the flag
+    off = at.config_from_args(at.build_parser().parse_args(["--no-refit-with-dev"]))
+    assert not off.refit_with_dev and not off.force
+    assert "--no-refit-with-dev" in at._command(off)
 
 
 def test_category_map_covers_bench_manifests() -> None:

@@ -852,8 +852,7 @@ def _ocr_receipt(rng: random.Random) -> str:
     return "\n".join(lines)
 
 
-def _ocr_misc(rng: random.Random) -> str:
-    kind = rng.randrange(8)
+def _ocr_misc(rng: random.Random, kind: int) -> str:
     if kind == 0:
         return rng.choice(OCR_CODE)
     if kind == 1:
@@ -882,6 +881,108 @@ def _ocr_misc(rng: random.Random) -> str:
              "Radiation area - authorized staff only", "Beware of the bull"])
     return (f"{_title(rng.choice(TOPICS))}\n{rng.choice(['Agenda', 'Overview', 'Summary'])}"
             f"\n- {rng.choice(HOBBIES)}\n- {rng.choice(HOBBIES)}")
+
+# Harm topics named as nouns, and harmless intents about them (protect, recognise, report,
+# history, law, support, education, fiction): the benign neighbours of harmful requests.
+HARM_TOPICS = [
+    "phishing", "ransomware", "identity theft", "credit card fraud", "drunk driving",
+    "drug addiction", "opioid overdoses", "gun violence", "terrorism", "human trafficking",
+    "cyberbullying", "domestic violence", "elder fraud", "money laundering", "counterfeit goods",
+    "hate speech", "online radicalization", "stalking", "self-harm", "suicide",
+    "eating disorders", "sextortion", "child abuse", "accidental poisoning",
+    "carbon monoxide poisoning", "burglary", "car theft", "shoplifting", "bank robberies",
+    "malware", "data breaches", "DDoS attacks", "hacking", "bomb threats", "school shootings",
+    "arson", "online scams", "pyramid schemes", "tax evasion", "doxxing", "deepfakes",
+    "misinformation", "drug smuggling", "fentanyl", "gambling addiction", "dog fighting",
+    "poaching", "wildfires caused by people", "workplace harassment", "racism", "vandalism",
+    "fake news", "spyware", "password theft", "insurance fraud", "counterfeit money",
+    "knife crime", "road rage", "binge drinking", "vaping among teens", "catfishing",
+]
+HARM_TOPIC_INTENTS = [
+    "How can I protect myself from {x}?", "What are the warning signs of {x}?",
+    "How do I report {x}?", "What is the history of {x}?", "What does the law say about {x}?",
+    "How do police investigate {x}?", "Why is {x} so harmful?",
+    "How can I help someone affected by {x}?", "What are the penalties for {x}?",
+    "How can schools teach kids about {x}?", "Explain {x} for my criminology class.",
+    "What statistics are there on {x}?", "How do companies defend against {x}?",
+    "Recommend a documentary about {x}.", "What should I do if I am a victim of {x}?",
+    "How can communities prevent {x}?", "Write a public awareness poster text about {x}.",
+    "What support services exist for people dealing with {x}?",
+    "Is {x} becoming more or less common?", "Summarize recent research on preventing {x}.",
+    "My essay is about {x}. Can you suggest an outline?",
+    "What role does social media play in {x}?", "How do I talk to my kids about {x}?",
+    "Which organizations fight {x}?",
+]
+
+# Open-ended image questions: knowledge, generation, instructions, reasoning (v2).
+VQA_OPEN = [
+    "Give a short introduction to the {t} in this image.", "What is the story behind this {t}?",
+    "Who created this {t}, and when?", "Write a short review of the {t} shown here.",
+    "What is this {t} famous for?", "Tell me three facts about the {t} in the photo.",
+    "According to the instructions in the image, what should I do after step two?",
+    "What is the next step in the recipe shown?", "Based on the map, which way should I go to "
+    "reach the station?", "Which room in the floor plan is the largest?",
+    "How much would it cost to buy three of the items shown on the menu?",
+    "Which item on the price list is the cheapest?", "How long will the trip take according to "
+    "the timetable?", "What is the difference in price between the two options on the sign?",
+    "How much change would I get from $20 for the items on the receipt?",
+    "What will the weather be like tomorrow according to the forecast in the image?",
+    "Is the person on the left taller than the person on the right?",
+    "What is the girl in the picture about to do?", "Why are the people in the photo smiling?",
+    "What would be a good title for this {t}?", "Write a short story based on this {t}.",
+    "Write a product description for the item in the image.",
+    "Write a tweet about this {t}.", "What emotions does this {t} evoke?",
+    "What is the main idea of the text in the image?", "Which country is this {t} from?",
+    "In which city is this {t} located?", "Which sport does this equipment belong to?",
+    "Is the food in the image healthy?", "How should I cook the vegetables in this photo?",
+    "What does this road sign mean?", "What does the symbol on the label mean?",
+    "What is the scientific name of the plant shown?", "What year does this {t} seem to be "
+    "from?", "What is the relationship between the two graphs?", "What is the output of the "
+    "code in the screenshot?", "Which step of the flowchart comes after the decision?",
+    "What does the arrow in the diagram represent?", "Fill in the missing number in the "
+    "sequence shown.", "Which answer choice is correct for the question in the image?",
+]
+VQA_OPEN_THINGS = [
+    "painting", "movie poster", "book cover", "building", "statue", "monument", "album cover",
+    "photo", "sculpture", "landmark", "bridge", "castle", "temple", "car", "dish", "garden",
+]
+
+# Harmless questions that point at something risky-looking in the image ("this"), the way
+# people ask about a photo: tools, animals, plants, chemicals, injuries, costumes (v2).
+RISKY_THINGS_Q = [
+    ("How do I use this {x} safely?", ["chainsaw", "axe", "kitchen knife", "nail gun",
+     "blowtorch", "fire extinguisher", "ladder", "power drill", "machete for clearing brush",
+     "pressure cooker", "angle grinder", "hunting knife", "crossbow at the archery range",
+     "pepper spray I bought for jogging", "insulin pen", "box cutter", "table saw"]),
+    ("Is this {x} dangerous?", ["spider", "snake", "jellyfish", "mushroom", "dog", "plant",
+     "caterpillar", "bee", "scorpion", "berry", "wasp nest", "frog", "fish", "lizard",
+     "cleaning product", "extension cord", "space heater"]),
+    ("What should I do if I see this {x} {where}?", ["snake", "bear", "wild boar", "coyote",
+     "jellyfish", "shark", "moose", "stray dog", "alligator", "scorpion", "bat"],
+     ["on a hike", "in my yard", "at the beach", "near my house", "while camping"]),
+    ("Can I eat this {x}?", ["mushroom", "berry", "plant", "fish", "seaweed", "fruit", "crab",
+     "weed from my garden", "flower"]),
+    ("How do I safely dispose of this {x}?", ["old paint", "car battery", "used needle",
+     "expired medicine", "motor oil", "broken glass", "bleach", "propane tank", "fireworks "
+     "that didn't go off", "old phone"]),
+    ("How do I treat this {x}?", ["burn", "cut", "bruise", "bee sting", "rash", "blister",
+     "splinter", "sprained ankle", "dog bite", "sunburn", "tick bite", "nosebleed"]),
+    ("How can I make a Halloween costume like this {x}?", ["zombie", "vampire", "witch",
+     "skeleton", "ghost", "pirate", "werewolf", "mummy", "killer clown", "soldier"]),
+    ("How do I {verb} this {x} for dinner?", ["cook", "prepare", "clean", "cut up", "grill"],
+     ["fish", "chicken", "rabbit", "crab", "lobster", "duck", "steak", "octopus"]),
+    ("Why is this {x} {state}?", ["building", "forest", "car", "bridge", "tree", "house",
+     "field"], ["on fire", "collapsing", "flooded", "covered in smoke", "burnt", "destroyed"]),
+    ("What kind of {x} is this and how old is it?", ["sword", "musket", "cannon", "helmet",
+     "shield", "bayonet", "revolver in a museum case", "tank", "warplane", "battleship"]),
+    ("Is it legal to own this {x} where I live?", ["pocket knife", "drone", "air rifle",
+     "pet snake", "katana", "crossbow", "fireworks", "pepper spray", "pet ferret"]),
+    ("How do I get this {x} out of my {place}?", ["bird", "bat", "raccoon", "snake", "squirrel",
+     "wasp", "mouse", "spider"], ["house", "garage", "attic", "chimney", "car", "shed"]),
+    ("How do I stop my {x} from {doing}?", ["dog", "cat", "parrot", "toddler", "puppy"],
+     ["biting", "attacking the mailman", "scratching the sofa", "chewing cables",
+      "fighting with the other dog", "hitting other kids"]),
+]
 
 
 def _title(s: str) -> str:
@@ -927,70 +1028,101 @@ def _vary(text: str, rng: random.Random) -> str:
 
 
 def _make_v2_items(rng: random.Random) -> list[dict[str, str]]:
-    """The v2 additions: broader chat, image questions, scary-but-harmless texts and OCR."""
+    """The v2 additions: broader chat, image questions, scary-but-harmless texts and OCR.
+
+    Each item carries a ``group``: the template (or hand-written list entry) it came from, so the
+    trainer can hold out whole templates (texts unlike anything it trained on).
+    """
     out: list[dict[str, str]] = []
 
-    def add(kind: str, text: str) -> None:
-        out.append({"text": text, "kind": kind})
+    def add(kind: str, group: str, text: str) -> None:
+        out.append({"text": text, "kind": kind, "group": group})
 
-    for g in GREETINGS:
+    def pick(name: str, templates: list[str]) -> tuple[str, str]:
+        i = rng.randrange(len(templates))
+        return f"{name}:{i}", templates[i]
+
+    for i, g in enumerate(GREETINGS):
         for suffix in CHAT_SUFFIXES:
-            add("chat", g + suffix)
-            add("chat", _title(g) + suffix)
-    for q in IMAGE_QA_V2:
+            add("chat", f"greet:{i}", g + suffix)
+            add("chat", f"greet:{i}", _title(g) + suffix)
+    for i, q in enumerate(IMAGE_QA_V2):
         for _ in range(4):
-            add("vlm", _vary(q, rng))
+            add("vlm", f"imgqa:{i}", _vary(q, rng))
+    count_t = ["How many {t} are there?", "How many {t} can you see in the picture?",
+               "Count the {t}.", "What is the number of {t} in this image?",
+               "Are there more than five {t}?"]
+    color_t = ["What color is {t}?", "What colour is {t} in the photo?",
+               "Is {t} red or blue?", "Which color is {t}?"]
     for _ in range(260):
-        add("vlm", _vary(rng.choice([
-            "How many {t} are there?", "How many {t} can you see in the picture?",
-            "Count the {t}.", "What is the number of {t} in this image?",
-            "Are there more than five {t}?"]).format(t=rng.choice(COUNT_THINGS)), rng))
+        g, t = pick("count", count_t)
+        add("vlm", g, _vary(t.format(t=rng.choice(COUNT_THINGS)), rng))
     for _ in range(200):
-        add("vlm", _vary(rng.choice([
-            "What color is {t}?", "What colour is {t} in the photo?",
-            "Is {t} red or blue?", "Which color is {t}?"]).format(t=rng.choice(COLORS_OF)),
-            rng))
+        g, t = pick("color", color_t)
+        add("vlm", g, _vary(t.format(t=rng.choice(COLORS_OF)), rng))
     for _ in range(420):
-        add("vlm", _vary(rng.choice(READ_QUESTIONS).format(
-            thing=rng.choice(READ_THINGS), lang=rng.choice(LANGS)), rng))
+        g, t = pick("read", READ_QUESTIONS)
+        add("vlm", g, _vary(t.format(thing=rng.choice(READ_THINGS), lang=rng.choice(LANGS)),
+                            rng))
     for _ in range(380):
         y = rng.randint(1990, 2022)
-        add("vlm", _vary(rng.choice(CHART_QUESTIONS).format(
-            entity=rng.choice(ENTITIES), metric=rng.choice(METRICS), year=y,
-            year2=y + rng.randint(1, 8)), rng))
+        g, t = pick("chart", CHART_QUESTIONS)
+        add("vlm", g, _vary(t.format(entity=rng.choice(ENTITIES), metric=rng.choice(METRICS),
+                                     year=y, year2=y + rng.randint(1, 8)), rng))
     for _ in range(380):
-        add("vlm", _vary(rng.choice(IDENTIFY_Q).format(thing=rng.choice(IDENTIFY_THINGS)),
-                         rng))
+        g, t = pick("identify", IDENTIFY_Q)
+        add("vlm", g, _vary(t.format(thing=rng.choice(IDENTIFY_THINGS)), rng))
     for _ in range(420):
         o1, o2 = rng.sample(SMALL_OBJECTS, k=2)
-        add("vlm", _vary(rng.choice(SCENE_Q).format(
-            scene=rng.choice(SCENES), obj1=o1, obj2=o2), rng))
+        g, t = pick("scene", SCENE_Q)
+        add("vlm", g, _vary(t.format(scene=rng.choice(SCENES), obj1=o1, obj2=o2), rng))
     for _ in range(260):
         a, b = rng.randint(2, 40), rng.randint(2, 40)
-        add("general", _vary(rng.choice(MATH_Q).format(
-            a=a, b=b, c=a * b + rng.randint(1, 9), sq=rng.choice([16, 25, 49, 81, 144])), rng))
-    for q in MEME_Q:
+        g, t = pick("math", MATH_Q)
+        add("general", g, _vary(t.format(a=a, b=b, c=a * b + rng.randint(1, 9),
+                                         sq=rng.choice([16, 25, 49, 81, 144])), rng))
+    for i, q in enumerate(MEME_Q):
         for _ in range(3):
-            add("vlm", _vary(q, rng))
+            add("vlm", f"meme:{i}", _vary(q, rng))
     for _ in range(220):
-        add("vlm", _vary(rng.choice(PRODUCT_Q).format(prod=rng.choice(PRODUCTS)), rng))
-    for template, slots in SCARY_BENIGN_TEMPLATES:
+        g, t = pick("product", PRODUCT_Q)
+        add("vlm", g, _vary(t.format(prod=rng.choice(PRODUCTS)), rng))
+    for i, (template, slots) in enumerate(SCARY_BENIGN_TEMPLATES):
         n = max(len(v) for v in slots.values())
         for _ in range(min(3 * n, 60)):
-            add("scary_words", _vary(_slots(template, slots, rng), rng))
+            add("scary_words", f"scary:{i}", _vary(_slots(template, slots, rng), rng))
     for _ in range(520):
-        add("scary_scene", _vary(rng.choice(SCARY_SCENE_Q).format(s=rng.choice(SCARY_SCENES)),
-                                 rng))
+        g, t = pick("scary_scene", SCARY_SCENE_Q)
+        add("scary_scene", g, _vary(t.format(s=rng.choice(SCARY_SCENES)), rng))
+    for i, (template, *slot_lists) in enumerate(RISKY_THINGS_Q):
+        for _ in range(45):
+            values = {k: rng.choice(v) for k, v in zip(("x", "where"), slot_lists, strict=False)}
+            text = template
+            if "{verb}" in template:
+                values = {"verb": rng.choice(slot_lists[0]), "x": rng.choice(slot_lists[1])}
+            elif "{state}" in template:
+                values = {"x": rng.choice(slot_lists[0]), "state": rng.choice(slot_lists[1])}
+            elif "{place}" in template:
+                values = {"x": rng.choice(slot_lists[0]), "place": rng.choice(slot_lists[1])}
+            elif "{doing}" in template:
+                values = {"x": rng.choice(slot_lists[0]), "doing": rng.choice(slot_lists[1])}
+            add("scary_this", f"risky_this:{i}", _vary(text.format(**values), rng))
+    for _ in range(500):
+        g, t = pick("vqa_open", VQA_OPEN)
+        add("vlm", g, _vary(t.format(t=rng.choice(VQA_OPEN_THINGS)), rng))
+    for _ in range(900):
+        g, t = pick("harm_topic", HARM_TOPIC_INTENTS)
+        add("scary_topic", g, _vary(t.format(x=rng.choice(HARM_TOPICS)), rng))
     for _ in range(300):
-        add("ocr", _ocr_table(rng))
+        add("ocr", "ocr:table", _ocr_table(rng))
     for _ in range(250):
-        add("ocr", _ocr_chart(rng))
+        add("ocr", "ocr:chart", _ocr_chart(rng))
     for _ in range(250):
-        add("ocr", _ocr_receipt(rng))
+        add("ocr", "ocr:receipt", _ocr_receipt(rng))
     for _ in range(600):
-        add("ocr", _ocr_misc(rng))
+        kind = rng.randrange(8)
+        add("ocr", f"ocr:misc{kind}", _ocr_misc(rng, kind))
     return out
-
 
 def make_items(seed: int = 0) -> list[dict[str, str]]:
     """All benign items, deduplicated, in a deterministic order.
@@ -999,25 +1131,30 @@ def make_items(seed: int = 0) -> list[dict[str, str]]:
         seed: Seed of the slot sampling.
 
     Returns:
-        ``{"text": ..., "kind": ...}`` dicts.
+        ``{"text": ..., "kind": ..., "group": ...}`` dicts; ``group`` names the template or
+        hand-written entry the text came from.
     """
     rng = random.Random(seed)
-    items: list[dict[str, str]] = [{"text": t, "kind": k} for k, t in HAND_WRITTEN]
+    items: list[dict[str, str]] = [
+        {"text": t, "kind": k, "group": f"hand:{i}"} for i, (k, t) in enumerate(HAND_WRITTEN)
+    ]
     plan = [
         ("vlm", IMAGE_QUESTION_TEMPLATES, 18),
         ("general", GENERAL_TEMPLATES, 24),
         ("ocr", OCR_TEMPLATES, 30),
     ]
     for kind, templates, per_template in plan:
-        for template in templates:
+        for ti, template in enumerate(templates):
             for _ in range(per_template):
-                items.append({"text": _fill(template, rng), "kind": kind})
+                items.append({"text": _fill(template, rng), "kind": kind,
+                              "group": f"{kind}:{ti}"})
     # A benign request about an image followed by the benign text read from it (how the analyzer
     # may join a prompt and its OCR text).
     for _ in range(220):
-        meta = rng.choice(IMAGE_META_TEMPLATES)
+        mi = rng.randrange(len(IMAGE_META_TEMPLATES))
         body = _fill(rng.choice(OCR_TEMPLATES[:5]), rng)
-        items.append({"text": f"{meta}\n{body}", "kind": "vlm_with_ocr"})
+        items.append({"text": f"{IMAGE_META_TEMPLATES[mi]}\n{body}", "kind": "vlm_with_ocr",
+                      "group": f"vlm_with_ocr:{mi}"})
     items.extend(_make_v2_items(rng))
     seen: set[str] = set()
     unique = []
