@@ -249,7 +249,7 @@ class RiskHead:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {
+        arrays: dict[str, Any] = {
             "coef": self.coef,
             "bias": np.float32(self.bias),
             "cat_coef": self.cat_coef,
@@ -261,7 +261,7 @@ class RiskHead:
             arrays.update(unsafe_ex=self.unsafe_ex, benign_ex=self.benign_ex,
                           stack_coef=self.stack_coef, stack_bias=np.float32(self.stack_bias),
                           knn_k=np.int32(self.knn_k))
-        np.savez_compressed(directory / WEIGHTS_FILE, **arrays)
+        np.savez_compressed(directory / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]
         meta = dict(self.meta)
         meta["version"] = self.version
         meta["categories"] = self.categories
