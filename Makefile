@@ -73,7 +73,11 @@ bench: $(STAMP) ## measure analyzer latency (writes figures to stdout; see bench
 	$(PY) bench/analyzer_latency.py
 
 .PHONY: bench-queue
-bench-queue: $(STAMP) ## Guard through the Redis queue vs in-process (needs redis-server)
+bench-queue: $(STAMP) ## queue benchmark: Redis vs in-process (no-op stage), tier-1 batch sizes
+	$(PY) bench/queue.py
+
+.PHONY: bench-queue-guard
+bench-queue-guard: $(STAMP) ## Guard with the tier-1 analyzer through Redis vs in-process
 	$(PY) bench/queue_roundtrip.py
 
 .PHONY: clean

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from vlmguard.backends.target import TargetBackend, TargetPrompt
 from vlmguard.domain import TargetResult
@@ -18,7 +19,14 @@ from vlmguard.errors import InvalidArgumentError, VLMGuardError
 
 
 class EchoTargetBackend(TargetBackend):
-    """Answers ``echo:<text>``; the text ``poison`` fails alone with INVALID_ARGUMENT."""
+    """Answers ``echo:<text>``; ``poison`` fails alone with INVALID_ARGUMENT (a per-item error).
+
+    The text ``explode`` makes the whole ``generate_batch`` call raise (like model code that
+    chokes on one input), so the queue must isolate it from its batch-mates. ``calls`` records
+    the size of every call in this process.
+    """
+
+    calls: ClassVar[list[int]] = []
 
     name = "echo"
 
@@ -34,6 +42,9 @@ class EchoTargetBackend(TargetBackend):
             end = time.monotonic() + 60
             while not (ctrl / "release").exists() and time.monotonic() < end:
                 time.sleep(0.01)
+        EchoTargetBackend.calls.append(len(prompts))
+        if any(p.text == "explode" for p in prompts):
+            raise RuntimeError("echo backend choked on an input")
         out: list[TargetResult | VLMGuardError] = []
         for p in prompts:
             if p.text == "poison":

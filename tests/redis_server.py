@@ -22,11 +22,16 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process (no persistence) that can be stopped and restarted."""
+    """One redis-server process that can be stopped and restarted on the same port.
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    No persistence by default; ``appendonly=True`` turns on the append-only file in
+    ``workdir`` so streams, consumer groups and reply lists survive a restart.
+    """
+
+    def __init__(self, binary: str, workdir: Path, *, appendonly: bool = False) -> None:
         self.binary = binary
         self.workdir = workdir
+        self.appendonly = appendonly
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -37,7 +42,8 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--loglevel", "warning"],
+             "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.workdir),
+             "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         end = time.monotonic() + timeout

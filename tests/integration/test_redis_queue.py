@@ -408,3 +408,59 @@ def test_sigterm_drains_the_batch_in_hand_and_exits_zero(
 
     asyncio.run(scenario())
 
+
+
+def test_poison_item_that_makes_the_batch_raise_fails_alone(redis_url: str) -> None:
+    """A batch handler raising for one input: only that item fails, its batch-mates succeed.
+
+    The four items are in the stream before the worker starts, so they arrive as one batch; the
+    echo backend raises for the whole call when it sees ``explode``; the worker retries the batch
+    in halves, answers the poison item STAGE_FAILED and acks everything (no redelivery loop,
+    nothing dead-lettered).
+    """
+    from tests.queue_backends import EchoTargetBackend
+    from vlmguard.worker import build_worker
+
+    cfg = _cfg(redis_url, visibility_timeout_s=0.5)
+
+    async def scenario() -> None:
+        metrics = Metrics()
+        gw = _gateway_queue(cfg)
+        await gw.start()
+        deadline = time.monotonic() + 20
+        texts = ["a", "b", "explode", "d"]
+        calls = [asyncio.create_task(gw.submit("target", _item(t), deadline=deadline))
+                 for t in texts]
+        r = gw._client()
+        await _wait_for_async(lambda: r.xlen(gw.stream_key("target")), len(texts))
+        EchoTargetBackend.calls.clear()
+        worker = build_worker(cfg, "target", metrics=metrics)
+        await worker.start()
+        try:
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert [getattr(x, "text", None) for x in results] == [
+                "echo:a", "echo:b", None, "echo:d"]
+            assert isinstance(results[2], UnavailableError)
+            assert results[2].reason == Reason.STAGE_FAILED
+            assert "choked" not in results[2].message
+            assert EchoTargetBackend.calls[0] == 4  # one batch, then its halves
+            assert metrics.batch_size.labels("target")._sum.get() == 4
+            await asyncio.sleep(1.0)  # past the visibility timeout: nothing comes back
+            assert metrics.redeliveries.labels("target")._value.get() == 0
+            assert metrics.dead_letters.labels("target")._value.get() == 0
+            assert await r.xlen(gw.stream_key("target")) == 0
+            assert await r.xlen(gw.dead_key("target")) == 0
+            assert len(EchoTargetBackend.calls) <= 5
+        finally:
+            await worker.close()
+            await gw.close()
+
+    asyncio.run(scenario())
+
+
+async def _wait_for_async(get: Any, want: int, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while await get() != want:
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)

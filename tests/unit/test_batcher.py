@@ -690,3 +690,71 @@ def test_queue_full_applies_per_stage() -> None:
         await q.close()
 
     run(go())
+
+
+def test_poison_item_raising_inside_the_batch_fails_alone() -> None:
+    """A handler that raises for a whole batch is retried in halves: only the poison fails."""
+    batches: list[list[Any]] = []
+
+    async def handler(items: Sequence[Any]) -> Sequence[Any]:
+        batches.append(list(items))
+        if "poison" in items:
+            raise RuntimeError("the model choked on one input")
+        return [x.upper() for x in items]
+
+    async def go() -> None:
+        b = make_batcher(handler)
+        tasks = submit_all(b, ["a", "b", "poison", "d", "e"])
+        await settle()
+        b.start()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert results[:2] == ["A", "B"] and results[3:] == ["D", "E"]
+        assert isinstance(results[2], UnavailableError)
+        assert results[2].reason == Reason.STAGE_FAILED
+        assert "choked" not in results[2].message
+        assert batches[0] == ["a", "b", "poison", "d", "e"]  # one batch first, then halves
+        assert ["poison"] in batches and len(batches) <= 7
+        await b.close()
+
+    run(go())
+
+
+def test_poison_item_raising_a_vlmguard_error_keeps_its_reason() -> None:
+    async def handler(items: Sequence[Any]) -> Sequence[Any]:
+        if "bad" in items:
+            raise InvalidArgumentError("unreadable image", reason="IMAGE_UNDECODABLE")
+        return list(items)
+
+    async def go() -> None:
+        b = make_batcher(handler)
+        tasks = submit_all(b, ["x", "bad", "y"])
+        await settle()
+        b.start()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert results[0] == "x" and results[2] == "y"
+        assert isinstance(results[1], InvalidArgumentError)
+        assert results[1].reason == "IMAGE_UNDECODABLE"
+        await b.close()
+
+    run(go())
+
+
+def test_batch_that_always_raises_ends_after_bounded_retries() -> None:
+    calls = {"n": 0}
+
+    async def handler(items: Sequence[Any]) -> Sequence[Any]:
+        calls["n"] += 1
+        raise RuntimeError("model down")
+
+    async def go() -> None:
+        b = make_batcher(handler)
+        tasks = submit_all(b, [str(i) for i in range(8)])
+        await settle()
+        b.start()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, UnavailableError) and r.reason == Reason.STAGE_FAILED
+                   for r in results)
+        assert calls["n"] == 2 * 8 - 1  # the bisection tree, never a loop
+        await b.close()
+
+    run(go())

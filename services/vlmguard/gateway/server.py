@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -57,6 +57,18 @@ SERVICE_NAMES = (
     target_pb2.DESCRIPTOR.services_by_name["TargetService"].full_name,
 )
 TARGET_SERVICE = SERVICE_NAMES[3]
+
+
+class BatchAnalyzer(Protocol):
+    """What the analyze stage needs of an analyzer: the tier-1 analyzer, or a stand-in
+    (:class:`vlmguard.roles.noop.NoopAnalyzer` for benchmarks, fakes in tests)."""
+
+    @property
+    def name(self) -> str:
+        """Shown as the report's analyzer."""
+
+    def analyze_batch(self, items: Sequence[Any]) -> Sequence[Any]:
+        """One analysis (or one VLMGuardError) per item, in order."""
 
 
 def load_api_keys(cfg: VLMGuardConfig, environ: dict[str, str] | None = None) -> list[str]:
@@ -214,7 +226,7 @@ def _bind(server: grpc.aio.Server, cfg: VLMGuardConfig) -> int:
 async def build_gateway(
     cfg: VLMGuardConfig,
     *,
-    analyzer: Tier1Analyzer | None = None,
+    analyzer: BatchAnalyzer | None = None,
     target_backend: TargetBackend | None = None,
     metrics: Metrics | None = None,
     environ: dict[str, str] | None = None,
@@ -229,7 +241,7 @@ async def build_gateway(
     Args:
         cfg: Configuration.
         analyzer: A ready analyzer (else loaded from ``cfg.analyzer``; blocking, ~2 s; unused
-            with a Redis queue).
+            with a Redis queue); any :class:`BatchAnalyzer`, e.g. the no-op stand-in.
         target_backend: A target backend (else built from ``cfg.target``; loaded on start).
         metrics: Metrics (else a fresh registry).
         environ: Environment for API keys (default ``os.environ``).
@@ -252,17 +264,18 @@ async def build_gateway(
     else:
         if analyzer is None:
             t0 = time.perf_counter()
-            analyzer = await asyncio.to_thread(
+            tier1 = await asyncio.to_thread(
                 Tier1Analyzer.from_config, cfg.analyzer, cfg.taxonomy, cfg.limits
             )
-            await asyncio.to_thread(analyzer.warmup)
-            log.info("tier-1 analyzer %s loaded in %.1fs", analyzer.name,
+            await asyncio.to_thread(tier1.warmup)
+            log.info("tier-1 analyzer %s loaded in %.1fs", tier1.name,
                      time.perf_counter() - t0)
+            analyzer = tier1
         metrics.model_ready.labels(ANALYZE).set(1)
-        analyzer_ref = analyzer
+        analyzer_ref: BatchAnalyzer = analyzer
         analyzer_name = analyzer.name
 
-        async def analyze_handler(items: Sequence[Any]) -> list[Any]:
+        async def analyze_handler(items: Sequence[Any]) -> Sequence[Any]:
             return await asyncio.to_thread(analyzer_ref.analyze_batch, items)
 
         queue = InProcessQueue(

@@ -8,13 +8,16 @@ handlers take a batch and return exactly one result or one error per item.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vlmguard.config import BatchingConfig
-from vlmguard.errors import VLMGuardError
+from vlmguard.errors import Reason, UnavailableError, VLMGuardError
+
+log = logging.getLogger(__name__)
 
 #: A stage handler: one result (or one error) per item, in order.
 BatchHandler = Callable[[Sequence[Any]], Awaitable[Sequence[Any | VLMGuardError]]]
@@ -59,3 +62,44 @@ class WorkQueue(ABC):
     @abstractmethod
     def pending(self, stage: str) -> int:
         """Items waiting or running for ``stage``."""
+
+
+async def run_isolating(
+    handler: BatchHandler, items: Sequence[Any], *, stage: str
+) -> list[Any]:
+    """Run ``handler`` on ``items``; one result or one exception per item, in order.
+
+    A handler that raises for a batch of several items is retried on each half of the batch
+    (recursively), so an item that makes the model code raise (a poison item) fails alone and
+    its batch-mates still get their answers. A failure of every item costs ``2n - 1`` handler
+    calls, each of which fails fast in practice; a poison item costs about ``2 log2 n``. A
+    handler that returns the wrong number of results fails every item of that call with
+    UNAVAILABLE/BATCH_RESULT_MISMATCH (a bug, not an input problem: no retry).
+
+    Args:
+        handler: The stage's batch handler.
+        items: The batch.
+        stage: Stage name, for logs and errors.
+    """
+    try:
+        results: Sequence[Any] = await handler(items)
+    except Exception as e:
+        if len(items) <= 1:
+            if not isinstance(e, VLMGuardError):
+                log.error("stage %s failed on one item: %s", stage, type(e).__name__,
+                          exc_info=e)
+            return [e] * len(items)
+        log.warning("stage %s: a batch of %d raised %s; retrying it in halves", stage,
+                    len(items), type(e).__name__)
+        mid = len(items) // 2
+        return [*await run_isolating(handler, items[:mid], stage=stage),
+                *await run_isolating(handler, items[mid:], stage=stage)]
+    try:
+        n = len(results)
+    except TypeError:  # not a sequence (e.g. the handler returned None)
+        n = -1
+    if n != len(items):
+        log.error("stage %s returned %d results for %d items", stage, n, len(items))
+        return [UnavailableError(f"stage {stage!r} returned a malformed batch",
+                                 reason=Reason.BATCH_RESULT_MISMATCH)] * len(items)
+    return list(results)

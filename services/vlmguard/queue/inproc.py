@@ -3,7 +3,9 @@
 Each stage has a bounded waiting list and one batch runner: a batch closes when it holds
 ``max_batch_size`` items or ``max_wait_ms`` after its first item, expired and cancelled items
 are dropped before running, and the handler must return one result per item (else every item of
-the batch fails with INTERNAL/BATCH_RESULT_MISMATCH, never a silent drop).
+the batch fails with UNAVAILABLE/BATCH_RESULT_MISMATCH, never a silent drop). A handler that raises
+for a whole batch is retried on halves of it, so a poison item fails alone (see
+:func:`~vlmguard.queue.base.run_isolating`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from vlmguard.errors import (
     VLMGuardError,
 )
 from vlmguard.metrics import Metrics
-from vlmguard.queue.base import StageSpec, WorkQueue
+from vlmguard.queue.base import StageSpec, WorkQueue, run_isolating
 
 log = logging.getLogger(__name__)
 
@@ -163,38 +165,15 @@ class MicroBatcher:
             self.metrics.batch_size.labels(name).observe(len(batch))
             for p in batch:
                 self.metrics.queue_wait.labels(name).observe(max(0.0, now - p.enqueued))
-        items = [p.item for p in batch]
-        try:
-            results: Sequence[Any] = await self.spec.handler(items)
-        except Exception as e:  # the whole batch failed: every item fails alone, none lost
-            log.exception("stage %s batch of %d failed", name, len(batch))
-            err = e if isinstance(e, VLMGuardError) else UnavailableError(
-                f"stage {name!r} failed", reason=Reason.STAGE_FAILED
-            )
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(err)
-            return
-        try:
-            n_results = len(results)
-        except TypeError:  # not a sequence (e.g. the handler returned None)
-            n_results = -1
-        if n_results != len(batch):
-            log.error("stage %s returned %d results for %d items", name, n_results, len(batch))
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(
-                        UnavailableError(
-                            f"stage {name!r} returned a malformed batch",
-                            reason=Reason.BATCH_RESULT_MISMATCH,
-                        )
-                    )
-            return
+        results = await run_isolating(self.spec.handler, [p.item for p in batch], stage=name)
         for p, r in zip(batch, results, strict=True):
             if p.future.done():
                 continue
-            if isinstance(r, BaseException):
+            if isinstance(r, VLMGuardError):
                 p.future.set_exception(r)
+            elif isinstance(r, BaseException):  # never leak internals to the caller
+                p.future.set_exception(
+                    UnavailableError(f"stage {name!r} failed", reason=Reason.STAGE_FAILED))
             else:
                 p.future.set_result(r)
 

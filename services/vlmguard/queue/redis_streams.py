@@ -9,12 +9,15 @@ Result delivery: a per-request reply list (``<prefix>:reply:<token>``) that the 
 BLPOPs, bounded by its deadline. Chosen over a per-gateway reply stream because it needs no
 gateway identity, no reader task and no routing table, leaves nothing behind when a gateway dies
 (every key has a TTL), and hands the answer to exactly one waiting call. Its cost is one Redis
-connection per waiting call, which ``limits.max_pending`` bounds.
+connection per waiting call, which ``limits.max_pending`` bounds. The enqueue script and the
+BLPOP are pipelined, so a call costs one round trip to Redis.
 
 Idempotency: a worker answers through one Lua script that does ``SET <prefix>:result:<token> NX``
 and only when it wins pushes the answer to the reply list, so a duplicate delivery (a reclaimed
 item whose first worker was only slow) can never give one call a second, different answer. A
-caller that gives up (deadline, cancellation) takes the marker itself, so no worker runs it.
+caller that gives up (deadline, cancellation) takes the marker itself, so its answer is
+discarded (a redelivered item with a marker is not run again; a first delivery is, once, to save
+a round trip per batch).
 
 At-least-once: an entry held longer than ``visibility_timeout_s`` without an ack is reclaimed by
 another worker with XAUTOCLAIM; an entry delivered more than ``max_deliveries`` times goes to the
@@ -48,7 +51,7 @@ from vlmguard.errors import (
 )
 from vlmguard.logs import request_id_var
 from vlmguard.metrics import Metrics
-from vlmguard.queue.base import StageSpec, WorkQueue
+from vlmguard.queue.base import StageSpec, WorkQueue, run_isolating
 from vlmguard.queue.codec import CodecError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -57,11 +60,16 @@ GROUP = "workers"
 
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 
-#: KEYS: stream. ARGV: max_pending, max_len, reply token, request id, deadline, body.
-#: Returns {entry id, new length}, or {0, length} when the stage is full.
+#: KEYS: stream, reply list. ARGV: max_pending, max_len, reply token, request id, deadline, body.
+#: Returns {entry id, new length}, or {0, length} when the stage is full; then it also pushes
+#: ``FULL`` to the reply list, so the BLPOP pipelined behind this script returns at once.
 _ENQUEUE = """
 local n = redis.call('XLEN', KEYS[1])
-if n >= tonumber(ARGV[1]) then return {0, n} end
+if n >= tonumber(ARGV[1]) then
+  redis.call('RPUSH', KEYS[2], 'FULL')
+  redis.call('EXPIRE', KEYS[2], 10)
+  return {0, n}
+end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'reply', ARGV[3],
   'rid', ARGV[4], 'deadline', ARGV[5], 'attempt', '1', 'body', ARGV[6])
 return {id, n + 1}
@@ -153,7 +161,6 @@ class RedisStreamsQueue(WorkQueue):
         self.wall_clock = wall_clock
         self._environ = environ
         self._redis: Any = client
-        self._enqueue: Any = None
         self._reply: Any = None
         self._inflight = dict.fromkeys(self.stages, 0)
         self._stop = asyncio.Event()
@@ -188,8 +195,7 @@ class RedisStreamsQueue(WorkQueue):
     def _client(self) -> Any:
         if self._redis is None:
             self._redis = connect(self.cfg, self._environ)
-        if self._enqueue is None:
-            self._enqueue = self._redis.register_script(_ENQUEUE)
+        if self._reply is None:
             self._reply = self._redis.register_script(_REPLY)
         return self._redis
 
@@ -256,12 +262,19 @@ class RedisStreamsQueue(WorkQueue):
         errors = _redis_errors()
         self._inflight[stage] += 1
         try:
+            # One round trip: the enqueue script and the BLPOP for its answer are pipelined on
+            # one connection (EVAL, not EVALSHA: no SCRIPT EXISTS round trip, no NOSCRIPT after
+            # a Redis restart; Redis caches the compiled script by its digest).
+            reply_key = self.reply_key(token)
             try:
-                entry_id, depth = await self._enqueue(
-                    keys=[self.stream_key(stage)],
-                    args=[self.max_pending, self.cfg.stream_max_len, token,
-                          request_id_var.get(), epoch, body],
-                )
+                async with r.pipeline(transaction=False) as pipe:
+                    pipe.eval(_ENQUEUE, 2, self.stream_key(stage), reply_key, self.max_pending,
+                              self.cfg.stream_max_len, token, request_id_var.get(), epoch, body)
+                    pipe.blpop([reply_key], timeout=max(wait_s, 0.01))
+                    (entry_id, depth), got = await pipe.execute()
+            except asyncio.CancelledError:
+                self._abandon(token, stage)
+                raise
             except errors as e:
                 raise self._unavailable(e) from None
             if self.metrics:
@@ -273,13 +286,6 @@ class RedisStreamsQueue(WorkQueue):
                     f"too many pending requests for stage {stage!r}; retry shortly",
                     reason=Reason.QUEUE_FULL, retry_after_s=1.0, metadata={"stage": stage},
                 )
-            try:
-                got = await r.blpop([self.reply_key(token)], timeout=max(wait_s, 0.01))
-            except asyncio.CancelledError:
-                self._abandon(token, stage)
-                raise
-            except errors as e:
-                raise self._unavailable(e) from None
             if got is None:
                 self._abandon(token, stage)
                 raise DeadlineExceededError(
@@ -464,7 +470,9 @@ class RedisStreamsQueue(WorkQueue):
                     reason=Reason.DEADLINE_EXCEEDED))))
                 continue
             run.append((entry_id, token, item))
-        if run:  # skip items already answered (duplicate delivery) or abandoned by the caller
+        if run and counts:  # a redelivery: skip items answered already or abandoned by the caller
+            # (first deliveries skip this round trip: the rare item whose caller gave up in the
+            # meantime runs once, and its answer is discarded by the first-writer-wins marker)
             async with r.pipeline(transaction=False) as pipe:
                 for _, token, _ in run:
                     pipe.exists(self.result_key(token))
@@ -478,24 +486,9 @@ class RedisStreamsQueue(WorkQueue):
         await self._finish(stage, entries, answers, dead)
 
     async def _run_handler(self, spec: StageSpec, items: list[Any]) -> list[bytes]:
-        """One encoded answer per item; a failing batch fails each item alone, none lost."""
+        """One encoded answer per item; a raising batch is retried in halves (see run_isolating)."""
         name = spec.name
-        try:
-            results: Sequence[Any] = await spec.handler(items)
-        except VLMGuardError as e:
-            results = [e] * len(items)
-        except Exception:
-            log.exception("stage %s batch of %d failed", name, len(items))
-            results = [UnavailableError(f"stage {name!r} failed", reason=Reason.STAGE_FAILED)
-                       ] * len(items)
-        try:
-            n = len(results)
-        except TypeError:
-            n = -1
-        if n != len(items):
-            log.error("stage %s returned %d results for %d items", name, n, len(items))
-            results = [UnavailableError(f"stage {name!r} returned a malformed batch",
-                                        reason=Reason.BATCH_RESULT_MISMATCH)] * len(items)
+        results = await run_isolating(spec.handler, items, stage=name)
         out: list[bytes] = []
         for res in results:
             if isinstance(res, BaseException) and not isinstance(res, VLMGuardError):
@@ -523,9 +516,8 @@ class RedisStreamsQueue(WorkQueue):
                 pipe.xadd(self.dead_key(stage), {**fields, b"why": why.encode(),
                                                  b"entry": entry_id.encode()},
                           maxlen=self.cfg.stream_max_len, approximate=True)
-            for token, answer in answers:
-                await self._reply(keys=[self.result_key(token), self.reply_key(token)],
-                                  args=[answer, ttl], client=pipe)
+            for token, answer in answers:  # EVAL: no SCRIPT EXISTS round trip per batch
+                pipe.eval(_REPLY, 2, self.result_key(token), self.reply_key(token), answer, ttl)
             ids = [entry_id for entry_id, _ in entries]
             pipe.xack(self.stream_key(stage), GROUP, *ids)
             pipe.xdel(self.stream_key(stage), *ids)

@@ -1,0 +1,299 @@
+"""Queue benchmark: Redis Streams vs the in-process queue, and what batching buys the analyzer.
+
+Part 1, NO-OP STAGE (no model runs): the analyze stage is :class:`vlmguard.roles.noop.NoopAnalyzer`,
+which answers every item with an empty zero-risk analysis, so the figures are the cost of the
+request path alone (gRPC, pipeline, queue). One server process hosts two gateways built by
+``build_gateway``: one with the in-process queue (the no-op analyzer in that process), one that
+only enqueues to a local redis-server (free loopback port, no persistence) served by one worker
+process (``build_worker(cfg, "analyze", analyzer=NoopAnalyzer())``). A grpc.aio client in this
+process sends GuardService.Guard (text only) at concurrency 1, 16, 64 and 256, in-process then
+Redis at each level, and prints p50/p99 latency, requests/s and the Redis/in-process ratios.
+
+Part 2, TIER-1 ANALYZER: the real models behind the in-process queue, one gateway per
+``analyzer.batching.max_batch_size`` (1, 4, 8, 16, 32; one analyzer shared, one gateway loaded
+at a time) at concurrency 32, text-only prompts.
+
+On a 2-core machine the client, the gateway process, the worker and redis-server share the same
+two cores; the client is a Python process too and its cost is part of every figure.
+
+Usage: python bench/queue.py [--part noop|tier1|all] [--seconds 3] [--tier1-n 320]
+"""
+
+from __future__ import annotations
+
+import sys
+
+# Run as a script, this file's folder is sys.path[0] and this file would shadow the standard
+# library's `queue` module (imported by asyncio, redis, grpc): drop the folder first.
+if sys.path and sys.path[0] and __file__.startswith(sys.path[0].rstrip("/") + "/"):
+    del sys.path[0]
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONCURRENCY = (1, 16, 64, 256)
+BATCH_SIZES = (1, 4, 8, 16, 32)
+PROMPTS = [
+    "What is the capital of France?",
+    "How do I bake sourdough bread at home?",
+    "Explain how vaccines train the immune system.",
+    "Write a short poem about autumn leaves.",
+    "How can I pick a lock to get into my neighbour's house?",
+    "What are the side effects of ibuprofen?",
+    "Give me tips for a job interview.",
+    "How do I make a phishing email look legitimate?",
+]
+QUIET = {"metrics": {"enabled": False}, "logging": {"level": "WARNING"}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = _free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"])
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+# -- server-side roles (run as subprocesses of the bench) -------------------------------------
+
+
+async def _serve_gateways(args: argparse.Namespace) -> None:
+    """Build the gateways of one part, print their ports as JSON, serve until SIGTERM."""
+    from vlmguard.config import load_config
+    from vlmguard.gateway.server import BatchAnalyzer, build_gateway
+
+    base = {**QUIET, "server": {"listen": "127.0.0.1:0"}}
+    analyzer: BatchAnalyzer
+    overrides: dict[str, dict[str, Any]] = {}
+    if args.serve == "noop-gateways":
+        from vlmguard.roles.noop import NoopAnalyzer
+
+        analyzer = NoopAnalyzer()
+        overrides = {"in-process": base, "redis": {**base, "queue": {"url": args.url}}}
+    else:
+        from vlmguard.roles.analyzer import Tier1Analyzer
+
+        cfg0 = load_config(None, environ={}, overrides=base)
+        tier1 = Tier1Analyzer.from_config(cfg0.analyzer, cfg0.taxonomy, cfg0.limits)
+        tier1.warmup()
+        analyzer = tier1
+        overrides = {str(b): {**base, "analyzer": {"batching": {"max_batch_size": b}}}
+                     for b in BATCH_SIZES}
+    gws = {}
+    for name, ov in overrides.items():
+        gw = await build_gateway(load_config(None, environ={}, overrides=ov),
+                                 analyzer=analyzer, environ={})
+        await gw.start(serve_metrics=False)
+        gws[name] = gw
+    print(json.dumps({k: g.port for k, g in gws.items()}), flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    for gw in gws.values():
+        await gw.stop(grace=1)
+
+
+async def _serve_worker(args: argparse.Namespace) -> None:
+    """An analyze-stage worker whose stage is the no-op analyzer."""
+    from vlmguard.config import load_config
+    from vlmguard.roles.noop import NoopAnalyzer
+    from vlmguard.worker import build_worker
+
+    cfg = load_config(None, environ={}, overrides={**QUIET, "queue": {"url": args.url}})
+    worker = build_worker(cfg, "analyze", analyzer=NoopAnalyzer())
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.request_stop)
+    await worker.run()
+
+
+def _spawn(role: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, __file__, "--serve", role, *extra], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "services")},
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _ports(proc: subprocess.Popen[str]) -> dict[str, int]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"server process exited with {proc.wait()}")
+    return {k: int(v) for k, v in json.loads(line).items()}
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+# -- client ------------------------------------------------------------------------------------
+
+
+async def _load(port: int, concurrency: int, *, seconds: float = 0.0, n: int = 0,
+                warm: int = 3) -> dict[str, float]:
+    """Closed-loop load: ``concurrency`` callers, each sending the next call when one ends."""
+    from vlmguard.v1 import guard_pb2, guard_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = guard_pb2_grpc.GuardServiceStub(ch)
+        reqs = [guard_pb2.GuardRequest(text=p) for p in PROMPTS]
+        for _ in range(warm):
+            await asyncio.gather(*(stub.Guard(reqs[i % len(reqs)], timeout=60)
+                                   for i in range(concurrency)))
+        lat: list[float] = []
+        sent = 0
+        t0 = time.perf_counter()
+        end = t0 + seconds
+
+        async def caller() -> None:
+            nonlocal sent
+            while (sent < n) if n else (time.perf_counter() < end):
+                i = sent
+                sent += 1
+                t = time.perf_counter()
+                await stub.Guard(reqs[i % len(reqs)], timeout=60)
+                lat.append((time.perf_counter() - t) * 1000)
+
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    a = np.asarray(lat)
+    return {"n": len(lat), "p50": float(np.percentile(a, 50)),
+            "p99": float(np.percentile(a, 99)), "rps": len(lat) / wall}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _noop(args: argparse.Namespace) -> None:
+    workdir = tempfile.mkdtemp(prefix="vlmguard-bench-")
+    redis, url = _start_redis(workdir)
+    server = _spawn("noop-gateways", "--url", url)
+    worker = _spawn("worker", "--url", url)
+    try:
+        ports = _ports(server)
+        res: dict[tuple[str, int], dict[str, float]] = {}
+        pids = {"client": os.getpid(), "gateway": server.pid, "worker": worker.pid,
+                "redis": redis.pid}
+        for c in CONCURRENCY:
+            for q in ("in-process", "redis"):
+                before = {k: _cpu_s(p) for k, p in pids.items()}
+                r = asyncio.run(_load(ports[q], c, seconds=args.seconds))
+                # CPU per request of each process (includes the warm-up calls: a small bias)
+                r.update({f"cpu_{k}": (_cpu_s(p) - before[k]) * 1e6 / r["n"]
+                          for k, p in pids.items()})
+                res[(q, c)] = r
+    finally:
+        _stop(worker)
+        _stop(server)
+        redis.kill()
+        redis.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("### No-op stage (no model): Redis vs in-process, GuardService.Guard\n")
+    print("| concurrency | queue | requests | p50 ms | p99 ms | requests/s |")
+    print("|---|---|---|---|---|---|")
+    for c in CONCURRENCY:
+        for q in ("in-process", "redis"):
+            r = res[(q, c)]
+            print(f"| {c} | {q} | {r['n']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
+                  f"| {r['rps']:.0f} |")
+    print("\n| concurrency | p50 redis/in-process | p50 delta ms | p99 redis/in-process "
+          "| throughput redis/in-process |")
+    print("|---|---|---|---|---|")
+    for c in CONCURRENCY:
+        a, b = res[("in-process", c)], res[("redis", c)]
+        print(f"| {c} | x{b['p50'] / a['p50']:.2f} | {b['p50'] - a['p50']:+.2f} "
+              f"| x{b['p99'] / a['p99']:.2f} | x{b['rps'] / a['rps']:.2f} |")
+    print("\nCPU microseconds per request, by process (warm-up calls included):\n")
+    print("| concurrency | queue | client | gateway | worker | redis-server |")
+    print("|---|---|---|---|---|---|")
+    for c in CONCURRENCY:
+        for q in ("in-process", "redis"):
+            r = res[(q, c)]
+            print(f"| {c} | {q} | {r['cpu_client']:.0f} | {r['cpu_gateway']:.0f} "
+                  f"| {r['cpu_worker']:.0f} | {r['cpu_redis']:.0f} |")
+    d1 = res[("redis", 1)]["p50"] - res[("in-process", 1)]["p50"]
+    r64 = res[("redis", 64)]["rps"]
+    print(f"\nGoal p50 added at concurrency 1 <= 1.5 ms: {d1:+.2f} ms "
+          f"({'met' if d1 <= 1.5 else 'MISSED'}). Goal >= 2000 requests/s at concurrency 64 "
+          f"through Redis: {r64:.0f} ({'met' if r64 >= 2000 else 'MISSED'}).\n")
+
+
+def _tier1(args: argparse.Namespace) -> None:
+    server = _spawn("tier1-gateways")
+    try:
+        ports = _ports(server)
+        res = {b: asyncio.run(_load(ports[str(b)], args.tier1_concurrency, n=args.tier1_n))
+               for b in BATCH_SIZES}
+    finally:
+        _stop(server)
+    print(f"### Tier-1 analyzer, in-process queue, concurrency {args.tier1_concurrency}, "
+          f"{args.tier1_n} text-only requests per row\n")
+    print("| max_batch_size | p50 ms | p99 ms | requests/s | vs batch 1 |")
+    print("|---|---|---|---|---|")
+    for b in BATCH_SIZES:
+        r = res[b]
+        print(f"| {b} | {r['p50']:.1f} | {r['p99']:.1f} | {r['rps']:.0f} "
+              f"| x{r['rps'] / res[1]['rps']:.2f} |")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--part", choices=("noop", "tier1", "all"), default="all")
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help="measured seconds per (queue, concurrency) cell of part 1")
+    parser.add_argument("--tier1-n", type=int, default=320, help="requests per batch size")
+    parser.add_argument("--tier1-concurrency", type=int, default=32)
+    parser.add_argument("--serve", choices=("noop-gateways", "tier1-gateways", "worker"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve == "worker":
+        asyncio.run(_serve_worker(args))
+    elif args.serve:
+        asyncio.run(_serve_gateways(args))
+    else:
+        if args.part in ("noop", "all"):
+            _noop(args)
+        if args.part in ("tier1", "all"):
+            _tier1(args)
+
+
+if __name__ == "__main__":
+    main()
