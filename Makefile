@@ -74,7 +74,7 @@ bench: $(STAMP) ## measure analyzer latency (writes figures to stdout; see bench
 
 .PHONY: bench-queue
 bench-queue: $(STAMP) ## queue benchmark: Redis vs in-process (no-op stage), tier-1 batch sizes
-	$(PY) bench/queue.py
+	$(PY) bench/queue_bench.py
 
 .PHONY: bench-queue-guard
 bench-queue-guard: $(STAMP) ## Guard with the tier-1 analyzer through Redis vs in-process

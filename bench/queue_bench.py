@@ -16,17 +16,10 @@ at a time) at concurrency 32, text-only prompts.
 On a 2-core machine the client, the gateway process, the worker and redis-server share the same
 two cores; the client is a Python process too and its cost is part of every figure.
 
-Usage: python bench/queue.py [--part noop|tier1|all] [--seconds 3] [--tier1-n 320]
+Usage: python bench/queue_bench.py [--part noop|tier1|all] [--seconds 3] [--tier1-n 320]
 """
 
 from __future__ import annotations
-
-import sys
-
-# Run as a script, this file's folder is sys.path[0] and this file would shadow the standard
-# library's `queue` module (imported by asyncio, redis, grpc): drop the folder first.
-if sys.path and sys.path[0] and __file__.startswith(sys.path[0].rstrip("/") + "/"):
-    del sys.path[0]
 
 import argparse
 import asyncio
@@ -36,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
