@@ -174,6 +174,17 @@ class GuardPipeline:
                 self.metrics.findings.labels(f.category, f.modality.value).inc()
         return result
 
+    async def _analyze_strict(
+        self, call: Call, pol: TenantPolicyConfig, timings: dict[str, float]
+    ) -> Analysis:
+        """The analyzer stage with failures always raised: only Guard may fail open (Analyze,
+        Rewrite and Generate have no unguarded answer to give)."""
+        strict = pol.model_copy(update={"on_stage_failure": "fail_closed"})
+        analysis = await self._analyze(call, strict, timings)
+        if analysis is None:  # pragma: no cover - fail_closed never returns None
+            raise UnavailableError("analyzer failed", reason=Reason.STAGE_FAILED)
+        return analysis
+
     @staticmethod
     def _unguarded(call: Call) -> tuple[Analysis, Decision]:
         analysis = Analysis(
@@ -190,9 +201,7 @@ class GuardPipeline:
         _, pol = self.policy.tenant(call.tenant_id)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        analysis = await self._analyze(call, pol.model_copy(update={
-            "on_stage_failure": "fail_closed"}), timings)
-        assert analysis is not None  # fail_closed never returns None
+        analysis = await self._analyze_strict(call, pol, timings)
         decision = self.policy.decide(analysis, pol)
         timings.update({f"analyze.{k}": v for k, v in analysis.timings_ms.items()})
         timings["total"] = (time.perf_counter() - t0) * 1000
@@ -259,10 +268,7 @@ class GuardPipeline:
                 category_scores=call.report.category_scores,
             )
         else:
-            got = await self._analyze(call, pol.model_copy(update={
-                "on_stage_failure": "fail_closed"}), timings)
-            assert got is not None
-            analysis = got
+            analysis = await self._analyze_strict(call, pol, timings)
         decision = self.policy.decide(analysis, pol)
         report = self.policy.report(analysis, decision)
         t0 = time.perf_counter()
@@ -288,9 +294,7 @@ class GuardPipeline:
         if call.images and self.target_needs_image_text:
             # The demo target is text-only: it sees each image as the text OCR reads in it.
             _, pol = self.policy.tenant(call.tenant_id)
-            analysis = await self._analyze(call, pol.model_copy(update={
-                "on_stage_failure": "fail_closed"}), timings)
-            assert analysis is not None
+            analysis = await self._analyze_strict(call, pol, timings)
             image_texts = tuple(ev.ocr_text for ev in analysis.images)
         result, t_ms = await self._target(call, call.text, image_texts)
         timings[TARGET] = t_ms
