@@ -3,7 +3,8 @@
 Subcommands: ``serve`` (the gateway; ``make run`` starts it with the embedded defaults),
 ``worker`` (one stage consuming the Redis queue),
 ``guard`` (a client for GuardService.Guard), ``check-config`` (validate and print the effective
-configuration) and ``train-analyzer`` (train the tier-1 risk head).
+configuration), ``train-analyzer`` (train the tier-1 risk head) and ``eval`` (measure the
+guard on benchmark manifests: :mod:`vlmguard.evaluation`).
 """
 
 from __future__ import annotations
@@ -404,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _train_parser(p)
     p.set_defaults(func=_cmd_train_analyzer)
+
+    from vlmguard.evaluation.command import add_parser as _eval_parser
+
+    _eval_parser(sub)
     return parser
 
 

@@ -1,0 +1,252 @@
+"""The guard under evaluation, reached in process or over gRPC.
+
+Both return the same :class:`GuardOutcome` for one request, so a run's figures do not depend
+on how the guard was reached (the integration tests check this).
+
+- :class:`InProcessGuard` builds the gateway's :class:`~vlmguard.pipeline.GuardPipeline` from a
+  config exactly as :func:`vlmguard.gateway.server.build_gateway` wires it for the embedded
+  default (tier-1 analyzer behind the in-process micro-batching queue, policy engine, template
+  rewriter) and calls :meth:`GuardPipeline.guard` directly: no gRPC server and no port. A
+  ``queue.url`` in the config is ignored here (models always run in this process); to evaluate
+  a Redis deployment, evaluate its gateway with ``--addr``.
+- :class:`GrpcGuard` calls ``GuardService.Guard`` on a running server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from vlmguard.config import VLMGuardConfig
+from vlmguard.domain import GuardResult, ImageInput
+
+
+@dataclass(frozen=True)
+class GuardOutcome:
+    """What evaluation keeps of one guarded request (no prompt, OCR or rewritten text)."""
+
+    action: str
+    score: float
+    level: str
+    categories: tuple[str, ...]
+    modalities: tuple[str, ...]
+    unchanged: bool
+    analyzer: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class GuardCallError(Exception):
+    """A request the guard answered with an error; ``reason`` is its stable reason code."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+        self.message = message
+
+
+class GuardFn(Protocol):
+    """Anything that guards one request: the two guards below, or a scripted stand-in."""
+
+    async def __call__(self, text: str, image: bytes | None, tenant: str) -> GuardOutcome:
+        """Guard ``text`` (with ``image`` when not None) for ``tenant``.
+
+        Raises:
+            GuardCallError: the guard answered with an error.
+        """
+
+
+def _ordered_unique(values: Sequence[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return tuple(out)
+
+
+def outcome_from_result(res: GuardResult, text: str) -> GuardOutcome:
+    """A :class:`GuardOutcome` from the pipeline's result for the prompt ``text``."""
+    findings = sorted(res.report.findings, key=lambda f: -f.score)
+    return GuardOutcome(
+        action=res.action.value,
+        score=round(float(res.report.score), 4),
+        level=res.report.level.value,
+        categories=_ordered_unique([f.category for f in findings]),
+        modalities=_ordered_unique([f.modality.value for f in findings]),
+        unchanged=res.action.value != "BLOCK" and res.rewrite.rewritten_text == text,
+        analyzer=res.report.analyzer,
+        timings_ms={k: round(float(v), 3) for k, v in res.timings_ms.items()},
+    )
+
+
+class InProcessGuard:
+    """The gateway's pipeline in this process (see the module docstring).
+
+    Args:
+        cfg: Configuration (analyzer, taxonomy, policy, limits).
+        analyzer: A ready analyzer with ``name`` and ``analyze_batch`` (else the tier-1
+            analyzer is loaded from ``cfg.analyzer`` on :meth:`start`).
+        timeout_s: Per-request deadline (default: ``server.default_timeout_s``).
+    """
+
+    def __init__(self, cfg: VLMGuardConfig, *, analyzer: Any = None,
+                 timeout_s: float | None = None) -> None:
+        self.cfg = cfg
+        self.analyzer = analyzer
+        self.timeout_s = timeout_s if timeout_s is not None else cfg.server.default_timeout_s
+        self._pipeline: Any = None
+        self._queue: Any = None
+
+    async def start(self) -> None:
+        """Load the analyzer (unless given) and start the in-process queue."""
+        from vlmguard.pipeline import ANALYZE, GuardPipeline
+        from vlmguard.queue.base import StageSpec
+        from vlmguard.queue.inproc import InProcessQueue
+        from vlmguard.roles.policy import PolicyEngine
+        from vlmguard.roles.rewriter import TemplateRewriter
+
+        cfg = self.cfg
+        if self.analyzer is None:
+            from vlmguard.roles.analyzer import Tier1Analyzer
+
+            tier1 = await asyncio.to_thread(
+                Tier1Analyzer.from_config, cfg.analyzer, cfg.taxonomy, cfg.limits)
+            await asyncio.to_thread(tier1.warmup)
+            self.analyzer = tier1
+        analyzer = self.analyzer
+
+        async def analyze_handler(items: Sequence[Any]) -> Sequence[Any]:
+            result: Sequence[Any] = await asyncio.to_thread(analyzer.analyze_batch, items)
+            return result
+
+        self._queue = InProcessQueue(
+            [StageSpec(ANALYZE, analyze_handler, cfg.analyzer.batching)],
+            max_pending=cfg.limits.max_pending,
+        )
+        self._pipeline = GuardPipeline(
+            queue=self._queue,
+            policy=PolicyEngine(cfg.policy, cfg.taxonomy, cfg.analyzer.report_threshold),
+            rewriter=TemplateRewriter(cfg.taxonomy),
+            limits=cfg.limits,
+            target_enabled=False,
+        )
+        await self._queue.start()
+
+    async def close(self) -> None:
+        """Stop the queue."""
+        if self._queue is not None:
+            await self._queue.close()
+
+    async def __call__(self, text: str, image: bytes | None, tenant: str) -> GuardOutcome:
+        """Guard one request through :meth:`GuardPipeline.guard`."""
+        from vlmguard.errors import VLMGuardError
+        from vlmguard.pipeline import Call
+
+        assert self._pipeline is not None, "call start() first"
+        call = Call(
+            request_id=uuid.uuid4().hex, text=text,
+            images=(ImageInput(image),) if image is not None else (),
+            tenant_id=tenant, deadline=time.monotonic() + self.timeout_s,
+        )
+        try:
+            res = await self._pipeline.guard(call)
+        except VLMGuardError as e:
+            raise GuardCallError(e.reason, e.message) from e
+        return outcome_from_result(res, text)
+
+
+def _rpc_reason(err: Any) -> str:
+    """ErrorInfo.reason of a failed gRPC call, else its status code name."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    try:
+        status = rpc_status.from_call(err)
+    except Exception:
+        status = None
+    if status is not None:
+        for d in status.details:
+            if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                d.Unpack(info)
+                if info.reason:
+                    return str(info.reason)
+    code = err.code() if hasattr(err, "code") else None
+    return code.name if code is not None else "UNKNOWN"
+
+
+class GrpcGuard:
+    """``GuardService.Guard`` on a running server (plaintext, or TLS with ``ca_file``).
+
+    Args:
+        addr: HOST:PORT.
+        api_key: Sent as ``authorization: Bearer`` when not empty.
+        ca_file: PEM CA bundle; when given the channel uses TLS.
+        timeout_s: Per-request deadline.
+    """
+
+    def __init__(self, addr: str, *, api_key: str = "", ca_file: str = "",
+                 timeout_s: float = 60.0) -> None:
+        self.addr = addr
+        self.api_key = api_key
+        self.ca_file = ca_file
+        self.timeout_s = timeout_s
+        self._channel: Any = None
+        self._stub: Any = None
+
+    async def start(self) -> None:
+        """Open the channel."""
+        from pathlib import Path
+
+        import grpc
+
+        from vlmguard.v1 import guard_pb2_grpc
+
+        opts = [("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        if self.ca_file:
+            creds = grpc.ssl_channel_credentials(Path(self.ca_file).read_bytes())
+            self._channel = grpc.aio.secure_channel(self.addr, creds, options=opts)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.addr, options=opts)
+        self._stub = guard_pb2_grpc.GuardServiceStub(self._channel)
+
+    async def close(self) -> None:
+        """Close the channel."""
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def __call__(self, text: str, image: bytes | None, tenant: str) -> GuardOutcome:
+        """Guard one request over gRPC."""
+        import grpc
+
+        from vlmguard.v1 import guard_pb2, types_pb2
+
+        assert self._stub is not None, "call start() first"
+        req = guard_pb2.GuardRequest(
+            text=text, tenant_id=tenant,
+            images=[types_pb2.Image(data=image)] if image is not None else [],
+        )
+        metadata = [("authorization", f"Bearer {self.api_key}")] if self.api_key else None
+        try:
+            resp = await self._stub.Guard(req, timeout=self.timeout_s, metadata=metadata)
+        except grpc.RpcError as err:
+            details = str(getattr(err, "details", lambda: "")())
+            raise GuardCallError(_rpc_reason(err), details) from err
+        findings = sorted(resp.report.findings, key=lambda f: -f.score)
+        action = types_pb2.Action.Name(resp.action).removeprefix("ACTION_")
+        return GuardOutcome(
+            action=action,
+            score=round(float(resp.report.score), 4),
+            level=types_pb2.RiskLevel.Name(resp.report.level).removeprefix("RISK_LEVEL_"),
+            categories=_ordered_unique([f.category for f in findings]),
+            modalities=_ordered_unique(
+                [types_pb2.Modality.Name(f.modality).removeprefix("MODALITY_")
+                 for f in findings]),
+            unchanged=action != "BLOCK" and resp.rewritten_text == text,
+            analyzer=resp.report.analyzer,
+            timings_ms={k: round(float(v), 3) for k, v in resp.timings_ms.items()},
+        )
