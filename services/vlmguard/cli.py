@@ -152,32 +152,10 @@ async def _worker(cfg: Any, stage: str, metrics_listen: str | None) -> int:
 # -- guard (client) ------------------------------------------------------------------------
 
 
-def _error_details(err: Any) -> tuple[str, str]:
-    """(reason, retry) from a grpc error's google.rpc details."""
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
-
-    reason, retry = "", ""
-    try:
-        status = rpc_status.from_call(err)
-    except Exception:
-        status = None
-    if status is not None:
-        for d in status.details:
-            if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                d.Unpack(info)
-                reason = info.reason
-            elif d.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                ri = error_details_pb2.RetryInfo()
-                d.Unpack(ri)
-                retry = f"{ri.retry_delay.seconds + ri.retry_delay.nanos / 1e9:g}s"
-    return reason, retry
-
-
 def _cmd_guard(args: argparse.Namespace) -> int:
     import grpc
 
+    from vlmguard.client import rpc_error_details
     from vlmguard.v1 import guard_pb2, guard_pb2_grpc, types_pb2
 
     images = []
@@ -212,7 +190,7 @@ def _cmd_guard(args: argparse.Namespace) -> int:
             stub = guard_pb2_grpc.GuardServiceStub(channel)
             resp = stub.Guard(req, timeout=args.timeout, metadata=metadata)
     except grpc.RpcError as err:
-        reason, retry = _error_details(err)
+        reason, retry = rpc_error_details(err)
         code = err.code().name if hasattr(err, "code") else "UNKNOWN"
         out = {"error": {"code": code, "reason": reason, "message": err.details()}}
         if retry:

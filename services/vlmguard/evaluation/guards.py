@@ -160,20 +160,11 @@ class InProcessGuard:
 
 def _rpc_reason(err: Any) -> str:
     """ErrorInfo.reason of a failed gRPC call, else its status code name."""
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
+    from vlmguard.client import rpc_error_details
 
-    try:
-        status = rpc_status.from_call(err)
-    except Exception:
-        status = None
-    if status is not None:
-        for d in status.details:
-            if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                d.Unpack(info)
-                if info.reason:
-                    return str(info.reason)
+    reason, _ = rpc_error_details(err)
+    if reason:
+        return reason
     code = err.code() if hasattr(err, "code") else None
     return code.name if code is not None else "UNKNOWN"
 
