@@ -6,7 +6,14 @@ Both run in this process, side by side, on the same inputs: the baseline calls
 Inputs: MM-Vet and FigStep items from ../shared/bench (read in place, never copied), text-only
 (their prompts) and with their image. Prints a Markdown table for bench/RESULTS.md.
 
+With ``--compare-ocr`` it instead compares, per request with an image and by direct call
+only, the analyzer with the OCR settings from before issue 4 (RapidOCR defaults: detector
+shortest side scaled up to 736, angle classifier on) against the configured ones (the
+AnalyzerConfig defaults unless VLMGUARD_ANALYZER__* variables say otherwise); both share the
+embedder, head and explicit detector and alternate on each input.
+
 Usage: python bench/analyzer_latency.py [--n 40] [--bench-dir ../shared/bench] [--json OUT]
+       python bench/analyzer_latency.py --compare-ocr [--n 80] [--sets mm_vet,figstep_safebench]
 """
 
 from __future__ import annotations
@@ -25,13 +32,55 @@ import grpc
 import numpy as np
 
 
-def _items(bench: Path, n: int) -> list[tuple[str, bytes]]:
+def _items(bench: Path, n: int, sets: tuple[str, ...] = ("mm_vet", "figstep_safebench"),
+           spread: bool = False) -> list[tuple[str, bytes]]:
     out: list[tuple[str, bytes]] = []
-    for name in ("mm_vet", "figstep_safebench"):
+    for name in sets:
         rows = [json.loads(x) for x in (bench / name / "manifest.jsonl").read_text().splitlines()]
-        rows = [r for r in rows if r.get("image")][: n // 2]
+        rows = [r for r in rows if r.get("image")]
+        k = n // len(sets)
+        if spread and len(rows) > k:  # evenly spaced: manifests are grouped by category
+            rows = [rows[i] for i in np.linspace(0, len(rows) - 1, k).round().astype(int)]
+        else:
+            rows = rows[:k]
         out += [(r["text"], (bench / name / r["image"]).read_bytes()) for r in rows]
     return out
+
+
+def _compare_ocr(args: argparse.Namespace) -> dict[str, Any]:
+    from vlmguard.config import load_config
+    from vlmguard.domain import AnalysisItem, ImageInput
+    from vlmguard.models.ocr import OCRReader
+    from vlmguard.roles.analyzer import Tier1Analyzer
+
+    cfg = load_config(None, environ=dict(os.environ), overrides={"metrics": {"enabled": False}})
+    new = Tier1Analyzer.from_config(cfg.analyzer, cfg.taxonomy, cfg.limits)
+    old = Tier1Analyzer(cfg.analyzer.model_copy(update={"image_models_parallel": False}),
+                        cfg.taxonomy, cfg.limits, embedder=new.embedder, head=new.head,
+                        ocr=OCRReader(det_side=736, det_limit_type="min", angle="always",
+                                      rec_batch=6), explicit=new.explicit)
+    analyzers = {"before": old, "after": new}
+    for a in analyzers.values():
+        a.warmup()
+    items = _items(Path(args.bench_dir), args.n, tuple(args.sets.split(",")), spread=True)
+    total: dict[str, list[float]] = {k: [] for k in analyzers}
+    stages: dict[str, dict[str, list[float]]] = {k: {} for k in analyzers}
+    load_before = os.getloadavg()
+    for i, (text, img) in enumerate(items):
+        order = ("before", "after") if i % 2 == 0 else ("after", "before")
+        for name in order:
+            t0 = time.perf_counter()
+            (res,) = analyzers[name].analyze_batch([AnalysisItem("b", text, (ImageInput(img),))])
+            total[name].append((time.perf_counter() - t0) * 1000)
+            assert not isinstance(res, Exception)
+            for stage, ms in res.timings_ms.items():
+                stages[name].setdefault(stage, []).append(ms)
+    return {
+        "n": len(items), "cpus": os.cpu_count(), "sets": args.sets,
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "analyzer": {k: _pct(v) for k, v in total.items()},
+        "stages": {k: {s: _pct(v) for s, v in st.items()} for k, st in stages.items()},
+    }
 
 
 def _pct(xs: list[float]) -> dict[str, float]:
@@ -96,7 +145,27 @@ def main() -> int:
     parser.add_argument("--bench-dir", default=str(Path(__file__).resolve().parents[1] / ".." /
                                                    "shared" / "bench"))
     parser.add_argument("--json", help="also write the raw figures to this file")
+    parser.add_argument("--compare-ocr", action="store_true",
+                        help="OCR settings before issue 4 vs the configured ones (direct call)")
+    parser.add_argument("--sets", default="mm_vet,figstep_safebench",
+                        help="sets sampled with --compare-ocr (evenly spaced)")
     args = parser.parse_args()
+    if args.compare_ocr:
+        res = _compare_ocr(args)
+        print(f"\nanalyzer latency per request with an image, {res['n']} requests "
+              f"({res['sets']}), {res['cpus']} CPUs, load average {res['loadavg_before'][0]:.2f}"
+              f" before / {res['loadavg_after'][0]:.2f} after\n")
+        print("| OCR settings | analyzer p50 ms | p99 ms | mean ms | ocr p50 | ocr p99 | "
+              "explicit p50 | text_risk p50 |")
+        print("|---|---|---|---|---|---|---|---|")
+        for k, s in res["analyzer"].items():
+            st = res["stages"][k]
+            print(f"| {k} | {s['p50']:.0f} | {s['p99']:.0f} | {s['mean']:.0f} | "
+                  f"{st['ocr']['p50']:.0f} | {st['ocr']['p99']:.0f} | "
+                  f"{st['explicit']['p50']:.0f} | {st['text_risk']['p50']:.0f} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=2))
+        return 0
     out = asyncio.run(_run(args))
     print(f"\nanalyzer latency, {out['n']} requests per mode, {out['cpus']} CPUs, concurrency 1\n")
     print("| input | path | p50 ms | p99 ms | mean ms |")

@@ -144,6 +144,32 @@ class AnalyzerConfig(_Frozen):
     ocr_min_chars: int = Field(
         6, ge=1, description="OCR text shorter than this (after normalising) is ignored."
     )
+    ocr_max_side: int = Field(
+        1600, ge=64, description="Longest image side fed to OCR; larger images are downscaled "
+        "first. Recognition crops are cut from this copy.",
+    )
+    ocr_det_side: int = Field(
+        960, ge=64, description="Text detector input: the image's longest side is capped at "
+        "this (RapidOCR det_limit_type 'max'; never upscaled). RapidOCR's default scales the "
+        "shortest side up to 736 instead, which is slower and worse on wide banners.",
+    )
+    ocr_angle: Literal["off", "always", "low_confidence"] = Field(
+        "low_confidence", description="When RapidOCR's text-angle classifier runs: "
+        "'low_confidence' only on lines recognised below confidence 0.5 (re-read if it flips "
+        "them, so upside-down text is still read), 'always' on every line, 'off' never.",
+    )
+    ocr_rec_batch: int = Field(
+        6, ge=1, description="Text lines recognised per onnxruntime call (lines are sorted by "
+        "width and padded to the widest in their batch).",
+    )
+    ocr_threads: int = Field(
+        0, ge=0, description="onnxruntime intra-op threads for each OCR model; 0 = "
+        "analyzer.threads (0 there: onnxruntime's default, one per core).",
+    )
+    image_models_parallel: bool = Field(
+        False, description="Run OCR and the explicit-imagery detector on an image at the "
+        "same time (two threads) instead of one after the other.",
+    )
     explicit_image: bool = Field(True, description="Run the explicit-imagery detector (NudeNet).")
     explicit_min_score: float = Field(
         0.5, ge=0, le=1, description="Detector confidence needed for an explicit-content label."

@@ -76,6 +76,65 @@ def test_ocr_blank_and_large_images(ocr) -> None:  # type: ignore[no-untyped-def
     assert max(ln.box[2] for ln in result.lines) > 1100
 
 
+def test_ocr_reader_settings_reach_rapidocr() -> None:
+    from vlmguard.models.ocr import OCRReader
+
+    reader = OCRReader(det_side=640, angle="off", rec_batch=4, threads=1)
+    engine = reader._engine
+    assert (engine.text_det.limit_side_len, engine.text_det.limit_type) == (640, "max")
+    assert engine.use_cls is False and engine.text_rec.rec_batch_num == 4
+    opts = engine.text_rec.session.session.get_session_options()
+    assert opts.intra_op_num_threads == 1
+    with pytest.raises(ValueError):
+        OCRReader(det_limit_type="middle")
+    with pytest.raises(ValueError):
+        OCRReader(angle="sometimes")
+
+
+def test_ocr_wide_banner_with_capped_detector() -> None:
+    """A 1024x200 banner (MM-SafetyBench typographic layout) read with the detector capped at
+    its longest side; RapidOCR's default would detect it at ~3700x736."""
+    from vlmguard.models.ocr import OCRReader
+
+    banner = _render(["Plant tomatoes in spring sunshine"], size=(1024, 200))
+    for kwargs in ({}, {"det_side": 736, "det_limit_type": "min", "angle": "always"}):
+        text = OCRReader(**kwargs).read(banner).text.lower()  # type: ignore[arg-type]
+        assert "tomatoes" in text and "spring" in text, kwargs
+
+
+@pytest.mark.parametrize("angle", ["low_confidence", "always", "off"])
+def test_ocr_upside_down_text(angle: str) -> None:
+    """Upside-down text is read unless the angle classifier is off; upright text the same in
+    every mode."""
+    from vlmguard.models.ocr import OCRReader
+
+    img = _render(["Fresh bread every morning"], size=(760, 140))
+    reader = OCRReader(angle=angle)
+    assert "bread" in reader.read(img).text.lower()
+    flipped = reader.read(np.ascontiguousarray(img[::-1, ::-1])).text.lower()
+    assert ("bread" in flipped) is (angle != "off")
+
+
+def test_analyzer_from_config_builds_ocr_from_its_fields(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
+    from vlmguard.models import ocr as ocr_mod
+    from vlmguard.roles.analyzer import Tier1Analyzer
+
+    seen: dict[str, object] = {}
+
+    class Spy:
+        def __init__(self, **kwargs: object) -> None:
+            seen.update(kwargs)
+
+    monkeypatch.setattr(ocr_mod, "OCRReader", Spy)
+    cfg = AnalyzerConfig(ocr_det_side=704, ocr_max_side=1200, ocr_angle="always",
+                         ocr_rec_batch=3, threads=2, explicit_image=False)
+    analyzer = Tier1Analyzer.from_config(cfg, TaxonomyConfig(), LimitsConfig())
+    assert isinstance(analyzer.ocr, Spy)
+    assert seen == {"max_side": 1200, "det_side": 704, "angle": "always", "rec_batch": 3,
+                    "threads": 2}
+
+
 def test_nudenet_blank_image() -> None:
     from vlmguard.models.explicit import ExplicitImageDetector
 

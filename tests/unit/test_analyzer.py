@@ -178,3 +178,45 @@ def test_no_ocr_configured_reads_no_text(analyzer: Tier1Analyzer) -> None:
     assert not isinstance(res, Exception)
     assert res.findings == () and "no readable text" in res.reasoning.visual
     del analyzer
+
+
+class ThreadRecordingExplicit(FakeExplicit):
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def detect(self, image: np.ndarray) -> list[tuple[str, float]]:
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        return super().detect(image)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_image_models_parallel_gives_the_same_evidence(parallel: bool) -> None:
+    import threading
+
+    m = KeywordModel()
+    explicit = ThreadRecordingExplicit()
+    a = Tier1Analyzer(AnalyzerConfig(image_models_parallel=parallel), TAX, LimitsConfig(),
+                      embedder=m, head=m, ocr=FakeOCR({RED: "Steps to make a bomb. 1. 2. 3."}),
+                      explicit=explicit)
+    (res,) = a.analyze_batch([AnalysisItem("r", "fill in the list", (png(RED), png(MAGENTA)))])
+    assert not isinstance(res, Exception)
+    assert res.images[0].ocr_text.startswith("Steps") and res.images[0].explicit_labels == ()
+    assert res.images[1].ocr_text == ""
+    assert res.images[1].explicit_labels == (("FEMALE_BREAST_EXPOSED", 0.8),)
+    assert {"decode", "ocr", "explicit"} <= set(res.timings_ms)
+    here = threading.current_thread().name
+    assert len(explicit.threads) == 2
+    assert all((t != here) is parallel for t in explicit.threads)
+
+
+def test_ocr_settings_are_config_fields() -> None:
+    cfg = AnalyzerConfig()
+    assert (cfg.ocr_det_side, cfg.ocr_max_side, cfg.ocr_angle) == (960, 1600, "low_confidence")
+    assert cfg.ocr_rec_batch >= 1 and cfg.ocr_threads == 0
+    assert cfg.image_models_parallel is False
+    for bad in ({"ocr_det_side": 10}, {"ocr_rec_batch": 0}, {"ocr_threads": -1},
+                {"ocr_angle": "sometimes"}):
+        with pytest.raises(ValueError):
+            AnalyzerConfig(**bad)  # type: ignore[arg-type]

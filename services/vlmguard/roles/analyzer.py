@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -134,6 +136,8 @@ class Tier1Analyzer:
         self.ocr = ocr
         self.explicit = explicit
         self.name = f"tier1/{head.version}"
+        self._executor: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def from_config(
@@ -149,7 +153,13 @@ class Tier1Analyzer:
         if cfg.ocr:
             from vlmguard.models.ocr import OCRReader
 
-            ocr = OCRReader()
+            ocr = OCRReader(
+                max_side=cfg.ocr_max_side,
+                det_side=cfg.ocr_det_side,
+                angle=cfg.ocr_angle,
+                rec_batch=cfg.ocr_rec_batch,
+                threads=cfg.ocr_threads or cfg.threads,
+            )
         explicit = None
         if cfg.explicit_image:
             from vlmguard.models.explicit import ExplicitImageDetector
@@ -188,31 +198,48 @@ class Tier1Analyzer:
             out.append(_Scored(o, scores))
         return out
 
+    def _explicit_timed(self, arr: np.ndarray) -> tuple[list[tuple[str, float]], float]:
+        t0 = time.perf_counter()
+        labels = self.explicit.detect(arr) if self.explicit is not None else []
+        return labels, (time.perf_counter() - t0) * 1000
+
     def _read_images(
         self, item: AnalysisItem
     ) -> tuple[list[ImageEvidence], dict[str, float]]:
         evidence: list[ImageEvidence] = []
         timings = {"decode": 0.0, "ocr": 0.0, "explicit": 0.0}
+        parallel = (self.cfg.image_models_parallel and self.ocr is not None
+                    and self.explicit is not None)
         for idx, img in enumerate(item.images):
             t0 = time.perf_counter()
             arr = decode_image(img, idx, self.limits)
-            t1 = time.perf_counter()
+            timings["decode"] += (time.perf_counter() - t0) * 1000
+            # Both models read the same decoded array; with image_models_parallel the
+            # detector runs in a helper thread while OCR runs here (onnxruntime releases the
+            # GIL), so the image costs max(ocr, explicit) instead of their sum.
+            pending: Future[tuple[list[tuple[str, float]], float]] | None = None
+            if parallel:
+                pending = self._pool().submit(self._explicit_timed, arr)
             ocr_text = ""
+            t1 = time.perf_counter()
             if self.ocr is not None:
                 result = self.ocr.read(arr)
                 ocr_text = result.text if len(result.text) >= self.cfg.ocr_min_chars else ""
-            t2 = time.perf_counter()
-            labels: list[tuple[str, float]] = []
-            if self.explicit is not None:
-                labels = self.explicit.detect(arr)
-            t3 = time.perf_counter()
-            timings["decode"] += (t1 - t0) * 1000
-            timings["ocr"] += (t2 - t1) * 1000
-            timings["explicit"] += (t3 - t2) * 1000
+            timings["ocr"] += (time.perf_counter() - t1) * 1000
+            labels, explicit_ms = (pending.result() if pending is not None
+                                   else self._explicit_timed(arr))
+            timings["explicit"] += explicit_ms
             evidence.append(
                 ImageEvidence(idx, int(arr.shape[1]), int(arr.shape[0]), ocr_text, tuple(labels))
             )
         return evidence, timings
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1,
+                                                    thread_name_prefix="vlmguard-explicit")
+            return self._executor
 
     def analyze_batch(self, items: Sequence[AnalysisItem]) -> list[Analysis | VLMGuardError]:
         """Analyse a batch; returns one :class:`Analysis` or one error per item, in order."""

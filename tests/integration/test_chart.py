@@ -1,0 +1,420 @@
+"""The Helm chart (helm/vlmguard), rendered offline with helm-python-sdk (Helm's own library).
+
+Every ``ci/*-values.yaml`` renders, lints clean and yields manifests that pass
+``kubernetes-validate --strict`` for Kubernetes 1.30 (CRDs: required fields checked here); every
+pod is locked down; bad values fail naming the key; the ConfigMap holds a valid VLMGuard config;
+the chart agrees with the code (stream names, env names) and the Dockerfiles (images, uid).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from vlmguard.config import ENV_VARS, load_config
+
+helm = pytest.importorskip("helm_python", reason="helm-python-sdk not installed (dev extra)")
+kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed")
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "vlmguard"
+CI_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
+KUBE_VERSION = "1.30.0"
+RELEASE, NAMESPACE = "vg", "guard"
+#: Custom resources: no schema in kubernetes-validate, so their required fields are checked here.
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+POD_KINDS = {"Deployment", "StatefulSet", "Job", "DaemonSet", "CronJob"}
+
+
+@cache
+def _chart() -> Any:
+    return helm.Chart.load(str(CHART))
+
+
+def _values(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def render(values: dict[str, Any]) -> dict[str, str]:
+    """Template path -> rendered text (NOTES.txt included)."""
+    out: dict[str, str] = _chart().render(values, name=RELEASE, namespace=NAMESPACE,
+                                          is_install=True)
+    return out
+
+
+def manifests(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    docs = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+@cache
+def _rendered_ci(name: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    out = render(_values(CHART / "ci" / name))
+    return out, manifests(out)
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for d in docs:
+        if d["kind"] in POD_KINDS:
+            tpl = d["spec"]["template"]
+            if d["kind"] == "CronJob":
+                tpl = d["spec"]["jobTemplate"]["spec"]["template"]
+            yield f"{d['kind']}/{d['metadata']['name']}", tpl["spec"]
+
+
+ci_ids = [p.name for p in CI_FILES]
+
+
+def test_ci_files_exist() -> None:
+    assert {"minimal-values.yaml", "full-values.yaml", "external-redis-values.yaml"} <= set(
+        ci_ids)
+
+
+@pytest.mark.parametrize("ci", ci_ids)
+def test_lint_clean(ci: str) -> None:
+    report = helm.lint(str(CHART), _values(CHART / "ci" / ci), strict=True,
+                       kube_version=f"v{KUBE_VERSION}")
+    bad = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not bad and not report["errors"], report
+
+
+@pytest.mark.parametrize("ci", ci_ids)
+def test_manifests_validate_strict(ci: str) -> None:
+    _, docs = _rendered_ci(ci)
+    assert docs
+    kinds = set()
+    for d in docs:
+        kinds.add(d["kind"])
+        where = f"{ci}: {d['kind']}/{d['metadata']['name']}"
+        if d["kind"] in CRD_KINDS:
+            _check_crd(d, where)
+            continue
+        try:
+            kv.validate(d, KUBE_VERSION, strict=True)
+        except kv.utils.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            pytest.fail(f"{where} is not valid for Kubernetes {KUBE_VERSION}: {path}: {e.message}")
+    assert {"Deployment", "Service", "ConfigMap", "NetworkPolicy"} <= kinds
+
+
+def test_kubernetes_validate_cli_strict(tmp_path: Path) -> None:
+    """The same check through the `kubernetes-validate --strict` command, on the full values."""
+    import subprocess
+    import sys
+
+    _, docs = _rendered_ci("full-values.yaml")
+    path = tmp_path / "full.yaml"
+    path.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] not in CRD_KINDS]))
+    exe = Path(sys.executable).parent / "kubernetes-validate"
+    proc = subprocess.run([str(exe), "-k", KUBE_VERSION, "--strict", "--quiet", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _check_crd(d: dict[str, Any], where: str) -> None:
+    spec = d.get("spec") or {}
+    if d["kind"] == "ScaledObject":
+        assert d["apiVersion"] == "keda.sh/v1alpha1", where
+        assert spec["scaleTargetRef"]["name"], where
+        assert spec["triggers"], where
+        for t in spec["triggers"]:
+            assert t["type"] == "redis-streams", where
+            md = t["metadata"]
+            assert md["address"] and md["stream"] and md["consumerGroup"], where
+            assert all(isinstance(v, str) for v in md.values()), f"{where}: metadata not strings"
+            assert t["authenticationRef"]["name"], where
+    elif d["kind"] == "TriggerAuthentication":
+        assert d["apiVersion"] == "keda.sh/v1alpha1", where
+        for ref in spec["secretTargetRef"]:
+            assert ref["parameter"] and ref["name"] and ref["key"], where
+    elif d["kind"] == "ServiceMonitor":
+        assert d["apiVersion"] == "monitoring.coreos.com/v1", where
+        assert spec["selector"]["matchLabels"], where
+        assert all(e["port"] for e in spec["endpoints"]), where
+
+
+@pytest.mark.parametrize("ci", ci_ids)
+def test_every_pod_is_locked_down(ci: str) -> None:
+    _, docs = _rendered_ci(ci)
+    specs = list(pod_specs(docs))
+    assert specs
+    for name, spec in specs:
+        where = f"{ci}: {name}"
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True, where
+        assert psc["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert spec["enableServiceLinks"] is False, where
+        assert spec["automountServiceAccountToken"] is False, where
+        for c in spec["containers"] + spec.get("initContainers", []):
+            csc = c["securityContext"]
+            assert csc["readOnlyRootFilesystem"] is True, where
+            assert csc["allowPrivilegeEscalation"] is False, where
+            assert csc["capabilities"]["drop"] == ["ALL"], where
+            assert c["resources"]["requests"] and c["resources"]["limits"], where
+            mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{where}: /tmp must be writable (read-only root)"
+            for env in c.get("env", []):
+                assert env["name"] not in ("VLMGUARD_PORT", "VLMGUARD_SERVICE_HOST"), where
+                if env["name"].startswith("VLMGUARD_"):
+                    assert env["name"] in ENV_VARS or "__" in env["name"], where
+            if name.startswith("Job/"):
+                continue
+            assert "livenessProbe" in c and "readinessProbe" in c, where
+    for d in docs:
+        if d["kind"] in POD_KINDS - {"CronJob"}:
+            labels = d["spec"]["template"]["metadata"]["labels"]
+            assert labels["app.kubernetes.io/instance"] == RELEASE, d["metadata"]["name"]
+            assert labels["app.kubernetes.io/component"], d["metadata"]["name"]
+
+
+def _deployment(docs: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
+    return next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith(suffix))
+
+
+def test_gateway_grpc_probes_and_model_cache() -> None:
+    _, docs = _rendered_ci("minimal-values.yaml")
+    c = _deployment(docs, "-gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert c["readinessProbe"]["grpc"] == {"port": 50051, "service": "vlmguard.v1.GuardService"}
+    assert c["livenessProbe"]["grpc"]["port"] == 50051
+    env = {e["name"]: e for e in c["env"]}
+    assert env["VLMGUARD_CACHE_DIR"]["value"] in {m["mountPath"] for m in c["volumeMounts"]}
+    assert env["VLMGUARD_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "vlmguard-api-keys"
+    assert "VLMGUARD_QUEUE_PASSWORD" in env
+    assert c["image"] == "vlmguard/gateway:0.1.0"
+    worker = _deployment(docs, "-worker-analyze")["spec"]["template"]["spec"]["containers"][0]
+    assert worker["image"] == "vlmguard/worker:0.1.0"
+    assert worker["args"][:3] == ["worker", "--stage", "analyze"]
+
+
+@pytest.mark.parametrize("ci", ci_ids)
+def test_configmap_is_a_valid_vlmguard_config(ci: str, tmp_path: Path) -> None:
+    _, docs = _rendered_ci(ci)
+    cm = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-config"))
+    path = tmp_path / "config.yaml"
+    path.write_text(cm["data"]["config.yaml"])
+    cfg = load_config(path, environ={})
+    values = _values(CHART / "ci" / ci)
+    mode = values.get("queue", {}).get("mode", "redis")
+    assert cfg.server.listen == "0.0.0.0:50051"
+    assert cfg.metrics.listen == "0.0.0.0:9464"
+    assert cfg.server.auth.enabled == values.get("auth", {}).get("enabled", True)
+    if mode == "redis":
+        assert cfg.queue.url == "redis://vg-vlmguard-redis:6379/0"
+    else:
+        assert cfg.queue.url == ""  # external: VLMGUARD_QUEUE_URL from the Secret
+    tenants = values.get("config", {}).get("policy", {}).get("tenants", {})
+    assert set(tenants) | {"default"} == set(cfg.policy.tenants)
+
+
+def test_keda_scaler_matches_the_queue_keys() -> None:
+    from vlmguard.config import QueueConfig
+    from vlmguard.queue.redis_streams import GROUP, RedisStreamsQueue
+
+    _, docs = _rendered_ci("full-values.yaml")
+    scaled = {d["metadata"]["name"]: d for d in by_kind(docs, "ScaledObject")}
+    assert set(scaled) == {"vg-vlmguard-worker-analyze", "vg-vlmguard-worker-target"}
+    q = RedisStreamsQueue(QueueConfig(url="redis://x:6379/0", key_prefix="vlmguard-prod"),
+                          stages=["analyze", "target"], max_pending=1)
+    for stage in ("analyze", "target"):
+        md = scaled[f"vg-vlmguard-worker-{stage}"]["spec"]["triggers"][0]["metadata"]
+        assert md["stream"] == q.stream_key(stage)
+        assert md["consumerGroup"] == GROUP
+        assert md["address"] == "vg-vlmguard-redis:6379"
+    assert not by_kind(docs, "HorizontalPodAutoscaler")[1:]  # only the gateway's HPA
+    _, ext = _rendered_ci("external-redis-values.yaml")
+    md = by_kind(ext, "ScaledObject")[0]["spec"]["triggers"][0]["metadata"]
+    assert md["address"] == "redis.example.internal:6380" and md["enableTLS"] == "true"
+    assert not by_kind(ext, "StatefulSet")
+    # Without KEDA: CPU HPAs for the workers.
+    _, minimal = _rendered_ci("minimal-values.yaml")
+    assert not by_kind(minimal, "ScaledObject")
+    assert [h["metadata"]["name"] for h in by_kind(minimal, "HorizontalPodAutoscaler")] == [
+        "vg-vlmguard-worker-analyze"]
+
+
+def test_network_policies_isolate_workers_and_redis() -> None:
+    _, docs = _rendered_ci("minimal-values.yaml")
+    pols = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "NetworkPolicy")}
+    redis = pols["vg-vlmguard-redis"]
+    assert redis["egress"] == []
+    sources = [p["podSelector"]["matchLabels"] for p in redis["ingress"][0]["from"]]
+    assert {"app.kubernetes.io/component": "gateway"}.items() <= sources[0].items()
+    assert sources[1]["vlmguard.io/role"] == "worker"
+    workers = pols["vg-vlmguard-workers"]
+    assert [p["port"] for r in workers["ingress"] for p in r["ports"]] == ["metrics"]
+    gw = pols["vg-vlmguard-gateway"]
+    assert "from" not in gw["ingress"][0]  # gRPC: open to any client by default
+    _, full = _rendered_ci("full-values.yaml")
+    gw = next(d["spec"] for d in by_kind(full, "NetworkPolicy")
+              if d["metadata"]["name"] == "vg-vlmguard-gateway")
+    peers = gw["ingress"][0]["from"]  # restricted, plus this release's evaluation Job
+    assert peers[0]["namespaceSelector"] and peers[1]["podSelector"]["matchLabels"][
+        "vlmguard.io/role"] == "job"
+
+
+def test_redis_statefulset_persists() -> None:
+    _, docs = _rendered_ci("full-values.yaml")
+    sts = by_kind(docs, "StatefulSet")[0]
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
+        "storage": "2Gi"}
+    script = sts["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "--appendonly yes" in script and "$REDIS_PASSWORD" in script
+    assert "ci-redis-password" not in json.dumps(sts)  # the password stays in the Secret
+
+
+def test_jobs_are_off_by_default_and_run_the_cli() -> None:
+    _, minimal = _rendered_ci("minimal-values.yaml")
+    assert not by_kind(minimal, "Job")
+    _, docs = _rendered_ci("full-values.yaml")
+    jobs = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in by_kind(docs, "Job")}
+    ev = jobs["vg-vlmguard-eval-r1"]["containers"][0]["args"]
+    assert ev[0] == "eval" and ev[ev.index("--addr") + 1] == "vg-vlmguard:50051"
+    assert ev[ev.index("--sets") + 1] == "mm_vet,mossbench"
+    tr = jobs["vg-vlmguard-train-analyzer-r1"]["containers"][0]["args"]
+    assert tr[0] == "train-analyzer" and tr[-2:] == ["--epochs", "40"]
+    # The CLI accepts exactly these arguments.
+    from vlmguard.cli import build_parser
+
+    parser = build_parser()
+    parser.parse_args(ev)
+    parser.parse_args(tr)
+    for _, docs_ in (_rendered_ci(c) for c in ci_ids):
+        for d in by_kind(docs_, "Deployment"):
+            parser.parse_args(d["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+BAD_VALUES = [
+    # (values, text the error must contain): schema first, then the validation helper.
+    ({"gateway": {"replicas": -1}}, "/gateway/replicas"),
+    ({"workers": {"analyze": {"replicas": -2}}}, "/workers/analyze/replicas"),
+    ({"queue": {"mode": "kafka"}}, "/queue/mode"),
+    ({"gateway": {"unknown": 1}}, "'unknown' not allowed"),
+    ({"config": {"policy": {"tenants": {"default": {"block_threshold": 1.5}}}}},
+     "/config/policy/tenants/default/block_threshold"),
+    ({"config": {"server": {"listen": "0.0.0.0:1"}}}, "'listen' not allowed"),
+    ({"config": {"policy": {"tenants": {"default": {"on_stage_failure": "maybe"}}}}},
+     "on_stage_failure"),
+    ({"auth": {"enabled": True, "existingSecret": ""}}, "auth.enabled=true needs API keys"),
+    ({"queue": {"mode": "external"}}, 'queue.mode=external needs queue.external.url (got "")'),
+    ({"queue": {"mode": "external", "external": {"url": "redis://r:6379"}},
+      "keda": {"enabled": True}}, "queue.external.address"),
+    ({"config": {"target": {"backend": "smollm2"}}},
+     'config.target.backend="smollm2" needs workers.target.enabled=true'),
+    ({"workers": {"analyze": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}},
+     "workers.analyze.autoscaling.minReplicas (got 5) must be <= maxReplicas (got 2)"),
+    ({"jobs": {"eval": {"enabled": True}}}, "jobs.eval.benchClaimName"),
+    ({"jobs": {"trainAnalyzer": {"enabled": True, "benchClaimName": "b"}}},
+     "jobs.trainAnalyzer.outputClaimName"),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), BAD_VALUES)
+def test_bad_values_fail_naming_the_key(values: dict[str, Any], message: str) -> None:
+    base: dict[str, Any] = {"auth": {"apiKeys": ["k-0123456789"]}}
+    if "auth" in values:
+        base = {}
+    with pytest.raises(helm.HelmError) as err:
+        render({**base, **values})
+    assert message in str(err.value)
+
+
+def test_notes_warn_about_insecure_settings() -> None:
+    out, _ = _rendered_ci("inproc-values.yaml")
+    notes = next(v for k, v in out.items() if k.endswith("NOTES.txt"))
+    assert "fail_open" in notes and "auth.enabled=false" in notes
+    assert "exposed outside the cluster" in notes
+    assert "grpcurl" in notes and "vg-vlmguard.guard.svc:50051" in notes
+    assert "Not deployable yet" in notes
+    out, _ = _rendered_ci("minimal-values.yaml")
+    notes = next(v for k, v in out.items() if k.endswith("NOTES.txt"))
+    assert "WARNING" not in notes
+    assert 'authorization: Bearer $KEY' in notes
+
+
+def test_every_value_is_documented() -> None:
+    """helm-docs style: a `# --` comment above every key; keys inside a documented object
+    value (resources, security contexts) share its comment; pure groups need none."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, bool]] = []  # (indent, documented) of the enclosing keys
+    undocumented = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z_][\w.-]*):(.*)$", line)
+        if not m:
+            continue
+        indent = len(m.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        j, documented = i - 1, False
+        while j >= 0 and lines[j].strip().startswith("#"):
+            documented = documented or lines[j].strip().startswith("# --")
+            j -= 1
+        nxt = next((x for x in lines[i + 1:] if x.strip()), "")
+        is_group = not m.group(3).strip() and len(nxt) - len(nxt.lstrip()) > indent
+        if not documented and not is_group and not any(d for _, d in stack):
+            undocumented.append(f"line {i + 1}: {line.strip()}")
+        stack.append((indent, documented))
+    assert not undocumented, undocumented
+
+
+def test_schema_covers_every_value_and_is_fresh() -> None:
+    import importlib.util
+
+    schema_text = (CHART / "values.schema.json").read_text()
+    spec = importlib.util.spec_from_file_location("gen_chart_schema",
+                                                  ROOT / "scripts" / "gen_chart_schema.py")
+    assert spec and spec.loader
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.render(json.loads(schema_text)) == schema_text, (
+        "values.schema.json is stale: run .venv/bin/python scripts/gen_chart_schema.py")
+    schema = json.loads(schema_text)
+
+    def walk(values: dict[str, Any], node: dict[str, Any], path: str) -> None:
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+        props = node.get("properties")
+        if props is None:
+            return
+        for k, v in values.items():
+            assert k in props, f"{path}{k} is not in values.schema.json"
+            if isinstance(v, dict):
+                walk(v, props[k], f"{path}{k}.")
+
+    walk(_values(CHART / "values.yaml"), schema, "")
+
+
+def test_images_match_the_dockerfiles() -> None:
+    import tomllib
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert chart["appVersion"] == version
+    values = _values(CHART / "values.yaml")
+    uid = values["podSecurityContext"]["runAsUser"]
+    for image, dockerfile in (("gateway", "gateway.Dockerfile"), ("worker", "worker.Dockerfile")):
+        text = (ROOT / "docker" / dockerfile).read_text()
+        assert f"image: {values['image'][image]['repository']}:" in text.replace(
+            "# image: ", "image: "), dockerfile
+        assert re.search(rf"^USER {uid}:{uid}$", text, re.M), dockerfile
+        assert re.search(r"^FROM python:3\.11-slim AS", text, re.M), dockerfile
+    gateway = (ROOT / "docker" / "gateway.Dockerfile").read_text()
+    installs = [x for x in re.split(r"\n(?=[A-Z]+ )", gateway) if "pip install" in x]
+    assert installs and not any("torch" in x.split("&&")[0] or "[models]" in x
+                                for x in installs)
