@@ -63,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="use this Redis instead of starting a local redis-server")
     args = parser.parse_args(argv)
 
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C, and SIGTERM from a supervisor, both stop every child (SIGINT is also set here
+    # because a shell that starts this in the background leaves it ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
     vlmguard = str(Path(sys.executable).with_name("vlmguard"))
     procs: list[subprocess.Popen[bytes]] = []
     workdir = tempfile.mkdtemp(prefix="vlmguard-redis-")

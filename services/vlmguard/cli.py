@@ -56,14 +56,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         overrides = set_dotted(overrides, "logging.format", args.log_format)
     cfg = _load(args, overrides)
     configure_logging(cfg.logging.level, cfg.logging.format)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
-    try:  # model-loading progress bars are noise in a server log
+    _offline_and_quiet()
+    return asyncio.run(_serve(cfg))
+
+
+def _offline_and_quiet() -> None:
+    """Never reach for a model hub at run time; no model-loading progress bars in server logs."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    except ImportError:
+    except ImportError:  # the gateway image has no transformers
         pass
-    return asyncio.run(_serve(cfg))
 
 
 async def _serve(cfg: Any) -> int:
@@ -117,7 +122,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         overrides = set_dotted(overrides, "logging.format", args.log_format)
     cfg = _load(args, overrides)
     configure_logging(cfg.logging.level, cfg.logging.format)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _offline_and_quiet()
     return asyncio.run(_worker(cfg, args.stage, args.metrics_listen))
 
 
