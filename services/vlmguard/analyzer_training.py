@@ -382,7 +382,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{path} is not valid JSONL: {e}") from e
 
 
-def _map_category(source: str, row: dict[str, Any]) -> str | None:
+def map_category(source: str, row: dict[str, Any]) -> str | None:
     mapping = CATEGORY_MAP[source]
     cat = str(row.get("category", ""))
     if cat not in mapping:
@@ -422,7 +422,7 @@ def load_examples(cfg: TrainAnalyzerConfig) -> list[Example]:
     meta_prompts: dict[str, str] = {}
 
     for r in _read_jsonl(bench / "mm_safetybench" / "manifest.jsonl"):
-        cat = _map_category("mm_safetybench", r)
+        cat = map_category("mm_safetybench", r)
         care = r["category"] in MMSB_CARE_SCENARIOS
         w = cfg.care_weight if care else 1.0
         gid = f"mmsb:{r['id']}"
@@ -455,7 +455,7 @@ def load_examples(cfg: TrainAnalyzerConfig) -> list[Example]:
 
     for r in _read_jsonl(bench / "vlguard_test" / "manifest.jsonl"):
         gid, subset = f"vlguard:{r['id']}", r.get("subset")
-        cat = _map_category("vlguard_test", r)
+        cat = map_category("vlguard_test", r)
         if subset == "safe_safes" or r.get("label") == "safe":
             ex.append(Example(r["text"], 0, "vlguard_test", "safe_safes", gid))
         elif subset == "safe_unsafes":
@@ -467,7 +467,7 @@ def load_examples(cfg: TrainAnalyzerConfig) -> list[Example]:
     for source in ("siuo", "vlsbench"):
         for r in _read_jsonl(bench / source / "manifest.jsonl"):
             ex.append(Example(r["text"], 1, source, "image_dependent", f"{source}:{r['id']}",
-                              _map_category(source, r), cfg.image_dependent_weight))
+                              map_category(source, r), cfg.image_dependent_weight))
 
     benign = _read_jsonl(Path(cfg.benign_file))
     typo_benign = []

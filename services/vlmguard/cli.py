@@ -4,7 +4,8 @@ Subcommands: ``serve`` (the gateway; ``make run`` starts it with the embedded de
 ``worker`` (one stage consuming the Redis queue),
 ``guard`` (a client for GuardService.Guard), ``check-config`` (validate and print the effective
 configuration), ``train-analyzer`` (train the tier-1 risk head) and ``eval`` (measure the
-guard on benchmark manifests: :mod:`vlmguard.evaluation`).
+guard on benchmark manifests: :mod:`vlmguard.evaluation`) and ``synth`` (rewriter training
+records from training-seed sets: :mod:`vlmguard.synthesis`).
 """
 
 from __future__ import annotations
@@ -392,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     from vlmguard.evaluation.command import add_parser as _eval_parser
 
     _eval_parser(sub)
+
+    from vlmguard.synthesis.runner import add_parser as _synth_parser
+
+    _synth_parser(sub)
     return parser
 
 

@@ -1,0 +1,123 @@
+"""Typed stage outputs of the synthesis pipeline and their schema validation.
+
+Every stage output is a frozen dataclass; :func:`validate` checks its JSON form (``to_json``)
+against the stage's schema (field -> type, plus non-empty rules) and returns the problems found,
+so records read back from a shard file can be checked the same way as fresh ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vlmguard.domain import ModalityReasoning
+
+#: Version of the stage schemas; bump on any change to the dataclasses below.
+SCHEMA_VERSION = "synth-stages-v1"
+
+
+@dataclass(frozen=True)
+class Responses:
+    """Stage 0: the seed's safe and unsafe responses (None when the seed has none)."""
+
+    safe: str | None
+    unsafe: str | None
+    #: Where they came from, e.g. ``seed:reference_response``, or ``none``.
+    source: str
+
+
+@dataclass(frozen=True)
+class Hindsight:
+    """Stage 1: risk features from comparing the safe and unsafe responses (or the label)."""
+
+    categories: tuple[str, ...]
+    #: What in the unsafe answer is (or would be) harmful.
+    harmful_content: str
+    #: Why it is harmful, per category.
+    why: str
+    #: Which responses the comparison could use: ``safe+unsafe``, ``safe_only``, ``unsafe_only``
+    #: or ``none`` (then the features rest on the seed label and tier-1 findings).
+    compared: str
+
+
+@dataclass(frozen=True)
+class CausalReport:
+    """Stage 2: the multimodal causal analysis (risk report A)."""
+
+    categories: tuple[str, ...]
+    textual_triggers: tuple[str, ...]
+    visual_elements: tuple[str, ...]
+    cross_modal: str
+    reasoning: ModalityReasoning
+    risky: bool
+
+
+@dataclass(frozen=True)
+class Optimized:
+    """Stage 3: the rewritten prompt and the categories whose guidance it carries."""
+
+    rewritten_prompt: str
+    guidance_categories: tuple[str, ...]
+    unchanged: bool
+
+
+_STR, _BOOL = (str,), (bool,)
+_OPT_STR = (str, type(None))
+_STR_LIST = "str_list"
+_REASONING = "reasoning"
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "responses": {"safe": _OPT_STR, "unsafe": _OPT_STR, "source": _STR},
+    "hindsight": {"categories": _STR_LIST, "harmful_content": _STR, "why": _STR,
+                  "compared": _STR},
+    "causal": {"categories": _STR_LIST, "textual_triggers": _STR_LIST,
+               "visual_elements": _STR_LIST, "cross_modal": _STR, "reasoning": _REASONING,
+               "risky": _BOOL},
+    "optimized": {"rewritten_prompt": _STR, "guidance_categories": _STR_LIST,
+                  "unchanged": _BOOL},
+}
+_NON_EMPTY = {("hindsight", "why"), ("causal", "cross_modal"), ("optimized", "rewritten_prompt")}
+_COMPARED = {"safe+unsafe", "safe_only", "unsafe_only", "none"}
+
+
+def to_json(obj: Responses | Hindsight | CausalReport | Optimized) -> dict[str, Any]:
+    """The JSON form of a stage output (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(obj).items()}
+
+
+def validate(stage: str, data: Any, categories: list[str] | None = None) -> list[str]:
+    """Problems of one stage output's JSON form against its schema (empty when valid).
+
+    Args:
+        stage: One of ``responses``, ``hindsight``, ``causal``, ``optimized``.
+        data: The JSON object.
+        categories: Known category ids; categories outside them are problems.
+    """
+    schema = SCHEMAS.get(stage)
+    if schema is None:
+        return [f"unknown stage {stage!r}"]
+    if not isinstance(data, dict):
+        return [f"{stage}: not an object"]
+    problems = [f"{stage}: unexpected field {k!r}" for k in data if k not in schema]
+    for key, kind in schema.items():
+        if key not in data:
+            problems.append(f"{stage}.{key}: missing")
+            continue
+        v = data[key]
+        if kind == _STR_LIST:
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                problems.append(f"{stage}.{key}: not a list of strings")
+            elif key.endswith("categories") and categories is not None:
+                problems += [f"{stage}.{key}: unknown category {c!r}" for c in v
+                             if c not in categories]
+        elif kind == _REASONING:
+            if not isinstance(v, dict) or set(v) != {"textual", "visual", "cross_modal"} or \
+                    not all(isinstance(x, str) for x in v.values()):
+                problems.append(f"{stage}.{key}: not a reasoning object")
+        elif not isinstance(v, kind) or (kind == (bool,)) != isinstance(v, bool):
+            problems.append(f"{stage}.{key}: wrong type")
+        elif (stage, key) in _NON_EMPTY and not str(v).strip():
+            problems.append(f"{stage}.{key}: empty")
+    if stage == "hindsight" and data.get("compared") not in _COMPARED:
+        problems.append("hindsight.compared: not one of " + ", ".join(sorted(_COMPARED)))
+    return problems
