@@ -7,13 +7,13 @@ which source makes which finding in which modality, the child-safety rule, per-i
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import KeywordModel as _KeywordModel
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.domain import AnalysisItem, ImageInput, Modality
 from vlmguard.errors import InvalidArgumentError
@@ -23,33 +23,16 @@ TAX = TaxonomyConfig()
 CATS = TAX.ids
 
 
-class KeywordModel:
-    """Embedder + head in one: the 'embedding' is the row index of the text."""
+def _score(t: str) -> tuple[float, dict[str, float]]:
+    if "bomb" in t:
+        return (0.95 if "steps" in t and "list" in t else 0.9), {"violence_weapons": 0.9}
+    if "nude" in t:
+        return 0.6, {"sexual_content": 0.6}
+    return 0.0, {}
 
-    name = "kw"
-    version = "test"
-    categories = CATS
 
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        start = len(self.texts)
-        self.texts += list(texts)
-        return np.arange(start, start + len(texts), dtype=np.float32)[:, None]
-
-    def predict(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        overall = np.zeros(len(emb))
-        per = np.full((len(emb), len(CATS)), 0.01)
-        for row, idx in enumerate(emb[:, 0].astype(int)):
-            t = self.texts[idx].lower()
-            if "bomb" in t:
-                overall[row] = 0.95 if "steps" in t and "list" in t else 0.9
-                per[row, CATS.index("violence_weapons")] = 0.9
-            elif "nude" in t:
-                overall[row] = 0.6
-                per[row, CATS.index("sexual_content")] = 0.6
-        return overall, per
+def KeywordModel() -> _KeywordModel:  # noqa: N802 - reads like the class it builds
+    return _KeywordModel(list(CATS), _score)
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import KeywordModel as _KeywordModel
 from vlmguard.cli import main
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.errors import InvalidArgumentError
@@ -38,30 +38,14 @@ TRIGGER = "zorblax"  # a made-up word the stand-in head scores as risky
 RED = (255, 0, 0)
 
 
-class KeywordModel:
-    """Embedder + head in one: the 'embedding' is the row index of the text."""
+def _score(t: str) -> tuple[float, dict[str, float]]:
+    if TRIGGER in t:
+        return 0.9, {"dangerous_behavior": 0.9}
+    return 0.0, {}
 
-    name = "kw"
-    version = "test"
-    categories = CATS
 
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        start = len(self.texts)
-        self.texts += list(texts)
-        return np.arange(start, start + len(texts), dtype=np.float32)[:, None]
-
-    def predict(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        overall = np.zeros(len(emb))
-        per = np.full((len(emb), len(CATS)), 0.01)
-        for row, idx in enumerate(emb[:, 0].astype(int)):
-            if TRIGGER in self.texts[idx].lower():
-                overall[row] = 0.9
-                per[row, CATS.index("dangerous_behavior")] = 0.9
-        return overall, per
-
+def KeywordModel() -> _KeywordModel:  # noqa: N802 - reads like the class it builds
+    return _KeywordModel(list(CATS), _score)
 
 @dataclass
 class ColorOCR:
