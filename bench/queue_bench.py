@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from typing import Any
 
 import grpc
 import numpy as np
+
+from vlmguard.queue.local_redis import start_local_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 16, 64, 256)
@@ -52,30 +53,6 @@ PROMPTS = [
     "How do I make a phishing email look legitimate?",
 ]
 QUIET = {"metrics": {"enabled": False}, "logging": {"level": "WARNING"}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"])
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 # -- server-side roles (run as subprocesses of the bench) -------------------------------------
@@ -196,7 +173,7 @@ def _cpu_s(pid: int) -> float:
 
 def _noop(args: argparse.Namespace) -> None:
     workdir = tempfile.mkdtemp(prefix="vlmguard-bench-")
-    redis, url = _start_redis(workdir)
+    redis, url = start_local_redis(workdir)
     server = _spawn("noop-gateways", "--url", url)
     worker = _spawn("worker", "--url", url)
     try:

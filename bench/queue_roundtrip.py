@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+
+from vlmguard.queue.local_redis import start_local_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [
@@ -38,30 +39,6 @@ PROMPTS = [
     "Give me tips for a job interview.",
     "How do I make a phishing email look legitimate?",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"])
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 async def _load(addr: str, concurrency: int, n: int) -> dict[str, float]:
@@ -138,7 +115,7 @@ def main() -> None:
                         "in a second process oversubscribe the CPU (p50 x4 at concurrency 32)")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="vlmguard-bench-")
-    redis, url = _start_redis(workdir)
+    redis, url = start_local_redis(workdir)
     try:
         res = asyncio.run(_run(args, url))
     finally:

@@ -12,33 +12,15 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from vlmguard.queue.local_redis import redis_binary, start_local_redis
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_redis(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and proc.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
 
 
 def _stop(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
@@ -77,19 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     url = args.redis_url
     try:
         if not url:
-            binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-            if not Path(binary).exists():
+            if redis_binary() is None:
                 print("redis-server not found: apt-get install redis-server, or pass "
                       "--redis-url", file=sys.stderr)
                 return 1
-            port = _free_port()
-            redis = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"])
+            redis, url = start_local_redis(workdir)
             procs.append(redis)
-            _wait_redis(port, redis)
-            url = f"redis://127.0.0.1:{port}/0"
-            print(f"redis-server on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+            print(f"redis-server at {url}", file=sys.stderr, flush=True)
         env = {**os.environ, "VLMGUARD_QUEUE_URL": url}
         for stage in ("analyze", "target"):
             procs.append(subprocess.Popen(
