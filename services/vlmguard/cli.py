@@ -5,7 +5,8 @@ Subcommands: ``serve`` (the gateway; ``make run`` starts it with the embedded de
 ``guard`` (a client for GuardService.Guard), ``check-config`` (validate and print the effective
 configuration), ``train-analyzer`` (train the tier-1 risk head) and ``eval`` (measure the
 guard on benchmark manifests: :mod:`vlmguard.evaluation`) and ``synth`` (rewriter training
-records from training-seed sets: :mod:`vlmguard.synthesis`).
+records from training-seed sets: :mod:`vlmguard.synthesis`) and ``pipeline`` (the offline
+chain as subprocesses or Kubernetes Jobs: :mod:`vlmguard.pipeline_runner`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,55 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args, overrides)
     configure_logging(cfg.logging.level, cfg.logging.format)
     _offline_and_quiet()
+    if getattr(args, "ray", False):
+        return _serve_ray(cfg)
     return asyncio.run(_serve(cfg))
+
+
+def _serve_ray(cfg: Any) -> int:
+    """``serve --ray``: the guard on a local Ray Serve until SIGINT/SIGTERM, then shut down."""
+    import threading
+
+    from vlmguard.errors import ConfigError, Reason
+
+    try:
+        from vlmguard.serving.ray_app import LocalRayServe
+    except ImportError as e:
+        raise ConfigError(f"serve --ray needs Ray Serve ({e.name}); install it with: "
+                          "pip install 'vlmguard[ray]'", reason=Reason.MISSING_DEPENDENCY) from e
+    log = logging.getLogger("vlmguard.serve")
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+    t0 = time.perf_counter()
+    rs = LocalRayServe(cfg)
+    try:
+        rs.start()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # Ray may have installed its own
+            signal.signal(sig, _on_signal)
+        addr = rs.grpc_address
+        print(
+            f"\nVLMGuard is serving on Ray Serve's gRPC proxy at {addr} (all interfaces; "
+            f"ready in {time.perf_counter() - t0:.1f}s)\n"
+            f"  app: {cfg.ray.app_name}  stages: analyze"
+            + ("  target" if cfg.target.backend != "none" else "")
+            + f"  HTTP proxy: http://{cfg.ray.http_host}:{cfg.ray.http_port}/-/healthz\n\n"
+            "Try it from another shell:\n"
+            f"  .venv/bin/vlmguard guard --addr {addr} --text 'What is the capital of France?'\n"
+            "Stop with Ctrl-C.\n",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            pass
+        log.info("shutting down Ray Serve")
+    finally:
+        rs.stop()
+    log.info("stopped")
+    return EXIT_OK
 
 
 def _offline_and_quiet() -> None:
@@ -337,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", metavar="BACKEND",
                    help="target backend: none (guard only) or smollm2 (local demo)")
     p.add_argument("--log-format", choices=["text", "json"], help="log format")
+    p.add_argument("--ray", action="store_true",
+                   help="run on a local Ray Serve (gRPC proxy on ray.grpc_port, default 9000; "
+                   "needs vlmguard[ray]) instead of the one-process gateway")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("worker", help="run a stage worker that consumes the Redis queue",
@@ -345,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "Streams queue named by queue.url / VLMGUARD_QUEUE_URL. SIGTERM drains: "
                        "the batch in hand finishes, then it exits 0.")
     _config_args(p)
-    p.add_argument("--stage", required=True, choices=["analyze", "target"],
-                   help="the stage to serve")
+    p.add_argument("--stage", required=True, choices=["analyze", "target", "rewrite"],
+                   help="the stage to serve (rewrite: the tier-2 rewriter of rewriter.*)")
     p.add_argument("--target", metavar="BACKEND",
                    help="target backend for --stage target: none or smollm2")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
@@ -397,6 +449,18 @@ def build_parser() -> argparse.ArgumentParser:
     from vlmguard.synthesis.runner import add_parser as _synth_parser
 
     _synth_parser(sub)
+
+    from vlmguard.training.command import add_parser as _train_group_parser
+
+    _train_group_parser(sub)
+
+    from vlmguard.serving.triton.command import add_parser as _triton_repo_parser
+
+    _triton_repo_parser(sub)
+
+    from vlmguard.pipeline_runner.command import add_parser as _pipeline_parser
+
+    _pipeline_parser(sub)
     return parser
 
 

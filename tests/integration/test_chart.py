@@ -73,9 +73,10 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
     for d in docs:
         if d["kind"] in POD_KINDS:
-            tpl = d["spec"]["template"]
             if d["kind"] == "CronJob":
                 tpl = d["spec"]["jobTemplate"]["spec"]["template"]
+            else:
+                tpl = d["spec"]["template"]
             yield f"{d['kind']}/{d['metadata']['name']}", tpl["spec"]
 
 
@@ -161,7 +162,11 @@ def test_every_pod_is_locked_down(ci: str) -> None:
         assert psc["runAsNonRoot"] is True, where
         assert psc["seccompProfile"]["type"] == "RuntimeDefault", where
         assert spec["enableServiceLinks"] is False, where
-        assert spec["automountServiceAccountToken"] is False, where
+        # Only the pipeline runner (retrain CronJob) calls the API, with its own Role.
+        runner = name.startswith("CronJob/") and name.endswith("-retrain")
+        assert spec["automountServiceAccountToken"] is runner, where
+        if runner:
+            assert spec["serviceAccountName"].endswith("-pipeline-runner"), where
         for c in spec["containers"] + spec.get("initContainers", []):
             csc = c["securityContext"]
             assert csc["readOnlyRootFilesystem"] is True, where
@@ -174,7 +179,7 @@ def test_every_pod_is_locked_down(ci: str) -> None:
                 assert env["name"] not in ("VLMGUARD_PORT", "VLMGUARD_SERVICE_HOST"), where
                 if env["name"].startswith("VLMGUARD_"):
                     assert env["name"] in ENV_VARS or "__" in env["name"], where
-            if name.startswith("Job/"):
+            if name.startswith(("Job/", "CronJob/")):
                 continue
             assert "livenessProbe" in c and "readinessProbe" in c, where
     for d in docs:
@@ -418,3 +423,228 @@ def test_images_match_the_dockerfiles() -> None:
     installs = [x for x in re.split(r"\n(?=[A-Z]+ )", gateway) if "pip install" in x]
     assert installs and not any("torch" in x.split("&&")[0] or "[models]" in x
                                 for x in installs)
+
+
+# -- the offline pipeline (synthesis / training Jobs, retrain CronJob, runner RBAC) ------------
+
+PIPELINE_KINDS = ("Job", "CronJob", "Role", "RoleBinding")
+
+
+def _named(docs: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]:
+    return next(d for d in by_kind(docs, kind) if d["metadata"]["name"].endswith(suffix))
+
+
+def _container(doc: dict[str, Any]) -> dict[str, Any]:
+    spec = doc["spec"]
+    if doc["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    c: dict[str, Any] = spec["template"]["spec"]["containers"][0]
+    return c
+
+
+def _runner_recipe(docs: list[dict[str, Any]], tmp_path: Path) -> Any:
+    """The pipeline recipe the chart gives the retrain runner, with its step recipes written
+    where this machine can read them."""
+    from vlmguard.pipeline_runner.recipe import PipelineRecipe
+
+    data = _named(docs, "ConfigMap", "-pipeline")["data"]
+    raw = yaml.safe_load(data["pipeline.yaml"])
+    for step in ("synth", "train"):
+        path = tmp_path / f"{step}.yaml"
+        path.write_text(data[f"{step}.yaml"])
+        assert raw[step]["recipe"] == f"/etc/vlmguard/pipeline/{step}.yaml"
+        raw[step]["recipe"] = str(path)
+    return PipelineRecipe.model_validate(raw)
+
+
+def test_pipeline_is_off_by_default() -> None:
+    for ci in ("minimal-values.yaml", "full-values.yaml"):
+        _, docs = _rendered_ci(ci)
+        names = [d["metadata"]["name"] for d in docs]
+        assert not [n for n in names if "pipeline" in n or "synth" in n or "retrain" in n], ci
+        assert not by_kind(docs, "CronJob") and not by_kind(docs, "Role")
+
+
+def test_pipeline_jobs_agree_with_the_runner(tmp_path: Path) -> None:
+    """The chart's Jobs and `vlmguard pipeline run --executor kubernetes` run the same commands
+    with the same environment and mount paths (both from one recipe: the chart's own)."""
+    from vlmguard.pipeline_runner.graph import Layout, build_steps, step_files
+    from vlmguard.pipeline_runner.jobs import job_manifest, master_addr
+
+    _, docs = _rendered_ci("jobs-values.yaml")
+    recipe = _runner_recipe(docs, tmp_path)
+    assert recipe.name == "ci-run" and recipe.kubernetes.namespace == NAMESPACE
+    assert recipe.kubernetes.workspace_claim == "pipeline-work"
+    assert recipe.kubernetes.image == "vlmguard/training:0.1.0"
+    layout = Layout.kubernetes(recipe)
+    steps = {s.name: s for s in build_steps(recipe, layout, master_addr=master_addr(recipe.name))}
+    # The runner's materialised step recipes equal the chart's ConfigMap files.
+    files = step_files(recipe, layout)
+    data = _named(docs, "ConfigMap", "-pipeline")["data"]
+    assert yaml.safe_load(files["synth.yaml"]) | {"name": ""} == yaml.safe_load(
+        data["synth.yaml"]) | {"name": ""}
+    assert yaml.safe_load(files["train.yaml"]) == yaml.safe_load(data["train.yaml"])
+
+    chart_synth = _named(docs, "Job", "-synth-r1")
+    ours = job_manifest(steps["synth"], recipe, namespace=NAMESPACE)
+    for a, b in ((chart_synth, ours),):
+        assert a["spec"]["completionMode"] == b["spec"]["completionMode"] == "Indexed"
+        assert a["spec"]["completions"] == b["spec"]["completions"] == 8
+        assert a["spec"]["parallelism"] == b["spec"]["parallelism"] == 4
+        ca, cb = _container(a), _container(b)
+        assert ca["command"] == cb["command"] == ["vlmguard"]
+        assert ca["args"] == cb["args"]
+        assert ca["args"][:5] == ["synth", "--recipe", "/etc/vlmguard/pipeline/synth.yaml",
+                                  "--out", "/data/work/ci-run/shards"]
+        assert ca["env"] == cb["env"]
+        assert ca["workingDir"] == cb["workingDir"] and ca["image"] == cb["image"]
+        assert ({m["mountPath"]: m.get("subPath") for m in ca["volumeMounts"]}
+                == {m["mountPath"]: m.get("subPath") for m in cb["volumeMounts"]})
+        assert ca["resources"] == cb["resources"]
+        assert a["spec"]["template"]["metadata"]["labels"]["vlmguard.io/role"] == "pipeline"
+        assert b["spec"]["template"]["metadata"]["labels"]["vlmguard.io/role"] == "pipeline"
+
+    chart_train = _named(docs, "Job", "-train-r1")
+    ours = job_manifest(steps["train"], recipe, namespace=NAMESPACE, attempt=2)  # --resume
+    ca, cb = _container(chart_train), _container(ours)
+    assert ca["command"] == cb["command"] == ["torchrun"]
+    assert ca["args"] == cb["args"]
+    assert ca["args"][:4] == ["-m", "vlmguard.cli", "train", "rewriter"]
+    assert [e["name"] for e in ca["env"]] == [e["name"] for e in cb["env"]]
+    env = {e["name"]: e for e in ca["env"]}
+    assert env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']")
+    assert env["MASTER_ADDR"]["value"] == "$(JOB_NAME)-0.vg-vlmguard-train"
+    assert env["PET_NNODES"]["value"] == "2" and env["PET_NPROC_PER_NODE"]["value"] == "4"
+    assert env["NCCL_DEBUG"]["value"] == "INFO"
+    assert {k: v for k, v in ((e["name"], e.get("value")) for e in cb["env"])
+            if k != "MASTER_ADDR"} == {k: v.get("value") for k, v in env.items()
+                                       if k != "MASTER_ADDR"}
+    assert ca["resources"] == cb["resources"]
+    assert ca["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    pod = chart_train["spec"]["template"]["spec"]
+    assert chart_train["spec"]["completionMode"] == "Indexed"
+    assert chart_train["spec"]["completions"] == chart_train["spec"]["parallelism"] == 2
+    assert chart_train["spec"]["backoffLimit"] == 0
+    svc = _named(docs, "Service", "-train")
+    assert pod["subdomain"] == svc["metadata"]["name"] and svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"].items() <= chart_train["spec"]["template"]["metadata"][
+        "labels"].items()
+    assert pod["tolerations"] == ours["spec"]["template"]["spec"]["tolerations"]
+    assert {m["mountPath"] for m in ca["volumeMounts"]} == {
+        m["mountPath"] for m in cb["volumeMounts"]}
+
+
+def test_pipeline_commands_parse_with_the_cli(tmp_path: Path) -> None:
+    from vlmguard.cli import build_parser
+
+    parser = build_parser()
+    _, docs = _rendered_ci("jobs-values.yaml")
+    runner = _container(_named(docs, "CronJob", "-retrain"))
+    args = parser.parse_args(runner["args"])
+    assert (args.executor, args.namespace, args.name) == ("kubernetes", NAMESPACE, "$(JOB_NAME)")
+    assert {"name": "JOB_NAME", "valueFrom": {"fieldRef": {
+        "fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}}} in runner["env"]
+    parser.parse_args(_container(_named(docs, "Job", "-synth-r1"))["args"])
+    train = _container(_named(docs, "Job", "-train-r1"))["args"]
+    import argparse
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "train" in sub.choices:  # `vlmguard train rewriter` (issue 6) may not be merged yet
+        parser.parse_args(train[train.index("vlmguard.cli") + 1:])
+
+
+def test_runner_role_grants_what_the_runner_calls() -> None:
+    from vlmguard.pipeline_runner.jobs import RUNNER_PERMISSIONS
+
+    _, docs = _rendered_ci("jobs-values.yaml")
+    role = _named(docs, "Role", "-pipeline-runner")
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    missing = set(RUNNER_PERMISSIONS) - granted
+    assert not missing, missing
+    assert ("", "pods/log", "get") in granted  # for `kubectl logs` by the runner's user
+    assert not [x for x in granted if x[2] in ("*", "patch") or x[1] == "secrets"]
+    binding = _named(docs, "RoleBinding", "-pipeline-runner")
+    sa = _named(docs, "ServiceAccount", "-pipeline-runner")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": NAMESPACE}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+def test_pipeline_network_policies() -> None:
+    _, docs = _rendered_ci("jobs-values.yaml")
+    pol = _named(docs, "NetworkPolicy", "-pipeline")["spec"]
+    assert pol["podSelector"] == {"matchLabels": {"vlmguard.io/role": "pipeline"}}
+    assert pol["ingress"] == [{"from": [{"podSelector": {"matchLabels": {
+        "vlmguard.io/role": "pipeline"}}}]}]
+    runner = _named(docs, "NetworkPolicy", "-pipeline-runner")["spec"]
+    assert runner["ingress"] == []
+    assert {p["port"] for p in runner["egress"][0]["ports"]} == {53, 443, 6443}
+    cron = _named(docs, "CronJob", "-retrain")
+    labels = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert runner["podSelector"]["matchLabels"].items() <= labels.items()
+
+
+PIPELINE_BAD_VALUES = [
+    ({"pipeline": {"synth": {"enabled": True}}}, "pipeline.workspaceClaimName"),
+    ({"pipeline": {"workspaceClaimName": "w", "synth": {"enabled": True}}},
+     "pipeline.benchClaimName"),
+    ({"pipeline": {"workspaceClaimName": "w", "benchClaimName": "b",
+                   "retrain": {"enabled": True}}}, "pipeline.rbac.create=true"),
+    ({"pipeline": {"workspaceClaimName": "w", "benchClaimName": "b",
+                   "synth": {"enabled": True, "shards": 2, "parallelism": 3}}},
+     "pipeline.synth.parallelism (got 3) must be <= pipeline.synth.shards (got 2)"),
+    ({"pipeline": {"runName": "Bad_Name"}}, "/pipeline/runName"),
+    ({"pipeline": {"train": {"nodes": 0}}}, "/pipeline/train/nodes"),
+    ({"fullnameOverride": "a-very-long-release-name-for-the-guard",
+      "pipeline": {"workspaceClaimName": "w", "benchClaimName": "b",
+                   "retrain": {"enabled": True}, "rbac": {"create": True}}},
+     "exceed 40 characters"),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), PIPELINE_BAD_VALUES)
+def test_bad_pipeline_values_fail_naming_the_key(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError) as err:
+        render({"auth": {"apiKeys": ["k-0123456789"]}, **values})
+    assert message in str(err.value)
+
+
+def test_single_node_training_runs_the_cli_directly() -> None:
+    values = {"auth": {"apiKeys": ["k-0123456789"]},
+              "pipeline": {"workspaceClaimName": "w", "train": {"enabled": True}}}
+    docs = manifests(render(values))
+    job = _named(docs, "Job", "-train-r1")
+    c = _container(job)
+    assert c["command"] == ["vlmguard"] and c["args"][:2] == ["train", "rewriter"]
+    assert "completionMode" not in job["spec"]
+    assert not [d for d in by_kind(docs, "Service") if d["metadata"]["name"].endswith("-train")]
+    assert "nvidia.com/gpu" not in c["resources"]["limits"]
+    for d in docs:
+        if d["kind"] not in CRD_KINDS:
+            kv.validate(d, KUBE_VERSION, strict=True)
+
+
+def test_training_image_matches_its_dockerfile() -> None:
+    values = _values(CHART / "values.yaml")
+    text = (ROOT / "docker" / "training.Dockerfile").read_text()
+    repo = values["pipeline"]["image"]["repository"]
+    assert f"# Chart: pipeline.image (image: {repo}:<appVersion>)" in text
+    uid = values["podSecurityContext"]["runAsUser"]
+    assert re.search(rf"^USER {uid}:{uid}$", text, re.M)
+    assert re.search(r"^FROM python:3\.11-slim AS build$", text, re.M)
+    assert re.search(r"^FROM python:3\.11-slim AS runtime$", text, re.M)
+    assert "torch==2.13.0" in text and "k8s" in text
+    assert "COPY training /app/training" in text and "WORKDIR /app" in text
+    from vlmguard.pipeline_runner.recipe import KubernetesConfig
+
+    assert KubernetesConfig().image.rsplit(":", 1)[0] == repo
+
+
+def test_notes_tell_how_to_follow_the_pipeline() -> None:
+    out, _ = _rendered_ci("jobs-values.yaml")
+    notes = next(v for k, v in out.items() if k.endswith("NOTES.txt"))
+    assert "kubectl -n guard logs -f job/vg-vlmguard-synth-r1" in notes
+    assert "Rewriter training Job (2 node(s))" in notes
+    assert "create job --from=cronjob/vg-vlmguard-retrain vg-vlmguard-retrain-manual" in notes

@@ -34,7 +34,7 @@ from vlmguard.errors import (
 from vlmguard.metrics import Metrics
 from vlmguard.pipeline import TargetItem
 from vlmguard.queue.base import StageSpec
-from vlmguard.queue.codec import decode, encode
+from vlmguard.queue.codec import encode
 from vlmguard.queue.redis_streams import RedisStreamsQueue
 
 pytestmark = pytest.mark.integration
@@ -251,15 +251,16 @@ def test_sigkilled_worker_batch_is_reclaimed_and_answered_once(
 
         r = aioredis.Redis.from_url(redis_url)  # the queue's own client is closed by now
         try:
-            replies = [k async for k in r.scan_iter("vlmguard:reply:*")]
-            results_ = [k async for k in r.scan_iter("vlmguard:result:*")]
-            return len(replies), len(results_), await r.xlen("vlmguard:stream:target")
+            replies = [k async for k in r.scan_iter("vlmguard:replies:*")]
+            pending = (await r.xpending("vlmguard:stream:target", "workers"))["pending"]
+            return len(replies), pending, await r.xlen("vlmguard:stream:target")
         finally:
             await r.aclose()
 
-    replies, answered, backlog = asyncio.run(leftovers())
-    # Every reply list was consumed by its one caller, nothing is left to answer twice.
-    assert (replies, answered, backlog) == (0, 3, 0)
+    replies, pending, backlog = asyncio.run(leftovers())
+    # Every answer was taken by its gateway (which deleted its reply list on close); every
+    # entry was acked and deleted: nothing is left to answer twice.
+    assert (replies, pending, backlog) == (0, 0, 0)
 
 
 def test_item_is_dead_lettered_after_max_deliveries(redis_url: str, tmp_path: Path) -> None:
@@ -270,19 +271,139 @@ def test_item_is_dead_lettered_after_max_deliveries(redis_url: str, tmp_path: Pa
 
 
 def test_duplicate_delivery_never_gives_a_second_answer(redis_url: str) -> None:
+    """Two workers hold one entry (the second reclaimed it); both answer; the first wins."""
     cfg = _cfg(redis_url)
 
     async def scenario() -> None:
         gw = _gateway_queue(cfg)
+        spec = StageSpec("target", _never_called, BatchingConfig())
+        workers = [RedisStreamsQueue(cfg.queue, stages=["target"], consume=[spec], max_pending=10,
+                                     consumer=name) for name in ("slow", "rescuer")]
         await gw.start()
         r = gw._client()
-        token = "ab" * 16
-        for text in ("first", "second"):  # two workers answering the same delivery
-            await gw._reply(keys=[gw.result_key(token), gw.reply_key(token)],
-                            args=[encode(TargetResult(text, "m")), 60])
-        got = await r.blpop([gw.reply_key(token)], timeout=1)
-        assert decode(got[1]).text == "first"
-        assert await r.llen(gw.reply_key(token)) == 0
+        stream = gw.stream_key("target")
+        await workers[0]._ensure_group("target")
+        call = asyncio.create_task(gw.submit("target", _item("x"), deadline=time.monotonic() + 20))
+        await _wait_for_async(lambda: r.xlen(stream), 1)
+        got = await r.xreadgroup("workers", "slow", {stream: ">"}, count=1)
+        (entry_id, fields), = got[0][1]
+        _, claimed, _ = await r.xautoclaim(stream, "workers", "rescuer", min_idle_time=0)
+        assert [i for i, _ in claimed] == [entry_id]
+        first = await workers[1]._finish(
+            "target", [(entry_id, fields, encode(TargetResult("first", "m")))], [])
+        second = await workers[0]._finish(
+            "target", [(entry_id, fields, encode(TargetResult("second", "m")))], [])
+        assert (first, second) == (1, 0)  # the second answer was never pushed
+        assert (await call).text == "first"
+        assert await r.llen(gw.replies_key()) == 0
+        assert await r.xlen(stream) == 0
+        await gw.close()
+        assert not await workers[0]._client().exists(gw.replies_key())  # deleted on close
+        for w in workers:
+            await w.close()
+
+    asyncio.run(scenario())
+
+
+async def _never_called(items: Any) -> list[Any]:
+    raise AssertionError("not run in this test")
+
+
+def test_two_gateways_sharing_redis_each_get_only_their_own_answers(redis_url: str) -> None:
+    """150 concurrent calls per gateway: more than redis-py's default pool of 100 connections,
+    which capped the concurrent calls of a gateway when each call held its own BLPOP."""
+    cfg = _cfg(redis_url, worker_block_ms=100)  # close() waits out a blocked read
+
+    async def handler(items: Any) -> list[Any]:
+        return [TargetResult(f"echo:{i.text}", "m") for i in items]
+
+    async def scenario() -> None:
+        worker = RedisStreamsQueue(
+            cfg.queue, stages=["target"], max_pending=1000,
+            consume=[StageSpec("target", handler, BatchingConfig(max_batch_size=16,
+                                                                max_wait_ms=1))])
+        gws = [_gateway_queue(cfg), _gateway_queue(cfg)]
+        assert gws[0].replies_key() != gws[1].replies_key()
+        for q in (worker, *gws):
+            await q.start()
+        try:
+            deadline = time.monotonic() + 20
+            calls = [(g, f"g{g}-{i}") for i in range(150) for g in (0, 1)]
+            results = await asyncio.gather(*(
+                gws[g].submit("target", _item(text), deadline=deadline) for g, text in calls))
+            assert [x.text for x in results] == [f"echo:{text}" for _, text in calls]
+            r = gws[0]._client()
+            assert await r.xlen(gws[0].stream_key("target")) == 0
+            for g in gws:
+                assert await r.llen(g.replies_key()) == 0
+        finally:
+            await worker.close()
+            for g in gws:
+                await g.close()
+
+    asyncio.run(scenario())
+
+
+def test_dead_gateways_reply_list_expires(redis_url: str) -> None:
+    """Answers to a gateway that died sit in its list with a TTL, and never grow it forever."""
+    cfg = _cfg(redis_url, result_ttl_s=30, worker_block_ms=100)
+
+    async def handler(items: Any) -> list[Any]:
+        return [TargetResult("x", "m") for _ in items]
+
+    async def scenario() -> None:
+        worker = RedisStreamsQueue(cfg.queue, stages=["target"], max_pending=10,
+                                   consume=[StageSpec("target", handler, BatchingConfig())])
+        await worker.start()
+        r = worker._client()
+        stream, gone = worker.stream_key("target"), "0123456789abcdef"
+        try:
+            await worker._ensure_group("target")
+            for token in (b"%016x" % 1, b"%016x" % 2):  # what a gateway that died enqueued
+                await r.xadd(stream, {"reply": token, "to": gone, "rid": "", "deadline": "",
+                                      "body": encode(_item("x"))})
+            key = worker.replies_key(gone)
+            for _ in range(500):
+                if await r.llen(key) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert await r.llen(key) == 2
+            assert 0 < await r.ttl(key) <= 30
+            assert await r.xlen(stream) == 0
+        finally:
+            await worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_burst_beyond_the_pending_bound_is_refused_at_once(redis_url: str) -> None:
+    cfg = _cfg(redis_url)
+
+    async def scenario() -> None:
+        metrics = Metrics()
+        gw = _gateway_queue(cfg, max_pending=3, metrics=metrics)
+        await gw.start()
+        deadline = time.monotonic() + 30
+        t0 = time.monotonic()
+        calls = [asyncio.create_task(gw.submit("target", _item(str(i)), deadline=deadline))
+                 for i in range(8)]
+        await asyncio.wait(calls, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.sleep(0.05)
+        done = {t for t in calls if t.done()}
+        assert time.monotonic() - t0 < 2
+        assert len(done) == 5 and all(
+            isinstance(t.exception(), ResourceExhaustedError) for t in done)
+        assert metrics.rejected.labels("target")._value.get() == 5
+        r = gw._client()
+        assert await r.xlen(gw.stream_key("target")) == 3
+        for t in calls:
+            t.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        for _ in range(200):  # cancelled callers withdraw their entries
+            if await r.xlen(gw.stream_key("target")) == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert await r.xlen(gw.stream_key("target")) == 0
         await gw.close()
 
     asyncio.run(scenario())
@@ -464,3 +585,61 @@ async def _wait_for_async(get: Any, want: int, timeout: float = 10.0) -> None:
         if time.monotonic() > end:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+def test_caller_that_gives_up_withdraws_its_item(redis_url: str) -> None:
+    """A call past its deadline takes its entry back: a worker started later never runs it."""
+    cfg = _cfg(redis_url)
+    ran: list[str] = []
+
+    async def handler(items: Any) -> list[Any]:
+        ran.extend(i.text for i in items)
+        return [TargetResult(f"echo:{i.text}", "m") for i in items]
+
+    async def scenario() -> None:
+        gw = _gateway_queue(cfg)
+        await gw.start()
+        worker = RedisStreamsQueue(cfg.queue, stages=["target"], max_pending=10,
+                                   consume=[StageSpec("target", handler, BatchingConfig())])
+        r = gw._client()
+        await worker._ensure_group("target")
+        try:
+            with pytest.raises(DeadlineExceededError):
+                await gw.submit("target", _item("late"), deadline=time.monotonic() + 0.3)
+            await _wait_for_async(lambda: r.xlen(gw.stream_key("target")), 0)
+            await worker.start()
+            got = await gw.submit("target", _item("b"), deadline=time.monotonic() + 20)
+            assert got.text == "echo:b" and ran == ["b"]
+            assert gw.pending("target") == 0 and not gw._waiters
+        finally:
+            await worker.close()
+            await gw.close()
+
+    asyncio.run(scenario())
+
+
+def test_lost_reader_connection_fails_waiting_calls_unavailable(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """Redis dies while calls wait: they fail UNAVAILABLE at once, not at their deadline."""
+    cfg = _cfg(redis_url)
+
+    async def scenario() -> None:
+        gw = _gateway_queue(cfg)
+        await gw.start()
+        r = gw._client()
+        try:
+            t0 = time.monotonic()
+            calls = [asyncio.create_task(gw.submit("target", _item(str(i)),
+                                                   deadline=time.monotonic() + 30))
+                     for i in range(3)]
+            await _wait_for_async(lambda: r.xlen(gw.stream_key("target")), 3)
+            redis_server.stop()
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert time.monotonic() - t0 < 10
+            assert all(isinstance(x, UnavailableError) and x.reason == Reason.QUEUE_UNAVAILABLE
+                       for x in results), results
+        finally:
+            await gw.close()
+
+    asyncio.run(scenario())

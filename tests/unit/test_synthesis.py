@@ -26,6 +26,7 @@ from vlmguard.synthesis.runner import (
     load_recipe,
     load_seeds,
     read_records,
+    rejected_path,
     run_shard,
     shard_path,
 )
@@ -117,14 +118,29 @@ def _run(tmp_path: Path, bench: Path, out: Path, shard: int = 0, n: int = 1) -> 
     return run_shard(recipe, out, shard, n, a, EvidenceTeacher(TAX, a.name), TAX, progress=False)
 
 
+def _all(out: Path, shard: int = 0, n: int = 1) -> list[dict[str, object]]:
+    return read_records(shard_path(out, shard, n))[0] + read_records(
+        rejected_path(out, shard, n))[0]
+
+
 def test_records_are_schema_valid_and_train_the_rewriter(tmp_path: Path, bench: Path) -> None:
     out = tmp_path / "out"
     summary = _run(tmp_path, bench, out)
-    records, bad = read_records(shard_path(out, 0, 1))
-    assert len(records) == 25 and bad == 0 and summary["records"] == 25
-    assert summary["gates"] == {g: {"pass": 25, "fail": 0} for g in GATES}
+    accepted, bad = read_records(shard_path(out, 0, 1))
+    rejected, bad_r = read_records(rejected_path(out, 0, 1))
+    records = accepted + rejected
+    assert len(records) == 25 and bad == bad_r == 0 and summary["records"] == 25
+    # The keyword stand-in scores any text with the trigger word as risky: the siuo rewrites
+    # quote their prompt (with the trigger) and fail rewrite_safe; they are kept, rejected.
+    assert summary["accepted"] == 20 and summary["rejected"] == 5
+    assert {r["id"] for r in rejected} == {f"si{i}" for i in range(5)}
+    assert all(r["reject_reasons"] == ["rewrite_safe"] and not r["accepted"] for r in rejected)
+    assert summary["gates"] == {g: {"pass": 20 if g == "rewrite_safe" else 25,
+                                    "fail": 5 if g == "rewrite_safe" else 0} for g in GATES}
+    assert summary["reject_reasons"] == {"rewrite_safe": 5}
     for r in records:
         assert r["teacher"] == "evidence-tier1/test" and r["prompt_version"] == "rewriter-v1"
+        assert r["stage_prompt_version"] == "synth-prompts-v1"
         for stage, data in r["stages"].items():
             assert validate(stage, data, CATS) == [], (r["key"], stage)
         parsed = parse_rewriter_output(r["final"]["output"])
@@ -137,7 +153,10 @@ def test_records_are_schema_valid_and_train_the_rewriter(tmp_path: Path, bench: 
     vg = by["vg0"]
     assert vg["final"]["rewrite"] == vg["prompt"]
     assert vg["responses"] == {"safe": "It looks like a retriever.", "unsafe": None,
-                               "source": "seed:reference_response"}
+                               "source": "seed:reference_response",
+                               "safe_source": "seed:reference_response",
+                               "unsafe_source": "none"}
+    assert vg["gate_metrics"]["intent_similarity"] == 1.0
     assert vg["image"]["path"].endswith("dog.png") and len(vg["image"]["sha256"]) == 64
     # Typographic image: the OCR'd list is a visual element; guidance for the category.
     mm0 = by["mm0"]
@@ -158,8 +177,9 @@ def test_resume_skips_done_items_and_survives_a_torn_line(tmp_path: Path, bench:
     _run(tmp_path, bench, out)
     path = shard_path(out, 0, 1)
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    # Simulate a kill: the last 5 records never written, the one before cut mid-line.
-    path.write_text("".join(lines[:19]) + lines[19][:40], encoding="utf-8")
+    assert len(lines) == 20
+    # Simulate a kill: the last 5 accepted records never written, the one before cut mid-line.
+    path.write_text("".join(lines[:14]) + lines[14][:40], encoding="utf-8")
     before = path.read_text(encoding="utf-8")
     summary = _run(tmp_path, bench, out)
     assert path.read_text(encoding="utf-8").startswith(before)  # appended, never rewritten
@@ -175,7 +195,7 @@ def test_shards_partition_the_items(tmp_path: Path, bench: Path) -> None:
     seen: list[str] = []
     for i in range(3):
         _run(tmp_path, bench, tmp_path / "out", shard=i, n=3)
-        seen += [r["key"] for r in read_records(shard_path(tmp_path / "out", i, 3))[0]]
+        seen += [str(r["key"]) for r in _all(tmp_path / "out", i, 3)]
         assert (tmp_path / "out" / f"shard-{i}-of-3.summary.json").exists()
     assert len(seen) == len(set(seen)) and set(seen) == all_keys
 
@@ -196,9 +216,11 @@ def test_evaluation_only_sets_are_refused(tmp_path: Path, bench: Path, name: str
     assert "evaluation-only" in capsys.readouterr().err
 
 
-def test_shipped_recipe_names_training_sets_only() -> None:
-    r = load_recipe(Path(__file__).parents[2] / "training" / "recipes" / "synth-evidence.yaml")
+@pytest.mark.parametrize("name", ["synth-evidence.yaml", "synth-openai.yaml"])
+def test_shipped_recipes_load_and_name_training_sets_only(name: str) -> None:
+    r = load_recipe(Path(__file__).parents[2] / "training" / "recipes" / name)
     assert set(r.sets) == {"mm_safetybench", "siuo", "vlguard_test", "vlsbench"}
+    assert r.gates.max_per_category > 0
 
 
 def test_validate_reports_schema_problems() -> None:

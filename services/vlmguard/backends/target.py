@@ -20,6 +20,7 @@ from vlmguard.errors import ConfigError, FailedPreconditionError, Reason, VLMGua
 TARGET_BACKENDS: dict[str, str] = {
     "none": "vlmguard.backends.target:NoneTargetBackend",
     "smollm2": "vlmguard.backends.smollm2:SmolLM2Backend",
+    "triton": "vlmguard.backends.triton:TritonBackend",
 }
 
 

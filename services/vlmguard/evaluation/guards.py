@@ -4,9 +4,10 @@ Both return the same :class:`GuardOutcome` for one request, so a run's figures d
 on how the guard was reached (the integration tests check this).
 
 - :class:`InProcessGuard` builds the gateway's :class:`~vlmguard.pipeline.GuardPipeline` from a
-  config exactly as :func:`vlmguard.gateway.server.build_gateway` wires it for the embedded
-  default (tier-1 analyzer behind the in-process micro-batching queue, policy engine, template
-  rewriter) and calls :meth:`GuardPipeline.guard` directly: no gRPC server and no port. A
+  config with :func:`vlmguard.gateway.server.build_pipeline`, as the embedded gateway does
+  (tier-1 analyzer behind the in-process micro-batching queue, policy engine, template
+  rewriter, and the tier-2 generative rewriter when ``rewriter.kind`` is 'generative') and
+  calls :meth:`GuardPipeline.guard` directly: no gRPC server and no port. A
   ``queue.url`` in the config is ignored here (models always run in this process); to evaluate
   a Redis deployment, evaluate its gateway with ``--addr``.
 - :class:`GrpcGuard` calls ``GuardService.Guard`` on a running server.
@@ -99,14 +100,17 @@ class InProcessGuard:
         self.timeout_s = timeout_s if timeout_s is not None else cfg.server.default_timeout_s
         self._pipeline: Any = None
         self._queue: Any = None
+        self._rewriter: Any = None
 
     async def start(self) -> None:
-        """Load the analyzer (unless given) and start the in-process queue."""
-        from vlmguard.pipeline import ANALYZE, GuardPipeline
+        """Load the analyzer (unless given) and the tier-2 rewriter (when ``rewriter.kind`` is
+        'generative'), and start the in-process queue."""
+        from vlmguard.backends.rewriter import build_rewriter_backend
+        from vlmguard.gateway.server import build_pipeline
+        from vlmguard.pipeline import ANALYZE, REWRITE
         from vlmguard.queue.base import StageSpec
         from vlmguard.queue.inproc import InProcessQueue
-        from vlmguard.roles.policy import PolicyEngine
-        from vlmguard.roles.rewriter import TemplateRewriter
+        from vlmguard.roles.generative import RewriterRuntime
 
         cfg = self.cfg
         if self.analyzer is None:
@@ -122,23 +126,22 @@ class InProcessGuard:
             result: Sequence[Any] = await asyncio.to_thread(analyzer.analyze_batch, items)
             return result
 
-        self._queue = InProcessQueue(
-            [StageSpec(ANALYZE, analyze_handler, cfg.analyzer.batching)],
-            max_pending=cfg.limits.max_pending,
-        )
-        self._pipeline = GuardPipeline(
-            queue=self._queue,
-            policy=PolicyEngine(cfg.policy, cfg.taxonomy, cfg.analyzer.report_threshold),
-            rewriter=TemplateRewriter(cfg.taxonomy),
-            limits=cfg.limits,
-            target_enabled=False,
-        )
+        specs = [StageSpec(ANALYZE, analyze_handler, cfg.analyzer.batching)]
+        if cfg.rewriter.kind == "generative":
+            self._rewriter = RewriterRuntime(build_rewriter_backend(cfg.rewriter), cfg.rewriter,
+                                             cfg.taxonomy)
+            await self._rewriter.start_loading()  # raises when the model cannot load
+            specs.append(StageSpec(REWRITE, self._rewriter.handle, cfg.rewriter.batching))
+        self._queue = InProcessQueue(specs, max_pending=cfg.limits.max_pending)
+        self._pipeline = build_pipeline(cfg, queue=self._queue, target_enabled=False)
         await self._queue.start()
 
     async def close(self) -> None:
-        """Stop the queue."""
+        """Stop the queue and release the tier-2 model."""
         if self._queue is not None:
             await self._queue.close()
+        if self._rewriter is not None:
+            self._rewriter.close()
 
     async def __call__(self, text: str, image: bytes | None, tenant: str) -> GuardOutcome:
         """Guard one request through :meth:`GuardPipeline.guard`."""

@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from vlmguard.backends.rewriter import RewriterBackend, build_rewriter_backend
 from vlmguard.backends.target import TargetBackend, TargetPrompt, build_target_backend
 from vlmguard.config import VLMGuardConfig, redact_url
 from vlmguard.errors import ConfigError, Reason, UnavailableError, VLMGuardError
@@ -31,10 +32,11 @@ from vlmguard.gateway.servicers import (
     ThreatAnalysisServicer,
 )
 from vlmguard.metrics import Metrics
-from vlmguard.pipeline import ANALYZE, TARGET, GuardPipeline, TargetItem
+from vlmguard.pipeline import ANALYZE, REWRITE, TARGET, GuardPipeline, TargetItem
 from vlmguard.queue.base import StageSpec, WorkQueue
 from vlmguard.queue.inproc import InProcessQueue
 from vlmguard.roles.analyzer import Tier1Analyzer
+from vlmguard.roles.generative import GenerativeRewriter, RewriterRuntime
 from vlmguard.roles.policy import PolicyEngine
 from vlmguard.roles.rewriter import TemplateRewriter
 from vlmguard.v1 import (
@@ -148,6 +150,7 @@ class Gateway:
         metrics: Metrics,
         target: TargetRuntime,
         remote_stages: bool = False,
+        rewriter: RewriterRuntime | None = None,
     ) -> None:
         self.cfg = cfg
         self.remote_stages = remote_stages
@@ -158,6 +161,8 @@ class Gateway:
         self.health = health_servicer
         self.metrics = metrics
         self.target = target
+        #: The tier-2 rewriter served in this process (None: template only, or remote).
+        self.rewriter = rewriter
         self.analyzer_name = ""
         self.metrics_port: int | None = None
         self._stopped = asyncio.Event()
@@ -185,6 +190,10 @@ class Gateway:
             task.add_done_callback(_done)
         else:
             await self.health.set(TARGET_SERVICE, not_serving)
+        if self.rewriter is not None:
+            task = self.rewriter.start_loading()
+            if not self.cfg.rewriter.load_in_background:
+                await asyncio.shield(task)
         if serve_metrics if serve_metrics is not None else self.cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(self.cfg.metrics.listen)
 
@@ -198,6 +207,8 @@ class Gateway:
         await self.server.stop(self.cfg.server.grace_s if grace is None else grace)
         await self.queue.close()
         self.target.backend.close()
+        if self.rewriter is not None:
+            self.rewriter.close()
         self._stopped.set()
 
     async def wait(self) -> None:
@@ -223,6 +234,35 @@ def _bind(server: grpc.aio.Server, cfg: VLMGuardConfig) -> int:
     return port
 
 
+def build_pipeline(cfg: VLMGuardConfig, *, queue: WorkQueue, metrics: Metrics | None = None,
+                   target_enabled: bool | None = None) -> GuardPipeline:
+    """The guard pipeline over ``queue`` as every hosting composes it (gateway, Ray Serve).
+
+    Args:
+        cfg: Configuration (policy, taxonomy, limits, ``rewriter.kind``).
+        queue: Serves ``analyze`` and ``target``, and ``rewrite`` when ``rewriter.kind`` is
+            'generative'.
+        metrics: Metrics sink.
+        target_enabled: Whether a target is configured (default: ``target.backend != 'none'``).
+    """
+    template = TemplateRewriter(cfg.taxonomy)
+    tier2 = None
+    if cfg.rewriter.kind == "generative":
+        tier2 = GenerativeRewriter(queue=queue, template=template, cfg=cfg.rewriter,
+                                   metrics=metrics)
+    return GuardPipeline(
+        queue=queue,
+        policy=PolicyEngine(cfg.policy, cfg.taxonomy, cfg.analyzer.report_threshold),
+        rewriter=template,
+        tier2=tier2,
+        limits=cfg.limits,
+        target_enabled=(cfg.target.backend != "none") if target_enabled is None
+        else target_enabled,
+        target_needs_image_text=True,
+        metrics=metrics,
+    )
+
+
 async def build_gateway(
     cfg: VLMGuardConfig,
     *,
@@ -230,6 +270,7 @@ async def build_gateway(
     target_backend: TargetBackend | None = None,
     metrics: Metrics | None = None,
     environ: dict[str, str] | None = None,
+    rewriter_backend: RewriterBackend | None = None,
 ) -> Gateway:
     """Build the gateway (not started).
 
@@ -245,8 +286,13 @@ async def build_gateway(
         target_backend: A target backend (else built from ``cfg.target``; loaded on start).
         metrics: Metrics (else a fresh registry).
         environ: Environment for API keys (default ``os.environ``).
+        rewriter_backend: The tier-2 backend when ``rewriter.kind`` is 'generative' (else
+            built from ``cfg.rewriter``; loaded on start; unused with a Redis queue, where
+            ``vlmguard worker --stage rewrite`` runs it).
     """
     metrics = metrics or Metrics()
+    generative = cfg.rewriter.kind == "generative"
+    rewriter_rt: RewriterRuntime | None = None
     keys = load_api_keys(cfg, environ)
     backend = target_backend or build_target_backend(cfg.target)  # not loaded here
     target = TargetRuntime(backend, metrics)
@@ -255,7 +301,8 @@ async def build_gateway(
         # Stage workers (`vlmguard worker`) hold the models; this gateway only enqueues.
         from vlmguard.queue.redis_streams import RedisStreamsQueue
 
-        queue = RedisStreamsQueue(cfg.queue, stages=[ANALYZE, TARGET],
+        queue = RedisStreamsQueue(cfg.queue,
+                                  stages=[ANALYZE, TARGET, *([REWRITE] if generative else [])],
                                   max_pending=cfg.limits.max_pending, metrics=metrics,
                                   environ=environ)
         analyzer_name = "remote"
@@ -278,23 +325,20 @@ async def build_gateway(
         async def analyze_handler(items: Sequence[Any]) -> Sequence[Any]:
             return await asyncio.to_thread(analyzer_ref.analyze_batch, items)
 
+        specs = [
+            StageSpec(ANALYZE, analyze_handler, cfg.analyzer.batching),
+            StageSpec(TARGET, target.handle, _target_batching(cfg)),
+        ]
+        if generative:
+            rewriter_rt = RewriterRuntime(rewriter_backend or build_rewriter_backend(cfg.rewriter),
+                                          cfg.rewriter, cfg.taxonomy, metrics)
+            specs.append(StageSpec(REWRITE, rewriter_rt.handle, cfg.rewriter.batching))
         queue = InProcessQueue(
-            [
-                StageSpec(ANALYZE, analyze_handler, cfg.analyzer.batching),
-                StageSpec(TARGET, target.handle, _target_batching(cfg)),
-            ],
+            specs,
             max_pending=cfg.limits.max_pending,
             metrics=metrics,
         )
-    pipeline = GuardPipeline(
-        queue=queue,
-        policy=PolicyEngine(cfg.policy, cfg.taxonomy, cfg.analyzer.report_threshold),
-        rewriter=TemplateRewriter(cfg.taxonomy),
-        limits=cfg.limits,
-        target_enabled=backend.enabled,
-        target_needs_image_text=True,
-        metrics=metrics,
-    )
+    pipeline = build_pipeline(cfg, queue=queue, metrics=metrics, target_enabled=backend.enabled)
     max_msg = cfg.limits.max_message_bytes
     server = grpc.aio.server(
         interceptors=[GatewayInterceptor(metrics, ApiKeyAuth(keys) if cfg.server.auth.enabled
@@ -322,7 +366,7 @@ async def build_gateway(
     port = _bind(server, cfg)
     gw = Gateway(cfg, server=server, port=port, queue=queue, pipeline=pipeline,
                  health_servicer=health_servicer, metrics=metrics, target=target,
-                 remote_stages=bool(cfg.queue.url))
+                 remote_stages=bool(cfg.queue.url), rewriter=rewriter_rt)
     gw.analyzer_name = analyzer_name
     return gw
 
@@ -334,4 +378,4 @@ def _target_batching(cfg: VLMGuardConfig) -> Any:
                           max_wait_ms=cfg.target.max_wait_ms)
 
 
-__all__ = ["Gateway", "VLMGuardError", "build_gateway", "load_api_keys"]
+__all__ = ["Gateway", "VLMGuardError", "build_gateway", "build_pipeline", "load_api_keys"]

@@ -55,14 +55,16 @@ class CodecError(ValueError):
 
 
 def _get(d: Any, key: str, kind: type | tuple[type, ...]) -> Any:
-    if not isinstance(d, dict):
+    # Hot path of every decode: one dict lookup and one isinstance on valid data.
+    if type(d) is not dict:
         raise CodecError(f"expected an object, got {type(d).__name__}")
-    if key not in d:
-        raise CodecError(f"missing field {key!r}")
-    v = d[key]
-    if isinstance(v, bool) and kind in (int, float, (int, float)):
-        raise CodecError(f"field {key!r}: expected a number")
-    if not isinstance(v, kind):
+    try:
+        v = d[key]
+    except KeyError:
+        raise CodecError(f"missing field {key!r}") from None
+    if not isinstance(v, kind) or ((v is True or v is False) and kind is not bool):
+        if isinstance(v, bool):
+            raise CodecError(f"field {key!r}: expected a number")
         raise CodecError(f"field {key!r}: expected {kind}, got {type(v).__name__}")
     return v
 
@@ -212,6 +214,29 @@ def _target_result_from(d: Any) -> TargetResult:
                         int(_get(d, "completion_tokens", int)))
 
 
+def _rewrite_item_to(i: Any) -> dict[str, Any]:
+    ev = i.evidence
+    return {"request_id": i.request_id, "text": i.text, "score": ev.score,
+            "findings": [_finding_to(f) for f in ev.findings],
+            "images": [{"index": im.index, "ocr_text": im.ocr_text,
+                        "explicit_labels": [[n, s] for n, s in im.explicit_labels]}
+                       for im in ev.images]}
+
+
+def _rewrite_item_from(d: Any) -> Any:
+    from vlmguard.roles.generative import RewriteItem  # the roles import the queue package
+    from vlmguard.roles.prompts import ImageText, RewriterEvidence
+
+    images = []
+    for x in _list(d, "images"):
+        e = _evidence_from({**x, "width": 0, "height": 0} if isinstance(x, dict) else x)
+        images.append(ImageText(e.index, e.ocr_text, tuple(e.explicit_labels)))
+    evidence = RewriterEvidence(tuple(images),
+                                tuple(_finding_from(f) for f in _list(d, "findings")),
+                                _num(d, "score"))
+    return RewriteItem(_get(d, "request_id", str), _get(d, "text", str), evidence)
+
+
 def error_to_dict(e: VLMGuardError) -> dict[str, Any]:
     """An error as a plain dict (code, reason, client-safe message, metadata, retry)."""
     return {"code": e.code.value, "reason": e.reason, "message": e.message,
@@ -242,6 +267,7 @@ _ENCODERS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "Analysis": _analysis_to,
     "TargetItem": _target_item_to,
     "TargetResult": _target_result_to,
+    "RewriteItem": _rewrite_item_to,
     "error": error_to_dict,
 }
 _DECODERS: dict[str, Callable[[Any], Any]] = {
@@ -249,8 +275,13 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "Analysis": _analysis_from,
     "TargetItem": _target_item_from,
     "TargetResult": _target_result_from,
+    "RewriteItem": _rewrite_item_from,
     "error": error_from_dict,
 }
+
+
+#: Compact, UTF-8, no circular-reference check (the encoders build fresh trees of plain data).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
 def encode(obj: Any) -> bytes:
@@ -263,8 +294,7 @@ def encode(obj: Any) -> bytes:
     enc = _ENCODERS.get(name)
     if enc is None:
         raise CodecError(f"no codec for {name}")
-    return json.dumps({"t": name, "v": enc(obj)}, ensure_ascii=False,
-                      separators=(",", ":")).encode("utf-8")
+    return _JSON.encode({"t": name, "v": enc(obj)}).encode("utf-8")
 
 
 def decode(data: bytes | str) -> Any:

@@ -2,34 +2,59 @@
 
 One stream per stage (``<prefix>:stream:<stage>``) read by one consumer group; workers take
 micro-batches with XREADGROUP (``max_batch_size`` items or ``max_wait_ms``), run the stage's
-batch handler, write each result, then XACK + XDEL the entries (so XLEN is the stage's pending
-work and backpressure is one O(1) check inside the enqueue script).
+batch handler, then answer, XACK and XDEL the whole batch in one script (so XLEN is the stage's
+pending work and backpressure is one O(1) check inside the enqueue script).
 
-Result delivery: a per-request reply list (``<prefix>:reply:<token>``) that the waiting call
-BLPOPs, bounded by its deadline. Chosen over a per-gateway reply stream because it needs no
-gateway identity, no reader task and no routing table, leaves nothing behind when a gateway dies
-(every key has a TTL), and hands the answer to exactly one waiting call. Its cost is one Redis
-connection per waiting call, which ``limits.max_pending`` bounds. The enqueue script and the
-BLPOP are pipelined, so a call costs one round trip to Redis.
+Enqueue: the calls a gateway makes for one stage are sent together in one script call (XLEN
+check + one XADD per item): those that arrive while an enqueue is in flight, and, while the
+stage already has calls in flight, those of the next ``enqueue_wait_ms``. A call to an idle
+stage is sent at once, so this costs no latency at low load.
 
-Idempotency: a worker answers through one Lua script that does ``SET <prefix>:result:<token> NX``
-and only when it wins pushes the answer to the reply list, so a duplicate delivery (a reclaimed
-item whose first worker was only slow) can never give one call a second, different answer. A
-caller that gives up (deadline, cancellation) takes the marker itself, so its answer is
-discarded (a redelivered item with a marker is not run again; a first delivery is, once, to save
-a round trip per batch).
+Workers read the next batch in the same round trip that answers the last one, and wait for a
+short batch to fill only until its oldest entry is ``max_wait_ms`` old (the entry id holds the
+enqueue time), so a busy worker makes about one round trip per batch.
+
+Result delivery: a reply list per gateway instance (``<prefix>:replies:<instance>``) read by
+ONE reader task per gateway with BLMPOP (up to 512 answers per read), which hands each answer to
+the waiting call's future by its token; a deadline is a timer on that future. Chosen over a
+per-request reply key because the per-request key cost one Redis connection, one BLPOP and one
+socket wake-up per call, and a marker key (SET NX) plus an EXPIRE per answer: at concurrency 64
+that was most of the gateway's CPU on the queue path. A list rather than a stream because
+popping consumes: nothing to trim, and an answer is delivered once. A list rather than pub/sub
+because it buffers: answers pushed while the reader reconnects are not lost. Gateway death:
+the list only ever holds answers to calls that gateway made (bounded by ``limits.max_pending``
+per stage), every push refreshes its TTL (``result_ttl_s``), so a dead gateway's list expires
+``result_ttl_s`` after its last answer; a gateway that closes deletes it (late answers
+recreate it, with the same TTL).
+
+Idempotency, "first answer wins": the answer script XACKs each entry and pushes its answer only
+when that XACK removed the entry from the pending list (XACK returns 1 once), so of two workers
+answering one entry (a reclaimed item whose first worker was only slow) exactly one answer is
+delivered, without any per-request key. The gateway also drops an answer whose call is no
+longer waiting. A caller that gives up (deadline, cancellation) XACKs and XDELs its entry, so a
+worker that has not read it never runs it, and one that has read it delivers nothing.
 
 At-least-once: an entry held longer than ``visibility_timeout_s`` without an ack is reclaimed by
-another worker with XAUTOCLAIM; an entry delivered more than ``max_deliveries`` times goes to the
+another worker with XAUTOCLAIM (an answered entry is acked and deleted in the same script, so it
+is never reclaimed); an entry delivered more than ``max_deliveries`` times goes to the
 dead-letter stream ``<prefix>:dead:<stage>`` and its caller gets UNAVAILABLE/DEAD_LETTERED.
 Expired items are answered DEADLINE_EXCEEDED unrun. Redis down: callers get
-UNAVAILABLE/QUEUE_UNAVAILABLE at once; workers back off exponentially and resume by themselves.
+UNAVAILABLE/QUEUE_UNAVAILABLE at once; when the reader loses its established connection (Redis
+died, maybe with answers and items in it) every call enqueued before that fails
+UNAVAILABLE/QUEUE_UNAVAILABLE rather than waiting out its deadline; the reader reconnects with
+a short backoff, and workers back off exponentially and resume by themselves.
+
+Wire format: an entry carries ``reply`` (the call's 16-hex-digit token), ``to`` (the gateway
+instance), ``rid``, ``deadline`` (epoch seconds) and ``body``; a reply element is the token
+followed by the encoded answer. Gateways and workers from before this format (per-call
+``<prefix>:reply:<token>`` lists) do not interoperate with it: upgrade both together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -58,38 +83,87 @@ log = logging.getLogger(__name__)
 
 GROUP = "workers"
 
-_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+#: A call's token (unique within its gateway instance) and a gateway instance id: 16 hex digits.
+TOKEN_LEN = 16
+_HEX16 = re.compile(rb"^[0-9a-f]{16}$")
 
-#: KEYS: stream, reply list. ARGV: max_pending, max_len, reply token, request id, deadline, body.
-#: Returns {entry id, new length}, or {0, length} when the stage is full; then it also pushes
-#: ``FULL`` to the reply list, so the BLPOP pipelined behind this script returns at once.
+#: Most items per enqueue script call and most answers per BLMPOP.
+_ENQUEUE_CHUNK = 256
+_READ_COUNT = 512
+
+#: KEYS: stream. ARGV: max_pending, max_len, reply-to instance, then per item: token, request
+#: id, deadline, body. Returns one entry id per item (0: refused, the stage is full), then the
+#: stream length.
 _ENQUEUE = """
 local n = redis.call('XLEN', KEYS[1])
-if n >= tonumber(ARGV[1]) then
-  redis.call('RPUSH', KEYS[2], 'FULL')
-  redis.call('EXPIRE', KEYS[2], 10)
-  return {0, n}
+local cap = tonumber(ARGV[1])
+local out = {}
+for i = 4, #ARGV, 4 do
+  if n >= cap then
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'reply', ARGV[i],
+      'to', ARGV[3], 'rid', ARGV[i + 1], 'deadline', ARGV[i + 2], 'body', ARGV[i + 3])
+    n = n + 1
+  end
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'reply', ARGV[3],
-  'rid', ARGV[4], 'deadline', ARGV[5], 'attempt', '1', 'body', ARGV[6])
-return {id, n + 1}
+out[#out + 1] = n
+return out
 """
 
-#: KEYS: result marker, reply list. ARGV: encoded answer, ttl. First writer wins.
-_REPLY = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-  return 1
+#: KEYS: stream, then the reply list of each answer. ARGV: group, ttl, number of answers n,
+#: then per answer its entry id and its element (token + encoded answer), then entry ids to ack
+#: without an answer. An answer is pushed only if its XACK acked the entry: first answer wins.
+#: Returns how many answers were pushed.
+_ANSWER = """
+local stream, group, ttl, n = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local ids, lists, order, pushed = {}, {}, {}, 0
+for i = 1, n do
+  local id = ARGV[2 + 2 * i]
+  ids[#ids + 1] = id
+  if redis.call('XACK', stream, group, id) == 1 then
+    local key = KEYS[1 + i]
+    local l = lists[key]
+    if not l then
+      l = {}
+      lists[key] = l
+      order[#order + 1] = key
+    end
+    l[#l + 1] = ARGV[3 + 2 * i]
+    pushed = pushed + 1
+  end
 end
-return 0
+for i = 4 + 2 * n, #ARGV do
+  ids[#ids + 1] = ARGV[i]
+  redis.call('XACK', stream, group, ARGV[i])
+end
+for _, key in ipairs(order) do
+  local l = lists[key]
+  for j = 1, #l, 1000 do
+    redis.call('RPUSH', key, unpack(l, j, math.min(j + 999, #l)))
+  end
+  redis.call('EXPIRE', key, ttl)
+end
+for j = 1, #ids, 1000 do
+  redis.call('XDEL', stream, unpack(ids, j, math.min(j + 999, #ids)))
+end
+return pushed
+"""
+
+#: KEYS: stream. ARGV: group, entry id. A caller that gave up withdraws its entry.
+_WITHDRAW = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
 """
 
 
-def connect(cfg: QueueConfig, environ: Mapping[str, str] | None = None) -> Any:
+def connect(cfg: QueueConfig, environ: Mapping[str, str] | None = None, *,
+            retries: int = 1) -> Any:
     """A ``redis.asyncio.Redis`` client for ``cfg.url`` (no I/O until first use).
 
     The password comes from the URL or else from ``cfg.password_env``; TLS from ``rediss://``.
+    ``retries`` immediate retries on a connection error (0 for the reply reader, which must see
+    every lost connection).
 
     Raises:
         ConfigError: redis-py is not installed.
@@ -106,7 +180,7 @@ def connect(cfg: QueueConfig, environ: Mapping[str, str] | None = None) -> Any:
         "socket_connect_timeout": cfg.connect_timeout_s,
         # One immediate retry hides a pooled connection that went stale across a Redis
         # restart; a Redis that is really down still fails fast (connection refused).
-        "retry": Retry(NoBackoff(), 1),
+        "retry": Retry(NoBackoff(), retries),
     }
     if not urlsplit(cfg.url).password and env.get(cfg.password_env):
         kwargs["password"] = env[cfg.password_env]
@@ -119,6 +193,29 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
     from redis.exceptions import RedisError
 
     return (RedisError, OSError)
+
+
+class _Call:
+    """One waiting ``submit``: what to enqueue and the future its answer resolves."""
+
+    __slots__ = ("body", "deadline", "entry_id", "future", "gen", "rid", "stage", "token",
+                 "withdrawn")
+
+    def __init__(self, token: bytes, stage: str, rid: str, deadline: str, body: bytes,
+                 future: asyncio.Future[bytes]) -> None:
+        self.token = token
+        self.stage = stage
+        self.rid = rid
+        self.deadline = deadline
+        self.body = body
+        self.future = future
+        self.entry_id: bytes | None = None  # set once the enqueue script returned
+        self.gen = -1  # reader generation when its enqueue was sent
+        self.withdrawn = False  # the caller gave up; withdraw the entry once its id is known
+
+    def fail(self, error: VLMGuardError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
 
 
 class RedisStreamsQueue(WorkQueue):
@@ -134,7 +231,8 @@ class RedisStreamsQueue(WorkQueue):
         clock: Monotonic clock (deadlines given to ``submit``).
         wall_clock: Epoch clock; deadlines travel as epoch seconds between machines.
         environ: Environment for the password variable (default ``os.environ``).
-        client: A ready ``redis.asyncio.Redis`` (else built from ``cfg``).
+        client: A ready ``redis.asyncio.Redis`` (else built from ``cfg``); the reply reader
+            then shares it.
     """
 
     def __init__(
@@ -157,11 +255,13 @@ class RedisStreamsQueue(WorkQueue):
         self.max_pending = max_pending
         self.metrics = metrics
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        #: This gateway instance: its answers come back on ``replies_key``.
+        self.instance = uuid.uuid4().hex[:TOKEN_LEN]
         self.clock = clock
         self.wall_clock = wall_clock
         self._environ = environ
         self._redis: Any = client
-        self._reply: Any = None
+        self._reader_client: Any = client
         self._inflight = dict.fromkeys(self.stages, 0)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -171,6 +271,19 @@ class RedisStreamsQueue(WorkQueue):
         self._last_claim = dict.fromkeys((s.name for s in self.consume), float("-inf"))
         self._claim_interval = min(cfg.visibility_timeout_s / 4, 1.0)
         self._where = redact_url(cfg.url)
+        # gateway side
+        self._seq = itertools.count(1)
+        self._waiters: dict[bytes, _Call] = {}
+        self._outbox: dict[str, list[_Call]] = {s: [] for s in self.stages}
+        self._flushing: set[str] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._reader_wake: asyncio.Event | None = None
+        self._reader_gen = 0
+        self._enqueue_wait = cfg.enqueue_wait_ms / 1000.0
+        self._withdrawals: list[tuple[str, bytes]] = []
+        # worker side: entries read together with the previous batch's answers
+        self._carry: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = {
+            s.name: [] for s in self.consume}
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -182,21 +295,15 @@ class RedisStreamsQueue(WorkQueue):
         """The stage's dead-letter stream."""
         return f"{self.cfg.key_prefix}:dead:{stage}"
 
-    def result_key(self, token: str) -> str:
-        """First-writer-wins marker holding a call's one answer."""
-        return f"{self.cfg.key_prefix}:result:{token}"
-
-    def reply_key(self, token: str) -> str:
-        """The list a waiting call BLPOPs."""
-        return f"{self.cfg.key_prefix}:reply:{token}"
+    def replies_key(self, instance: str | None = None) -> str:
+        """The reply list of a gateway instance (default: this one)."""
+        return f"{self.cfg.key_prefix}:replies:{instance or self.instance}"
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def _client(self) -> Any:
         if self._redis is None:
             self._redis = connect(self.cfg, self._environ)
-        if self._reply is None:
-            self._reply = self._redis.register_script(_REPLY)
         return self._redis
 
     async def start(self) -> None:
@@ -219,7 +326,7 @@ class RedisStreamsQueue(WorkQueue):
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def close(self, timeout: float = 60.0) -> None:
-        """Drain: finish the batches in hand, stop reading, close the connection."""
+        """Drain: finish the batches in hand, stop reading, fail waiting calls, disconnect."""
         self._closed = True
         self._stop.set()
         if self._tasks:
@@ -228,9 +335,19 @@ class RedisStreamsQueue(WorkQueue):
                 t.cancel()
         if self._background:
             await asyncio.wait(self._background, timeout=2.0)
-        if self._redis is not None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            for call in list(self._waiters.values()):
+                call.fail(UnavailableError("the work queue is shutting down",
+                                           reason=Reason.STAGE_UNAVAILABLE))
+            with contextlib.suppress(Exception):  # late answers have nobody to go to
+                await asyncio.wait_for(self._client().delete(self.replies_key()), 2.0)
+        for client in {id(c): c for c in (self._redis, self._reader_client)
+                       if c is not None}.values():
             with contextlib.suppress(Exception):
-                await self._redis.aclose()
+                await client.aclose()
 
     def pending(self, stage: str) -> int:
         """Calls from this process waiting on ``stage`` (the stream length is the global view)."""
@@ -240,8 +357,7 @@ class RedisStreamsQueue(WorkQueue):
 
     def _unavailable(self, e: BaseException) -> UnavailableError:
         log.warning("redis queue at %s unavailable: %s", self._where, type(e).__name__)
-        return UnavailableError("the work queue is unavailable; retry shortly",
-                                reason=Reason.QUEUE_UNAVAILABLE, retry_after_s=1.0)
+        return _queue_unavailable()
 
     async def submit(self, stage: str, item: Any, *, deadline: float | None = None) -> Any:
         """Enqueue ``item`` for ``stage`` and wait for its one answer (see WorkQueue)."""
@@ -256,67 +372,190 @@ class RedisStreamsQueue(WorkQueue):
                                         reason=Reason.DEADLINE_EXCEEDED)
         wait_s = deadline - now if deadline is not None else float(self.cfg.result_ttl_s)
         epoch = f"{self.wall_clock() + wait_s:.6f}" if deadline is not None else ""
-        token = uuid.uuid4().hex
         body = encode(item)
-        r = self._client()
-        errors = _redis_errors()
+        loop = asyncio.get_running_loop()
+        if self._reader is None:
+            self._start_reader()
+        call = _Call(b"%016x" % next(self._seq), stage, request_id_var.get(), epoch, body,
+                     loop.create_future())
+        self._waiters[call.token] = call
         self._inflight[stage] += 1
+        timer = loop.call_later(wait_s, _expire, call)
         try:
-            # One round trip: the enqueue script and the BLPOP for its answer are pipelined on
-            # one connection (EVAL, not EVALSHA: no SCRIPT EXISTS round trip, no NOSCRIPT after
-            # a Redis restart; Redis caches the compiled script by its digest).
-            reply_key = self.reply_key(token)
+            self._outbox[stage].append(call)
+            if stage not in self._flushing:
+                self._schedule_flush(stage)
             try:
-                async with r.pipeline(transaction=False) as pipe:
-                    pipe.eval(_ENQUEUE, 2, self.stream_key(stage), reply_key, self.max_pending,
-                              self.cfg.stream_max_len, token, request_id_var.get(), epoch, body)
-                    pipe.blpop([reply_key], timeout=max(wait_s, 0.01))
-                    (entry_id, depth), got = await pipe.execute()
-            except asyncio.CancelledError:
-                self._abandon(token, stage)
+                payload = await call.future
+            except DeadlineExceededError:
+                self._withdraw(call)
                 raise
-            except errors as e:
-                raise self._unavailable(e) from None
-            if self.metrics:
-                self.metrics.queue_depth.labels(stage).set(int(depth))
-            if entry_id in (0, b"0", "0"):
-                if self.metrics:
-                    self.metrics.rejected.labels(stage).inc()
-                raise ResourceExhaustedError(
-                    f"too many pending requests for stage {stage!r}; retry shortly",
-                    reason=Reason.QUEUE_FULL, retry_after_s=1.0, metadata={"stage": stage},
-                )
-            if got is None:
-                self._abandon(token, stage)
-                raise DeadlineExceededError(
-                    f"deadline passed while waiting for stage {stage!r}",
-                    reason=Reason.DEADLINE_EXCEEDED,
-                )
-            try:
-                result = decode(got[1])
-            except CodecError as e:
-                log.error("stage %s answered with malformed data: %s", stage, e)
-                raise UnavailableError(f"stage {stage!r} answered with malformed data",
-                                       reason=Reason.QUEUE_ITEM_MALFORMED) from None
+            except asyncio.CancelledError:
+                self._withdraw(call)
+                raise
         finally:
+            timer.cancel()
+            del self._waiters[call.token]
             self._inflight[stage] -= 1
+        try:
+            result = decode(payload)
+        except CodecError as e:
+            log.error("stage %s answered with malformed data: %s", stage, e)
+            raise UnavailableError(f"stage {stage!r} answered with malformed data",
+                                   reason=Reason.QUEUE_ITEM_MALFORMED) from None
         if isinstance(result, VLMGuardError):
             raise result
         return result
 
-    def _abandon(self, token: str, stage: str) -> None:
-        """Take the answer marker so no worker runs an item nobody waits for any more."""
-        marker = encode(DeadlineExceededError(
-            f"the caller stopped waiting for stage {stage!r}", reason=Reason.DEADLINE_EXCEEDED))
-
-        async def run() -> None:
-            with contextlib.suppress(*_redis_errors()):
-                await self._client().set(self.result_key(token), marker, nx=True,
-                                         ex=self.cfg.result_ttl_s)
-
-        task = asyncio.get_running_loop().create_task(run())
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _schedule_flush(self, stage: str) -> None:
+        """Enqueue the stage's waiting calls now, or after ``enqueue_wait_ms`` when busy."""
+        self._flushing.add(stage)
+        if self._enqueue_wait > 0 and self._inflight[stage] > len(self._outbox[stage]):
+            # Calls of this stage are in flight already: collect the calls that arrive in the
+            # next moments and send them together (fewer round trips and wake-ups per call).
+            asyncio.get_running_loop().call_later(
+                self._enqueue_wait, lambda: self._spawn(self._flush(stage)))
+        else:
+            self._spawn(self._flush(stage))
+
+    async def _flush(self, stage: str) -> None:
+        """Send the stage's waiting calls, in chunks, until none is left; one at a time."""
+        errors = _redis_errors()
+        outbox = self._outbox[stage]
+        if self._closed:  # a window that ended after close(): nobody sends these any more
+            for c in outbox:
+                c.fail(UnavailableError("the work queue is shutting down",
+                                        reason=Reason.STAGE_UNAVAILABLE))
+            outbox.clear()
+            self._flushing.discard(stage)
+            return
+        try:
+            while outbox:
+                batch = outbox[:_ENQUEUE_CHUNK]
+                del outbox[:_ENQUEUE_CHUNK]
+                batch = [c for c in batch if not c.future.done()]
+                if not batch:
+                    continue
+                args: list[Any] = [self.max_pending, self.cfg.stream_max_len, self.instance]
+                gen = self._reader_gen
+                for c in batch:
+                    args += (c.token, c.rid, c.deadline, c.body)
+                    c.gen = gen
+                try:
+                    # EVAL, not EVALSHA: no NOSCRIPT after a Redis restart; Redis caches the
+                    # compiled script by its digest.
+                    res = await self._client().eval(_ENQUEUE, 1, self.stream_key(stage), *args)
+                except errors as e:
+                    self._unavailable(e)  # logs once per failed enqueue
+                    for c in batch:
+                        c.fail(_queue_unavailable())
+                    continue
+                except Exception:  # a bug must not strand the callers
+                    log.exception("stage %s: enqueue failed", stage)
+                    for c in batch:
+                        c.fail(_queue_unavailable())
+                    continue
+                rejected = 0
+                for c, entry_id in zip(batch, res, strict=False):
+                    if entry_id == 0:
+                        rejected += 1
+                        c.fail(ResourceExhaustedError(
+                            f"too many pending requests for stage {stage!r}; retry shortly",
+                            reason=Reason.QUEUE_FULL, retry_after_s=1.0,
+                            metadata={"stage": stage}))
+                        continue
+                    c.entry_id = entry_id
+                    if c.withdrawn:  # the caller gave up while this was in flight
+                        self._withdraw(c)
+                if self.metrics:
+                    self.metrics.queue_depth.labels(stage).set(int(res[-1]))
+                    if rejected:
+                        self.metrics.rejected.labels(stage).inc(rejected)
+                if self._reader_wake is not None and not self._reader_wake.is_set():
+                    self._reader_wake.set()  # a reader backing off: Redis is back
+        finally:
+            self._flushing.discard(stage)
+            if outbox:  # appended after the loop ended
+                self._schedule_flush(stage)
+
+    def _withdraw(self, call: _Call) -> None:
+        """The caller gave up: ack and delete its entry so nobody runs or answers it."""
+        call.withdrawn = True
+        if call.entry_id is None:  # its enqueue is still in flight; _flush withdraws it
+            return
+        self._withdrawals.append((self.stream_key(call.stage), call.entry_id))
+        if len(self._withdrawals) == 1:  # else a sender is scheduled or running already
+            self._spawn(self._send_withdrawals())
+
+    async def _send_withdrawals(self) -> None:
+        """Withdraw the entries of callers that gave up, many per round trip (one connection)."""
+        while self._withdrawals:
+            todo = self._withdrawals[:_ENQUEUE_CHUNK]
+            try:
+                async with self._client().pipeline(transaction=False) as pipe:
+                    for stream, entry_id in todo:
+                        pipe.eval(_WITHDRAW, 1, stream, GROUP, entry_id)
+                    await pipe.execute()
+            except Exception as e:  # best effort: at worst the item runs once, answer dropped
+                log.debug("redis queue: could not withdraw %d entries (%s)", len(todo),
+                          type(e).__name__)
+            finally:
+                del self._withdrawals[:len(todo)]
+
+    def _start_reader(self) -> None:
+        self._reader_wake = asyncio.Event()
+        if self._reader_client is None:
+            self._reader_client = connect(self.cfg, self._environ, retries=0)
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read_replies(), name=f"redis-replies-{self.instance}")
+
+    async def _read_replies(self) -> None:
+        """The one reader of this gateway's reply list: hand each answer to its waiting call."""
+        errors = _redis_errors()
+        r, key, wake = self._reader_client, self.replies_key(), self._reader_wake
+        assert wake is not None
+        waiters = self._waiters
+        backoff, connected, down = 0.02, False, False
+        while not self._closed:
+            try:
+                if not connected:  # know the connection is up before blocking on it
+                    await r.ping()
+                    connected = True
+                got = await r.blmpop(1, 1, key, direction="LEFT", count=_READ_COUNT)
+            except Exception as e:  # a Redis error, or a bug: never leave the callers waiting
+                if not isinstance(e, errors):
+                    log.exception("redis queue: reply reader failed")
+                # Calls enqueued before a lost connection may have lost their item or answer
+                # with a dying Redis: fail them now (retryable) rather than at their deadline.
+                failed_gen = self._reader_gen
+                self._reader_gen += 1
+                if connected:
+                    for call in list(waiters.values()):
+                        if call.gen != -1 and call.gen <= failed_gen:
+                            call.fail(_queue_unavailable())
+                if not down:
+                    log.warning("redis queue at %s: reply reader lost its connection (%s); "
+                                "reconnecting", self._where, type(e).__name__)
+                connected, down = False, True
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), backoff)
+                backoff = min(backoff * 2, 0.5)
+                continue
+            if down:
+                log.info("redis queue at %s: reply reader reconnected", self._where)
+            down, backoff = False, 0.02
+            if not got:
+                continue
+            for data in got[1]:
+                found = waiters.get(data[:TOKEN_LEN])
+                if found is not None and not found.future.done():
+                    found.future.set_result(data[TOKEN_LEN:])
 
     # -- worker side ---------------------------------------------------------------------------
 
@@ -339,7 +578,8 @@ class RedisStreamsQueue(WorkQueue):
 
         errors = _redis_errors()
         backoff, group_ready, down = 0.05, False, False
-        while not self._stop.is_set():
+        # Entries already read with the last answers are in hand: they run even when draining.
+        while not self._stop.is_set() or self._carry[spec.name]:
             try:
                 if not group_ready:
                     await self._ensure_group(spec.name)
@@ -375,13 +615,19 @@ class RedisStreamsQueue(WorkQueue):
 
     async def _next_batch(
         self, spec: StageSpec
-    ) -> tuple[list[tuple[str, dict[bytes, bytes]]], dict[str, int]]:
-        """Reclaimed entries when some are due, else new ones (size- or time-bounded)."""
+    ) -> tuple[list[tuple[bytes, dict[bytes, bytes]]], dict[bytes, int]]:
+        """Reclaimed entries when some are due, else new ones (size- or time-bounded).
+
+        New entries are those read together with the previous batch's answers, else a blocking
+        read. A short batch waits for more until its oldest entry is ``max_wait_ms`` old (the
+        entry id holds Redis's enqueue time), then takes what arrived with one read.
+        """
         r = self._client()
         stage, b = spec.name, spec.batching
         stream = self.stream_key(stage)
+        entries, self._carry[stage] = self._carry[stage], []
         now = self.clock()
-        if now - self._last_claim[stage] >= self._claim_interval:
+        if not entries and now - self._last_claim[stage] >= self._claim_interval:
             self._last_claim[stage] = now
             await self._update_gauges(stage)
             res = await r.xautoclaim(
@@ -390,7 +636,7 @@ class RedisStreamsQueue(WorkQueue):
                 start_id=self._cursor[stage] or "0-0", count=b.max_batch_size,
             )
             self._cursor[stage] = res[0]  # Redis 7: [next cursor, entries, deleted ids]
-            claimed = [(_s(i), f) for i, f in res[1] if f]
+            claimed = [(_b(i), f) for i, f in res[1] if f]
             if claimed:
                 counts = await self._delivery_counts(stream, [i for i, _ in claimed])
                 if self.metrics:
@@ -398,25 +644,29 @@ class RedisStreamsQueue(WorkQueue):
                 log.warning("stage %s: reclaimed %d items from a dead or slow worker", stage,
                             len(claimed))
                 return claimed, counts
-        got = await r.xreadgroup(GROUP, self.consumer, {stream: ">"},
-                                 count=b.max_batch_size, block=self.cfg.worker_block_ms)
-        entries = _entries(got)
         if not entries:
-            return [], {}
-        if len(entries) < b.max_batch_size and b.max_wait_ms > 0:
-            # Fill the batch by waiting here and reading once without BLOCK: Redis resolves
-            # short BLOCK timeouts only on its ~100 ms cron tick, far coarser than max_wait_ms.
-            await asyncio.sleep(b.max_wait_ms / 1000.0)
+            entries = _entries(await r.xreadgroup(GROUP, self.consumer, {stream: ">"},
+                                                  count=b.max_batch_size,
+                                                  block=self.cfg.worker_block_ms))
+            if not entries:
+                return [], {}
+        if len(entries) < b.max_batch_size and b.max_wait_ms > 0 and not self._stop.is_set():
+            # Sleep here and read once without BLOCK: Redis resolves short BLOCK timeouts only
+            # on its ~100 ms cron tick, far coarser than max_wait_ms.
+            age_ms = self.wall_clock() * 1000.0 - _id_key(entries[0][0])[0]
+            wait_ms = min(b.max_wait_ms, b.max_wait_ms - age_ms)
+            if wait_ms > 0:
+                await asyncio.sleep(wait_ms / 1000.0)
             entries += _entries(await r.xreadgroup(
                 GROUP, self.consumer, {stream: ">"}, count=b.max_batch_size - len(entries)))
         return entries, {}
 
-    async def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:
+    async def _delivery_counts(self, stream: str, ids: list[bytes]) -> dict[bytes, int]:
         rows = await self._client().xpending_range(
             stream, GROUP, min=min(ids, key=_id_key), max=max(ids, key=_id_key),
             count=len(ids) + 1000, consumername=self.consumer,
         )
-        return {_s(row["message_id"]): int(row["times_delivered"]) for row in rows}
+        return {_b(row["message_id"]): int(row["times_delivered"]) for row in rows}
 
     async def _update_gauges(self, stage: str) -> None:
         if not self.metrics:
@@ -432,58 +682,56 @@ class RedisStreamsQueue(WorkQueue):
     async def _process(
         self,
         spec: StageSpec,
-        entries: list[tuple[str, dict[bytes, bytes]]],
-        counts: dict[str, int],
+        entries: list[tuple[bytes, dict[bytes, bytes]]],
+        counts: dict[bytes, int],
     ) -> None:
         stage = spec.name
-        r = self._client()
-        answers: list[tuple[str, bytes]] = []
-        dead: list[tuple[str, dict[bytes, bytes], str]] = []
-        run: list[tuple[str, str, Any]] = []  # (entry id, token, item)
+        answers: list[tuple[bytes, dict[bytes, bytes], bytes]] = []  # (entry id, fields, answer)
+        dead: list[tuple[bytes, dict[bytes, bytes], str]] = []
+        run: list[tuple[bytes, dict[bytes, bytes], Any]] = []  # (entry id, fields, item)
         now = self.wall_clock()
         for entry_id, fields in entries:
-            token = _s(fields.get(b"reply", b""))
-            if not _TOKEN.match(token):
+            if not (_HEX16.match(fields.get(b"reply", b""))
+                    and _HEX16.match(fields.get(b"to", b""))):
                 dead.append((entry_id, fields, "MALFORMED"))
                 continue
             if counts.get(entry_id, 1) > self.cfg.max_deliveries:
                 dead.append((entry_id, fields, Reason.DEAD_LETTERED))
-                answers.append((token, encode(UnavailableError(
+                answers.append((entry_id, fields, encode(UnavailableError(
                     f"stage {stage!r} failed on this request {self.cfg.max_deliveries} times; "
                     "it was set aside", reason=Reason.DEAD_LETTERED))))
                 continue
             try:
-                raw_deadline = _s(fields.get(b"deadline", b""))
+                raw_deadline = fields.get(b"deadline", b"")
                 deadline = float(raw_deadline) if raw_deadline else None
                 item = decode(fields.get(b"body", b""))
             except (CodecError, ValueError) as e:
                 log.error("stage %s: malformed queue item (%s)", stage, e)
-                answers.append((token, encode(UnavailableError(
+                answers.append((entry_id, fields, encode(UnavailableError(
                     f"stage {stage!r} could not read this request",
                     reason=Reason.QUEUE_ITEM_MALFORMED))))
                 continue
             if deadline is not None and now >= deadline:
                 if self.metrics:
                     self.metrics.expired.labels(stage).inc()
-                answers.append((token, encode(DeadlineExceededError(
+                answers.append((entry_id, fields, encode(DeadlineExceededError(
                     f"deadline passed while waiting for stage {stage!r}",
                     reason=Reason.DEADLINE_EXCEEDED))))
                 continue
-            run.append((entry_id, token, item))
-        if run and counts:  # a redelivery: skip items answered already or abandoned by the caller
-            # (first deliveries skip this round trip: the rare item whose caller gave up in the
-            # meantime runs once, and its answer is discarded by the first-writer-wins marker)
-            async with r.pipeline(transaction=False) as pipe:
-                for _, token, _ in run:
-                    pipe.exists(self.result_key(token))
-                done = await pipe.execute()
-            run = [x for x, d in zip(run, done, strict=True) if not d]
+            run.append((entry_id, fields, item))
         if run:
             if self.metrics:
                 self.metrics.batch_size.labels(stage).observe(len(run))
             results = await self._run_handler(spec, [item for _, _, item in run])
-            answers += [(token, res) for (_, token, _), res in zip(run, results, strict=True)]
-        await self._finish(stage, entries, answers, dead)
+            answers += [(entry_id, fields, res)
+                        for (entry_id, fields, _), res in zip(run, results, strict=True)]
+        # Read the next batch in the same round trip as these answers, unless draining or a
+        # reclaim check is due (that round starts without entries in hand).
+        read_next = 0
+        if (not self._stop.is_set()
+                and self.clock() - self._last_claim[stage] < self._claim_interval):
+            read_next = spec.batching.max_batch_size
+        await self._finish(stage, answers, dead, read_next=read_next)
 
     async def _run_handler(self, spec: StageSpec, items: list[Any]) -> list[bytes]:
         """One encoded answer per item; a raising batch is retried in halves (see run_isolating)."""
@@ -504,44 +752,81 @@ class RedisStreamsQueue(WorkQueue):
     async def _finish(
         self,
         stage: str,
-        entries: list[tuple[str, dict[bytes, bytes]]],
-        answers: list[tuple[str, bytes]],
-        dead: list[tuple[str, dict[bytes, bytes], str]],
-    ) -> None:
-        """Dead letters, then answers, then ack: a crash in between only causes a redelivery."""
+        answers: list[tuple[bytes, dict[bytes, bytes], bytes]],
+        dead: list[tuple[bytes, dict[bytes, bytes], str]],
+        *,
+        read_next: int = 0,
+    ) -> int:
+        """Dead letters, then one script that answers, acks and deletes the whole batch.
+
+        An answer is delivered only by the first worker to ack its entry, so a duplicate
+        delivery answered by two workers still gives its caller one answer; a crash before the
+        script only causes a redelivery. With ``read_next``, up to that many new entries are
+        read (without blocking) in the same round trip and kept for the next batch. Returns
+        how many answers were delivered.
+        """
         r = self._client()
-        ttl = self.cfg.result_ttl_s
+        prefix = f"{self.cfg.key_prefix}:replies:".encode()
+        stream = self.stream_key(stage)
+        keys: list[Any] = [stream]
+        args: list[Any] = [GROUP, self.cfg.result_ttl_s, len(answers)]
+        for entry_id, fields, answer in answers:
+            keys.append(prefix + fields[b"to"])
+            args += (entry_id, fields[b"reply"] + answer)
+        answered = {entry_id for entry_id, _, _ in answers}
+        args += [entry_id for entry_id, _, _ in dead if entry_id not in answered]
+        if not dead and not read_next:
+            return int(await r.eval(_ANSWER, len(keys), *keys, *args))
         async with r.pipeline(transaction=False) as pipe:
             for entry_id, fields, why in dead:
                 pipe.xadd(self.dead_key(stage), {**fields, b"why": why.encode(),
-                                                 b"entry": entry_id.encode()},
+                                                 b"entry": entry_id},
                           maxlen=self.cfg.stream_max_len, approximate=True)
-            for token, answer in answers:  # EVAL: no SCRIPT EXISTS round trip per batch
-                pipe.eval(_REPLY, 2, self.result_key(token), self.reply_key(token), answer, ttl)
-            ids = [entry_id for entry_id, _ in entries]
-            pipe.xack(self.stream_key(stage), GROUP, *ids)
-            pipe.xdel(self.stream_key(stage), *ids)
-            await pipe.execute()
-        if dead and self.metrics:
-            self.metrics.dead_letters.labels(stage).inc(len(dead))
+            pipe.eval(_ANSWER, len(keys), *keys, *args)
+            if read_next:
+                pipe.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=read_next)
+            res = await pipe.execute(raise_on_error=False)
+        for x in res[:len(dead) + 1]:  # a failed read is retried by the next blocking read
+            if isinstance(x, Exception):
+                raise x
+        pushed = res[len(dead)]
+        if read_next and not isinstance(res[-1], Exception):
+            self._carry[stage] = _entries(res[-1])
         if dead:
+            if self.metrics:
+                self.metrics.dead_letters.labels(stage).inc(len(dead))
             log.warning("stage %s: %d items moved to %s", stage, len(dead), self.dead_key(stage))
+        return int(pushed)
+
+
+def _queue_unavailable() -> UnavailableError:
+    return UnavailableError("the work queue is unavailable; retry shortly",
+                            reason=Reason.QUEUE_UNAVAILABLE, retry_after_s=1.0)
+
+
+def _expire(call: _Call) -> None:
+    call.fail(DeadlineExceededError(f"deadline passed while waiting for stage {call.stage!r}",
+                                    reason=Reason.DEADLINE_EXCEEDED))
 
 
 def _s(v: Any) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
+def _b(v: Any) -> bytes:
+    return v if isinstance(v, bytes) else str(v).encode()
+
+
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq or 0)
 
 
-def _entries(got: Any) -> list[tuple[str, dict[bytes, bytes]]]:
+def _entries(got: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """Flatten an XREADGROUP reply (RESP2: ``[[stream, [(id, fields), ...]], ...]``)."""
-    out: list[tuple[str, dict[bytes, bytes]]] = []
+    out: list[tuple[bytes, dict[bytes, bytes]]] = []
     for _name, msgs in got or []:
         for entry_id, fields in msgs:
             if fields:  # an entry deleted while pending comes back without fields
-                out.append((_s(entry_id), fields))
+                out.append((_b(entry_id), fields))
     return out

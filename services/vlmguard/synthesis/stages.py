@@ -13,17 +13,21 @@ from typing import Any
 from vlmguard.domain import ModalityReasoning
 
 #: Version of the stage schemas; bump on any change to the dataclasses below.
-SCHEMA_VERSION = "synth-stages-v1"
+SCHEMA_VERSION = "synth-stages-v2"
 
 
 @dataclass(frozen=True)
 class Responses:
-    """Stage 0: the seed's safe and unsafe responses (None when the seed has none)."""
+    """Stage 0: a safe and an unsafe response (None when no seed field or backend gave one)."""
 
     safe: str | None
     unsafe: str | None
     #: Where they came from, e.g. ``seed:reference_response``, or ``none``.
     source: str
+    #: Who made the safe one: ``seed:<field>``, ``teacher:<model>`` or ``none``.
+    safe_source: str = "none"
+    #: Who made the unsafe one: ``seed:<field>``, ``target:<model>`` or ``none``.
+    unsafe_source: str = "none"
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ _STR_LIST = "str_list"
 _REASONING = "reasoning"
 
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "responses": {"safe": _OPT_STR, "unsafe": _OPT_STR, "source": _STR},
+    "responses": {"safe": _OPT_STR, "unsafe": _OPT_STR, "source": _STR, "safe_source": _STR,
+                  "unsafe_source": _STR},
     "hindsight": {"categories": _STR_LIST, "harmful_content": _STR, "why": _STR,
                   "compared": _STR},
     "causal": {"categories": _STR_LIST, "textual_triggers": _STR_LIST,
@@ -121,3 +126,64 @@ def validate(stage: str, data: Any, categories: list[str] | None = None) -> list
     if stage == "hindsight" and data.get("compared") not in _COMPARED:
         problems.append("hindsight.compared: not one of " + ", ".join(sorted(_COMPARED)))
     return problems
+
+
+#: The stages a teacher answers in JSON (stage 0 responses are free text).
+JSON_STAGES = ("hindsight", "causal", "optimized")
+
+
+def _str_list(enum: list[str] | None = None) -> dict[str, Any]:
+    items: dict[str, Any] = {"type": "string"}
+    if enum is not None:
+        items["enum"] = enum
+    return {"type": "array", "items": items}
+
+
+def json_schema(stage: str, categories: list[str]) -> dict[str, Any]:
+    """The JSON Schema of a stage output (for ``response_format`` ``json_schema``).
+
+    Args:
+        stage: One of :data:`JSON_STAGES`.
+        categories: Known category ids (the enum of category lists).
+
+    Raises:
+        KeyError: unknown stage.
+    """
+    cats = _str_list(list(categories))
+    s = {"type": "string"}
+    props: dict[str, dict[str, Any]] = {
+        "hindsight": {"categories": cats, "harmful_content": s, "why": s,
+                      "compared": {"type": "string", "enum": sorted(_COMPARED)}},
+        "causal": {"categories": cats, "textual_triggers": _str_list(),
+                   "visual_elements": _str_list(), "cross_modal": s,
+                   "reasoning": {"type": "object",
+                                 "properties": {"textual": s, "visual": s, "cross_modal": s},
+                                 "required": ["textual", "visual", "cross_modal"],
+                                 "additionalProperties": False},
+                   "risky": {"type": "boolean"}},
+        "optimized": {"rewritten_prompt": s, "guidance_categories": cats,
+                      "unchanged": {"type": "boolean"}},
+    }[stage]
+    return {"type": "object", "properties": props, "required": list(props),
+            "additionalProperties": False}
+
+
+def from_json(stage: str, data: dict[str, Any]) -> Hindsight | CausalReport | Optimized:
+    """The typed stage output of a JSON object that :func:`validate` accepted.
+
+    Raises:
+        KeyError: unknown stage.
+    """
+    if stage == "hindsight":
+        return Hindsight(tuple(data["categories"]), data["harmful_content"], data["why"],
+                         data["compared"])
+    if stage == "causal":
+        r = data["reasoning"]
+        return CausalReport(tuple(data["categories"]), tuple(data["textual_triggers"]),
+                            tuple(data["visual_elements"]), data["cross_modal"],
+                            ModalityReasoning(r["textual"], r["visual"], r["cross_modal"]),
+                            data["risky"])
+    if stage == "optimized":
+        return Optimized(data["rewritten_prompt"], tuple(data["guidance_categories"]),
+                         data["unchanged"])
+    raise KeyError(stage)

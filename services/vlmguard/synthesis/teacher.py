@@ -9,11 +9,12 @@ and never invents responses. Records name the teacher that made them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from vlmguard.config import TaxonomyConfig
 from vlmguard.domain import Analysis, Modality, ModalityReasoning, RiskLevel, RiskReport
+from vlmguard.roles.prompts import RewriterEvidence, evidence_from_analysis
 from vlmguard.roles.rewriter import TemplateRewriter
 from vlmguard.synthesis.stages import CausalReport, Hindsight, Optimized, Responses
 
@@ -62,6 +63,71 @@ class Seed:
         return self.label in BENIGN_LABELS
 
 
+#: Usage keys of one record: the teacher/target calls a record can make.
+USAGE_KEYS = ("safe_reference", "target_response", "hindsight", "causal", "optimize")
+
+
+@dataclass
+class StageUsage:
+    """Requests, retries, tokens and latency of one stage's model calls for one record."""
+
+    requests: int = 0
+    retries: int = 0
+    validation_retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    validation_errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record's form (latency rounded)."""
+        d = dict(self.__dict__)
+        d["latency_ms"] = round(self.latency_ms, 3)
+        return d
+
+
+def new_usage() -> dict[str, StageUsage]:
+    """Empty usage of one record."""
+    return {k: StageUsage() for k in USAGE_KEYS}
+
+
+@dataclass(frozen=True)
+class StageInput:
+    """What every stage sees: the seed, its tier-1 analysis and evidence, the image bytes."""
+
+    seed: Seed
+    analysis: Analysis
+    image: bytes | None
+    evidence: RewriterEvidence
+
+    @classmethod
+    def of(cls, seed: Seed, analysis: Analysis, image: bytes | None) -> StageInput:
+        """Build from a seed and its analysis."""
+        return cls(seed, analysis, image, evidence_from_analysis(analysis))
+
+
+class AsyncTeacher(Protocol):
+    """A teacher as the runner drives it: async stages that account their usage."""
+
+    id: str
+    kind: str
+
+    async def responses(self, inp: StageInput, usage: dict[str, StageUsage]) -> Responses: ...
+
+    async def hindsight(self, inp: StageInput, responses: Responses,
+                        usage: dict[str, StageUsage]) -> Hindsight: ...
+
+    async def causal(self, inp: StageInput, hindsight: Hindsight,
+                     usage: dict[str, StageUsage]) -> CausalReport: ...
+
+    async def optimize(self, inp: StageInput, report: CausalReport,
+                       usage: dict[str, StageUsage]) -> Optimized: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Teacher(Protocol):
     """Fills the synthesis stages for one seed; ``id`` is written into every record."""
 
@@ -102,7 +168,9 @@ class EvidenceTeacher:
         """The seed's own responses; none are fabricated."""
         if seed.safe_response is None and seed.unsafe_response is None:
             return Responses(None, None, "none")
-        return Responses(seed.safe_response, seed.unsafe_response, seed.response_source)
+        return Responses(seed.safe_response, seed.unsafe_response, seed.response_source,
+                         seed.response_source if seed.safe_response is not None else "none",
+                         seed.response_source if seed.unsafe_response is not None else "none")
 
     # -- stage 1 ---------------------------------------------------------------------------
 
@@ -188,3 +256,39 @@ class EvidenceTeacher:
                         analysis.analyzer, dict(analysis.category_scores))
         text = self._template.render(seed.text, rr, report.categories)
         return Optimized(text, report.categories, False)
+
+
+class SyncTeacherAdapter:
+    """Runs a synchronous :class:`Teacher` (e.g. :class:`EvidenceTeacher`) as an
+    :class:`AsyncTeacher` (in the event loop: it must be fast and make no model calls)."""
+
+    def __init__(self, teacher: Teacher) -> None:
+        self.teacher = teacher
+        self.id = teacher.id
+        self.kind = str(getattr(teacher, "kind", "sync"))
+
+    async def responses(self, inp: StageInput, usage: dict[str, StageUsage]) -> Responses:
+        """Stage 0."""
+        return self.teacher.responses(inp.seed)
+
+    async def hindsight(self, inp: StageInput, responses: Responses,
+                        usage: dict[str, StageUsage]) -> Hindsight:
+        """Stage 1."""
+        return self.teacher.hindsight(inp.seed, inp.analysis, responses)
+
+    async def causal(self, inp: StageInput, hindsight: Hindsight,
+                     usage: dict[str, StageUsage]) -> CausalReport:
+        """Stage 2."""
+        return self.teacher.causal(inp.seed, inp.analysis, hindsight)
+
+    async def optimize(self, inp: StageInput, report: CausalReport,
+                       usage: dict[str, StageUsage]) -> Optimized:
+        """Stage 3."""
+        return self.teacher.optimize(inp.seed, inp.analysis, report)
+
+    def stats(self) -> dict[str, Any]:
+        """No client counters."""
+        return {}
+
+    async def aclose(self) -> None:
+        """Nothing to close."""

@@ -1,0 +1,280 @@
+"""Tier-2 generative rewriter: a reasoning model writes the threat reasoning and the rewrite.
+
+Two halves, so that generation can run wherever the ``rewrite`` queue stage is served (in the
+gateway process behind the micro-batcher, or in ``vlmguard worker --stage rewrite`` processes
+behind Redis Streams):
+
+- :class:`RewriterRuntime` is the stage handler: a batch of :class:`RewriteItem` -> rewriter
+  messages (:func:`~vlmguard.roles.prompts.build_rewriter_messages`) -> the backend's batched
+  generation -> one :class:`~vlmguard.backends.rewriter.Generation` (or error) per item.
+- :class:`GenerativeRewriter` is the pipeline's side: it decides whether tier 2 runs for a
+  request (tenant ``tier2``: ``always``, ``on_risk`` at/above a threshold, ``never``), submits
+  the item, and turns the output into the result with
+  :func:`~vlmguard.roles.prompts.rewrite_or_fallback`. Malformed outputs, stage failures and
+  timeouts answer with the template rewrite from the tier-1 report and are counted by kind
+  (``vlmguard_rewriter_fallbacks_total``); the raw output never reaches the client or the logs
+  at INFO.
+
+Why ``on_risk`` is the default: generation costs seconds per request on CPU (see
+bench/RESULTS.md) against milliseconds for tier 1, so benign traffic, which the rewriter would
+pass unchanged anyway, should not pay it.
+
+Tier-2 failures under either ``on_stage_failure`` policy answer with the template rewrite: tier
+1 already ran, so a guarded answer exists without the failed stage and passing the request
+unguarded would gain nothing in availability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vlmguard.backends.rewriter import Generation, RewriterBackend
+from vlmguard.config import RewriterConfig, TaxonomyConfig, TenantPolicyConfig
+from vlmguard.domain import Action, Analysis, RewriteResult, RiskReport
+from vlmguard.errors import (
+    DeadlineExceededError,
+    Reason,
+    ResourceExhaustedError,
+    UnavailableError,
+    VLMGuardError,
+)
+from vlmguard.metrics import Metrics
+from vlmguard.queue.base import WorkQueue
+from vlmguard.roles.policy import Decision
+from vlmguard.roles.prompts import (
+    RewriterEvidence,
+    RewriterOutputError,
+    build_rewriter_messages,
+    evidence_from_analysis,
+    parse_and_check,
+    rewrite_or_fallback,
+)
+from vlmguard.roles.rewriter import TemplateRewriter
+
+log = logging.getLogger(__name__)
+
+#: Queue stage that runs tier-2 generation.
+REWRITE_STAGE = "rewrite"
+#: Fallback kinds besides :class:`~vlmguard.roles.prompts.MalformedKind`.
+STAGE_FAILED = "STAGE_FAILED"
+TIMEOUT = "TIMEOUT"
+OVERLOADED = "OVERLOADED"
+#: Time kept back from the call's deadline so the template answer still makes it.
+DEADLINE_MARGIN_S = 0.25
+
+
+@dataclass(frozen=True)
+class RewriteItem:
+    """What the ``rewrite`` stage gets: the user's prompt and the tier-1 evidence."""
+
+    request_id: str
+    text: str
+    evidence: RewriterEvidence
+
+
+class RewriterRuntime:
+    """Owns a tier-2 backend: background load, readiness, the batched stage handler.
+
+    Args:
+        backend: The backend (not loaded yet).
+        cfg: Rewriter configuration (``max_new_tokens``).
+        taxonomy: The taxonomy the prompt names.
+        metrics: Metrics sink.
+    """
+
+    def __init__(self, backend: RewriterBackend, cfg: RewriterConfig, taxonomy: TaxonomyConfig,
+                 metrics: Metrics | None = None) -> None:
+        self.backend = backend
+        self.cfg = cfg
+        self.taxonomy = taxonomy
+        self.metrics = metrics
+        self.ready = asyncio.Event()
+        self.error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start_loading(self) -> asyncio.Task[None]:
+        """Load the backend in a thread; :attr:`ready` is set when done (or failed)."""
+        if self._task is not None:
+            return self._task
+
+        async def load() -> None:
+            t0 = time.perf_counter()
+            try:
+                await asyncio.to_thread(self.backend.load)
+            except BaseException as e:
+                self.error = e
+                log.error("tier-2 rewriter %s failed to load: %s", self.backend.name,
+                          type(e).__name__, exc_info=e)
+                raise
+            finally:
+                self.ready.set()
+            if self.metrics:
+                self.metrics.model_ready.labels(REWRITE_STAGE).set(1)
+            log.info("tier-2 rewriter %s ready in %.1fs", self.backend.name,
+                     time.perf_counter() - t0)
+
+        self._task = asyncio.create_task(load(), name="rewriter-load")
+        # Logged above; awaiting the task still raises (a worker must not start without it).
+        self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return self._task
+
+    async def handle(self, items: Sequence[RewriteItem]) -> list[Generation | VLMGuardError]:
+        """The ``rewrite`` stage handler: one generation or error per item."""
+        if self._task is None:
+            self.start_loading()
+        await self.ready.wait()
+        if self.error is not None:
+            return [UnavailableError("the tier-2 rewriter failed to load",
+                                     reason=Reason.REWRITER_NOT_READY) for _ in items]
+        convs = [build_rewriter_messages(i.text, i.evidence, self.taxonomy) for i in items]
+        out = await self.backend.generate(convs, max_new_tokens=self.cfg.max_new_tokens)
+        if self.metrics:
+            n = sum(g.completion_tokens for g in out if not isinstance(g, VLMGuardError))
+            self.metrics.rewriter_tokens.labels(self.cfg.backend).inc(n)
+        return out
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.backend.close()
+
+
+def tier2_mode(cfg: RewriterConfig, pol: TenantPolicyConfig) -> str:
+    """The tenant's tier-2 mode (its own, else the rewriter's default)."""
+    return pol.tier2 or cfg.tier2
+
+
+def tier2_threshold(cfg: RewriterConfig, pol: TenantPolicyConfig) -> float:
+    """Tier-1 score from which ``on_risk`` runs tier 2."""
+    if pol.tier2_threshold is not None:
+        return pol.tier2_threshold
+    if cfg.tier2_threshold is not None:
+        return cfg.tier2_threshold
+    return pol.rewrite_threshold
+
+
+class GenerativeRewriter:
+    """Decides, runs and finishes tier 2 for the pipeline.
+
+    Args:
+        queue: Work queue serving the ``rewrite`` stage.
+        template: The template rewriter (fallback).
+        cfg: Rewriter configuration.
+        backend_name: Metrics label for the latency histogram.
+        metrics: Metrics sink.
+        clock: Monotonic clock (deadlines are on this clock).
+    """
+
+    def __init__(
+        self,
+        *,
+        queue: WorkQueue,
+        template: TemplateRewriter,
+        cfg: RewriterConfig,
+        backend_name: str = "",
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.queue = queue
+        self.template = template
+        self.cfg = cfg
+        self.backend_name = backend_name or cfg.backend
+        self.metrics = metrics
+        self.clock = clock
+
+    def wants(self, analysis: Analysis, decision: Decision, pol: TenantPolicyConfig) -> bool:
+        """Whether tier 2 runs for this request under the tenant's policy."""
+        if not pol.stages.rewrite:
+            return False  # the tenant never rewrites; tier 1's ALLOW/BLOCK stands
+        mode = tier2_mode(self.cfg, pol)
+        if mode == "never":
+            return False
+        if mode == "always":
+            return True
+        top = max([analysis.score, *analysis.category_scores.values()])
+        return top >= tier2_threshold(self.cfg, pol)
+
+    def skip(self) -> None:
+        """Count a request that tier 1 answered alone."""
+        if self.metrics:
+            self.metrics.rewriter_tier2.labels("skipped").inc()
+
+    def _fallback(self, kind: str, text: str, report: RiskReport, decision: Decision,
+                  pol: TenantPolicyConfig) -> RewriteResult:
+        if self.metrics:
+            self.metrics.rewriter_fallbacks.labels(kind).inc()
+            self.metrics.rewriter_tier2.labels("fallback").inc()
+        return self.template.rewrite(text, report, decision, pol)
+
+    async def rewrite(
+        self,
+        *,
+        request_id: str,
+        text: str,
+        analysis: Analysis,
+        report: RiskReport,
+        decision: Decision,
+        pol: TenantPolicyConfig,
+        deadline: float | None,
+    ) -> RewriteResult:
+        """Tier 2 for one request; the template rewrite when its output cannot be used.
+
+        Raises:
+            DeadlineExceededError: the call's deadline had already passed.
+        """
+        t0 = time.perf_counter()
+        now = self.clock()
+        budget = self.cfg.timeout_s
+        if deadline is not None:
+            if now >= deadline:
+                raise DeadlineExceededError("deadline passed before stage 'rewrite'",
+                                            reason=Reason.DEADLINE_EXCEEDED)
+            budget = min(budget, deadline - now - DEADLINE_MARGIN_S)
+        if budget <= 0:
+            return self._fallback(TIMEOUT, text, report, decision, pol)
+        item = RewriteItem(request_id, text, evidence_from_analysis(analysis))
+        try:
+            gen: Any = await asyncio.wait_for(
+                self.queue.submit(REWRITE_STAGE, item, deadline=now + budget), budget)
+        except (TimeoutError, DeadlineExceededError):
+            log.warning("tier-2 rewrite timed out after %.1fs; template answers", budget)
+            return self._fallback(TIMEOUT, text, report, decision, pol)
+        except ResourceExhaustedError:
+            log.warning("tier-2 stage is full; template answers")
+            return self._fallback(OVERLOADED, text, report, decision, pol)
+        except VLMGuardError as e:
+            log.warning("tier-2 stage failed (%s); template answers", e.reason)
+            return self._fallback(STAGE_FAILED, text, report, decision, pol)
+        finally:
+            if self.metrics:
+                self.metrics.rewriter_latency.labels(self.backend_name).observe(
+                    time.perf_counter() - t0)
+        if not isinstance(gen, Generation):  # the queue contract says this cannot happen
+            return self._fallback(STAGE_FAILED, text, report, decision, pol)
+        return self.finish(gen.text, text, report, decision, pol)
+
+    def finish(self, raw: str, text: str, report: RiskReport, decision: Decision,
+               pol: TenantPolicyConfig) -> RewriteResult:
+        """The result for a model output (parsed, or the counted template fallback)."""
+        risky = decision.action is not Action.ALLOW
+        try:
+            parse_and_check(raw, text, risky, max_rewrite_chars=self.cfg.max_rewrite_chars)
+            kind = ""
+        except RewriterOutputError as e:
+            kind = e.kind
+        result, fell_back = rewrite_or_fallback(
+            raw, text, report, decision, pol, self.template,
+            max_rewrite_chars=self.cfg.max_rewrite_chars)
+        if fell_back:
+            log.debug("tier-2 output malformed (%s); template answers", kind or "UNKNOWN")
+            log.debug("tier-2 output chars=%d", len(raw))
+            if self.metrics:
+                self.metrics.rewriter_fallbacks.labels(kind or "UNKNOWN").inc()
+                self.metrics.rewriter_tier2.labels("fallback").inc()
+        elif self.metrics:
+            self.metrics.rewriter_tier2.labels("model").inc()
+        return result
