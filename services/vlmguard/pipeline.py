@@ -101,6 +101,8 @@ class TargetItem:
     images: tuple[ImageInput, ...]
     image_texts: tuple[str, ...]
     params: GenerationParams
+    #: The caller's deadline as wall-clock seconds (``time.time()``), or None.
+    deadline_unix: float | None = None
 
 
 class GuardPipeline:
@@ -329,7 +331,9 @@ class GuardPipeline:
         t0 = time.perf_counter()
         try:
             result: TargetResult = await self.queue.submit(
-                TARGET, TargetItem(text, call.images, image_texts, call.params),
+                TARGET, TargetItem(text, call.images, image_texts, call.params,
+                                   None if call.deadline is None
+                                   else time.time() + (call.deadline - self.clock())),
                 deadline=call.deadline,
             )
         except VLMGuardError:

@@ -188,6 +188,21 @@ def test_concurrent_calls_are_batched_and_match_one_at_a_time(
     assert batched[4].prompt_tokens >= batched[0].prompt_tokens
 
 
+def test_calls_are_bounded_by_the_callers_deadline(backend: TritonBackend, server: Any) -> None:
+    inf0, _ = _stats(server)
+    gone, short, ok = backend.generate_batch([
+        TargetPrompt(text=PROMPTS[0], deadline_unix=time.time() - 1.0),  # already passed
+        TargetPrompt(text=PROMPTS[1], params=GenerationParams(max_new_tokens=64),
+                     deadline_unix=time.time() + 0.001),  # cannot finish in 1 ms
+        TargetPrompt(text=PROMPTS[2], deadline_unix=time.time() + 60.0),
+    ])
+    assert isinstance(gone, VLMGuardError) and gone.reason == "DEADLINE_EXCEEDED"
+    assert isinstance(short, VLMGuardError) and short.reason == "DEADLINE_EXCEEDED"
+    assert isinstance(ok, TargetResult)
+    inf1, _ = _stats(server)
+    assert inf1 - inf0 <= 2  # the expired prompt was never sent
+
+
 def test_per_request_params_and_errors_fail_alone(backend: TritonBackend) -> None:
     prompts = [
         TargetPrompt(text=PROMPTS[0], params=GenerationParams(max_new_tokens=3)),

@@ -271,3 +271,37 @@ def test_failed_load_answers_not_ready() -> None:
 
     (err,) = asyncio.run(go())
     assert isinstance(err, UnavailableError) and err.reason == Reason.REWRITER_NOT_READY
+
+
+def test_target_stage_gets_the_callers_deadline_as_wall_clock() -> None:
+    """The caller's (monotonic) deadline reaches the target stage as wall-clock seconds, so a
+    remote target (Triton) and a Redis worker in another process can bound their calls."""
+    import time
+
+    from vlmguard.config import VLMGuardConfig
+    from vlmguard.domain import TargetResult
+    from vlmguard.gateway.server import build_pipeline
+    from vlmguard.pipeline import TARGET, Call
+
+    seen: list[Any] = []
+
+    async def target(items: Sequence[Any]) -> list[Any]:
+        seen.extend(items)
+        return [TargetResult("ok", "m", "stop", 1, 1) for _ in items]
+
+    async def run() -> None:
+        cfg = VLMGuardConfig()
+        queue = InProcessQueue([StageSpec(TARGET, target, cfg.analyzer.batching)],
+                               max_pending=8)
+        await queue.start()
+        try:
+            pipe = build_pipeline(cfg, queue=queue, target_enabled=True)
+            await pipe.generate(Call("r1", "hi", deadline=time.monotonic() + 30.0))
+            await pipe.generate(Call("r2", "hi"))
+        finally:
+            await queue.close()
+
+    asyncio.run(run())
+    with_deadline, without = seen
+    assert abs(with_deadline.deadline_unix - (time.time() + 30.0)) < 5.0
+    assert without.deadline_unix is None

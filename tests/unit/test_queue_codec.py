@@ -51,6 +51,7 @@ def _analysis() -> Analysis:
     AnalysisItem("req-1", "héllo \u2603", (IMG, ImageInput(b"", ""))),
     _analysis(),
     TargetItem("rewritten", (IMG,), ("ocr",), GenerationParams(64, 0.7, 0.9, 3)),
+    TargetItem("with a deadline", (), (), GenerationParams(), 1_790_000_000.25),
     TargetResult("answer", "smollm2", "length", 10, 64),
 ])
 def test_round_trip(obj: object) -> None:

@@ -34,12 +34,15 @@ class TargetPrompt:
         image_texts: Text read from each image (OCR), for text-only models that get the image
             rendered as its text.
         params: Sampling parameters (zeros mean the backend's defaults).
+        deadline_unix: The caller's deadline as wall-clock seconds (``time.time()``; it crosses
+            processes through the Redis queue), or None; remote backends bound their calls by it.
     """
 
     text: str
     images: tuple[ImageInput, ...] = ()
     image_texts: tuple[str, ...] = ()
     params: GenerationParams = field(default_factory=GenerationParams)
+    deadline_unix: float | None = None
 
 
 class TargetBackend(ABC):

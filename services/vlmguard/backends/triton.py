@@ -4,7 +4,9 @@ Each prompt of a batch becomes its own Triton request, all sent at once over one
 (``tritonclient.grpc.aio`` on a private event loop): Triton's dynamic batcher re-batches them,
 together with other gateways' requests, into padded model batches. Per prompt:
 
-* timeouts: each attempt has ``target.triton.timeout_s`` (gRPC deadline);
+* timeouts: each attempt has ``target.triton.timeout_s`` (gRPC deadline), cut to what is left of
+  the caller's deadline (``TargetPrompt.deadline_unix``); a prompt whose deadline has passed is
+  not sent;
 * retries: only on UNAVAILABLE (server restarting, connection refused), at most
   ``target.triton.retries`` times with doubling, jittered backoff;
 * errors: model missing or not ready, or server unreachable -> UNAVAILABLE/TARGET_NOT_READY
@@ -206,8 +208,13 @@ class TritonBackend(TargetBackend):
                 return [e for _ in prompts]
         per_call = self.tcfg.timeout_s * (self.tcfg.retries + 1)
         backoff = self.tcfg.retry_backoff_s * (2 ** (self.tcfg.retries + 1))
+        bound = per_call + backoff + 10
+        deadlines = [p.deadline_unix for p in prompts]
+        if all(d is not None for d in deadlines):  # no call outlives every caller
+            bound = min(bound, max(0.0, max(d for d in deadlines if d is not None)
+                                   - time.time()) + 2.0)
         try:
-            return self._run(self._generate_all(prompts), timeout=per_call + backoff + 10)
+            return self._run(self._generate_all(prompts), timeout=bound)
         except VLMGuardError as e:
             return [e for _ in prompts]
         except FutureTimeout:
@@ -275,11 +282,19 @@ class TritonBackend(TargetBackend):
         assert self._sem is not None
         attempt = 0
         while True:
+            timeout = self.tcfg.timeout_s
+            if prompt.deadline_unix is not None:
+                # Each attempt is bounded by the caller's deadline as well as timeout_s.
+                timeout = min(timeout, prompt.deadline_unix - time.time())
+                if timeout <= 0:
+                    return DeadlineExceededError(
+                        "the call's deadline passed before the target answered",
+                        reason=Reason.DEADLINE_EXCEEDED)
             try:
                 async with self._sem:
                     result = await self._client.infer(
                         self.tcfg.model_name, inputs, model_version=self.tcfg.model_version,
-                        client_timeout=self.tcfg.timeout_s)
+                        client_timeout=timeout)
                 return self._to_result(result)
             except Exception as e:  # mapped to the project's errors
                 if _status(e) == "UNAVAILABLE" and attempt < self.tcfg.retries:

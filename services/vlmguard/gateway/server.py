@@ -95,6 +95,11 @@ def load_api_keys(cfg: VLMGuardConfig, environ: dict[str, str] | None = None) ->
     return keys
 
 
+def _prompts(items: Sequence[TargetItem]) -> list[TargetPrompt]:
+    return [TargetPrompt(i.text, i.images, i.image_texts, i.params, i.deadline_unix)
+            for i in items]
+
+
 class TargetRuntime:
     """Owns the target backend's lifecycle: background load, readiness, batched calls."""
 
@@ -124,15 +129,13 @@ class TargetRuntime:
 
     async def handle(self, items: Sequence[TargetItem]) -> list[Any]:
         if not self.backend.enabled:
-            return await asyncio.to_thread(self.backend.generate_batch, [
-                TargetPrompt(i.text, i.images, i.image_texts, i.params) for i in items])
+            return await asyncio.to_thread(self.backend.generate_batch, _prompts(items))
         if not self.ready.is_set():
             await self.ready.wait()
         if self.error is not None:
             return [UnavailableError("the target model failed to load",
                                      reason=Reason.TARGET_NOT_READY) for _ in items]
-        prompts = [TargetPrompt(i.text, i.images, i.image_texts, i.params) for i in items]
-        return await asyncio.to_thread(self.backend.generate_batch, prompts)
+        return await asyncio.to_thread(self.backend.generate_batch, _prompts(items))
 
 
 class Gateway:

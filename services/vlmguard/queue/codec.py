@@ -190,7 +190,8 @@ def _analysis_from(d: Any) -> Analysis:
 
 def _target_item_to(i: Any) -> dict[str, Any]:
     return {"text": i.text, "images": [_image_to(x) for x in i.images],
-            "image_texts": list(i.image_texts), "params": _params_to(i.params)}
+            "image_texts": list(i.image_texts), "params": _params_to(i.params),
+            "deadline_unix": i.deadline_unix}
 
 
 def _target_item_from(d: Any) -> Any:
@@ -199,8 +200,13 @@ def _target_item_from(d: Any) -> Any:
     texts = _list(d, "image_texts")
     if not all(isinstance(t, str) for t in texts):
         raise CodecError("field 'image_texts': expected strings")
+    deadline = d.get("deadline_unix")  # absent in items from older gateways
+    if deadline is not None and (isinstance(deadline, bool)
+                                 or not isinstance(deadline, int | float)):
+        raise CodecError("field 'deadline_unix': expected a number or null")
     return TargetItem(_get(d, "text", str), tuple(_image_from(x) for x in _list(d, "images")),
-                      tuple(texts), _params_from(_get(d, "params", dict)))
+                      tuple(texts), _params_from(_get(d, "params", dict)),
+                      None if deadline is None else float(deadline))
 
 
 def _target_result_to(r: TargetResult) -> dict[str, Any]:
