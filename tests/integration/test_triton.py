@@ -396,3 +396,42 @@ def test_failed_start_stops_the_server_and_keeps_its_log(tmp_path: Path) -> None
     import shutil
 
     shutil.rmtree(srv.log_path.parent)
+
+
+def test_synthesis_teacher_on_triton(server: Any, tmp_path: Path) -> None:
+    """The synthesis `triton` teacher kind: the chat API over the target backend interface."""
+    import asyncio
+    import base64
+
+    import yaml
+
+    from vlmguard.config import TaxonomyConfig
+    from vlmguard.synthesis.openai_teacher import ChatTeacher, TeacherCallError, TritonChat
+    from vlmguard.synthesis.runner import build_teacher, load_recipe
+    from vlmguard.synthesis.teacher import StageUsage
+
+    settings = {"url": server.grpc_url, "model_name": MODEL, "retry_backoff_s": 0.05}
+    chat = TritonChat(settings, max_tokens=6)
+    usage = StageUsage()
+    png = base64.b64encode(png_bytes()).decode()
+    msgs = [{"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+                {"type": "text", "text": "Name a flower."}]}]
+    text = asyncio.run(chat.chat(msgs, usage=usage))
+    assert isinstance(text, str) and usage.requests == 1
+    assert usage.prompt_tokens > 5 and 1 <= usage.completion_tokens <= 6
+    assert chat.stats.completion_tokens == usage.completion_tokens
+    # A model Triton does not serve: a clear teacher error (the record is rejected with it).
+    missing = TritonChat({**settings, "model_name": "no_such_model", "retries": 0})
+    with pytest.raises(TeacherCallError, match="TARGET_NOT_READY"):
+        asyncio.run(missing.chat(msgs, usage=StageUsage()))
+    asyncio.run(chat.aclose())
+    # The recipe kind builds it.
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "t", "bench_dir": str(tmp_path), "sets": {"siuo": 1},
+        "teacher": {"kind": "triton", **settings, "max_tokens": 8}}))
+    teacher = build_teacher(load_recipe(recipe), TaxonomyConfig(), "tier1")
+    assert isinstance(teacher, ChatTeacher)
+    asyncio.run(teacher.aclose())

@@ -7,14 +7,17 @@ the ``usage`` fields. JSON stages ask for ``response_format`` ``json_schema``; a
 rejects it (HTTP 400/422 naming it) is asked for ``json_object``, then for nothing (the prompt
 still carries the schema). The mode that worked is kept for later requests.
 
-:class:`ChatTeacher` runs the stages through any :class:`ChatBackend` (this client, or
-:class:`TransformersChat`, a local causal LM), with the prompts and parsers of
+:class:`ChatTeacher` runs the stages through any :class:`ChatBackend` (this client,
+:class:`TransformersChat`, a local causal LM, or :class:`TritonChat`, a model on Triton through
+the target backend interface), with the prompts and parsers of
 :mod:`vlmguard.synthesis.prompts`; an invalid JSON output gets one retry that names the problems.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import os
 import random
 import threading
@@ -23,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vlmguard.config import TaxonomyConfig
-from vlmguard.errors import ConfigError, Reason, UnavailableError
+from vlmguard.domain import GenerationParams, ImageInput
+from vlmguard.errors import ConfigError, Reason, UnavailableError, VLMGuardError
 from vlmguard.synthesis.prompts import (
     Message,
     StageOutputError,
@@ -350,6 +354,99 @@ class TransformersChat:
         """Nothing to close."""
 
 
+def _image_from_data_url(url: str) -> ImageInput | None:
+    """The image of a ``data:<mime>;base64,...`` URL (None for other URLs or bad data)."""
+    if not url.startswith("data:") or ";base64," not in url:
+        return None
+    head, _, data = url.partition(";base64,")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return ImageInput(raw, head[len("data:"):])
+
+
+class TritonChat:
+    """A teacher model on NVIDIA Triton (the ``target_vlm`` model repository of
+    ``vlmguard triton-repo``), reached through the target backend interface
+    (:class:`vlmguard.backends.triton.TritonBackend`) behind the :class:`ChatBackend` API.
+
+    The model applies its own chat template to one user turn, so the system message is put
+    first in that turn; images (data URLs) are sent to a VLM (or given as OCR-free text-only
+    prompts to a causal LM, as the backend decides). No constrained decoding: the prompt carries
+    the schema and the stage parser validates. Concurrency and retries on UNAVAILABLE are the
+    backend's (``target.triton`` settings).
+
+    Args:
+        settings: ``target.triton`` fields (url, model_name, timeout_s, retries, ...).
+        max_tokens: Default new-token cap.
+    """
+
+    kind = "triton"
+
+    def __init__(self, settings: dict[str, Any], max_tokens: int = 512) -> None:
+        from vlmguard.backends.triton import TritonBackend
+        from vlmguard.config import TargetConfig, TritonTargetConfig
+
+        tcfg = TritonTargetConfig.model_validate(settings)
+        self._backend = TritonBackend(TargetConfig(backend="triton", triton=tcfg))
+        self.model = tcfg.model_name
+        self._max_tokens = max_tokens
+        self.stats = ClientStats()
+
+    @staticmethod
+    def _prompt(messages: list[Message]) -> tuple[str, tuple[ImageInput, ...]]:
+        texts: list[str] = []
+        images: list[ImageInput] = []
+        for m in messages:
+            content = m["content"]
+            if isinstance(content, str):
+                texts.append(content)
+                continue
+            for part in content:
+                if part.get("type") == "text":
+                    texts.append(str(part.get("text", "")))
+                elif part.get("type") == "image_url":
+                    img = _image_from_data_url(str((part.get("image_url") or {}).get("url", "")))
+                    if img is not None:
+                        images.append(img)
+        return "\n\n".join(t for t in texts if t), tuple(images)
+
+    async def chat(self, messages: list[Message], *, usage: StageUsage,
+                   schema: tuple[str, dict[str, Any]] | None = None,
+                   max_tokens: int | None = None) -> str:
+        """One completion's text (see :class:`ChatBackend`).
+
+        Raises:
+            TeacherCallError: Triton answered with an error (after the backend's retries).
+        """
+        from vlmguard.backends.target import TargetPrompt
+
+        text, images = self._prompt(messages)
+        prompt = TargetPrompt(text, images, params=GenerationParams(
+            max_new_tokens=max_tokens or self._max_tokens))
+        t0 = time.perf_counter()
+        usage.requests += 1
+        self.stats.requests += 1
+        try:
+            (res,) = await asyncio.to_thread(self._backend.generate_batch, [prompt])
+        finally:
+            usage.latency_ms += (time.perf_counter() - t0) * 1000
+        if isinstance(res, VLMGuardError):
+            self.stats.failures += 1
+            self.stats.by_status[res.reason] = self.stats.by_status.get(res.reason, 0) + 1
+            raise TeacherCallError(f"triton teacher: {res.reason}: {res.message}")
+        usage.prompt_tokens += res.prompt_tokens
+        usage.completion_tokens += res.completion_tokens
+        self.stats.prompt_tokens += res.prompt_tokens
+        self.stats.completion_tokens += res.completion_tokens
+        return res.text
+
+    async def aclose(self) -> None:
+        """Close the backend's channel."""
+        await asyncio.to_thread(self._backend.close)
+
+
 class ChatTeacher:
     """The three stages (and stage 0's missing responses) from chat models.
 
@@ -458,4 +555,4 @@ def _stats(backend: ChatBackend) -> dict[str, Any]:
 
 
 __all__ = ["ChatBackend", "ChatTeacher", "ClientStats", "EndpointSettings", "OpenAIChatClient",
-           "TeacherCallError", "TransformersChat"]
+           "TeacherCallError", "TransformersChat", "TritonChat"]

@@ -66,7 +66,7 @@ SAFE_RESPONSE_FIELDS: dict[str, str] = {
     "vlguard_test": "reference_response",
     "siuo": "reference_answer",
 }
-TEACHER_KINDS = ("evidence", "openai", "transformers")
+TEACHER_KINDS = ("evidence", "openai", "transformers", "triton")
 #: Record gates (see :mod:`vlmguard.synthesis.gates`).
 GATES = RECORD_GATES
 
@@ -593,6 +593,7 @@ def build_teacher(recipe: Recipe, taxonomy: TaxonomyConfig, analyzer_name: str) 
         EndpointSettings,
         OpenAIChatClient,
         TransformersChat,
+        TritonChat,
     )
 
     target = OpenAIChatClient(EndpointSettings.from_mapping(recipe.target, "target")) \
@@ -603,6 +604,11 @@ def build_teacher(recipe: Recipe, taxonomy: TaxonomyConfig, analyzer_name: str) 
         settings = EndpointSettings.from_mapping(ts, "teacher")
         backend = OpenAIChatClient(settings)
         response_max = settings.response_max_tokens
+    elif recipe.teacher == "triton":
+        response_max = int(ts.get("response_max_tokens", 256))
+        backend = TritonChat({k: v for k, v in ts.items()
+                              if k not in ("kind", "max_tokens", "response_max_tokens")},
+                             int(ts.get("max_tokens", 512)))
     else:
         path = str(ts.get("model_path") or "")
         if not path:
