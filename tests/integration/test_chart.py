@@ -31,7 +31,7 @@ CI_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
 KUBE_VERSION = "1.30.0"
 RELEASE, NAMESPACE = "vg", "guard"
 #: Custom resources: no schema in kubernetes-validate, so their required fields are checked here.
-CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "RayService"}
 POD_KINDS = {"Deployment", "StatefulSet", "Job", "DaemonSet", "CronJob"}
 
 
@@ -78,6 +78,16 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
             else:
                 tpl = d["spec"]["template"]
             yield f"{d['kind']}/{d['metadata']['name']}", tpl["spec"]
+        elif d["kind"] == "RayService":
+            for node, tpl in _ray_templates(d):
+                yield f"RayService/{d['metadata']['name']}/{node}", tpl["spec"]
+
+
+def _ray_templates(d: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(node, pod template) of a RayService's head and worker groups."""
+    rc = d["spec"]["rayClusterConfig"]
+    return [("head", rc["headGroupSpec"]["template"])] + [
+        (g["groupName"], g["template"]) for g in rc["workerGroupSpecs"]]
 
 
 ci_ids = [p.name for p in CI_FILES]
@@ -145,6 +155,28 @@ def _check_crd(d: dict[str, Any], where: str) -> None:
         assert d["apiVersion"] == "keda.sh/v1alpha1", where
         for ref in spec["secretTargetRef"]:
             assert ref["parameter"] and ref["name"] and ref["key"], where
+    elif d["kind"] == "RayService":
+        # Required fields of the KubeRay v1 CRD (ray.io/v1 RayService / RayCluster), and every
+        # pod template validated as a core/v1 PodSpec.
+        assert d["apiVersion"] == "ray.io/v1", where
+        serve = yaml.safe_load(spec["serveConfigV2"])
+        assert serve["applications"] and all(a["import_path"] for a in serve["applications"])
+        rc = spec["rayClusterConfig"]
+        assert isinstance(rc["headGroupSpec"]["rayStartParams"], dict), where
+        assert all(isinstance(v, str) for v in rc["headGroupSpec"]["rayStartParams"].values())
+        for g in rc["workerGroupSpecs"]:
+            assert g["groupName"] and isinstance(g["rayStartParams"], dict), where
+            assert 0 <= g["minReplicas"] <= g["replicas"] <= g["maxReplicas"], where
+        for node, tpl in _ray_templates(d):
+            assert tpl["spec"]["containers"], f"{where}/{node}"
+            pod = {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": f"x-{node}", **tpl.get("metadata", {})},
+                   "spec": tpl["spec"]}
+            try:
+                kv.validate(pod, KUBE_VERSION, strict=True)
+            except kv.utils.ValidationError as e:
+                path = ".".join(str(p) for p in e.path)
+                pytest.fail(f"{where}/{node}: pod template invalid: {path}: {e.message}")
     elif d["kind"] == "ServiceMonitor":
         assert d["apiVersion"] == "monitoring.coreos.com/v1", where
         assert spec["selector"]["matchLabels"], where
@@ -179,8 +211,10 @@ def test_every_pod_is_locked_down(ci: str) -> None:
                 assert env["name"] not in ("VLMGUARD_PORT", "VLMGUARD_SERVICE_HOST"), where
                 if env["name"].startswith("VLMGUARD_"):
                     assert env["name"] in ENV_VARS or "__" in env["name"], where
-            if name.startswith(("Job/", "CronJob/")):
-                continue
+            if name.startswith(("Job/", "CronJob/", "RayService/")):
+                continue  # KubeRay injects the Ray nodes' probes
+            if c in spec.get("initContainers", []):
+                continue  # init containers run to completion: no probes
             assert "livenessProbe" in c and "readinessProbe" in c, where
     for d in docs:
         if d["kind"] in POD_KINDS - {"CronJob"}:
@@ -302,6 +336,8 @@ def test_jobs_are_off_by_default_and_run_the_cli() -> None:
     parser.parse_args(tr)
     for _, docs_ in (_rendered_ci(c) for c in ci_ids):
         for d in by_kind(docs_, "Deployment"):
+            if d["metadata"]["name"].endswith("-triton"):
+                continue  # the Triton launcher, not the vlmguard CLI (test_triton_*)
             parser.parse_args(d["spec"]["template"]["spec"]["containers"][0]["args"])
 
 
@@ -648,3 +684,256 @@ def test_notes_tell_how_to_follow_the_pipeline() -> None:
     assert "kubectl -n guard logs -f job/vg-vlmguard-synth-r1" in notes
     assert "Rewriter training Job (2 node(s))" in notes
     assert "create job --from=cronjob/vg-vlmguard-retrain vg-vlmguard-retrain-manual" in notes
+
+
+# -- Triton (the target VLM on GPU nodes) and KubeRay RayService (serving.mode=ray) ------------
+
+
+def _config(docs: list[dict[str, Any]], tmp_path: Path) -> Any:
+    cm = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-config"))
+    path = tmp_path / "config.yaml"
+    path.write_text(cm["data"]["config.yaml"])
+    return load_config(path, environ={})
+
+
+def test_triton_and_ray_are_off_by_default() -> None:
+    assert {"triton-values.yaml", "ray-values.yaml"} <= set(ci_ids)
+    default = manifests(render({"auth": {"apiKeys": ["k-0123456789"]}}))
+    for ci_docs in (default, _rendered_ci("minimal-values.yaml")[1],
+                    _rendered_ci("full-values.yaml")[1]):
+        names = [d["metadata"]["name"] for d in ci_docs]
+        assert not [n for n in names if "triton" in n or n.endswith("-ray")]
+        assert not by_kind(ci_docs, "RayService")
+        assert _deployment(ci_docs, "-gateway")
+
+
+def test_triton_deployment_on_gpu_nodes() -> None:
+    _, docs = _rendered_ci("triton-values.yaml")
+    dep = _deployment(docs, "-triton")
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["image"] == "vlmguard/triton:0.1.0"
+    assert "command" not in c  # the image's entrypoint: python -m vlmguard.serving.triton.launch
+    dockerfile = (ROOT / "docker" / "triton.Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python", "-m", "vlmguard.serving.triton.launch"]' in dockerfile
+    assert "USER 10001:10001" in dockerfile
+    args = c["args"]
+    assert args[args.index("--model-repository") + 1] == "/models"
+    assert (args[args.index("--grpc-port") + 1], args[args.index("--http-port") + 1],
+            args[args.index("--metrics-port") + 1]) == ("8001", "8000", "8002")
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "http": 8000, "grpc": 8001, "metrics": 8002}
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert c["resources"]["requests"]["nvidia.com/gpu"] == 1
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert pod["nodeSelector"]["cloud.google.com/gke-accelerator"] == "nvidia-l4"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"]
+    assert pod["enableServiceLinks"] is False and pod["automountServiceAccountToken"] is False
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    vols = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert vols[mounts["/dev/shm"]["name"]]["emptyDir"]["medium"] == "Memory"
+    assert "emptyDir" in vols[mounts["/tmp"]["name"]]
+    # objectStore: an init container syncs the repository into an emptyDir.
+    assert "emptyDir" in vols[mounts["/models"]["name"]] and mounts["/models"]["readOnly"]
+    init = pod["initContainers"][0]
+    assert init["command"][:3] == ["aws", "s3", "sync"] and "/models" in init["command"]
+    assert {"name": "MODEL_REPOSITORY_URI", "value": "s3://models/vlmguard/triton-repo"} in init[
+        "env"]
+    assert {m["mountPath"] for m in init["volumeMounts"]} >= {"/models", "/tmp"}
+    assert vols[mounts["/weights"]["name"]]["persistentVolumeClaim"]["claimName"] == (
+        "vlm-weights")
+    svc = _named(docs, "Service", "-triton")
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {
+        "grpc": 8001, "http": 8000, "metrics": 8002}
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"][
+        "labels"].items()
+    assert _named(docs, "PodDisruptionBudget", "-triton")["spec"]["maxUnavailable"] == 1
+
+
+def test_triton_model_repository_sources() -> None:
+    _, ray_docs = _rendered_ci("ray-values.yaml")
+    pod = _deployment(ray_docs, "-triton")["spec"]["template"]["spec"]
+    models = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == "/models")
+    assert models["subPath"] == "repo" and models["readOnly"] is True
+    vol = next(v for v in pod["volumes"] if v["name"] == models["name"])
+    assert vol["persistentVolumeClaim"] == {"claimName": "triton-repo", "readOnly": True}
+    assert "initContainers" not in pod
+    docs = manifests(render({"auth": {"apiKeys": ["k-0123456789"]},
+                             "workers": {"target": {"enabled": True}},
+                             "triton": {"enabled": True, "modelRepository": {"source": "image"}}}))
+    pod = _deployment(docs, "-triton")["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert "/models" not in {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert {v["name"] for v in pod["volumes"]} == {"tmp", "shm"}
+    for d in docs:
+        if d["kind"] not in CRD_KINDS:
+            kv.validate(d, KUBE_VERSION, strict=True)
+
+
+def test_triton_points_the_target_at_it(tmp_path: Path) -> None:
+    _, docs = _rendered_ci("triton-values.yaml")
+    cfg = _config(docs, tmp_path)
+    assert cfg.target.backend == "triton"
+    assert cfg.target.triton.url == "vg-vlmguard-triton:8001"
+    assert cfg.target.triton.model_name == "target_vlm"
+    assert cfg.target.max_new_tokens == 96  # the user's other target keys are kept
+    # Settings the user gave win over the chart's defaults.
+    docs = manifests(render({
+        "auth": {"apiKeys": ["k-0123456789"]}, "workers": {"target": {"enabled": True}},
+        "triton": {"enabled": True, "modelRepository": {"source": "image"}},
+        "config": {"target": {"backend": "triton", "triton": {
+            "url": "triton.shared.svc:8001", "model_name": "my_vlm", "timeout_s": 30}}}}))
+    cfg = _config(docs, tmp_path)
+    assert (cfg.target.triton.url, cfg.target.triton.model_name, cfg.target.triton.timeout_s) == (
+        "triton.shared.svc:8001", "my_vlm", 30)
+    # Without Triton the target stays as configured.
+    _, minimal = _rendered_ci("minimal-values.yaml")
+    assert _config(minimal, tmp_path).target.backend == "none"
+
+
+def test_triton_network_policy() -> None:
+    _, docs = _rendered_ci("triton-values.yaml")
+    pols = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "NetworkPolicy")}
+    tri = pols["vg-vlmguard-triton"]
+    assert tri["egress"] == []
+    assert tri["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "triton"
+    peers = [p["podSelector"]["matchLabels"] for p in tri["ingress"][0]["from"]]
+    assert [p.get("app.kubernetes.io/component", p.get("vlmguard.io/role")) for p in peers] == [
+        "gateway", "worker", "ray"]
+    assert {p["port"] for p in tri["ingress"][0]["ports"]} == {"grpc", "http"}
+    for name in ("vg-vlmguard-workers", "vg-vlmguard-gateway"):
+        rule = next(r for r in pols[name]["egress"] if "to" in r and any(
+            t["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "triton"
+            for t in r["to"]))
+        assert rule["ports"] == [{"port": 8001, "protocol": "TCP"}]
+
+
+def test_rayservice_replaces_gateway_and_workers(tmp_path: Path) -> None:
+    _, docs = _rendered_ci("ray-values.yaml")
+    rs = by_kind(docs, "RayService")
+    assert len(rs) == 1
+    rs_doc = rs[0]
+    assert rs_doc["apiVersion"] == "ray.io/v1" and rs_doc["metadata"]["name"] == "vg-vlmguard"
+    serve = yaml.safe_load(rs_doc["spec"]["serveConfigV2"])
+    assert serve["grpc_options"] == {
+        "port": 9000,
+        "grpc_servicer_functions": ["vlmguard.serving.ray_grpc:add_vlmguard_services"]}
+    (app,) = serve["applications"]
+    assert app["import_path"] == "vlmguard.serving.ray_app:app"
+    assert app["args"] == {"config_path": "/etc/vlmguard/config.yaml"}
+    assert app["route_prefix"] == "/vlmguard" and app["name"] == "vlmguard"
+    # Ray Serve's own schema accepts the config (grpc_options at the Serve level).
+    try:
+        from ray.serve.schema import ServeDeploySchema
+    except ImportError:  # the [ray] extra is optional
+        pass
+    else:
+        parsed = ServeDeploySchema.model_validate(serve)
+        assert parsed.grpc_options.port == 9000
+        assert parsed.applications[0].route_prefix == "/vlmguard"
+    # The names exist in the code.
+    from vlmguard.serving import ray_grpc
+
+    assert callable(ray_grpc.add_vlmguard_services)
+    rc = rs_doc["spec"]["rayClusterConfig"]
+    assert rc["rayVersion"].startswith("2.60")
+    assert rc["workerGroupSpecs"][0]["maxReplicas"] == 6
+    for node, tpl in _ray_templates(rs_doc):
+        c = tpl["spec"]["containers"][0]
+        assert c["image"] == "vlmguard/ray:0.1.0", node
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        vols = {v["name"]: v for v in tpl["spec"]["volumes"]}
+        assert vols[mounts["/etc/vlmguard"]]["configMap"]["name"] == "vg-vlmguard-config", node
+        assert vols[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory", node
+        env = {e["name"]: e for e in c["env"]}
+        assert env["VLMGUARD_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == (
+            "vg-vlmguard-auth"), node
+        assert {p["name"]: p["containerPort"] for p in c["ports"]}["grpc"] == 9000, node
+        assert c["resources"]["requests"] and c["resources"]["limits"], node
+        assert tpl["metadata"]["labels"]["app.kubernetes.io/component"] == "ray", node
+    # No gateway/worker Deployments, no Redis, no KEDA; the gateway Service routes to the proxy.
+    assert [d["metadata"]["name"] for d in by_kind(docs, "Deployment")] == ["vg-vlmguard-triton"]
+    assert not by_kind(docs, "StatefulSet") and not by_kind(docs, "ScaledObject")
+    assert not by_kind(docs, "HorizontalPodAutoscaler")
+    svc = _named(docs, "Service", "vg-vlmguard")
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "ray"
+    assert svc["spec"]["selector"]["ray.io/serve"] == "true"
+    assert svc["spec"]["ports"] == [{"name": "grpc", "port": 50051, "targetPort": "grpc",
+                                     "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"}]
+    cfg = _config(docs, tmp_path)
+    assert cfg.ray.grpc_port == 9000 and cfg.metrics.enabled is False
+    assert cfg.target.backend == "triton"
+    pol = _named(docs, "NetworkPolicy", "-ray")["spec"]
+    assert pol["ingress"][0]["from"][0]["podSelector"]["matchLabels"][
+        "app.kubernetes.io/component"] == "ray"
+    assert pol["ingress"][1]["from"][0]["namespaceSelector"]  # networkPolicy.gatewayFrom
+    assert not [d for d in by_kind(docs, "NetworkPolicy") if d["metadata"]["name"] in (
+        "vg-vlmguard-gateway", "vg-vlmguard-workers", "vg-vlmguard-redis")]
+
+
+def test_notes_name_the_triton_and_ray_endpoints() -> None:
+    out, _ = _rendered_ci("ray-values.yaml")
+    notes = next(v for k, v in out.items() if k.endswith("NOTES.txt"))
+    assert "KubeRay RayService vg-vlmguard" in notes and "route_prefix /vlmguard" in notes
+    assert "gRPC proxy (port 9000)" in notes and "vg-vlmguard-serve-svc" in notes
+    assert "gRPC vg-vlmguard-triton.guard.svc:8001" in notes
+    out, _ = _rendered_ci("triton-values.yaml")
+    notes = next(v for k, v in out.items() if k.endswith("NOTES.txt"))
+    assert "model repository from objectStore" in notes and "backend triton" in notes
+    assert "RayService" not in notes
+
+
+TRITON_RAY_BAD_VALUES = [
+    ({"triton": {"enabled": True}, "workers": {"target": {"enabled": True}}},
+     'triton.enabled=true needs triton.modelRepository.source: pvc, objectStore or image'),
+    ({"triton": {"enabled": True, "modelRepository": {"source": "pvc"}},
+      "workers": {"target": {"enabled": True}}}, "triton.modelRepository.pvc.claimName"),
+    ({"triton": {"enabled": True, "modelRepository": {"source": "objectStore"}},
+      "workers": {"target": {"enabled": True}}}, "triton.modelRepository.objectStore.uri"),
+    ({"triton": {"enabled": True, "modelRepository": {"source": "image"}}},
+     'config.target.backend="triton" needs workers.target.enabled=true'),
+    ({"triton": {"enabled": True, "modelRepository": {"source": "image"}},
+      "workers": {"target": {"enabled": True}}, "config": {"target": {"backend": "smollm2"}}},
+     'triton.enabled=true but config.target.backend="smollm2"'),
+    ({"triton": {"enabled": True, "modelRepository": {"source": "s3"}}},
+     "/triton/modelRepository/source"),
+    ({"serving": {"mode": "ray"}}, "serving.mode=ray runs every stage as a Ray Serve deployment"),
+    ({"serving": {"mode": "ray"}, "queue": {"mode": "external", "external": {"url": "redis://r"}}},
+     "set queue.mode=inproc (got external)"),
+    ({"serving": {"mode": "ray"}, "queue": {"mode": "inproc"}, "keda": {"enabled": True}},
+     "serving.mode=ray with keda.enabled=true"),
+    ({"serving": {"mode": "ray"}, "queue": {"mode": "inproc"},
+      "ray": {"worker": {"minReplicas": 5, "maxReplicas": 2}}},
+     "ray.worker.minReplicas (got 5) must be <= ray.worker.maxReplicas (got 2)"),
+    ({"serving": {"mode": "kuberay"}}, "/serving/mode"),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), TRITON_RAY_BAD_VALUES)
+def test_bad_triton_ray_values_fail_naming_the_key(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError) as err:
+        render({"auth": {"apiKeys": ["k-0123456789"]}, **values})
+    assert message in str(err.value)
+
+
+def test_ray_mode_eval_job_reaches_the_ray_proxy() -> None:
+    values = _values(CHART / "ci" / "ray-values.yaml") | {
+        "jobs": {"eval": {"enabled": True, "benchClaimName": "b"}},
+        "serviceMonitor": {"enabled": True}}
+    docs = manifests(render(values))
+    jobs = _named(docs, "NetworkPolicy", "-jobs")["spec"]
+    rule = jobs["egress"][1]
+    assert rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "ray"
+    assert rule["ports"] == [{"port": 9000, "protocol": "TCP"}]
+    ray = _named(docs, "NetworkPolicy", "-ray")["spec"]
+    assert ray["ingress"][1]["from"][-1]["podSelector"]["matchLabels"][
+        "vlmguard.io/role"] == "job"
+    # No metrics port on the gateway Service in ray mode: the ServiceMonitor does not select it.
+    assert "vlmguard.io/metrics" not in _named(docs, "Service", "vg-vlmguard")["metadata"][
+        "labels"]

@@ -69,6 +69,29 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{- define "vlmguard.rayMode" -}}
+{{- if eq (.Values.serving).mode "ray" }}true{{ end -}}
+{{- end -}}
+
+{{- define "vlmguard.tritonHost" -}}
+{{- printf "%s-triton" (include "vlmguard.fullname" .) -}}
+{{- end -}}
+
+{{/* Ray Serve's gRPC proxy port and application name: from config.ray (the service's own keys). */}}
+{{- define "vlmguard.rayGrpcPort" -}}
+{{- (((.Values.config).ray).grpc_port | default 9000) | int -}}
+{{- end -}}
+
+{{- define "vlmguard.rayAppName" -}}
+{{- (((.Values.config).ray).app_name | default "vlmguard") -}}
+{{- end -}}
+
+{{/* The target backend after the chart's Triton defaulting. */}}
+{{- define "vlmguard.targetBackend" -}}
+{{- $b := ((.Values.config).target).backend | default "none" -}}
+{{- if and .Values.triton.enabled (eq $b "none") }}triton{{ else }}{{ $b }}{{ end -}}
+{{- end -}}
+
 {{- define "vlmguard.usesRedis" -}}
 {{- if ne .Values.queue.mode "inproc" }}true{{ end -}}
 {{- end -}}
@@ -183,7 +206,24 @@ checksum/config: {{ include "vlmguard.configYaml" . | sha256sum }}
 {{- $auth := dict "enabled" .Values.auth.enabled "api_keys_env" "VLMGUARD_API_KEYS" -}}
 {{- $server := merge (dict "listen" (printf "0.0.0.0:%d" (int .Values.gateway.grpcPort)) "auth" $auth) (get $c "server" | default dict) -}}
 {{- $_ := set $c "server" $server -}}
-{{- $_ := set $c "metrics" (dict "enabled" true "listen" (printf "0.0.0.0:%d" (int .Values.gateway.metricsPort))) -}}
+{{- $_ := set $c "metrics" (dict "enabled" (not (include "vlmguard.rayMode" .)) "listen" (printf "0.0.0.0:%d" (int .Values.gateway.metricsPort))) -}}
+{{- if .Values.triton.enabled -}}
+{{- $target := deepCopy (get $c "target" | default dict) -}}
+{{- if eq ($target.backend | default "none") "none" -}}
+{{- $_ := set $target "backend" "triton" -}}
+{{- end -}}
+{{- if eq $target.backend "triton" -}}
+{{- $tr := deepCopy (get $target "triton" | default dict) -}}
+{{- if not $tr.url -}}
+{{- $_ := set $tr "url" (printf "%s:8001" (include "vlmguard.tritonHost" .)) -}}
+{{- end -}}
+{{- if not $tr.model_name -}}
+{{- $_ := set $tr "model_name" .Values.triton.modelName -}}
+{{- end -}}
+{{- $_ := set $target "triton" $tr -}}
+{{- end -}}
+{{- $_ := set $c "target" $target -}}
+{{- end -}}
 {{- $queue := deepCopy (get $c "queue" | default dict) -}}
 {{- if eq .Values.queue.mode "redis" -}}
 {{- $_ := set $queue "url" (printf "redis://%s:6379/0" (include "vlmguard.redisHost" .)) -}}
@@ -223,7 +263,7 @@ checksum/config: {{ include "vlmguard.configYaml" . | sha256sum }}
 {{- include "vlmguard.fail" (printf "%s.autoscaling.minReplicas (got %v) must be <= maxReplicas (got %v)" $name $w.autoscaling.minReplicas $w.autoscaling.maxReplicas) -}}
 {{- end -}}
 {{- end -}}
-{{- $backend := (($v.config).target).backend | default "none" -}}
+{{- $backend := include "vlmguard.targetBackend" . -}}
 {{- if and (ne $v.queue.mode "inproc") (ne $backend "none") (not $v.workers.target.enabled) -}}
 {{- include "vlmguard.fail" (printf "config.target.backend=%q needs workers.target.enabled=true with queue.mode=%s (got false): nothing would run the target stage" $backend $v.queue.mode) -}}
 {{- end -}}
@@ -242,6 +282,38 @@ checksum/config: {{ include "vlmguard.configYaml" . | sha256sum }}
 {{- end -}}
 {{- if not $v.jobs.trainAnalyzer.outputClaimName -}}
 {{- include "vlmguard.fail" "jobs.trainAnalyzer.enabled=true needs jobs.trainAnalyzer.outputClaimName (where the head is written; got \"\")" -}}
+{{- end -}}
+{{- end -}}
+{{- if not (has $v.serving.mode (list "workers" "ray")) -}}
+{{- include "vlmguard.fail" (printf "serving.mode must be workers or ray (got %q)" $v.serving.mode) -}}
+{{- end -}}
+{{- if include "vlmguard.rayMode" . -}}
+{{- if ne $v.queue.mode "inproc" -}}
+{{- include "vlmguard.fail" (printf "serving.mode=ray runs every stage as a Ray Serve deployment (no Redis queue, no stage workers): set queue.mode=inproc (got %s)" $v.queue.mode) -}}
+{{- end -}}
+{{- if $v.keda.enabled -}}
+{{- include "vlmguard.fail" "serving.mode=ray with keda.enabled=true: KEDA scales stage workers, which ray mode does not run (Ray Serve autoscales); set keda.enabled=false" -}}
+{{- end -}}
+{{- if $v.gateway.autoscaling.enabled -}}
+{{- include "vlmguard.fail" "serving.mode=ray with gateway.autoscaling.enabled=true: there is no gateway Deployment (config.ray.ingress scales the ingress); set it false" -}}
+{{- end -}}
+{{- if gt (int $v.ray.worker.minReplicas) (int $v.ray.worker.maxReplicas) -}}
+{{- include "vlmguard.fail" (printf "ray.worker.minReplicas (got %v) must be <= ray.worker.maxReplicas (got %v)" $v.ray.worker.minReplicas $v.ray.worker.maxReplicas) -}}
+{{- end -}}
+{{- end -}}
+{{- if $v.triton.enabled -}}
+{{- $src := $v.triton.modelRepository.source -}}
+{{- if not (has $src (list "pvc" "objectStore" "image")) -}}
+{{- include "vlmguard.fail" (printf "triton.enabled=true needs triton.modelRepository.source: pvc, objectStore or image (got %q)" $src) -}}
+{{- end -}}
+{{- if and (eq $src "pvc") (not $v.triton.modelRepository.pvc.claimName) -}}
+{{- include "vlmguard.fail" "triton.modelRepository.source=pvc needs triton.modelRepository.pvc.claimName (got \"\")" -}}
+{{- end -}}
+{{- if and (eq $src "objectStore") (not $v.triton.modelRepository.objectStore.uri) -}}
+{{- include "vlmguard.fail" "triton.modelRepository.source=objectStore needs triton.modelRepository.objectStore.uri (got \"\")" -}}
+{{- end -}}
+{{- if ne $backend "triton" -}}
+{{- include "vlmguard.fail" (printf "triton.enabled=true but config.target.backend=%q: nothing would call Triton; set config.target.backend=triton (or leave it none) or triton.enabled=false" $backend) -}}
 {{- end -}}
 {{- end -}}
 {{- if and $v.gateway.ingress.enabled (not $v.gateway.ingress.host) -}}
@@ -272,4 +344,87 @@ checksum/config: {{ include "vlmguard.configYaml" . | sha256sum }}
     - port: {{ .Values.queue.external.port }}
       protocol: TCP
 {{- end }}
+{{- end -}}
+
+{{/* Pod template of a Ray node: (dict "root" $ "node" "head" "spec" .Values.ray.head "grpcPort" 9000).
+     KubeRay adds `ray start`, its own probes and the ray.io/* labels. */}}
+{{- define "vlmguard.rayPodTemplate" -}}
+{{- $root := .root -}}
+{{- $ctx := dict "root" $root "component" "ray" -}}
+metadata:
+  labels:
+    {{- include "vlmguard.componentLabels" $ctx | nindent 4 }}
+    vlmguard.io/ray-node: {{ .node }}
+  annotations:
+    {{- include "vlmguard.podChecksums" $root | nindent 4 }}
+spec:
+  serviceAccountName: {{ include "vlmguard.serviceAccountName" $root }}
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  {{- with $root.Values.image.pullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - name: {{ . }}
+    {{- end }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
+  containers:
+    - name: {{ printf "ray-%s" .node }}
+      image: {{ include "vlmguard.image" (dict "root" $root "image" $root.Values.ray.image) | quote }}
+      imagePullPolicy: {{ $root.Values.ray.image.pullPolicy }}
+      ports:
+        {{- if eq .node "head" }}
+        - {name: gcs-server, containerPort: 6379, protocol: TCP}
+        - {name: dashboard, containerPort: 8265, protocol: TCP}
+        - {name: client, containerPort: 10001, protocol: TCP}
+        {{- end }}
+        - {name: serve, containerPort: 8000, protocol: TCP}
+        - {name: grpc, containerPort: {{ .grpcPort }}, protocol: TCP}
+        - {name: metrics, containerPort: 8080, protocol: TCP}
+      env:
+        {{- include "vlmguard.env" $root | nindent 8 }}
+        {{- if $root.Values.auth.enabled }}
+        - name: VLMGUARD_API_KEYS
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "vlmguard.authSecretName" $root }}
+              key: {{ ternary $root.Values.auth.existingSecretKey "api-keys" (not (empty $root.Values.auth.existingSecret)) }}
+        {{- end }}
+      resources:
+        {{- toYaml .spec.resources | nindent 8 }}
+      securityContext:
+        {{- toYaml $root.Values.containerSecurityContext | nindent 8 }}
+      volumeMounts:
+        - name: config
+          mountPath: /etc/vlmguard
+          readOnly: true
+        - name: tmp
+          mountPath: /tmp
+        - name: cache
+          mountPath: /var/cache/vlmguard
+        - name: shared-mem
+          mountPath: /dev/shm
+  volumes:
+    - name: config
+      configMap:
+        name: {{ include "vlmguard.fullname" $root }}-config
+    - name: tmp
+      emptyDir:
+        sizeLimit: {{ .spec.tmpSizeLimit }}
+    - name: cache
+      emptyDir:
+        sizeLimit: {{ $root.Values.modelCacheSizeLimit }}
+    - name: shared-mem
+      emptyDir:
+        medium: Memory
+        sizeLimit: {{ .spec.shmSizeLimit }}
+  {{- with .spec.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .spec.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end -}}
