@@ -503,7 +503,7 @@ class QueueConfig(_Frozen):
         "unreachable.",
     )
     enqueue_wait_ms: float = Field(
-        2.0, ge=0, le=1000, description="While a stage already has calls of this gateway in "
+        5.0, ge=0, le=1000, description="While a stage already has calls of this gateway in "
         "flight, the longest a new call waits so that calls arriving together are enqueued in "
         "one Redis round trip (an idle stage enqueues at once, so this adds no latency at low "
         "load). 0 enqueues at once.",
