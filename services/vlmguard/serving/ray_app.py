@@ -42,7 +42,7 @@ from vlmguard.gateway.errors import to_status
 from vlmguard.gateway.interceptor import ApiKeyAuth, _Malformed, new_request_id
 from vlmguard.logs import configure_logging, request_id_var
 from vlmguard.metrics import Metrics
-from vlmguard.queue.base import WorkQueue, run_isolating
+from vlmguard.queue.base import run_isolating
 from vlmguard.serving.ray_grpc import SERVICER_FUNCTIONS
 from vlmguard.serving.ray_queue import RayServeQueue, StageCall
 from vlmguard.serving.ray_stages import build_runner, stage_batching
@@ -148,31 +148,6 @@ def _client_safe(result: Any, stage: str) -> Any:
     return result
 
 
-def _build_pipeline(cfg: VLMGuardConfig, queue: WorkQueue, metrics: Metrics) -> Any:
-    """The pipeline exactly as ``build_gateway`` composes it (gateway/server.py), over the Ray
-    queue. Keep the two in step (a shared ``build_pipeline`` there would remove this copy)."""
-    from vlmguard.pipeline import GuardPipeline
-    from vlmguard.roles.generative import GenerativeRewriter
-    from vlmguard.roles.policy import PolicyEngine
-    from vlmguard.roles.rewriter import TemplateRewriter
-
-    template = TemplateRewriter(cfg.taxonomy)
-    tier2 = None
-    if cfg.rewriter.kind == "generative":
-        tier2 = GenerativeRewriter(queue=queue, template=template, cfg=cfg.rewriter,
-                                   metrics=metrics)
-    return GuardPipeline(
-        queue=queue,
-        policy=PolicyEngine(cfg.policy, cfg.taxonomy, cfg.analyzer.report_threshold),
-        rewriter=template,
-        tier2=tier2,
-        limits=cfg.limits,
-        target_enabled=cfg.target.backend != "none",
-        target_needs_image_text=True,
-        metrics=metrics,
-    )
-
-
 class IngressReplica:
     """The gRPC ingress replica (deployment :data:`GuardIngress`): one method per RPC (Ray's
     proxy routes by RPC name).
@@ -201,7 +176,9 @@ class IngressReplica:
             max_pending=cfg.limits.max_pending, retries=cfg.ray.stage_retries,
             metrics=self.metrics,
         )
-        self.pipeline = _build_pipeline(cfg, self.queue, self.metrics)
+        from vlmguard.gateway.server import build_pipeline
+
+        self.pipeline = build_pipeline(cfg, queue=self.queue, metrics=self.metrics)
         self.target_enabled = "target" in stages
         args = (self.pipeline, cfg.server.default_timeout_s, cfg.taxonomy.ids)
         self._guard = GuardServicer(*args)
