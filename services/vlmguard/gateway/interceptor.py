@@ -61,6 +61,14 @@ def new_request_id(candidate: str = "") -> str:
     return uuid.uuid4().hex
 
 
+def call_request_id(request: Any, metadata: Sequence[tuple[str, Any]]) -> str:
+    """A call's request id: the body's ``request_id``, else the ``x-request-id`` header, when
+    well-formed, else a fresh one (the embedded gateway and the Ray ingress both use this)."""
+    header_id = next((str(v) for k, v in metadata if k == "x-request-id"), "")
+    body_id = "" if isinstance(request, _Malformed) else getattr(request, "request_id", "")
+    return new_request_id(body_id or header_id)
+
+
 class ApiKeyAuth:
     """Checks ``authorization: Bearer <key>`` against a set of keys in constant time."""
 
@@ -121,9 +129,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             t0 = time.perf_counter()
             md = tuple(context.invocation_metadata() or ())
-            header_id = next((str(v) for k, v in md if k == "x-request-id"), "")
-            body_id = "" if isinstance(request, _Malformed) else getattr(request, "request_id", "")
-            rid = new_request_id(body_id or header_id)
+            rid = call_request_id(request, md)
             token = request_id_var.set(rid)
             code = "OK"
             try:
@@ -156,4 +162,4 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-__all__ = ["ApiKeyAuth", "GatewayInterceptor", "new_request_id", "reason_of"]
+__all__ = ["ApiKeyAuth", "GatewayInterceptor", "call_request_id", "new_request_id", "reason_of"]

@@ -39,7 +39,7 @@ from vlmguard.errors import (
     VLMGuardError,
 )
 from vlmguard.gateway.errors import to_status
-from vlmguard.gateway.interceptor import ApiKeyAuth, _Malformed, new_request_id
+from vlmguard.gateway.interceptor import ApiKeyAuth, _Malformed, call_request_id
 from vlmguard.logs import configure_logging, request_id_var
 from vlmguard.metrics import Metrics
 from vlmguard.queue.base import run_isolating
@@ -245,9 +245,7 @@ class IngressReplica:
         """What the embedded gateway's interceptor does, on Ray's gRPC context."""
         t0 = time.perf_counter()
         md = tuple(ctx.invocation_metadata() or ())
-        header_id = next((str(v) for k, v in md if k == "x-request-id"), "")
-        body_id = "" if isinstance(request, _Malformed) else getattr(request, "request_id", "")
-        rid = new_request_id(body_id or header_id)
+        rid = call_request_id(request, md)
         token = request_id_var.set(rid)
         code = "OK"
         try:
