@@ -162,3 +162,23 @@ def test_torch_threads_honours_omp_num_threads(monkeypatch: pytest.MonkeyPatch) 
     assert smollm2.torch_threads() >= 1
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert smollm2.torch_threads() >= 1
+
+
+def test_backend_names_and_import_paths_resolve_in_one_place() -> None:
+    from vlmguard.backends import resolve_backend_class
+    from vlmguard.errors import ConfigError
+
+    reg = {"none": "vlmguard.backends.target:NoneTargetBackend"}
+    cls, path = resolve_backend_class("target.backend", "none", reg)
+    assert cls.__name__ == "NoneTargetBackend" and path == reg["none"]
+    with pytest.raises(ConfigError, match="unknown backend 'nope'"):
+        resolve_backend_class("target.backend", "nope", reg)
+    with pytest.raises(ConfigError, match="needs an optional dependency") as e:
+        resolve_backend_class("target.backend", "no_such_module_xyz:Cls", reg)
+    assert e.value.reason == "MISSING_DEPENDENCY"
+    with pytest.raises(ConfigError, match="not available here") as e:
+        resolve_backend_class("x.backend", "gone", {"gone": "no_such_module_xyz:C"},
+                              unavailable={"gone": "'gone' is not available here"})
+    assert e.value.reason == "MISSING_DEPENDENCY"
+    with pytest.raises(ConfigError, match="is not a class"):
+        resolve_backend_class("target.backend", "vlmguard.backends.target:TARGET_BACKENDS", reg)

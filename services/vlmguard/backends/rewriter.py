@@ -16,12 +16,12 @@ ship). A full ``module:Class`` path names any other implementation.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from vlmguard.backends import resolve_backend_class
 from vlmguard.config import RewriterConfig
 from vlmguard.domain import TargetResult
 from vlmguard.errors import ConfigError, Reason, UnavailableError, VLMGuardError
@@ -222,30 +222,10 @@ def build_rewriter_backend(cfg: RewriterConfig) -> RewriterBackend:
         ConfigError: unknown backend, Triton requested without a Triton rewriter backend, or a
             missing optional dependency.
     """
-    path = REWRITER_BACKENDS.get(cfg.backend, cfg.backend)
-    if ":" not in path:
-        raise ConfigError(
-            f"rewriter.backend: unknown backend {cfg.backend!r}; use one of "
-            f"{sorted(REWRITER_BACKENDS)} or 'module:Class'"
-        )
-    mod_name, cls_name = path.split(":", 1)
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as e:
-        if cfg.backend == "triton" and e.name == mod_name:
-            raise ConfigError(
-                "rewriter.backend 'triton' is not available in this build (no Triton rewriter "
-                "backend module); use 'transformers' or 'openai'",
-                reason=Reason.MISSING_DEPENDENCY,
-            ) from e
-        raise ConfigError(
-            f"rewriter.backend {cfg.backend!r} needs an optional dependency ({e.name}); "
-            "install it with: pip install 'vlmguard[models]'",
-            reason=Reason.MISSING_DEPENDENCY,
-        ) from e
-    cls = getattr(module, cls_name, None)
-    if cls is None or not isinstance(cls, type):
-        raise ConfigError(f"rewriter.backend: {path} is not a class")
+    cls, path = resolve_backend_class("rewriter.backend", cfg.backend, REWRITER_BACKENDS,
+                                      unavailable={"triton": (
+        "rewriter.backend 'triton' is not available in this build (no Triton rewriter "
+        "backend module); use 'transformers' or 'openai'")})
     backend = cls(cfg)
     if not isinstance(backend, RewriterBackend):
         raise ConfigError(f"rewriter.backend: {path} does not implement RewriterBackend")

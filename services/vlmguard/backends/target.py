@@ -7,11 +7,11 @@ imports torch unless the configured backend needs it) or by a full ``module:Clas
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from vlmguard.backends import resolve_backend_class
 from vlmguard.config import TargetConfig
 from vlmguard.domain import GenerationParams, ImageInput, TargetResult
 from vlmguard.errors import ConfigError, FailedPreconditionError, Reason, VLMGuardError
@@ -106,23 +106,8 @@ def build_target_backend(cfg: TargetConfig) -> TargetBackend:
     Raises:
         ConfigError: unknown backend name, bad import path, or missing optional dependency.
     """
-    path = TARGET_BACKENDS.get(cfg.backend, cfg.backend)
-    if ":" not in path:
-        raise ConfigError(
-            f"target.backend: unknown backend {cfg.backend!r}; use one of "
-            f"{sorted(TARGET_BACKENDS)} or 'module:Class'"
-        )
-    mod_name, cls_name = path.split(":", 1)
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ConfigError(
-            f"target.backend {cfg.backend!r} needs an optional dependency ({e.name}); "
-            "install it with: pip install 'vlmguard[models]'",
-            reason=Reason.MISSING_DEPENDENCY,
-        ) from e
-    cls = getattr(module, cls_name, None)
-    if cls is None or not (isinstance(cls, type) and issubclass(cls, TargetBackend)):
+    cls, path = resolve_backend_class("target.backend", cfg.backend, TARGET_BACKENDS)
+    if not issubclass(cls, TargetBackend):
         raise ConfigError(f"target.backend: {path} is not a TargetBackend class")
     backend: TargetBackend = cls(cfg)
     return backend
