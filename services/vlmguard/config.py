@@ -229,7 +229,11 @@ class RewriterConfig(_Frozen):
         None, ge=0, le=1, description="Tier-1 score from which 'on_risk' runs tier 2; empty "
         "uses the tenant's rewrite_threshold.",
     )
-    max_new_tokens: int = Field(256, ge=1, le=2048, description="New-token limit per output.")
+    max_new_tokens: int = Field(
+        448, ge=1, le=2048, description="New-token limit per output (reasoning + rewrite: the "
+        "demo's outputs run ~100-300 tokens; 256 cut two in three short of the closing "
+        "delimiter)."
+    )
     max_rewrite_chars: int = Field(
         8000, ge=1, description="Longest accepted rewrite; longer outputs fall back."
     )
