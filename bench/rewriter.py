@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="vlmguard-rewriter-bench-")
         Path(tmp.name, "vlmguard_rewriter.json").write_text(json.dumps({
             "format_version": 1, "base_model": "smollm2", "adapter": None,
-            "kind": "causal_lm", "prompt_version": "rewriter-v1", "chat_template": None}))
+            "kind": "causal_lm", "prompt_version": "rewriter-v2", "chat_template": None}))
         model_path, model = tmp.name, "smollm2 base (no adapter)"
     backend = HFRewriterBackend(RewriterConfig(kind="generative", model_path=model_path,
                                                threads=args.threads))

@@ -252,6 +252,22 @@ class RewriterConfig(_Frozen):
         True, description="transformers backend: compute the KV cache of the prompt prefix "
         "all requests share (the system message) once and reuse it for every batch.",
     )
+    add_guidance: bool = Field(
+        True, description="Append the taxonomy's guidance for each triggered category that a "
+        "parsed model rewrite does not carry (the rewriter name then ends in '+guidance'), so "
+        "the operator's guidance always reaches the target.",
+    )
+    guided_format: bool = Field(
+        True, description="transformers backend: guided decoding of the output format (the "
+        "section delimiters are forced in order, an over-long reasoning section is closed, an "
+        "early end closes the open section), so that outputs parse; the model writes every "
+        "section's content.",
+    )
+    reasoning_max_chars: int = Field(
+        480, ge=16, le=8000, description="With guided_format: longest reasoning section "
+        "(textual, visual, cross_modal) before the decoder closes it, so the rewrite keeps "
+        "the rest of max_new_tokens.",
+    )
     load_in_background: bool = Field(
         True, description="Serve while the tier-2 model loads (tier-2 calls wait for it).",
     )

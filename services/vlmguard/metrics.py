@@ -89,7 +89,9 @@ class Metrics:
         )
         self.rewriter_tier2 = Counter(
             "vlmguard_rewriter_tier2_total", "Tier-2 rewriter outcomes: 'model' (parsed "
-            "output used), 'fallback' (template answered), 'skipped' (policy kept tier 1).",
+            "output used), 'model_guidance_added' (parsed output used, the taxonomy's guidance "
+            "appended for a category it left out), 'fallback' (template answered), 'skipped' "
+            "(policy kept tier 1).",
             ["outcome"], registry=r,
         )
         self.rewriter_fallbacks = Counter(

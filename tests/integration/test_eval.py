@@ -89,3 +89,16 @@ def test_inprocess_and_server_agree(
     assert ma["settings"]["guard"] == "in-process"
     assert mb["settings"]["guard"].startswith("grpc ") and mb["settings"]["policy"] is None
     assert "analyze.ocr" in ma["overall"]["latency_ms"]
+    # Tier 2 is off (template rewriter): no tier-2 figures. The gRPC run scored the rewrites
+    # (the in-process guard above was built without a scorer).
+    assert ma["settings"]["quality"] is False and mb["settings"]["quality"] is True
+    assert ma["overall"]["tier2_rate"] == 0.0 and ma["overall"]["parse_rate"] is None
+    assert ma["overall"]["intent_kept_rate"] is None
+    server = {r["id"]: r for r in read_items(tmp_path / "server")}
+    assert all(r["tier2"] == "" and r["fallback_kind"] == "" for r in server.values())
+    assert server["s1"]["intent_sim"] == 1.0 and server["s1"]["guidance"] == {}
+    for r in server.values():
+        if r["action"] == "REWRITE":
+            assert r["rewriter"].startswith("template/") and set(r["guidance"]) == set(
+                r["categories"]) and -1 <= r["intent_sim"] <= 1
+    assert mb["overall"]["intent_kept_rate"] is not None

@@ -84,7 +84,7 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     peft.save_pretrained(str(lora / "adapter"))
     (lora / "vlmguard_rewriter.json").write_text(json.dumps({
         "format_version": 1, "base_model": str(full), "adapter": "adapter",
-        "kind": "causal_lm", "prompt_version": "rewriter-v1", "chat_template": None}))
+        "kind": "causal_lm", "prompt_version": "rewriter-v2", "chat_template": None}))
     return {"full": full, "lora": lora}
 
 
@@ -124,14 +124,50 @@ def test_batched_generation_returns_per_item_results(base: HFRewriterBackend) ->
         g.text for g in batched]  # type: ignore[union-attr]
 
 
+def test_guided_format_shapes_a_random_models_output(base: HFRewriterBackend) -> None:
+    import torch
+
+    from vlmguard.backends.hf_rewriter import FormatGuide
+
+    cfg = base.cfg.model_copy(update={"reasoning_max_chars": 12})
+    (g,) = HFRewriterBackend(cfg).generate_sync(convs(RISKY), max_new_tokens=60)
+    (free,) = HFRewriterBackend(cfg.model_copy(update={"guided_format": False})).generate_sync(
+        convs(RISKY), max_new_tokens=60)
+    assert isinstance(g, Generation) and isinstance(free, Generation)
+    assert not free.text.startswith("<textual>")  # garbage, unguided
+    # Guided, the same garbage model writes the sections in order, each reasoning one capped.
+    assert g.text.startswith("<textual>")
+    pos = [g.text.index(t) for t in ("</textual>\n<visual>", "</visual>\n<cross_modal>",
+                                      "</cross_modal>\n<rewrite>")]
+    assert pos == sorted(pos)
+    assert g.finish_reason == "length"  # the rewrite never closed: the parser will refuse it
+    # An end-of-output token inside the rewrite closes it instead.
+    tok = base._tokenizer
+    guide = FormatGuide(tok, 0, [tok.eos_token_id], reasoning_max_chars=100)
+    text = ("<textual>a</textual>\n<visual>b</visual>\n<cross_modal>c</cross_modal>\n"
+            "<rewrite>Answer safely.")
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    scores = torch.zeros((1, len(tok)))
+    scores[0, tok.eos_token_id] = 5.0
+    closing = tok("</rewrite>", add_special_tokens=False)["input_ids"]
+    forced = []
+    for _ in closing:
+        out = guide(ids, scores.clone())
+        forced.append(int(torch.argmax(out[0])))
+        assert torch.isinf(out[0]).sum() == len(tok) - 1
+        ids = torch.cat([ids, torch.tensor([[forced[-1]]])], dim=1)
+    assert forced == closing and guide.forced_tokens == len(closing)
+
+
 def test_generation_stops_at_the_stop_string(base: HFRewriterBackend) -> None:
-    free = base.generate_sync(convs(RISKY), max_new_tokens=16)[0]
+    cfg = base.cfg.model_copy(update={"guided_format": False})  # (only guides </rewrite>)
+    free = HFRewriterBackend(cfg).generate_sync(convs(RISKY), max_new_tokens=16)[0]
     assert isinstance(free, Generation)
     # A piece of what the model writes anyway serves as the stop string.
     words = free.text.split()
     stop = words[min(2, len(words) - 1)]
-    stopped = HFRewriterBackend(base.cfg, stop=stop).generate_sync(convs(RISKY),
-                                                                   max_new_tokens=16)[0]
+    stopped = HFRewriterBackend(cfg, stop=stop).generate_sync(convs(RISKY),
+                                                              max_new_tokens=16)[0]
     assert isinstance(stopped, Generation)
     assert stopped.text.endswith(stop) and stopped.text.count(stop) == 1
     assert free.text.startswith(stopped.text)
@@ -210,7 +246,9 @@ def transformers_serve(model_dir: Path) -> Iterator[str]:
 def test_openai_backend_against_transformers_serve(
     make_gateway: Callable[..., Any], tiny_dirs: dict[str, Path], base: HFRewriterBackend
 ) -> None:
-    local = base.generate_sync(convs(RISKY, BENIGN), max_new_tokens=12)
+    # The remote server is not guided (guided_format is the local backend's): compare plain.
+    plain = HFRewriterBackend(base.cfg.model_copy(update={"guided_format": False}))
+    local = plain.generate_sync(convs(RISKY, BENIGN), max_new_tokens=12)
     expected = [g.text for g in local if isinstance(g, Generation)]
     with transformers_serve(tiny_dirs["full"]) as url:
         cfg = RewriterConfig(kind="generative", backend="openai", max_new_tokens=12,

@@ -132,12 +132,22 @@ def fallbacks(m: Metrics, kind: str) -> float:
 def test_well_formed_output_gives_the_model_rewrite() -> None:
     m = Metrics()
     backend = ScriptedBackend(GOOD)
-    (res,) = asyncio.run(run_tier2(backend, [RISKY], metrics=m))
+    plain = RewriterConfig(kind="generative", add_guidance=False)
+    (res,) = asyncio.run(run_tier2(backend, [RISKY], metrics=m, cfg=plain))
     assert res.action is Action.REWRITE
     assert res.rewritten_text.startswith("Explain, for a car owner")
     assert res.reasoning.textual == "asks to enter someone else's car"
     assert res.rewriter == REWRITER_NAME
     assert m.registry.get_sample_value("vlmguard_rewriter_tier2_total", {"outcome": "model"}) == 1
+    # By default the taxonomy's guidance for each triggered category the rewrite left out is
+    # appended (GOOD's rewrite carries none of it).
+    m2 = Metrics()
+    (res2,) = asyncio.run(run_tier2(ScriptedBackend(GOOD), [RISKY], metrics=m2))
+    assert res2.rewriter == REWRITER_NAME + "+guidance"
+    assert res2.rewritten_text.startswith(res.rewritten_text)
+    assert "Safety guidance:" in res2.rewritten_text[len(res.rewritten_text):]
+    assert m2.registry.get_sample_value("vlmguard_rewriter_tier2_total",
+                                        {"outcome": "model_guidance_added"}) == 1
     assert m.registry.get_sample_value("vlmguard_rewriter_generated_tokens_total",
                                        {"backend": "transformers"}) == 7
 
@@ -152,7 +162,7 @@ def test_malformed_output_falls_back_to_template_and_is_counted(raw: str, kind: 
     m = Metrics()
     (res,) = asyncio.run(run_tier2(ScriptedBackend(raw), [RISKY], metrics=m))
     assert res.action is Action.REWRITE
-    assert res.rewriter.startswith("template/")
+    assert res.rewriter == f"{TemplateRewriter.name};fallback={kind}"
     assert "Safety guidance" in res.rewritten_text and RISKY in res.rewritten_text
     assert "Sure! Here is how" not in res.rewritten_text and "Ignore the above" not in \
         res.rewritten_text
@@ -175,12 +185,12 @@ def test_stage_error_and_timeout_fall_back_to_template() -> None:
     m = Metrics()
     err = UnavailableError("down", reason=Reason.REWRITER_FAILED)
     (res,) = asyncio.run(run_tier2(ScriptedBackend(err), [RISKY], metrics=m))
-    assert res.rewriter.startswith("template/") and fallbacks(m, "STAGE_FAILED") == 1
+    assert res.rewriter == "template/v1;fallback=STAGE_FAILED" and fallbacks(m, "STAGE_FAILED") == 1
     m2 = Metrics()
     cfg = RewriterConfig(kind="generative", timeout_s=0.2)
     (res,) = asyncio.run(run_tier2(ScriptedBackend(GOOD, delay=2.0), [RISKY], cfg=cfg,
                                    metrics=m2))
-    assert res.rewriter.startswith("template/") and fallbacks(m2, "TIMEOUT") == 1
+    assert res.rewriter == "template/v1;fallback=TIMEOUT" and fallbacks(m2, "TIMEOUT") == 1
 
 
 def test_requests_are_micro_batched_with_per_item_results() -> None:

@@ -30,9 +30,12 @@ from vlmguard.roles.prompts import (
     RewriterOutputError,
     build_rewriter_messages,
     build_training_messages,
+    carries_guidance,
+    ensure_guidance,
     escape_data,
     evidence_from_analysis,
     format_rewriter_output,
+    format_step,
     parse_and_check,
     parse_rewriter_output,
     rewrite_or_fallback,
@@ -318,3 +321,129 @@ def test_rewriter_output_error_is_internal_with_a_stable_reason() -> None:
     assert err.code is StatusCode.INTERNAL
     assert err.reason == Reason.REWRITER_MALFORMED == "REWRITER_MALFORMED"
     assert err.metadata == {"kind": "MISSING_SECTION"}
+
+
+# ---------------------------------------------------------------- guided decoding
+
+
+def _drive(model_text: str, max_chars: int = 40) -> str:
+    """Simulate guided decoding: the 'model' writes ``model_text`` character by character (a
+    '$' in it stands for its end-of-output token); the guide's forced text goes first."""
+    out = ""
+    pending = list(model_text)
+    for _ in range(10_000):
+        step = format_step(out, reasoning_max_chars=max_chars)
+        if step.done:
+            return out
+        if step.force:
+            out += step.force
+            # the model sees the forced text and does not write it again
+            mine = "".join(pending)
+            if mine.lstrip().startswith(step.force.strip()):
+                pending = list(mine.lstrip()[len(step.force.strip()):])
+            continue
+        if not pending:
+            return out
+        ch = pending.pop(0)
+        if ch == "$":
+            if not step.on_end:
+                return out
+            out += step.on_end
+            continue
+        out += ch
+    raise AssertionError("guide did not finish")
+
+
+def test_format_step_forces_the_delimiters_in_order() -> None:
+    assert format_step("", reasoning_max_chars=10).force == "<textual>"
+    assert format_step("  \n", reasoning_max_chars=10).force == "<textual>"
+    assert format_step("<textual>a</textual>", reasoning_max_chars=10).force == "\n<visual>"
+    assert format_step("<textual>a</textual>\n", reasoning_max_chars=10).force == "<visual>"
+    assert format_step("<textual>a</textual>\n<vis", reasoning_max_chars=10).force == "ual>"
+    # The model wrote something else after a section: left to the parser.
+    assert format_step("<textual>a</textual>hello", reasoning_max_chars=10).force == ""
+    # An over-long reasoning section is closed and the next one opened.
+    assert format_step("<textual>" + "x" * 10, reasoning_max_chars=10).force == (
+        "</textual>\n<visual>")
+    assert format_step("<textual>" + "x" * 9, reasoning_max_chars=10).on_end == (
+        "</textual>\n<visual>")
+    assert format_step("<textual>a</textual>\n<visual>b</visual>\n<cross_modal>c</cross_modal>"
+                       "\n<rewrite>", reasoning_max_chars=10).on_end == ""
+    assert format_step("<textual>a</textual>\n<visual>b</visual>\n<cross_modal>c</cross_modal>"
+                       "\n<rewrite>d", reasoning_max_chars=10).on_end == "</rewrite>"
+    assert format_step("<textual></textual><visual></visual><cross_modal></cross_modal>"
+                       "<rewrite>d</rewrite>", reasoning_max_chars=10).done
+
+
+@pytest.mark.parametrize("model_text", [
+    # a model that writes the format itself: the guide changes nothing
+    "<textual>a</textual>\n<visual>b</visual>\n<cross_modal>c</cross_modal>\n<rewrite>d</rewrite>",
+    # ... that forgets delimiters and ends early
+    "text about the prompt$ image$ both$ Please answer safely.$",
+    # ... that rambles in every reasoning section and never ends its rewrite on its own
+    "y" * 500 + "$",
+    # ... that ends its reasoning sections at once
+    "$$$Answer safely.$",
+])
+def test_guided_outputs_always_parse(model_text: str) -> None:
+    out = _drive(model_text)
+    parsed = parse_rewriter_output(out)
+    assert parsed.rewritten_text
+    for section in (parsed.reasoning.textual, parsed.reasoning.visual,
+                    parsed.reasoning.cross_modal):
+        assert len(section) <= 40
+
+
+def test_guided_output_with_an_empty_rewrite_stays_malformed() -> None:
+    with pytest.raises(RewriterOutputError) as e:
+        parse_rewriter_output(_drive("$$$$"))
+    assert e.value.kind == MalformedKind.MISSING_SECTION
+
+
+def test_guide_does_not_repair_imitated_delimiters() -> None:
+    # A section that imitates another's delimiter is not fixed up: the strict parser rejects it.
+    out = _drive("<textual>a<rewrite>pass</rewrite>$", max_chars=400)
+    with pytest.raises(VLMGuardError):
+        parse_rewriter_output(out)
+
+
+def test_add_guidance_appends_what_the_model_left_out() -> None:
+    tax = TaxonomyConfig()
+    cat = tax.categories[0]
+    other = tax.categories[1]
+    rewrite = f"Explain the topic safely. {cat.guidance}"
+    out, added = ensure_guidance(rewrite, (cat.id, other.id), tax)
+    assert added == (other.id,)
+    assert out.startswith(rewrite) and out.endswith(f"- {other.guidance}")
+    assert ensure_guidance(out, (cat.id, other.id), tax) == (out, ())
+    assert carries_guidance(out, other.guidance) and not carries_guidance("Sure.", cat.guidance)
+
+
+def test_benign_training_target_matches_what_serving_accepts() -> None:
+    from vlmguard.roles.prompts import BENIGN_FLAGGED_NOTE, benign_rewrite
+
+    assert benign_rewrite("What breed is this dog?", 0.1) == "What breed is this dog?"
+    flagged = benign_rewrite("How do I kill a stuck process?", 0.9)
+    assert flagged == "How do I kill a stuck process?" + BENIGN_FLAGGED_NOTE
+    # A flagged request's rewrite may not echo the prompt; the benign target does not.
+    out = format_rewriter_output(ModalityReasoning(), flagged)
+    assert parse_and_check(out, "How do I kill a stuck process?", True).rewritten_text == (
+        flagged.strip())
+
+
+def test_finding_evidence_that_quotes_a_block_points_to_it() -> None:
+    prompt = "Tell me about the  history of this  castle and its defences."
+    ocr = "WELCOME TO THE CASTLE MUSEUM\nopen daily"
+    ev = RewriterEvidence(
+        images=(ImageText(0, ocr),),
+        findings=(
+            Finding(CAT, 0.7, Modality.TEXT, "Tell me about the history of this castle…",
+                    "risk_head", -1),
+            Finding(CAT, 0.6, Modality.IMAGE, "WELCOME TO THE CASTLE MUSEUM open daily", "ocr", 0),
+            Finding(CAT, 0.5, Modality.CROSS_MODAL, "text and image <combine>", "joint", 0),
+        ), score=0.7)
+    user = build_rewriter_messages(prompt, ev, TaxonomyConfig())[1]["content"]
+    assert "evidence: (in user_prompt)</finding>" in user
+    assert "evidence: (in ocr_text of image 1)</finding>" in user
+    assert "evidence: text and image &lt;combine&gt;</finding>" in user
+    assert user.count("history of this") == 1

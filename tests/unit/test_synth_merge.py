@@ -147,7 +147,7 @@ def test_merge_dedupes_across_shards_caps_categories_and_writes_the_card(
     assert all(r["accepted"] and r["final"]["messages"][-1]["role"] == "assistant"
                for r in train)
     assert card["teachers"] == {"evidence-tier1/test": 19}
-    assert card["versions"]["prompt_version"] == ["rewriter-v1"]
+    assert card["versions"]["prompt_version"] == ["rewriter-v2"]
     assert card["recipes"][0]["sets"] == {"vlguard_test": 0, "vlsbench": 0}
     md = (ds / "DATASET_CARD.md").read_text()
     assert "| privacy | 4 | 7 |" in md and "category cap 4" in md

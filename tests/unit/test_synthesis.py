@@ -139,7 +139,7 @@ def test_records_are_schema_valid_and_train_the_rewriter(tmp_path: Path, bench: 
                                     "fail": 5 if g == "rewrite_safe" else 0} for g in GATES}
     assert summary["reject_reasons"] == {"rewrite_safe": 5}
     for r in records:
-        assert r["teacher"] == "evidence-tier1/test" and r["prompt_version"] == "rewriter-v1"
+        assert r["teacher"] == "evidence-tier1/test" and r["prompt_version"] == "rewriter-v2"
         assert r["stage_prompt_version"] == "synth-prompts-v1"
         for stage, data in r["stages"].items():
             assert validate(stage, data, CATS) == [], (r["key"], stage)

@@ -33,6 +33,7 @@ from typing import Any
 from vlmguard.backends.rewriter import REWRITE_STOP, Generation, Messages
 from vlmguard.config import RewriterConfig, TargetConfig
 from vlmguard.errors import ConfigError, Reason, UnavailableError, VLMGuardError
+from vlmguard.roles.prompts import PROMPT_VERSION, format_step
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,11 @@ class HFRewriterBackend:
                 f"rewriter.model_path: kind {kind!r} is not served by the transformers text "
                 "backend (only 'causal_lm'; serve a VLM rewriter through the openai backend)"
             )
+        trained_on = meta.get("prompt_version")
+        if trained_on and trained_on != PROMPT_VERSION:
+            log.warning("tier-2 model was trained on prompt format %s, this build writes %s: "
+                        "expect more malformed outputs until it is retrained", trained_on,
+                        PROMPT_VERSION)
         base = meta.get("base_model")
         adapter = meta.get("adapter")
         if not isinstance(base, str) or not base:
@@ -315,12 +321,21 @@ class HFRewriterBackend:
             pad_token_id=self._pad_id, eos_token_id=list(self._stop_ids) or None,
             stop_strings=[self.stop],
         )
+        extra: dict[str, Any] = {}
+        if cache is not None:
+            extra["cache"] = cache
+        guide: FormatGuide | None = None
+        if self.cfg.guided_format and self.stop == REWRITE_STOP:
+            from transformers import LogitsProcessorList
+
+            guide = FormatGuide(self._tokenizer, width, self._stop_ids,
+                                reasoning_max_chars=self.cfg.reasoning_max_chars)
+            extra["logits_processor"] = LogitsProcessorList([guide])
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self._model.generate(input_ids=input_ids, attention_mask=attention,
                                        generation_config=gen_cfg, tokenizer=self._tokenizer,
-                                       **({"cache": cache} if cache is not None
-                                          else {}))
+                                       **extra)
         elapsed = time.perf_counter() - t0
         new = out[:, width:]
         results: list[Generation | VLMGuardError] = []
@@ -341,7 +356,8 @@ class HFRewriterBackend:
             total += len(tokens)
             results.append(Generation(text=text, model=self.name, finish_reason=finish,
                                       prompt_tokens=len(ids), completion_tokens=len(tokens)))
-        log.debug("tier-2 batch=%d new_tokens=%d in %.2f s", len(batch), total, elapsed)
+        log.debug("tier-2 batch=%d new_tokens=%d in %.2f s (forced %d)", len(batch), total,
+                  elapsed, guide.forced_tokens if guide else 0)
         return results
 
     def _system_ids(self, conv: Messages) -> list[int]:
@@ -392,6 +408,68 @@ class HFRewriterBackend:
             self._prefix = None
             self._model = None
             self._tokenizer = None
+
+
+class FormatGuide:
+    """A transformers logits processor that applies :func:`~vlmguard.roles.prompts.format_step`
+    to each row of a greedy batch: the delimiters the format requires are forced token by token
+    (every other token's score set to -inf), and an end-of-output token where the format is not
+    finished is replaced by the delimiters that finish the open section.
+
+    Args:
+        tokenizer: The model's tokenizer (encodes forced text, decodes each row's output).
+        prompt_width: Length of the (padded) prompt: generated tokens start there.
+        end_ids: Token ids that end an output (end of turn).
+        reasoning_max_chars: Longest reasoning section before it is closed.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_width: int, end_ids: Sequence[int], *,
+                 reasoning_max_chars: int) -> None:
+        self.tokenizer = tokenizer
+        self.width = prompt_width
+        self.end_ids = set(end_ids)
+        self.reasoning_max_chars = reasoning_max_chars
+        self._queues: dict[int, list[int]] = {}
+        self._done: set[int] = set()
+        self._encoded: dict[str, list[int]] = {}
+        #: Tokens forced so far (all rows), for logs and tests.
+        self.forced_tokens = 0
+
+    def _encode(self, text: str) -> list[int]:
+        ids = self._encoded.get(text)
+        if ids is None:
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            self._encoded[text] = ids
+        return ids
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        for row in range(scores.shape[0]):
+            if row in self._done:
+                continue
+            queue = self._queues.get(row)
+            if not queue:
+                gen = input_ids[row, self.width:].tolist()
+                text = self.tokenizer.decode(gen, skip_special_tokens=True)
+                step = format_step(text, reasoning_max_chars=self.reasoning_max_chars)
+                if step.done:
+                    self._done.add(row)
+                    continue
+                if step.force:
+                    queue = self._encode(step.force)
+                elif step.on_end and int(torch.argmax(scores[row])) in self.end_ids:
+                    queue = self._encode(step.on_end)
+                if not queue:
+                    continue
+                queue = list(queue)
+                self._queues[row] = queue
+            tok = queue.pop(0)
+            forced = torch.full_like(scores[row], float("-inf"))
+            forced[tok] = 0.0
+            scores[row] = forced
+            self.forced_tokens += 1
+        return scores
 
 
 def _cut(text: str, stop: str) -> tuple[str, bool]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmguard.errors import InvalidArgumentError
+from vlmguard.evaluation.metrics import DEFAULT_GUIDANCE_THRESHOLD, DEFAULT_INTENT_THRESHOLD
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -28,11 +29,16 @@ no gRPC server and no port. With --addr it calls GuardService.Guard on a running
 
 Outputs in OUT_DIR:
   items.jsonl   one line per item as soon as it finishes (id, set, label, category, action,
-                score, categories and modalities found, timings, error reason); no prompt,
-                OCR or rewritten text. Append-only: a re-run skips items already there.
+                score, categories and modalities found, timings, error reason, rewriter,
+                tier-2 outcome and the rewrite's similarities); no prompt, OCR or rewritten
+                text. Append-only: a re-run skips items already there.
   metrics.json  per set, per category and overall: n, recall (unsafe items not allowed), fpr
                 (benign/safe items not allowed), unchanged_rate, block_rate, AUC, latency
-                p50/p99 per stage, error counts by reason, thresholds and analyzer version.
+                p50/p99 per stage, error counts by reason, thresholds and analyzer version;
+                tier 2: tier2_rate (items tier 2 ran for), parse_rate (its outputs that
+                parsed), fallbacks by kind, guidance_rate (unsafe rewrites carrying the
+                guidance of every category found) and intent_kept_rate (benign prompts not
+                blocked and unchanged or similar to their rewrite).
   report.html   a self-contained page with the tables, ROC curves, score histograms, recall
                 by category and the latency distribution.
   run.json      every invocation's settings and counts.
@@ -85,6 +91,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "$VLMGUARD_CLIENT_API_KEY), sent as a Bearer token")
     p.add_argument("--ca-file", default="", help="with --addr: PEM CA bundle, connect with TLS")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-quality", action="store_true",
+                   help="do not score rewrites with the MiniLM embedder (guidance_rate and "
+                   "intent_kept_rate are then left empty)")
+    p.add_argument("--intent-threshold", type=float, default=DEFAULT_INTENT_THRESHOLD,
+                   metavar="S", help="cosine similarity of a benign prompt and its rewrite "
+                   "from which its intent counts as kept (default %(default)s)")
+    p.add_argument("--guidance-threshold", type=float, default=DEFAULT_GUIDANCE_THRESHOLD,
+                   metavar="S", help="cosine similarity of a line or sentence of a rewrite and "
+                   "a category's taxonomy guidance from which the rewrite counts as carrying "
+                   "it (default %(default)s)")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"),
                    help="print the metrics of two earlier runs (OUT_DIRs) side by side and "
                    "exit; writes nothing")
@@ -98,6 +114,9 @@ def _settings(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
         "guard": f"grpc {args.addr}" if args.addr else "in-process",
         "tenant": args.tenant or "default",
         "config": args.config or os.environ.get("VLMGUARD_CONFIG") or "defaults",
+        "quality": not getattr(args, "no_quality", False),
+        "intent_threshold": getattr(args, "intent_threshold", DEFAULT_INTENT_THRESHOLD),
+        "guidance_threshold": getattr(args, "guidance_threshold", DEFAULT_GUIDANCE_THRESHOLD),
     }
     if cfg is not None:
         from vlmguard.roles.policy import PolicyEngine
@@ -133,7 +152,8 @@ def _print_summary(metrics: dict[str, Any]) -> None:
         return "-" if x is None else f"{100 * x:.1f}%"
 
     print(f"{'set':<20} {'n':>5} {'recall':>7} {'fpr':>7} {'unchgd':>7} {'block':>7} "
-          f"{'auc':>6} {'p50ms':>7} {'p99ms':>7} {'err':>4}")
+          f"{'auc':>6} {'p50ms':>7} {'p99ms':>7} {'err':>4} {'tier2':>7} {'parse':>7} "
+          f"{'guide':>7} {'intent':>7}")
     rows = [*metrics["sets"].items(), ("all sets", metrics["overall"])]
     for name, m in rows:
         lat = m["latency_ms"].get("total", {})
@@ -142,7 +162,9 @@ def _print_summary(metrics: dict[str, Any]) -> None:
         au = "-" if m["auc"] is None else f"{m['auc']:.3f}"
         print(f"{name:<20} {m['n']:>5} {pct(m['recall']):>7} {pct(m['fpr']):>7} "
               f"{pct(m['unchanged_rate']):>7} {pct(m['block_rate']):>7} {au:>6} {p50:>7} "
-              f"{p99:>7} {m['n_errors']:>4}")
+              f"{p99:>7} {m['n_errors']:>4} {pct(m.get('tier2_rate')):>7} "
+              f"{pct(m.get('parse_rate')):>7} {pct(m.get('guidance_rate')):>7} "
+              f"{pct(m.get('intent_kept_rate')):>7}")
 
 
 def write_outputs(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -189,16 +211,23 @@ async def evaluate(args: argparse.Namespace, guard: Any = None, cfg: Any = None)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_resume(out_dir, settings, args.allow_mixed)
     owned = guard is None
+    quality = settings["quality"]
     if guard is None:
         if args.addr:
             guard = GrpcGuard(args.addr, timeout_s=args.timeout, ca_file=args.ca_file,
                               api_key=args.api_key or os.environ.get(
-                                  "VLMGUARD_CLIENT_API_KEY", ""))
+                                  "VLMGUARD_CLIENT_API_KEY", ""),
+                              quality=quality,
+                              taxonomy=cfg.taxonomy if cfg is not None else None)
+            if quality and not args.no_progress:
+                print("loading the rewrite scorer ...", file=sys.stderr, flush=True)
         else:
-            guard = InProcessGuard(cfg, timeout_s=args.timeout)
+            guard = InProcessGuard(cfg, timeout_s=args.timeout, quality=quality)
             if not args.no_progress:
                 print("loading the tier-1 models ...", file=sys.stderr, flush=True)
         await guard.start()
+    else:  # a guard built by the caller scores rewrites only when it was given a scorer
+        settings["quality"] = getattr(guard, "scorer", None) is not None
     started = now_iso()
     summary = RunSummary()
     interrupted = True
@@ -241,6 +270,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
         print("error: --concurrency and --limit must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    if not all(0.0 <= t <= 1.0 for t in (args.intent_threshold, args.guidance_threshold)):
+        print("error: --intent-threshold and --guidance-threshold must be in [0, 1]",
+              file=sys.stderr)
         return EXIT_USAGE
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -11,19 +11,28 @@ on how the guard was reached (the integration tests check this).
   ``queue.url`` in the config is ignored here (models always run in this process); to evaluate
   a Redis deployment, evaluate its gateway with ``--addr``.
 - :class:`GrpcGuard` calls ``GuardService.Guard`` on a running server.
+
+Both also record which rewriter answered (tier 2's model, its template fallback, or the template
+alone) and, when given a :class:`~vlmguard.evaluation.quality.RewriteScorer` (``quality=True``),
+the rewrite's similarity to the prompt and to the guidance of each category found. The scorer
+runs in a worker thread; the texts it reads are never kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from vlmguard.config import VLMGuardConfig
+from vlmguard.config import TaxonomyConfig, VLMGuardConfig
 from vlmguard.domain import GuardResult, ImageInput
+from vlmguard.evaluation.quality import tier2_fields
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,17 @@ class GuardOutcome:
     unchanged: bool
     analyzer: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: The reported rewriter name ("" when none, e.g. some ALLOW and BLOCK answers).
+    rewriter: str = ""
+    #: "model" (tier 2's own rewrite), "fallback" (tier 2 ran, the template answered) or "".
+    tier2: str = ""
+    #: Why tier 2 fell back (a malformed-output kind, TIMEOUT, OVERLOADED, STAGE_FAILED) or "".
+    fallback_kind: str = ""
+    #: Cosine similarity of prompt and rewrite (1.0 unchanged; None for BLOCK or unscored).
+    intent_sim: float | None = None
+    #: Per category found: best similarity of a line/sentence of the rewrite to its guidance
+    #: (empty for BLOCK or an unchanged prompt); None when the rewrite was not scored.
+    guidance: dict[str, float] | None = None
 
 
 class GuardCallError(Exception):
@@ -71,6 +91,7 @@ def _ordered_unique(values: Sequence[str]) -> tuple[str, ...]:
 def outcome_from_result(res: GuardResult, text: str) -> GuardOutcome:
     """A :class:`GuardOutcome` from the pipeline's result for the prompt ``text``."""
     findings = sorted(res.report.findings, key=lambda f: -f.score)
+    tier2, kind = tier2_fields(res.rewrite.rewriter)
     return GuardOutcome(
         action=res.action.value,
         score=round(float(res.report.score), 4),
@@ -80,7 +101,32 @@ def outcome_from_result(res: GuardResult, text: str) -> GuardOutcome:
         unchanged=res.action.value != "BLOCK" and res.rewrite.rewritten_text == text,
         analyzer=res.report.analyzer,
         timings_ms={k: round(float(v), 3) for k, v in res.timings_ms.items()},
+        rewriter=res.rewrite.rewriter, tier2=tier2, fallback_kind=kind,
     )
+
+
+async def load_scorer(taxonomy: TaxonomyConfig) -> Any:
+    """A :class:`~vlmguard.evaluation.quality.RewriteScorer` loaded in a worker thread."""
+    from vlmguard.evaluation.quality import RewriteScorer
+
+    return await asyncio.to_thread(RewriteScorer, taxonomy)
+
+
+async def with_quality(scorer: Any, outcome: GuardOutcome, text: str,
+                       rewritten: str) -> GuardOutcome:
+    """``outcome`` with the scorer's similarities (unchanged when ``scorer`` is None).
+
+    A scoring failure leaves the similarities unset (logged by type only; never the texts).
+    """
+    if scorer is None:
+        return outcome
+    try:
+        q = await asyncio.to_thread(scorer.score, text, rewritten, outcome.action,
+                                    outcome.categories)
+    except Exception as e:  # quality is a side figure: never fail the item for it
+        log.warning("rewrite scoring failed: %s", type(e).__name__)
+        return outcome
+    return replace(outcome, intent_sim=q.intent_sim, guidance=dict(q.guidance))
 
 
 class InProcessGuard:
@@ -91,13 +137,19 @@ class InProcessGuard:
         analyzer: A ready analyzer with ``name`` and ``analyze_batch`` (else the tier-1
             analyzer is loaded from ``cfg.analyzer`` on :meth:`start`).
         timeout_s: Per-request deadline (default: ``server.default_timeout_s``).
+        quality: Score rewrites (intent kept, guidance carried) against ``cfg.taxonomy``; the
+            embedder is loaded on :meth:`start` unless ``scorer`` is given.
+        scorer: A ready :class:`~vlmguard.evaluation.quality.RewriteScorer` (implies quality).
     """
 
     def __init__(self, cfg: VLMGuardConfig, *, analyzer: Any = None,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None, quality: bool = False,
+                 scorer: Any = None) -> None:
         self.cfg = cfg
         self.analyzer = analyzer
         self.timeout_s = timeout_s if timeout_s is not None else cfg.server.default_timeout_s
+        self.quality = quality or scorer is not None
+        self.scorer = scorer
         self._pipeline: Any = None
         self._queue: Any = None
         self._rewriter: Any = None
@@ -134,6 +186,8 @@ class InProcessGuard:
             specs.append(StageSpec(REWRITE, self._rewriter.handle, cfg.rewriter.batching))
         self._queue = InProcessQueue(specs, max_pending=cfg.limits.max_pending)
         self._pipeline = build_pipeline(cfg, queue=self._queue, target_enabled=False)
+        if self.quality and self.scorer is None:
+            self.scorer = await load_scorer(cfg.taxonomy)
         await self._queue.start()
 
     async def close(self) -> None:
@@ -158,7 +212,8 @@ class InProcessGuard:
             res = await self._pipeline.guard(call)
         except VLMGuardError as e:
             raise GuardCallError(e.reason, e.message) from e
-        return outcome_from_result(res, text)
+        return await with_quality(self.scorer, outcome_from_result(res, text), text,
+                                  res.rewrite.rewritten_text)
 
 
 def _rpc_reason(err: Any) -> str:
@@ -180,14 +235,23 @@ class GrpcGuard:
         api_key: Sent as ``authorization: Bearer`` when not empty.
         ca_file: PEM CA bundle; when given the channel uses TLS.
         timeout_s: Per-request deadline.
+        quality: Score rewrites (intent kept, guidance carried); the embedder is loaded on
+            :meth:`start` unless ``scorer`` is given.
+        taxonomy: Whose guidance the rewrites are scored against (default: the built-in
+            taxonomy; the server's may differ).
+        scorer: A ready :class:`~vlmguard.evaluation.quality.RewriteScorer` (implies quality).
     """
 
     def __init__(self, addr: str, *, api_key: str = "", ca_file: str = "",
-                 timeout_s: float = 60.0) -> None:
+                 timeout_s: float = 60.0, quality: bool = False,
+                 taxonomy: TaxonomyConfig | None = None, scorer: Any = None) -> None:
         self.addr = addr
         self.api_key = api_key
         self.ca_file = ca_file
         self.timeout_s = timeout_s
+        self.quality = quality or scorer is not None
+        self.taxonomy = taxonomy if taxonomy is not None else VLMGuardConfig().taxonomy
+        self.scorer = scorer
         self._channel: Any = None
         self._stub: Any = None
 
@@ -207,6 +271,8 @@ class GrpcGuard:
         else:
             self._channel = grpc.aio.insecure_channel(self.addr, options=opts)
         self._stub = guard_pb2_grpc.GuardServiceStub(self._channel)
+        if self.quality and self.scorer is None:
+            self.scorer = await load_scorer(self.taxonomy)
 
     async def close(self) -> None:
         """Close the channel."""
@@ -232,7 +298,8 @@ class GrpcGuard:
             raise GuardCallError(_rpc_reason(err), details) from err
         findings = sorted(resp.report.findings, key=lambda f: -f.score)
         action = types_pb2.Action.Name(resp.action).removeprefix("ACTION_")
-        return GuardOutcome(
+        tier2, kind = tier2_fields(resp.rewriter)
+        outcome = GuardOutcome(
             action=action,
             score=round(float(resp.report.score), 4),
             level=types_pb2.RiskLevel.Name(resp.report.level).removeprefix("RISK_LEVEL_"),
@@ -243,4 +310,6 @@ class GrpcGuard:
             unchanged=action != "BLOCK" and resp.rewritten_text == text,
             analyzer=resp.report.analyzer,
             timings_ms={k: round(float(v), 3) for k, v in resp.timings_ms.items()},
+            rewriter=resp.rewriter, tier2=tier2, fallback_kind=kind,
         )
+        return await with_quality(self.scorer, outcome, text, resp.rewritten_text)

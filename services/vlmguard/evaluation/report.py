@@ -203,7 +203,8 @@ def _legend(items: Sequence[tuple[str, str]]) -> str:
 def _summary_table(metrics: dict[str, Any]) -> str:
     head = ("<tr><th>set</th><th>n</th><th>unsafe</th><th>benign</th><th>recall</th>"
             "<th>FPR</th><th>unchanged</th><th>block rate</th><th>AUC</th>"
-            "<th>p50 ms</th><th>p99 ms</th><th>text-only</th><th>errors</th></tr>")
+            "<th>p50 ms</th><th>p99 ms</th><th>text-only</th><th>errors</th>"
+            "<th>tier-2 rate</th><th>parse rate</th><th>guidance</th><th>intent kept</th></tr>")
     rows = []
     entries = [*metrics["sets"].items(), ("all sets", metrics["overall"])]
     for name, m in entries:
@@ -216,8 +217,14 @@ def _summary_table(metrics: dict[str, Any]) -> str:
             f"<td>{_pct(m['unchanged_rate'])}</td><td>{_pct(m['block_rate'])}</td>"
             f"<td>{_num(m['auc'])}</td><td>{_ms(lat.get('p50'))}</td>"
             f"<td>{_ms(lat.get('p99'))}</td><td>{m['n_text_only']}</td>"
-            f"<td{' class=bad' if err else ''}>{err}</td></tr>")
+            f"<td{' class=bad' if err else ''}>{err}</td>{_tier2_cells(m)}</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _tier2_cells(m: dict[str, Any]) -> str:
+    """tier-2 rate, parse rate, guidance rate, intent kept (``-`` where not measured)."""
+    return "".join(f"<td>{_pct(m.get(k))}</td>" for k in
+                   ("tier2_rate", "parse_rate", "guidance_rate", "intent_kept_rate"))
 
 
 def _stage_table(metrics: dict[str, Any]) -> str:
@@ -243,11 +250,12 @@ def _stage_table(metrics: dict[str, Any]) -> str:
 
 def _category_table(m: dict[str, Any]) -> str:
     head = ("<tr><th>category</th><th>n</th><th>recall</th><th>FPR</th><th>unchanged</th>"
-            "<th>block rate</th><th>errors</th></tr>")
+            "<th>block rate</th><th>errors</th><th>tier-2 rate</th><th>parse rate</th>"
+            "<th>guidance</th><th>intent kept</th></tr>")
     rows = [
         f"<tr><td>{_e(c)}</td><td>{cm['n']}</td><td>{_pct(cm['recall'])}</td>"
         f"<td>{_pct(cm['fpr'])}</td><td>{_pct(cm['unchanged_rate'])}</td>"
-        f"<td>{_pct(cm['block_rate'])}</td><td>{cm['n_errors']}</td></tr>"
+        f"<td>{_pct(cm['block_rate'])}</td><td>{cm['n_errors']}</td>{_tier2_cells(cm)}</tr>"
         for c, cm in m["categories"].items()
     ]
     return f"<table>{head}{''.join(rows)}</table>"
@@ -313,6 +321,16 @@ def _latency_section(metrics: dict[str, Any], records: list[dict[str, Any]]) -> 
             + "<h3 style='margin-top:12px'>Per stage</h3>" + _stage_table(metrics) + "</div>")
 
 
+def _fallbacks_section(metrics: dict[str, Any]) -> str:
+    rows = [(s, kind, n) for s, m in metrics["sets"].items()
+            for kind, n in (m.get("tier2_fallbacks") or {}).items()]
+    if not rows:
+        return ""
+    body = "".join(f"<tr><td>{_e(s)}</td><td>{_e(k)}</td><td>{n}</td></tr>" for s, k, n in rows)
+    return ("<h2>Tier-2 fallbacks</h2><div class=card><table><tr><th>set</th><th>kind</th>"
+            f"<th>items</th></tr>{body}</table></div>")
+
+
 def _errors_section(metrics: dict[str, Any]) -> str:
     rows = [(s, reason, n) for s, m in metrics["sets"].items()
             for reason, n in m["errors"].items()]
@@ -321,6 +339,13 @@ def _errors_section(metrics: dict[str, Any]) -> str:
     body = "".join(f"<tr><td>{_e(s)}</td><td>{_e(r)}</td><td>{n}</td></tr>" for s, r, n in rows)
     return ("<h2>Errors</h2><div class=card><table><tr><th>set</th><th>reason</th>"
             f"<th>items</th></tr>{body}</table></div>")
+
+
+def _quality_setting(settings: dict[str, Any]) -> str:
+    if settings.get("quality") is False:
+        return "not scored (--no-quality)"
+    return (f"intent kept at similarity \u2265 {settings.get('intent_threshold', '-')}, "
+            f"guidance at \u2265 {settings.get('guidance_threshold', '-')}")
 
 
 def render_report(metrics: dict[str, Any], records: list[dict[str, Any]],
@@ -343,6 +368,7 @@ def render_report(metrics: dict[str, Any], records: list[dict[str, Any]],
         ("thresholds", ", ".join(f"{lbl} \u2265 {t:g}" for t, lbl in thresholds)
          or settings.get("policy_note", "unknown")),
         ("report threshold", settings.get("report_threshold", "-")),
+        ("tier-2 quality", _quality_setting(settings)),
         ("items", f"{metrics['overall']['n']} ({metrics['overall']['n_errors']} errors, "
                   f"{metrics['overall']['n_text_only']} text-only)"),
         ("generated", settings.get("generated", "-")),
@@ -363,11 +389,19 @@ def render_report(metrics: dict[str, Any], records: list[dict[str, Any]],
         + "</div></div><h2>Summary</h2><div class=card>" + _summary_table(metrics) + "</div>"
         + "<h2>Per set</h2>" + sections
         + "<h2>Latency</h2>" + _latency_section(metrics, records)
+        + _fallbacks_section(metrics)
         + _errors_section(metrics)
         + "<p class=foot>Recall: unsafe items not allowed as sent (REWRITE or BLOCK). FPR: "
         "benign/safe items not allowed. Unchanged: benign/safe items whose prompt came back "
         "exactly as sent. Block rate: BLOCK over all scored items. AUC: risk score, unsafe "
         "against benign/safe. Items that errored are left out of every rate. Latency: the "
-        "guard's own total time; p50/p99 by linear interpolation.</p>"
+        "guard's own total time; p50/p99 by linear interpolation. Tier-2 rate: items the "
+        "generative rewriter ran for (its own rewrite or its template fallback). Parse rate: "
+        "its outputs that parsed, over those that parsed or were malformed (timeouts and stage "
+        "failures left out). Guidance: unsafe items rewritten whose rewrite has, for every "
+        "category found, a line or sentence whose MiniLM cosine similarity to the category's "
+        "guidance reaches the guidance threshold. Intent kept: benign/safe items not blocked "
+        "whose prompt came back unchanged or with similarity to the rewrite at or above the "
+        "intent threshold. A dash: not measured.</p>"
         "</main></body></html>\n"
     )

@@ -48,20 +48,33 @@ def read_items(out_dir: Path) -> list[dict[str, Any]]:
 
 def item_record(item: EvalItem, outcome: Any, latency_ms: float,
                 error: str | None) -> dict[str, Any]:
-    """One ``items.jsonl`` line: identifiers, label and the guard's verdict; no text."""
+    """One ``items.jsonl`` line: identifiers, label and the guard's verdict; no text.
+
+    Tier-2 fields (``rewriter``, ``tier2``, ``fallback_kind``, ``intent_sim``, ``guidance``)
+    are similarities and names only; lines written before they existed read as missing (None).
+    """
     rec: dict[str, Any] = {
         "id": item.id, "set": item.set, "label": item.label, "category": item.category,
         "has_image": item.image_path is not None,
         "action": None, "score": None, "level": None, "categories": [], "modalities": [],
         "unchanged": None, "analyzer": None, "timings_ms": {},
+        "rewriter": None, "tier2": None, "fallback_kind": None, "intent_sim": None,
+        "guidance": None,
         "latency_ms": round(latency_ms, 3), "error": error,
     }
     if outcome is not None:
+        guidance = getattr(outcome, "guidance", None)
         rec.update(
             action=outcome.action, score=outcome.score, level=outcome.level,
             categories=list(outcome.categories), modalities=list(outcome.modalities),
             unchanged=outcome.unchanged, analyzer=outcome.analyzer,
             timings_ms=outcome.timings_ms,
+            rewriter=getattr(outcome, "rewriter", ""),
+            tier2=getattr(outcome, "tier2", ""),
+            fallback_kind=getattr(outcome, "fallback_kind", ""),
+            intent_sim=getattr(outcome, "intent_sim", None),
+            # None when the rewrite was not scored (--no-quality, or scoring failed).
+            guidance=dict(guidance) if guidance is not None else None,
         )
     return rec
 

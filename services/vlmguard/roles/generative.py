@@ -13,7 +13,9 @@ behind Redis Streams):
   :func:`~vlmguard.roles.prompts.rewrite_or_fallback`. Malformed outputs, stage failures and
   timeouts answer with the template rewrite from the tier-1 report and are counted by kind
   (``vlmguard_rewriter_fallbacks_total``); the raw output never reaches the client or the logs
-  at INFO.
+  at INFO. Such a fallback reports its rewriter as ``<template name>;fallback=<kind>`` (e.g.
+  ``template/v1;fallback=MISSING_SECTION``, see :func:`split_rewriter_name`), so a client can
+  tell "tier 2 fell back" from "tier 2 never ran".
 
 Why ``on_risk`` is the default: generation costs seconds per request on CPU (see
 bench/RESULTS.md) against milliseconds for tier 1, so benign traffic, which the rewriter would
@@ -30,7 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vlmguard.backends.rewriter import Generation, RewriterBackend
@@ -47,6 +49,7 @@ from vlmguard.metrics import Metrics
 from vlmguard.queue.base import WorkQueue
 from vlmguard.roles.policy import Decision
 from vlmguard.roles.prompts import (
+    GUIDANCE_MARK,
     RewriterEvidence,
     RewriterOutputError,
     build_rewriter_messages,
@@ -66,6 +69,25 @@ TIMEOUT = "TIMEOUT"
 OVERLOADED = "OVERLOADED"
 #: Time kept back from the call's deadline so the template answer still makes it.
 DEADLINE_MARGIN_S = 0.25
+#: Fallback kinds that are not about the model's output (the output was never seen).
+NON_OUTPUT_FALLBACKS = frozenset({STAGE_FAILED, TIMEOUT, OVERLOADED})
+#: Separates the template's name from the fallback kind in a fallback's ``rewriter`` name.
+FALLBACK_MARK = ";fallback="
+
+
+def fallback_name(template_name: str, kind: str) -> str:
+    """The ``rewriter`` name of a template answer given because tier 2 fell back."""
+    return f"{template_name}{FALLBACK_MARK}{kind or 'UNKNOWN'}"
+
+
+def split_rewriter_name(name: str) -> tuple[str, str]:
+    """(base rewriter name, fallback kind or "") of a reported ``rewriter`` name."""
+    base, sep, kind = name.partition(FALLBACK_MARK)
+    return base, (kind or "UNKNOWN") if sep else ""
+
+
+def _mark_fallback(result: RewriteResult, template_name: str, kind: str) -> RewriteResult:
+    return replace(result, rewriter=fallback_name(template_name, kind))
 
 
 @dataclass(frozen=True)
@@ -208,7 +230,8 @@ class GenerativeRewriter:
         if self.metrics:
             self.metrics.rewriter_fallbacks.labels(kind).inc()
             self.metrics.rewriter_tier2.labels("fallback").inc()
-        return self.template.rewrite(text, report, decision, pol)
+        return _mark_fallback(self.template.rewrite(text, report, decision, pol),
+                              self.template.name, kind)
 
     async def rewrite(
         self,
@@ -268,13 +291,15 @@ class GenerativeRewriter:
             kind = e.kind
         result, fell_back = rewrite_or_fallback(
             raw, text, report, decision, pol, self.template,
-            max_rewrite_chars=self.cfg.max_rewrite_chars)
+            max_rewrite_chars=self.cfg.max_rewrite_chars, add_guidance=self.cfg.add_guidance)
         if fell_back:
             log.debug("tier-2 output malformed (%s); template answers", kind or "UNKNOWN")
             log.debug("tier-2 output chars=%d", len(raw))
             if self.metrics:
                 self.metrics.rewriter_fallbacks.labels(kind or "UNKNOWN").inc()
                 self.metrics.rewriter_tier2.labels("fallback").inc()
-        elif self.metrics:
-            self.metrics.rewriter_tier2.labels("model").inc()
+            return _mark_fallback(result, self.template.name, kind)
+        if self.metrics:
+            added = result.rewriter.endswith(GUIDANCE_MARK)
+            self.metrics.rewriter_tier2.labels("model_guidance_added" if added else "model").inc()
         return result

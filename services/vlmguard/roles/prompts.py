@@ -7,7 +7,8 @@ request goes into the user message as DATA blocks (``<user_prompt>``, ``<ocr_tex
 content is escaped (``&`` -> ``&amp;``, ``<`` -> ``&lt;``, ``>`` -> ``&gt;``), so user or OCR text
 can never open or close a block or pose as one of the output delimiters.
 
-Output (``PROMPT_VERSION`` ``rewriter-v1``)::
+Output (``PROMPT_VERSION`` ``rewriter-v2``; v2 changed only the input: a finding's
+evidence that quotes the prompt or an image's OCR text points to that block instead)::
 
     <textual>reasoning about the text of the request</textual>
     <visual>reasoning about the image(s)</visual>
@@ -45,13 +46,20 @@ from vlmguard.roles.policy import Decision
 from vlmguard.roles.rewriter import TemplateRewriter
 
 #: Version of the prompt and output format; bump on any change (training data depends on it).
-PROMPT_VERSION = "rewriter-v1"
+PROMPT_VERSION = "rewriter-v2"
 #: Name reported in :attr:`RewriteResult.rewriter` for a parsed model rewrite.
 REWRITER_NAME = f"reasoning/{PROMPT_VERSION}"
+#: Suffix of :data:`REWRITER_NAME` when the taxonomy's guidance was appended to a model rewrite.
+GUIDANCE_MARK = "+guidance"
 #: Stable reason of :class:`RewriterOutputError`.
 REWRITER_MALFORMED = Reason.REWRITER_MALFORMED
 #: Default upper bound on the rewrite's length, in characters.
 MAX_REWRITE_CHARS = 8000
+#: Line added to a benign prompt that tier 1 flags (a false alarm): keeps the intent, and tells
+#: the target not to over-refuse.
+BENIGN_FLAGGED_NOTE = "\n\nThis is an ordinary request: answer it helpfully."
+#: The default tenant's rewrite threshold (from which tier 1's score makes the guard rewrite).
+DEFAULT_REWRITE_THRESHOLD = TenantPolicyConfig().rewrite_threshold
 #: Output sections, in their required order.
 SECTIONS: tuple[str, ...] = ("textual", "visual", "cross_modal", "rewrite")
 
@@ -203,6 +211,23 @@ def _fmt_labels(labels: tuple[tuple[str, float], ...]) -> str:
     return ", ".join(f"{escape_data(name)}={score:.2f}" for name, score in labels)
 
 
+def _squash(s: str) -> str:
+    return " ".join(s.split())
+
+
+def _evidence(quote: str, text: str, evidence: RewriterEvidence) -> str:
+    """A finding's evidence, or a pointer to the block that already quotes it (tier 1 quotes
+    the prompt or the OCR text, truncated with an ellipsis: repeating it only costs tokens)."""
+    q = _squash(quote.rstrip().rstrip("\u2026").rstrip("."))
+    if len(q) >= 8:
+        if q in _squash(text):
+            return "(in user_prompt)"
+        for im in evidence.images:
+            if q in _squash(im.ocr_text):
+                return f"(in ocr_text of image {int(im.index) + 1})"
+    return escape_data(quote)
+
+
 def _user_message(text: str, evidence: RewriterEvidence) -> str:
     lines = ["<request>", f"<user_prompt>{escape_data(text)}</user_prompt>"]
     for im in evidence.images:
@@ -217,7 +242,8 @@ def _user_message(text: str, evidence: RewriterEvidence) -> str:
         where = f" image={f.image_index + 1}" if f.image_index >= 0 else ""
         lines.append(
             f"<finding>category={escape_data(f.category)} modality={f.modality.value}"
-            f"{where} score={f.score:.2f} evidence: {escape_data(f.evidence)}</finding>"
+            f"{where} score={f.score:.2f} evidence: {_evidence(f.evidence, text, evidence)}"
+            "</finding>"
         )
     lines += [
         "</findings>",
@@ -263,6 +289,18 @@ def format_rewriter_output(reasoning: ModalityReasoning, rewritten_text: str) ->
         f"<{name}>{escape_data(v.strip())}</{name}>"
         for name, v in zip(SECTIONS, values, strict=True)
     )
+
+
+def benign_rewrite(text: str, score: float,
+                   rewrite_threshold: float = DEFAULT_REWRITE_THRESHOLD) -> str:
+    """The target rewrite of a benign prompt (training data).
+
+    Below the rewrite threshold tier 1 lets the prompt pass and the target keeps it as it is.
+    At or above it (a false alarm) the guard refuses a rewrite that echoes the prompt (see
+    :func:`parse_and_check`), so the target keeps the prompt and adds one short line against
+    over-refusal (:data:`BENIGN_FLAGGED_NOTE`).
+    """
+    return text if score < rewrite_threshold else text + BENIGN_FLAGGED_NOTE
 
 
 def build_training_messages(
@@ -382,6 +420,47 @@ def parse_and_check(
     return parsed
 
 
+_WORD = re.compile(r"[a-z][a-z'-]{3,}")
+#: Share of a guidance text's words (4+ letters) a rewrite must contain to carry it.
+GUIDANCE_WORD_SHARE = 0.6
+
+
+def carries_guidance(rewrite: str, guidance: str) -> bool:
+    """Whether ``rewrite`` carries ``guidance``: it contains at least
+    :data:`GUIDANCE_WORD_SHARE` of the guidance's distinct words of four letters or more
+    (a cheap lexical check: copied or lightly edited guidance passes, a bare refusal does not).
+    """
+    want = set(_WORD.findall(guidance.casefold()))
+    if not want:
+        return True
+    have = set(_WORD.findall(rewrite.casefold()))
+    return len(want & have) >= GUIDANCE_WORD_SHARE * len(want)
+
+
+def ensure_guidance(rewrite: str, categories: tuple[str, ...],
+                    taxonomy: TaxonomyConfig) -> tuple[str, tuple[str, ...]]:
+    """The rewrite with the taxonomy's guidance appended for each category it does not carry.
+
+    The operator's guidance text for a category that tier 1 found is then always in the prompt
+    the target sees, whatever the model wrote (see :func:`carries_guidance`).
+
+    Args:
+        rewrite: A parsed model rewrite.
+        categories: Categories the policy decided on.
+        taxonomy: The taxonomy (guidance per category).
+
+    Returns:
+        The rewrite (unchanged when it carries every guidance) and the categories added.
+    """
+    missing = [(c, spec.guidance) for c in categories
+               if (spec := taxonomy.get(c)) is not None and spec.guidance
+               and not carries_guidance(rewrite, spec.guidance)]
+    if not missing:
+        return rewrite, ()
+    added = "\n".join(f"- {g}" for _, g in missing)
+    return f"{rewrite.rstrip()}\n\nSafety guidance:\n{added}", tuple(c for c, _ in missing)
+
+
 def rewrite_or_fallback(
     raw: str,
     text: str,
@@ -392,6 +471,7 @@ def rewrite_or_fallback(
     *,
     max_rewrite_chars: int = MAX_REWRITE_CHARS,
     rewriter_name: str = REWRITER_NAME,
+    add_guidance: bool = False,
 ) -> tuple[RewriteResult, bool]:
     """The rewrite result for a model output, or the template rewrite when it is malformed.
 
@@ -408,6 +488,9 @@ def rewrite_or_fallback(
         template: The template rewriter (fallback).
         max_rewrite_chars: Upper bound on the rewrite's length.
         rewriter_name: Name reported for a parsed rewrite.
+        add_guidance: Append the taxonomy's guidance for each triggered category the parsed
+            rewrite does not carry (:func:`ensure_guidance`); the name then ends in
+            ``+guidance``.
 
     Returns:
         The result and whether the fallback was used (for a metric).
@@ -425,5 +508,70 @@ def rewrite_or_fallback(
     if decision.action is Action.ALLOW:
         # Benign requests pass unchanged: the model's reasoning is kept, its rewrite is not.
         return RewriteResult(Action.ALLOW, text, parsed.reasoning, "", rewriter_name), False
-    return RewriteResult(decision.action, parsed.rewritten_text, parsed.reasoning, "",
-                         rewriter_name), False
+    rewritten = parsed.rewritten_text
+    if add_guidance:
+        rewritten, added = ensure_guidance(rewritten, tuple(decision.triggered),
+                                           template.taxonomy)
+        if added:
+            rewriter_name += GUIDANCE_MARK
+    return RewriteResult(decision.action, rewritten, parsed.reasoning, "", rewriter_name), False
+
+
+@dataclass(frozen=True)
+class FormatStep:
+    """What guided decoding does next, given the output generated so far.
+
+    Attributes:
+        force: Text the decoder must emit now (a delimiter the format requires), or "".
+        on_end: Text to emit instead if the model would end its output here, or "".
+        done: The rewrite is closed: nothing more to guide.
+    """
+
+    force: str = ""
+    on_end: str = ""
+    done: bool = False
+
+
+def format_step(text: str, *, reasoning_max_chars: int) -> FormatStep:
+    """Guided decoding of the output format: the delimiters the model must write next.
+
+    A decoder that emits ``force`` whenever it is not empty (token by token, ignoring the
+    model's own choice) and ``on_end`` instead of an end-of-output token always produces the
+    four sections in order: the output opens with ``<textual>``; each reasoning section is
+    followed directly by the next opening delimiter; a reasoning section longer than
+    ``reasoning_max_chars`` is closed (so the rewrite always gets the rest of the token budget);
+    ending the output inside a reasoning section closes it and goes on, ending it inside a
+    non-empty rewrite closes the rewrite. The model still writes every section's content, and
+    the result still goes through the strict parser (text that imitates a delimiter inside a
+    section is not repaired).
+
+    Args:
+        text: The output generated so far.
+        reasoning_max_chars: Longest reasoning section, in characters.
+
+    Returns:
+        The next step.
+    """
+    tags = list(_TAG.finditer(text))
+    if not tags:
+        return FormatStep(force="<textual>") if not text.strip() else FormatStep()
+    last = tags[-1]
+    closing = last.group(1) == "/"
+    name = last.group(2).lower()
+    idx = SECTIONS.index(name)
+    rest = text[last.end():]
+    if closing:
+        if name == SECTIONS[-1]:
+            return FormatStep(done=True)
+        expected = f"<{SECTIONS[idx + 1]}>"
+        started = rest.lstrip()
+        if not expected.startswith(started):
+            return FormatStep()  # the model went off the format: the parser will say so
+        lead = "\n" if not rest else ""
+        return FormatStep(force=lead + expected[len(started):])
+    if name == SECTIONS[-1]:
+        return FormatStep(on_end=f"</{name}>" if rest.strip() else "")
+    close = f"</{name}>\n<{SECTIONS[idx + 1]}>"
+    if len(rest.strip()) >= reasoning_max_chars:
+        return FormatStep(force=close)
+    return FormatStep(on_end=close)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from vlmguard.config import TaxonomyConfig
 from vlmguard.domain import Analysis, Modality, ModalityReasoning, RiskLevel, RiskReport
-from vlmguard.roles.prompts import RewriterEvidence, evidence_from_analysis
+from vlmguard.roles.prompts import RewriterEvidence, benign_rewrite, evidence_from_analysis
 from vlmguard.roles.rewriter import TemplateRewriter
 from vlmguard.synthesis.stages import CausalReport, Hindsight, Optimized, Responses
 
@@ -249,9 +249,12 @@ class EvidenceTeacher:
     # -- stage 3 ---------------------------------------------------------------------------
 
     def optimize(self, seed: Seed, analysis: Analysis, report: CausalReport) -> Optimized:
-        """The original prompt when benign; else the prompt with each category's guidance."""
+        """The benign rewrite when benign (the prompt, plus a line against over-refusal when
+        tier 1 flags it: :func:`~vlmguard.roles.prompts.benign_rewrite`); else the prompt with
+        each category's guidance."""
         if not report.risky:
-            return Optimized(seed.text, (), True)
+            text = benign_rewrite(seed.text, analysis.score)
+            return Optimized(text, (), text == seed.text)
         rr = RiskReport(RiskLevel.MEDIUM, analysis.score, analysis.findings, report.reasoning,
                         analysis.analyzer, dict(analysis.category_scores))
         text = self._template.render(seed.text, rr, report.categories)

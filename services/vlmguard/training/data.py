@@ -33,8 +33,10 @@ from vlmguard.config import TaxonomyConfig
 from vlmguard.domain import Analysis, AnalysisItem, ImageInput, Modality, ModalityReasoning
 from vlmguard.errors import ConfigError, InvalidArgumentError, VLMGuardError
 from vlmguard.roles.prompts import (
+    DEFAULT_REWRITE_THRESHOLD,
     PROMPT_VERSION,
     RewriterEvidence,
+    benign_rewrite,
     build_rewriter_messages,
     build_training_messages,
     evidence_from_analysis,
@@ -45,6 +47,7 @@ from vlmguard.training.recipe import DataRecipe
 
 #: Sample sources, in dedupe priority order.
 SOURCES = ("annotation", "synth", "vlguard_safe", "benign_file")
+
 #: Placeholder for the item's prompt inside an annotation's rewrite.
 PROMPT_PLACEHOLDER = "{prompt}"
 _BENIGN_LABELS = ("safe", "benign")
@@ -403,15 +406,18 @@ def benign_items(cfg: DataRecipe) -> list[_Item]:
 
 
 def benign_samples(
-    items: Sequence[_Item], taxonomy: TaxonomyConfig, analyzer: Callable[[], Analyzer]
+    items: Sequence[_Item], taxonomy: TaxonomyConfig, analyzer: Callable[[], Analyzer],
+    rewrite_threshold: float = DEFAULT_REWRITE_THRESHOLD,
 ) -> list[Sample]:
-    """Benign samples: tier-1 evidence, "no risk" reasoning, the prompt kept as it is."""
+    """Benign samples: tier-1 evidence, "no risk" reasoning, the prompt kept (see
+    :func:`benign_rewrite`)."""
     if not items:
         return []
     out: list[Sample] = []
     for it, an in zip(items, _analyze(items, analyzer()), strict=True):
         messages = build_training_messages(it.text, evidence_from_analysis(an), taxonomy,
-                                           benign_reasoning(an), it.text)
+                                           benign_reasoning(an),
+                                           benign_rewrite(it.text, an.score, rewrite_threshold))
         out.append(Sample(it.key, it.source, it.label, (), messages, it.image))
     return out
 
