@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/rewriter.py [--model-path DIR] [--batches 1,4,8] [--requests 8]
-        [--max-new-tokens 96] [--threads 2] [--json OUT.json]
+        [--max-new-tokens 96] [--threads 2] [--guided on|off|both] [--json OUT.json]
 
 The model is ``--model-path``, else the packaged demo rewriter, else the converted
 SmolLM2-135M-Instruct base (``base_model: smollm2``, no adapter) with the rewriter prompt. Each
@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=20, help="items per quality set (spread evenly)")
     p.add_argument("--quality-batch", type=int, default=8)
     p.add_argument("--skip-speed", action="store_true", help="only the quality run")
+    p.add_argument("--guided", choices=("on", "off", "both"), default="on",
+                   help="guided decoding of the output format (rewriter.guided_format); 'both' "
+                   "runs every batch size with it off, then on, in this process")
     args = p.parse_args(argv)
 
     tmp = None
@@ -209,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     prompt_tokens = [len(backend.prompt_ids(c)) for c in convs]
     backend.generate_sync(convs[:1], max_new_tokens=4)  # warm-up
     rows: list[dict[str, Any]] = []
-    for bs in [] if args.skip_speed else [int(x) for x in args.batches.split(",")]:
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.guided]
+    runs = [] if args.skip_speed else [(g, int(x)) for g in modes
+                                       for x in args.batches.split(",")]
+    for guided, bs in runs:
+        backend.cfg = backend.cfg.model_copy(update={"guided_format": guided})
         lat: list[float] = []
         new_tokens = 0
         parsed = 0
@@ -232,14 +239,17 @@ def main(argv: list[str] | None = None) -> int:
                 except RewriterOutputError:
                     pass
         wall = time.perf_counter() - wall0
-        rows.append({"batch": bs, "requests": len(convs), "new_tokens": new_tokens,
+        rows.append({"guided": guided, "batch": bs, "requests": len(convs),
+                     "new_tokens": new_tokens,
                      "wall_s": round(wall, 2), "tok_per_s": round(new_tokens / wall, 1),
                      "req_per_s": round(len(convs) / wall, 3),
                      "p50_s": round(statistics.median(lat), 2), "p99_s": round(pct(lat, 0.99), 2),
                      "stopped": stopped, "parsed": parsed})
         print(json.dumps(rows[-1]), flush=True)
-    base = next((r for r in rows if r["batch"] == 1), rows[0] if rows else {"tok_per_s": 0})
+    backend.cfg = backend.cfg.model_copy(update={"guided_format": modes[-1]})
     for r in rows:
+        base = next((b for b in rows if b["batch"] == 1 and b["guided"] == r["guided"]),
+                    {"tok_per_s": 0})
         r["ratio_vs_batch1"] = round(r["tok_per_s"] / base["tok_per_s"], 2) if base[
             "tok_per_s"] else None
     meta = {"model": model, "layout": backend.layout, "load_s": round(load_s, 2),
@@ -247,11 +257,12 @@ def main(argv: list[str] | None = None) -> int:
             "prompt_tokens_mean": round(statistics.mean(prompt_tokens), 1),
             "loadavg": os.getloadavg()}
     print("\n" + json.dumps(meta))
-    print("\n| batch | requests | new tokens | tokens/s | x batch 1 | req/s | p50 s | p99 s "
-          "| stopped at </rewrite> | parsed |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| guided | batch | requests | new tokens | tokens/s | x batch 1 | req/s | p50 s "
+          "| p99 s | stopped at </rewrite> | parsed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batch']} | {r['requests']} | {r['new_tokens']} | {r['tok_per_s']} | "
+        print(f"| {'on' if r['guided'] else 'off'} | {r['batch']} | {r['requests']} | "
+              f"{r['new_tokens']} | {r['tok_per_s']} | "
               f"{r['ratio_vs_batch1']} | {r['req_per_s']} | {r['p50_s']} | {r['p99_s']} | "
               f"{r['stopped']}/{r['requests']} | {r['parsed']}/{r['requests']} |")
     qual: dict[str, Any] = {}

@@ -230,9 +230,9 @@ class RewriterConfig(_Frozen):
         "uses the tenant's rewrite_threshold.",
     )
     max_new_tokens: int = Field(
-        448, ge=1, le=2048, description="New-token limit per output (reasoning + rewrite: the "
-        "demo's outputs run ~100-300 tokens; 256 cut two in three short of the closing "
-        "delimiter)."
+        512, ge=1, le=2048, description="New-token limit per output (reasoning + rewrite: the "
+        "demo's training targets run up to ~450 tokens, mostly the rewrite; 256 cut two in "
+        "three short of the closing delimiter)."
     )
     max_rewrite_chars: int = Field(
         8000, ge=1, description="Longest accepted rewrite; longer outputs fall back."
@@ -264,7 +264,7 @@ class RewriterConfig(_Frozen):
         "section's content.",
     )
     reasoning_max_chars: int = Field(
-        480, ge=16, le=8000, description="With guided_format: longest reasoning section "
+        240, ge=16, le=8000, description="With guided_format: longest reasoning section "
         "(textual, visual, cross_modal) before the decoder closes it, so the rewrite keeps "
         "the rest of max_new_tokens.",
     )

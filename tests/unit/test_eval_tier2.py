@@ -165,6 +165,19 @@ def test_tier2_figures_known_answers() -> None:
     assert loose["guidance_rate"] == 1.0 and loose["intent_kept_rate"] == 3 / 4
     strict = group_metrics(RECORDS, guidance_threshold=0.65)
     assert strict["guidance_rate"] == 1 / 3
+    assert m["model_used_rate"] == 4 / 7
+    assert m["guidance_added_rate"] == 0 / 3  # r1 r7 r10 are model rewrites, none appended to
+
+
+def test_an_echoed_prompt_parsed_and_appended_guidance_is_counted() -> None:
+    echoed = _rec("e1", "benign", "REWRITE", tier2="fallback", kind="ECHOED_ORIGINAL",
+                  intent=0.5, guidance={})
+    added = {**_rec("g1", "unsafe", "REWRITE", tier2="model", cats=("a",), intent=0.5,
+                    guidance={"a": 1.0}), "rewriter": "reasoning/rewriter-v2+guidance"}
+    m = group_metrics([*RECORDS, echoed, added])
+    assert m["parse_rate"] == 6 / 7  # + e1 (parsed, refused by policy) + g1
+    assert m["model_used_rate"] == 5 / 9
+    assert m["guidance_added_rate"] == 1 / 4
 
 
 def test_old_records_leave_the_tier2_figures_empty() -> None:
@@ -289,3 +302,16 @@ def test_scorer_on_real_texts(scorer: RewriteScorer) -> None:
     # unknown categories are ignored, not failed
     assert scorer.score(prompt, without, "REWRITE", ["not_a_category"]).guidance == {}
     assert np.isfinite(g.intent_sim)
+
+
+def test_guidance_counts_only_the_categories_the_policy_acts_on() -> None:
+    rec = {**_rec("c1", "unsafe", "REWRITE", tier2="model", cats=("a", "b"), intent=0.5,
+                  guidance={"a": 0.9, "b": 0.1}), "category_scores": {"a": 0.8, "b": 0.35}}
+    assert group_metrics([rec])["guidance_rate"] == 1.0  # b (0.35) is below the 0.5 default
+    assert group_metrics([rec], guidance_min_score=0.3)["guidance_rate"] == 0.0
+    only_low = {**rec, "category_scores": {"a": 0.4, "b": 0.35}}
+    assert group_metrics([only_low])["n_guidance"] == 0
+    settings = {"policy": {"rewrite_threshold": 0.3}}
+    m = compute_metrics([rec], settings)
+    assert m["settings"]["guidance_min_score"] == 0.3
+    assert m["overall"]["guidance_rate"] == 0.0

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -58,6 +58,9 @@ class GuardOutcome:
     #: Per category found: best similarity of a line/sentence of the rewrite to its guidance
     #: (empty for BLOCK or an unchanged prompt); None when the rewrite was not scored.
     guidance: dict[str, float] | None = None
+    #: Highest finding score per category found (the policy acts on those at or above the
+    #: tenant's rewrite threshold).
+    category_scores: dict[str, float] = field(default_factory=dict)
 
 
 class GuardCallError(Exception):
@@ -88,6 +91,13 @@ def _ordered_unique(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _category_scores(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for cat, score in pairs:
+        out[cat] = max(out.get(cat, 0.0), round(float(score), 4))
+    return out
+
+
 def outcome_from_result(res: GuardResult, text: str) -> GuardOutcome:
     """A :class:`GuardOutcome` from the pipeline's result for the prompt ``text``."""
     findings = sorted(res.report.findings, key=lambda f: -f.score)
@@ -102,6 +112,7 @@ def outcome_from_result(res: GuardResult, text: str) -> GuardOutcome:
         analyzer=res.report.analyzer,
         timings_ms={k: round(float(v), 3) for k, v in res.timings_ms.items()},
         rewriter=res.rewrite.rewriter, tier2=tier2, fallback_kind=kind,
+        category_scores=_category_scores((f.category, f.score) for f in findings),
     )
 
 
@@ -311,5 +322,6 @@ class GrpcGuard:
             analyzer=resp.report.analyzer,
             timings_ms={k: round(float(v), 3) for k, v in resp.timings_ms.items()},
             rewriter=resp.rewriter, tier2=tier2, fallback_kind=kind,
+            category_scores=_category_scores((f.category, f.score) for f in findings),
         )
         return await with_quality(self.scorer, outcome, text, resp.rewritten_text)

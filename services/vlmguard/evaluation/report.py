@@ -204,7 +204,8 @@ def _summary_table(metrics: dict[str, Any]) -> str:
     head = ("<tr><th>set</th><th>n</th><th>unsafe</th><th>benign</th><th>recall</th>"
             "<th>FPR</th><th>unchanged</th><th>block rate</th><th>AUC</th>"
             "<th>p50 ms</th><th>p99 ms</th><th>text-only</th><th>errors</th>"
-            "<th>tier-2 rate</th><th>parse rate</th><th>guidance</th><th>intent kept</th></tr>")
+            "<th>tier-2 rate</th><th>parse rate</th><th>model used</th><th>guidance</th>"
+            "<th>guidance added</th><th>intent kept</th></tr>")
     rows = []
     entries = [*metrics["sets"].items(), ("all sets", metrics["overall"])]
     for name, m in entries:
@@ -222,9 +223,11 @@ def _summary_table(metrics: dict[str, Any]) -> str:
 
 
 def _tier2_cells(m: dict[str, Any]) -> str:
-    """tier-2 rate, parse rate, guidance rate, intent kept (``-`` where not measured)."""
+    """tier-2 rate, parse rate, model used, guidance, guidance added, intent kept (``-`` where
+    not measured)."""
     return "".join(f"<td>{_pct(m.get(k))}</td>" for k in
-                   ("tier2_rate", "parse_rate", "guidance_rate", "intent_kept_rate"))
+                   ("tier2_rate", "parse_rate", "model_used_rate", "guidance_rate",
+                    "guidance_added_rate", "intent_kept_rate"))
 
 
 def _stage_table(metrics: dict[str, Any]) -> str:
@@ -251,7 +254,8 @@ def _stage_table(metrics: dict[str, Any]) -> str:
 def _category_table(m: dict[str, Any]) -> str:
     head = ("<tr><th>category</th><th>n</th><th>recall</th><th>FPR</th><th>unchanged</th>"
             "<th>block rate</th><th>errors</th><th>tier-2 rate</th><th>parse rate</th>"
-            "<th>guidance</th><th>intent kept</th></tr>")
+            "<th>model used</th><th>guidance</th><th>guidance added</th><th>intent kept</th>"
+            "</tr>")
     rows = [
         f"<tr><td>{_e(c)}</td><td>{cm['n']}</td><td>{_pct(cm['recall'])}</td>"
         f"<td>{_pct(cm['fpr'])}</td><td>{_pct(cm['unchanged_rate'])}</td>"
@@ -398,7 +402,10 @@ def render_report(metrics: dict[str, Any], records: list[dict[str, Any]],
         "guard's own total time; p50/p99 by linear interpolation. Tier-2 rate: items the "
         "generative rewriter ran for (its own rewrite or its template fallback). Parse rate: "
         "its outputs that parsed, over those that parsed or were malformed (timeouts and stage "
-        "failures left out). Guidance: unsafe items rewritten whose rewrite has, for every "
+        "failures left out; an output refused for echoing a flagged prompt counts as parsed). "
+        "Model used: tier-2 items answered with the model's own rewrite. Guidance added: model "
+        "rewrites to which the guard appended guidance the model left out. Guidance: unsafe "
+        "items rewritten whose rewrite has, for every "
         "category found, a line or sentence whose MiniLM cosine similarity to the category's "
         "guidance reaches the guidance threshold. Intent kept: benign/safe items not blocked "
         "whose prompt came back unchanged or with similarity to the rewrite at or above the "

@@ -59,7 +59,7 @@ def item_record(item: EvalItem, outcome: Any, latency_ms: float,
         "action": None, "score": None, "level": None, "categories": [], "modalities": [],
         "unchanged": None, "analyzer": None, "timings_ms": {},
         "rewriter": None, "tier2": None, "fallback_kind": None, "intent_sim": None,
-        "guidance": None,
+        "guidance": None, "category_scores": None,
         "latency_ms": round(latency_ms, 3), "error": error,
     }
     if outcome is not None:
@@ -75,6 +75,7 @@ def item_record(item: EvalItem, outcome: Any, latency_ms: float,
             intent_sim=getattr(outcome, "intent_sim", None),
             # None when the rewrite was not scored (--no-quality, or scoring failed).
             guidance=dict(guidance) if guidance is not None else None,
+            category_scores=dict(getattr(outcome, "category_scores", {}) or {}),
         )
     return rec
 
