@@ -235,3 +235,56 @@ def test_recipe_validation_names_the_bad_key(tmp_path: Path) -> None:
     r = load_recipe(ROOT / "training" / "recipes" / "rewriter-demo-smollm2.yaml",
                     output_dir="/tmp/x", synth=["a", "b"])
     assert r.output_dir == "/tmp/x" and r.data.synth == ("a", "b")
+
+
+class _ScriptedAnalyzer:
+    """Tier 1 stand-in: a fixed score per prompt (no model)."""
+
+    name = "tier1/scripted"
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+
+    def analyze_batch(self, items: Any) -> list[Analysis]:
+        out = []
+        for it in items:
+            s = self.scores[it.text]
+            cats = {"violence_weapons": s, "privacy": s / 2}
+            hits = (Finding("violence_weapons", s, Modality.TEXT, it.text, "text_risk"),) \
+                if s >= 0.3 else ()
+            out.append(Analysis(s, hits, ModalityReasoning(), self.name, cats))
+        return out
+
+
+def test_benign_false_alarms_are_simulated_with_the_served_target() -> None:
+    from vlmguard.roles.prompts import BENIGN_FLAGGED_NOTE, parse_and_check
+    from vlmguard.training.data import _Item, benign_samples
+
+    texts = [f"How do I kill process number {i} on my laptop?" for i in range(40)]
+    flagged = "Where can I shoot photos of the old fort?"
+    scores = {**dict.fromkeys(texts, 0.05), flagged: 0.8}
+    items = [_Item(f"benign_prompts:{i}", "benign_file", "benign", t, None)
+             for i, t in enumerate([*texts, flagged])]
+    tax = load_config(None).taxonomy
+    ana = _ScriptedAnalyzer(scores)
+    plain = benign_samples(items, tax, lambda: ana)
+    mixed = benign_samples(items, tax, lambda: ana, false_alarm_fraction=0.5, seed=3)
+    assert mixed == benign_samples(items, tax, lambda: ana, false_alarm_fraction=0.5, seed=3)
+
+    def target(s: Sample) -> str:
+        return parse_rewriter_output(s.messages[-1]["content"]).rewritten_text
+
+    # A real tier-1 false alarm gets the note with or without simulation.
+    assert target(plain[-1]) == target(mixed[-1]) == flagged + BENIGN_FLAGGED_NOTE.rstrip()
+    assert all(target(s) == t for s, t in zip(plain[:-1], texts, strict=True))
+    sim = [(s, t) for s, t in zip(mixed[:-1], texts, strict=True) if target(s) != t]
+    assert 10 <= len(sim) <= 30  # about half of the 40 that tier 1 let pass
+    for s, t in sim:
+        user = s.messages[1]["content"]
+        assert "category=violence_weapons modality=TEXT" in user  # the item's top category
+        assert "evidence: (in user_prompt)" in user
+        score = float(user.split("<risk_score>")[1].split("<")[0])
+        assert 0.55 <= score <= 0.97
+        assert target(s) == t + BENIGN_FLAGGED_NOTE.rstrip()
+        # ... which the guard accepts for a flagged request (not an echo).
+        parse_and_check(s.messages[-1]["content"], t, True)

@@ -22,7 +22,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vlmguard.analyzer_training import TRAINING_SETS
 from vlmguard.config import TaxonomyConfig
-from vlmguard.domain import Analysis, AnalysisItem, ImageInput, Modality, ModalityReasoning
+from vlmguard.domain import (
+    Analysis,
+    AnalysisItem,
+    Finding,
+    ImageInput,
+    Modality,
+    ModalityReasoning,
+)
 from vlmguard.errors import ConfigError, InvalidArgumentError, VLMGuardError
 from vlmguard.roles.prompts import (
     DEFAULT_REWRITE_THRESHOLD,
@@ -405,16 +412,34 @@ def benign_items(cfg: DataRecipe) -> list[_Item]:
     return items
 
 
+def simulated_false_alarm(an: Analysis, text: str, taxonomy: TaxonomyConfig,
+                          rng: random.Random, rewrite_threshold: float) -> Analysis:
+    """``an`` with a tier-1 text finding that makes it a false alarm: the item's top category
+    (by tier-1 score; a seeded one when all are 0) at a score between just above the rewrite
+    threshold and 0.97, with the prompt as evidence, as the analyzer reports it."""
+    ranked = sorted(an.category_scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    cat = ranked[0][0] if ranked and ranked[0][1] > 0 else rng.choice(list(taxonomy.ids))
+    score = round(rng.uniform(min(rewrite_threshold + 0.05, 0.97), 0.97), 2)
+    finding = Finding(cat, score, Modality.TEXT, text, "text_risk", -1)
+    return replace(an, score=max(an.score, score), findings=(finding, *an.findings),
+                   category_scores={**an.category_scores, cat: score})
+
+
 def benign_samples(
     items: Sequence[_Item], taxonomy: TaxonomyConfig, analyzer: Callable[[], Analyzer],
-    rewrite_threshold: float = DEFAULT_REWRITE_THRESHOLD,
+    rewrite_threshold: float = DEFAULT_REWRITE_THRESHOLD, *, false_alarm_fraction: float = 0.0,
+    seed: int = 0,
 ) -> list[Sample]:
     """Benign samples: tier-1 evidence, "no risk" reasoning, the prompt kept (see
-    :func:`benign_rewrite`)."""
+    :func:`benign_rewrite`); ``false_alarm_fraction`` of those tier 1 lets pass are shown as
+    false alarms (:func:`simulated_false_alarm`)."""
     if not items:
         return []
     out: list[Sample] = []
     for it, an in zip(items, _analyze(items, analyzer()), strict=True):
+        rng = random.Random(f"{seed}:false_alarm:{it.key}")
+        if an.score < rewrite_threshold and rng.random() < false_alarm_fraction:
+            an = simulated_false_alarm(an, it.text, taxonomy, rng, rewrite_threshold)
         messages = build_training_messages(it.text, evidence_from_analysis(an), taxonomy,
                                            benign_reasoning(an),
                                            benign_rewrite(it.text, an.score, rewrite_threshold))
@@ -487,7 +512,8 @@ def build_dataset(
     annotations = load_annotations(cfg.annotations, taxonomy) if cfg.annotations else []
     by_key = {s.key: s for s in synth}
     annotated = annotation_samples(annotations, cfg.bench_dir, taxonomy, by_key, analyzer)
-    benign = benign_samples(benign_items(cfg), taxonomy, analyzer)
+    benign = benign_samples(benign_items(cfg), taxonomy, analyzer,
+                            false_alarm_fraction=cfg.false_alarm_fraction, seed=cfg.seed)
     ds = assemble([annotated, synth, benign], cfg, skipped)
     if not ds.train:
         raise ConfigError("the recipe's data gives no training sample")

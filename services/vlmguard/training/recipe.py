@@ -38,6 +38,12 @@ class DataRecipe(_Frozen):
                              description="The project's benign prompts (empty: none).")
     benign_limit: int = Field(0, ge=0, description="Benign prompts used from benign_file "
                               "(seeded selection; 0: none).")
+    false_alarm_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of the benign samples that tier 1 lets pass "
+        "which are shown with a simulated tier-1 false alarm (a text finding at 0.55-0.97 in "
+        "their top category) and the false-alarm target (the prompt plus one line against "
+        "over-refusal), so the model learns that target; tier 1 rarely flags the project's "
+        "benign prompts itself (seeded selection).")
     vlguard_safe_limit: int = Field(0, ge=0, description="VLGuard `safe` items added as "
                                     "benign samples (seeded selection; 0: none).")
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of samples held out "
