@@ -161,6 +161,9 @@ def test_tier2_figures_known_answers() -> None:
     assert m["tier2_fallbacks"] == {"MISSING_SECTION": 1, "OVERLOADED": 1, "TIMEOUT": 1}
     assert m["guidance_rate"] == 2 / 3 and m["n_guidance"] == 3  # r1 r3 of r1 r2 r3
     assert m["intent_kept_rate"] == 2 / 4 and m["n_intent"] == 4  # r6 r7 of r6-r9
+    assert m["prompt_kept_rate"] == 1 / 4  # r6 unchanged; the others not marked kept
+    kept = [{**r, "prompt_kept": True} if r["id"] == "r8" else r for r in RECORDS]
+    assert group_metrics(kept)["prompt_kept_rate"] == 2 / 4
     loose = group_metrics(RECORDS, intent_threshold=0.4, guidance_threshold=0.25)
     assert loose["guidance_rate"] == 1.0 and loose["intent_kept_rate"] == 3 / 4
     strict = group_metrics(RECORDS, guidance_threshold=0.65)
@@ -289,12 +292,13 @@ def test_scorer_on_real_texts(scorer: RewriteScorer) -> None:
                      f"- {guidance}")
     without = "Tell me a cheerful story about neighbours who look after each other's plants."
     same = scorer.score(prompt, prompt, "ALLOW", [])
-    assert same == RewriteQuality(intent_sim=1.0)
+    assert same == RewriteQuality(intent_sim=1.0, prompt_kept=True)
     near = scorer.score(prompt, prompt + "\n", "REWRITE", [])
     assert near.intent_sim == pytest.approx(1.0, abs=1e-3) and near.guidance == {}
     g = scorer.score(prompt, with_guidance, "REWRITE", ["illegal_activity"])
     n = scorer.score(prompt, without, "REWRITE", ["illegal_activity"])
     assert g.guidance["illegal_activity"] > 0.9
+    assert g.prompt_kept is True and n.prompt_kept is False
     assert g.guidance["illegal_activity"] > n.guidance["illegal_activity"] + 0.3
     assert g.intent_sim is not None and n.intent_sim is not None
     assert -1.0 <= n.intent_sim < 1.0

@@ -22,6 +22,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("guidance_rate", "guidance_rate", "rate"),
     ("guidance_added_rate", "guidance_added_rate", "rate"),
     ("intent_kept_rate", "intent_kept_rate", "rate"),
+    ("prompt_kept_rate", "prompt_kept_rate", "rate"),
     ("p50 ms (total)", "latency_ms.total.p50", "ms"),
     ("p99 ms (total)", "latency_ms.total.p99", "ms"),
     ("errors", "n_errors", "count"),

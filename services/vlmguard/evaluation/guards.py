@@ -55,6 +55,8 @@ class GuardOutcome:
     fallback_kind: str = ""
     #: Cosine similarity of prompt and rewrite (1.0 unchanged; None for BLOCK or unscored).
     intent_sim: float | None = None
+    #: The rewrite holds the whole prompt verbatim (None when not scored).
+    prompt_kept: bool | None = None
     #: Per category found: best similarity of a line/sentence of the rewrite to its guidance
     #: (empty for BLOCK or an unchanged prompt); None when the rewrite was not scored.
     guidance: dict[str, float] | None = None
@@ -137,7 +139,8 @@ async def with_quality(scorer: Any, outcome: GuardOutcome, text: str,
     except Exception as e:  # quality is a side figure: never fail the item for it
         log.warning("rewrite scoring failed: %s", type(e).__name__)
         return outcome
-    return replace(outcome, intent_sim=q.intent_sim, guidance=dict(q.guidance))
+    return replace(outcome, intent_sim=q.intent_sim, guidance=dict(q.guidance),
+                   prompt_kept=q.prompt_kept)
 
 
 class InProcessGuard:

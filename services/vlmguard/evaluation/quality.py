@@ -61,6 +61,8 @@ class RewriteQuality:
 
     intent_sim: float | None = None
     guidance: dict[str, float] = field(default_factory=dict)
+    #: The rewrite still holds the whole prompt (up to whitespace and case).
+    prompt_kept: bool | None = None
 
 
 class RewriteScorer:
@@ -112,7 +114,7 @@ class RewriteScorer:
         if action == "BLOCK":
             return RewriteQuality()
         if rewritten == original:
-            return RewriteQuality(intent_sim=1.0)
+            return RewriteQuality(intent_sim=1.0, prompt_kept=True)
         cats = [c for c in dict.fromkeys(categories) if c in self._guidance]
         units = text_units(rewritten) if cats else []
         vecs = self._embed([original, rewritten, *units])
@@ -121,7 +123,12 @@ class RewriteScorer:
         if units:
             sims = vecs[2:] @ np.stack([self._guidance[c] for c in cats]).T
             guidance = {c: _clip(float(sims[:, j].max())) for j, c in enumerate(cats)}
-        return RewriteQuality(intent_sim=intent, guidance=guidance)
+        kept = _squash(original) in _squash(rewritten)
+        return RewriteQuality(intent_sim=intent, guidance=guidance, prompt_kept=kept)
+
+
+def _squash(s: str) -> str:
+    return " ".join(s.split()).casefold()
 
 
 def _clip(x: float) -> float:

@@ -205,7 +205,7 @@ def _summary_table(metrics: dict[str, Any]) -> str:
             "<th>FPR</th><th>unchanged</th><th>block rate</th><th>AUC</th>"
             "<th>p50 ms</th><th>p99 ms</th><th>text-only</th><th>errors</th>"
             "<th>tier-2 rate</th><th>parse rate</th><th>model used</th><th>guidance</th>"
-            "<th>guidance added</th><th>intent kept</th></tr>")
+            "<th>guidance added</th><th>intent kept</th><th>prompt kept</th></tr>")
     rows = []
     entries = [*metrics["sets"].items(), ("all sets", metrics["overall"])]
     for name, m in entries:
@@ -227,7 +227,7 @@ def _tier2_cells(m: dict[str, Any]) -> str:
     not measured)."""
     return "".join(f"<td>{_pct(m.get(k))}</td>" for k in
                    ("tier2_rate", "parse_rate", "model_used_rate", "guidance_rate",
-                    "guidance_added_rate", "intent_kept_rate"))
+                    "guidance_added_rate", "intent_kept_rate", "prompt_kept_rate"))
 
 
 def _stage_table(metrics: dict[str, Any]) -> str:
@@ -255,7 +255,7 @@ def _category_table(m: dict[str, Any]) -> str:
     head = ("<tr><th>category</th><th>n</th><th>recall</th><th>FPR</th><th>unchanged</th>"
             "<th>block rate</th><th>errors</th><th>tier-2 rate</th><th>parse rate</th>"
             "<th>model used</th><th>guidance</th><th>guidance added</th><th>intent kept</th>"
-            "</tr>")
+            "<th>prompt kept</th></tr>")
     rows = [
         f"<tr><td>{_e(c)}</td><td>{cm['n']}</td><td>{_pct(cm['recall'])}</td>"
         f"<td>{_pct(cm['fpr'])}</td><td>{_pct(cm['unchanged_rate'])}</td>"
@@ -409,6 +409,7 @@ def render_report(metrics: dict[str, Any], records: list[dict[str, Any]],
         "category found, a line or sentence whose MiniLM cosine similarity to the category's "
         "guidance reaches the guidance threshold. Intent kept: benign/safe items not blocked "
         "whose prompt came back unchanged or with similarity to the rewrite at or above the "
-        "intent threshold. A dash: not measured.</p>"
+        "intent threshold. Prompt kept: benign/safe items not blocked whose prompt came back "
+        "unchanged or verbatim inside the rewrite. A dash: not measured.</p>"
         "</main></body></html>\n"
     )

@@ -59,7 +59,7 @@ def item_record(item: EvalItem, outcome: Any, latency_ms: float,
         "action": None, "score": None, "level": None, "categories": [], "modalities": [],
         "unchanged": None, "analyzer": None, "timings_ms": {},
         "rewriter": None, "tier2": None, "fallback_kind": None, "intent_sim": None,
-        "guidance": None, "category_scores": None,
+        "guidance": None, "category_scores": None, "prompt_kept": None,
         "latency_ms": round(latency_ms, 3), "error": error,
     }
     if outcome is not None:
@@ -73,6 +73,7 @@ def item_record(item: EvalItem, outcome: Any, latency_ms: float,
             tier2=getattr(outcome, "tier2", ""),
             fallback_kind=getattr(outcome, "fallback_kind", ""),
             intent_sim=getattr(outcome, "intent_sim", None),
+            prompt_kept=getattr(outcome, "prompt_kept", None),
             # None when the rewrite was not scored (--no-quality, or scoring failed).
             guidance=dict(guidance) if guidance is not None else None,
             category_scores=dict(getattr(outcome, "category_scores", {}) or {}),
