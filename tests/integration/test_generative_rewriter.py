@@ -338,7 +338,7 @@ def test_demo_rewriter_gives_a_parsed_rewrite() -> None:
     ev = RewriterEvidence(findings=(Finding("privacy", 0.8, Modality.TEXT, "text", "risk_head",
                                             -1),), score=0.8)
     (g,) = b.generate_sync([build_rewriter_messages(DEMO_PROMPT, ev, TAX)],
-                           max_new_tokens=256)
+                           max_new_tokens=b.cfg.max_new_tokens)  # the served default
     assert isinstance(g, Generation) and g.finish_reason == "stop"
     assert g.text.rstrip().endswith(REWRITE_STOP)
     parsed = parse_rewriter_output(g.text)
