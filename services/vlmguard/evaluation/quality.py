@@ -24,6 +24,7 @@ import numpy as np
 
 from vlmguard.config import TaxonomyConfig
 from vlmguard.roles.generative import split_rewriter_name
+from vlmguard.roles.prompts import normalize_text
 
 #: ``rewriter`` prefix of a parsed tier-2 rewrite (``prompts.REWRITER_NAME``).
 MODEL_PREFIX = "reasoning/"
@@ -123,12 +124,9 @@ class RewriteScorer:
         if units:
             sims = vecs[2:] @ np.stack([self._guidance[c] for c in cats]).T
             guidance = {c: _clip(float(sims[:, j].max())) for j, c in enumerate(cats)}
-        kept = _squash(original) in _squash(rewritten)
+        kept = normalize_text(original) in normalize_text(rewritten)
         return RewriteQuality(intent_sim=intent, guidance=guidance, prompt_kept=kept)
 
-
-def _squash(s: str) -> str:
-    return " ".join(s.split()).casefold()
 
 
 def _clip(x: float) -> float:

@@ -392,8 +392,10 @@ def parse_rewriter_output(raw: str, *, max_rewrite_chars: int = MAX_REWRITE_CHAR
     )
 
 
-def _norm(s: str) -> str:
-    return " ".join(s.split()).casefold()
+def normalize_text(s: str) -> str:
+    """``s`` with runs of whitespace made one space, case-folded (how the guard compares a
+    rewrite with the prompt)."""
+    return _squash(s).casefold()
 
 
 def parse_and_check(
@@ -415,7 +417,7 @@ def parse_and_check(
             ``risky`` and the rewrite is the original prompt (up to whitespace and case).
     """
     parsed = parse_rewriter_output(raw, max_rewrite_chars=max_rewrite_chars)
-    if risky and _norm(parsed.rewritten_text) == _norm(original_text):
+    if risky and normalize_text(parsed.rewritten_text) == normalize_text(original_text):
         raise RewriterOutputError(MalformedKind.ECHOED_ORIGINAL, "risky prompt echoed unchanged")
     return parsed
 
