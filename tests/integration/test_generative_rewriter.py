@@ -140,7 +140,11 @@ def test_guided_format_shapes_a_random_models_output(base: HFRewriterBackend) ->
     pos = [g.text.index(t) for t in ("</textual>\n<visual>", "</visual>\n<cross_modal>",
                                       "</cross_modal>\n<rewrite>")]
     assert pos == sorted(pos)
-    assert g.finish_reason == "length"  # the rewrite never closed: the parser will refuse it
+    # The garbage rewrite never ends by itself: the budget closes it with its last tokens.
+    assert g.finish_reason == "budget" and g.text.rstrip().endswith("</rewrite>")
+    assert g.completion_tokens <= 60
+    (unbudgeted,) = HFRewriterBackend(cfg).generate_sync(convs(RISKY), max_new_tokens=60)
+    assert isinstance(unbudgeted, Generation) and unbudgeted.text == g.text  # deterministic
     # An end-of-output token inside the rewrite closes it instead.
     tok = base._tokenizer
     guide = FormatGuide(tok, 0, [tok.eos_token_id], reasoning_max_chars=100)
@@ -157,6 +161,25 @@ def test_guided_format_shapes_a_random_models_output(base: HFRewriterBackend) ->
         assert torch.isinf(out[0]).sum() == len(tok) - 1
         ids = torch.cat([ids, torch.tensor([[forced[-1]]])], dim=1)
     assert forced == closing and guide.forced_tokens == len(closing)
+    assert not guide.budget_closed
+    # With the budget about to run out, the open rewrite is closed whatever the model prefers.
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    budget = ids.shape[1] + len(closing)
+    guide = FormatGuide(tok, 0, [tok.eos_token_id], reasoning_max_chars=100,
+                        max_new_tokens=budget)
+    scores = torch.zeros((1, len(tok)))
+    scores[0, 42] = 5.0  # the model wants to go on
+    forced = []
+    for _ in closing:
+        out = guide(ids, scores.clone())
+        forced.append(int(torch.argmax(out[0])))
+        ids = torch.cat([ids, torch.tensor([[forced[-1]]])], dim=1)
+    assert forced == closing and guide.budget_closed == {0}
+    # One token earlier, the model is left alone.
+    early = FormatGuide(tok, 0, [tok.eos_token_id], reasoning_max_chars=100,
+                        max_new_tokens=budget + 1)
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    assert int(torch.argmax(early(ids, scores.clone())[0])) == 42 and not early.budget_closed
 
 
 def test_generation_stops_at_the_stop_string(base: HFRewriterBackend) -> None:

@@ -39,6 +39,7 @@ from vlmguard.roles.prompts import (
     parse_and_check,
     parse_rewriter_output,
     rewrite_or_fallback,
+    trim_unfinished_rewrite,
     unescape_data,
 )
 from vlmguard.roles.rewriter import TemplateRewriter
@@ -447,3 +448,20 @@ def test_finding_evidence_that_quotes_a_block_points_to_it() -> None:
     assert "evidence: (in ocr_text of image 1)</finding>" in user
     assert "evidence: text and image &lt;combine&gt;</finding>" in user
     assert user.count("history of this") == 1
+
+
+def test_trim_unfinished_rewrite_drops_the_partial_last_sentence() -> None:
+    head = "<textual>a</textual>\n<visual>b</visual>\n<cross_modal>c</cross_modal>\n<rewrite>"
+    cut = head + "Describe the scene. Do not give steps for making a wea</rewrite>"
+    out = trim_unfinished_rewrite(cut)
+    assert out == head + "Describe the scene.\n</rewrite>"
+    assert parse_rewriter_output(out).rewritten_text == "Describe the scene."
+    # A finished last sentence, no sentence end at all, or no rewrite: unchanged.
+    done = head + "Describe the scene. Keep it general.</rewrite>"
+    assert trim_unfinished_rewrite(done) == done
+    one = head + "Describe the scene without any detai</rewrite>"
+    assert trim_unfinished_rewrite(one) == one
+    assert trim_unfinished_rewrite("no format") == "no format"
+    # Line breaks end sentences too (guidance lists).
+    listed = head + "Answer the question.\n- Avoid dosage advi</rewrite>"
+    assert trim_unfinished_rewrite(listed) == head + "Answer the question.\n</rewrite>"

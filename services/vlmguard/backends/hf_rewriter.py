@@ -33,7 +33,7 @@ from typing import Any
 from vlmguard.backends.rewriter import REWRITE_STOP, Generation, Messages
 from vlmguard.config import RewriterConfig, TargetConfig
 from vlmguard.errors import ConfigError, Reason, UnavailableError, VLMGuardError
-from vlmguard.roles.prompts import PROMPT_VERSION, format_step
+from vlmguard.roles.prompts import PROMPT_VERSION, format_step, trim_unfinished_rewrite
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,8 @@ class HFRewriterBackend:
             from transformers import LogitsProcessorList
 
             guide = FormatGuide(self._tokenizer, width, self._stop_ids,
-                                reasoning_max_chars=self.cfg.reasoning_max_chars)
+                                reasoning_max_chars=self.cfg.reasoning_max_chars,
+                                max_new_tokens=max_new)
             extra["logits_processor"] = LogitsProcessorList([guide])
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -353,6 +354,9 @@ class HFRewriterBackend:
             text, found = _cut(text, self.stop)
             if found:
                 finish = "stop"
+                if guide is not None and row in guide.budget_closed:
+                    # The budget closed the rewrite: drop its unfinished last sentence.
+                    text, finish = trim_unfinished_rewrite(text), "budget"
             total += len(tokens)
             results.append(Generation(text=text, model=self.name, finish_reason=finish,
                                       prompt_tokens=len(ids), completion_tokens=len(tokens)))
@@ -421,14 +425,21 @@ class FormatGuide:
         prompt_width: Length of the (padded) prompt: generated tokens start there.
         end_ids: Token ids that end an output (end of turn).
         reasoning_max_chars: Longest reasoning section before it is closed.
+        max_new_tokens: The generation's new-token budget. When a row's open, non-empty rewrite
+            has only enough budget left for its closing delimiter, the delimiter is forced (the
+            row is then in :attr:`budget_closed`), so a long rewrite still parses instead of
+            running out of tokens. 0 turns this off.
     """
 
     def __init__(self, tokenizer: Any, prompt_width: int, end_ids: Sequence[int], *,
-                 reasoning_max_chars: int) -> None:
+                 reasoning_max_chars: int, max_new_tokens: int = 0) -> None:
         self.tokenizer = tokenizer
         self.width = prompt_width
         self.end_ids = set(end_ids)
         self.reasoning_max_chars = reasoning_max_chars
+        self.max_new_tokens = max_new_tokens
+        #: Rows whose rewrite was closed because the token budget ran out.
+        self.budget_closed: set[int] = set()
         self._queues: dict[int, list[int]] = {}
         self._done: set[int] = set()
         self._encoded: dict[str, list[int]] = {}
@@ -460,6 +471,10 @@ class FormatGuide:
                     queue = self._encode(step.force)
                 elif step.on_end and int(torch.argmax(scores[row])) in self.end_ids:
                     queue = self._encode(step.on_end)
+                elif (step.on_end == REWRITE_STOP and self.max_new_tokens
+                      and len(gen) + len(self._encode(step.on_end)) >= self.max_new_tokens):
+                    queue = self._encode(step.on_end)
+                    self.budget_closed.add(row)
                 if not queue:
                     continue
                 queue = list(queue)

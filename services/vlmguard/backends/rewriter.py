@@ -35,7 +35,8 @@ _REWRITE_OPEN = "<rewrite>"
 #: One conversation: ``[{"role": ..., "content": ...}, ...]``.
 Messages = Sequence[Mapping[str, str]]
 #: One generation: the text (up to and including the stop delimiter), finish reason
-#: (``stop`` or ``length``) and token counts. The target's result type is reused so that it
+#: (``stop``, ``length``, or ``budget`` when guided decoding closed the rewrite because the
+#: token budget ran out) and token counts. The target's result type is reused so that it
 #: travels through the Redis queue with the existing codec.
 Generation = TargetResult
 

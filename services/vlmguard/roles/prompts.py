@@ -534,6 +534,38 @@ class FormatStep:
     done: bool = False
 
 
+_SENTENCE_END = re.compile(r"[.!?:;](?=\s)|\n")
+
+
+def trim_unfinished_rewrite(text: str) -> str:
+    """Cut a rewrite that the token budget closed mid-sentence back to its last sentence end.
+
+    ``text`` is a whole output whose ``<rewrite>`` section was closed by guided decoding because
+    the new-token budget ran out (see :class:`~vlmguard.backends.hf_rewriter.FormatGuide`).
+    The unfinished last sentence is dropped, so the target never receives half an instruction;
+    the rest (and any reasoning) is kept. A rewrite with no sentence end at all is left as it is.
+
+    Args:
+        text: The generated output, ending with ``</rewrite>``.
+
+    Returns:
+        The output with the rewrite's trailing partial sentence removed.
+    """
+    open_tag, close_tag = f"<{SECTIONS[-1]}>", f"</{SECTIONS[-1]}>"
+    start = text.rfind(open_tag)
+    end = text.rfind(close_tag)
+    if start < 0 or end < start:
+        return text
+    body = text[start + len(open_tag):end]
+    stripped = body.rstrip()
+    if not stripped or stripped[-1] in ".!?":
+        return text
+    ends = [m.end() for m in _SENTENCE_END.finditer(stripped)]
+    if not ends or not stripped[:ends[-1]].strip():
+        return text
+    return text[:start + len(open_tag)] + stripped[:ends[-1]].rstrip() + "\n" + text[end:]
+
+
 def format_step(text: str, *, reasoning_max_chars: int) -> FormatStep:
     """Guided decoding of the output format: the delimiters the model must write next.
 
