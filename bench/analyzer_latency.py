@@ -7,10 +7,12 @@ Inputs: MM-Vet and FigStep items from ../shared/bench (read in place, never copi
 (their prompts) and with their image. Prints a Markdown table for bench/RESULTS.md.
 
 With ``--compare-ocr`` it instead compares, per request with an image and by direct call
-only, the analyzer with the OCR settings from before issue 4 (RapidOCR defaults: detector
-shortest side scaled up to 736, angle classifier on) against the configured ones (the
-AnalyzerConfig defaults unless VLMGUARD_ANALYZER__* variables say otherwise); both share the
-embedder, head and explicit detector and alternate on each input.
+only, the analyzer with baseline image-model settings (``--before``, see ``BEFORE``: by
+default ``previous-default``, the PP-OCRv4 models with onnxruntime's thread spinning on, as
+before PP-OCRv6 tiny) against the configured one (the
+AnalyzerConfig defaults unless VLMGUARD_ANALYZER__* variables say otherwise), and with
+``--parallel`` also the configured one with ``image_models_parallel``; all share the
+embedder, head and explicit detector and take turns on each input.
 
 Usage: python bench/analyzer_latency.py [--n 40] [--bench-dir ../shared/bench] [--json OUT]
        python bench/analyzer_latency.py --compare-ocr [--n 80] [--sets mm_vet,figstep_safebench]
@@ -47,27 +49,54 @@ def _items(bench: Path, n: int, sets: tuple[str, ...] = ("mm_vet", "figstep_safe
     return out
 
 
+#: ``--before`` choices: OCRReader settings of the baseline analyzer.
+#: ``spinning`` also applies to the baseline's explicit-imagery detector.
+BEFORE: dict[str, dict[str, Any]] = {
+    # RapidOCR's defaults, the reader before issue 4's OCR work (onnxruntime threads spin).
+    "rapidocr-defaults": {"det_side": 736, "det_limit_type": "min", "angle": "always",
+                          "rec_batch": 6, "models": "ppocrv4", "spinning": True},
+    # The analyzer's image models before PP-OCRv6 tiny and the no-spinning sessions.
+    "previous-default": {"models": "ppocrv4", "spinning": True},
+    # The PP-OCRv4 models with today's reader and session settings.
+    "ppocrv4": {"models": "ppocrv4"},
+    # Today's models with onnxruntime's thread spinning back on.
+    "spinning": {"spinning": True},
+}
+
+
 def _compare_ocr(args: argparse.Namespace) -> dict[str, Any]:
     from vlmguard.config import load_config
     from vlmguard.domain import AnalysisItem, ImageInput
+    from vlmguard.models.explicit import ExplicitImageDetector
     from vlmguard.models.ocr import OCRReader
     from vlmguard.roles.analyzer import Tier1Analyzer
 
     cfg = load_config(None, environ=dict(os.environ), overrides={"metrics": {"enabled": False}})
     new = Tier1Analyzer.from_config(cfg.analyzer, cfg.taxonomy, cfg.limits)
+    before = BEFORE[args.before]
+    reader = {"models": cfg.analyzer.ocr_models, **before}
+    explicit = new.explicit
+    if before.get("spinning"):
+        explicit = ExplicitImageDetector(min_score=cfg.analyzer.explicit_min_score,
+                                         spinning=True)
     old = Tier1Analyzer(cfg.analyzer.model_copy(update={"image_models_parallel": False}),
                         cfg.taxonomy, cfg.limits, embedder=new.embedder, head=new.head,
-                        ocr=OCRReader(det_side=736, det_limit_type="min", angle="always",
-                                      rec_batch=6), explicit=new.explicit)
+                        ocr=OCRReader(**reader), explicit=explicit)
     analyzers = {"before": old, "after": new}
+    if args.parallel:  # the configured analyzer with OCR and NudeNet on one image at once
+        analyzers["after+parallel"] = Tier1Analyzer(
+            cfg.analyzer.model_copy(update={"image_models_parallel": True}), cfg.taxonomy,
+            cfg.limits, embedder=new.embedder, head=new.head, ocr=new.ocr,
+            explicit=new.explicit)
     for a in analyzers.values():
         a.warmup()
     items = _items(Path(args.bench_dir), args.n, tuple(args.sets.split(",")), spread=True)
     total: dict[str, list[float]] = {k: [] for k in analyzers}
     stages: dict[str, dict[str, list[float]]] = {k: {} for k in analyzers}
     load_before = os.getloadavg()
+    names = list(analyzers)
     for i, (text, img) in enumerate(items):
-        order = ("before", "after") if i % 2 == 0 else ("after", "before")
+        order = names[i % len(names):] + names[:i % len(names)]  # rotate: load hits all alike
         for name in order:
             t0 = time.perf_counter()
             (res,) = analyzers[name].analyze_batch([AnalysisItem("b", text, (ImageInput(img),))])
@@ -76,7 +105,7 @@ def _compare_ocr(args: argparse.Namespace) -> dict[str, Any]:
             for stage, ms in res.timings_ms.items():
                 stages[name].setdefault(stage, []).append(ms)
     return {
-        "n": len(items), "cpus": os.cpu_count(), "sets": args.sets,
+        "n": len(items), "cpus": os.cpu_count(), "sets": args.sets, "before": before,
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "analyzer": {k: _pct(v) for k, v in total.items()},
         "stages": {k: {s: _pct(v) for s, v in st.items()} for k, st in stages.items()},
@@ -146,7 +175,13 @@ def main() -> int:
                                                    "shared" / "bench"))
     parser.add_argument("--json", help="also write the raw figures to this file")
     parser.add_argument("--compare-ocr", action="store_true",
-                        help="OCR settings before issue 4 vs the configured ones (direct call)")
+                        help="a baseline OCR setting (--before) vs the configured ones (direct "
+                        "call)")
+    parser.add_argument("--before", choices=list(BEFORE), default="previous-default",
+                        help="with --compare-ocr: the baseline's OCR reader settings")
+    parser.add_argument("--parallel", action="store_true",
+                        help="with --compare-ocr: also the configured analyzer with "
+                        "analyzer.image_models_parallel on")
     parser.add_argument("--sets", default="mm_vet,figstep_safebench",
                         help="sets sampled with --compare-ocr (evenly spaced)")
     args = parser.parse_args()

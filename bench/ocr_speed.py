@@ -34,7 +34,8 @@ import numpy as np
 #: (RapidOCR defaults: detector shortest side scaled to >= 736, angle classifier on,
 #: recognition batch 6, onnxruntime's default threads).
 VARIANTS: dict[str, dict[str, Any]] = {
-    "baseline": {"det_side": 736, "det_limit_type": "min", "angle": "always", "rec_batch": 6},
+    "baseline": {"det_side": 736, "det_limit_type": "min", "angle": "always", "rec_batch": 6,
+                 "models": "ppocrv4", "spinning": True},
     "default": {},  # the reader's (and AnalyzerConfig's) defaults
     "max960+cls_always": {"det_side": 960, "angle": "always", "rec_batch": 6},
     "max736": {"det_side": 736},
@@ -43,6 +44,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cls_off": {"angle": "off"},
     "max640": {"det_side": 640},
     "threads1": {"threads": 1},
+    # PP-OCRv4 (the default before PP-OCRv6 tiny), with and without onnxruntime thread spinning.
+    "v4": {"models": "ppocrv4"},
+    "v4+spin": {"models": "ppocrv4", "spinning": True},
+    "spin": {"spinning": True},
+    "v6small": {"models": "ppocrv6_small"},
+    "det736": {"det_side": 736},
+    "det640": {"det_side": 640},
+    "det1280": {"det_side": 1280},
 }
 
 SETS = {

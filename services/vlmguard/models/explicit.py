@@ -7,6 +7,7 @@ an :class:`ExplicitImageDetector` is built.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -30,12 +31,16 @@ class ExplicitImageDetector:
 
     Args:
         min_score: Detections below this confidence are dropped.
+        threads: onnxruntime intra-op threads; 0 = one per physical core.
+        spinning: Let onnxruntime's idle threads busy-wait between runs (see
+            :mod:`vlmguard.models.ort`).
 
     Raises:
         ConfigError: nudenet (or onnxruntime / cv2) is not installed.
     """
 
-    def __init__(self, min_score: float = 0.5) -> None:
+    def __init__(self, min_score: float = 0.5, *, threads: int = 0,
+                 spinning: bool = False) -> None:
         try:
             from nudenet import NudeDetector
         except ImportError as e:
@@ -45,6 +50,14 @@ class ExplicitImageDetector:
                 reason=Reason.MISSING_DEPENDENCY,
             ) from e
         self._detector: Any = NudeDetector()
+        # Rebuilt with our onnxruntime options (threads, no busy-wait: vlmguard.models.ort).
+        import nudenet
+
+        from vlmguard.models.ort import cpu_session
+
+        model = os.path.join(os.path.dirname(nudenet.__file__), "320n.onnx")
+        if os.path.isfile(model):
+            self._detector.onnx_session = cpu_session(model, threads=threads, spinning=spinning)
         self.min_score = min_score
 
     def detect(self, image: np.ndarray) -> list[tuple[str, float]]:

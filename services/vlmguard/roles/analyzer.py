@@ -157,14 +157,18 @@ class Tier1Analyzer:
                 max_side=cfg.ocr_max_side,
                 det_side=cfg.ocr_det_side,
                 angle=cfg.ocr_angle,
+                angle_below=cfg.ocr_angle_below,
                 rec_batch=cfg.ocr_rec_batch,
                 threads=cfg.ocr_threads or cfg.threads,
+                models=cfg.ocr_models,
+                spinning=cfg.ort_spinning,
             )
         explicit = None
         if cfg.explicit_image:
             from vlmguard.models.explicit import ExplicitImageDetector
 
-            explicit = ExplicitImageDetector(min_score=cfg.explicit_min_score)
+            explicit = ExplicitImageDetector(min_score=cfg.explicit_min_score,
+                                             threads=cfg.threads, spinning=cfg.ort_spinning)
         return cls(cfg, taxonomy, limits, embedder=embedder, head=head, ocr=ocr,
                    explicit=explicit)
 
