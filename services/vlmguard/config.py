@@ -277,8 +277,9 @@ class RewriterConfig(_Frozen):
     guided_format: bool = Field(
         True, description="transformers backend: guided decoding of the output format (the "
         "section delimiters are forced in order, an over-long reasoning section is closed, an "
-        "early end closes the open section), so that outputs parse; the model writes every "
-        "section's content.",
+        "early end closes the open section, a rewrite about to run out of max_new_tokens is "
+        "closed and loses its unfinished last sentence), so that outputs parse; the model "
+        "writes every section's content.",
     )
     reasoning_max_chars: int = Field(
         240, ge=16, le=8000, description="With guided_format: longest reasoning section "
