@@ -52,6 +52,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "det736": {"det_side": 736},
     "det640": {"det_side": 640},
     "det1280": {"det_side": 1280},
+    "det960": {"det_side": 960},
+    "det512": {"det_side": 512},
 }
 
 SETS = {

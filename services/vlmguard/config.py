@@ -151,7 +151,7 @@ class AnalyzerConfig(_Frozen):
         "first. Recognition crops are cut from this copy.",
     )
     ocr_det_side: int = Field(
-        736, ge=64, description="Text detector input: the image's longest side is capped at "
+        640, ge=64, description="Text detector input: the image's longest side is capped at "
         "this (never upscaled). RapidOCR's default scales the shortest side up to 736 instead, "
         "which is slower and worse on wide banners. Recognition still reads crops of the "
         "ocr_max_side copy.",

@@ -58,6 +58,24 @@ def test_minilm_similarity(embedder) -> None:  # type: ignore[no-untyped-def]
     assert v.shape == (3, 384) and v.dtype == np.float32 and embedder.dim == 384
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+    # Length groups (a short prompt is not padded to a long text) give the same embeddings
+    # as one padded pass, in the callers' order.
+    texts = ["Hi", "A dog is playing in the park. " * 20, "What is this?", ""]
+    one_pass = embedder.embed(texts, max_padding=float("inf"))
+    np.testing.assert_allclose(embedder.embed(texts), one_pass, atol=1e-5)
+    assert embedder.embed([]).shape == (0, 384)
+
+
+def test_length_groups() -> None:
+    from vlmguard.models.embedder import _length_groups
+
+    lengths = [10, 237, 250, 12]
+    order = sorted(range(4), key=lambda i: lengths[i])
+    assert _length_groups(order, lengths, 64, 1.5) == [[0, 3], [1, 2]]
+    assert _length_groups(order, lengths, 64, 3.0) == [[0, 3, 1, 2]]
+    assert _length_groups(order, lengths, 64, float("inf")) == [[0, 3, 1, 2]]
+    assert _length_groups(order, lengths, 2, float("inf")) == [[0, 3], [1, 2]]
+    assert _length_groups([], [], 64, 1.25) == []
 
 
 def test_ocr_reads_rendered_text(ocr) -> None:  # type: ignore[no-untyped-def]

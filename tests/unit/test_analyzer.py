@@ -196,7 +196,7 @@ def test_image_models_parallel_gives_the_same_evidence(parallel: bool) -> None:
 
 def test_ocr_settings_are_config_fields() -> None:
     cfg = AnalyzerConfig()
-    assert (cfg.ocr_det_side, cfg.ocr_max_side, cfg.ocr_angle) == (736, 1600, "low_confidence")
+    assert (cfg.ocr_det_side, cfg.ocr_max_side, cfg.ocr_angle) == (640, 1600, "low_confidence")
     assert cfg.ocr_rec_batch >= 1 and cfg.ocr_threads == 0
     assert (cfg.ocr_models, cfg.ort_spinning, cfg.ocr_angle_below) == ("ppocrv6_tiny", False, 0.8)
     assert cfg.image_models_parallel is False

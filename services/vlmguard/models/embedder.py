@@ -93,34 +93,58 @@ class MiniLMEmbedder:
         """Embedding width (384 for all-MiniLM-L6-v2)."""
         return self._dim
 
-    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def embed(self, texts: Sequence[str], batch_size: int = 64,
+              max_padding: float = 1.5) -> np.ndarray:
         """Embed texts.
+
+        Texts are tokenized once, sorted by length and cut into forward passes whose padded
+        size stays within ``max_padding`` times their real tokens, so a short prompt is not
+        padded to the length of a long OCR text next to it (the analyzer embeds a prompt, its
+        images' OCR text and the two joined, in one call).
 
         Args:
             texts: Texts to embed (truncated to 256 tokens).
-            batch_size: Texts per forward pass.
+            batch_size: Most texts per forward pass.
+            max_padding: Largest ratio of padded to real tokens in a forward pass; a pass holds
+                at least one text. ``float("inf")`` pads each ``batch_size`` group together.
 
         Returns:
             float32 array of shape ``(len(texts), dim)``, each row of unit length.
         """
         torch = self._torch
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
-        # Batches of similar length waste less compute on padding.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        if not texts:
+            return out
+        enc_all = self._tokenizer([str(t) for t in texts], truncation=True,
+                                  max_length=self.max_length)
+        ids = enc_all["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                idx = order[start : start + batch_size]
-                chunk = [str(texts[i]) for i in idx]
-                enc = self._tokenizer(
-                    chunk,
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                )
+            for idx in _length_groups(order, [len(x) for x in ids], batch_size, max_padding):
+                enc = self._tokenizer.pad({k: [enc_all[k][i] for i in idx] for k in enc_all},
+                                          return_tensors="pt")
                 hidden = self._model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 out[idx] = pooled.float().numpy()
         return out
+
+
+def _length_groups(order: Sequence[int], lengths: Sequence[int], batch_size: int,
+                   max_padding: float) -> list[list[int]]:
+    """Cut ``order`` (indices sorted by ascending length) into forward passes: at most
+    ``batch_size`` each, and padded size (count x longest) within ``max_padding`` x real tokens."""
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    real = 0
+    for i in order:
+        n = lengths[i]
+        if cur and (len(cur) >= batch_size or (len(cur) + 1) * n > max_padding * (real + n)):
+            groups.append(cur)
+            cur, real = [], 0
+        cur.append(i)
+        real += n
+    if cur:
+        groups.append(cur)
+    return groups

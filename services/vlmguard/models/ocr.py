@@ -244,7 +244,7 @@ class OCRReader:
         min_score: float = 0.5,
         *,
         max_side: int = MAX_OCR_SIDE,
-        det_side: int = 736,
+        det_side: int = 640,
         det_limit_type: str = "max",
         angle: str = "low_confidence",
         rec_batch: int = 6,
