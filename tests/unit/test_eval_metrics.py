@@ -198,6 +198,8 @@ def test_outputs_report_and_compare(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert m["settings"]["policy"]["rewrite_threshold"] == 0.5
     assert m["settings"]["policy"]["block_threshold"] == 0.99
     assert m["settings"]["report_threshold"] == 0.3
+    assert m["settings"]["image_models"]["ocr_models"] == "ppocrv6_tiny"
+    assert m["settings"]["image_models"]["ocr_det_side"] == 640
     html = (b / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and html.count("<svg") >= 4
     for external in ("http://", "https://", "src=", "<script", "<link", "url("):
@@ -229,6 +231,11 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
         asyncio.run(evaluate(_args(bench, out), ScriptedGuard(), other))
     assert asyncio.run(evaluate(_args(bench, out, allow_mixed=True), ScriptedGuard(),
                                 other)) == 0
+    # Other OCR settings change detection too.
+    ocr = other.model_copy(update={"analyzer": other.analyzer.model_copy(
+        update={"ocr_models": "ppocrv4"})})
+    with pytest.raises(InvalidArgumentError, match="image_models"):
+        asyncio.run(evaluate(_args(bench, out), ScriptedGuard(), ocr))
 
 
 def test_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,7 +34,8 @@ Outputs in OUT_DIR:
                 text. Append-only: a re-run skips items already there.
   metrics.json  per set, per category and overall: n, recall (unsafe items not allowed), fpr
                 (benign/safe items not allowed), unchanged_rate, block_rate, AUC, latency
-                p50/p99 per stage, error counts by reason, thresholds and analyzer version;
+                p50/p99 per stage, error counts by reason, thresholds, analyzer version
+                and OCR / image-model settings (a resume with other ones is refused);
                 tier 2: tier2_rate (items tier 2 ran for), parse_rate (its outputs that
                 parsed), fallbacks by kind, guidance_rate (unsafe rewrites carrying the
                 guidance of every category found) and intent_kept_rate (benign prompts not
@@ -125,6 +126,10 @@ def _settings(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
         _, pol = engine.tenant(args.tenant)
         settings["policy"] = pol.model_dump(mode="json", exclude={"block_message"})
         settings["report_threshold"] = cfg.analyzer.report_threshold
+        # The image models' settings change detection but not the analyzer's (head) version.
+        settings["image_models"] = cfg.analyzer.model_dump(mode="json", include={
+            "ocr", "ocr_models", "ocr_det_side", "ocr_max_side", "ocr_angle", "ocr_angle_below",
+            "ocr_min_chars", "explicit_image", "explicit_min_score"})
         if args.addr:
             settings["policy_note"] = "from the local config; the server's may differ"
     else:
@@ -140,7 +145,7 @@ def _check_resume(out_dir: Path, settings: dict[str, Any], allow_mixed: bool) ->
     if not runs:
         return
     last = runs[-1].get("settings", {})
-    for key in ("tenant", "policy"):
+    for key in ("tenant", "policy", "image_models"):
         if key in last and last.get(key) != settings.get(key) and not allow_mixed:
             raise InvalidArgumentError(
                 f"{out_dir} holds a run with another {key} ({last.get(key)!r}); resuming "
