@@ -87,7 +87,7 @@ proto-lint: $(BUF) ## buf lint the protos
 	cd proto && ../$(BUF) lint
 
 .PHONY: train-analyzer
-train-analyzer: $(STAMP) ## retrain the tier-1 risk head (needs ../shared/bench)
+train-analyzer: $(STAMP) ## retrain the tier-1 encoder adapter and risk head (needs ../shared/bench)
 	$(VENV)/bin/vlmguard train-analyzer --force
 
 REWRITER_DEMO := services/vlmguard/data/rewriter_demo

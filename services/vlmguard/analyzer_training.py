@@ -28,6 +28,11 @@ Data decisions (also written to ``meta.json``):
   written here per category, never copied from a benchmark) so explicit requests score high
   whatever their phrasing, not only in MM-SafetyBench's wording. Split by activity.
 
+Encoder (``encoder_epochs`` > 0, the default): before the head is fitted, a LoRA adapter of
+MiniLM is fine-tuned as an unsafe/benign classifier on the training split only
+(:mod:`vlmguard.models.encoder_lora`); the head is then fitted on the adapted embeddings and the
+adapter ships in ``<out>/encoder``. Frozen MiniLM embeddings capture topic more than intent.
+
 Model (v2, see :mod:`vlmguard.models.risk_head`): the v1 logistic regression is kept as one
 feature; nearest-neighbour evidence (top-k mean and max cosine to compressed unsafe and benign
 exemplars of the fitting split) is added, and a 5-feature logistic stacker is fitted on the
@@ -55,7 +60,9 @@ import json
 import logging
 import random
 import re
+import shutil
 import sys
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,6 +74,7 @@ import numpy as np
 
 from vlmguard.config import TaxonomyConfig
 from vlmguard.errors import ConfigError
+from vlmguard.models.encoder_lora import ENCODER_DIR
 from vlmguard.models.risk_head import (
     META_FILE,
     STACK_FEATURES,
@@ -299,6 +307,9 @@ class TrainAnalyzerConfig:
     threads: int = 0
     batch_size: int = 64
     version: str = ""
+    encoder_epochs: float = 1.0
+    encoder_rank: int = 16
+    encoder_lr: float = 5e-4
 
 
 _HELP = {
@@ -329,6 +340,10 @@ _HELP = {
     "threads": "torch CPU threads (0 = all).",
     "batch_size": "Embedding batch size.",
     "version": "Head version; empty derives one from the weights.",
+    "encoder_epochs": "Fine-tune a LoRA adapter of the encoder on the training split for this "
+    "many epochs before fitting the head (shipped in <out>/encoder); 0 keeps it frozen.",
+    "encoder_rank": "LoRA rank of the encoder adapter.",
+    "encoder_lr": "Peak learning rate of the encoder fine-tune.",
 }
 
 
@@ -761,6 +776,31 @@ def _fit_head(
     return head, shift, exemplar_counts, cat_counts
 
 
+def _finetune_encoder(cfg: TrainAnalyzerConfig, fit: list[Example], base: Path,
+                      out: Path) -> dict[str, Any]:
+    """Fine-tune the encoder adapter on ``fit`` (with a progress bar); see
+    :func:`vlmguard.models.encoder_lora.finetune_encoder`."""
+    from tqdm import tqdm
+
+    from vlmguard.models.encoder_lora import finetune_encoder
+
+    if cfg.threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    with tqdm(desc="encoder fine-tune", unit="step") as bar:
+        def progress(step: int, steps: int, loss: float) -> None:
+            bar.total = steps
+            bar.update(step - bar.n)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{loss:.3f}")
+
+        return finetune_encoder(
+            base, [e.text for e in fit], [e.label for e in fit], [e.weight for e in fit], out,
+            epochs=cfg.encoder_epochs, rank=cfg.encoder_rank, lr=cfg.encoder_lr,
+            benign_weight=cfg.benign_weight, seed=cfg.seed, progress=progress)
+
+
 def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str, Any]:
     """Train, evaluate and save the head.
 
@@ -783,10 +823,19 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
     categories = TaxonomyConfig().ids
     ex = load_examples(cfg)
     assign_splits(ex, cfg.dev_fraction, cfg.cal_fraction, cfg.seed)
+    encoder_tmp: Path | None = None
+    encoder_figures: dict[str, Any] | None = None
     if embedder is None:
-        from vlmguard.models.embedder import MiniLMEmbedder
+        from vlmguard.models.embedder import MiniLMEmbedder, default_minilm_path
 
-        embedder = MiniLMEmbedder(cfg.embedder_path, threads=cfg.threads)
+        if cfg.encoder_epochs > 0:
+            encoder_tmp = Path(tempfile.mkdtemp(prefix="vlmguard-encoder-"))
+            encoder_figures = _finetune_encoder(
+                cfg, [e for e in ex if e.split == "train" and e.weight > 0],
+                Path(cfg.embedder_path) if cfg.embedder_path else default_minilm_path(),
+                encoder_tmp)
+        embedder = MiniLMEmbedder(cfg.embedder_path, threads=cfg.threads,
+                                  lora=encoder_tmp or "")
     x = _embed_all([e.text for e in ex], embedder, cfg.batch_size, cfg.emb_cache)
     split = np.array([e.split for e in ex])
     tr, cal, dev = split == "train", split == "cal", split == "dev"
@@ -858,6 +907,9 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
         "exemplars": exemplar_counts,
         "category_training_counts": cat_counts,
         "metrics": metrics,
+        "encoder_lora": (
+            {"dir": ENCODER_DIR, "trained_on": "training split only (dev and cal held out)",
+             **encoder_figures} if encoder_figures else None),
         "config": dataclasses.asdict(cfg),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": _command(cfg),
@@ -865,6 +917,14 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
     out.mkdir(parents=True, exist_ok=True)
     for name in (WEIGHTS_FILE, META_FILE):
         (out / name).unlink(missing_ok=True)
+    # A stale adapter must never be paired with a head fitted on other embeddings.
+    shutil.rmtree(out / ENCODER_DIR, ignore_errors=True)
+    if encoder_tmp is not None:
+        shutil.copytree(encoder_tmp, out / ENCODER_DIR)
+        shutil.rmtree(encoder_tmp, ignore_errors=True)
+        (out / ENCODER_DIR).chmod(0o755)  # mkdtemp's 0700 would hide it from a service user
+        for f in (out / ENCODER_DIR).iterdir():
+            f.chmod(0o644)
     head.save(out)
     d = metrics["dev"]
     n_tr, n_cal, n_dev = int(tr.sum()), int(cal.sum()), int(dev.sum())

@@ -29,10 +29,18 @@ def _render(lines: list[str], size: tuple[int, int] = (760, 420)) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def embedder():  # type: ignore[no-untyped-def]
+def base_embedder():  # type: ignore[no-untyped-def]
     from vlmguard.models.embedder import MiniLMEmbedder
 
     return MiniLMEmbedder(threads=2)
+
+
+@pytest.fixture(scope="module")
+def embedder(head):  # type: ignore[no-untyped-def]
+    """The encoder the shipped head was fitted on (base MiniLM plus the head's adapter)."""
+    from vlmguard.models.embedder import MiniLMEmbedder
+
+    return MiniLMEmbedder(threads=2, lora=head.encoder_dir or "")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +58,8 @@ def head():  # type: ignore[no-untyped-def]
     return RiskHead.load(categories=TaxonomyConfig().ids)
 
 
-def test_minilm_similarity(embedder) -> None:  # type: ignore[no-untyped-def]
+def test_minilm_similarity(base_embedder) -> None:  # type: ignore[no-untyped-def]
+    embedder = base_embedder
     v = embedder.embed(
         ["A dog is playing in the park.", "A puppy plays on the grass in a park.",
          "The quarterly tax report is due on Friday."]

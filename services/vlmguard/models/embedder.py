@@ -59,6 +59,8 @@ class MiniLMEmbedder:
     Args:
         path: Model directory; empty uses :func:`default_minilm_path`.
         threads: CPU threads for torch; 0 leaves torch's default (all cores).
+        lora: Directory of an encoder adapter to merge into the weights (the risk head's
+            ``encoder/``, see :mod:`vlmguard.models.encoder_lora`); empty: the base encoder.
 
     Raises:
         ConfigError: missing packages or an unreadable model directory.
@@ -66,7 +68,7 @@ class MiniLMEmbedder:
 
     max_length = 256
 
-    def __init__(self, path: str = "", threads: int = 0) -> None:
+    def __init__(self, path: str = "", threads: int = 0, lora: str | Path = "") -> None:
         torch, transformers = _import_torch_transformers()
         model_dir = Path(path) if path else default_minilm_path()
         if not model_dir.is_dir():
@@ -83,10 +85,16 @@ class MiniLMEmbedder:
             )
         except (OSError, ValueError) as e:
             raise ConfigError(f"cannot load the embedder from {model_dir}: {e}") from e
+        self.name = f"all-MiniLM-L6-v2@{model_dir.name}" if path else "all-MiniLM-L6-v2"
+        if lora:
+            from vlmguard.models.encoder_lora import apply_lora
+
+            self.name += f"+lora.{apply_lora(self._model, lora)}"
         self._model.eval()
         self._torch = torch
         self._dim = int(self._model.config.hidden_size)
-        self.name = f"all-MiniLM-L6-v2@{model_dir.name}" if path else "all-MiniLM-L6-v2"
+        #: The base model directory (before any adapter).
+        self.path = model_dir
 
     @property
     def dim(self) -> int:

@@ -165,6 +165,9 @@ class RiskHead:
         self.cat_bias = cat_bias
         self.version = version
         self.meta: dict[str, Any] = dict(meta or {})
+        #: The encoder adapter this head was fitted on (``<head dir>/encoder``), when it has one;
+        #: the analyzer's embedder must apply it (see :mod:`vlmguard.models.encoder_lora`).
+        self.encoder_dir: Path | None = None
         self.unsafe_ex: np.ndarray | None = None
         self.benign_ex: np.ndarray | None = None
         self.stack_coef: np.ndarray | None = None
@@ -326,4 +329,11 @@ class RiskHead:
         dim = meta.get("dim")
         if dim is not None and int(dim) != head.dim:
             raise ConfigError(f"risk head in {directory}: meta says dim {dim}, weights {head.dim}")
+        from vlmguard.models.encoder_lora import ENCODER_DIR, has_lora
+
+        if has_lora(directory / ENCODER_DIR):
+            head.encoder_dir = directory / ENCODER_DIR
+        elif meta.get("encoder_lora"):
+            raise ConfigError(f"risk head in {directory} was fitted on an adapted encoder, but "
+                              f"{directory / ENCODER_DIR} is missing")
         return head

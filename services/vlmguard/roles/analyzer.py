@@ -147,8 +147,10 @@ class Tier1Analyzer:
         from vlmguard.models.embedder import MiniLMEmbedder
         from vlmguard.models.risk_head import RiskHead
 
-        embedder = MiniLMEmbedder(cfg.embedder_path, threads=cfg.threads)
         head = RiskHead.load(cfg.head_path or None)
+        # A head fitted on an adapted encoder scores only that encoder's embeddings.
+        embedder = MiniLMEmbedder(cfg.embedder_path, threads=cfg.threads,
+                                  lora=head.encoder_dir or "")
         ocr = None
         if cfg.ocr:
             from vlmguard.models.ocr import OCRReader
