@@ -246,6 +246,11 @@ class RewriterConfig(_Frozen):
         None, ge=0, le=1, description="Tier-1 score from which 'on_risk' runs tier 2; empty "
         "uses the tenant's rewrite_threshold.",
     )
+    tier2_on_block: bool = Field(
+        False, description="Also run tier 2 on requests the policy blocks, to return the "
+        "model's reasoning with the block (the block stands either way). Off: a block is "
+        "answered at once, with tier 1's reasoning, instead of after seconds of generation.",
+    )
     max_new_tokens: int = Field(
         512, ge=1, le=2048, description="New-token limit per output (reasoning + rewrite: the "
         "demo's training targets run up to ~450 tokens, mostly the rewrite; 256 cut two in "

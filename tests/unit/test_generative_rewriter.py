@@ -230,6 +230,18 @@ def test_policy_decides_when_tier2_runs(mode: str, tenant_mode: str | None,
     assert g.wants(analysis(score), Decision(Action.ALLOW, RiskLevel.NONE, ()), pol) is want
 
 
+def test_blocked_requests_skip_tier2_unless_asked() -> None:
+    pol = TenantPolicyConfig()
+    block = Decision(Action.BLOCK, RiskLevel.HIGH, ("illegal_activity",))
+    rewrite = Decision(Action.REWRITE, RiskLevel.MEDIUM, ("illegal_activity",))
+    for on_block in (False, True):
+        cfg = RewriterConfig(kind="generative", tier2_on_block=on_block)
+        g = GenerativeRewriter(queue=InProcessQueue([], max_pending=1),
+                               template=TemplateRewriter(TAX), cfg=cfg)
+        assert g.wants(analysis(0.995), block, pol) is on_block
+        assert g.wants(analysis(0.7), rewrite, pol) is True
+
+
 def test_rewrite_item_round_trips_through_the_queue_codec() -> None:
     item = RewriteItem("r1", "a <b> & c", RewriterEvidence(
         images=(ImageText(0, "STEP 1 ...", (("exposed", 0.91),)),),

@@ -212,6 +212,8 @@ class GenerativeRewriter:
         """Whether tier 2 runs for this request under the tenant's policy."""
         if not pol.stages.rewrite:
             return False  # the tenant never rewrites; tier 1's ALLOW/BLOCK stands
+        if decision.action is Action.BLOCK and not self.cfg.tier2_on_block:
+            return False  # generation cannot change a block; answer it now
         mode = tier2_mode(self.cfg, pol)
         if mode == "never":
             return False
