@@ -131,12 +131,20 @@ class MiniLMEmbedder:
             for idx in _length_groups(order, [len(x) for x in ids], batch_size, max_padding):
                 enc = self._tokenizer.pad({k: [enc_all[k][i] for i in idx] for k in enc_all},
                                           return_tensors="pt")
-                hidden = self._model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                pooled = mean_pool(self._model(**enc).last_hidden_state,
+                                   enc["attention_mask"])
                 out[idx] = pooled.float().numpy()
         return out
+
+
+def mean_pool(hidden: Any, attention_mask: Any) -> Any:
+    """Mean of the token states over the attention mask, L2-normalised: the sentence embedding
+    (torch tensors; also what the encoder adapter is trained on)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
 
 def _length_groups(order: Sequence[int], lengths: Sequence[int], batch_size: int,

@@ -142,6 +142,8 @@ def finetune_encoder(
     from safetensors.torch import save_file
     from transformers import AutoModel, AutoTokenizer
 
+    from vlmguard.models.embedder import mean_pool
+
     n_pos = sum(1 for y in labels if y == 1)
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -173,10 +175,7 @@ def finetune_encoder(
         idx = [order.pop() for _ in range(min(batch_size, len(order)))]
         enc = tok([str(texts[i]) for i in idx], padding=True, truncation=True,
                   max_length=max_length, return_tensors="pt")
-        hidden = model(**enc).last_hidden_state
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        pooled = mean_pool(model(**enc).last_hidden_state, enc["attention_mask"])
         logit = clf(pooled * 10.0).squeeze(-1)  # unit vectors: scale so logits can grow
         y = torch.tensor([float(labels[i]) for i in idx])
         w = torch.tensor([ex_w[i] for i in idx])
