@@ -30,6 +30,13 @@ _IMAGENET_MEAN = [0.485, 0.456, 0.406]
 _IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
+def _rapidocr_models() -> Path:
+    """The model folder bundled with rapidocr-onnxruntime (PP-OCRv4 and the angle classifier)."""
+    import rapidocr_onnxruntime
+
+    return Path(rapidocr_onnxruntime.__file__).resolve().parent / "models"
+
+
 def model_set_kwargs(models: str) -> dict[str, Any]:
     """RapidOCR keyword arguments that select a detection + recognition model set.
 
@@ -46,10 +53,9 @@ def model_set_kwargs(models: str) -> dict[str, Any]:
         raise ValueError(f"OCR models must be one of {MODEL_SETS}, not {models!r}")
     if models == "ppocrv4":
         try:
-            import rapidocr_onnxruntime
+            root4 = _rapidocr_models()
         except ImportError:
             return {}  # OCRReader reports the missing package
-        root4 = Path(rapidocr_onnxruntime.__file__).resolve().parent / "models"
         return {"det_model_path": str(root4 / "ch_PP-OCRv4_det_infer.onnx"),
                 "rec_model_path": str(root4 / "ch_PP-OCRv4_rec_infer.onnx")}
     size = models.split("_", 1)[1]
@@ -306,13 +312,10 @@ class OCRReader:
     def _rebuild_sessions(self, kwargs: dict[str, Any], *, threads: int, spinning: bool) -> None:
         """Replace RapidOCR's onnxruntime sessions by ones built with our options
         (:mod:`vlmguard.models.ort`): RapidOCR has no setting for thread spinning."""
-        import rapidocr_onnxruntime
-
         from vlmguard.models.ort import cpu_session
 
         e = self._engine
-        cls_path = (Path(rapidocr_onnxruntime.__file__).resolve().parent / "models"
-                    / "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+        cls_path = _rapidocr_models() / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
         targets = [(e.text_det.infer, kwargs.get("det_model_path")),
                    (e.text_rec.session, kwargs.get("rec_model_path")),
                    (e.text_cls.infer, str(cls_path) if cls_path.is_file() else None)]
