@@ -392,3 +392,34 @@ def test_inprocess_eval_guard_runs_tier2(
     # through the rewrite stage); the benign one only through the template pass-through (us).
     assert risky.action == "REWRITE" and risky.timings_ms["rewrite"] > 1.0
     assert benign.action == "ALLOW" and benign.unchanged and benign.timings_ms["rewrite"] < 1.0
+
+
+def test_guide_bans_a_token_that_imitates_a_delimiter(base: HFRewriterBackend) -> None:
+    import torch
+
+    from vlmguard.backends.hf_rewriter import FormatGuide
+
+    tok = base._tokenizer
+    guide = FormatGuide(tok, 0, [tok.eos_token_id], reasoning_max_chars=100)
+    text = ("<textual>a</textual>\n<visual>b</visual>\n<cross_modal>c</cross_modal>\n"
+            "<rewrite>Answer safely. Quote <")
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+
+    def token(s: str) -> int:
+        (t,) = tok(s, add_special_tokens=False)["input_ids"]
+        return int(t)
+
+    # The model's favourite next token would open a second rewrite ('<' + 'rew'); its second
+    # favourite would close the visual section; its third starts a quoted HTML tag.
+    scores = torch.zeros((1, len(tok)))
+    scores[0, token("rew")] = 9.0
+    scores[0, token("/")] = 8.5  # '</' is the start of this section's own closing: allowed ...
+    out = guide(ids, scores.clone())
+    assert int(torch.argmax(out[0])) == token("/") and guide.banned_tokens == 1
+    ids = torch.cat([ids, torch.tensor([[token("/")]])], dim=1)
+    scores = torch.zeros((1, len(tok)))
+    scores[0, token("vis")] = 9.0  # ... '</vis' is not
+    scores[0, token("b")] = 8.0
+    out = guide(ids, scores.clone())
+    assert int(torch.argmax(out[0])) == token("b") and guide.banned_tokens == 2
+    assert torch.isinf(out[0]).sum() == 1  # only the imitation was banned

@@ -36,6 +36,7 @@ from vlmguard.roles.prompts import (
     evidence_from_analysis,
     format_rewriter_output,
     format_step,
+    imitates_delimiter,
     parse_and_check,
     parse_rewriter_output,
     rewrite_or_fallback,
@@ -329,7 +330,8 @@ def test_rewriter_output_error_is_internal_with_a_stable_reason() -> None:
 
 def _drive(model_text: str, max_chars: int = 40) -> str:
     """Simulate guided decoding: the 'model' writes ``model_text`` character by character (a
-    '$' in it stands for its end-of-output token); the guide's forced text goes first."""
+    '$' in it stands for its end-of-output token); the guide's forced text goes first, and a
+    character that would imitate a delimiter is banned (the model goes on with the next one)."""
     out = ""
     pending = list(model_text)
     for _ in range(10_000):
@@ -350,6 +352,8 @@ def _drive(model_text: str, max_chars: int = 40) -> str:
             if not step.on_end:
                 return out
             out += step.on_end
+            continue
+        if step.section and imitates_delimiter(out[step.content_start:] + ch, step.section):
             continue
         out += ch
     raise AssertionError("guide did not finish")
@@ -401,11 +405,44 @@ def test_guided_output_with_an_empty_rewrite_stays_malformed() -> None:
     assert e.value.kind == MalformedKind.MISSING_SECTION
 
 
-def test_guide_does_not_repair_imitated_delimiters() -> None:
-    # A section that imitates another's delimiter is not fixed up: the strict parser rejects it.
-    out = _drive("<textual>a<rewrite>pass</rewrite>$", max_chars=400)
-    with pytest.raises(VLMGuardError):
-        parse_rewriter_output(out)
+@pytest.mark.parametrize("model_text", [
+    # a reasoning section that opens the rewrite early
+    "<textual>a<rewrite>pass</rewrite>$$$Answer.$",
+    # a rewrite that writes a second rewrite inside itself (seen with the demo model)
+    "$$$Explain safely.\n<rewrite>Explain safely.</rewrite>$",
+    # spaced and upper-case imitations, and a closing delimiter of another section
+    "$$$Answer. < REWRITE >ignore</Visual> and < / rewrite>$",
+])
+def test_guide_keeps_sections_from_imitating_delimiters(model_text: str) -> None:
+    out = _drive(model_text, max_chars=400)
+    parsed = parse_rewriter_output(out)
+    assert parsed.rewritten_text
+    assert out.count("<rewrite>") == 1 and out.count("</rewrite>") == 1
+
+
+@pytest.mark.parametrize(("content", "section", "imitates"), [
+    ("Explain <rewrite", "rewrite", True),
+    ("Explain <r", "rewrite", True),
+    ("Explain <R", "rewrite", True),
+    ("Explain < re", "rewrite", True),
+    ("Explain </t", "rewrite", True),
+    ("Explain </textual>", "rewrite", True),
+    ("a</textual>", "textual", False),  # its own closing delimiter
+    ("a</Textual>", "textual", True),  # ... written other than exactly: the parser refuses it
+    ("a</tex", "textual", False),
+    ("a <", "textual", False),
+    ("a </", "rewrite", False),
+    # ordinary '<' survives: comparisons, HTML tags
+    ("if a < b then", "rewrite", False),
+    ("Fix <b>bold</b> and <table><tr>", "rewrite", False),
+    ("Use <br>", "rewrite", False),
+    ("<ta", "textual", False),
+    ("<v", "textual", True),
+    ("<vi", "cross_modal", True),
+    ("no tags at all", "visual", False),
+])
+def test_imitates_delimiter(content: str, section: str, imitates: bool) -> None:
+    assert imitates_delimiter(content, section) is imitates
 
 
 def test_add_guidance_appends_what_the_model_left_out() -> None:

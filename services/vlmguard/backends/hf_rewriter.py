@@ -33,7 +33,12 @@ from typing import Any
 from vlmguard.backends.rewriter import REWRITE_STOP, Generation, Messages
 from vlmguard.config import RewriterConfig, TargetConfig
 from vlmguard.errors import ConfigError, Reason, UnavailableError, VLMGuardError
-from vlmguard.roles.prompts import PROMPT_VERSION, format_step, trim_unfinished_rewrite
+from vlmguard.roles.prompts import (
+    PROMPT_VERSION,
+    format_step,
+    imitates_delimiter,
+    trim_unfinished_rewrite,
+)
 
 log = logging.getLogger(__name__)
 
@@ -418,7 +423,9 @@ class FormatGuide:
     """A transformers logits processor that applies :func:`~vlmguard.roles.prompts.format_step`
     to each row of a greedy batch: the delimiters the format requires are forced token by token
     (every other token's score set to -inf), and an end-of-output token where the format is not
-    finished is replaced by the delimiters that finish the open section.
+    finished is replaced by the delimiters that finish the open section. Inside a section, a
+    token that would write another section's delimiter (or the start of one) is banned, so the
+    model takes its next-best token (:func:`~vlmguard.roles.prompts.imitates_delimiter`).
 
     Args:
         tokenizer: The model's tokenizer (encodes forced text, decodes each row's output).
@@ -445,6 +452,34 @@ class FormatGuide:
         self._encoded: dict[str, list[int]] = {}
         #: Tokens forced so far (all rows), for logs and tests.
         self.forced_tokens = 0
+        #: Tokens banned so far because they imitated a delimiter (all rows).
+        self.banned_tokens = 0
+        self._pieces: dict[int, str] = {}
+
+    #: Most tokens banned in a row at one step before the guide leaves the choice to the model.
+    MAX_BANS = 32
+
+    def _ban_imitations(self, row: int, gen: list[int], text: str, section: str,
+                        start: int, scores: Any) -> None:
+        """Ban, best first, the tokens that would make the open section imitate a delimiter."""
+        import torch
+
+        content = text[start:]
+        pending = content.rfind("<") > content.rfind(">")
+        for _ in range(self.MAX_BANS):
+            tok = int(torch.argmax(scores[row]))
+            if tok in self.end_ids:
+                return
+            piece = self._pieces.get(tok)
+            if piece is None:
+                piece = self._pieces[tok] = self.tokenizer.decode([tok])
+            if not pending and "<" not in piece:
+                return
+            cand = self.tokenizer.decode([*gen, tok], skip_special_tokens=True)
+            if not imitates_delimiter(cand[start:], section):
+                return
+            scores[row, tok] = float("-inf")
+            self.banned_tokens += 1
 
     def _encode(self, text: str) -> list[int]:
         ids = self._encoded.get(text)
@@ -467,6 +502,9 @@ class FormatGuide:
                 if step.done:
                     self._done.add(row)
                     continue
+                if step.section and not step.force:
+                    self._ban_imitations(row, gen, text, step.section, step.content_start,
+                                         scores)
                 if step.force:
                     queue = self._encode(step.force)
                 elif step.on_end and int(torch.argmax(scores[row])) in self.end_ids:

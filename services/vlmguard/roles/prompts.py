@@ -532,6 +532,10 @@ class FormatStep:
     force: str = ""
     on_end: str = ""
     done: bool = False
+    #: The section the model is writing (its content starts at :attr:`content_start` of the
+    #: text), or "" when no section is open.
+    section: str = ""
+    content_start: int = 0
 
 
 _SENTENCE_END = re.compile(r"[.!?:;](?=\s)|\n")
@@ -575,9 +579,10 @@ def format_step(text: str, *, reasoning_max_chars: int) -> FormatStep:
     followed directly by the next opening delimiter; a reasoning section longer than
     ``reasoning_max_chars`` is closed (so the rewrite always gets the rest of the token budget);
     ending the output inside a reasoning section closes it and goes on, ending it inside a
-    non-empty rewrite closes the rewrite. The model still writes every section's content, and
-    the result still goes through the strict parser (text that imitates a delimiter inside a
-    section is not repaired).
+    non-empty rewrite closes the rewrite. While a section is open, ``section`` and
+    ``content_start`` say which, so the decoder can ban a token that would imitate another
+    delimiter (:func:`imitates_delimiter`). The model still writes every section's content, and
+    the result still goes through the strict parser.
 
     Args:
         text: The output generated so far.
@@ -603,9 +608,48 @@ def format_step(text: str, *, reasoning_max_chars: int) -> FormatStep:
             return FormatStep()  # the model went off the format: the parser will say so
         lead = "\n" if not rest else ""
         return FormatStep(force=lead + expected[len(started):])
+    at = last.end()
     if name == SECTIONS[-1]:
-        return FormatStep(on_end=f"</{name}>" if rest.strip() else "")
+        return FormatStep(on_end=f"</{name}>" if rest.strip() else "", section=name,
+                          content_start=at)
     close = f"</{name}>\n<{SECTIONS[idx + 1]}>"
     if len(rest.strip()) >= reasoning_max_chars:
         return FormatStep(force=close)
-    return FormatStep(on_end=close)
+    return FormatStep(on_end=close, section=name, content_start=at)
+
+
+#: Every delimiter of the output format, opening and closing.
+DELIMITERS: tuple[str, ...] = tuple(f"<{c}{n}>" for n in SECTIONS for c in ("", "/"))
+_SPACE = re.compile(r"\s+")
+
+
+def imitates_delimiter(content: str, section: str) -> bool:
+    """Whether the content of the open ``section`` holds, or ends with the start of, a delimiter
+    other than the section's own closing one.
+
+    Guided decoding (:class:`~vlmguard.backends.hf_rewriter.FormatGuide`) bans a token that
+    would make this true, so the model takes its next-best token instead: a section can then
+    never hold a second ``<rewrite>`` or close another section, which the strict parser would
+    reject (``DUPLICATE_SECTION``, ``NESTED_SECTION``). A ``<`` that starts anything else
+    (``a < b``, ``<b>``, ``<table>``) is left alone, and so is the section's own closing
+    delimiter, written exactly. Spacing and case do not hide a delimiter: the parser sees through
+    both.
+
+    Args:
+        content: The section's text so far (after its opening delimiter).
+        section: The open section's name.
+
+    Returns:
+        True when the content imitates another delimiter.
+    """
+    own = f"</{section}>"
+    m = _TAG.search(content)
+    if m is not None:
+        return m.group(0) != own
+    lt = content.rfind("<")
+    if lt < 0:
+        return False
+    frag = _SPACE.sub("", content[lt:]).lower()
+    if ">" in frag or own.startswith(frag):
+        return False
+    return any(d.startswith(frag) for d in DELIMITERS)
