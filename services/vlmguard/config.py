@@ -246,6 +246,14 @@ class RewriterConfig(_Frozen):
         None, ge=0, le=1, description="Tier-1 score from which 'on_risk' runs tier 2; empty "
         "uses the tenant's rewrite_threshold.",
     )
+    tier2_clear_below: float | None = Field(
+        None, ge=0, le=1, description="Tier-1 score below which tier 2 may clear a flag: when "
+        "the model judges a flagged request benign (its rewrite is the prompt, alone or with "
+        "the false-alarm note) and nothing in the prompt or OCR text speaks to the guard "
+        "(instructions to ignore instructions or pass the prompt on unchanged, role markers, "
+        "the rewriter's tags), the prompt passes unchanged with action ALLOW. Empty: off (a "
+        "flagged prompt is always rewritten; an echo falls back to the template).",
+    )
     tier2_on_block: bool = Field(
         False, description="Also run tier 2 on requests the policy blocks, to return the "
         "model's reasoning with the block (the block stands either way). Off: a block is "

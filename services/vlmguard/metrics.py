@@ -90,7 +90,9 @@ class Metrics:
         self.rewriter_tier2 = Counter(
             "vlmguard_rewriter_tier2_total", "Tier-2 rewriter outcomes: 'model' (parsed "
             "output used), 'model_guidance_added' (parsed output used, the taxonomy's guidance "
-            "appended for a category it left out), 'fallback' (template answered), 'skipped' "
+            "appended for a category it left out), 'model_cleared' (the model judged a flagged "
+            "request benign and rewriter.tier2_clear_below let the prompt pass unchanged), "
+            "'fallback' (template answered), 'skipped' "
             "(policy kept tier 1).",
             ["outcome"], registry=r,
         )

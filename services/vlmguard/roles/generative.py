@@ -49,9 +49,11 @@ from vlmguard.metrics import Metrics
 from vlmguard.queue.base import WorkQueue
 from vlmguard.roles.policy import Decision
 from vlmguard.roles.prompts import (
+    CLEARED_MARK,
     GUIDANCE_MARK,
     RewriterEvidence,
     RewriterOutputError,
+    addresses_guard,
     build_rewriter_messages,
     evidence_from_analysis,
     parse_and_check,
@@ -280,11 +282,21 @@ class GenerativeRewriter:
                     time.perf_counter() - t0)
         if not isinstance(gen, Generation):  # the queue contract says this cannot happen
             return self._fallback(STAGE_FAILED, text, report, decision, pol)
-        return self.finish(gen.text, text, report, decision, pol)
+        return self.finish(gen.text, text, report, decision, pol,
+                           clear=self.may_clear(text, analysis, report))
+
+    def may_clear(self, text: str, analysis: Analysis, report: RiskReport) -> bool:
+        """Whether the model's benign verdict may clear this request's tier-1 flag: tier 1
+        scored it below ``rewriter.tier2_clear_below`` and neither the prompt nor any OCR text
+        speaks to the guard (:func:`~vlmguard.roles.prompts.addresses_guard`)."""
+        below = self.cfg.tier2_clear_below
+        if below is None or report.score >= below:
+            return False
+        return not addresses_guard(text, *(im.ocr_text for im in analysis.images))
 
     def finish(self, raw: str, text: str, report: RiskReport, decision: Decision,
-               pol: TenantPolicyConfig) -> RewriteResult:
-        """The result for a model output (parsed, or the counted template fallback)."""
+               pol: TenantPolicyConfig, *, clear: bool = False) -> RewriteResult:
+        """The result for a model output (parsed, cleared, or the counted template fallback)."""
         risky = decision.action is not Action.ALLOW
         try:
             parse_and_check(raw, text, risky, max_rewrite_chars=self.cfg.max_rewrite_chars)
@@ -293,7 +305,8 @@ class GenerativeRewriter:
             kind = e.kind
         result, fell_back = rewrite_or_fallback(
             raw, text, report, decision, pol, self.template,
-            max_rewrite_chars=self.cfg.max_rewrite_chars, add_guidance=self.cfg.add_guidance)
+            max_rewrite_chars=self.cfg.max_rewrite_chars, add_guidance=self.cfg.add_guidance,
+            clear=clear)
         if fell_back:
             log.debug("tier-2 output malformed (%s); template answers", kind or "UNKNOWN")
             log.debug("tier-2 output chars=%d", len(raw))
@@ -302,6 +315,8 @@ class GenerativeRewriter:
                 self.metrics.rewriter_tier2.labels("fallback").inc()
             return _mark_fallback(result, self.template.name, kind)
         if self.metrics:
-            added = result.rewriter.endswith(GUIDANCE_MARK)
-            self.metrics.rewriter_tier2.labels("model_guidance_added" if added else "model").inc()
+            outcome = ("model_cleared" if result.rewriter.endswith(CLEARED_MARK)
+                       else "model_guidance_added" if result.rewriter.endswith(GUIDANCE_MARK)
+                       else "model")
+            self.metrics.rewriter_tier2.labels(outcome).inc()
         return result

@@ -51,6 +51,8 @@ PROMPT_VERSION = "rewriter-v2"
 REWRITER_NAME = f"reasoning/{PROMPT_VERSION}"
 #: Suffix of :data:`REWRITER_NAME` when the taxonomy's guidance was appended to a model rewrite.
 GUIDANCE_MARK = "+guidance"
+#: Suffix of :data:`REWRITER_NAME` when the model cleared a tier-1 flag (the prompt passed as is).
+CLEARED_MARK = ";cleared"
 #: Stable reason of :class:`RewriterOutputError`.
 REWRITER_MALFORMED = Reason.REWRITER_MALFORMED
 #: Default upper bound on the rewrite's length, in characters.
@@ -422,6 +424,39 @@ def parse_and_check(
     return parsed
 
 
+def benign_verdict(rewrite: str, text: str) -> bool:
+    """Whether a parsed rewrite says the request is benign: it is the prompt itself, alone or
+    with :data:`BENIGN_FLAGGED_NOTE` (what the model is trained to write for a tier-1 false
+    alarm, see :func:`benign_rewrite`), up to whitespace and case."""
+    r = normalize_text(rewrite)
+    return r in (normalize_text(text), normalize_text(text + BENIGN_FLAGGED_NOTE))
+
+
+# Text that speaks to the guard instead of asking the target something: instructions about
+# instructions, requests to pass the prompt on unchanged, role markers, and tags of the
+# rewriter's input blocks or output sections.
+_GUARD_DIRECTED = re.compile(
+    r"\b(?:ignore|disregard|forget|override|bypass)\b.{0,60}?"
+    r"\b(?:instructions?|above|previous|prior|earlier|rules?|guidelines?|prompt|system)\b"
+    r"|\b(?:output|repeat|return|print|copy|echo|pass|forward|send|keep|leave)\b.{0,60}?"
+    r"\b(?:original|unchanged|verbatim|as[- ]is|word for word|untouched)\b"
+    r"|\b(?:system|developer|assistant)\s*(?:prompt|message)?\s*:"
+    r"|\b(?:guard|rewriter|safety (?:filter|layer|system|check))\b"
+    r"|<\s*/?\s*(?:textual|visual|cross_modal|rewrite|request|user_prompt|image|ocr_text"
+    r"|explicit_labels|findings?|risk_score)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def addresses_guard(*texts: str) -> bool:
+    """Whether any of ``texts`` (the prompt, OCR text) speaks to the guard rather than to the
+    target: an instruction to ignore instructions or to pass the prompt on unchanged, a role
+    marker (``SYSTEM:``), or a tag of the rewriter's format. Such a request is never cleared
+    by the model's benign verdict (see :func:`rewrite_or_fallback`). Deliberately broad: a
+    false match only keeps the guard's rewrite."""
+    return any(_GUARD_DIRECTED.search(t) for t in texts if t)
+
+
 _WORD = re.compile(r"[a-z][a-z'-]{3,}")
 #: Share of a guidance text's words (4+ letters) a rewrite must contain to carry it.
 GUIDANCE_WORD_SHARE = 0.6
@@ -474,12 +509,19 @@ def rewrite_or_fallback(
     max_rewrite_chars: int = MAX_REWRITE_CHARS,
     rewriter_name: str = REWRITER_NAME,
     add_guidance: bool = False,
+    clear: bool = False,
 ) -> tuple[RewriteResult, bool]:
     """The rewrite result for a model output, or the template rewrite when it is malformed.
 
     BLOCK stays a block (the model's reasoning is kept when it parses). Otherwise a well-formed
     output gives its rewrite; a malformed one, or a risky prompt echoed unchanged, gives the
     template rewrite from the tier-1 report. The raw output is never returned.
+
+    With ``clear``, a REWRITE whose model output is a benign verdict (:func:`benign_verdict`:
+    the prompt echoed, or the prompt plus the false-alarm note) is cleared instead: the prompt
+    passes unchanged with action ALLOW, the model's reasoning kept, and the name ends in
+    :data:`CLEARED_MARK`. The caller decides when a request may be cleared (tier 1's score
+    below ``rewriter.tier2_clear_below`` and nothing in it :func:`addresses_guard`).
 
     Args:
         raw: The generated text.
@@ -493,15 +535,22 @@ def rewrite_or_fallback(
         add_guidance: Append the taxonomy's guidance for each triggered category the parsed
             rewrite does not carry (:func:`ensure_guidance`); the name then ends in
             ``+guidance``.
+        clear: This request may be cleared by the model's benign verdict.
 
     Returns:
         The result and whether the fallback was used (for a metric).
     """
     risky = decision.action is not Action.ALLOW
+    clearable = clear and decision.action is Action.REWRITE
     try:
         parsed = parse_and_check(raw, text, risky, max_rewrite_chars=max_rewrite_chars)
-    except RewriterOutputError:
-        return template.rewrite(text, report, decision, policy), True
+    except RewriterOutputError as e:
+        if not (clearable and e.kind == MalformedKind.ECHOED_ORIGINAL):
+            return template.rewrite(text, report, decision, policy), True
+        parsed = parse_rewriter_output(raw, max_rewrite_chars=max_rewrite_chars)
+    if clearable and benign_verdict(parsed.rewritten_text, text):
+        return RewriteResult(Action.ALLOW, text, parsed.reasoning, "",
+                             rewriter_name + CLEARED_MARK), False
     if decision.action is Action.BLOCK:
         return (
             RewriteResult(Action.BLOCK, "", parsed.reasoning, policy.block_message, rewriter_name),
