@@ -545,6 +545,12 @@ class QueueConfig(_Frozen):
         2.0, gt=0, description="Timeout to connect to Redis; past it calls answer "
         "UNAVAILABLE/QUEUE_UNAVAILABLE.",
     )
+    health_interval_s: float = Field(
+        2.0, gt=0, description="How often a gateway PINGs Redis; while it does not answer "
+        "(within connect_timeout_s), the gateway's gRPC health reports NOT_SERVING for every "
+        "vlmguard.v1 service, so a readiness probe takes the pod out of rotation (the "
+        "server's own status, \"\", which liveness asks, stays SERVING).",
+    )
     worker_block_ms: int = Field(
         1000, ge=1, description="Longest a worker blocks waiting for new items; bounds how "
         "long a drain (SIGTERM) waits for an idle read.",

@@ -127,3 +127,47 @@ def test_redis_restart_mid_run_answers_right_or_unavailable_and_recovers(
           for p in ("before", "outage", "after")}
     assert ok["before"] > 0 and ok["after"] > 0, ok
     assert failures, "the outage was never observed by a call"
+
+
+def test_gateway_health_follows_redis(aof_redis: RedisServer) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from vlmguard.gateway.server import SERVICE_NAMES, build_gateway
+
+    cfg = load_config(None, environ={}, overrides={
+        "server": {"listen": "127.0.0.1:0"},
+        "metrics": {"enabled": False},
+        "queue": {"url": aof_redis.url, "connect_timeout_s": 0.3, "health_interval_s": 0.1},
+        "target": {"backend": ECHO},
+    })
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def scenario() -> None:
+        gw = await build_gateway(cfg, environ={})
+        await gw.start(serve_metrics=False)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as ch:
+                stub = health_pb2_grpc.HealthStub(ch)
+
+                async def status(service: str) -> int:
+                    req = health_pb2.HealthCheckRequest(service=service)
+                    return int((await stub.Check(req, timeout=2)).status)
+
+                async def until(want: int) -> float:
+                    t0 = time.monotonic()
+                    while {await status(s) for s in SERVICE_NAMES} != {want}:
+                        assert time.monotonic() - t0 < 10
+                        await asyncio.sleep(0.05)
+                    return time.monotonic() - t0
+
+                await until(serving)
+                aof_redis.stop()
+                assert await until(not_serving) < 5  # a readiness probe sees the outage
+                assert await status("") == serving  # liveness does not: no restart loop
+                await asyncio.to_thread(aof_redis.start)
+                assert await until(serving) < 5  # ... and the recovery, with no restart
+        finally:
+            await gw.stop(grace=1)
+
+    asyncio.run(scenario())

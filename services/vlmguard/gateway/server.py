@@ -9,6 +9,7 @@ queue URL the gateway only enqueues and stage workers (:mod:`vlmguard.worker`) r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -169,6 +170,41 @@ class Gateway:
         self.analyzer_name = ""
         self.metrics_port: int | None = None
         self._stopped = asyncio.Event()
+        # Health per service as this process sees it, and whether the queue answers: a service
+        # reports SERVING only when both do (see _publish).
+        self._own: dict[str, Any] = {}
+        self.queue_ok = True
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def _set_health(self, name: str, status: Any) -> None:
+        self._own[name] = status
+        await self._publish(name)
+
+    async def _publish(self, name: str) -> None:
+        status = self._own.get(name, health_pb2.HealthCheckResponse.SERVING)
+        if not self.queue_ok and name:  # "" is the process itself (liveness): it stays up
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(name, status)
+
+    async def _watch_queue(self) -> None:
+        """PING the queue's server every ``queue.health_interval_s``; while it does not answer,
+        every named service reports NOT_SERVING (its calls would fail with QUEUE_UNAVAILABLE),
+        so readiness probes take the pod out of rotation. The server's own status ("", what
+        the liveness and startup probes ask) is left alone: restarting does not bring Redis
+        back."""
+        interval = self.cfg.queue.health_interval_s
+        timeout = self.cfg.queue.connect_timeout_s
+        while True:
+            ok = await self.queue.ping(timeout)
+            if ok != self.queue_ok:
+                self.queue_ok = ok
+                if ok:
+                    log.info("queue answers again: services report their own health")
+                else:
+                    log.warning("queue does not answer: every service reports NOT_SERVING")
+                for name in SERVICE_NAMES:
+                    await self._publish(name)
+            await asyncio.sleep(interval)
 
     async def start(self, *, serve_metrics: bool | None = None) -> None:
         """Start the queue, the server and (in the background) the target model."""
@@ -176,23 +212,25 @@ class Gateway:
         await self.server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        await self.health.set("", serving)
+        await self._set_health("", serving)
         for name in SERVICE_NAMES:
-            await self.health.set(name, serving)
+            await self._set_health(name, serving)
         if self.target.backend.enabled and self.remote_stages:
             # The target worker loads the model; a call waits in the queue until it serves.
             self.target.ready.set()
         elif self.target.backend.enabled:
-            await self.health.set(TARGET_SERVICE, not_serving)
+            await self._set_health(TARGET_SERVICE, not_serving)
             task = self.target.start_loading()
 
             def _done(t: asyncio.Task[None]) -> None:
                 status = not_serving if (t.cancelled() or t.exception()) else serving
-                asyncio.get_running_loop().create_task(self.health.set(TARGET_SERVICE, status))
+                asyncio.get_running_loop().create_task(self._set_health(TARGET_SERVICE, status))
 
             task.add_done_callback(_done)
         else:
-            await self.health.set(TARGET_SERVICE, not_serving)
+            await self._set_health(TARGET_SERVICE, not_serving)
+        if self.queue.remote:
+            self._watcher = asyncio.create_task(self._watch_queue(), name="queue-health")
         if self.rewriter is not None:
             task = self.rewriter.start_loading()
             if not self.cfg.rewriter.load_in_background:
@@ -207,6 +245,10 @@ class Gateway:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, finish in-flight calls, stop the queue."""
         await self.health.enter_graceful_shutdown()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self.server.stop(self.cfg.server.grace_s if grace is None else grace)
         await self.queue.close()
         self.target.backend.close()

@@ -63,6 +63,14 @@ class WorkQueue(ABC):
     def pending(self, stage: str) -> int:
         """Items waiting or running for ``stage``."""
 
+    #: Whether :meth:`ping` can ever fail (a queue behind a server); the gateway watches it then.
+    remote: bool = False
+
+    async def ping(self, timeout: float) -> bool:
+        """Whether the queue can take work now (a round trip to its server, at most
+        ``timeout`` seconds). An in-process queue always can."""
+        return True
+
 
 async def run_isolating(
     handler: BatchHandler, items: Sequence[Any], *, stage: str

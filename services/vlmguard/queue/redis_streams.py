@@ -306,6 +306,16 @@ class RedisStreamsQueue(WorkQueue):
             self._redis = connect(self.cfg, self._environ)
         return self._redis
 
+    remote = True
+
+    async def ping(self, timeout: float) -> bool:
+        """Whether Redis answers a PING within ``timeout`` seconds."""
+        try:
+            return bool(await asyncio.wait_for(self._client().ping(), timeout))
+        except Exception as e:  # any failure means: cannot take work now
+            log.debug("redis ping failed: %s", type(e).__name__)
+            return False
+
     async def start(self) -> None:
         """Connect lazily and start one consumer task per served stage."""
         self._client()
