@@ -528,7 +528,9 @@ class QueueConfig(_Frozen):
     )
     visibility_timeout_s: float = Field(
         30.0, gt=0, description="An item held this long by a worker without an ack is "
-        "reclaimed by another worker (XAUTOCLAIM). Must exceed the slowest batch.",
+        "reclaimed by another worker (XAUTOCLAIM). A live worker refreshes the batch in hand "
+        "every third of this, so a slow batch (tier-2 generation) is not run twice; it bounds "
+        "how long the items of a dead worker wait.",
     )
     max_deliveries: int = Field(
         3, ge=1, description="Deliveries before an item goes to the dead-letter stream and "

@@ -643,3 +643,37 @@ def test_lost_reader_connection_fails_waiting_calls_unavailable(
             await gw.close()
 
     asyncio.run(scenario())
+
+
+def test_batch_slower_than_the_visibility_timeout_runs_once(redis_url: str) -> None:
+    """A live worker keeps its slow batch claimed: a second worker never reclaims and reruns it."""
+    cfg = _cfg(redis_url, visibility_timeout_s=0.3)
+    runs: list[str] = []
+
+    async def slow(items: Any) -> list[Any]:
+        runs.extend(f"{id(i)}" for i in items)
+        await asyncio.sleep(1.5)  # five visibility timeouts
+        return [TargetResult(f"done:{i.text}", "m") for i in items]
+
+    async def scenario() -> None:
+        gw = _gateway_queue(cfg)
+        m = Metrics()
+        workers = [RedisStreamsQueue(cfg.queue, stages=["target"], max_pending=10,
+                                     consume=[StageSpec("target", slow, BatchingConfig())],
+                                     consumer=name, metrics=m) for name in ("a", "b")]
+        await gw.start()
+        for w in workers:
+            await w.start()
+        try:
+            res = await gw.submit("target", _item("x"), deadline=time.monotonic() + 20)
+            assert res.text == "done:x"
+            await asyncio.sleep(0.5)  # a reclaim would have happened by now
+            assert len(runs) == 1, runs
+            assert m.registry.get_sample_value("vlmguard_queue_redeliveries_total",
+                                               {"stage": "target"}) in (None, 0.0)
+        finally:
+            await gw.close()
+            for w in workers:
+                await w.close()
+
+    asyncio.run(scenario())

@@ -61,7 +61,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -270,6 +270,7 @@ class RedisStreamsQueue(WorkQueue):
         self._cursor = dict.fromkeys(s.name for s in self.consume)
         self._last_claim = dict.fromkeys((s.name for s in self.consume), float("-inf"))
         self._claim_interval = min(cfg.visibility_timeout_s / 4, 1.0)
+        self._keepers: set[asyncio.Task[None]] = set()
         self._where = redact_url(cfg.url)
         # gateway side
         self._seq = itertools.count(1)
@@ -732,7 +733,8 @@ class RedisStreamsQueue(WorkQueue):
         if run:
             if self.metrics:
                 self.metrics.batch_size.labels(stage).observe(len(run))
-            results = await self._run_handler(spec, [item for _, _, item in run])
+            async with self._held(stage, [i for i, _, _ in run]):
+                results = await self._run_handler(spec, [item for _, _, item in run])
             answers += [(entry_id, fields, res)
                         for (entry_id, fields, _), res in zip(run, results, strict=True)]
         # Read the next batch in the same round trip as these answers, unless draining or a
@@ -742,6 +744,37 @@ class RedisStreamsQueue(WorkQueue):
                 and self.clock() - self._last_claim[stage] < self._claim_interval):
             read_next = spec.batching.max_batch_size
         await self._finish(stage, answers, dead, read_next=read_next)
+
+    @contextlib.asynccontextmanager
+    async def _held(self, stage: str, ids: list[bytes]) -> AsyncIterator[None]:
+        """Keep ``ids`` claimed by this worker while the block runs (see _keep_claimed)."""
+        task = asyncio.create_task(self._keep_claimed(stage, ids), name=f"redis-keep-{stage}")
+        self._keepers.add(task)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self._keepers.discard(task)
+
+    async def _keep_claimed(self, stage: str, ids: list[bytes]) -> None:
+        """While a batch runs, reset its entries' idle time every third of
+        ``visibility_timeout_s`` (XCLAIM to this consumer, JUSTID: the delivery count stays),
+        so a batch slower than the timeout (tier-2 generation on CPU) is not reclaimed and run
+        twice while this worker is alive. A worker that dies stops this, and its entries are
+        reclaimed as before."""
+        r = self._client()
+        stream = self.stream_key(stage)
+        period = self.cfg.visibility_timeout_s / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await r.xclaim(stream, GROUP, self.consumer, min_idle_time=0, message_ids=ids,
+                               justid=True)
+            except Exception as e:  # the answers' write will see a real outage
+                log.debug("stage %s: could not refresh the batch in hand (%s)", stage,
+                          type(e).__name__)
 
     async def _run_handler(self, spec: StageSpec, items: list[Any]) -> list[bytes]:
         """One encoded answer per item; a raising batch is retried in halves (see run_isolating)."""
