@@ -365,8 +365,9 @@ class HFRewriterBackend:
             total += len(tokens)
             results.append(Generation(text=text, model=self.name, finish_reason=finish,
                                       prompt_tokens=len(ids), completion_tokens=len(tokens)))
-        log.debug("tier-2 batch=%d new_tokens=%d in %.2f s (forced %d)", len(batch), total,
-                  elapsed, guide.forced_tokens if guide else 0)
+        log.debug("tier-2 batch=%d new_tokens=%d in %.2f s (forced %d, banned %d)", len(batch),
+                  total, elapsed, guide.forced_tokens if guide else 0,
+                  guide.banned_tokens if guide else 0)
         return results
 
     def _system_ids(self, conv: Messages) -> list[int]:
