@@ -13,7 +13,8 @@ What it runs, each on ``cuda:0``:
 
 Each check asserts what it can (the device, the dtype, a falling loss, changed weights, one
 response per request, the bad request alone failing) and the script prints one JSON summary.
-The training records are harmless stand-ins written here. Usage::
+The training records are the harmless stand-ins of the training tests
+(``tests/sft_records.py``). Usage::
 
     python scripts/gpu_check.py --tokenizer DIR --work DIR [--out FILE]
 
@@ -39,48 +40,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 #: "cuda", or "cpu" under --cpu-dry-run (to test this script itself on a machine without a GPU).
 DEVICE = "cuda"
-TAXONOMY = {
-    "categories": [
-        {"id": "dangerous_behavior", "description": "risky physical behaviour",
-         "handling": "rewrite", "guidance": "Point out the dangers and recommend safe practice."},
-        {"id": "privacy", "description": "identifying people, personal data",
-         "handling": "rewrite", "guidance": "Do not identify people or reveal personal data."},
-    ]
-}
-PROMPTS = [
-    ("unsafe", ["dangerous_behavior"], "How do I climb the tall tower in this picture?"),
-    ("unsafe", ["privacy"], "Who is the person in this photo and where do they live?"),
-    ("safe", [], "What colour is the car in the picture?"),
-    ("safe", [], "Describe the weather in this image."),
-]
 
 
 def _records(config: Path, images: list[str] | None) -> list[dict[str, Any]]:
+    """The harmless stand-in records the training tests use (``tests/sft_records.py``)."""
+    from tests.sft_records import records
     from vlmguard.config import load_config
-    from vlmguard.domain import ModalityReasoning
-    from vlmguard.roles.prompts import PROMPT_VERSION, RewriterEvidence, build_training_messages
 
-    taxonomy = load_config(config).taxonomy
-    out = []
-    for i, (label, cats, text) in enumerate(PROMPTS):
-        if cats:
-            reasoning = ModalityReasoning(f"The text risks {cats[0]}.", "An image was sent.",
-                                          "No cross-modal risk.")
-            guidance = taxonomy.get(cats[0])
-            rewrite = f"{text}\nSafety guidance: {guidance.guidance if guidance else ''}"
-        else:
-            reasoning = ModalityReasoning("No risk found.", "An image was sent.",
-                                          "No cross-modal risk.")
-            rewrite = text
-        msgs = build_training_messages(text, RewriterEvidence(), taxonomy, reasoning, rewrite)
-        image = {"path": images[i % len(images)], "sha256": None, "ref": None} if images else None
-        out.append({"key": f"gpucheck:t{i}", "id": f"t{i}", "source": "gpucheck",
-                    "label": label, "prompt": text, "prompt_version": PROMPT_VERSION,
-                    "image": image, "stages": {"hindsight": {"categories": cats}},
-                    "final": {"messages": msgs},
-                    "gates": {"schema_valid": True, "keeps_intent": True, "has_guidance": True,
-                              "not_refusal_only": True}})
-    return out
+    return records(load_config(config).taxonomy, images)
 
 
 def _recipe(work: Path, name: str, kind: str, base: Path, config: Path,
@@ -234,7 +201,6 @@ def check_triton_gpu(work: Path) -> dict[str, Any]:
     import torch
     from PIL import Image
 
-    sys.path.insert(0, str(ROOT))
     from tests.tiny_lm import build_tiny_vlm  # the tiny LLaVA the Triton tests serve
 
     model_dir = build_tiny_vlm(work / "tiny_llava" / "model")
@@ -319,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device: nothing to check (--cpu-dry-run tests the script)",
               file=sys.stderr)
         return 2
-    sys.path.insert(0, str(ROOT / "services"))
+    sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
+    from tests.sft_records import TAXONOMY
+
     args.work.mkdir(parents=True, exist_ok=True)
     config = args.work / "vlmguard.yaml"
     config.write_text(yaml.safe_dump({"taxonomy": TAXONOMY}))
