@@ -83,22 +83,10 @@ def _trained(out: Path) -> dict[str, Any]:
 
 
 def _tiny_lm(work: Path, tok: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from tests.sft_records import tiny_llama
 
     base = work / "tiny_lm"
-    if (base / "config.json").is_file():
-        return base
-    t = AutoTokenizer.from_pretrained(tok, local_files_only=True)
-    cfg = LlamaConfig(vocab_size=len(t), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=2048, bos_token_id=t.bos_token_id,
-                      eos_token_id=t.eos_token_id, pad_token_id=t.pad_token_id,
-                      tie_word_embeddings=True)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(base)
-    t.save_pretrained(base)
-    return base
+    return base if (base / "config.json").is_file() else tiny_llama(base, tok, hidden=64)
 
 
 def check_text_lora(work: Path, tok: Path, config: Path) -> dict[str, Any]:

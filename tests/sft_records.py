@@ -6,6 +6,7 @@ samples stay short; no benchmark content.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 TAXONOMY = {
@@ -48,4 +49,21 @@ def records(taxonomy: Any, images: list[str] | None = None) -> list[dict[str, An
                     "final": {"messages": msgs},
                     "gates": {"schema_valid": True, "keeps_intent": True, "has_guidance": True,
                               "not_refusal_only": True}})
+    return out
+
+
+def tiny_llama(out: Path, tokenizer_dir: Path, *, hidden: int = 32) -> Path:
+    """Save a tiny random Llama (2 layers) with the tokenizer of ``tokenizer_dir`` to ``out``."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
     return out

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.sft_records import PROMPTS, TAXONOMY
+from tests.sft_records import PROMPTS, TAXONOMY, tiny_llama
 from tests.sft_records import records as _records
 
 pytestmark = pytest.mark.integration
@@ -69,20 +69,7 @@ def _losses(out: Path) -> list[tuple[int, float]]:
 
 @pytest.fixture(scope="module")
 def tiny_lm(workdir: Path, tokenizer_dir: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True)
-    torch.manual_seed(0)
-    out = workdir / "tiny_lm"
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return tiny_llama(workdir / "tiny_lm", tokenizer_dir)
 
 
 def test_prefix_cache_loss_equals_full_loss(tiny_lm: Path, taxonomy: Any) -> None:
