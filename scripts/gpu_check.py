@@ -119,18 +119,13 @@ def check_text_full(work: Path, tok: Path, config: Path) -> dict[str, Any]:
 
 
 def check_vlm_lora(work: Path, tok: Path, config: Path) -> dict[str, Any]:
-    from PIL import Image
-
+    from tests.sft_records import stand_in_images
     from vlmguard.training.recipe import load_recipe
     from vlmguard.training.sft import train
     from vlmguard.training.vlm import build_tiny_qwen2_vl
 
     base = build_tiny_qwen2_vl(work / "tiny_vl", tok)
-    images = []
-    for i, colour in enumerate(("red", "blue", "green")):
-        p = work / f"img{i}.png"
-        Image.new("RGB", (64 + 16 * i, 48), colour).save(p)
-        images.append(str(p))
+    images = stand_in_images(work)
     recipe = _recipe(work, "vlm_lora", "vlm", base, config, _records(config, images))
     train(load_recipe(recipe), progress=False, echo=False)
     return _trained(work / "out_vlm_lora")

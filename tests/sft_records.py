@@ -67,3 +67,15 @@ def tiny_llama(out: Path, tokenizer_dir: Path, *, hidden: int = 32) -> Path:
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def stand_in_images(folder: Path) -> list[str]:
+    """Three small plain-colour PNGs of different sizes, written to ``folder``; their paths."""
+    from PIL import Image
+
+    paths = []
+    for i, colour in enumerate(("red", "blue", "green")):
+        p = folder / f"img{i}.png"
+        Image.new("RGB", (64 + 16 * i, 48), colour).save(p)
+        paths.append(str(p))
+    return paths

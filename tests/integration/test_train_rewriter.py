@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.sft_records import PROMPTS, TAXONOMY, tiny_llama
+from tests.sft_records import PROMPTS, TAXONOMY, stand_in_images, tiny_llama
 from tests.sft_records import records as _records
 
 pytestmark = pytest.mark.integration
@@ -186,18 +186,12 @@ def test_causal_lm_lora_trains_resumes_and_writes_layout(
 
 def test_vlm_lora_trains_on_images(workdir: Path, tokenizer_dir: Path, config_file: Path,
                                    taxonomy: Any) -> None:
-    from PIL import Image
-
     from vlmguard.training.recipe import load_recipe
     from vlmguard.training.sft import train
     from vlmguard.training.vlm import build_tiny_qwen2_vl
 
     base = build_tiny_qwen2_vl(workdir / "tiny_vl", tokenizer_dir)
-    images = []
-    for i, colour in enumerate(("red", "blue", "green")):
-        p = workdir / f"img{i}.png"
-        Image.new("RGB", (64 + 16 * i, 48), colour).save(p)
-        images.append(str(p))
+    images = stand_in_images(workdir)
     records = _records(taxonomy, images)[:3]
     synth = _write_synth(workdir / "synth_vl" / "shard-0-of-1.jsonl", records)
     out = workdir / "out_vl"
