@@ -419,17 +419,20 @@ def parse_and_check(
             ``risky`` and the rewrite is the original prompt (up to whitespace and case).
     """
     parsed = parse_rewriter_output(raw, max_rewrite_chars=max_rewrite_chars)
-    if risky and normalize_text(parsed.rewritten_text) == normalize_text(original_text):
+    if risky and _echoes(parsed.rewritten_text, original_text):
         raise RewriterOutputError(MalformedKind.ECHOED_ORIGINAL, "risky prompt echoed unchanged")
     return parsed
+
+
+def _echoes(rewrite: str, text: str) -> bool:
+    return normalize_text(rewrite) == normalize_text(text)
 
 
 def benign_verdict(rewrite: str, text: str) -> bool:
     """Whether a parsed rewrite says the request is benign: it is the prompt itself, alone or
     with :data:`BENIGN_FLAGGED_NOTE` (what the model is trained to write for a tier-1 false
     alarm, see :func:`benign_rewrite`), up to whitespace and case."""
-    r = normalize_text(rewrite)
-    return r in (normalize_text(text), normalize_text(text + BENIGN_FLAGGED_NOTE))
+    return _echoes(rewrite, text) or _echoes(rewrite, text + BENIGN_FLAGGED_NOTE)
 
 
 # Text that speaks to the guard instead of asking the target something: instructions about
@@ -540,17 +543,16 @@ def rewrite_or_fallback(
     Returns:
         The result and whether the fallback was used (for a metric).
     """
-    risky = decision.action is not Action.ALLOW
-    clearable = clear and decision.action is Action.REWRITE
     try:
-        parsed = parse_and_check(raw, text, risky, max_rewrite_chars=max_rewrite_chars)
-    except RewriterOutputError as e:
-        if not (clearable and e.kind == MalformedKind.ECHOED_ORIGINAL):
-            return template.rewrite(text, report, decision, policy), True
         parsed = parse_rewriter_output(raw, max_rewrite_chars=max_rewrite_chars)
-    if clearable and benign_verdict(parsed.rewritten_text, text):
+    except RewriterOutputError:
+        return template.rewrite(text, report, decision, policy), True
+    if clear and decision.action is Action.REWRITE and benign_verdict(parsed.rewritten_text,
+                                                                        text):
         return RewriteResult(Action.ALLOW, text, parsed.reasoning, "",
                              rewriter_name + CLEARED_MARK), False
+    if decision.action is not Action.ALLOW and _echoes(parsed.rewritten_text, text):
+        return template.rewrite(text, report, decision, policy), True  # see parse_and_check
     if decision.action is Action.BLOCK:
         return (
             RewriteResult(Action.BLOCK, "", parsed.reasoning, policy.block_message, rewriter_name),
