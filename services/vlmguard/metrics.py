@@ -57,6 +57,10 @@ class Metrics:
         self.queue_depth = Gauge(
             "vlmguard_queue_depth", "Items waiting or running, by stage.", ["stage"], registry=r,
         )
+        self.queue_up = Gauge(
+            "vlmguard_queue_up", "1 while the queue's server (Redis) answers the gateway's "
+            "PING (every queue.health_interval_s), 0 while it does not.", registry=r,
+        )
         self.queue_wait = Histogram(
             "vlmguard_queue_wait_seconds", "Time items wait before their batch runs.", ["stage"],
             buckets=_LATENCY_BUCKETS, registry=r,

@@ -161,12 +161,18 @@ def test_gateway_health_follows_redis(aof_redis: RedisServer) -> None:
                         await asyncio.sleep(0.05)
                     return time.monotonic() - t0
 
+                def up() -> float | None:
+                    return gw.metrics.registry.get_sample_value("vlmguard_queue_up")
+
                 await until(serving)
+                assert up() == 1.0
                 aof_redis.stop()
                 assert await until(not_serving) < 5  # a readiness probe sees the outage
                 assert await status("") == serving  # liveness does not: no restart loop
+                assert up() == 0.0  # and so does an alert on the metric
                 await asyncio.to_thread(aof_redis.start)
                 assert await until(serving) < 5  # ... and the recovery, with no restart
+                assert up() == 1.0
         finally:
             await gw.stop(grace=1)
 

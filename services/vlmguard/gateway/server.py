@@ -196,6 +196,7 @@ class Gateway:
         timeout = self.cfg.queue.connect_timeout_s
         while True:
             ok = await self.queue.ping(timeout)
+            self.metrics.queue_up.set(1 if ok else 0)
             if ok != self.queue_ok:
                 self.queue_ok = ok
                 if ok:
