@@ -12,7 +12,15 @@ import pytest
 
 from vlmguard import analyzer_training as at
 from vlmguard.errors import ConfigError
-from vlmguard.models.risk_head import STACK_FEATURES, RiskHead, fit_logistic, topk_mean_sim
+from vlmguard.models.encoder_lora import LORA_WEIGHTS
+from vlmguard.models.risk_head import (
+    STACK_FEATURES,
+    STACK_SIGNS,
+    RiskHead,
+    fit_logistic,
+    fit_logistic_signed,
+    topk_mean_sim,
+)
 
 CATS = ["violence_weapons", "privacy", "specialized_advice"]
 
@@ -153,6 +161,45 @@ def test_fit_logistic_separates() -> None:
     assert acc > 0.95 and coef[0] > 0
 
 
+def test_fit_logistic_signed_drops_wrong_sign_features() -> None:
+    rng = np.random.default_rng(1)
+    n = 400
+    a = rng.normal(size=n)
+    y = (a + 0.5 * rng.normal(size=n) > 0).astype(float)
+    # Two noisy views of the same signal: a free fit gives both a positive weight.
+    x = np.stack([a + 0.5 * rng.normal(size=n), a + 0.5 * rng.normal(size=n)], axis=1)
+    free, _ = fit_logistic(x, y, l2=1.0)
+    assert free[0] > 0 and free[1] > 0
+    # Feature 1 declared "must not raise the score": dropped, feature 0 refitted alone.
+    coef, bias, dropped = fit_logistic_signed(x, y, [1, -1], l2=1.0)
+    assert dropped == [1] and coef[1] == 0.0 and coef[0] > 0
+    ref, ref_bias = fit_logistic(x[:, :1], y, l2=1.0)
+    assert np.allclose(coef[0], ref[0]) and np.isclose(bias, ref_bias)
+    # Signs the data agrees with (or left free) change nothing.
+    same, _, none = fit_logistic_signed(x, y, [1, 0], l2=1.0)
+    assert none == [] and np.allclose(same, free)
+    with pytest.raises(ValueError, match="signs"):
+        fit_logistic_signed(x, y, [1], l2=1.0)
+
+
+def test_reuse_encoder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no encoder adapter"):
+        at._reuse_encoder(tmp_path / "missing")
+    src = tmp_path / "head" / "encoder"
+    src.mkdir(parents=True)
+    (src / LORA_WEIGHTS).write_bytes(b"weights")
+    (src.parent / "meta.json").write_text(json.dumps(
+        {"encoder_lora": {"dir": "encoder", "trained_on": "x", "steps": 7, "loss_last": 0.1}}))
+    tmp, figures = at._reuse_encoder(src)
+    try:
+        assert (tmp / LORA_WEIGHTS).read_bytes() == b"weights"
+        assert figures == {"steps": 7, "loss_last": 0.1, "reused_from": str(src)}
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp)
+
+
 class FakeEmbedder:
     """Deterministic bag-of-words hashing embedder: 'unsafe' words get their own direction."""
 
@@ -219,6 +266,9 @@ def test_trainer_end_to_end_and_overwrite_refusal(
     metrics = at.main(cfg, embedder=FakeEmbedder())
     assert "dev" in metrics and "auc_text_unsafe_vs_benign" in metrics["dev"]
     assert metrics["stacker"]["features"] == list(STACK_FEATURES)
+    # Monotone stacker (the default): no coefficient against its meaning.
+    assert all(c * sg >= 0 for c, sg in zip(metrics["stacker"]["coef"], STACK_SIGNS,
+                                            strict=True))
     head = RiskHead.load(out)
     assert head.has_knn and head.knn_k == 3
     assert head.unsafe_ex is not None and 0 < len(head.unsafe_ex) <= 50

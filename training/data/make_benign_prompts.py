@@ -1027,6 +1027,300 @@ def _vary(text: str, rng: random.Random) -> str:
     return text
 
 
+# Benign how-to guides, tip sheets and checklists as OCR reads them off an infographic or a poster
+# (v3): a title, numbered steps *with* content, numbers and fragments out of reading order, a
+# watermark. Before v3 the only numbered lists with content the head saw were harmful
+# (MM-SafetyBench typographic variants), so a benign guide with filled-in steps scored like an
+# attack. Original text, written for this file.
+GUIDES: dict[str, list[str]] = {
+    "brew pour-over coffee": [
+        "Heat water to 94 degrees", "Rinse the paper filter", "Grind 20 g of beans medium-fine",
+        "Bloom with a little water for 30 seconds", "Pour slowly in circles", "Serve and enjoy",
+    ],
+    "start a vegetable garden": [
+        "Pick a sunny spot", "Test and loosen the soil", "Add compost", "Choose easy crops",
+        "Water in the morning", "Mulch to keep moisture", "Harvest often",
+    ],
+    "prepare for a job interview": [
+        "Research the company", "Read the job description again", "Prepare your own examples",
+        "Practice common questions", "Plan your outfit", "Arrive ten minutes early",
+        "Send a thank-you email",
+    ],
+    "wash your hands properly": [
+        "Wet your hands with clean water", "Apply soap", "Scrub for 20 seconds",
+        "Clean between fingers and under nails", "Rinse well", "Dry with a clean towel",
+    ],
+    "plan a family budget": [
+        "List every source of income", "Track spending for a month", "Sort expenses by category",
+        "Set savings goals", "Cut one unneeded subscription", "Review the plan monthly",
+    ],
+    "make sourdough starter": [
+        "Mix flour and water in a jar", "Cover loosely", "Discard half every day",
+        "Feed with fresh flour and water", "Wait for bubbles", "Keep it in the fridge",
+    ],
+    "study effectively": [
+        "Set a clear goal for each session", "Remove distractions", "Use active recall",
+        "Space out your reviews", "Teach the topic to a friend", "Take short breaks",
+        "Sleep well before the exam",
+    ],
+    "change a flat bicycle tube": [
+        "Shift to the smallest gear", "Open the brake and remove the wheel",
+        "Lever one side of the tyre off", "Pull out the old tube", "Check the tyre for thorns",
+        "Fit the new tube", "Inflate to the marked pressure",
+    ],
+    "care for a new puppy": [
+        "Puppy-proof your home", "Set a feeding schedule", "Start house training early",
+        "Book a vet check-up", "Socialise gently", "Reward good behaviour",
+    ],
+    "give a great presentation": [
+        "Know your audience", "Open with a story", "Keep slides simple",
+        "Rehearse out loud", "Make eye contact", "End with a clear summary",
+    ],
+    "organise your closet": [
+        "Take everything out", "Sort into keep, donate and recycle", "Clean the shelves",
+        "Group clothes by type", "Use matching hangers", "Put seasonal items on top",
+    ],
+    "set up a home office": [
+        "Choose a quiet corner", "Get a supportive chair", "Put the screen at eye level",
+        "Use natural light", "Tidy the cables", "Keep a plant on the desk",
+    ],
+    "reduce stress at work": [
+        "Plan your day the night before", "Take a walk at lunch", "Say no to extra tasks politely",
+        "Breathe deeply for one minute", "Talk to a colleague", "Log off on time",
+    ],
+    "write a research paper": [
+        "Choose a focused question", "Search the literature", "Take organised notes",
+        "Write an outline", "Draft the methods first", "Revise for clarity", "Cite your sources",
+    ],
+    "paint a room": [
+        "Move the furniture", "Cover the floor", "Fill holes and sand", "Tape the edges",
+        "Apply primer", "Paint two thin coats", "Remove the tape while wet",
+    ],
+    "save water at home": [
+        "Fix dripping taps", "Take shorter showers", "Run full loads only",
+        "Collect rainwater for plants", "Turn off the tap while brushing",
+    ],
+    "learn a new language": [
+        "Learn the 100 most common words", "Listen every day", "Speak from day one",
+        "Use flashcards", "Find a conversation partner", "Watch shows with subtitles",
+    ],
+    "pack for a camping trip": [
+        "Check the weather", "Pack the tent and sleeping bag", "Bring a first aid kit",
+        "Plan simple meals", "Carry enough water", "Leave no trace",
+    ],
+    "keep houseplants healthy": [
+        "Match the plant to the light", "Water when the top soil is dry", "Use pots with drainage",
+        "Wipe dust off the leaves", "Feed in spring and summer", "Repot when roots crowd",
+    ],
+    "bake chocolate chip cookies": [
+        "Preheat the oven to 180 C", "Cream butter and sugar", "Beat in the eggs",
+        "Fold in flour and chips", "Scoop onto a tray", "Bake for 10 minutes", "Cool on a rack",
+    ],
+    "run your first 5k": [
+        "Get comfortable shoes", "Start with walk-run intervals", "Run three times a week",
+        "Increase distance slowly", "Stretch after each run", "Rest the day before the race",
+    ],
+    "back up your photos": [
+        "Pick a cloud service", "Turn on automatic upload", "Copy to an external drive",
+        "Keep one copy off-site", "Check the backup every month",
+    ],
+    "write a cover letter": [
+        "Address the hiring manager by name", "Open with the role you want",
+        "Match your skills to the job", "Give one concrete achievement", "Keep it to one page",
+        "Proofread twice",
+    ],
+    "build a birdhouse": [
+        "Cut the pine boards to size", "Drill the entrance hole", "Drill drainage holes",
+        "Nail the sides to the floor", "Attach the roof with a hinge", "Mount it in a quiet spot",
+    ],
+    "improve your sleep": [
+        "Keep a regular bedtime", "Avoid screens an hour before bed", "Keep the room cool and dark",
+        "Limit caffeine after noon", "Get morning daylight", "Wind down with a book",
+    ],
+    "onboard a new team member": [
+        "Prepare the laptop and accounts", "Share the team handbook", "Assign a buddy",
+        "Set goals for the first month", "Schedule weekly check-ins", "Ask for feedback",
+    ],
+    "recycle at home": [
+        "Learn your local rules", "Rinse containers", "Flatten cardboard",
+        "Keep plastic bags out of the bin", "Take batteries to a drop-off point",
+    ],
+    "make a paper crane": [
+        "Start with a square sheet", "Fold a preliminary base", "Make petal folds on both sides",
+        "Narrow the legs", "Fold up the neck and tail", "Shape the head", "Open the wings",
+    ],
+    "stay safe in the sun": [
+        "Wear sunscreen SPF 30 or more", "Reapply every two hours", "Wear a hat and sunglasses",
+        "Seek shade at midday", "Drink plenty of water",
+    ],
+    "prepare for a fire drill": [
+        "Know two ways out of every room", "Agree on a meeting point", "Test smoke alarms monthly",
+        "Practise the drill twice a year", "Keep exits clear",
+    ],
+    "clean a kitchen fast": [
+        "Clear the counters", "Load the dishwasher", "Wipe surfaces top to bottom",
+        "Clean the sink", "Sweep and mop the floor", "Take out the trash",
+    ],
+    "learn to code": [
+        "Pick one language", "Follow a beginner course", "Build a tiny project",
+        "Read other people's code", "Use version control", "Ask questions in forums",
+    ],
+    "plan a road trip": [
+        "Choose the route", "Service the car", "Book places to stay",
+        "Make a playlist", "Pack snacks and water", "Share the plan with family",
+    ],
+    "host a book club": [
+        "Invite five to eight friends", "Pick the first book together", "Set a monthly date",
+        "Prepare three discussion questions", "Bring snacks", "Vote on the next book",
+    ],
+    # Everyday tasks whose steps use tool and first-aid words (cut, needle, blade, drill, burn).
+    "sew on a button": [
+        "Thread the needle and knot the end", "Mark the button position", "Push the needle up "
+        "through a hole", "Stitch through the holes six times", "Wrap the thread under the "
+        "button", "Knot and cut the thread",
+    ],
+    "carve a pumpkin": [
+        "Cut a lid around the stem", "Scoop out the seeds", "Draw the face with a marker",
+        "Carve with a small serrated knife", "Cut away from your hands", "Put a tea light inside",
+    ],
+    "remove a splinter": [
+        "Wash your hands and the skin", "Sterilise tweezers with alcohol",
+        "Pull the splinter out at the same angle", "Use a clean needle for deep ones",
+        "Squeeze gently to bleed a little", "Cover with a bandage",
+    ],
+    "treat a minor burn": [
+        "Cool the burn under running water for 20 minutes", "Remove rings near the area",
+        "Do not pop blisters", "Cover loosely with cling film", "Take a painkiller if needed",
+        "See a doctor if it is large",
+    ],
+    "sharpen a kitchen knife": [
+        "Soak the whetstone", "Hold the blade at 15 degrees", "Push the edge across the stone",
+        "Repeat on the other side", "Hone on the fine grit", "Rinse and dry the knife",
+    ],
+    "hang a heavy mirror": [
+        "Find the studs", "Mark the height", "Drill pilot holes", "Insert wall anchors",
+        "Screw in the hooks", "Hang the wire and check it is level",
+    ],
+    "fillet a fish": [
+        "Scale the fish under water", "Cut behind the gills", "Run the knife along the backbone",
+        "Lift the fillet away", "Remove the pin bones with pliers", "Skin the fillet",
+    ],
+    "prune a rose bush": [
+        "Wear thick gloves", "Use clean sharp secateurs", "Cut dead wood back to healthy stems",
+        "Cut at an angle above a bud", "Remove crossing branches", "Clear the cuttings away",
+    ],
+    "replace a bike brake cable": [
+        "Release the brake", "Cut the old cable end cap", "Pull the cable out of the lever",
+        "Thread the new cable through the housing", "Clamp it at the caliper",
+        "Trim the excess and crimp the end",
+    ],
+    "clean and dress a small cut": [
+        "Stop the bleeding with gentle pressure", "Rinse the wound with clean water",
+        "Remove dirt with sterile tweezers", "Apply antiseptic", "Cover with a plaster",
+        "Watch for signs of infection",
+    ],
+    "give a cat a pill": [
+        "Wrap the cat in a towel", "Hold the head gently", "Tilt the head back",
+        "Drop the pill at the back of the tongue", "Close the mouth and stroke the throat",
+        "Offer a treat",
+    ],
+    "install a smoke alarm": [
+        "Pick a spot on the ceiling", "Drill two holes", "Screw the base plate in",
+        "Insert the battery", "Twist the alarm onto the base", "Press the test button",
+    ],
+}
+GUIDE_TITLES = [
+    "{n} STEPS TO {G}", "How to {g}", "{n} easy steps to {g}", "HOW TO {G}",
+    "A beginner's guide: how to {g}", "{n} tips to {g}", "Checklist: {g}", "Ways to {g}",
+    "EASY {n} STEP GUIDE\nHOW TO {G}", "Strategies to {g}", "{n} simple ways to {g}",
+    "Quick guide - {g}", "Learn how to {g}", "Step-by-step: {g}",
+]
+GUIDE_GENERIC_STEPS = [
+    "Gather what you need", "Read the instructions first", "Set a goal", "Make a list",
+    "Ask for help if you are stuck", "Take a short break", "Review your progress",
+    "Practice a little every day", "Celebrate small wins", "Keep it simple",
+]
+GUIDE_MARKS = [
+    "www.{site}.com", "Clipart by {name}", "(c) 20{yy} {site}", "Source: {site}.org",
+    "Follow us @{site}", "{site}.com/tips", "Printable - free download",
+]
+GUIDE_SITES = ["happyhome", "learnwell", "greenliving", "kitchenjoy", "studysmart", "diyweekly",
+               "healthybits", "officepro", "outdoorsy", "craftcorner"]
+GUIDE_NAMES = ["A. Rivera", "K. Osei", "Lena M.", "Sam Park", "J. Novak"]
+GUIDE_QUESTIONS = [
+    "What is the second step?", "What is the step after {step}?",
+    "What is the last tip in the image?", "How many steps does the guide have?",
+    "Summarize the guide in the picture.", "What should you do first according to the poster?",
+    "Which step comes before {step}?", "What is the title of this infographic?",
+    "List the steps shown in the image.", "What does step 3 say?",
+]
+
+
+def _ocr_noise(text: str, rng: random.Random) -> str:
+    """OCR-style character confusions, rarely."""
+    swaps = {"l": "I", "I": "l", "O": "0", "o": "0", "S": "5", "rn": "m"}
+    for a, b in swaps.items():
+        if a in text and rng.random() < 0.08:
+            text = text.replace(a, b, 1)
+    return text
+
+
+def _ocr_guide(rng: random.Random) -> tuple[str, str, str]:
+    """One benign guide as OCR of an infographic reads it: (group, text, a step of it)."""
+    goal = rng.choice(sorted(GUIDES))
+    steps = list(GUIDES[goal])
+    if rng.random() < 0.3:
+        steps.insert(rng.randrange(len(steps) + 1), rng.choice(GUIDE_GENERIC_STEPS))
+    title = rng.choice(GUIDE_TITLES).format(n=len(steps), g=goal, G=goal.upper())
+    if rng.random() < 0.3:
+        steps = [s.upper() for s in steps]
+    lines: list[str] = [title]
+    style = rng.randrange(4)
+    for i, s in enumerate(steps, 1):
+        words = s.split()
+        if style == 0:  # "1. Step"
+            lines.append(f"{i}. {s}")
+        elif style == 1:  # "STEP 2" above the step
+            lines += [f"STEP {i}", s]
+        elif style == 2 and len(words) > 3:  # wrapped over two lines, number apart
+            cut = rng.randint(2, len(words) - 1)
+            lines += [" ".join(words[:cut]), " ".join(words[cut:])]
+            if rng.random() < 0.5:
+                lines.append(str(i))
+        else:  # no numbers at all (icons instead)
+            lines.append(s)
+    if rng.random() < 0.35 and len(lines) > 4:  # two columns read across: fragments merged
+        j = rng.randrange(1, len(lines) - 2)
+        lines[j:j + 2] = [f"{lines[j]} {lines[j + 1]}"]
+    if rng.random() < 0.6:
+        mark = rng.choice(GUIDE_MARKS).format(site=rng.choice(GUIDE_SITES),
+                                              name=rng.choice(GUIDE_NAMES),
+                                              yy=rng.randint(15, 25))
+        lines.insert(rng.choice([1, len(lines)]), mark)
+    sep = "\n" if rng.random() < 0.6 else " / " if rng.random() < 0.5 else " "
+    text = _ocr_noise(sep.join(lines), rng)
+    return f"guide:{goal}", text, rng.choice(GUIDES[goal]).lower()
+
+
+# Descriptive questions about the people in a photo (how many, what they wear, age, gender as
+# seen): ordinary VQA, not profiling.
+PEOPLE_Q = [
+    "How many {p} are in the picture?", "Are all the {p} wearing the same {item}?",
+    "Do the {p} in this photo look about the same age?", "How many men and how many women are "
+    "in the photo?", "Is the person on the {side} a man or a woman?",
+    "What are the {p} in the image doing?", "Are the {p} the same gender?",
+    "Roughly how old is the {one} in the picture?", "What is the {one} holding?",
+    "Are there more adults or children in this image?", "Are the {p} smiling?",
+    "What color is the {item} of the {one} on the {side}?", "Do the {p} belong to the same team?",
+    "Which of the {p} is the tallest?", "Are the {p} indoors or outdoors?",
+]
+PEOPLE = ["people", "players", "students", "dancers", "runners", "musicians", "workers",
+          "children", "guests", "tourists", "nurses", "soldiers on parade", "singers"]
+PERSON = ["person", "woman", "man", "child", "girl", "boy", "player", "speaker", "chef",
+          "teacher"]
+PEOPLE_ITEMS = ["shirt", "uniform", "hat", "jacket", "shoes", "glasses", "scarf", "helmet"]
+
+
 def _make_v2_items(rng: random.Random) -> list[dict[str, str]]:
     """The v2 additions: broader chat, image questions, scary-but-harmless texts and OCR.
 
@@ -1124,6 +1418,27 @@ def _make_v2_items(rng: random.Random) -> list[dict[str, str]]:
         add("ocr", f"ocr:misc{kind}", _ocr_misc(rng, kind))
     return out
 
+def _make_v3_items(rng: random.Random) -> list[dict[str, str]]:
+    """The v3 additions: benign guides read off infographics (alone and after a question about
+    them) and descriptive questions about the people in a photo."""
+    out: list[dict[str, str]] = []
+    for _ in range(600):
+        group, text, _step = _ocr_guide(rng)
+        out.append({"text": text, "kind": "ocr", "group": group})
+    for _ in range(300):
+        group, text, step = _ocr_guide(rng)
+        qi = rng.randrange(len(GUIDE_QUESTIONS))
+        q = GUIDE_QUESTIONS[qi].format(step=step)
+        out.append({"text": f"{q}\n{text}", "kind": "vlm_with_ocr", "group": group})
+    for _ in range(320):
+        qi = rng.randrange(len(PEOPLE_Q))
+        q = PEOPLE_Q[qi].format(p=rng.choice(PEOPLE), one=rng.choice(PERSON),
+                                item=rng.choice(PEOPLE_ITEMS),
+                                side=rng.choice(["left", "right"]))
+        out.append({"text": _vary(q, rng), "kind": "vlm", "group": f"people:{qi}"})
+    return out
+
+
 def make_items(seed: int = 0) -> list[dict[str, str]]:
     """All benign items, deduplicated, in a deterministic order.
 
@@ -1156,6 +1471,7 @@ def make_items(seed: int = 0) -> list[dict[str, str]]:
         items.append({"text": f"{IMAGE_META_TEMPLATES[mi]}\n{body}", "kind": "vlm_with_ocr",
                       "group": f"vlm_with_ocr:{mi}"})
     items.extend(_make_v2_items(rng))
+    items.extend(_make_v3_items(rng))
     seen: set[str] = set()
     unique = []
     for item in items:

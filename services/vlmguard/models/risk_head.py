@@ -24,6 +24,7 @@ unsafe training data. Heads without exemplars (v1 files) fall back to ``sigmoid(
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,54 @@ def fit_logistic(
     return theta[:-1], float(theta[-1])
 
 
+def fit_logistic_signed(
+    x: np.ndarray,
+    y: np.ndarray,
+    signs: Sequence[int],
+    sample_weight: np.ndarray | None = None,
+    l2: float = 1.0,
+    max_iter: int = 30,
+) -> tuple[np.ndarray, float, list[int]]:
+    """:func:`fit_logistic` with sign constraints on the coefficients (active set).
+
+    A feature whose fitted coefficient has the wrong sign (``signs[j]`` is +1: must be >= 0,
+    -1: must be <= 0, 0: free) is dropped (its coefficient fixed at 0), the one most in
+    violation first, and the rest refitted, until every coefficient agrees. With correlated
+    features an unconstrained fit can give one of them the opposite sign of its meaning
+    (similarity to benign texts raising the unsafe score); that extrapolates badly to texts
+    unlike the training data.
+
+    Returns:
+        ``(coef, bias, dropped)``: coef of shape (d,) with zeros for the dropped features, the
+        bias, and the dropped feature indices in the order they were dropped.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    d = x.shape[1]
+    sg = np.asarray(signs, dtype=np.float64)
+    if sg.shape != (d,):
+        raise ValueError(f"signs has {sg.shape[0]} entries for {d} features")
+    active = list(range(d))
+    dropped: list[int] = []
+    while True:
+        coef = np.zeros(d)
+        if active:
+            c, bias = fit_logistic(x[:, active], y, sample_weight, l2, max_iter)
+            coef[active] = c
+        else:
+            _, bias = fit_logistic(np.zeros((x.shape[0], 1)), y, sample_weight, l2, max_iter)
+        violation = -coef * sg  # > 0: wrong sign
+        worst = int(np.argmax(violation))
+        if violation[worst] <= 0:
+            return coef, bias, dropped
+        active.remove(worst)
+        dropped.append(worst)
+
+
 #: Stacker feature names, in order (``stack_coef`` follows it).
 STACK_FEATURES = ("lr_logit", "unsafe_knn", "benign_knn", "unsafe_max", "benign_max")
+#: The sign each stacker coefficient must have with a monotone stacker: more evidence of unsafe
+#: never lowers the score, more similarity to benign texts never raises it.
+STACK_SIGNS = (1, 1, -1, 1, -1)
 
 
 def topk_mean_sim(x: np.ndarray, exemplars: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
