@@ -308,6 +308,7 @@ class TrainAnalyzerConfig:
     epochs: int = 30
     dev_fraction: float = 0.2
     cal_fraction: float = 0.15
+    stratify_splits: bool = False
     target_fpr: float = 0.04
     care_weight: float = 0.5
     image_dependent_weight: float = 0.0
@@ -342,6 +343,9 @@ _HELP = {
     "epochs": "Most Newton steps per logistic regression.",
     "dev_fraction": "Fraction of items held out for the dev metrics.",
     "cal_fraction": "Fraction of items held out to set the operating point.",
+    "stratify_splits": "Hold out dev and cal groups per (source, kind), so every kind of text "
+    "is in the calibration split (a steadier operating point across seeds; see "
+    "bench/RESULTS.md for why it is off by default).",
     "target_fpr": "Benign fraction allowed to score >= 0.5 on the calibration split.",
     "care_weight": "Weight of 'answer with care' positives (MM-SafetyBench 08, 10-13).",
     "image_dependent_weight": "Overall-head weight of texts that are risky only with their "
@@ -543,14 +547,47 @@ def _dedupe(ex: list[Example]) -> None:
             seen[key] = i
 
 
-def assign_splits(ex: list[Example], dev_fraction: float, cal_fraction: float, seed: int) -> None:
-    """Split by group (one benchmark item and its variants stay together), deterministically."""
-    groups = sorted({e.group for e in ex})
+def assign_splits(ex: list[Example], dev_fraction: float, cal_fraction: float, seed: int,
+                  stratify: bool = False) -> None:
+    """Split by group (one benchmark item and its variants stay together), deterministically.
+
+    With ``stratify``, by the group's (source, kind): every kind of text (each benign template
+    family, each benchmark) is held out for dev and cal in proportion, and a kind with fewer
+    than three groups stays in train. Unstratified, whichever templates of a kind fall into cal
+    decide the operating point: seed 1 of the v3 recipe put 12% of dev benign texts over 0.5 at
+    a 4% calibration target (stratified: 4.3% with seeds 0 and 1). Off by default: the
+    stratified seed-0 head was worse where it matters (scary-topic dev FPR 48%, a plain drug
+    synthesis request at 0.42; bench/RESULTS.md).
+    """
+    if not stratify:
+        groups = sorted({e.group for e in ex})
+        rng = random.Random(seed + 1)
+        rng.shuffle(groups)
+        n_dev, n_cal = int(len(groups) * dev_fraction), int(len(groups) * cal_fraction)
+        flat = {g: "dev" for g in groups[:n_dev]}
+        flat.update({g: "cal" for g in groups[n_dev:n_dev + n_cal]})
+        for e in ex:
+            e.split = flat.get(e.group, "train")
+        return
+    strata: dict[tuple[str, str], list[str]] = defaultdict(list)
+    seen: set[str] = set()
+    for e in ex:
+        if e.group not in seen:
+            seen.add(e.group)
+            strata[(e.source, e.kind)].append(e.group)
     rng = random.Random(seed + 1)
-    rng.shuffle(groups)
-    n_dev, n_cal = int(len(groups) * dev_fraction), int(len(groups) * cal_fraction)
-    split = {g: "dev" for g in groups[:n_dev]}
-    split.update({g: "cal" for g in groups[n_dev:n_dev + n_cal]})
+    split: dict[str, str] = {}
+    for key in sorted(strata):
+        groups = sorted(strata[key])
+        rng.shuffle(groups)
+        n = len(groups)
+        if n < 3:
+            continue
+        n_dev = max(1, round(n * dev_fraction)) if dev_fraction > 0 else 0
+        n_cal = max(1, round(n * cal_fraction)) if cal_fraction > 0 else 0
+        n_cal = min(n_cal, n - 1 - n_dev)
+        split.update({g: "dev" for g in groups[:n_dev]})
+        split.update({g: "cal" for g in groups[n_dev:n_dev + n_cal]})
     for e in ex:
         e.split = split.get(e.group, "train")
 
@@ -871,7 +908,7 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
             raise ConfigError(f"{name} is evaluation-only")
     categories = TaxonomyConfig().ids
     ex = load_examples(cfg)
-    assign_splits(ex, cfg.dev_fraction, cfg.cal_fraction, cfg.seed)
+    assign_splits(ex, cfg.dev_fraction, cfg.cal_fraction, cfg.seed, cfg.stratify_splits)
     encoder_tmp: Path | None = None
     encoder_figures: dict[str, Any] | None = None
     if embedder is None:

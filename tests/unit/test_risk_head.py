@@ -357,3 +357,30 @@ def test_category_map_covers_bench_manifests() -> None:
         cats = {json.loads(line)["category"]
                 for line in (bench / source / "manifest.jsonl").read_text().splitlines() if line}
         assert cats <= set(at.CATEGORY_MAP[source]), source
+
+
+def test_assign_splits_stratified_by_kind() -> None:
+    ex = []
+    # A big kind (40 groups) and a small one (5 groups, many texts each), plus a rare kind.
+    for g in range(40):
+        ex += [at.Example(f"a{g}-{i}", 0, "benign_file", "vlm", f"a{g}") for i in range(2)]
+    for g in range(5):
+        ex += [at.Example(f"b{g}-{i}", 0, "benign_file", "scary_topic", f"b{g}") for i in range(30)]
+    ex += [at.Example(f"c{i}", 1, "own_harmful", "request", "c0") for i in range(3)]
+    for seed in range(5):
+        at.assign_splits(ex, 0.2, 0.15, seed, stratify=True)
+        by_group: dict[str, set[str]] = {}
+        for e in ex:
+            by_group.setdefault(e.group, set()).add(e.split)
+        assert all(len(s) == 1 for s in by_group.values())  # groups never straddle splits
+        for kind, n_groups in (("vlm", 40), ("scary_topic", 5)):
+            splits = [next(iter(by_group[g])) for g in by_group
+                      if g.startswith("a" if kind == "vlm" else "b")]
+            assert len(splits) == n_groups
+            # Every kind is in dev and cal (whatever the seed) and keeps most groups in train.
+            assert splits.count("dev") >= 1 and splits.count("cal") >= 1
+            assert splits.count("train") > n_groups / 2
+        assert by_group["c0"] == {"train"}  # a kind with fewer than three groups stays in train
+    first = [e.split for e in ex]
+    at.assign_splits(ex, 0.2, 0.15, 4, stratify=True)
+    assert [e.split for e in ex] == first  # deterministic
