@@ -559,35 +559,31 @@ def assign_splits(ex: list[Example], dev_fraction: float, cal_fraction: float, s
     stratified seed-0 head was worse where it matters (scary-topic dev FPR 48%, a plain drug
     synthesis request at 0.42; bench/RESULTS.md).
     """
-    if not stratify:
-        groups = sorted({e.group for e in ex})
-        rng = random.Random(seed + 1)
-        rng.shuffle(groups)
-        n_dev, n_cal = int(len(groups) * dev_fraction), int(len(groups) * cal_fraction)
-        flat = {g: "dev" for g in groups[:n_dev]}
-        flat.update({g: "cal" for g in groups[n_dev:n_dev + n_cal]})
-        for e in ex:
-            e.split = flat.get(e.group, "train")
-        return
-    strata: dict[tuple[str, str], list[str]] = defaultdict(list)
-    seen: set[str] = set()
-    for e in ex:
-        if e.group not in seen:
-            seen.add(e.group)
-            strata[(e.source, e.kind)].append(e.group)
     rng = random.Random(seed + 1)
     split: dict[str, str] = {}
-    for key in sorted(strata):
-        groups = sorted(strata[key])
+
+    def hold_out(groups: list[str], n_dev: int, n_cal: int) -> None:
         rng.shuffle(groups)
-        n = len(groups)
-        if n < 3:
-            continue
-        n_dev = max(1, round(n * dev_fraction)) if dev_fraction > 0 else 0
-        n_cal = max(1, round(n * cal_fraction)) if cal_fraction > 0 else 0
-        n_cal = min(n_cal, n - 1 - n_dev)
         split.update({g: "dev" for g in groups[:n_dev]})
         split.update({g: "cal" for g in groups[n_dev:n_dev + n_cal]})
+
+    if not stratify:
+        groups = sorted({e.group for e in ex})
+        hold_out(groups, int(len(groups) * dev_fraction), int(len(groups) * cal_fraction))
+    else:
+        strata: dict[tuple[str, str], list[str]] = defaultdict(list)
+        seen: set[str] = set()
+        for e in ex:  # a group's stratum is its first example's (source, kind)
+            if e.group not in seen:
+                seen.add(e.group)
+                strata[(e.source, e.kind)].append(e.group)
+        for key in sorted(strata):
+            n = len(strata[key])
+            if n < 3:
+                continue
+            n_dev = max(1, round(n * dev_fraction)) if dev_fraction > 0 else 0
+            n_cal = max(1, round(n * cal_fraction)) if cal_fraction > 0 else 0
+            hold_out(sorted(strata[key]), n_dev, min(n_cal, n - 1 - n_dev))
     for e in ex:
         e.split = split.get(e.group, "train")
 
