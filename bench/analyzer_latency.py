@@ -61,7 +61,50 @@ BEFORE: dict[str, dict[str, Any]] = {
     "ppocrv4": {"models": "ppocrv4"},
     # Today's models with onnxruntime's thread spinning back on.
     "spinning": {"spinning": True},
+    # Today's settings with the third-party pre/post-processing the analyzer replaced:
+    # RapidOCR's float64 detector normalisation, a reversed-copy RGB->BGR, NudeNet's own
+    # detect() (full-size padding, Python loop over its 2,100 candidate boxes).
+    "stock-processing": {"stock": True},
+    # Today's image models with the text encoder run by torch instead of onnxruntime.
+    "torch-encoder": {"encoder_runtime": "torch"},
+    # Both: the analyzer as it was before the processing and encoder-runtime changes.
+    "stock+torch": {"stock": True, "encoder_runtime": "torch"},
 }
+
+
+def _stock_reader(**kw: Any) -> Any:
+    """An OCRReader with RapidOCR's own detector preprocessing and the old BGR copy."""
+    from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+    from vlmguard.models.ocr import OCRReader
+
+    class StockOCR(OCRReader):
+        _to_bgr = staticmethod(lambda a: np.ascontiguousarray(np.asarray(a)[..., ::-1]))
+
+    r = StockOCR(**kw)
+    det = r._engine.text_det
+    pre = DetPreProcess(kw.get("det_side", 640), "max", det.mean, det.std)
+    det.get_preprocess = lambda max_wh: pre
+    return r
+
+
+def _stock_explicit(new: Any) -> Any:
+    """The configured explicit detector's model, run through NudeNet's own detect()."""
+    from vlmguard.models.explicit import EXPLICIT_LABELS, ExplicitImageDetector
+
+    class StockExplicit(ExplicitImageDetector):
+        def __init__(self) -> None:  # share the loaded session
+            self._detector = new._detector
+            self.min_score = new.min_score
+
+        def detect(self, image: np.ndarray) -> list[tuple[str, float]]:
+            best: dict[str, float] = {}
+            for d in self._detector.detect(np.ascontiguousarray(image[..., 2::-1])):
+                if d["class"] in EXPLICIT_LABELS and d["score"] >= self.min_score:
+                    best[d["class"]] = max(float(d["score"]), best.get(d["class"], 0.0))
+            return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    return StockExplicit()
 
 
 def _compare_ocr(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,14 +117,28 @@ def _compare_ocr(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(None, environ=dict(os.environ), overrides={"metrics": {"enabled": False}})
     new = Tier1Analyzer.from_config(cfg.analyzer, cfg.taxonomy, cfg.limits)
     before = BEFORE[args.before]
-    reader = {"models": cfg.analyzer.ocr_models, **before}
+    a = cfg.analyzer
+    reader = {"models": a.ocr_models,
+              **{k: v for k, v in before.items() if k not in ("stock", "encoder_runtime")}}
     explicit = new.explicit
     if before.get("spinning"):
-        explicit = ExplicitImageDetector(min_score=cfg.analyzer.explicit_min_score,
-                                         spinning=True)
-    old = Tier1Analyzer(cfg.analyzer.model_copy(update={"image_models_parallel": False}),
-                        cfg.taxonomy, cfg.limits, embedder=new.embedder, head=new.head,
-                        ocr=OCRReader(**reader), explicit=explicit)
+        explicit = ExplicitImageDetector(min_score=a.explicit_min_score, spinning=True)
+    if before.get("stock"):  # the configured reader settings, the old processing
+        reader = {"models": a.ocr_models, "max_side": a.ocr_max_side, "det_side": a.ocr_det_side,
+                  "angle": a.ocr_angle, "angle_below": a.ocr_angle_below,
+                  "rec_batch": a.ocr_rec_batch, "threads": a.ocr_threads or a.threads}
+        explicit = _stock_explicit(new.explicit)
+    ocr = _stock_reader(**reader) if before.get("stock") else OCRReader(**reader)
+    embedder = new.embedder
+    if before.get("encoder_runtime", a.encoder_runtime) != a.encoder_runtime:
+        from vlmguard.models.embedder import MiniLMEmbedder
+
+        embedder = MiniLMEmbedder(a.embedder_path, threads=a.threads,
+                                  lora=new.head.encoder_dir or "",
+                                  runtime=before["encoder_runtime"])
+    old = Tier1Analyzer(a.model_copy(update={"image_models_parallel": False}),
+                        cfg.taxonomy, cfg.limits, embedder=embedder, head=new.head,
+                        ocr=ocr, explicit=explicit)
     analyzers = {"before": old, "after": new}
     if args.parallel:  # the configured analyzer with OCR and NudeNet on one image at once
         analyzers["after+parallel"] = Tier1Analyzer(

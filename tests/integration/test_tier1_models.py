@@ -187,6 +187,77 @@ def test_nudenet_blank_image() -> None:
     assert det.detect(np.full((320, 320, 3), 255, np.uint8)) == []
 
 
+def _bench_photos(n: int) -> list[np.ndarray]:
+    """RGB arrays of real photos (MM-Vet and MOSSBench, evenly spaced), read in place."""
+    import cv2
+
+    from tests.conftest import BENCH, bench_items
+
+    out = []
+    for name in ("mm_vet", "mossbench"):
+        rows = [r for r in bench_items(name) if r.get("image")]
+        for r in rows[:: max(1, len(rows) // (n // 2))][: n // 2]:
+            out.append(cv2.imread(str(BENCH / name / r["image"]))[..., ::-1].copy())
+    return out
+
+
+def test_nudenet_fast_path_equals_nudenet_detect() -> None:
+    """Our letterbox + vectorised NMS gives NudeNet's own detections (every label, not only the
+    explicit ones) on real photos of people."""
+    from vlmguard.models.explicit import ExplicitImageDetector, letterbox_blob, nms_labels
+
+    d = ExplicitImageDetector()._detector
+    seen = 0
+    for rgb in _bench_photos(24):
+        stock = sorted((x["class"], round(x["score"], 5))
+                       for x in d.detect(np.ascontiguousarray(rgb[..., ::-1])))
+        raw = d.onnx_session.run(None, {d.input_name: letterbox_blob(rgb, d.input_width)})[0]
+        ours = sorted((label, round(score, 5))
+                      for label, score in nms_labels(raw[0], rgb.shape[1], rgb.shape[0],
+                                                     d.input_width))
+        assert ours == stock
+        seen += len(stock)
+    assert seen > 0  # the sample has detections to compare (faces, covered parts)
+
+
+def test_ocr_float32_preprocessing_matches_rapidocr() -> None:
+    from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+    from vlmguard.models.ocr import OCRReader, _to_bgr
+
+    det = OCRReader()._engine.text_det
+    fast = det.get_preprocess(0)
+    for rgb in _bench_photos(4):
+        bgr = _to_bgr(rgb)
+        assert np.array_equal(bgr, rgb[..., ::-1])
+        stock = DetPreProcess(640, "max", det.mean, det.std)(bgr)
+        ours = fast(bgr)
+        assert ours.dtype == np.float32 and ours.flags["C_CONTIGUOUS"]
+        assert ours.shape == stock.shape
+        assert np.abs(ours - stock).max() < 1e-5
+
+
+def test_onnxruntime_encoder_gives_the_torch_vectors(embedder, head) -> None:  # type: ignore[no-untyped-def]
+    """The in-memory ONNX export of the adapted encoder (the serving default) embeds like the
+    torch model: short and long texts, one over the 256-token limit, mixed in one call."""
+    from vlmguard.models.embedder import MiniLMEmbedder
+
+    fast = MiniLMEmbedder(threads=2, lora=head.encoder_dir or "", runtime="onnxruntime")
+    assert fast.runtime == "onnxruntime" and fast.name == embedder.name
+    texts = ["hi", "What breed is the dog in this picture?",
+             "STEP 1. Gather the tools\nSTEP 2. Loosen the bolts " * 12,
+             "word " * 400, ""]
+    a, b = embedder.embed(texts), fast.embed(texts)
+    assert b.shape == a.shape and b.dtype == np.float32
+    assert np.abs(a - b).max() < 1e-4
+    pa, _ = head.predict(a)
+    pb, _ = head.predict(b)
+    assert np.abs(pa - pb).max() < 1e-3
+    assert fast.embed([]).shape == (0, fast.dim)
+    with pytest.raises(ValueError, match="runtime"):
+        MiniLMEmbedder(runtime="tensorflow")
+
+
 def test_shipped_head_text(embedder, head) -> None:  # type: ignore[no-untyped-def]
     texts = [
         "What breed is the dog in this picture?",

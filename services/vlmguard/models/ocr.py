@@ -189,7 +189,35 @@ def _to_bgr(image: np.ndarray) -> np.ndarray:
     elif arr.shape[2] == 4:
         alpha = arr[..., 3:4].astype(np.float32) / 255.0
         arr = (arr[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-    return np.ascontiguousarray(arr[..., ::-1])
+    import cv2
+
+    # cv2's channel swap is ~6x faster than a reversed-view copy on a large photo.
+    return cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2BGR)
+
+
+def _det_preprocess(det_side: int, mean: Any, std: Any) -> Any:
+    """RapidOCR's detector preprocessing (longest side capped at ``det_side``, both sides
+    multiples of 32) with the normalisation in float32: RapidOCR's computes it in float64 and
+    converts after (~6 ms of a 640-pixel image's ~40 ms detection here; same values to 1e-6)."""
+    from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+    class _Float32DetPreProcess(DetPreProcess):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(det_side, "max", mean, std)
+            std32 = np.asarray(self.std, dtype=np.float32)
+            self._mul = (np.float32(self.scale) / std32).astype(np.float32)
+            self._sub = (np.asarray(self.mean, dtype=np.float32) / std32).astype(np.float32)
+
+        def __call__(self, img: np.ndarray) -> np.ndarray | None:
+            resized = self.resize(img)
+            if resized is None:
+                return None
+            x = resized.astype(np.float32)
+            x *= self._mul
+            x -= self._sub
+            return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
+
+    return _Float32DetPreProcess()
 
 
 def _rows(lines: list[OCRLine]) -> str:
@@ -295,6 +323,9 @@ class OCRReader:
         self.angle = angle
         self.models = models
 
+    #: RGB -> BGR conversion of :meth:`read` (a hook for benchmarks' baselines).
+    _to_bgr = staticmethod(_to_bgr)
+
     def _cap_detector(self, det_side: int) -> None:
         """Make the detector's longest-side limit the one configured.
 
@@ -303,10 +334,8 @@ class OCRReader:
         detected at full size. Each image is now detected at a longest side of at most
         ``det_side`` (never upscaled).
         """
-        from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
-
         det = self._engine.text_det
-        pre = DetPreProcess(det_side, "max", det.mean, det.std)
+        pre = _det_preprocess(det_side, det.mean, det.std)
         det.get_preprocess = lambda max_wh: pre
 
     def _rebuild_sessions(self, kwargs: dict[str, Any], *, threads: int, spinning: bool) -> None:
@@ -333,7 +362,7 @@ class OCRReader:
         Returns:
             The lines found (possibly none) and their joined, normalised text.
         """
-        bgr = _to_bgr(image)
+        bgr = self._to_bgr(image)
         h, w = bgr.shape[:2]
         if h < 2 or w < 2:
             return OCRResult(lines=(), text="")

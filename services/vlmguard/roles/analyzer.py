@@ -150,7 +150,7 @@ class Tier1Analyzer:
         head = RiskHead.load(cfg.head_path or None)
         # A head fitted on an adapted encoder scores only that encoder's embeddings.
         embedder = MiniLMEmbedder(cfg.embedder_path, threads=cfg.threads,
-                                  lora=head.encoder_dir or "")
+                                  lora=head.encoder_dir or "", runtime=cfg.encoder_runtime)
         ocr = None
         if cfg.ocr:
             from vlmguard.models.ocr import OCRReader
