@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.unit.test_pipeline_runner import make_recipe
-from vlmguard.errors import Reason, UnavailableError
+from vlmguard.errors import Reason, UnavailableError, VLMGuardError
 from vlmguard.pipeline_runner.executor import StepFailedError
 from vlmguard.pipeline_runner.graph import STEP_NAMES, Layout
 from vlmguard.pipeline_runner.jobs import master_addr
@@ -76,6 +76,7 @@ class ScriptedCluster:
         self.created: dict[str, dict[str, Any]] = dict(existing or {})
         self.calls: list[tuple[str, str]] = []
         self.configmaps: dict[str, dict[str, Any]] = {}
+        self.services: set[str] = set()
 
     def _enter(self, method: str, what: str) -> None:
         self.calls.append((method, what))
@@ -141,9 +142,23 @@ class ScriptedCluster:
         self.configmaps[name] = body
         return body
 
+    def delete_namespaced_config_map(self, name: str, namespace: str) -> Any:
+        self._enter("delete_namespaced_config_map", name)
+        if self.configmaps.pop(name, None) is None:
+            raise api_error(404, f'configmaps "{name}" not found', "NotFound")
+        return {}
+
     def create_namespaced_service(self, namespace: str, body: dict[str, Any]) -> Any:
         self._enter("create_namespaced_service", body["metadata"]["name"])
+        self.services.add(body["metadata"]["name"])
         return body
+
+    def delete_namespaced_service(self, name: str, namespace: str) -> Any:
+        self._enter("delete_namespaced_service", name)
+        if name not in self.services:
+            raise api_error(404, f'services "{name}" not found', "NotFound")
+        self.services.discard(name)
+        return {}
 
     def list_namespaced_pod(self, namespace: str, *, label_selector: str | None = None) -> Any:
         self._enter("list_namespaced_pod", label_selector or "")
@@ -206,7 +221,7 @@ def test_scripted_client_matches_the_real_client_signatures() -> None:
             **{n: getattr(k8s.CoreV1Api, n) for n in dir(k8s.CoreV1Api)}}
     ours = [n for n in vars(ScriptedCluster) if n.endswith(("_job", "_job_status", "_map",
                                                             "_service", "_pod", "_event"))]
-    assert len(ours) == 8
+    assert len(ours) == 10
     for name in ours:
         assert name in real, name
         mine = inspect.signature(getattr(ScriptedCluster, name))
@@ -223,7 +238,10 @@ def test_success_creates_each_job_once_and_follows_it(tmp_path: Path) -> None:
     ex, _, out = build(tmp_path, cluster)
     assert ex.run() == dict.fromkeys(STEP_NAMES, "succeeded")
     assert cluster.creates() == [f"{RUN}-{s}" for s in STEP_NAMES]
-    assert list(cluster.configmaps) == [f"{RUN}-recipes"]
+    assert ("create_namespaced_config_map", f"{RUN}-recipes") in cluster.calls
+    # Every step succeeded: the recipes ConfigMap is deleted (the Jobs go by their TTL).
+    assert cluster.configmaps == {}
+    assert cluster.calls[-1] == ("delete_namespaced_config_map", f"{RUN}-recipes")
     synth = cluster.created[f"{RUN}-synth"]
     assert synth["spec"]["completionMode"] == "Indexed"
     assert synth["metadata"]["annotations"][FINGERPRINT_ANNOTATION]
@@ -411,8 +429,10 @@ def test_configmap_is_updated_when_it_exists(tmp_path: Path) -> None:
     ex, _, _ = build(tmp_path, cluster)
     ex.run(only=["synth"])
     assert ("replace_namespaced_config_map", f"{RUN}-recipes") in cluster.calls
+    # Steps are left: the ConfigMap stays for them.
     assert set(cluster.configmaps[f"{RUN}-recipes"]["data"]) == {
         "synth.yaml", "train.yaml", "eval-config.yaml"}
+    assert not [c for c in cluster.calls if c[0].startswith("delete_")]
 
 
 def test_multi_node_training_gets_a_headless_service(tmp_path: Path) -> None:
@@ -422,6 +442,33 @@ def test_multi_node_training_gets_a_headless_service(tmp_path: Path) -> None:
     assert ("create_namespaced_service", f"{RUN}-train") in cluster.calls
     spec = cluster.created[f"{RUN}-train"]["spec"]
     assert spec["completions"] == 2 and spec["backoffLimit"] == 0
+    assert ("delete_namespaced_service", f"{RUN}-train") in cluster.calls
+    assert cluster.services == set() and cluster.configmaps == {}
+
+
+def test_failed_run_keeps_its_configmap_for_the_resume(tmp_path: Path) -> None:
+    jobs = all_complete()
+    for name in (f"{RUN}-train", f"{RUN}-train-r2", f"{RUN}-train-r3", f"{RUN}-train-r4"):
+        jobs[name] = ["failed"]
+    cluster = ScriptedCluster(jobs)
+    ex, _, _ = build(tmp_path, cluster)
+    with pytest.raises(VLMGuardError):
+        ex.run()
+    assert list(cluster.configmaps) == [f"{RUN}-recipes"]
+    assert not [c for c in cluster.calls if c[0].startswith("delete_")]
+
+
+def test_cleanup_refused_is_a_warning_not_a_failed_run(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """An older Role without the delete verb: the run still succeeds, the log says what is
+    left behind."""
+    cluster = ScriptedCluster(all_complete(), errors={
+        "delete_namespaced_config_map": [api_error(403, "forbidden", "Forbidden")]})
+    ex, _, _ = build(tmp_path, cluster)
+    with caplog.at_level("WARNING"):
+        assert ex.run() == dict.fromkeys(STEP_NAMES, "succeeded")
+    assert list(cluster.configmaps) == [f"{RUN}-recipes"]
+    assert "could not delete configmaps" in caplog.text and "delete" in caplog.text
 
 
 

@@ -72,6 +72,11 @@ class Executor:
     def prepare(self) -> None:
         """Make the step recipes available to the steps (a folder, a ConfigMap)."""
 
+    def finish(self) -> None:
+        """Called once every step of the recipe has succeeded: remove what :meth:`prepare` and
+        the steps left that the finished run no longer needs (the cluster's ConfigMap and
+        Services). Kept while any step is unfinished, so a resumed run finds them."""
+
     def run_step(self, step: Step, st: StepState) -> None:
         raise NotImplementedError
 
@@ -113,6 +118,8 @@ class Executor:
                 self.progress.finished(step.name, self.clock() - t0)
                 outcome[step.name] = "succeeded"
             ok = True
+            if all(self.state.state.step(s.name).status == "succeeded" for s in self.steps):
+                self.finish()
         finally:
             self.state.save()
             self.progress.end(self.recipe.name, ok)

@@ -35,7 +35,9 @@ RUNNER_PERMISSIONS: tuple[tuple[str, str, str], ...] = (
     ("", "events", "list"),
     ("", "configmaps", "create"),
     ("", "configmaps", "update"),
+    ("", "configmaps", "delete"),
     ("", "services", "create"),
+    ("", "services", "delete"),
 )
 #: Steps that read the benchmark sets.
 BENCH_STEPS = ("synth", "eval")

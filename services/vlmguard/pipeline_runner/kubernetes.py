@@ -11,6 +11,7 @@ RBAC denials (the verb and resource), quota, image pulls.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -30,6 +31,8 @@ from vlmguard.pipeline_runner.jobs import (
     headless_service,
     job_manifest,
     recipes_configmap,
+    recipes_configmap_name,
+    service_name,
 )
 from vlmguard.pipeline_runner.state import StepState
 
@@ -38,6 +41,8 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the install
     raise ConfigError("the Kubernetes executor needs the kubernetes client: "
                       "pip install 'vlmguard[k8s]'", reason=Reason.MISSING_DEPENDENCY) from e
+
+log = logging.getLogger(__name__)
 
 FINGERPRINT_ANNOTATION = "vlmguard.io/fingerprint"
 ATTEMPT_ANNOTATION = "vlmguard.io/attempt"
@@ -59,7 +64,9 @@ class CoreApi(Protocol):
 
     def create_namespaced_config_map(self, namespace: str, body: Any) -> Any: ...
     def replace_namespaced_config_map(self, name: str, namespace: str, body: Any) -> Any: ...
+    def delete_namespaced_config_map(self, name: str, namespace: str) -> Any: ...
     def create_namespaced_service(self, namespace: str, body: Any) -> Any: ...
+    def delete_namespaced_service(self, name: str, namespace: str) -> Any: ...
     def list_namespaced_pod(self, namespace: str, *,
                             label_selector: str | None = None) -> Any: ...
     def list_namespaced_event(self, namespace: str, *,
@@ -200,6 +207,26 @@ class KubernetesExecutor(Executor):
                                     body):
             self._call("update", "configmaps", "", self.core.replace_namespaced_config_map,
                        body["metadata"]["name"], self.namespace, body)
+
+    def finish(self) -> None:
+        """Delete the run's recipes ConfigMap and headless Services once every step has
+        succeeded (the Jobs go by their TTL). Without this each scheduled retrain run (a new
+        run name) would leave them behind for good. A failed delete is reported, not raised:
+        the run's work is done."""
+        targets = [("configmaps", self.core.delete_namespaced_config_map,
+                    recipes_configmap_name(self.recipe.name))]
+        targets += [("services", self.core.delete_namespaced_service,
+                     service_name(self.recipe.name, s.name)) for s in self.steps if s.gang]
+        for resource, fn, name in targets:
+            try:
+                self._call("delete", resource, "", fn, name, self.namespace)
+            except ApiException as e:
+                if e.status != 404:
+                    log.warning("could not delete %s %s/%s after the run: HTTP %s",
+                                resource, self.namespace, name, e.status)
+            except VLMGuardError as e:
+                log.warning("could not delete %s %s/%s after the run: %s",
+                            resource, self.namespace, name, e.message)
 
     def _manifest(self, step: Step, attempt: int) -> dict[str, Any]:
         m = job_manifest(step, self.recipe, namespace=self.namespace, attempt=attempt)
