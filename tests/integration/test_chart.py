@@ -268,10 +268,11 @@ def test_keda_scaler_matches_the_queue_keys() -> None:
 
     _, docs = _rendered_ci("full-values.yaml")
     scaled = {d["metadata"]["name"]: d for d in by_kind(docs, "ScaledObject")}
-    assert set(scaled) == {"vg-vlmguard-worker-analyze", "vg-vlmguard-worker-target"}
+    assert set(scaled) == {"vg-vlmguard-worker-analyze", "vg-vlmguard-worker-target",
+                           "vg-vlmguard-worker-rewrite"}
     q = RedisStreamsQueue(QueueConfig(url="redis://x:6379/0", key_prefix="vlmguard-prod"),
-                          stages=["analyze", "target"], max_pending=1)
-    for stage in ("analyze", "target"):
+                          stages=["analyze", "target", "rewrite"], max_pending=1)
+    for stage in ("analyze", "target", "rewrite"):
         md = scaled[f"vg-vlmguard-worker-{stage}"]["spec"]["triggers"][0]["metadata"]
         assert md["stream"] == q.stream_key(stage)
         assert md["consumerGroup"] == GROUP
@@ -306,6 +307,34 @@ def test_network_policies_isolate_workers_and_redis() -> None:
     peers = gw["ingress"][0]["from"]  # restricted, plus this release's evaluation Job
     assert peers[0]["namespaceSelector"] and peers[1]["podSelector"]["matchLabels"][
         "vlmguard.io/role"] == "job"
+
+
+def test_rewrite_workers_run_the_tier2_stage() -> None:
+    """config.rewriter.kind generative with a Redis queue: `vlmguard worker --stage rewrite`
+    Deployments (the gateway enqueues tier-2 calls to that stream), their extra egress in a
+    policy of their own; off by default."""
+    _, minimal = _rendered_ci("minimal-values.yaml")
+    assert not [d for d in by_kind(minimal, "Deployment") if "rewrite" in d["metadata"]["name"]]
+    _, docs = _rendered_ci("full-values.yaml")
+    dep = _named(docs, "Deployment", "-worker-rewrite")
+    pod = dep["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[:3] == ["worker", "--stage", "rewrite"]
+    assert pod["terminationGracePeriodSeconds"] == 300
+    assert pod["containers"][0]["resources"]["limits"]["cpu"] == "2"
+    assert dep["spec"]["template"]["metadata"]["labels"]["vlmguard.io/role"] == "worker"
+    assert _named(docs, "PodDisruptionBudget", "-worker-rewrite")
+    pols = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "NetworkPolicy")}
+    extra = pols["vg-vlmguard-worker-rewrite-egress"]
+    assert extra["policyTypes"] == ["Egress"]
+    assert extra["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "worker-rewrite"
+    assert extra["egress"][0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    # The ConfigMap turns tier 2 on, and the CLI accepts the worker's arguments.
+    from vlmguard.cli import build_parser
+
+    build_parser().parse_args(args)
+    cm = _named(docs, "ConfigMap", "-config")
+    assert "kind: generative" in cm["data"]["config.yaml"]
 
 
 def test_redis_statefulset_persists() -> None:
@@ -360,6 +389,14 @@ BAD_VALUES = [
      'config.target.backend="smollm2" needs workers.target.enabled=true'),
     ({"workers": {"analyze": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}},
      "workers.analyze.autoscaling.minReplicas (got 5) must be <= maxReplicas (got 2)"),
+    ({"config": {"rewriter": {"kind": "generative"}}},
+     "config.rewriter.kind=generative needs workers.rewrite.enabled=true"),
+    ({"workers": {"rewrite": {"enabled": True}}},
+     'workers.rewrite.enabled=true but config.rewriter.kind="template"'),
+    ({"workers": {"rewrite": {"enabled": True, "autoscaling": {"minReplicas": 3,
+                                                               "maxReplicas": 2}}},
+      "config": {"rewriter": {"kind": "generative"}}},
+     "workers.rewrite.autoscaling.minReplicas (got 3) must be <= maxReplicas (got 2)"),
     ({"jobs": {"eval": {"enabled": True}}}, "jobs.eval.benchClaimName"),
     ({"jobs": {"trainAnalyzer": {"enabled": True, "benchClaimName": "b"}}},
      "jobs.trainAnalyzer.outputClaimName"),

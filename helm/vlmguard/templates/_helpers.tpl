@@ -254,7 +254,7 @@ checksum/config: {{ include "vlmguard.configYaml" . | sha256sum }}
 {{- include "vlmguard.fail" "keda.enabled=true with queue.mode=external needs queue.external.address (host:port for KEDA's scaler; got \"\")" -}}
 {{- end -}}
 {{- end -}}
-{{- range $name := list "gateway" "workers.analyze" "workers.target" -}}
+{{- range $name := list "gateway" "workers.analyze" "workers.target" "workers.rewrite" -}}
 {{- $w := ternary $v.gateway (index $v.workers (trimPrefix "workers." $name)) (eq $name "gateway") -}}
 {{- if lt (int $w.replicas) 0 -}}
 {{- include "vlmguard.fail" (printf "%s.replicas must be >= 0 (got %v)" $name $w.replicas) -}}
@@ -266,6 +266,13 @@ checksum/config: {{ include "vlmguard.configYaml" . | sha256sum }}
 {{- $backend := include "vlmguard.targetBackend" . -}}
 {{- if and (ne $v.queue.mode "inproc") (ne $backend "none") (not $v.workers.target.enabled) -}}
 {{- include "vlmguard.fail" (printf "config.target.backend=%q needs workers.target.enabled=true with queue.mode=%s (got false): nothing would run the target stage" $backend $v.queue.mode) -}}
+{{- end -}}
+{{- $rewriter := (($v.config).rewriter).kind | default "template" -}}
+{{- if and (ne $v.queue.mode "inproc") (eq $rewriter "generative") (not $v.workers.rewrite.enabled) -}}
+{{- include "vlmguard.fail" (printf "config.rewriter.kind=generative needs workers.rewrite.enabled=true with queue.mode=%s (got false): nothing would run the rewrite stage (tier-2 calls would time out)" $v.queue.mode) -}}
+{{- end -}}
+{{- if and (ne $v.queue.mode "inproc") $v.workers.rewrite.enabled (ne $rewriter "generative") -}}
+{{- include "vlmguard.fail" (printf "workers.rewrite.enabled=true but config.rewriter.kind=%q: only the generative rewriter uses the rewrite stage; set config.rewriter.kind=generative or workers.rewrite.enabled=false" $rewriter) -}}
 {{- end -}}
 {{- if and (ne $v.queue.mode "inproc") (not $v.workers.analyze.enabled) -}}
 {{- include "vlmguard.fail" (printf "workers.analyze.enabled=false with queue.mode=%s: nothing would run the analyze stage (Guard and Analyze calls would time out)" $v.queue.mode) -}}
