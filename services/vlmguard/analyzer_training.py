@@ -61,6 +61,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
+import os
 import random
 import re
 import shutil
@@ -76,13 +78,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from vlmguard.config import TaxonomyConfig
-from vlmguard.errors import ConfigError
+from vlmguard.errors import ConfigError, FailedPreconditionError, Reason
 from vlmguard.models.encoder_lora import ENCODER_DIR, LORA_WEIGHTS
 from vlmguard.models.risk_head import (
     META_FILE,
     STACK_FEATURES,
     STACK_SIGNS,
-    WEIGHTS_FILE,
     RiskHead,
     fit_logistic,
     fit_logistic_signed,
@@ -331,6 +332,17 @@ class TrainAnalyzerConfig:
     encoder_rank: int = 16
     encoder_lr: float = 5e-4
     encoder_from: str = ""
+    max_dev_fpr: float = 0.06
+    min_dev_recall: float = 0.95
+    min_dev_auc: float = 0.98
+
+
+#: Quality gates on the development split: (config field, metric, direction).
+GATES: tuple[tuple[str, str, str], ...] = (
+    ("max_dev_fpr", "fpr_at_0.5_benign", "max"),
+    ("min_dev_recall", "recall_at_0.5_text_unsafe", "min"),
+    ("min_dev_auc", "auc_text_unsafe_vs_benign", "min"),
+)
 
 
 _HELP = {
@@ -374,6 +386,10 @@ _HELP = {
     "encoder_from": "Reuse this encoder adapter directory (a previous run's <out>/encoder) "
     "instead of fine-tuning one: for iterating on head settings in minutes. It must come from "
     "a run with the same data and seed, or the dev metrics are not held out.",
+    "max_dev_fpr": "Quality gate: most benign dev texts scoring >= 0.5 (the shipped head: "
+    "0.022; the same recipe with --seed 1: 0.121). A head over it is not written.",
+    "min_dev_recall": "Quality gate: fewest unsafe dev texts scoring >= 0.5 (shipped: 0.997).",
+    "min_dev_auc": "Quality gate: lowest dev AUC of unsafe vs benign texts (shipped: 0.999).",
 }
 
 
@@ -706,6 +722,47 @@ def _overall_weights(ex: list[Example], benign_weight: float) -> np.ndarray:
     return w
 
 
+class QualityGateError(FailedPreconditionError):
+    """A trained head missed a quality gate on the dev split (nothing was written)."""
+
+    default_reason = Reason.ANALYZER_GATE_FAILED
+
+
+def check_gates(dev: dict[str, Any], cfg: TrainAnalyzerConfig) -> dict[str, Any]:
+    """The dev-split quality gates: each gate's threshold and value, and the failures.
+
+    With no dev split (``dev_fraction`` 0) there is nothing to check: ``checked`` is False.
+    """
+    out: dict[str, Any] = {"checked": False, "failed": [], "values": {}}
+    for name, metric, direction in GATES:
+        raw = dev.get(metric)
+        value = raw["rate"] if isinstance(raw, dict) else raw
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        limit = float(getattr(cfg, name))
+        out["checked"] = True
+        out["values"][name] = {"limit": limit, "value": value}
+        if (value > limit) if direction == "max" else (value < limit):
+            cmp = ">" if direction == "max" else "<"
+            out["failed"].append(f"{metric} {value} {cmp} {limit} (--{name.replace('_', '-')})")
+    return out
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace ``out`` by ``staging`` with renames (same filesystem): the old folder is moved
+    aside first and removed only once the new one is in place."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    try:
+        os.replace(staging, out)
+    except OSError:
+        if old.exists():
+            os.replace(old, out)  # put the previous head back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _rate(mask: np.ndarray, hit: np.ndarray) -> dict[str, float | int]:
     n = int(mask.sum())
     return {"n": n, "rate": round(float(hit[mask].mean()), 4) if n else float("nan")}
@@ -930,6 +987,16 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
         "cal_fpr_target": cfg.target_fpr,
         "bias_shift": round(shift, 4),
     }
+    metrics["gates"] = check_gates(metrics["dev"], cfg)
+    if metrics["gates"]["failed"]:
+        if encoder_tmp is not None:
+            shutil.rmtree(encoder_tmp, ignore_errors=True)
+        raise QualityGateError(
+            f"the new head failed its quality gates on the dev split: "
+            f"{'; '.join(metrics['gates']['failed'])}. Nothing was written to {out}. The "
+            "operating point moves with the training seed and data (bench/RESULTS.md); check "
+            "the data, try --stratify-splits or another --seed, or relax the gate "
+            "(--max-dev-fpr, --min-dev-recall, --min-dev-auc) if you accept the figures.")
     if cfg.refit_with_dev and dev.any():
         # The dev metrics above are from the train-only fit; the shipped head is refit with
         # the same settings on train + dev (more harmful activities and benign templates), the
@@ -1002,18 +1069,21 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": _command(cfg),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS_FILE, META_FILE):
-        (out / name).unlink(missing_ok=True)
-    # A stale adapter must never be paired with a head fitted on other embeddings.
-    shutil.rmtree(out / ENCODER_DIR, ignore_errors=True)
+    # Written to a sibling folder, then swapped in: a crash never leaves a half-written head
+    # (or a stale adapter paired with a head fitted on other embeddings) in --out.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.new-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    staging.chmod(0o755)
     if encoder_tmp is not None:
-        shutil.copytree(encoder_tmp, out / ENCODER_DIR)
+        shutil.copytree(encoder_tmp, staging / ENCODER_DIR)
         shutil.rmtree(encoder_tmp, ignore_errors=True)
-        (out / ENCODER_DIR).chmod(0o755)  # mkdtemp's 0700 would hide it from a service user
-        for f in (out / ENCODER_DIR).iterdir():
+        (staging / ENCODER_DIR).chmod(0o755)  # mkdtemp's 0700 would hide it from a service user
+        for f in (staging / ENCODER_DIR).iterdir():
             f.chmod(0o644)
-    head.save(out)
+    head.save(staging)
+    _swap_in(staging, out)
     d = metrics["dev"]
     n_tr, n_cal, n_dev = int(tr.sum()), int(cal.sum()), int(dev.sum())
     print(

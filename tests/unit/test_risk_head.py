@@ -3,6 +3,7 @@ synthetic dataset."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -262,8 +263,10 @@ def test_trainer_end_to_end_and_overwrite_refusal(
     cache = tmp_path / "emb_cache"
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
                                  dev_fraction=0.25, cal_fraction=0.2, epochs=20,
-                                 emb_cache=str(cache), knn_k=3, max_exemplars=50)
+                                 emb_cache=str(cache), knn_k=3, max_exemplars=50,
+                                 max_dev_fpr=0.2)  # a hash embedder on a tiny set
     metrics = at.main(cfg, embedder=FakeEmbedder())
+    assert metrics["gates"]["checked"] and metrics["gates"]["failed"] == []
     assert "dev" in metrics and "auc_text_unsafe_vs_benign" in metrics["dev"]
     assert metrics["stacker"]["features"] == list(STACK_FEATURES)
     # Monotone stacker (the default): no coefficient against its meaning.
@@ -309,12 +312,54 @@ def test_trainer_linear_only(tmp_path: Path) -> None:
     out = tmp_path / "head"
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
                                  dev_fraction=0.25, cal_fraction=0.2, epochs=20, emb_cache="",
-                                 knn_k=0)
+                                 knn_k=0, max_dev_fpr=0.2)
     metrics = at.main(cfg, embedder=FakeEmbedder())
     assert "stacker" not in metrics
     head = RiskHead.load(out)
     assert not head.has_knn and head.version.startswith("1.")
     assert not (tmp_path / ".cache").exists()
+
+
+def test_quality_gates_keep_the_previous_head(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A head that misses a dev-split gate is not written: --out keeps the previous head
+    byte for byte, no staging folder is left, and the error carries a stable reason code."""
+    from vlmguard.errors import Reason
+
+    bench, benign = _tiny_bench(tmp_path)
+    out = tmp_path / "head"
+    cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
+                                 dev_fraction=0.25, cal_fraction=0.2, epochs=20, emb_cache="",
+                                 knn_k=3, max_exemplars=50, max_dev_fpr=0.2)
+    at.main(cfg, embedder=FakeEmbedder())
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["metrics"]["gates"]["values"]["max_dev_fpr"]["limit"] == 0.2
+    strict = dataclasses.replace(cfg, force=True, seed=3, max_dev_fpr=0.0, min_dev_auc=1.01)
+    with pytest.raises(at.QualityGateError) as err:
+        at.main(strict, embedder=FakeEmbedder())
+    assert err.value.reason == Reason.ANALYZER_GATE_FAILED
+    assert "--max-dev-fpr" in err.value.message and "--min-dev-auc" in err.value.message
+    assert "zzdanger" not in err.value.message
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bench", "benign.jsonl",
+                                                                 "head"])
+    # The same run with the gate relaxed replaces the head through the staging folder.
+    at.main(dataclasses.replace(strict, max_dev_fpr=1.0, min_dev_auc=0.0),
+            embedder=FakeEmbedder())
+    assert (out / "weights.npz").read_bytes() != before["weights.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "benign.jsonl", "head"]
+
+
+def test_check_gates_reads_rates_and_skips_missing() -> None:
+    cfg = at.TrainAnalyzerConfig()
+    dev = {"fpr_at_0.5_benign": {"n": 100, "rate": 0.05},
+           "recall_at_0.5_text_unsafe": {"n": 50, "rate": 0.9},
+           "auc_text_unsafe_vs_benign": 0.99}
+    g = at.check_gates(dev, cfg)
+    assert g["checked"] and len(g["failed"]) == 1 and "recall" in g["failed"][0]
+    none = at.check_gates({"fpr_at_0.5_benign": {"n": 0, "rate": float("nan")}}, cfg)
+    assert not none["checked"] and none["failed"] == []
 
 
 def test_select_exemplars_dedupes_and_caps() -> None:
