@@ -12,7 +12,10 @@ default ``previous-default``, the PP-OCRv4 models with onnxruntime's thread spin
 before PP-OCRv6 tiny) against the configured one (the
 AnalyzerConfig defaults unless VLMGUARD_ANALYZER__* variables say otherwise), and with
 ``--parallel`` also the configured one with ``image_models_parallel``; all share the
-embedder, head and explicit detector and take turns on each input.
+head (and, unless ``--before`` changes them, the embedder and explicit detector) and take
+turns on each input. ``--before stock-processing`` / ``torch-encoder`` / ``stock+torch``
+compare against the third-party pre/post-processing and the torch text encoder that the
+analyzer replaced (bench/RESULTS.md, "sixth pass").
 
 Usage: python bench/analyzer_latency.py [--n 40] [--bench-dir ../shared/bench] [--json OUT]
        python bench/analyzer_latency.py --compare-ocr [--n 80] [--sets mm_vet,figstep_safebench]
