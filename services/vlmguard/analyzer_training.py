@@ -309,7 +309,7 @@ class TrainAnalyzerConfig:
     epochs: int = 30
     dev_fraction: float = 0.2
     cal_fraction: float = 0.15
-    stratify_splits: bool = False
+    stratify_splits: bool = True
     target_fpr: float = 0.04
     care_weight: float = 0.5
     image_dependent_weight: float = 0.0
@@ -356,8 +356,8 @@ _HELP = {
     "dev_fraction": "Fraction of items held out for the dev metrics.",
     "cal_fraction": "Fraction of items held out to set the operating point.",
     "stratify_splits": "Hold out dev and cal groups per (source, kind), so every kind of text "
-    "is in the calibration split (a steadier operating point across seeds; see "
-    "bench/RESULTS.md for why it is off by default).",
+    "is in the dev and calibration splits (each group's split still follows from a hash of "
+    "seed and group, so adding data moves no other group).",
     "target_fpr": "Benign fraction allowed to score >= 0.5 on the calibration split.",
     "care_weight": "Weight of 'answer with care' positives (MM-SafetyBench 08, 10-13).",
     "image_dependent_weight": "Overall-head weight of texts that are risky only with their "
@@ -563,29 +563,36 @@ def _dedupe(ex: list[Example]) -> None:
             seen[key] = i
 
 
+def group_rank(group: str, seed: int) -> float:
+    """A group's place in [0, 1) for the splits: a hash of (seed, group), so the split of a
+    group never depends on which other groups exist."""
+    h = hashlib.sha256(f"{seed}\x00{group}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2.0**64
+
+
 def assign_splits(ex: list[Example], dev_fraction: float, cal_fraction: float, seed: int,
                   stratify: bool = False) -> None:
-    """Split by group (one benchmark item and its variants stay together), deterministically.
+    """Split by group (one benchmark item and its variants stay together), deterministically
+    and stably: each group's split follows from a hash of (seed, group), so adding or removing
+    data moves no other group between splits (the splits used to be a shuffle of all groups,
+    so any data change re-drew every split and its effect was confounded with the draw).
 
-    With ``stratify``, by the group's (source, kind): every kind of text (each benign template
-    family, each benchmark) is held out for dev and cal in proportion, and a kind with fewer
-    than three groups stays in train. Unstratified, whichever templates of a kind fall into cal
-    decide the operating point: seed 1 of the v3 recipe put 12% of dev benign texts over 0.5 at
-    a 4% calibration target (stratified: 4.3% with seeds 0 and 1). Off by default: the
-    stratified seed-0 head was worse where it matters (scary-topic dev FPR 48%, a plain drug
-    synthesis request at 0.42; bench/RESULTS.md).
+    Unstratified, a group is dev when its rank is below ``dev_fraction``, cal below
+    ``dev_fraction + cal_fraction``. With ``stratify``, within each (source, kind) of groups
+    the lowest-ranked ``dev_fraction`` are dev and the next ``cal_fraction`` cal (at least one
+    each), so every kind of text (each benign template family, each benchmark) is in the
+    calibration split; a kind with fewer than three groups stays in train. Unstratified,
+    whichever templates of a kind fall into cal decide the operating point (bench/RESULTS.md:
+    the same recipe put 2% or 12% of dev benign texts over 0.5 depending on the draw).
     """
-    rng = random.Random(seed + 1)
     split: dict[str, str] = {}
-
-    def hold_out(groups: list[str], n_dev: int, n_cal: int) -> None:
-        rng.shuffle(groups)
-        split.update({g: "dev" for g in groups[:n_dev]})
-        split.update({g: "cal" for g in groups[n_dev:n_dev + n_cal]})
-
     if not stratify:
-        groups = sorted({e.group for e in ex})
-        hold_out(groups, int(len(groups) * dev_fraction), int(len(groups) * cal_fraction))
+        for g in {e.group for e in ex}:
+            r = group_rank(g, seed)
+            if r < dev_fraction:
+                split[g] = "dev"
+            elif r < dev_fraction + cal_fraction:
+                split[g] = "cal"
     else:
         strata: dict[tuple[str, str], list[str]] = defaultdict(list)
         seen: set[str] = set()
@@ -593,13 +600,15 @@ def assign_splits(ex: list[Example], dev_fraction: float, cal_fraction: float, s
             if e.group not in seen:
                 seen.add(e.group)
                 strata[(e.source, e.kind)].append(e.group)
-        for key in sorted(strata):
-            n = len(strata[key])
+        for groups in strata.values():
+            n = len(groups)
             if n < 3:
                 continue
             n_dev = max(1, round(n * dev_fraction)) if dev_fraction > 0 else 0
-            n_cal = max(1, round(n * cal_fraction)) if cal_fraction > 0 else 0
-            hold_out(sorted(strata[key]), n_dev, min(n_cal, n - 1 - n_dev))
+            n_cal = min(max(1, round(n * cal_fraction)) if cal_fraction > 0 else 0, n - 1 - n_dev)
+            ranked = sorted(groups, key=lambda g: group_rank(g, seed))
+            split.update({g: "dev" for g in ranked[:n_dev]})
+            split.update({g: "cal" for g in ranked[n_dev:n_dev + n_cal]})
     for e in ex:
         e.split = split.get(e.group, "train")
 
@@ -995,7 +1004,7 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
             f"the new head failed its quality gates on the dev split: "
             f"{'; '.join(metrics['gates']['failed'])}. Nothing was written to {out}. The "
             "operating point moves with the training seed and data (bench/RESULTS.md); check "
-            "the data, try --stratify-splits or another --seed, or relax the gate "
+            "the data, try another --seed, or relax the gate "
             "(--max-dev-fpr, --min-dev-recall, --min-dev-auc) if you accept the figures.")
     if cfg.refit_with_dev and dev.any():
         # The dev metrics above are from the train-only fit; the shipped head is refit with

@@ -264,7 +264,7 @@ def test_trainer_end_to_end_and_overwrite_refusal(
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
                                  dev_fraction=0.25, cal_fraction=0.2, epochs=20,
                                  emb_cache=str(cache), knn_k=3, max_exemplars=50,
-                                 max_dev_fpr=0.2)  # a hash embedder on a tiny set
+                                 max_dev_fpr=0.5, min_dev_recall=0.5)  # a hash embedder, tiny set
     metrics = at.main(cfg, embedder=FakeEmbedder())
     assert metrics["gates"]["checked"] and metrics["gates"]["failed"] == []
     assert "dev" in metrics and "auc_text_unsafe_vs_benign" in metrics["dev"]
@@ -312,7 +312,7 @@ def test_trainer_linear_only(tmp_path: Path) -> None:
     out = tmp_path / "head"
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
                                  dev_fraction=0.25, cal_fraction=0.2, epochs=20, emb_cache="",
-                                 knn_k=0, max_dev_fpr=0.2)
+                                 knn_k=0, max_dev_fpr=0.5, min_dev_recall=0.5)
     metrics = at.main(cfg, embedder=FakeEmbedder())
     assert "stacker" not in metrics
     head = RiskHead.load(out)
@@ -330,11 +330,12 @@ def test_quality_gates_keep_the_previous_head(tmp_path: Path,
     out = tmp_path / "head"
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
                                  dev_fraction=0.25, cal_fraction=0.2, epochs=20, emb_cache="",
-                                 knn_k=3, max_exemplars=50, max_dev_fpr=0.2)
+                                 knn_k=3, max_exemplars=50, max_dev_fpr=0.5,
+                                 min_dev_recall=0.5)
     at.main(cfg, embedder=FakeEmbedder())
     before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["metrics"]["gates"]["values"]["max_dev_fpr"]["limit"] == 0.2
+    assert meta["metrics"]["gates"]["values"]["max_dev_fpr"]["limit"] == 0.5
     strict = dataclasses.replace(cfg, force=True, seed=3, max_dev_fpr=0.0, min_dev_auc=1.01)
     with pytest.raises(at.QualityGateError) as err:
         at.main(strict, embedder=FakeEmbedder())
@@ -429,3 +430,31 @@ def test_assign_splits_stratified_by_kind() -> None:
     first = [e.split for e in ex]
     at.assign_splits(ex, 0.2, 0.15, 4, stratify=True)
     assert [e.split for e in ex] == first  # deterministic
+
+
+def test_assign_splits_are_stable_when_data_is_added() -> None:
+    """A group's split depends on (seed, group) only: adding data moves no existing group
+    (unstratified), and only groups next to a boundary of their own kind (stratified)."""
+    def make(n_a: int, n_new: int) -> list[at.Example]:
+        ex = [at.Example(f"a{g}", 0, "benign_file", "vlm", f"a{g}") for g in range(n_a)]
+        ex += [at.Example(f"n{g}", 1, "own_harmful", "request", f"n{g}") for g in range(n_new)]
+        return ex
+
+    small, big = make(400, 0), make(400, 300)
+    at.assign_splits(small, 0.2, 0.15, 0)
+    at.assign_splits(big, 0.2, 0.15, 0)
+    assert [e.split for e in small] == [e.split for e in big[:400]]
+    share = {s: sum(e.split == s for e in big) / len(big) for s in ("dev", "cal")}
+    assert 0.15 < share["dev"] < 0.25 and 0.1 < share["cal"] < 0.2
+    other = make(400, 0)
+    at.assign_splits(other, 0.2, 0.15, 1)
+    assert [e.split for e in other] != [e.split for e in small]  # the seed re-draws
+    # Stratified: the other kind's groups keep their splits; a kind grown by one group
+    # moves at most a couple of its groups across a boundary.
+    at.assign_splits(small, 0.2, 0.15, 0, stratify=True)
+    at.assign_splits(big, 0.2, 0.15, 0, stratify=True)
+    assert [e.split for e in small] == [e.split for e in big[:400]]
+    grown = make(401, 0)
+    at.assign_splits(grown, 0.2, 0.15, 0, stratify=True)
+    moved = sum(a.split != b.split for a, b in zip(small, grown[:400], strict=True))
+    assert moved <= 2

@@ -111,6 +111,11 @@ class MiniLMEmbedder:
             self._model = None  # the session holds its own copy of the weights
 
     @property
+    def loaded(self) -> bool:
+        """Whether a model (torch or onnxruntime) is ready to embed."""
+        return self._model is not None or self._session is not None
+
+    @property
     def dim(self) -> int:
         """Embedding width (384 for all-MiniLM-L6-v2)."""
         return self._dim

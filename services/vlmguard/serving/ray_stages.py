@@ -93,7 +93,7 @@ class AnalyzeRunner:
         if self.analyzer is None:
             raise UnavailableError("the analyzer is not loaded", reason=Reason.STAGE_UNAVAILABLE)
         embedder = getattr(self.analyzer, "embedder", None)
-        if embedder is not None and getattr(embedder, "_model", True) is None:
+        if embedder is not None and not getattr(embedder, "loaded", True):
             raise UnavailableError("the analyzer's embedder is not loaded",
                                    reason=Reason.STAGE_UNAVAILABLE)
 
