@@ -762,7 +762,20 @@ def _swap_in(staging: Path, out: Path) -> None:
     aside first and removed only once the new one is in place."""
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
-        os.replace(out, old)
+        try:
+            os.replace(out, old)
+        except OSError:
+            # --out is a mount point (a PVC's root) or cannot be renamed: replace its
+            # content instead (not atomic, but never mixes old and new files).
+            for entry in out.iterdir():
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            for entry in staging.iterdir():
+                shutil.move(str(entry), str(out / entry.name))
+            staging.rmdir()
+            return
     try:
         os.replace(staging, out)
     except OSError:

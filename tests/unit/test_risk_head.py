@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -458,3 +459,27 @@ def test_assign_splits_are_stable_when_data_is_added() -> None:
     at.assign_splits(grown, 0.2, 0.15, 0, stratify=True)
     moved = sum(a.split != b.split for a, b in zip(small, grown[:400], strict=True))
     assert moved <= 2
+
+
+def test_swap_in_replaces_a_folder_that_cannot_be_renamed(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out at a mount point (EBUSY on rename): the content is replaced instead."""
+    out, staging = tmp_path / "out", tmp_path / ".out.new"
+    (out / "encoder").mkdir(parents=True)
+    (out / "encoder" / "stale.bin").write_text("old")
+    (out / "weights.npz").write_text("old")
+    (staging / "encoder").mkdir(parents=True)
+    (staging / "encoder" / "a.bin").write_text("new")
+    (staging / "weights.npz").write_text("new")
+    real = os.replace
+
+    def refuse(src: object, dst: object) -> None:
+        if Path(str(src)) == out:
+            raise OSError(16, "Device or resource busy")
+        real(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(at.os, "replace", refuse)
+    at._swap_in(staging, out)
+    assert (out / "weights.npz").read_text() == "new"
+    assert sorted(p.name for p in (out / "encoder").iterdir()) == ["a.bin"]
+    assert not staging.exists()
