@@ -63,7 +63,7 @@ class MiniLMEmbedder:
             ``encoder/``, see :mod:`vlmguard.models.encoder_lora`); empty: the base encoder.
         runtime: ``"torch"`` runs the transformers model. ``"onnxruntime"`` exports the loaded
             (adapter-merged) model with its pooling to ONNX in memory once (~1.5 s, needs the
-            ``onnx`` package) and runs that: the same vectors (to ~1e-6), the encoder ~25%
+            ``onnx`` package) and runs that: the same vectors (within 1e-4), the encoder ~25%
             faster on 2 cores (bench/RESULTS.md); the torch weights are then freed.
 
     Raises:

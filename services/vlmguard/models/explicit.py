@@ -64,9 +64,8 @@ class ExplicitImageDetector:
         """Explicit labels found in one image.
 
         Same detections as ``NudeDetector.detect`` (its letterboxed 320x320 input, score
-        floor, class-agnostic NMS), with the image downscaled before padding and the
-        post-processing vectorised: NudeNet's own pads the full-size image and loops over the
-        2,100 candidate boxes in Python (~6 ms per image here; ~0.2 ms now).
+        floor, class-agnostic NMS) with the post-processing vectorised: NudeNet's own loops
+        over the 2,100 candidate boxes in Python (~6 ms per image here).
 
         Args:
             image: RGB uint8 array of shape (H, W, 3) (grey and RGBA are accepted too).
