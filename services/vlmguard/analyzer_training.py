@@ -387,9 +387,9 @@ _HELP = {
     "instead of fine-tuning one: for iterating on head settings in minutes. It must come from "
     "a run with the same data and seed, or the dev metrics are not held out.",
     "max_dev_fpr": "Quality gate: most benign dev texts scoring >= 0.5 (the shipped head: "
-    "0.022; the same recipe with --seed 1: 0.121). A head over it is not written.",
-    "min_dev_recall": "Quality gate: fewest unsafe dev texts scoring >= 0.5 (shipped: 0.997).",
-    "min_dev_auc": "Quality gate: lowest dev AUC of unsafe vs benign texts (shipped: 0.999).",
+    "0.009; the same recipe with --seed 1: 0.069). A head over it is not written.",
+    "min_dev_recall": "Quality gate: fewest unsafe dev texts scoring >= 0.5 (shipped: 0.992).",
+    "min_dev_auc": "Quality gate: lowest dev AUC of unsafe vs benign texts (shipped: 0.9996).",
 }
 
 
