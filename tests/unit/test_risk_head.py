@@ -483,3 +483,34 @@ def test_swap_in_replaces_a_folder_that_cannot_be_renamed(tmp_path: Path,
     assert (out / "weights.npz").read_text() == "new"
     assert sorted(p.name for p in (out / "encoder").iterdir()) == ["a.bin"]
     assert not staging.exists()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_recover_stale_restores_the_previous_head_and_cleans_up(tmp_path: Path) -> None:
+    """A run killed between its two renames left no --out, the previous head aside and a
+    staging folder: the next run puts the previous head back and removes the leftovers; the
+    folders of a live process are left alone."""
+    dead = _dead_pid()
+    out = tmp_path / "head"
+    old, new = tmp_path / f".head.old-{dead}", tmp_path / f".head.new-{dead}"
+    old.mkdir()
+    (old / "weights.npz").write_text("previous")
+    new.mkdir()
+    (new / "weights.npz").write_text("half-written")
+    live = tmp_path / f".head.new-{os.getppid()}"
+    live.mkdir()
+    at._recover_stale(out)
+    assert (out / "weights.npz").read_text() == "previous"
+    assert not old.exists() and not new.exists() and live.exists()
+    # With --out in place, a stale moved-aside head is only removed.
+    old.mkdir()
+    at._recover_stale(out)
+    assert not old.exists() and (out / "weights.npz").read_text() == "previous"
