@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -29,6 +30,19 @@ def bench_items(set_name: str) -> list[dict[str, Any]]:
     if not manifest.exists():
         pytest.skip(f"benchmark data not found at {manifest}")
     return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+
+
+def evaluation_prompts(min_chars: int) -> list[tuple[str, str, str]]:
+    """``(set, id, prompt)`` of the evaluation-only sets' prompts of at least ``min_chars``
+    characters, whitespace-normalised and lower-cased: for checking that generated training
+    texts never copy one (shorter generic questions can coincide by chance)."""
+    out = []
+    for name in ("mm_vet", "mossbench", "figstep_safebench"):
+        for item in bench_items(name):
+            prompt = re.sub(r"\s+", " ", str(item.get("text") or "")).strip().lower()
+            if len(prompt) >= min_chars:
+                out.append((name, str(item["id"]), prompt))
+    return out
 
 
 class LoopThread:

@@ -7,7 +7,7 @@ import json
 import re
 from collections import Counter
 
-from tests.conftest import ROOT, bench_items
+from tests.conftest import ROOT, evaluation_prompts
 from vlmguard import analyzer_deictic as ad
 from vlmguard.config import TaxonomyConfig
 
@@ -56,11 +56,7 @@ def test_harmful_and_benign_twins_never_share_a_text() -> None:
 def test_no_evaluation_item_is_copied() -> None:
     """Templates are our own: no evaluation prompt of 30+ characters is generated."""
     texts = {_norm(t) for t, *_ in ad.deictic_harmful(0, 60)}
-    checked = 0
-    for name in ("mm_vet", "mossbench", "figstep_safebench"):
-        for item in bench_items(name):
-            prompt = _norm(str(item.get("text") or ""))
-            if len(prompt) >= 30:
-                checked += 1
-                assert prompt not in texts, f"{name} item {item['id']} is generated"
-    assert checked > 300
+    prompts = evaluation_prompts(30)
+    assert len(prompts) > 300
+    for name, item_id, prompt in prompts:
+        assert prompt not in texts, f"{name} item {item_id} is generated"

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from tests.conftest import ROOT, bench_items
+from tests.conftest import ROOT, evaluation_prompts
 
 SCRIPT = ROOT / "training" / "data" / "make_benign_prompts.py"
 DATA = ROOT / "training" / "data" / "benign_prompts.jsonl"
@@ -62,14 +62,10 @@ def test_no_evaluation_item_is_copied() -> None:
     by chance; a prompt of 40 characters or more in the file would be a copy.
     """
     texts = {_norm(json.loads(line)["text"]) for line in DATA.read_text().splitlines()}
-    checked = 0
-    for name in ("mm_vet", "mossbench", "figstep_safebench"):
-        for item in bench_items(name):
-            prompt = _norm(str(item.get("text") or ""))
-            if len(prompt) >= 40:
-                checked += 1
-                assert prompt not in texts, f"{name} item {item['id']} is in the benign file"
-    assert checked > 300
+    prompts = evaluation_prompts(40)
+    assert len(prompts) > 300
+    for name, item_id, prompt in prompts:
+        assert prompt not in texts, f"{name} item {item_id} is in the benign file"
 
 
 def test_script_writes_a_seeded_file(tmp_path: Path) -> None:
