@@ -779,12 +779,13 @@ def _recover_stale(out: Path) -> None:
     """Clean up after a run that was killed while writing ``out`` (``.<name>.new-PID`` and
     ``.<name>.old-PID`` siblings of a process that is gone). Nothing is lost: when ``out`` is
     missing because the run died between its two renames, the previous head it had moved aside
-    is put back; only then are stale folders removed."""
+    is put back; only then are stale folders removed. Called before this run writes anything,
+    so folders named with its own PID are stale too (a restarted pod reuses low PIDs)."""
     stale: list[tuple[str, Path]] = []
     for kind in ("new", "old"):
         for p in out.parent.glob(f".{out.name}.{kind}-*"):
             pid = p.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
                 stale.append((kind, p))
     olds = sorted((p for kind, p in stale if kind == "old"), key=lambda p: p.stat().st_mtime)
     if not out.exists() and olds:

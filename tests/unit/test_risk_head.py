@@ -514,3 +514,8 @@ def test_recover_stale_restores_the_previous_head_and_cleans_up(tmp_path: Path) 
     old.mkdir()
     at._recover_stale(out)
     assert not old.exists() and (out / "weights.npz").read_text() == "previous"
+    # A restarted pod can reuse the PID of the one that died: its own PID's folders are stale.
+    own = tmp_path / f".head.new-{os.getpid()}"
+    own.mkdir()
+    at._recover_stale(out)
+    assert not own.exists() and live.exists()
