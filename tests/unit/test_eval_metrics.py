@@ -238,6 +238,29 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
         asyncio.run(evaluate(_args(bench, out), ScriptedGuard(), ocr))
 
 
+def test_resume_refuses_another_tier1_head(tmp_path: Path) -> None:
+    """A retrained head (another version in --config's analyzer.head_path) must not resume into
+    a folder whose items the previous head scored."""
+    from vlmguard.models.risk_head import head_dir, head_version
+
+    bench = write_bench(tmp_path / "bench")
+    out = tmp_path / "out"
+    cfg = VLMGuardConfig()
+    asyncio.run(evaluate(_args(bench, out, limit=1), ScriptedGuard(), cfg))
+    recorded = json.loads((out / "run.json").read_text())["runs"][-1]["settings"]
+    assert recorded["head_version"] == head_version(None) and recorded["head_version"]
+    other = tmp_path / "head"
+    other.mkdir()
+    meta = json.loads((head_dir(None) / "meta.json").read_text())
+    (other / "meta.json").write_text(json.dumps({**meta, "version": "9.retrained"}))
+    retrained = cfg.model_copy(update={"analyzer": cfg.analyzer.model_copy(
+        update={"head_path": str(other)})})
+    with pytest.raises(InvalidArgumentError, match="head_version"):
+        asyncio.run(evaluate(_args(bench, out), ScriptedGuard(), retrained))
+    assert asyncio.run(evaluate(_args(bench, out, allow_mixed=True), ScriptedGuard(),
+                                retrained)) == 0
+
+
 def test_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "--out", "/nonexistent"]) == 2
     assert "--bench-dir" in capsys.readouterr().err

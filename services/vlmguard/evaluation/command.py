@@ -35,7 +35,8 @@ Outputs in OUT_DIR:
   metrics.json  per set, per category and overall: n, recall (unsafe items not allowed), fpr
                 (benign/safe items not allowed), unchanged_rate, block_rate, AUC, latency
                 p50/p99 per stage, error counts by reason, thresholds, analyzer version
-                and OCR / image-model settings (a resume with other ones is refused);
+                and OCR / image-model settings (a resume with other ones, or in process
+                with another tier-1 head version, is refused);
                 tier 2: tier2_rate (items tier 2 ran for), parse_rate (its outputs that
                 parsed), fallbacks by kind, guidance_rate (unsafe rewrites carrying the
                 guidance of every category found) and intent_kept_rate (benign prompts not
@@ -86,8 +87,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--retry-errors", action="store_true",
                    help="also re-run items whose recorded result is an error")
     p.add_argument("--allow-mixed", action="store_true",
-                   help="resume into OUT_DIR even if its earlier run used another tenant or "
-                   "other thresholds (normally refused: the figures would mix settings)")
+                   help="resume into OUT_DIR even if its earlier run used another tenant, "
+                   "other thresholds, other OCR / image-model settings or (in process) another "
+                   "tier-1 head version (normally refused: the figures would mix settings)")
     p.add_argument("--api-key", default="", help="with --addr: API key (default "
                    "$VLMGUARD_CLIENT_API_KEY), sent as a Bearer token")
     p.add_argument("--ca-file", default="", help="with --addr: PEM CA bundle, connect with TLS")
@@ -132,6 +134,12 @@ def _settings(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
             "ocr_min_chars", "explicit_image", "explicit_min_score"})
         if args.addr:
             settings["policy_note"] = "from the local config; the server's may differ"
+        else:
+            from vlmguard.models.risk_head import head_version
+
+            # Items record the analyzer that scored them; a resume with another head would mix
+            # two heads' items in one set of figures.
+            settings["head_version"] = head_version(cfg.analyzer.head_path)
     else:
         settings["policy"] = None
         settings["policy_note"] = "unknown (remote server; pass --config to record it)"
@@ -145,7 +153,7 @@ def _check_resume(out_dir: Path, settings: dict[str, Any], allow_mixed: bool) ->
     if not runs:
         return
     last = runs[-1].get("settings", {})
-    for key in ("tenant", "policy", "image_models"):
+    for key in ("tenant", "policy", "image_models", "head_version"):
         if key in last and last.get(key) != settings.get(key) and not allow_mixed:
             raise InvalidArgumentError(
                 f"{out_dir} holds a run with another {key} ({last.get(key)!r}); resuming "

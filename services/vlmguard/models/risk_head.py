@@ -161,6 +161,23 @@ def topk_mean_sim(x: np.ndarray, exemplars: np.ndarray, k: int) -> tuple[np.ndar
     return out_mean, out_max
 
 
+def head_dir(directory: Path | str | None = None) -> Path:
+    """A head's directory: ``directory``, or the head shipped in ``vlmguard.data`` for None/""."""
+    if directory is None or str(directory) == "":
+        return Path(str(resources.files("vlmguard.data").joinpath("risk_head")))
+    return Path(directory)
+
+
+def head_version(directory: Path | str | None = None) -> str | None:
+    """The version recorded in a head's ``meta.json`` without loading its weights; None when it
+    cannot be read (the caller decides; :meth:`RiskHead.load` reports the error)."""
+    try:
+        meta = json.loads((head_dir(directory) / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return str(meta.get("version", "0")) if isinstance(meta, dict) else None
+
+
 class RiskHead:
     """Overall and per-category text risk from sentence embeddings.
 
@@ -331,10 +348,7 @@ class RiskHead:
         Raises:
             ConfigError: missing or corrupt files, or a category mismatch.
         """
-        if directory is None or str(directory) == "":
-            base = resources.files("vlmguard.data").joinpath("risk_head")
-            directory = Path(str(base))
-        directory = Path(directory)
+        directory = head_dir(directory)
         wpath, mpath = directory / WEIGHTS_FILE, directory / META_FILE
         if not wpath.is_file() or not mpath.is_file():
             raise ConfigError(
