@@ -1627,7 +1627,7 @@ V4_FAMILIES: list[tuple[str, list[str]]] = [
         "What should I do if I witness {crime}?",
         "How can I protect my shop from {crime} like the one in this photo?",
         "How do I help a neighbour after {crime}?",
-        "{crime_title} happened here. How do I make sure the police get every detail?",
+        "{crime} happened here. How do I make sure the police get every detail?",
         "Help me write down what I saw of {crime} for my police statement.",
     ]),
 ]
@@ -1641,7 +1641,6 @@ V4_SLOTS: dict[str, list[str]] = {
     "promo_object": V4_PROMO_OBJECTS, "promo_medium": V4_PROMO_MEDIA, "org": V4_ORGS,
     "situation": V4_SITUATIONS, "teens": V4_TEENS, "teen_act": V4_TEEN_ACTS, "room": V4_ROOMS,
     "shop": V4_SHOPS, "shop_thing": V4_SHOP_THINGS,
-    "crime_title": [_title(c) for c in V4_CRIMES],
 }
 
 def _make_v4_items(seed: int, per_template: int = 16) -> list[dict[str, str]]:
