@@ -189,7 +189,7 @@ _VALUES: dict[str, list[str]] = {
 }
 
 
-def _article(text: str) -> str:
+def article(text: str) -> str:
     """Fix "a" before a vowel sound in generated text ("a arson" -> "an arson")."""
     return re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
 
@@ -221,7 +221,7 @@ def deictic_harmful(seed: int, per_template: int) -> list[tuple[str, str, str, s
                         slots[name], category = rng.choice(PLACE_CRIMES)
                     else:
                         slots[name] = rng.choice(_VALUES[name])
-                text = _article(template.format(**slots))
+                text = article(template.format(**slots))
                 text = text[0].upper() + text[1:]
                 if text.lower() in seen:
                     continue

@@ -77,6 +77,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vlmguard.analyzer_advocacy import TEMPLATES as ADVOCACY_TEMPLATES
+from vlmguard.analyzer_advocacy import advocacy_texts
 from vlmguard.analyzer_deictic import FAMILIES, deictic_harmful
 from vlmguard.config import TaxonomyConfig
 from vlmguard.errors import ConfigError, FailedPreconditionError, Reason
@@ -320,6 +322,7 @@ class TrainAnalyzerConfig:
     embedder_path: str = ""
     own_harmful_variants: int = 14
     deictic_variants: int = 14
+    advocacy_variants: int = 14
     knn_k: int = 5
     max_exemplars: int = 3000
     dedupe_sim: float = 0.97
@@ -371,6 +374,9 @@ _HELP = {
     "own_harmful_variants": "Phrasings per own explicit harmful activity (OWN_HARMFUL_ACTIVITIES).",
     "deictic_variants": "Texts per template of the own image-referring harmful requests "
                         "(vlmguard.analyzer_deictic; 0: none).",
+    "advocacy_variants": "Texts per template and label of the own advocacy requests, harmless "
+                         "and harmful causes in the same phrasings (vlmguard.analyzer_advocacy; "
+                         "0: none).",
     "knn_k": "Nearest exemplars averaged for the kNN evidence; 0 disables kNN (v1 linear head).",
     "max_exemplars": "Most unsafe and most benign exemplars shipped (each).",
     "dedupe_sim": "Exemplars closer than this cosine to a kept one are dropped.",
@@ -521,6 +527,10 @@ def load_examples(cfg: TrainAnalyzerConfig) -> list[Example]:
 
     for text, cat, gid, kind in deictic_harmful(cfg.seed, cfg.deictic_variants):
         ex.append(Example(text, 1, "own_harmful", kind, gid, cat, 1.0))
+
+    # Both labels of an advocacy template share its group (one split), one stratum: "advocacy".
+    for text, label, acat, gid in advocacy_texts(cfg.seed, cfg.advocacy_variants):
+        ex.append(Example(text, label, "own_advocacy", "advocacy", gid, acat))
 
     for r in _read_jsonl(bench / "vlguard_test" / "manifest.jsonl"):
         gid, subset = f"vlguard:{r['id']}", r.get("subset")
@@ -1121,6 +1131,10 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
             "own_deictic": f"{sum(len(f.templates) for f in FAMILIES)} templates of "
                            f"image-referring harmful requests x {cfg.deictic_variants} samples, "
                            "written in analyzer_deictic.py; split by template",
+            "own_advocacy": f"{len(ADVOCACY_TEMPLATES)} publicity phrasings x "
+                            f"{cfg.advocacy_variants} harmless and {cfg.advocacy_variants} "
+                            "harmful causes, written in analyzer_advocacy.py; both labels of a "
+                            "phrasing in one split",
             "exemplars": "unsafe: full-weight text positives; benign: all benign texts; "
                          f"near-duplicates (cos > {cfg.dedupe_sim}) dropped, random subsample "
                          f"to {cfg.max_exemplars} each, float16",

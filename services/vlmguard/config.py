@@ -201,6 +201,16 @@ class AnalyzerConfig(_Frozen):
     report_threshold: float = Field(
         0.3, ge=0, le=1, description="Findings below this score are left out of reports."
     )
+    negation_rule: bool = Field(
+        True, description="Look for a prohibition sign (red ring and bar, or red cross) drawn "
+        "over each image; a request to promote, support or spread what such an image shows "
+        "(\"write a post promoting this\") asks for the prohibition, so the prompt's own risk "
+        "is discounted to that of the same request about a harmless subject, provided that "
+        "one shows no risk (below report_threshold). Risk in the image's text is kept.",
+    )
+    prohibition_min_score: float = Field(
+        0.3, ge=0, le=1, description="Prohibition-sign detector score that counts as a sign."
+    )
     threads: int = Field(0, ge=0, description="CPU threads for the models; 0 = all cores.")
     batching: BatchingConfig = Field(
         default_factory=lambda: BatchingConfig(max_batch_size=16, max_wait_ms=5.0),

@@ -120,6 +120,10 @@ class ImageEvidence:
     height: int
     ocr_text: str
     explicit_labels: tuple[tuple[str, float], ...] = ()
+    #: Prohibition-sign detector score (a red ring and bar or a red cross drawn over the
+    #: picture); 0 when none was found, the detector is off, or the request does not ask for
+    #: publicity about the picture (the only case the sign is looked for).
+    prohibition: float = 0.0
 
 
 @dataclass(frozen=True)

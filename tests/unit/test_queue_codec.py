@@ -42,7 +42,7 @@ def _analysis() -> Analysis:
         reasoning=ModalityReasoning("t", "v", "c"),
         analyzer="tier1/x",
         category_scores={"illegal_activity": 0.75, "privacy": 0.0},
-        images=(ImageEvidence(0, 64, 48, "text", (("EXPOSED", 0.9),)),),
+        images=(ImageEvidence(0, 64, 48, "text", (("EXPOSED", 0.9),), 0.62),),
         timings_ms={"embed": 1.5},
     )
 
@@ -56,6 +56,24 @@ def _analysis() -> Analysis:
 ])
 def test_round_trip(obj: object) -> None:
     assert decode(encode(obj)) == obj
+
+
+def test_image_evidence_from_before_the_sign_detector_decodes() -> None:
+    """A queued message written before ``prohibition`` existed still decodes (no sign)."""
+    doc = json.loads(encode(_analysis()))
+
+    def strip(node: object) -> None:
+        if isinstance(node, dict):
+            node.pop("prohibition", None)
+            for v in node.values():
+                strip(v)
+        elif isinstance(node, list):
+            for v in node:
+                strip(v)
+
+    strip(doc)
+    assert "prohibition" not in json.dumps(doc)
+    assert decode(json.dumps(doc).encode()).images[0].prohibition == 0.0
 
 
 @pytest.mark.parametrize("err", [

@@ -264,6 +264,7 @@ def test_trainer_end_to_end_and_overwrite_refusal(
     cache = tmp_path / "emb_cache"
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
                                  dev_fraction=0.25, cal_fraction=0.2, epochs=20,
+                                 advocacy_variants=0,  # both labels, one phrasing: not for a hash
                                  emb_cache=str(cache), knn_k=3, max_exemplars=50,
                                  max_dev_fpr=0.5, min_dev_recall=0.5)  # a hash embedder, tiny set
     metrics = at.main(cfg, embedder=FakeEmbedder())
@@ -312,7 +313,8 @@ def test_trainer_linear_only(tmp_path: Path) -> None:
     bench, benign = _tiny_bench(tmp_path)
     out = tmp_path / "head"
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
-                                 dev_fraction=0.25, cal_fraction=0.2, epochs=20, emb_cache="",
+                                 dev_fraction=0.25, cal_fraction=0.2, epochs=20,
+                                 advocacy_variants=0, emb_cache="",
                                  knn_k=0, max_dev_fpr=0.5, min_dev_recall=0.5)
     metrics = at.main(cfg, embedder=FakeEmbedder())
     assert "stacker" not in metrics
@@ -330,7 +332,8 @@ def test_quality_gates_keep_the_previous_head(tmp_path: Path,
     bench, benign = _tiny_bench(tmp_path)
     out = tmp_path / "head"
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
-                                 dev_fraction=0.25, cal_fraction=0.2, epochs=20, emb_cache="",
+                                 dev_fraction=0.25, cal_fraction=0.2, epochs=20,
+                                 advocacy_variants=0, emb_cache="",
                                  knn_k=3, max_exemplars=50, max_dev_fpr=0.5,
                                  min_dev_recall=0.5)
     at.main(cfg, embedder=FakeEmbedder())
@@ -374,6 +377,23 @@ def test_select_exemplars_dedupes_and_caps() -> None:
     assert counts["kept"] == 10 and len(set(keep.tolist())) == 10
     again, _ = at.select_exemplars(_unit(x), max_n=10, dedupe_sim=0.99, seed=0)
     np.testing.assert_array_equal(keep, again)
+
+
+def test_advocacy_pairs_are_training_data_in_one_split_per_phrasing(tmp_path: Path) -> None:
+    bench, benign = _tiny_bench(tmp_path)
+    cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), emb_cache="",
+                                 advocacy_variants=3)
+    ex = [e for e in at.load_examples(cfg) if e.source == "own_advocacy"]
+    assert {e.label for e in ex} == {0, 1} and {e.kind for e in ex} == {"advocacy"}
+    assert all(e.category for e in ex if e.label == 1)
+    at.assign_splits(ex, 0.25, 0.2, cfg.seed, stratify=True)
+    split_of: dict[str, set[str]] = {}
+    for e in ex:
+        split_of.setdefault(e.group, set()).add(e.split)
+    assert all(len(v) == 1 for v in split_of.values())  # both labels of a phrasing together
+    assert {s for v in split_of.values() for s in v} == {"train", "dev", "cal"}
+    off = dataclasses.replace(cfg, advocacy_variants=0)
+    assert not [e for e in at.load_examples(off) if e.source == "own_advocacy"]
 
 
 def test_unmapped_category_is_an_error(tmp_path: Path) -> None:

@@ -144,7 +144,8 @@ def _finding_from(d: Any) -> Finding:
 
 def _evidence_to(e: ImageEvidence) -> dict[str, Any]:
     return {"index": e.index, "width": e.width, "height": e.height, "ocr_text": e.ocr_text,
-            "explicit_labels": [[label, score] for label, score in e.explicit_labels]}
+            "explicit_labels": [[label, score] for label, score in e.explicit_labels],
+            "prohibition": e.prohibition}
 
 
 def _evidence_from(d: Any) -> ImageEvidence:
@@ -154,8 +155,11 @@ def _evidence_from(d: Any) -> ImageEvidence:
                 or not isinstance(x[1], (int, float)) or isinstance(x[1], bool)):
             raise CodecError("field 'explicit_labels': bad entry")
         labels.append((x[0], float(x[1])))
+    # Absent in messages written before the field existed: no sign found.
+    prohibition = _num(d, "prohibition") if isinstance(d, dict) and "prohibition" in d else 0.0
     return ImageEvidence(int(_get(d, "index", int)), int(_get(d, "width", int)),
-                         int(_get(d, "height", int)), _get(d, "ocr_text", str), tuple(labels))
+                         int(_get(d, "height", int)), _get(d, "ocr_text", str), tuple(labels),
+                         prohibition)
 
 
 def _analysis_item_to(i: AnalysisItem) -> dict[str, Any]:

@@ -55,6 +55,37 @@ _REFERS_TO_IMAGE = re.compile(
     re.IGNORECASE,
 )
 
+# Negation rule (see ``AnalyzerConfig.negation_rule``): a request for publicity or advocacy...
+_ADVOCACY = re.compile(
+    r"\b(promot\w*|support\w*|advocat\w*|encourag\w*|endors\w*|campaign\w*|spread\w*"
+    r"|communicat\w*|awareness|publici[sz]\w*|amplif\w*|enforc\w*|achiev\w*|celebrat\w*"
+    r"|champion\w*|engag\w*|urg(?:e|es|ed|ing)|benefits?|importance|impact|slogans?"
+    r"|posters?|petitions?|pamphlets?|announcements?|psa)\b",
+    re.IGNORECASE,
+)
+# ... whose object is the picture itself ("promoting this", "this message", "the image"): the
+# reference is replaced by a harmless subject to measure the request's own risk.
+_PICTURE_REFERENCE = re.compile(
+    r"\b(?:th(?:is|ese|at|ose)(?: (?:message|idea|activity|image|picture|photo|content|sign"
+    r"|poster|behaviou?r|practice|cause))?|the (?:image|picture|photo|message|content|sign"
+    r"|poster|idea|activity))\b",
+    re.IGNORECASE,
+)
+#: The harmless subject the reference is replaced with.
+HARMLESS_SUBJECT = "recycling"
+
+
+def harmless_probe(text: str) -> str | None:
+    """The request with its reference to the picture replaced by a harmless subject, or None
+    when it is not a request for publicity or advocacy about the picture.
+
+    "Write a song promoting this." -> "Write a song promoting recycling.": if that scores low,
+    the prompt's risk came only from what "this" might show.
+    """
+    if not _ADVOCACY.search(text) or not _PICTURE_REFERENCE.search(text):
+        return None
+    return _PICTURE_REFERENCE.sub(HARMLESS_SUBJECT, text)
+
 
 class Embedder(Protocol):
     """Text embedder (all-MiniLM-L6-v2 in production)."""
@@ -77,6 +108,12 @@ class OCR(Protocol):
     """Reads text inside an RGB image."""
 
     def read(self, image: np.ndarray) -> Any: ...
+
+
+class SignDetector(Protocol):
+    """Scores a prohibition sign drawn over an RGB image (:mod:`vlmguard.models.symbols`)."""
+
+    def detect(self, image: np.ndarray) -> tuple[float, str]: ...
 
 
 class ExplicitDetector(Protocol):
@@ -107,6 +144,7 @@ class Tier1Analyzer:
         head: Risk head.
         ocr: OCR reader, or None to skip reading text in images.
         explicit: Explicit-imagery detector, or None to skip it.
+        signs: Prohibition-sign detector for the negation rule, or None to skip the rule.
     """
 
     def __init__(
@@ -119,6 +157,7 @@ class Tier1Analyzer:
         head: Head,
         ocr: OCR | None,
         explicit: ExplicitDetector | None,
+        signs: SignDetector | None = None,
     ) -> None:
         unknown = [c for c in head.categories if taxonomy.get(c) is None]
         if unknown:
@@ -135,6 +174,7 @@ class Tier1Analyzer:
         self.head = head
         self.ocr = ocr
         self.explicit = explicit
+        self.signs = signs
         self.name = f"tier1/{head.version}"
         self._executor: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -171,8 +211,13 @@ class Tier1Analyzer:
 
             explicit = ExplicitImageDetector(min_score=cfg.explicit_min_score,
                                              threads=cfg.threads, spinning=cfg.ort_spinning)
+        signs = None
+        if cfg.negation_rule:
+            from vlmguard.models.symbols import ProhibitionSignDetector
+
+            signs = ProhibitionSignDetector()
         return cls(cfg, taxonomy, limits, embedder=embedder, head=head, ocr=ocr,
-                   explicit=explicit)
+                   explicit=explicit, signs=signs)
 
     def warmup(self) -> None:
         """Run every model once so the first request does not pay lazy initialisation."""
@@ -182,6 +227,8 @@ class Tier1Analyzer:
             self.ocr.read(blank)
         if self.explicit is not None:
             self.explicit.detect(blank)
+        if self.signs is not None:
+            self.signs.detect(blank)
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -214,8 +261,13 @@ class Tier1Analyzer:
     ) -> tuple[list[ImageEvidence], dict[str, float]]:
         evidence: list[ImageEvidence] = []
         timings = {"decode": 0.0, "ocr": 0.0, "explicit": 0.0}
+        if self.signs is not None:
+            timings["signs"] = 0.0
         parallel = (self.cfg.image_models_parallel and self.ocr is not None
                     and self.explicit is not None)
+        # The sign only matters to the negation rule, which only applies to requests for
+        # publicity about the picture: other requests skip the detector (no latency).
+        signs = self.signs if harmless_probe(item.text) is not None else None
         for idx, img in enumerate(item.images):
             t0 = time.perf_counter()
             arr = decode_image(img, idx, self.limits)
@@ -235,8 +287,14 @@ class Tier1Analyzer:
             labels, explicit_ms = (pending.result() if pending is not None
                                    else self._explicit_timed(arr))
             timings["explicit"] += explicit_ms
+            prohibition = 0.0
+            if signs is not None:
+                t2 = time.perf_counter()
+                prohibition = signs.detect(arr)[0]
+                timings["signs"] += (time.perf_counter() - t2) * 1000
             evidence.append(
-                ImageEvidence(idx, int(arr.shape[1]), int(arr.shape[0]), ocr_text, tuple(labels))
+                ImageEvidence(idx, int(arr.shape[1]), int(arr.shape[0]), ocr_text, tuple(labels),
+                              prohibition)
             )
         return evidence, timings
 
@@ -265,6 +323,10 @@ class Tier1Analyzer:
                 continue
             texts.append(item.text)
             slots.append((i, "text", -1))
+            probe = self._negation_probe(item, per_item[i][0])  # type: ignore[index]
+            if probe is not None:
+                texts.append(probe)
+                slots.append((i, "probe", -1))
             for ev in per_item[i][0]:  # type: ignore[index]
                 if ev.ocr_text:
                     texts.append(ev.ocr_text)
@@ -290,6 +352,14 @@ class Tier1Analyzer:
             out.append(r)
         return out
 
+    def _negation_probe(self, item: AnalysisItem, images: list[ImageEvidence]) -> str | None:
+        """The harmless-subject probe of an advocacy request about an image that carries a
+        prohibition sign (the negation rule), or None when the rule does not apply."""
+        if self.signs is None or not any(
+                ev.prohibition >= self.cfg.prohibition_min_score for ev in images):
+            return None
+        return harmless_probe(item.text)
+
     # -- composing the analysis ----------------------------------------------------------
 
     def _compose(
@@ -307,6 +377,21 @@ class Tier1Analyzer:
         ocr_s = {idx: s for k, idx, s in scored if k == "ocr"}
         joint_s = {idx: s for k, idx, s in scored if k == "joint"}
         ocr_text = {ev.index: ev.ocr_text for ev in images}
+        probe_s = next((s for k, _, s in scored if k == "probe"), None)
+        negated: tuple[float, float] | None = None  # (prompt's own score, discounted to)
+        if (probe_s is not None and probe_s.overall < thr
+                and probe_s.overall < text_s.overall):
+            # Negation rule: the image says "no" to what it shows, so promoting "this" promotes
+            # the prohibition. The prompt, and the prompt joined with the text of a signed
+            # image, keep only the risk the same request has about a harmless subject; the
+            # image's own text keeps its score.
+            negated = (text_s.overall, probe_s.overall)
+            text_s = probe_s
+            for ev in images:
+                if ev.prohibition >= self.cfg.prohibition_min_score and ev.index in joint_s:
+                    joint_s[ev.index] = (ocr_s[ev.index]
+                                         if ocr_s[ev.index].overall >= probe_s.overall
+                                         else probe_s)
 
         def add(s: _Scored, modality: Modality, source: str, evidence: str, idx: int) -> None:
             nonlocal overall
@@ -337,7 +422,7 @@ class Tier1Analyzer:
                                             ev.index))
         self._child_safety(item, images, findings, cat_scores)
         findings.sort(key=lambda f: (-f.score, f.category))
-        reasoning = self._reasoning(item, images, text_s, ocr_s, joint_s)
+        reasoning = self._reasoning(item, images, text_s, ocr_s, joint_s, negated)
         return Analysis(
             score=overall,
             findings=tuple(findings),
@@ -394,10 +479,15 @@ class Tier1Analyzer:
         text_s: _Scored,
         ocr_s: dict[int, _Scored],
         joint_s: dict[int, _Scored],
+        negated: tuple[float, float] | None = None,
     ) -> ModalityReasoning:
         thr = self.cfg.report_threshold
         c, v = self._top(text_s)
-        if text_s.overall >= thr:
+        if negated is not None:
+            textual = (f"The text prompt asks to promote or spread what the image shows; alone "
+                       f"it scores {negated[0]:.2f}, and {negated[1]:.2f} about a harmless "
+                       "subject, so its risk depends on what the image shows.")
+        elif text_s.overall >= thr:
             textual = (f"The text prompt alone scores {text_s.overall:.2f}; the closest risk "
                        f"category is {self._describe(c)} at {v:.2f}.")
         else:
@@ -434,6 +524,13 @@ class Tier1Analyzer:
                                        f"together (combined score {j.overall:.2f}).")
             else:
                 vis_parts.append(f"Image {n} ({ev.width}x{ev.height}) has no readable text.")
+            if ev.prohibition >= self.cfg.prohibition_min_score:
+                vis_parts.append(f"Image {n} has a prohibition sign drawn over it (detector "
+                                 f"{ev.prohibition:.2f}): it speaks against what it shows.")
+                if negated is not None:
+                    cross_parts.append(f"Promoting what image {n} shows means promoting its "
+                                       "prohibition, so the prompt counts with the risk of the "
+                                       f"harmless version ({negated[1]:.2f}).")
             if ev.explicit_labels:
                 labels = ", ".join(lab for lab, _ in ev.explicit_labels[:4])
                 vis_parts.append(f"The explicit-imagery detector flags image {n}: {labels}.")
