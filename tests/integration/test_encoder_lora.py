@@ -14,7 +14,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 2-layer BERT with MiniLM's tokenizer (no weights downloaded)."""
+    """A random 2-layer BERT with MiniLM's tokenizer (no weights downloaded).
+
+    Seeded: its random weights used to follow the global RNG state left by earlier tests, so the
+    toy task's margins changed with test order (a rare failure in full runs)."""
+    import torch
     from transformers import BertConfig, BertModel
 
     from vlmguard.models.embedder import default_minilm_path
@@ -22,6 +26,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("tiny-bert")
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
                      num_attention_heads=2, intermediate_size=64)
+    torch.manual_seed(0)
     BertModel(cfg).save_pretrained(d)
     src = default_minilm_path()
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
