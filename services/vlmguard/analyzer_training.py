@@ -340,6 +340,7 @@ class TrainAnalyzerConfig:
     max_dev_fpr: float = 0.06
     min_dev_recall: float = 0.95
     min_dev_auc: float = 0.98
+    progress: bool = True
 
 
 #: Quality gates on the development split: (config field, metric, direction).
@@ -374,6 +375,7 @@ _HELP = {
     "own_harmful_variants": "Phrasings per own explicit harmful activity (OWN_HARMFUL_ACTIVITIES).",
     "deictic_variants": "Texts per template of the own image-referring harmful requests "
                         "(vlmguard.analyzer_deictic; 0: none).",
+    "progress": "Show progress bars on stderr (--no-progress for logs and CI).",
     "advocacy_variants": "Texts per template and label of the own advocacy requests, harmless "
                          "and harmful causes in the same phrasings (vlmguard.analyzer_advocacy; "
                          "0: none).",
@@ -663,7 +665,8 @@ def _cache_file(cache_dir: str, embedder: Embedder) -> Path | None:
 
 
 def _embed_all(
-    texts: list[str], embedder: Embedder, batch_size: int, cache_dir: str = ""
+    texts: list[str], embedder: Embedder, batch_size: int, cache_dir: str = "",
+    progress: bool = True,
 ) -> np.ndarray:
     """Embed ``texts`` (each distinct text once), reusing and extending an on-disk cache.
 
@@ -684,7 +687,8 @@ def _embed_all(
     unique = sorted(set(texts), key=lambda t: (len(t), t))
     missing = [t for t in unique if _text_key(t) not in cached]
     chunk = max(batch_size, 1) * 4
-    with tqdm(total=len(missing), desc="embedding", unit="text", disable=not missing) as bar:
+    with tqdm(total=len(missing), desc="embedding", unit="text",
+              disable=not missing or not progress) as bar:
         for start in range(0, len(missing), chunk):
             batch = missing[start:start + chunk]
             vecs = np.asarray(embedder.embed(batch, batch_size=batch_size), np.float32)
@@ -1001,7 +1005,7 @@ def _finetune_encoder(cfg: TrainAnalyzerConfig, fit: list[Example], base: Path,
         import torch
 
         torch.set_num_threads(cfg.threads)
-    with tqdm(desc="encoder fine-tune", unit="step") as bar:
+    with tqdm(desc="encoder fine-tune", unit="step", disable=not cfg.progress) as bar:
         def progress(step: int, steps: int, loss: float) -> None:
             bar.total = steps
             bar.update(step - bar.n)
@@ -1051,7 +1055,7 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
                 encoder_tmp)
         embedder = MiniLMEmbedder(cfg.embedder_path, threads=cfg.threads,
                                   lora=encoder_tmp or "")
-    x = _embed_all([e.text for e in ex], embedder, cfg.batch_size, cfg.emb_cache)
+    x = _embed_all([e.text for e in ex], embedder, cfg.batch_size, cfg.emb_cache, cfg.progress)
     split = np.array([e.split for e in ex])
     tr, cal, dev = split == "train", split == "cal", split == "dev"
 

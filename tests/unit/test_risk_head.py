@@ -413,6 +413,8 @@ def test_parser_defaults_round_trip() -> None:
     assert cfg.refit_with_dev  # a True default stays True without the flag
     off = at.config_from_args(at.build_parser().parse_args(["--no-refit-with-dev"]))
     assert not off.refit_with_dev and not off.force
+    assert cfg.progress and not at.config_from_args(
+        at.build_parser().parse_args(["--no-progress"])).progress
     assert "--no-refit-with-dev" in at._command(off)
 
 
