@@ -257,7 +257,7 @@ class Tier1Analyzer:
         return labels, (time.perf_counter() - t0) * 1000
 
     def _read_images(
-        self, item: AnalysisItem
+        self, item: AnalysisItem, look_for_signs: bool = False
     ) -> tuple[list[ImageEvidence], dict[str, float]]:
         evidence: list[ImageEvidence] = []
         timings = {"decode": 0.0, "ocr": 0.0, "explicit": 0.0}
@@ -265,9 +265,7 @@ class Tier1Analyzer:
             timings["signs"] = 0.0
         parallel = (self.cfg.image_models_parallel and self.ocr is not None
                     and self.explicit is not None)
-        # The sign only matters to the negation rule, which only applies to requests for
-        # publicity about the picture: other requests skip the detector (no latency).
-        signs = self.signs if harmless_probe(item.text) is not None else None
+        signs = self.signs if look_for_signs else None
         for idx, img in enumerate(item.images):
             t0 = time.perf_counter()
             arr = decode_image(img, idx, self.limits)
@@ -312,8 +310,11 @@ class Tier1Analyzer:
         texts: list[str] = []
         slots: list[tuple[int, str, int]] = []  # (item index, kind, image index)
         for i, item in enumerate(items):
+            # Negation rule: only a request for publicity about the picture has a probe, and
+            # only then is the sign looked for (other requests pay no detector latency).
+            probe = harmless_probe(item.text) if self.signs is not None else None
             try:
-                per_item[i] = self._read_images(item)
+                per_item[i] = self._read_images(item, look_for_signs=probe is not None)
             except InvalidArgumentError as e:
                 results[i] = e
                 continue
@@ -323,8 +324,9 @@ class Tier1Analyzer:
                 continue
             texts.append(item.text)
             slots.append((i, "text", -1))
-            probe = self._negation_probe(item, per_item[i][0])  # type: ignore[index]
-            if probe is not None:
+            if probe is not None and any(
+                    ev.prohibition >= self.cfg.prohibition_min_score
+                    for ev in per_item[i][0]):  # type: ignore[index]
                 texts.append(probe)
                 slots.append((i, "probe", -1))
             for ev in per_item[i][0]:  # type: ignore[index]
@@ -351,14 +353,6 @@ class Tier1Analyzer:
                 raise RuntimeError("analyzer produced no result for an item")
             out.append(r)
         return out
-
-    def _negation_probe(self, item: AnalysisItem, images: list[ImageEvidence]) -> str | None:
-        """The harmless-subject probe of an advocacy request about an image that carries a
-        prohibition sign (the negation rule), or None when the rule does not apply."""
-        if self.signs is None or not any(
-                ev.prohibition >= self.cfg.prohibition_min_score for ev in images):
-            return None
-        return harmless_probe(item.text)
 
     # -- composing the analysis ----------------------------------------------------------
 
