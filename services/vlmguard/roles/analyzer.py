@@ -325,7 +325,7 @@ class Tier1Analyzer:
             texts.append(item.text)
             slots.append((i, "text", -1))
             if probe is not None and any(
-                    ev.prohibition >= self.cfg.prohibition_min_score
+                    self._signed(ev)
                     for ev in per_item[i][0]):  # type: ignore[index]
                 texts.append(probe)
                 slots.append((i, "probe", -1))
@@ -353,6 +353,10 @@ class Tier1Analyzer:
                 raise RuntimeError("analyzer produced no result for an item")
             out.append(r)
         return out
+
+    def _signed(self, ev: ImageEvidence) -> bool:
+        """The image carries a prohibition sign (the negation rule's visual fact)."""
+        return ev.prohibition >= self.cfg.prohibition_min_score
 
     # -- composing the analysis ----------------------------------------------------------
 
@@ -382,7 +386,7 @@ class Tier1Analyzer:
             negated = (text_s.overall, probe_s.overall)
             text_s = probe_s
             for ev in images:
-                if ev.prohibition >= self.cfg.prohibition_min_score and ev.index in joint_s:
+                if self._signed(ev) and ev.index in joint_s:
                     joint_s[ev.index] = (ocr_s[ev.index]
                                          if ocr_s[ev.index].overall >= probe_s.overall
                                          else probe_s)
@@ -518,7 +522,7 @@ class Tier1Analyzer:
                                        f"together (combined score {j.overall:.2f}).")
             else:
                 vis_parts.append(f"Image {n} ({ev.width}x{ev.height}) has no readable text.")
-            if ev.prohibition >= self.cfg.prohibition_min_score:
+            if self._signed(ev):
                 vis_parts.append(f"Image {n} has a prohibition sign drawn over it (detector "
                                  f"{ev.prohibition:.2f}): it speaks against what it shows.")
                 if negated is not None:
