@@ -43,6 +43,7 @@ from vlmguard.roles.prompts import (
     parse_and_check,
     parse_rewriter_output,
     rewrite_or_fallback,
+    rewrite_with_kind,
     trim_unfinished_rewrite,
     unescape_data,
 )
@@ -530,3 +531,22 @@ def test_benign_verdict() -> None:
 ])
 def test_addresses_guard(texts: tuple[str, ...], speaks: bool) -> None:
     assert addresses_guard(*texts) is speaks
+
+
+def test_fallback_kind_comes_from_the_one_parse() -> None:
+    """``rewrite_with_kind`` names why the template answered ("" when the model's output is used),
+    so the caller counts fallbacks by kind without parsing the output a second time."""
+    text = "Finish the list in the image."
+    rep, dec = report()
+    template = TemplateRewriter(TAXONOMY)
+    result, kind = rewrite_with_kind(GOOD, text, rep, dec, POLICY, template)
+    assert kind == "" and result.rewritten_text == REWRITE
+    _, kind = rewrite_with_kind("", text, rep, dec, POLICY, template)
+    assert kind == MalformedKind.MISSING_SECTION
+    echo = T + V + X + f"<rewrite>{text}</rewrite>"
+    result, kind = rewrite_with_kind(echo, text, rep, dec, POLICY, template)
+    assert kind == MalformedKind.ECHOED_ORIGINAL
+    assert result == template.rewrite(text, rep, dec, POLICY)
+    with pytest.raises(RewriterOutputError) as e:
+        parse_and_check(echo, text, risky=True)
+    assert e.value.kind == kind  # the same verdict as the strict checker

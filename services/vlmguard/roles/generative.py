@@ -10,7 +10,7 @@ behind Redis Streams):
 - :class:`GenerativeRewriter` is the pipeline's side: it decides whether tier 2 runs for a
   request (tenant ``tier2``: ``always``, ``on_risk`` at/above a threshold, ``never``), submits
   the item, and turns the output into the result with
-  :func:`~vlmguard.roles.prompts.rewrite_or_fallback`. Malformed outputs, stage failures and
+  :func:`~vlmguard.roles.prompts.rewrite_with_kind`. Malformed outputs, stage failures and
   timeouts answer with the template rewrite from the tier-1 report and are counted by kind
   (``vlmguard_rewriter_fallbacks_total``); the raw output never reaches the client or the logs
   at INFO. Such a fallback reports its rewriter as ``<template name>;fallback=<kind>`` (e.g.
@@ -52,12 +52,10 @@ from vlmguard.roles.prompts import (
     CLEARED_MARK,
     GUIDANCE_MARK,
     RewriterEvidence,
-    RewriterOutputError,
     addresses_guard,
     build_rewriter_messages,
     evidence_from_analysis,
-    parse_and_check,
-    rewrite_or_fallback,
+    rewrite_with_kind,
 )
 from vlmguard.roles.rewriter import TemplateRewriter
 
@@ -297,21 +295,15 @@ class GenerativeRewriter:
     def finish(self, raw: str, text: str, report: RiskReport, decision: Decision,
                pol: TenantPolicyConfig, *, clear: bool = False) -> RewriteResult:
         """The result for a model output (parsed, cleared, or the counted template fallback)."""
-        risky = decision.action is not Action.ALLOW
-        try:
-            parse_and_check(raw, text, risky, max_rewrite_chars=self.cfg.max_rewrite_chars)
-            kind = ""
-        except RewriterOutputError as e:
-            kind = e.kind
-        result, fell_back = rewrite_or_fallback(
+        result, kind = rewrite_with_kind(
             raw, text, report, decision, pol, self.template,
             max_rewrite_chars=self.cfg.max_rewrite_chars, add_guidance=self.cfg.add_guidance,
             clear=clear)
-        if fell_back:
-            log.debug("tier-2 output malformed (%s); template answers", kind or "UNKNOWN")
+        if kind:
+            log.debug("tier-2 output malformed (%s); template answers", kind)
             log.debug("tier-2 output chars=%d", len(raw))
             if self.metrics:
-                self.metrics.rewriter_fallbacks.labels(kind or "UNKNOWN").inc()
+                self.metrics.rewriter_fallbacks.labels(kind).inc()
                 self.metrics.rewriter_tier2.labels("fallback").inc()
             return _mark_fallback(result, self.template.name, kind)
         if self.metrics:

@@ -514,6 +514,26 @@ def rewrite_or_fallback(
     add_guidance: bool = False,
     clear: bool = False,
 ) -> tuple[RewriteResult, bool]:
+    """:func:`rewrite_with_kind`, with only whether the fallback was used."""
+    result, kind = rewrite_with_kind(
+        raw, text, report, decision, policy, template, max_rewrite_chars=max_rewrite_chars,
+        rewriter_name=rewriter_name, add_guidance=add_guidance, clear=clear)
+    return result, bool(kind)
+
+
+def rewrite_with_kind(
+    raw: str,
+    text: str,
+    report: RiskReport,
+    decision: Decision,
+    policy: TenantPolicyConfig,
+    template: TemplateRewriter,
+    *,
+    max_rewrite_chars: int = MAX_REWRITE_CHARS,
+    rewriter_name: str = REWRITER_NAME,
+    add_guidance: bool = False,
+    clear: bool = False,
+) -> tuple[RewriteResult, str]:
     """The rewrite result for a model output, or the template rewrite when it is malformed.
 
     BLOCK stays a block (the model's reasoning is kept when it parses). Otherwise a well-formed
@@ -541,33 +561,35 @@ def rewrite_or_fallback(
         clear: This request may be cleared by the model's benign verdict.
 
     Returns:
-        The result and whether the fallback was used (for a metric).
+        The result, and the :class:`MalformedKind` that made the template answer ("" when the
+        model's output was used), for a metric. The output is parsed once.
     """
     try:
         parsed = parse_rewriter_output(raw, max_rewrite_chars=max_rewrite_chars)
-    except RewriterOutputError:
-        return template.rewrite(text, report, decision, policy), True
+    except RewriterOutputError as e:
+        return template.rewrite(text, report, decision, policy), e.kind
     if clear and decision.action is Action.REWRITE and benign_verdict(parsed.rewritten_text,
                                                                         text):
         return RewriteResult(Action.ALLOW, text, parsed.reasoning, "",
-                             rewriter_name + CLEARED_MARK), False
+                             rewriter_name + CLEARED_MARK), ""
     if decision.action is not Action.ALLOW and _echoes(parsed.rewritten_text, text):
-        return template.rewrite(text, report, decision, policy), True  # see parse_and_check
+        # A risky prompt echoed unchanged (see parse_and_check).
+        return template.rewrite(text, report, decision, policy), MalformedKind.ECHOED_ORIGINAL
     if decision.action is Action.BLOCK:
         return (
             RewriteResult(Action.BLOCK, "", parsed.reasoning, policy.block_message, rewriter_name),
-            False,
+            "",
         )
     if decision.action is Action.ALLOW:
         # Benign requests pass unchanged: the model's reasoning is kept, its rewrite is not.
-        return RewriteResult(Action.ALLOW, text, parsed.reasoning, "", rewriter_name), False
+        return RewriteResult(Action.ALLOW, text, parsed.reasoning, "", rewriter_name), ""
     rewritten = parsed.rewritten_text
     if add_guidance:
         rewritten, added = ensure_guidance(rewritten, tuple(decision.triggered),
                                            template.taxonomy)
         if added:
             rewriter_name += GUIDANCE_MARK
-    return RewriteResult(decision.action, rewritten, parsed.reasoning, "", rewriter_name), False
+    return RewriteResult(decision.action, rewritten, parsed.reasoning, "", rewriter_name), ""
 
 
 @dataclass(frozen=True)
