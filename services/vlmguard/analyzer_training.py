@@ -79,6 +79,8 @@ import numpy as np
 
 from vlmguard.analyzer_advocacy import TEMPLATES as ADVOCACY_TEMPLATES
 from vlmguard.analyzer_advocacy import advocacy_texts
+from vlmguard.analyzer_scene_text import STYLES as SCENE_TEXT_STYLES
+from vlmguard.analyzer_scene_text import scene_texts
 from vlmguard.analyzer_deictic import FAMILIES, deictic_harmful
 from vlmguard.config import TaxonomyConfig
 from vlmguard.errors import ConfigError, FailedPreconditionError, Reason
@@ -323,6 +325,7 @@ class TrainAnalyzerConfig:
     own_harmful_variants: int = 14
     deictic_variants: int = 14
     advocacy_variants: int = 14
+    scene_text_variants: int = 14
     knn_k: int = 5
     max_exemplars: int = 3000
     dedupe_sim: float = 0.97
@@ -379,6 +382,9 @@ _HELP = {
     "advocacy_variants": "Texts per template and label of the own advocacy requests, harmless "
                          "and harmful causes in the same phrasings (vlmguard.analyzer_advocacy; "
                          "0: none).",
+    "scene_text_variants": "Texts per template and label of the own scene text (signs, labels, "
+                           "posters, product text), benign and harmful in the same styles "
+                           "(vlmguard.analyzer_scene_text; 0: none).",
     "knn_k": "Nearest exemplars averaged for the kNN evidence; 0 disables kNN (v1 linear head).",
     "max_exemplars": "Most unsafe and most benign exemplars shipped (each).",
     "dedupe_sim": "Exemplars closer than this cosine to a kept one are dropped.",
@@ -533,6 +539,10 @@ def load_examples(cfg: TrainAnalyzerConfig) -> list[Example]:
     # Both labels of an advocacy template share its group (one split), one stratum: "advocacy".
     for text, label, acat, gid in advocacy_texts(cfg.seed, cfg.advocacy_variants):
         ex.append(Example(text, label, "own_advocacy", "advocacy", gid, acat))
+
+    # The same for text OCR reads in photos: one stratum, "scene_text".
+    for text, label, scat, gid in scene_texts(cfg.seed, cfg.scene_text_variants):
+        ex.append(Example(text, label, "own_scene_text", "scene_text", gid, scat))
 
     for r in _read_jsonl(bench / "vlguard_test" / "manifest.jsonl"):
         gid, subset = f"vlguard:{r['id']}", r.get("subset")
@@ -1139,6 +1149,10 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
                             f"{cfg.advocacy_variants} harmless and {cfg.advocacy_variants} "
                             "harmful causes, written in analyzer_advocacy.py; both labels of a "
                             "phrasing in one split",
+            "own_scene_text": f"{sum(len(t) for t in SCENE_TEXT_STYLES.values())} templates of "
+                              f"scene text in {len(SCENE_TEXT_STYLES)} styles x "
+                              f"{cfg.scene_text_variants} benign and harmful texts, written in "
+                              "analyzer_scene_text.py; both labels of a template in one split",
             "exemplars": "unsafe: full-weight text positives; benign: all benign texts; "
                          f"near-duplicates (cos > {cfg.dedupe_sim}) dropped, random subsample "
                          f"to {cfg.max_exemplars} each, float16",

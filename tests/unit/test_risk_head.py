@@ -264,7 +264,8 @@ def test_trainer_end_to_end_and_overwrite_refusal(
     cache = tmp_path / "emb_cache"
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
                                  dev_fraction=0.25, cal_fraction=0.2, epochs=20,
-                                 advocacy_variants=0,  # both labels, one phrasing: not for a hash
+                                 # both labels, one phrasing: not for a hash embedder
+                                 advocacy_variants=0, scene_text_variants=0,
                                  emb_cache=str(cache), knn_k=3, max_exemplars=50,
                                  max_dev_fpr=0.5, min_dev_recall=0.5)  # a hash embedder, tiny set
     metrics = at.main(cfg, embedder=FakeEmbedder())
@@ -314,7 +315,7 @@ def test_trainer_linear_only(tmp_path: Path) -> None:
     out = tmp_path / "head"
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
                                  dev_fraction=0.25, cal_fraction=0.2, epochs=20,
-                                 advocacy_variants=0, emb_cache="",
+                                 advocacy_variants=0, scene_text_variants=0, emb_cache="",
                                  knn_k=0, max_dev_fpr=0.5, min_dev_recall=0.5)
     metrics = at.main(cfg, embedder=FakeEmbedder())
     assert "stacker" not in metrics
@@ -333,7 +334,7 @@ def test_quality_gates_keep_the_previous_head(tmp_path: Path,
     out = tmp_path / "head"
     cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
                                  dev_fraction=0.25, cal_fraction=0.2, epochs=20,
-                                 advocacy_variants=0, emb_cache="",
+                                 advocacy_variants=0, scene_text_variants=0, emb_cache="",
                                  knn_k=3, max_exemplars=50, max_dev_fpr=0.5,
                                  min_dev_recall=0.5)
     at.main(cfg, embedder=FakeEmbedder())
@@ -379,21 +380,27 @@ def test_select_exemplars_dedupes_and_caps() -> None:
     np.testing.assert_array_equal(keep, again)
 
 
-def test_advocacy_pairs_are_training_data_in_one_split_per_phrasing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("field", "source", "kind"), [
+    ("advocacy_variants", "own_advocacy", "advocacy"),
+    ("scene_text_variants", "own_scene_text", "scene_text"),
+])
+def test_two_label_families_are_training_data_in_one_split_per_template(
+        tmp_path: Path, field: str, source: str, kind: str) -> None:
     bench, benign = _tiny_bench(tmp_path)
-    cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), emb_cache="",
-                                 advocacy_variants=3)
-    ex = [e for e in at.load_examples(cfg) if e.source == "own_advocacy"]
-    assert {e.label for e in ex} == {0, 1} and {e.kind for e in ex} == {"advocacy"}
+    cfg = dataclasses.replace(at.TrainAnalyzerConfig(bench_dir=str(bench),
+                                                     benign_file=str(benign), emb_cache=""),
+                              **{field: 3})
+    ex = [e for e in at.load_examples(cfg) if e.source == source]
+    assert {e.label for e in ex} == {0, 1} and {e.kind for e in ex} == {kind}
     assert all(e.category for e in ex if e.label == 1)
     at.assign_splits(ex, 0.25, 0.2, cfg.seed, stratify=True)
     split_of: dict[str, set[str]] = {}
     for e in ex:
         split_of.setdefault(e.group, set()).add(e.split)
-    assert all(len(v) == 1 for v in split_of.values())  # both labels of a phrasing together
+    assert all(len(v) == 1 for v in split_of.values())  # both labels of a template together
     assert {s for v in split_of.values() for s in v} == {"train", "dev", "cal"}
-    off = dataclasses.replace(cfg, advocacy_variants=0)
-    assert not [e for e in at.load_examples(off) if e.source == "own_advocacy"]
+    off = dataclasses.replace(cfg, **{field: 0})
+    assert not [e for e in at.load_examples(off) if e.source == source]
 
 
 def test_unmapped_category_is_an_error(tmp_path: Path) -> None:
