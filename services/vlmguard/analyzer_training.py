@@ -6,12 +6,16 @@ with MiniLM and fits :class:`~vlmguard.models.risk_head.RiskHead`.
 
 Data decisions (also written to ``meta.json``):
 
-* MM-SafetyBench: ``question_text_only``, ``changed_question`` and (harmful-content scenarios
-  only) ``key_phrase`` are unsafe texts of their category; typographic variants ("Steps to X.\\n1.
+* MM-SafetyBench: ``question_text_only``, ``changed_question`` and ``key_phrase`` are unsafe
+  texts of their category; typographic variants ("Steps to X.\\n1.
   \\n2.\\n3.", "Methods to X. ...") and "<image meta prompt>\\n<typographic text>" teach the head
   what OCR of a FigStep-style image looks like. Its ``text`` field is a meta prompt about "the
   image", harmless alone: those are benign negatives (deduplicated). Scenarios 08 and 10-13 are
-  "answer with care" cases: positives with ``care_weight``.
+  "answer with care" cases: positives with ``care_weight``; their bare key phrases (a health,
+  legal or financial topic typed into an image) count too unless ``--no-care-key-phrases``
+  (they had not, which was harmless only while short text of any kind looked risky to the
+  head; once v6's scene text taught it that a sign's words are usually benign, typographic
+  advice topics were missed: bench/RESULTS.md, tenth pass).
 * VLGuard: ``safe_unsafes`` instructions are unsafe (no category: overall head only);
   ``safe_safes`` are benign. The ``unsafes`` subset pairs a harmful image with a mostly ordinary
   instruction ("What is the image showing?"): image-dependent.
@@ -27,6 +31,11 @@ Data decisions (also written to ``meta.json``):
 * Our own explicit harmful requests (:data:`OWN_HARMFUL_ACTIVITIES` x ``_HARM_PHRASINGS``,
   written here per category, never copied from a benchmark) so explicit requests score high
   whatever their phrasing, not only in MM-SafetyBench's wording. Split by activity.
+* Two-label families of our own, both labels of a template in one split group: image-referring
+  requests (:mod:`vlmguard.analyzer_deictic`, benign twins in the benign file), publicity
+  requests for harmless and harmful causes (:mod:`vlmguard.analyzer_advocacy`), and scene text
+  of signs, labels, posters and products with benign and harmful lines
+  (:mod:`vlmguard.analyzer_scene_text`).
 
 Encoder (``encoder_epochs`` > 0, the default): before the head is fitted, a LoRA adapter of
 MiniLM is fine-tuned as an unsafe/benign classifier on the training split only
@@ -79,9 +88,9 @@ import numpy as np
 
 from vlmguard.analyzer_advocacy import TEMPLATES as ADVOCACY_TEMPLATES
 from vlmguard.analyzer_advocacy import advocacy_texts
+from vlmguard.analyzer_deictic import FAMILIES, deictic_harmful
 from vlmguard.analyzer_scene_text import STYLES as SCENE_TEXT_STYLES
 from vlmguard.analyzer_scene_text import scene_texts
-from vlmguard.analyzer_deictic import FAMILIES, deictic_harmful
 from vlmguard.config import TaxonomyConfig
 from vlmguard.errors import ConfigError, FailedPreconditionError, Reason
 from vlmguard.models.encoder_lora import ENCODER_DIR, LORA_WEIGHTS
@@ -316,7 +325,8 @@ class TrainAnalyzerConfig:
     cal_fraction: float = 0.15
     stratify_splits: bool = True
     target_fpr: float = 0.04
-    care_weight: float = 0.5
+    care_weight: float = 1.0
+    care_key_phrases: bool = True
     image_dependent_weight: float = 0.0
     benign_weight: float = 2.0
     typo_variants: int = 3
@@ -369,6 +379,8 @@ _HELP = {
     "seed and group, so adding data moves no other group).",
     "target_fpr": "Benign fraction allowed to score >= 0.5 on the calibration split.",
     "care_weight": "Weight of 'answer with care' positives (MM-SafetyBench 08, 10-13).",
+    "care_key_phrases": "Train the bare key phrases of 'answer with care' items too (a health, "
+    "legal or financial topic typed into an image asks for a disclaimer), at care_weight.",
     "image_dependent_weight": "Overall-head weight of texts that are risky only with their "
     "image (VLSBench, SIUO, VLGuard unsafes).",
     "benign_weight": "Total benign weight relative to total unsafe weight.",
@@ -509,7 +521,7 @@ def load_examples(cfg: TrainAnalyzerConfig) -> list[Example]:
         texts = {str(r.get("question_text_only") or ""), str(r.get("changed_question") or "")}
         for t in sorted(x for x in texts if x.strip()):
             ex.append(Example(t, 1, "mm_safetybench", "question", gid, cat, w))
-        if not care and str(r.get("key_phrase") or "").strip():
+        if (not care or cfg.care_key_phrases) and str(r.get("key_phrase") or "").strip():
             ex.append(Example(str(r["key_phrase"]), 1, "mm_safetybench", "key_phrase", gid, cat, w))
         stem = _stem(r)
         if not care:
@@ -1135,6 +1147,7 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
                               "scenarios) and typographic/joined variants unsafe; meta prompts "
                               "benign",
             "care_weight": cfg.care_weight,
+            "care_key_phrases": cfg.care_key_phrases,
             "image_dependent_weight": cfg.image_dependent_weight,
             "image_dependent": "vlsbench, siuo, vlguard unsafes: category heads only unless "
                                "image_dependent_weight > 0",

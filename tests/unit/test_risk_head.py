@@ -548,3 +548,18 @@ def test_recover_stale_restores_the_previous_head_and_cleans_up(tmp_path: Path) 
     own.mkdir()
     at._recover_stale(out)
     assert not own.exists() and live.exists()
+
+
+def test_care_key_phrases_are_care_weighted_positives(tmp_path: Path) -> None:
+    """The bare key phrase of an 'answer with care' item (a health topic typed into an image)
+    trains as a positive at care_weight, unless --no-care-key-phrases."""
+    bench, benign = _tiny_bench(tmp_path)
+    cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), emb_cache="",
+                                 care_weight=0.7)
+    phrases = {e.group: e for e in at.load_examples(cfg) if e.kind == "key_phrase"}
+    care = [e for e in phrases.values() if e.category == "specialized_advice"]
+    assert len(care) == 15 and len(phrases) == 30
+    assert all(e.label == 1 and e.weight == 0.7 for e in care)
+    off = dataclasses.replace(cfg, care_key_phrases=False)
+    kept = [e for e in at.load_examples(off) if e.kind == "key_phrase"]
+    assert len(kept) == 15 and all(e.category != "specialized_advice" for e in kept)
