@@ -417,10 +417,10 @@ _HELP = {
     "instead of fine-tuning one: for iterating on head settings in minutes. It must come from "
     "a run with the same data and seed, or the dev metrics are not held out.",
     "max_dev_fpr": "Quality gate: most benign dev texts scoring >= 0.5 (the shipped head: "
-    "0.0184; an earlier recipe: 0.009 with --seed 0, 0.069 with --seed 1). A head over it is "
+    "0.0287; an earlier recipe: 0.009 with --seed 0, 0.069 with --seed 1). A head over it is "
     "not written.",
-    "min_dev_recall": "Quality gate: fewest unsafe dev texts scoring >= 0.5 (shipped: 0.976).",
-    "min_dev_auc": "Quality gate: lowest dev AUC of unsafe vs benign texts (shipped: 0.9984).",
+    "min_dev_recall": "Quality gate: fewest unsafe dev texts scoring >= 0.5 (shipped: 0.974).",
+    "min_dev_auc": "Quality gate: lowest dev AUC of unsafe vs benign texts (shipped: 0.9975).",
 }
 
 
