@@ -10,7 +10,7 @@ behind Redis Streams):
 - :class:`GenerativeRewriter` is the pipeline's side: it decides whether tier 2 runs for a
   request (tenant ``tier2``: ``always``, ``on_risk`` at/above a threshold, ``never``), submits
   the item, and turns the output into the result with
-  :func:`~vlmguard.roles.prompts.rewrite_with_kind`. Malformed outputs, stage failures and
+  :func:`~vlmguard.roles.prompts.rewrite_or_fallback`. Malformed outputs, stage failures and
   timeouts answer with the template rewrite from the tier-1 report and are counted by kind
   (``vlmguard_rewriter_fallbacks_total``); the raw output never reaches the client or the logs
   at INFO. Such a fallback reports its rewriter as ``<template name>;fallback=<kind>`` (e.g.
@@ -55,7 +55,7 @@ from vlmguard.roles.prompts import (
     addresses_guard,
     build_rewriter_messages,
     evidence_from_analysis,
-    rewrite_with_kind,
+    rewrite_or_fallback,
 )
 from vlmguard.roles.rewriter import TemplateRewriter
 
@@ -295,7 +295,7 @@ class GenerativeRewriter:
     def finish(self, raw: str, text: str, report: RiskReport, decision: Decision,
                pol: TenantPolicyConfig, *, clear: bool = False) -> RewriteResult:
         """The result for a model output (parsed, cleared, or the counted template fallback)."""
-        result, kind = rewrite_with_kind(
+        result, kind = rewrite_or_fallback(
             raw, text, report, decision, pol, self.template,
             max_rewrite_chars=self.cfg.max_rewrite_chars, add_guidance=self.cfg.add_guidance,
             clear=clear)

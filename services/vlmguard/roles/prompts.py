@@ -513,26 +513,6 @@ def rewrite_or_fallback(
     rewriter_name: str = REWRITER_NAME,
     add_guidance: bool = False,
     clear: bool = False,
-) -> tuple[RewriteResult, bool]:
-    """:func:`rewrite_with_kind`, with only whether the fallback was used."""
-    result, kind = rewrite_with_kind(
-        raw, text, report, decision, policy, template, max_rewrite_chars=max_rewrite_chars,
-        rewriter_name=rewriter_name, add_guidance=add_guidance, clear=clear)
-    return result, bool(kind)
-
-
-def rewrite_with_kind(
-    raw: str,
-    text: str,
-    report: RiskReport,
-    decision: Decision,
-    policy: TenantPolicyConfig,
-    template: TemplateRewriter,
-    *,
-    max_rewrite_chars: int = MAX_REWRITE_CHARS,
-    rewriter_name: str = REWRITER_NAME,
-    add_guidance: bool = False,
-    clear: bool = False,
 ) -> tuple[RewriteResult, str]:
     """The rewrite result for a model output, or the template rewrite when it is malformed.
 
