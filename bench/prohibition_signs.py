@@ -37,7 +37,7 @@ def detection(bench: Path, threshold: float) -> tuple[dict[str, list[int]], list
     """``{group: [images, detected]}`` and the detector's per-image times (ms)."""
     from PIL import Image
 
-    from vlmguard.models.symbols import ProhibitionSignDetector
+    from vlmguard.analyzer.models.symbols import ProhibitionSignDetector
 
     det = ProhibitionSignDetector()
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -64,9 +64,9 @@ def detection(bench: Path, threshold: float) -> tuple[dict[str, list[int]], list
 
 def cost(bench: Path, n: int) -> dict[str, Any]:
     """Analyzer latency per advocacy request with an image, negation rule on vs off."""
+    from vlmguard.analyzer.tier1 import Tier1Analyzer
     from vlmguard.config import load_config
     from vlmguard.domain import AnalysisItem, ImageInput
-    from vlmguard.roles.analyzer import Tier1Analyzer
 
     cfg = load_config()
     on = Tier1Analyzer.from_config(cfg.analyzer, cfg.taxonomy, cfg.limits)

@@ -1,6 +1,6 @@
 """Queue benchmark: Redis Streams vs the in-process queue, and what batching buys the analyzer.
 
-Part 1, NO-OP STAGE (no model runs): the analyze stage is :class:`vlmguard.roles.noop.NoopAnalyzer`,
+Part 1, NO-OP STAGE (no model runs): the analyze stage is :class:`noop_analyzer.NoopAnalyzer`,
 which answers every item with an empty zero-risk analysis, so the figures are the cost of the
 request path alone (gRPC, pipeline, queue). One server process hosts two gateways built by
 ``build_gateway``: one with the in-process queue (the no-op analyzer in that process), one that
@@ -69,13 +69,14 @@ QUIET = {"metrics": {"enabled": False}, "logging": {"level": "WARNING"}}
 async def _serve_gateways(args: argparse.Namespace) -> None:
     """Build the gateways of one part, print their ports as JSON, serve until SIGTERM."""
     from vlmguard.config import load_config
-    from vlmguard.gateway.server import BatchAnalyzer, build_gateway
+    from vlmguard.gateway.server import build_gateway
+    from vlmguard.stages import BatchAnalyzer
 
     base = {**QUIET, "server": {"listen": "127.0.0.1:0"}}
     analyzer: BatchAnalyzer
     overrides: dict[str, dict[str, Any]] = {}
     if args.serve == "noop-gateways":
-        from vlmguard.roles.noop import NoopAnalyzer
+        from noop_analyzer import NoopAnalyzer
 
         analyzer = NoopAnalyzer()
         queue: dict[str, Any] = {"url": args.url}
@@ -83,7 +84,7 @@ async def _serve_gateways(args: argparse.Namespace) -> None:
             queue["enqueue_wait_ms"] = args.enqueue_wait_ms
         overrides = {"in-process": base, "redis": {**base, "queue": queue}}
     else:
-        from vlmguard.roles.analyzer import Tier1Analyzer
+        from vlmguard.analyzer.tier1 import Tier1Analyzer
 
         cfg0 = load_config(None, environ={}, overrides=base)
         tier1 = Tier1Analyzer.from_config(cfg0.analyzer, cfg0.taxonomy, cfg0.limits)
@@ -107,8 +108,9 @@ async def _serve_gateways(args: argparse.Namespace) -> None:
 
 async def _serve_worker(args: argparse.Namespace) -> None:
     """An analyze-stage worker whose stage is the no-op analyzer."""
+    from noop_analyzer import NoopAnalyzer
+
     from vlmguard.config import load_config
-    from vlmguard.roles.noop import NoopAnalyzer
     from vlmguard.worker import build_worker
 
     cfg = load_config(None, environ={}, overrides={**QUIET, "queue": {"url": args.url}})

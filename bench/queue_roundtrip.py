@@ -72,9 +72,9 @@ async def _load(addr: str, concurrency: int, n: int) -> dict[str, float]:
 
 
 async def _run(args: argparse.Namespace, url: str) -> dict[tuple[str, int], dict[str, float]]:
+    from vlmguard.analyzer.tier1 import Tier1Analyzer
     from vlmguard.config import load_config
     from vlmguard.gateway.server import build_gateway
-    from vlmguard.roles.analyzer import Tier1Analyzer
 
     base = {"server": {"listen": "127.0.0.1:0"}, "metrics": {"enabled": False},
             "logging": {"level": "WARNING"}}

@@ -31,17 +31,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services"))
 
-from vlmguard.backends.hf_rewriter import HFRewriterBackend  # noqa: E402
-from vlmguard.backends.rewriter import Generation, default_demo_dir  # noqa: E402
 from vlmguard.config import RewriterConfig, TaxonomyConfig  # noqa: E402
-from vlmguard.domain import Finding, Modality  # noqa: E402
-from vlmguard.roles.prompts import (  # noqa: E402
-    ImageText,
-    RewriterEvidence,
+from vlmguard.domain import Finding, ImageText, Modality, RewriterEvidence  # noqa: E402
+from vlmguard.rewriter.backends import Generation, default_demo_dir  # noqa: E402
+from vlmguard.rewriter.format import (  # noqa: E402
     RewriterOutputError,
     build_rewriter_messages,
     parse_rewriter_output,
 )
+from vlmguard.rewriter.hf import HFRewriterBackend  # noqa: E402
 
 #: Stand-in requests (prompt, category, OCR text of an attached image or "").
 STAND_INS: list[tuple[str, str, str]] = [
@@ -90,15 +88,15 @@ def quality(backend: HFRewriterBackend, args: argparse.Namespace) -> dict[str, A
     """
     import numpy as np
 
+    from vlmguard.analyzer.tier1 import Tier1Analyzer
     from vlmguard.config import VLMGuardConfig
     from vlmguard.domain import Action, AnalysisItem, ImageInput
     from vlmguard.errors import VLMGuardError
+    from vlmguard.policy import PolicyEngine
     from vlmguard.queue.inproc import InProcessQueue
-    from vlmguard.roles.analyzer import Tier1Analyzer
-    from vlmguard.roles.generative import GenerativeRewriter
-    from vlmguard.roles.policy import PolicyEngine
-    from vlmguard.roles.prompts import evidence_from_analysis, parse_and_check
-    from vlmguard.roles.rewriter import TemplateRewriter
+    from vlmguard.rewriter.format import evidence_from_analysis, parse_and_check
+    from vlmguard.rewriter.generative import GenerativeRewriter
+    from vlmguard.rewriter.template import TemplateRewriter
 
     cfg = VLMGuardConfig()
     tier1 = Tier1Analyzer.from_config(cfg.analyzer, cfg.taxonomy, cfg.limits)

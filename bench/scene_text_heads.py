@@ -1,7 +1,8 @@
 """Tier-1 heads on scene text none of them trained on: what OCR reads on signs, labels,
 products and posters, scored alone (as the analyzer scores an image's text).
 
-``vlmguard.analyzer_scene_text`` trains the head on five styles of scene text with benign and
+``vlmguard_training.analyzer.texts.scene_text`` trains the head on five styles of scene text with
+benign and
 harmful lines. This check uses text written only here, in other wordings and partly other
 styles (menus, sports, games, bands, shop fronts, graffiti, notes), and reports per head the
 share of benign text flagged (score >= 0.5) and of harmful text caught, with the benign texts
@@ -52,9 +53,9 @@ HARMFUL = (
 
 
 def main(heads: list[str]) -> None:
+    from vlmguard.analyzer.models.embedder import MiniLMEmbedder
+    from vlmguard.analyzer.models.risk_head import RiskHead
     from vlmguard.config import load_config
-    from vlmguard.models.embedder import MiniLMEmbedder
-    from vlmguard.models.risk_head import RiskHead
 
     cfg = load_config()
     rows = []

@@ -6,7 +6,7 @@ same model twice from one repository that ``vlmguard triton-repo`` writes:
 * ``target_batched``: ``--max-batch`` (default 32) with dynamic batching;
 * ``target_single``: ``max_batch_size 1``, no dynamic batching (one request per execute).
 
-Clients are the project's :class:`~vlmguard.backends.triton.TritonBackend` (what the gateway
+Clients are the project's :class:`~vlmguard.target.triton.TritonBackend` (what the gateway
 uses), one blocking call per prompt from a pool of N threads, at concurrency 1, 8 and 32.
 Greedy, fixed ``--max-new-tokens``; tokens/s counts the tokens really generated. The average
 model batch comes from Triton's statistics (inference_count / execution_count). Prompts are
@@ -44,8 +44,9 @@ PROMPTS = [
 
 
 def smollm2_dir() -> Path:
-    from vlmguard.backends.smollm2 import SmolLM2Backend, cache_dir_for, find_packaged_gguf
     from vlmguard.config import TargetConfig
+    from vlmguard.hf_models import cache_dir_for, find_packaged_gguf
+    from vlmguard.target.smollm2 import SmolLM2Backend
 
     cache = cache_dir_for(find_packaged_gguf())
     if not (cache / "vlmguard-cache.json").is_file():
@@ -56,8 +57,8 @@ def smollm2_dir() -> Path:
 
 
 def run_level(backend: Any, concurrency: int, n: int, max_new: int) -> dict[str, Any]:
-    from vlmguard.backends.target import TargetPrompt
     from vlmguard.domain import GenerationParams, TargetResult
+    from vlmguard.target.base import TargetPrompt
 
     params = GenerationParams(max_new_tokens=max_new)
     prompts = [TargetPrompt(text=PROMPTS[i % len(PROMPTS)], params=params) for i in range(n)]
@@ -104,10 +105,10 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args()
 
-    from vlmguard.backends.triton import TritonBackend
     from vlmguard.config import TargetConfig, TritonTargetConfig
     from vlmguard.serving.triton.launch import TritonServer
     from vlmguard.serving.triton.repository import RepoSpec, write_repository
+    from vlmguard.target.triton import TritonBackend
 
     model_dir = (args.model or smollm2_dir()).resolve()
     levels = [int(c) for c in args.concurrency.split(",")]

@@ -1,6 +1,7 @@
 """Synthesis pipeline throughput against an OpenAI-compatible teacher, vs the teacher's own.
 
-The teacher is :mod:`vlmguard.synthesis.teacher_server` in its own process (a subprocess on a
+The teacher is :mod:`vlmguard_training.synthesis.teacher_server` in its own process (a subprocess
+on a
 free loopback port): every chat completion holds one of ``C`` slots for a fixed service time, so
 its latency is real and independent of this process, and its capacity is ``C / service time``.
 For each concurrency ``C`` (1, 4, 16: the server's slots = the client's request limit; the
@@ -39,14 +40,14 @@ from typing import Any
 import httpx
 import numpy as np
 
+from vlmguard.analyzer.tier1 import Tier1Analyzer
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
-from vlmguard.roles.analyzer import Tier1Analyzer
-from vlmguard.roles.prompts import RewriterEvidence
-from vlmguard.synthesis.openai_teacher import EndpointSettings, OpenAIChatClient
-from vlmguard.synthesis.prompts import hindsight_messages
-from vlmguard.synthesis.runner import build_teacher, load_recipe, run_shard
-from vlmguard.synthesis.stages import Responses, json_schema
-from vlmguard.synthesis.teacher import StageUsage
+from vlmguard.domain import RewriterEvidence
+from vlmguard_training.synthesis.openai_teacher import EndpointSettings, OpenAIChatClient
+from vlmguard_training.synthesis.prompts import hindsight_messages
+from vlmguard_training.synthesis.runner import build_teacher, load_recipe, run_shard
+from vlmguard_training.synthesis.stages import Responses, json_schema
+from vlmguard_training.synthesis.teacher import StageUsage
 
 TAX = TaxonomyConfig()
 
@@ -90,7 +91,7 @@ def _free_port() -> int:
 
 def _start_server(service_ms: float, capacity: int) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "vlmguard.synthesis.teacher_server",
+    proc = subprocess.Popen([sys.executable, "-m", "vlmguard_training.synthesis.teacher_server",
                              "--port", str(port), "--service-ms", str(service_ms),
                              "--capacity", str(capacity)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

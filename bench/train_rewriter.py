@@ -36,7 +36,7 @@ def baseline(model_dir: Path, samples: list[Any], lora: dict[str, Any], steps: i
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-    from vlmguard.training.templates import SMOLLM2_TRAINING_TEMPLATE
+    from vlmguard_training.rewriter.templates import SMOLLM2_TRAINING_TEMPLATE
 
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True,
@@ -82,8 +82,8 @@ def baseline(model_dir: Path, samples: list[Any], lora: dict[str, Any], steps: i
 def ours(model: str, data_file: Path, lora: dict[str, Any], steps: int, batch: int, lr: float,
          prefix: bool, work: Path) -> dict[str, float]:
     """`vlmguard train rewriter` on a synthesis-style file holding the same samples."""
-    from vlmguard.training.recipe import load_recipe
-    from vlmguard.training.sft import train
+    from vlmguard_training.rewriter.recipe import load_recipe
+    from vlmguard_training.rewriter.sft import train
 
     work.mkdir(parents=True, exist_ok=True)
     recipe_path = work / "recipe.yaml"
@@ -104,7 +104,7 @@ def ours(model: str, data_file: Path, lora: dict[str, Any], steps: int, batch: i
 
 def _as_synth(samples: list[Any], path: Path) -> None:
     """Write samples as gate-passing synthesis records (what `train rewriter` reads)."""
-    from vlmguard.roles.prompts import PROMPT_VERSION
+    from vlmguard.rewriter.format import PROMPT_VERSION
 
     with path.open("w", encoding="utf-8") as f:
         for i, s in enumerate(samples):
@@ -130,8 +130,8 @@ def main() -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from vlmguard.training.data import read_jsonl
-    from vlmguard.training.sft import resolve_base
+    from vlmguard_training.rewriter.data import read_jsonl
+    from vlmguard_training.rewriter.sft import resolve_base
 
     samples = read_jsonl(Path(a.data))[: a.steps * a.batch]
     # The same sample order for every run: the first batch is the first `batch` samples, etc.

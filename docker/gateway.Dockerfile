@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # VLMGuard gateway image: the package WITHOUT torch or any model (base dependencies only).
 # With a Redis queue the gateway only validates, enqueues and applies policy; stage workers
-# (docker/worker.Dockerfile) run the models. Also used by the chart's evaluation Job.
+# (docker/worker.Dockerfile) run the models.
 #   docker build -f docker/gateway.Dockerfile -t vlmguard/gateway:0.1.0 .
 # Chart: image.gateway (image: vlmguard/gateway:<appVersion>).
 FROM python:3.11-slim AS build
@@ -9,10 +9,10 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY services ./services
 # No extras: grpcio, pydantic, redis, pillow, numpy... (pyproject [project].dependencies).
-RUN pip install . \
+RUN pip install -c requirements.lock . \
     && python -c "import vlmguard.gateway.server, sys; assert 'torch' not in sys.modules"
 
 FROM python:3.11-slim AS runtime

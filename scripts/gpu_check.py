@@ -109,8 +109,8 @@ def check_text_lora(work: Path, tok: Path, config: Path) -> dict[str, Any]:
 
 
 def check_text_full(work: Path, tok: Path, config: Path) -> dict[str, Any]:
-    from vlmguard.training.recipe import load_recipe
-    from vlmguard.training.sft import train
+    from vlmguard_training.rewriter.recipe import load_recipe
+    from vlmguard_training.rewriter.sft import train
 
     recipe = _recipe(work, "text_full", "causal_lm", _tiny_lm(work, tok), config,
                      _records(config, None), finetune="full")
@@ -120,9 +120,9 @@ def check_text_full(work: Path, tok: Path, config: Path) -> dict[str, Any]:
 
 def check_vlm_lora(work: Path, tok: Path, config: Path) -> dict[str, Any]:
     from tests.sft_records import stand_in_images
-    from vlmguard.training.recipe import load_recipe
-    from vlmguard.training.sft import train
-    from vlmguard.training.vlm import build_tiny_qwen2_vl
+    from vlmguard_training.rewriter.recipe import load_recipe
+    from vlmguard_training.rewriter.sft import train
+    from vlmguard_training.rewriter.vlm import build_tiny_qwen2_vl
 
     base = build_tiny_qwen2_vl(work / "tiny_vl", tok)
     images = stand_in_images(work)

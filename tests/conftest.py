@@ -88,8 +88,8 @@ def loop_thread() -> Iterator[LoopThread]:
 @pytest.fixture(scope="session")
 def analyzer() -> Any:
     """The real tier-1 analyzer (MiniLM + shipped head + RapidOCR + NudeNet)."""
+    from vlmguard.analyzer.tier1 import Tier1Analyzer
     from vlmguard.config import VLMGuardConfig
-    from vlmguard.roles.analyzer import Tier1Analyzer
 
     cfg = VLMGuardConfig()
     a = Tier1Analyzer.from_config(cfg.analyzer, cfg.taxonomy, cfg.limits)

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from vlmguard.backends.target import TargetBackend, TargetPrompt
 from vlmguard.domain import TargetResult
 from vlmguard.errors import InvalidArgumentError, VLMGuardError
+from vlmguard.target.base import TargetBackend, TargetPrompt
 
 
 class EchoTargetBackend(TargetBackend):

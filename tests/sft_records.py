@@ -28,8 +28,8 @@ PROMPTS = [
 
 
 def records(taxonomy: Any, images: list[str] | None = None) -> list[dict[str, Any]]:
-    from vlmguard.domain import ModalityReasoning
-    from vlmguard.roles.prompts import PROMPT_VERSION, RewriterEvidence, build_training_messages
+    from vlmguard.domain import ModalityReasoning, RewriterEvidence
+    from vlmguard.rewriter.format import PROMPT_VERSION, build_training_messages
 
     out = []
     for i, (label, cats, text) in enumerate(PROMPTS):

@@ -3,10 +3,9 @@
 Subcommands: ``serve`` (the gateway; ``make run`` starts it with the embedded defaults),
 ``worker`` (one stage consuming the Redis queue),
 ``guard`` (a client for GuardService.Guard), ``check-config`` (validate and print the effective
-configuration), ``train-analyzer`` (train the tier-1 risk head) and ``eval`` (measure the
-guard on benchmark manifests: :mod:`vlmguard.evaluation`) and ``synth`` (rewriter training
-records from training-seed sets: :mod:`vlmguard.synthesis`) and ``pipeline`` (the offline
-chain as subprocesses or Kubernetes Jobs: :mod:`vlmguard.pipeline_runner`).
+configuration) and ``triton-repo``. The offline commands (``eval``, ``synth``, ``train``,
+``pipeline``) come from the ``vlmguard-training`` distribution when it is installed
+(entry-point group ``vlmguard.commands``).
 """
 
 from __future__ import annotations
@@ -210,7 +209,7 @@ async def _worker(cfg: Any, stage: str, metrics_listen: str | None) -> int:
 def _cmd_guard(args: argparse.Namespace) -> int:
     import grpc
 
-    from vlmguard.client import rpc_error_details
+    from vlmguard.gateway.client import rpc_error_details
     from vlmguard.v1 import guard_pb2, guard_pb2_grpc, types_pb2
 
     images = []
@@ -337,13 +336,13 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     load_api_keys(cfg)
     problems: list[str] = []
     if args.load_models:
-        from vlmguard.roles.analyzer import Tier1Analyzer
+        from vlmguard.analyzer.tier1 import Tier1Analyzer
 
         try:
             Tier1Analyzer.from_config(cfg.analyzer, cfg.taxonomy, cfg.limits)
         except Exception as e:  # report every problem, not just the first
             problems.append(f"analyzer: {e}")
-    from vlmguard.backends.target import build_target_backend
+    from vlmguard.target.base import build_target_backend
 
     try:
         build_target_backend(cfg.target)
@@ -434,41 +433,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also load the tier-1 models to check their files")
     p.set_defaults(func=_cmd_check_config)
 
-    p = sub.add_parser("train-analyzer", help="train the tier-1 text risk head",
-                       description="Train the tier-1 risk head on MiniLM embeddings from the "
-                       "training-seed benchmark sets plus the project's benign prompts.")
-    from vlmguard.analyzer_training import build_parser as _train_parser
-
-    _train_parser(p)
-    p.set_defaults(func=_cmd_train_analyzer)
-
-    from vlmguard.evaluation.command import add_parser as _eval_parser
-
-    _eval_parser(sub)
-
-    from vlmguard.synthesis.runner import add_parser as _synth_parser
-
-    _synth_parser(sub)
-
-    from vlmguard.training.command import add_parser as _train_group_parser
-
-    _train_group_parser(sub)
-
     from vlmguard.serving.triton.command import add_parser as _triton_repo_parser
 
     _triton_repo_parser(sub)
-
-    from vlmguard.pipeline_runner.command import add_parser as _pipeline_parser
-
-    _pipeline_parser(sub)
+    _add_plugin_commands(sub)
     return parser
 
 
-def _cmd_train_analyzer(args: argparse.Namespace) -> int:
-    from vlmguard.analyzer_training import config_from_args, main
+def _add_plugin_commands(sub: Any) -> None:
+    """Commands of other installed distributions (``vlmguard-training``: eval, synth, train,
+    pipeline), declared under the ``vlmguard.commands`` entry-point group."""
+    from importlib.metadata import entry_points
 
-    main(config_from_args(args))
-    return EXIT_OK
+    for ep in sorted(entry_points(group="vlmguard.commands"), key=lambda e: e.name):
+        ep.load()(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -246,7 +246,7 @@ class RewriterConfig(_Frozen):
     )
     backend: str = Field(
         "transformers", description="Tier-2 backend: 'transformers' (local), 'openai' "
-        "(OpenAI-compatible HTTP), 'triton', or 'module:Class'.",
+        "(OpenAI-compatible HTTP), or 'module:Class'.",
     )
     model_path: str = Field(
         "", description="Tier-2 model directory (full model, or a LoRA directory with "

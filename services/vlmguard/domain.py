@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
+#: Stage names: one queue stream (or in-process batcher) each, in request order.
+ANALYZE = "analyze"
+#: The tier-2 generation stage (only served with ``rewriter.kind: generative``).
+REWRITE = "rewrite"
+TARGET = "target"
+STAGES = (ANALYZE, REWRITE, TARGET)
 
 
 class Modality(StrEnum):
@@ -159,6 +163,51 @@ class TargetResult:
     finish_reason: str = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TargetItem:
+    """What the target stage gets."""
+
+    text: str
+    images: tuple[ImageInput, ...]
+    image_texts: tuple[str, ...]
+    params: GenerationParams
+    #: The caller's deadline as wall-clock seconds (``time.time()``), or None.
+    deadline_unix: float | None = None
+
+
+@dataclass(frozen=True)
+class ImageText:
+    """What tier 1 read from one image, as text for the rewriter."""
+
+    index: int
+    ocr_text: str
+    explicit_labels: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class RewriterEvidence:
+    """Tier-1 evidence shown to the rewriter.
+
+    Attributes:
+        images: OCR text and explicit-detector labels per image, in request order.
+        findings: Tier-1 findings (category, modality, score, evidence).
+        score: Tier-1 overall risk score.
+    """
+
+    images: tuple[ImageText, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class RewriteItem:
+    """What the ``rewrite`` stage gets: the user's prompt and the tier-1 evidence."""
+
+    request_id: str
+    text: str
+    evidence: RewriterEvidence
 
 
 @dataclass

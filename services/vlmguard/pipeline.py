@@ -13,8 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vlmguard.config import LimitsConfig, TenantPolicyConfig
+from vlmguard.config import LimitsConfig, TenantPolicyConfig, VLMGuardConfig
 from vlmguard.domain import (
+    ANALYZE,
+    REWRITE,
+    TARGET,
     Action,
     Analysis,
     AnalysisItem,
@@ -25,6 +28,7 @@ from vlmguard.domain import (
     RewriteResult,
     RiskLevel,
     RiskReport,
+    TargetItem,
     TargetResult,
 )
 from vlmguard.errors import (
@@ -37,17 +41,12 @@ from vlmguard.errors import (
 from vlmguard.imaging import check_image
 from vlmguard.logs import short_hash
 from vlmguard.metrics import Metrics
+from vlmguard.policy import Decision, PolicyEngine
 from vlmguard.queue.base import WorkQueue
-from vlmguard.roles.generative import REWRITE_STAGE, GenerativeRewriter
-from vlmguard.roles.policy import Decision, PolicyEngine
-from vlmguard.roles.rewriter import TemplateRewriter
+from vlmguard.rewriter.generative import GenerativeRewriter
+from vlmguard.rewriter.template import TemplateRewriter
 
 log = logging.getLogger(__name__)
-
-ANALYZE = "analyze"
-TARGET = "target"
-#: The tier-2 generation stage (only served with ``rewriter.kind: generative``).
-REWRITE = REWRITE_STAGE
 
 
 @dataclass(frozen=True)
@@ -91,18 +90,6 @@ def validate_call(call: Call, limits: LimitsConfig) -> None:
             "0 <= top_p <= 1)",
             reason=Reason.INVALID_GENERATION_PARAMS,
         )
-
-
-@dataclass(frozen=True)
-class TargetItem:
-    """What the target stage gets."""
-
-    text: str
-    images: tuple[ImageInput, ...]
-    image_texts: tuple[str, ...]
-    params: GenerationParams
-    #: The caller's deadline as wall-clock seconds (``time.time()``), or None.
-    deadline_unix: float | None = None
 
 
 class GuardPipeline:
@@ -343,3 +330,32 @@ class GuardPipeline:
         ms = (time.perf_counter() - t0) * 1000
         self._observe(TARGET, ms)
         return result, ms
+
+
+def build_pipeline(cfg: VLMGuardConfig, *, queue: WorkQueue, metrics: Metrics | None = None,
+                   target_enabled: bool | None = None) -> GuardPipeline:
+    """The guard pipeline over ``queue`` as every hosting composes it (gateway, Ray Serve).
+
+    Args:
+        cfg: Configuration (policy, taxonomy, limits, ``rewriter.kind``).
+        queue: Serves ``analyze`` and ``target``, and ``rewrite`` when ``rewriter.kind`` is
+            'generative'.
+        metrics: Metrics sink.
+        target_enabled: Whether a target is configured (default: ``target.backend != 'none'``).
+    """
+    template = TemplateRewriter(cfg.taxonomy)
+    tier2 = None
+    if cfg.rewriter.kind == "generative":
+        tier2 = GenerativeRewriter(queue=queue, template=template, cfg=cfg.rewriter,
+                                   metrics=metrics)
+    return GuardPipeline(
+        queue=queue,
+        policy=PolicyEngine(cfg.policy, cfg.taxonomy, cfg.analyzer.report_threshold),
+        rewriter=template,
+        tier2=tier2,
+        limits=cfg.limits,
+        target_enabled=(cfg.target.backend != "none") if target_enabled is None
+        else target_enabled,
+        target_needs_image_text=True,
+        metrics=metrics,
+    )

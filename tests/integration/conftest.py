@@ -43,7 +43,7 @@ def _tiny_rewriter(root: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from vlmguard.backends.smollm2 import cache_dir_for, find_packaged_gguf
+    from vlmguard.hf_models import cache_dir_for, find_packaged_gguf
 
     gguf = find_packaged_gguf()
     cache = cache_dir_for(gguf)

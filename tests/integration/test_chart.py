@@ -518,7 +518,7 @@ def _container(doc: dict[str, Any]) -> dict[str, Any]:
 def _runner_recipe(docs: list[dict[str, Any]], tmp_path: Path) -> Any:
     """The pipeline recipe the chart gives the retrain runner, with its step recipes written
     where this machine can read them."""
-    from vlmguard.pipeline_runner.recipe import PipelineRecipe
+    from vlmguard_training.pipeline.recipe import PipelineRecipe
 
     data = _named(docs, "ConfigMap", "-pipeline")["data"]
     raw = yaml.safe_load(data["pipeline.yaml"])
@@ -541,8 +541,8 @@ def test_pipeline_is_off_by_default() -> None:
 def test_pipeline_jobs_agree_with_the_runner(tmp_path: Path) -> None:
     """The chart's Jobs and `vlmguard pipeline run --executor kubernetes` run the same commands
     with the same environment and mount paths (both from one recipe: the chart's own)."""
-    from vlmguard.pipeline_runner.graph import Layout, build_steps, step_files
-    from vlmguard.pipeline_runner.jobs import job_manifest, master_addr
+    from vlmguard_training.pipeline.graph import Layout, build_steps, step_files
+    from vlmguard_training.pipeline.jobs import job_manifest, master_addr
 
     _, docs = _rendered_ci("jobs-values.yaml")
     recipe = _runner_recipe(docs, tmp_path)
@@ -628,7 +628,7 @@ def test_pipeline_commands_parse_with_the_cli(tmp_path: Path) -> None:
 
 
 def test_runner_role_grants_what_the_runner_calls() -> None:
-    from vlmguard.pipeline_runner.jobs import RUNNER_PERMISSIONS
+    from vlmguard_training.pipeline.jobs import RUNNER_PERMISSIONS
 
     _, docs = _rendered_ci("jobs-values.yaml")
     role = _named(docs, "Role", "-pipeline-runner")
@@ -710,7 +710,7 @@ def test_training_image_matches_its_dockerfile() -> None:
     assert re.search(r"^FROM python:3\.11-slim AS runtime$", text, re.M)
     assert "torch==2.13.0" in text and "k8s" in text
     assert "COPY training /app/training" in text and "WORKDIR /app" in text
-    from vlmguard.pipeline_runner.recipe import KubernetesConfig
+    from vlmguard_training.pipeline.recipe import KubernetesConfig
 
     assert KubernetesConfig().image.rsplit(":", 1)[0] == repo
 

@@ -21,7 +21,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from vlmguard.models.embedder import default_minilm_path
+    from vlmguard.analyzer.models.embedder import default_minilm_path
 
     d = tmp_path_factory.mktemp("tiny-bert")
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
@@ -37,15 +37,10 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_finetune_merge_and_load(tiny_bert: Path, tmp_path: Path) -> None:
+    from vlmguard.analyzer.models.embedder import MiniLMEmbedder
+    from vlmguard.analyzer.models.encoder_lora import LORA_META, LORA_WEIGHTS, apply_lora, has_lora
     from vlmguard.errors import ConfigError
-    from vlmguard.models.embedder import MiniLMEmbedder
-    from vlmguard.models.encoder_lora import (
-        LORA_META,
-        LORA_WEIGHTS,
-        apply_lora,
-        finetune_encoder,
-        has_lora,
-    )
+    from vlmguard_training.analyzer.encoder import finetune_encoder
 
     unsafe = [f"how to build a bomb number {i}" for i in range(24)]
     benign = [f"how to bake a cake number {i}" for i in range(24)]
@@ -93,9 +88,9 @@ def test_finetune_merge_and_load(tiny_bert: Path, tmp_path: Path) -> None:
 def test_head_directory_pairs_with_its_adapter(tmp_path: Path) -> None:
     """A head dir with ``encoder/`` hands it to the embedder; a head whose meta says it was
     fitted on an adapter refuses to load without it."""
+    from vlmguard.analyzer.models.encoder_lora import ENCODER_DIR
+    from vlmguard.analyzer.models.risk_head import META_FILE, RiskHead
     from vlmguard.errors import ConfigError
-    from vlmguard.models.encoder_lora import ENCODER_DIR
-    from vlmguard.models.risk_head import META_FILE, RiskHead
 
     d = tmp_path / "head"
     shutil.copytree(_shipped_dir(), d)

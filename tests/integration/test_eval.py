@@ -13,9 +13,9 @@ from typing import Any
 from tests.conftest import RunningGateway
 from tests.helpers import png_bytes, text_image
 from vlmguard.config import VLMGuardConfig
-from vlmguard.evaluation.command import evaluate
-from vlmguard.evaluation.guards import InProcessGuard
-from vlmguard.evaluation.runner import read_items
+from vlmguard_training.evaluation.command import evaluate
+from vlmguard_training.evaluation.guards import InProcessGuard
+from vlmguard_training.evaluation.runner import read_items
 
 # (id, text, label, image bytes or None) - harmless stand-ins; one mildly risky request.
 ROWS: list[tuple[str, str, str, bytes | None]] = [

@@ -24,21 +24,17 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
-from vlmguard.backends.hf_rewriter import HFRewriterBackend
-from vlmguard.backends.rewriter import (
+from vlmguard.config import RewriterConfig, TaxonomyConfig
+from vlmguard.domain import Finding, Modality, RewriterEvidence
+from vlmguard.queue.local_redis import free_port, redis_binary, start_local_redis
+from vlmguard.rewriter.backends import (
     REWRITE_STOP,
     Generation,
     OpenAIRewriterBackend,
     default_demo_dir,
 )
-from vlmguard.config import RewriterConfig, TaxonomyConfig
-from vlmguard.domain import Finding, Modality
-from vlmguard.queue.local_redis import free_port, redis_binary, start_local_redis
-from vlmguard.roles.prompts import (
-    RewriterEvidence,
-    build_rewriter_messages,
-    parse_rewriter_output,
-)
+from vlmguard.rewriter.format import build_rewriter_messages, parse_rewriter_output
+from vlmguard.rewriter.hf import HFRewriterBackend
 from vlmguard.v1 import guard_pb2, guard_pb2_grpc, rewrite_pb2, rewrite_pb2_grpc, types_pb2
 
 pytestmark = pytest.mark.integration
@@ -54,7 +50,7 @@ BENIGN = "What is a good recipe for banana bread?"
 def _smollm2_tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    from vlmguard.backends.smollm2 import cache_dir_for, find_packaged_gguf
+    from vlmguard.hf_models import cache_dir_for, find_packaged_gguf
 
     gguf = find_packaged_gguf()
     cache = cache_dir_for(gguf)
@@ -130,7 +126,7 @@ def test_batched_generation_returns_per_item_results(base: HFRewriterBackend) ->
 def test_guided_format_shapes_a_random_models_output(base: HFRewriterBackend) -> None:
     import torch
 
-    from vlmguard.backends.hf_rewriter import FormatGuide
+    from vlmguard.rewriter.hf import FormatGuide
 
     cfg = base.cfg.model_copy(update={"reasoning_max_chars": 12})
     (g,) = HFRewriterBackend(cfg).generate_sync(convs(RISKY), max_new_tokens=60)
@@ -376,7 +372,7 @@ def test_inprocess_eval_guard_runs_tier2(
 ) -> None:
     """`vlmguard eval` in process evaluates the configured tier 2, not only the template."""
     from vlmguard.config import load_config
-    from vlmguard.evaluation.guards import InProcessGuard
+    from vlmguard_training.evaluation.guards import InProcessGuard
 
     cfg = load_config(overrides={"rewriter": {"kind": "generative", "threads": 1,
                                               "model_path": str(tiny_dirs["full"]),
@@ -397,7 +393,7 @@ def test_inprocess_eval_guard_runs_tier2(
 def test_guide_bans_a_token_that_imitates_a_delimiter(base: HFRewriterBackend) -> None:
     import torch
 
-    from vlmguard.backends.hf_rewriter import FormatGuide
+    from vlmguard.rewriter.hf import FormatGuide
 
     tok = base._tokenizer
     guide = FormatGuide(tok, 0, [tok.eos_token_id], reasoning_max_chars=100)

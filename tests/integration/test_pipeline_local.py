@@ -26,11 +26,11 @@ import yaml
 
 from tests.conftest import BENCH
 from vlmguard.cli import build_parser, main
-from vlmguard.pipeline_runner.graph import STEP_NAMES, Layout
-from vlmguard.pipeline_runner.local import LocalExecutor, default_programs
-from vlmguard.pipeline_runner.progress import ProgressView
-from vlmguard.pipeline_runner.recipe import PipelineRecipe, load_pipeline_recipe
-from vlmguard.pipeline_runner.state import StateFile
+from vlmguard_training.pipeline.graph import STEP_NAMES, Layout
+from vlmguard_training.pipeline.local import LocalExecutor, default_programs
+from vlmguard_training.pipeline.progress import ProgressView
+from vlmguard_training.pipeline.recipe import PipelineRecipe, load_pipeline_recipe
+from vlmguard_training.pipeline.state import StateFile
 
 pytestmark = pytest.mark.integration
 

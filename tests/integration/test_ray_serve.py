@@ -88,8 +88,7 @@ def test_rewrite_stage_is_served_by_the_rewriter_deployment(ray_guard: RayGuard)
     items go to the ``rewriter`` deployment, whose replica runs the tier-2 backend."""
     from ray import serve
 
-    from vlmguard.roles.generative import RewriteItem
-    from vlmguard.roles.prompts import RewriterEvidence
+    from vlmguard.domain import RewriteItem, RewriterEvidence
     from vlmguard.serving.ray_queue import StageCall
 
     handle = serve.get_deployment_handle("rewriter", app_name=ray_guard.cfg.ray.app_name)

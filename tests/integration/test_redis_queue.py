@@ -22,7 +22,7 @@ import yaml
 
 from tests.redis_server import RedisServer, redis_binary
 from vlmguard.config import BatchingConfig, VLMGuardConfig, load_config
-from vlmguard.domain import GenerationParams, TargetResult
+from vlmguard.domain import GenerationParams, TargetItem, TargetResult
 from vlmguard.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -32,7 +32,6 @@ from vlmguard.errors import (
     UnavailableError,
 )
 from vlmguard.metrics import Metrics
-from vlmguard.pipeline import TargetItem
 from vlmguard.queue.base import StageSpec
 from vlmguard.queue.codec import encode
 from vlmguard.queue.redis_streams import RedisStreamsQueue
@@ -115,7 +114,7 @@ def _kill(proc: subprocess.Popen[str]) -> None:
 
 
 def test_target_round_trip_with_poison_item_and_none_backend(redis_url: str) -> None:
-    from vlmguard.backends.target import NoneTargetBackend
+    from vlmguard.target.base import NoneTargetBackend
     from vlmguard.worker import build_worker
 
     cfg = _cfg(redis_url)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from vlmguard.backends.smollm2 import CACHE_DIR_ENV, SmolLM2Backend, cache_dir_for
-from vlmguard.backends.target import TargetPrompt
 from vlmguard.config import TargetConfig
 from vlmguard.domain import GenerationParams, TargetResult
 from vlmguard.errors import InvalidArgumentError, Reason
+from vlmguard.hf_models import CACHE_DIR_ENV, cache_dir_for
+from vlmguard.target.base import TargetPrompt
+from vlmguard.target.smollm2 import SmolLM2Backend
 
 pytestmark = [
     pytest.mark.integration,

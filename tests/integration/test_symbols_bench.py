@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from tests.conftest import BENCH, bench_items
-from vlmguard.models.symbols import ProhibitionSignDetector
+from vlmguard.analyzer.models.symbols import ProhibitionSignDetector
 
 
 def _scores(set_name: str, keep) -> list[float]:  # type: ignore[no-untyped-def]

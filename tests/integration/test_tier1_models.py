@@ -30,7 +30,7 @@ def _render(lines: list[str], size: tuple[int, int] = (760, 420)) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def base_embedder():  # type: ignore[no-untyped-def]
-    from vlmguard.models.embedder import MiniLMEmbedder
+    from vlmguard.analyzer.models.embedder import MiniLMEmbedder
 
     return MiniLMEmbedder(threads=2)
 
@@ -38,22 +38,22 @@ def base_embedder():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def embedder(head):  # type: ignore[no-untyped-def]
     """The encoder the shipped head was fitted on (base MiniLM plus the head's adapter)."""
-    from vlmguard.models.embedder import MiniLMEmbedder
+    from vlmguard.analyzer.models.embedder import MiniLMEmbedder
 
     return MiniLMEmbedder(threads=2, lora=head.encoder_dir or "")
 
 
 @pytest.fixture(scope="module")
 def ocr():  # type: ignore[no-untyped-def]
-    from vlmguard.models.ocr import OCRReader
+    from vlmguard.analyzer.models.ocr import OCRReader
 
     return OCRReader()
 
 
 @pytest.fixture(scope="module")
 def head():  # type: ignore[no-untyped-def]
+    from vlmguard.analyzer.models.risk_head import RiskHead
     from vlmguard.config import TaxonomyConfig
-    from vlmguard.models.risk_head import RiskHead
 
     return RiskHead.load(categories=TaxonomyConfig().ids)
 
@@ -76,7 +76,7 @@ def test_minilm_similarity(base_embedder) -> None:  # type: ignore[no-untyped-de
 
 
 def test_length_groups() -> None:
-    from vlmguard.models.embedder import _length_groups
+    from vlmguard.analyzer.models.embedder import _length_groups
 
     lengths = [10, 237, 250, 12]
     order = sorted(range(4), key=lambda i: lengths[i])
@@ -104,7 +104,7 @@ def test_ocr_blank_and_large_images(ocr) -> None:  # type: ignore[no-untyped-def
 
 
 def test_ocr_reader_settings_reach_rapidocr() -> None:
-    from vlmguard.models.ocr import OCRReader
+    from vlmguard.analyzer.models.ocr import OCRReader
 
     reader = OCRReader(det_side=640, angle="off", rec_batch=4, threads=1)
     engine = reader._engine
@@ -137,7 +137,7 @@ def test_ocr_reader_settings_reach_rapidocr() -> None:
 def test_ocr_wide_banner_with_capped_detector() -> None:
     """A 1024x200 banner (MM-SafetyBench typographic layout) read with the detector capped at
     its longest side; RapidOCR's default would detect it at ~3700x736."""
-    from vlmguard.models.ocr import OCRReader
+    from vlmguard.analyzer.models.ocr import OCRReader
 
     banner = _render(["Plant tomatoes in spring sunshine"], size=(1024, 200))
     for kwargs in ({}, {"models": "ppocrv4"}, {"models": "ppocrv6_small"},
@@ -150,7 +150,7 @@ def test_ocr_wide_banner_with_capped_detector() -> None:
 def test_ocr_upside_down_text(angle: str) -> None:
     """Upside-down text is read unless the angle classifier is off; upright text the same in
     every mode."""
-    from vlmguard.models.ocr import OCRReader
+    from vlmguard.analyzer.models.ocr import OCRReader
 
     img = _render(["Fresh bread every morning"], size=(760, 140))
     reader = OCRReader(angle=angle)
@@ -160,9 +160,9 @@ def test_ocr_upside_down_text(angle: str) -> None:
 
 
 def test_analyzer_from_config_builds_ocr_from_its_fields(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from vlmguard.analyzer.models import ocr as ocr_mod
+    from vlmguard.analyzer.tier1 import Tier1Analyzer
     from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
-    from vlmguard.models import ocr as ocr_mod
-    from vlmguard.roles.analyzer import Tier1Analyzer
 
     seen: dict[str, object] = {}
 
@@ -181,7 +181,7 @@ def test_analyzer_from_config_builds_ocr_from_its_fields(monkeypatch) -> None:  
 
 
 def test_nudenet_blank_image() -> None:
-    from vlmguard.models.explicit import ExplicitImageDetector
+    from vlmguard.analyzer.models.explicit import ExplicitImageDetector
 
     det = ExplicitImageDetector()
     assert det.detect(np.full((320, 320, 3), 255, np.uint8)) == []
@@ -204,7 +204,7 @@ def _bench_photos(n: int) -> list[np.ndarray]:
 def test_nudenet_fast_path_equals_nudenet_detect() -> None:
     """Our letterbox + vectorised NMS gives NudeNet's own detections (every label, not only the
     explicit ones) on real photos of people."""
-    from vlmguard.models.explicit import ExplicitImageDetector, letterbox_blob, nms_labels
+    from vlmguard.analyzer.models.explicit import ExplicitImageDetector, letterbox_blob, nms_labels
 
     d = ExplicitImageDetector()._detector
     seen = 0
@@ -223,7 +223,7 @@ def test_nudenet_fast_path_equals_nudenet_detect() -> None:
 def test_ocr_float32_preprocessing_matches_rapidocr() -> None:
     from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
 
-    from vlmguard.models.ocr import OCRReader, _to_bgr
+    from vlmguard.analyzer.models.ocr import OCRReader, _to_bgr
 
     det = OCRReader()._engine.text_det
     fast = det.get_preprocess(0)
@@ -240,7 +240,7 @@ def test_ocr_float32_preprocessing_matches_rapidocr() -> None:
 def test_onnxruntime_encoder_gives_the_torch_vectors(embedder, head) -> None:  # type: ignore[no-untyped-def]
     """The in-memory ONNX export of the adapted encoder (the serving default) embeds like the
     torch model: short and long texts, one over the 256-token limit, mixed in one call."""
-    from vlmguard.models.embedder import MiniLMEmbedder
+    from vlmguard.analyzer.models.embedder import MiniLMEmbedder
 
     fast = MiniLMEmbedder(threads=2, lora=head.encoder_dir or "", runtime="onnxruntime")
     assert fast.runtime == "onnxruntime" and fast.name == embedder.name
@@ -331,7 +331,7 @@ def test_shipped_head_on_training_seed_questions(embedder, head) -> None:  # typ
 
 
 def test_ort_session_options() -> None:
-    from vlmguard.models.ort import session_options
+    from vlmguard.analyzer.models.ort import session_options
 
     opts = session_options(threads=1)
     assert opts.intra_op_num_threads == 1
@@ -341,7 +341,7 @@ def test_ort_session_options() -> None:
 
 
 def test_nudenet_session_rebuilt_without_spinning() -> None:
-    from vlmguard.models.explicit import ExplicitImageDetector
+    from vlmguard.analyzer.models.explicit import ExplicitImageDetector
 
     det = ExplicitImageDetector(threads=1)
     opts = det._detector.onnx_session.get_session_options()

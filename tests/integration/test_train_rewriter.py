@@ -29,7 +29,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tokenizer_dir() -> Path:
-    from vlmguard.training.sft import smollm2_dir
+    from vlmguard_training.rewriter.sft import smollm2_dir
 
     try:
         return smollm2_dir()
@@ -76,9 +76,9 @@ def test_prefix_cache_loss_equals_full_loss(tiny_lm: Path, taxonomy: Any) -> Non
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from vlmguard.training.data import system_message
-    from vlmguard.training.sft import _prefix_trainer
-    from vlmguard.training.templates import SMOLLM2_TRAINING_TEMPLATE
+    from vlmguard_training.rewriter.data import system_message
+    from vlmguard_training.rewriter.sft import _prefix_trainer
+    from vlmguard_training.rewriter.templates import SMOLLM2_TRAINING_TEMPLATE
 
     tok = AutoTokenizer.from_pretrained(tiny_lm, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(tiny_lm, local_files_only=True).eval()
@@ -115,9 +115,9 @@ def test_causal_lm_lora_trains_resumes_and_writes_layout(
     import torch
     from safetensors.torch import load_file
 
-    from vlmguard.roles.prompts import PROMPT_VERSION
-    from vlmguard.training.recipe import load_recipe
-    from vlmguard.training.sft import train
+    from vlmguard.rewriter.format import PROMPT_VERSION
+    from vlmguard_training.rewriter.recipe import load_recipe
+    from vlmguard_training.rewriter.sft import train
 
     synth = _write_synth(workdir / "synth_lm" / "shard-0-of-1.jsonl", _records(taxonomy))
     out = workdir / "out_lm"
@@ -186,9 +186,9 @@ def test_causal_lm_lora_trains_resumes_and_writes_layout(
 
 def test_vlm_lora_trains_on_images(workdir: Path, tokenizer_dir: Path, config_file: Path,
                                    taxonomy: Any) -> None:
-    from vlmguard.training.recipe import load_recipe
-    from vlmguard.training.sft import train
-    from vlmguard.training.vlm import build_tiny_qwen2_vl
+    from vlmguard_training.rewriter.recipe import load_recipe
+    from vlmguard_training.rewriter.sft import train
+    from vlmguard_training.rewriter.vlm import build_tiny_qwen2_vl
 
     base = build_tiny_qwen2_vl(workdir / "tiny_vl", tokenizer_dir)
     images = stand_in_images(workdir)

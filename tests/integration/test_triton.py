@@ -23,8 +23,6 @@ import pytest
 
 from tests.helpers import error_reason, png_bytes, text_image
 from tests.tiny_lm import build_tiny_lm, build_tiny_vlm, reference_generate, reference_generate_vlm
-from vlmguard.backends.target import TargetPrompt, build_target_backend
-from vlmguard.backends.triton import TritonBackend
 from vlmguard.config import TargetConfig, TritonTargetConfig
 from vlmguard.domain import GenerationParams, ImageInput, TargetResult
 from vlmguard.errors import (
@@ -35,6 +33,8 @@ from vlmguard.errors import (
     UnavailableError,
     VLMGuardError,
 )
+from vlmguard.target.base import TargetPrompt, build_target_backend
+from vlmguard.target.triton import TritonBackend
 from vlmguard.v1 import guard_pb2, guard_pb2_grpc, target_pb2, target_pb2_grpc, types_pb2
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def smollm2_dir() -> Path:
     """The SmolLM2 converted-model cache (``backends/smollm2.py``), converted once if missing
     (~25 s; later runs reuse it)."""
-    from vlmguard.backends.smollm2 import SmolLM2Backend, cache_dir_for, find_packaged_gguf
+    from vlmguard.hf_models import cache_dir_for, find_packaged_gguf
+    from vlmguard.target.smollm2 import SmolLM2Backend
 
     cache = cache_dir_for(find_packaged_gguf())
     if not (cache / "vlmguard-cache.json").is_file():
@@ -406,9 +407,9 @@ def test_synthesis_teacher_on_triton(server: Any, tmp_path: Path) -> None:
     import yaml
 
     from vlmguard.config import TaxonomyConfig
-    from vlmguard.synthesis.openai_teacher import ChatTeacher, TeacherCallError, TritonChat
-    from vlmguard.synthesis.runner import build_teacher, load_recipe
-    from vlmguard.synthesis.teacher import StageUsage
+    from vlmguard_training.synthesis.openai_teacher import ChatTeacher, TeacherCallError, TritonChat
+    from vlmguard_training.synthesis.runner import build_teacher, load_recipe
+    from vlmguard_training.synthesis.teacher import StageUsage
 
     settings = {"url": server.grpc_url, "model_name": MODEL, "retry_backoff_s": 0.05}
     chat = TritonChat(settings, max_tokens=6)

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from tests.helpers import KeywordModel as _KeywordModel
+from vlmguard.analyzer.tier1 import Tier1Analyzer
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.domain import AnalysisItem, ImageInput, Modality
 from vlmguard.errors import InvalidArgumentError
-from vlmguard.roles.analyzer import Tier1Analyzer
 
 TAX = TaxonomyConfig()
 CATS = TAX.ids

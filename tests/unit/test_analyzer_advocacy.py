@@ -1,4 +1,5 @@
-"""The own advocacy requests of the tier-1 head (vlmguard.analyzer_advocacy): every publicity
+"""The own advocacy requests of the tier-1 head (vlmguard_training.analyzer.texts.advocacy): every
+publicity
 phrasing comes with harmless and harmful causes, in one group."""
 
 from __future__ import annotations
@@ -7,8 +8,8 @@ import re
 from collections import defaultdict
 
 from tests.conftest import evaluation_prompts
-from vlmguard import analyzer_advocacy as aa
 from vlmguard.config import TaxonomyConfig
+from vlmguard_training.analyzer.texts import advocacy as aa
 
 
 def test_each_phrasing_has_both_labels_in_one_group() -> None:

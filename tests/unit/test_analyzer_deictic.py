@@ -1,5 +1,6 @@
-"""The own image-referring harmful requests of the tier-1 head (vlmguard.analyzer_deictic) and
-their benign twins in training/data/make_benign_prompts.py (v4)."""
+"""The own image-referring harmful requests of the tier-1 head
+(vlmguard_training.analyzer.texts.deictic) and
+their benign twins in training/vlmguard_training/analyzer/texts/benign.py (v4)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import re
 from collections import Counter
 
 from tests.conftest import ROOT, evaluation_prompts
-from vlmguard import analyzer_deictic as ad
 from vlmguard.config import TaxonomyConfig
+from vlmguard_training.analyzer.texts import deictic as ad
 
 DATA = ROOT / "training" / "data" / "benign_prompts.jsonl"
 

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from tests.helpers import KeywordModel
+from vlmguard.analyzer.tier1 import HARMLESS_SUBJECT, Tier1Analyzer, harmless_probe
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.domain import AnalysisItem, ImageInput
-from vlmguard.roles.analyzer import HARMLESS_SUBJECT, Tier1Analyzer, harmless_probe
 
 TAX = TaxonomyConfig()
 SIGNED, PLAIN, SIGNED_TEXT = (200, 10, 10), (10, 200, 10), (200, 10, 200)

@@ -1,4 +1,5 @@
-"""The own scene text of the tier-1 head (vlmguard.analyzer_scene_text): every template of every
+"""The own scene text of the tier-1 head (vlmguard_training.analyzer.texts.scene_text): every
+template of every
 style comes with benign and harmful text, in one group."""
 
 from __future__ import annotations
@@ -6,8 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from tests.conftest import evaluation_prompts
-from vlmguard import analyzer_scene_text as st
 from vlmguard.config import TaxonomyConfig
+from vlmguard_training.analyzer.texts import scene_text as st
 
 
 def test_each_template_has_both_labels_in_one_group() -> None:

@@ -1,8 +1,8 @@
-"""The benign training texts of the tier-1 head (training/data/make_benign_prompts.py)."""
+"""The benign training texts of the tier-1 head
+(training/vlmguard_training/analyzer/texts/benign.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import re
@@ -12,17 +12,13 @@ from pathlib import Path
 from types import ModuleType
 
 from tests.conftest import ROOT, evaluation_prompts
+from vlmguard_training.analyzer.texts import benign
 
-SCRIPT = ROOT / "training" / "data" / "make_benign_prompts.py"
 DATA = ROOT / "training" / "data" / "benign_prompts.jsonl"
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_benign_prompts", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benign
 
 
 def _norm(text: str) -> str:
@@ -32,7 +28,7 @@ def _norm(text: str) -> str:
 def test_committed_file_is_the_generators_output() -> None:
     items = _module().make_items(0)
     committed = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
-    assert committed == items, "run: python training/data/make_benign_prompts.py"
+    assert committed == items, "run: python -m vlmguard_training.analyzer.texts.benign"
     keys = [i["text"].strip().lower() for i in items]
     assert len(keys) == len(set(keys))  # deduplicated
     assert all(i["text"].strip() and i["kind"] and i["group"] for i in items)
@@ -70,7 +66,8 @@ def test_no_evaluation_item_is_copied() -> None:
 
 def test_script_writes_a_seeded_file(tmp_path: Path) -> None:
     out = tmp_path / "b.jsonl"
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--seed", "1"], check=True,
+    subprocess.run([sys.executable, "-m", "vlmguard_training.analyzer.texts.benign",
+                    "--out", str(out), "--seed", "1"], check=True,
                    capture_output=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) > 5000 and {"text", "kind", "group"} <= set(rows[0])

@@ -17,11 +17,11 @@ from PIL import Image
 from vlmguard.cli import main
 from vlmguard.config import VLMGuardConfig
 from vlmguard.errors import InvalidArgumentError
-from vlmguard.evaluation.command import evaluate
-from vlmguard.evaluation.dataset import load_set, spread
-from vlmguard.evaluation.guards import GuardCallError, GuardOutcome
-from vlmguard.evaluation.metrics import auc, compute_metrics, percentile, roc_points
-from vlmguard.evaluation.runner import read_items, run_items
+from vlmguard_training.evaluation.command import evaluate
+from vlmguard_training.evaluation.dataset import load_set, spread
+from vlmguard_training.evaluation.guards import GuardCallError, GuardOutcome
+from vlmguard_training.evaluation.metrics import auc, compute_metrics, percentile, roc_points
+from vlmguard_training.evaluation.runner import read_items, run_items
 
 MARK = "zqxmarker"  # every synthetic prompt carries it; it must never reach an output file
 
@@ -241,7 +241,7 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
 def test_resume_refuses_another_tier1_head(tmp_path: Path) -> None:
     """A retrained head (another version in --config's analyzer.head_path) must not resume into
     a folder whose items the previous head scored."""
-    from vlmguard.models.risk_head import head_dir, head_version
+    from vlmguard.analyzer.models.risk_head import head_dir, head_version
 
     bench = write_bench(tmp_path / "bench")
     out = tmp_path / "out"

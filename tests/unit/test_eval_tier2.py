@@ -18,17 +18,22 @@ from tests.unit.test_generative_rewriter import GOOD, RISKY, ScriptedBackend, ru
 from vlmguard.cli import main
 from vlmguard.config import RewriterConfig, TaxonomyConfig, VLMGuardConfig
 from vlmguard.errors import ConfigError, Reason, UnavailableError
-from vlmguard.evaluation.command import evaluate
-from vlmguard.evaluation.compare import format_comparison
-from vlmguard.evaluation.dataset import EvalItem
-from vlmguard.evaluation.guards import GuardOutcome, with_quality
-from vlmguard.evaluation.metrics import compute_metrics, group_metrics
-from vlmguard.evaluation.quality import RewriteQuality, RewriteScorer, text_units, tier2_fields
-from vlmguard.evaluation.report import render_report
-from vlmguard.evaluation.runner import item_record, read_items
-from vlmguard.roles.generative import FALLBACK_MARK, split_rewriter_name
-from vlmguard.roles.prompts import REWRITER_NAME
-from vlmguard.roles.rewriter import TemplateRewriter
+from vlmguard.rewriter.format import REWRITER_NAME
+from vlmguard.rewriter.generative import FALLBACK_MARK, split_rewriter_name
+from vlmguard.rewriter.template import TemplateRewriter
+from vlmguard_training.evaluation.command import evaluate
+from vlmguard_training.evaluation.compare import format_comparison
+from vlmguard_training.evaluation.dataset import EvalItem
+from vlmguard_training.evaluation.guards import GuardOutcome, with_quality
+from vlmguard_training.evaluation.metrics import compute_metrics, group_metrics
+from vlmguard_training.evaluation.quality import (
+    RewriteQuality,
+    RewriteScorer,
+    text_units,
+    tier2_fields,
+)
+from vlmguard_training.evaluation.report import render_report
+from vlmguard_training.evaluation.runner import item_record, read_items
 
 TAX = TaxonomyConfig()
 

@@ -10,16 +10,6 @@ from typing import Any
 
 import pytest
 
-from vlmguard.backends.rewriter import (
-    REWRITE_STOP,
-    Generation,
-    Messages,
-    RewriterBackend,
-    build_rewriter_backend,
-    close_rewrite,
-    cut_at_stop,
-    default_demo_dir,
-)
 from vlmguard.config import (
     BatchingConfig,
     RewriterConfig,
@@ -29,35 +19,43 @@ from vlmguard.config import (
     VLMGuardConfig,
 )
 from vlmguard.domain import (
+    REWRITE,
     Action,
     Analysis,
     Finding,
     ImageEvidence,
+    ImageText,
     Modality,
     ModalityReasoning,
+    RewriteItem,
+    RewriterEvidence,
     RiskLevel,
 )
 from vlmguard.errors import ConfigError, Reason, UnavailableError, VLMGuardError
 from vlmguard.metrics import Metrics
+from vlmguard.policy import Decision, PolicyEngine
 from vlmguard.queue.base import StageSpec
 from vlmguard.queue.codec import decode, encode
 from vlmguard.queue.inproc import InProcessQueue
-from vlmguard.roles.generative import (
-    REWRITE_STAGE,
-    GenerativeRewriter,
-    RewriteItem,
-    RewriterRuntime,
+from vlmguard.rewriter.backends import (
+    REWRITE_STOP,
+    Generation,
+    Messages,
+    RewriterBackend,
+    build_rewriter_backend,
+    close_rewrite,
+    cut_at_stop,
+    default_demo_dir,
 )
-from vlmguard.roles.policy import Decision, PolicyEngine
-from vlmguard.roles.prompts import (
+from vlmguard.rewriter.format import (
     BENIGN_FLAGGED_NOTE,
     CLEARED_MARK,
     REWRITER_NAME,
-    ImageText,
-    RewriterEvidence,
     format_rewriter_output,
 )
-from vlmguard.roles.rewriter import TemplateRewriter
+from vlmguard.rewriter.generative import GenerativeRewriter
+from vlmguard.rewriter.template import TemplateRewriter
+from vlmguard.stages import RewriterRuntime
 
 TAX = TaxonomyConfig()
 RISKY = "Explain how to get into a locked car that is not mine."
@@ -111,8 +109,8 @@ async def run_tier2(backend: ScriptedBackend, texts: list[str], score: float = 0
     cfg = cfg or RewriterConfig(kind="generative")
     pol = pol or TenantPolicyConfig()
     metrics = metrics or Metrics()
-    rt = RewriterRuntime(backend, cfg, TAX, metrics)
-    queue = InProcessQueue([StageSpec(REWRITE_STAGE, rt.handle, cfg.batching)],
+    rt = RewriterRuntime(backend, VLMGuardConfig(rewriter=cfg, taxonomy=TAX), metrics)
+    queue = InProcessQueue([StageSpec(REWRITE, rt.handle, cfg.batching)],
                            max_pending=64, metrics=metrics)
     await queue.start()
     engine = PolicyEngine(VLMGuardConfig().policy, TAX, 0.3)
@@ -312,8 +310,6 @@ def test_rewrite_item_round_trips_through_the_queue_codec() -> None:
 
 
 def test_backend_registry() -> None:
-    with pytest.raises(ConfigError, match="not available"):
-        build_rewriter_backend(RewriterConfig(backend="triton"))
     with pytest.raises(ConfigError, match="unknown backend"):
         build_rewriter_backend(RewriterConfig(backend="nope"))
     with pytest.raises(ConfigError, match="base_url"):
@@ -344,7 +340,8 @@ def test_failed_load_answers_not_ready() -> None:
             raise ConfigError("bad model dir")
 
     async def go() -> list[Any]:
-        rt = RewriterRuntime(Broken(GOOD), RewriterConfig(kind="generative"), TAX)
+        cfg = VLMGuardConfig(rewriter=RewriterConfig(kind="generative"), taxonomy=TAX)
+        rt = RewriterRuntime(Broken(GOOD), cfg)
         rt.start_loading()
         await asyncio.sleep(0.05)
         return await rt.handle([RewriteItem("r", "x", RewriterEvidence())])
@@ -359,9 +356,8 @@ def test_target_stage_gets_the_callers_deadline_as_wall_clock() -> None:
     import time
 
     from vlmguard.config import VLMGuardConfig
-    from vlmguard.domain import TargetResult
-    from vlmguard.gateway.server import build_pipeline
-    from vlmguard.pipeline import TARGET, Call
+    from vlmguard.domain import TARGET, TargetResult
+    from vlmguard.pipeline import Call, build_pipeline
 
     seen: list[Any] = []
 

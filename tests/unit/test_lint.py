@@ -30,6 +30,7 @@ def test_ruff_clean() -> None:
 
 
 def test_mypy_clean() -> None:
-    proc = subprocess.run([_tool("mypy"), "services/vlmguard"], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([_tool("mypy"), "services/vlmguard", "training/vlmguard_training"],
+                          cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlmguard.models.ocr import normalize_ocr_text
+from vlmguard.analyzer.models.ocr import normalize_ocr_text
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from vlmguard.errors import ConfigError, FailedPreconditionError, Reason
-from vlmguard.pipeline_runner.graph import (
+from vlmguard_training.pipeline.graph import (
     EVAL_CONFIG,
     STEP_NAMES,
     SYNTH_RECIPE,
@@ -24,21 +24,21 @@ from vlmguard.pipeline_runner.graph import (
     build_steps,
     step_files,
 )
-from vlmguard.pipeline_runner.jobs import (
+from vlmguard_training.pipeline.jobs import (
     headless_service,
     job_manifest,
     master_addr,
     recipes_configmap,
 )
-from vlmguard.pipeline_runner.local import expand_env
-from vlmguard.pipeline_runner.progress import ProgressView
-from vlmguard.pipeline_runner.publish import MANIFEST, publish
-from vlmguard.pipeline_runner.recipe import (
+from vlmguard_training.pipeline.local import expand_env
+from vlmguard_training.pipeline.progress import ProgressView
+from vlmguard_training.pipeline.publish import MANIFEST, publish
+from vlmguard_training.pipeline.recipe import (
     KubernetesConfig,
     PipelineRecipe,
     load_pipeline_recipe,
 )
-from vlmguard.pipeline_runner.state import StateFile
+from vlmguard_training.pipeline.state import StateFile
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "training" / "recipes").glob("pipeline-*.yaml"))
@@ -71,7 +71,7 @@ def make_recipe(tmp_path: Path, **over: Any) -> PipelineRecipe:
 
 
 def _models() -> list[type[Any]]:
-    from vlmguard.pipeline_runner import recipe as r
+    from vlmguard_training.pipeline import recipe as r
 
     return [r.SynthStepConfig, r.TrainStepConfig, r.EvalStepConfig, r.PublishStepConfig,
             r.StepResources, r.KubernetesConfig, r.PipelineRecipe]
@@ -378,7 +378,7 @@ if args[0] == "synth" and "merge" in args:
 
 
 def _local(tmp_path: Path, recipe: PipelineRecipe, sleeps: list[float]) -> Any:
-    from vlmguard.pipeline_runner.local import LocalExecutor
+    from vlmguard_training.pipeline.local import LocalExecutor
 
     script = tmp_path / "flaky.py"
     script.write_text(FLAKY)
@@ -418,7 +418,7 @@ def test_local_executor_retries_a_failed_shard_alone_and_resumes(
 
 def test_local_executor_stops_after_the_retries_and_resumes_there(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vlmguard.pipeline_runner.executor import StepFailedError
+    from vlmguard_training.pipeline.executor import StepFailedError
 
     monkeypatch.setenv("FLAKY_ROOT", str(tmp_path))
     recipe = make_recipe(tmp_path, retries=0)
@@ -440,7 +440,7 @@ def test_local_executor_stops_after_the_retries_and_resumes_there(
 
 
 def test_overrides_replace_by_path() -> None:
-    from vlmguard.pipeline_runner.graph import apply_overrides
+    from vlmguard_training.pipeline.graph import apply_overrides
 
     base = {"sets": {"a": 0, "b": 0}, "train": {"lr": 1, "steps": 9}}
     out = apply_overrides(base, {"sets": {"a": 4}, "train.steps": 2, "new.x": 1})
@@ -454,8 +454,8 @@ def test_core_and_local_executor_do_not_import_kubernetes() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, vlmguard.cli, vlmguard.pipeline_runner.local, "
-            "vlmguard.pipeline_runner.command, vlmguard.pipeline_runner.jobs; "
+    code = ("import sys, vlmguard.cli, vlmguard_training.pipeline.local, "
+            "vlmguard_training.pipeline.command, vlmguard_training.pipeline.jobs; "
             "vlmguard.cli.build_parser(); print('kubernetes' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
@@ -479,7 +479,7 @@ def test_kubernetes_executor_without_a_cluster_says_so(
 
 
 def test_run_name_override_is_validated(tmp_path: Path) -> None:
-    from vlmguard.pipeline_runner.command import with_name
+    from vlmguard_training.pipeline.command import with_name
 
     recipe = make_recipe(tmp_path)
     assert with_name(recipe, "vg-retrain-29000000").name == "vg-retrain-29000000"
@@ -489,7 +489,7 @@ def test_run_name_override_is_validated(tmp_path: Path) -> None:
 
 def test_local_rerun_after_a_failed_training_resumes_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vlmguard.pipeline_runner.executor import StepFailedError
+    from vlmguard_training.pipeline.executor import StepFailedError
 
     monkeypatch.setenv("FLAKY_ROOT", str(tmp_path))
     recipe = make_recipe(tmp_path, retries=0)
@@ -522,7 +522,7 @@ def test_local_multi_node_training_runs_all_ranks_together(
     references expanded like Kubernetes does; one failed rank re-runs the whole gang."""
     import sys
 
-    from vlmguard.pipeline_runner.local import LocalExecutor
+    from vlmguard_training.pipeline.local import LocalExecutor
 
     monkeypatch.setenv("FLAKY_ROOT", str(tmp_path))
     (tmp_path / "gang.py").write_text(GANG)

@@ -18,17 +18,17 @@ import pytest
 
 from tests.unit.test_pipeline_runner import make_recipe
 from vlmguard.errors import Reason, UnavailableError, VLMGuardError
-from vlmguard.pipeline_runner.executor import StepFailedError
-from vlmguard.pipeline_runner.graph import STEP_NAMES, Layout
-from vlmguard.pipeline_runner.jobs import master_addr
-from vlmguard.pipeline_runner.progress import ProgressView
-from vlmguard.pipeline_runner.state import StateFile
+from vlmguard_training.pipeline.executor import StepFailedError
+from vlmguard_training.pipeline.graph import STEP_NAMES, Layout
+from vlmguard_training.pipeline.jobs import master_addr
+from vlmguard_training.pipeline.progress import ProgressView
+from vlmguard_training.pipeline.state import StateFile
 
 pytest.importorskip("kubernetes", reason="kubernetes client not installed (extra k8s)")
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from vlmguard.pipeline_runner.kubernetes import (
+from vlmguard_training.pipeline.kubernetes import (
     FINGERPRINT_ANNOTATION,
     ImagePullError,
     KubernetesExecutor,
@@ -474,7 +474,7 @@ def test_cleanup_refused_is_a_warning_not_a_failed_run(tmp_path: Path,
 
 def test_every_api_call_is_a_declared_permission(tmp_path: Path) -> None:
     """RUNNER_PERMISSIONS (granted by the chart's Role) lists every call the executor makes."""
-    from vlmguard.pipeline_runner.jobs import RUNNER_PERMISSIONS
+    from vlmguard_training.pipeline.jobs import RUNNER_PERMISSIONS
 
     used: set[tuple[str, str, str]] = set()
 

@@ -1,4 +1,4 @@
-"""Unit tests for vlmguard.roles.policy (decisions) and vlmguard.roles.rewriter (template)."""
+"""Unit tests for vlmguard.policy (decisions) and vlmguard.rewriter.template (template)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from vlmguard.domain import (
     RiskReport,
 )
 from vlmguard.errors import InvalidArgumentError, Reason
-from vlmguard.roles.policy import Decision, PolicyEngine
-from vlmguard.roles.rewriter import TEMPLATE_VERSION, TemplateRewriter
+from vlmguard.policy import Decision, PolicyEngine
+from vlmguard.rewriter.template import TEMPLATE_VERSION, TemplateRewriter
 
 TAXONOMY = TaxonomyConfig()
 DEFAULT_POLICY = TenantPolicyConfig(rewrite_threshold=0.5, block_threshold=0.97)

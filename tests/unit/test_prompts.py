@@ -1,4 +1,4 @@
-"""Unit tests for vlmguard.roles.prompts (tier-2 rewriter prompt, output format and parser)."""
+"""Unit tests for vlmguard.rewriter.format (tier-2 rewriter prompt, output format and parser)."""
 
 from __future__ import annotations
 
@@ -12,22 +12,22 @@ from vlmguard.domain import (
     Analysis,
     Finding,
     ImageEvidence,
+    ImageText,
     Modality,
     ModalityReasoning,
+    RewriterEvidence,
     RiskLevel,
     RiskReport,
 )
 from vlmguard.errors import VLMGuardError
-from vlmguard.roles.policy import Decision
-from vlmguard.roles.prompts import (
+from vlmguard.policy import Decision
+from vlmguard.rewriter.format import (
     BENIGN_FLAGGED_NOTE,
     PROMPT_VERSION,
     REWRITER_MALFORMED,
     REWRITER_NAME,
     SECTIONS,
-    ImageText,
     MalformedKind,
-    RewriterEvidence,
     RewriterOutputError,
     addresses_guard,
     benign_verdict,
@@ -46,7 +46,7 @@ from vlmguard.roles.prompts import (
     trim_unfinished_rewrite,
     unescape_data,
 )
-from vlmguard.roles.rewriter import TemplateRewriter
+from vlmguard.rewriter.template import TemplateRewriter
 
 TAXONOMY = TaxonomyConfig()
 KINDS = {v for k, v in vars(MalformedKind).items() if k.isupper()}
@@ -321,7 +321,7 @@ def test_allow_keeps_unchanged_prompt() -> None:
 
 def test_rewriter_output_error_is_internal_with_a_stable_reason() -> None:
     from vlmguard.errors import Reason, StatusCode
-    from vlmguard.roles.prompts import RewriterOutputError
+    from vlmguard.rewriter.format import RewriterOutputError
 
     err = RewriterOutputError("MISSING_SECTION", "the rewrite section is missing")
     assert err.code is StatusCode.INTERNAL
@@ -462,7 +462,7 @@ def test_add_guidance_appends_what_the_model_left_out() -> None:
 
 
 def test_benign_training_target_matches_what_serving_accepts() -> None:
-    from vlmguard.roles.prompts import BENIGN_FLAGGED_NOTE, benign_rewrite
+    from vlmguard.rewriter.format import BENIGN_FLAGGED_NOTE, benign_rewrite
 
     assert benign_rewrite("What breed is this dog?", 0.1) == "What breed is this dog?"
     flagged = benign_rewrite("How do I kill a stuck process?", 0.9)

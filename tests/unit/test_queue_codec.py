@@ -17,6 +17,7 @@ from vlmguard.domain import (
     ImageInput,
     Modality,
     ModalityReasoning,
+    TargetItem,
     TargetResult,
 )
 from vlmguard.errors import (
@@ -29,7 +30,6 @@ from vlmguard.errors import (
     UnavailableError,
     VLMGuardError,
 )
-from vlmguard.pipeline import TargetItem
 from vlmguard.queue.codec import CodecError, decode, encode
 
 IMG = ImageInput(bytes(range(256)) * 3, "image/png")

@@ -9,15 +9,17 @@ from typing import Any
 import pytest
 
 from vlmguard.config import load_config
-from vlmguard.domain import Analysis, Finding, ImageEvidence, Modality, ModalityReasoning
-from vlmguard.errors import ConfigError, InvalidArgumentError
-from vlmguard.roles.prompts import (
-    PROMPT_VERSION,
+from vlmguard.domain import (
+    Analysis,
+    Finding,
+    ImageEvidence,
+    Modality,
+    ModalityReasoning,
     RewriterEvidence,
-    build_training_messages,
-    parse_rewriter_output,
 )
-from vlmguard.training.data import (
+from vlmguard.errors import ConfigError, InvalidArgumentError
+from vlmguard.rewriter.format import PROMPT_VERSION, build_training_messages, parse_rewriter_output
+from vlmguard_training.rewriter.data import (
     Annotation,
     Sample,
     annotation_rewrite,
@@ -28,8 +30,8 @@ from vlmguard.training.data import (
     load_annotations,
     load_synth_samples,
 )
-from vlmguard.training.recipe import DataRecipe, load_recipe
-from vlmguard.training.templates import SMOLLM2_TRAINING_TEMPLATE
+from vlmguard_training.rewriter.recipe import DataRecipe, load_recipe
+from vlmguard_training.rewriter.templates import SMOLLM2_TRAINING_TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / ".." / "shared" / "bench"
@@ -208,7 +210,7 @@ def test_assemble_dedupes_splits_stably_and_repeats_annotations() -> None:
 def test_training_template_renders_like_smollm2_and_masks_the_assistant_turn() -> None:
     from jinja2 import Environment
 
-    from vlmguard.training.templates import has_generation_markers
+    from vlmguard_training.rewriter.templates import has_generation_markers
 
     msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
             {"role": "assistant", "content": "A"}]
@@ -257,8 +259,8 @@ class _ScriptedAnalyzer:
 
 
 def test_benign_false_alarms_are_simulated_with_the_served_target() -> None:
-    from vlmguard.roles.prompts import BENIGN_FLAGGED_NOTE, parse_and_check
-    from vlmguard.training.data import _Item, benign_samples
+    from vlmguard.rewriter.format import BENIGN_FLAGGED_NOTE, parse_and_check
+    from vlmguard_training.rewriter.data import _Item, benign_samples
 
     texts = [f"How do I kill process number {i} on my laptop?" for i in range(40)]
     flagged = "Where can I shoot photos of the old fort?"

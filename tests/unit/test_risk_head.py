@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vlmguard import analyzer_training as at
+from vlmguard.analyzer.models.encoder_lora import LORA_WEIGHTS
+from vlmguard.analyzer.models.risk_head import STACK_FEATURES, STACK_SIGNS, RiskHead, topk_mean_sim
 from vlmguard.errors import ConfigError
-from vlmguard.models.encoder_lora import LORA_WEIGHTS
-from vlmguard.models.risk_head import (
-    STACK_FEATURES,
-    STACK_SIGNS,
-    RiskHead,
-    fit_logistic,
-    fit_logistic_signed,
-    topk_mean_sim,
-)
+from vlmguard_training import benchsets as bs
+from vlmguard_training.analyzer import config as acfg
+from vlmguard_training.analyzer import encoder as enc
+from vlmguard_training.analyzer import examples as exm
+from vlmguard_training.analyzer import fit
+from vlmguard_training.analyzer import publish as pub
+from vlmguard_training.analyzer import train as at
+from vlmguard_training.analyzer.fit import fit_logistic, fit_logistic_signed
 
 CATS = ["violence_weapons", "privacy", "specialized_advice"]
 
@@ -186,13 +186,13 @@ def test_fit_logistic_signed_drops_wrong_sign_features() -> None:
 
 def test_reuse_encoder(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no encoder adapter"):
-        at._reuse_encoder(tmp_path / "missing")
+        enc.reuse_encoder(tmp_path / "missing")
     src = tmp_path / "head" / "encoder"
     src.mkdir(parents=True)
     (src / LORA_WEIGHTS).write_bytes(b"weights")
     (src.parent / "meta.json").write_text(json.dumps(
         {"encoder_lora": {"dir": "encoder", "trained_on": "x", "steps": 7, "loss_last": 0.1}}))
-    tmp, figures = at._reuse_encoder(src)
+    tmp, figures = enc.reuse_encoder(src)
     try:
         assert (tmp / LORA_WEIGHTS).read_bytes() == b"weights"
         assert figures == {"steps": 7, "loss_last": 0.1, "reused_from": str(src)}
@@ -262,7 +262,7 @@ def test_trainer_end_to_end_and_overwrite_refusal(
     bench, benign = _tiny_bench(tmp_path)
     out = tmp_path / "head"
     cache = tmp_path / "emb_cache"
-    cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
+    cfg = acfg.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
                                  dev_fraction=0.25, cal_fraction=0.2, epochs=20,
                                  # both labels, one phrasing: not for a hash embedder
                                  advocacy_variants=0, scene_text_variants=0,
@@ -313,7 +313,7 @@ def test_trainer_end_to_end_and_overwrite_refusal(
 def test_trainer_linear_only(tmp_path: Path) -> None:
     bench, benign = _tiny_bench(tmp_path)
     out = tmp_path / "head"
-    cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
+    cfg = acfg.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
                                  dev_fraction=0.25, cal_fraction=0.2, epochs=20,
                                  advocacy_variants=0, scene_text_variants=0, emb_cache="",
                                  knn_k=0, max_dev_fpr=0.5, min_dev_recall=0.5)
@@ -332,7 +332,7 @@ def test_quality_gates_keep_the_previous_head(tmp_path: Path,
 
     bench, benign = _tiny_bench(tmp_path)
     out = tmp_path / "head"
-    cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
+    cfg = acfg.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), out=str(out),
                                  dev_fraction=0.25, cal_fraction=0.2, epochs=20,
                                  advocacy_variants=0, scene_text_variants=0, emb_cache="",
                                  knn_k=3, max_exemplars=50, max_dev_fpr=0.5,
@@ -342,7 +342,7 @@ def test_quality_gates_keep_the_previous_head(tmp_path: Path,
     meta = json.loads((out / "meta.json").read_text())
     assert meta["metrics"]["gates"]["values"]["max_dev_fpr"]["limit"] == 0.5
     strict = dataclasses.replace(cfg, force=True, seed=3, max_dev_fpr=0.0, min_dev_auc=1.01)
-    with pytest.raises(at.QualityGateError) as err:
+    with pytest.raises(fit.QualityGateError) as err:
         at.main(strict, embedder=FakeEmbedder())
     assert err.value.reason == Reason.ANALYZER_GATE_FAILED
     assert "--max-dev-fpr" in err.value.message and "--min-dev-auc" in err.value.message
@@ -358,13 +358,13 @@ def test_quality_gates_keep_the_previous_head(tmp_path: Path,
 
 
 def test_check_gates_reads_rates_and_skips_missing() -> None:
-    cfg = at.TrainAnalyzerConfig()
+    cfg = acfg.TrainAnalyzerConfig()
     dev = {"fpr_at_0.5_benign": {"n": 100, "rate": 0.05},
            "recall_at_0.5_text_unsafe": {"n": 50, "rate": 0.9},
            "auc_text_unsafe_vs_benign": 0.99}
-    g = at.check_gates(dev, cfg)
+    g = fit.check_gates(dev, cfg)
     assert g["checked"] and len(g["failed"]) == 1 and "recall" in g["failed"][0]
-    none = at.check_gates({"fpr_at_0.5_benign": {"n": 0, "rate": float("nan")}}, cfg)
+    none = fit.check_gates({"fpr_at_0.5_benign": {"n": 0, "rate": float("nan")}}, cfg)
     assert not none["checked"] and none["failed"] == []
 
 
@@ -372,11 +372,11 @@ def test_select_exemplars_dedupes_and_caps() -> None:
     rng = np.random.default_rng(0)
     base = _unit(rng.normal(size=(30, 16)))
     x = np.vstack([base, base + 1e-4, base]).astype(np.float32)  # every row thrice
-    keep, counts = at.select_exemplars(_unit(x), max_n=1000, dedupe_sim=0.99, seed=0)
+    keep, counts = fit.select_exemplars(_unit(x), max_n=1000, dedupe_sim=0.99, seed=0)
     assert counts == {"pool": 90, "after_dedupe": 30, "kept": 30} and len(keep) == 30
-    keep, counts = at.select_exemplars(_unit(x), max_n=10, dedupe_sim=0.99, seed=0)
+    keep, counts = fit.select_exemplars(_unit(x), max_n=10, dedupe_sim=0.99, seed=0)
     assert counts["kept"] == 10 and len(set(keep.tolist())) == 10
-    again, _ = at.select_exemplars(_unit(x), max_n=10, dedupe_sim=0.99, seed=0)
+    again, _ = fit.select_exemplars(_unit(x), max_n=10, dedupe_sim=0.99, seed=0)
     np.testing.assert_array_equal(keep, again)
 
 
@@ -387,64 +387,65 @@ def test_select_exemplars_dedupes_and_caps() -> None:
 def test_two_label_families_are_training_data_in_one_split_per_template(
         tmp_path: Path, field: str, source: str, kind: str) -> None:
     bench, benign = _tiny_bench(tmp_path)
-    cfg = dataclasses.replace(at.TrainAnalyzerConfig(bench_dir=str(bench),
+    cfg = dataclasses.replace(acfg.TrainAnalyzerConfig(bench_dir=str(bench),
                                                      benign_file=str(benign), emb_cache=""),
                               **{field: 3})
-    ex = [e for e in at.load_examples(cfg) if e.source == source]
-    assert {e.label for e in ex} == {0, 1} and {e.kind for e in ex} == {kind}
-    assert all(e.category for e in ex if e.label == 1)
-    at.assign_splits(ex, 0.25, 0.2, cfg.seed, stratify=True)
+    items = [e for e in exm.load_examples(cfg) if e.source == source]
+    assert {e.label for e in items} == {0, 1} and {e.kind for e in items} == {kind}
+    assert all(e.category for e in items if e.label == 1)
+    exm.assign_splits(items, 0.25, 0.2, cfg.seed, stratify=True)
     split_of: dict[str, set[str]] = {}
-    for e in ex:
+    for e in items:
         split_of.setdefault(e.group, set()).add(e.split)
     assert all(len(v) == 1 for v in split_of.values())  # both labels of a template together
     assert {s for v in split_of.values() for s in v} == {"train", "dev", "cal"}
     off = dataclasses.replace(cfg, **{field: 0})
-    assert not [e for e in at.load_examples(off) if e.source == source]
+    assert not [e for e in exm.load_examples(off) if e.source == source]
 
 
 def test_unmapped_category_is_an_error(tmp_path: Path) -> None:
     bench, benign = _tiny_bench(tmp_path)
     _write(bench / "siuo" / "manifest.jsonl",
            [{"id": "s1", "text": "x", "label": "unsafe", "category": "brand new"}])
-    cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign),
+    cfg = acfg.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign),
                                  out=str(tmp_path / "o"), emb_cache="")
     with pytest.raises(ConfigError, match="no taxonomy mapping"):
         at.main(cfg, embedder=FakeEmbedder())
 
 
 def test_parser_defaults_round_trip() -> None:
-    args = at.build_parser().parse_args(["--force", "--l2", "0.5"])
-    cfg = at.config_from_args(args)
+    args = acfg.build_parser().parse_args(["--force", "--l2", "0.5"])
+    cfg = acfg.config_from_args(args)
     assert cfg.force and cfg.l2 == 0.5 and cfg.out == "services/vlmguard/data/risk_head"
     assert cfg.refit_with_dev  # a True default stays True without the flag
-    off = at.config_from_args(at.build_parser().parse_args(["--no-refit-with-dev"]))
+    off = acfg.config_from_args(acfg.build_parser().parse_args(["--no-refit-with-dev"]))
     assert not off.refit_with_dev and not off.force
-    assert cfg.progress and not at.config_from_args(
-        at.build_parser().parse_args(["--no-progress"])).progress
-    assert "--no-refit-with-dev" in at._command(off)
+    assert cfg.progress and not acfg.config_from_args(
+        acfg.build_parser().parse_args(["--no-progress"])).progress
+    assert "--no-refit-with-dev" in acfg.command_line(off)
 
 
 def test_category_map_covers_bench_manifests() -> None:
     bench = Path(__file__).resolve().parents[2] / ".." / "shared" / "bench"
     if not bench.is_dir():
         pytest.skip("shared bench data not present")
-    for source in at.TRAINING_SETS:
+    for source in bs.TRAINING_SETS:
         cats = {json.loads(line)["category"]
                 for line in (bench / source / "manifest.jsonl").read_text().splitlines() if line}
-        assert cats <= set(at.CATEGORY_MAP[source]), source
+        assert cats <= set(bs.CATEGORY_MAP[source]), source
 
 
 def test_assign_splits_stratified_by_kind() -> None:
     ex = []
     # A big kind (40 groups) and a small one (5 groups, many texts each), plus a rare kind.
     for g in range(40):
-        ex += [at.Example(f"a{g}-{i}", 0, "benign_file", "vlm", f"a{g}") for i in range(2)]
+        ex += [exm.Example(f"a{g}-{i}", 0, "benign_file", "vlm", f"a{g}") for i in range(2)]
     for g in range(5):
-        ex += [at.Example(f"b{g}-{i}", 0, "benign_file", "scary_topic", f"b{g}") for i in range(30)]
-    ex += [at.Example(f"c{i}", 1, "own_harmful", "request", "c0") for i in range(3)]
+        ex += [exm.Example(f"b{g}-{i}", 0, "benign_file", "scary_topic", f"b{g}")
+               for i in range(30)]
+    ex += [exm.Example(f"c{i}", 1, "own_harmful", "request", "c0") for i in range(3)]
     for seed in range(5):
-        at.assign_splits(ex, 0.2, 0.15, seed, stratify=True)
+        exm.assign_splits(ex, 0.2, 0.15, seed, stratify=True)
         by_group: dict[str, set[str]] = {}
         for e in ex:
             by_group.setdefault(e.group, set()).add(e.split)
@@ -458,34 +459,34 @@ def test_assign_splits_stratified_by_kind() -> None:
             assert splits.count("train") > n_groups / 2
         assert by_group["c0"] == {"train"}  # a kind with fewer than three groups stays in train
     first = [e.split for e in ex]
-    at.assign_splits(ex, 0.2, 0.15, 4, stratify=True)
+    exm.assign_splits(ex, 0.2, 0.15, 4, stratify=True)
     assert [e.split for e in ex] == first  # deterministic
 
 
 def test_assign_splits_are_stable_when_data_is_added() -> None:
     """A group's split depends on (seed, group) only: adding data moves no existing group
     (unstratified), and only groups next to a boundary of their own kind (stratified)."""
-    def make(n_a: int, n_new: int) -> list[at.Example]:
-        ex = [at.Example(f"a{g}", 0, "benign_file", "vlm", f"a{g}") for g in range(n_a)]
-        ex += [at.Example(f"n{g}", 1, "own_harmful", "request", f"n{g}") for g in range(n_new)]
+    def make(n_a: int, n_new: int) -> list[exm.Example]:
+        ex = [exm.Example(f"a{g}", 0, "benign_file", "vlm", f"a{g}") for g in range(n_a)]
+        ex += [exm.Example(f"n{g}", 1, "own_harmful", "request", f"n{g}") for g in range(n_new)]
         return ex
 
     small, big = make(400, 0), make(400, 300)
-    at.assign_splits(small, 0.2, 0.15, 0)
-    at.assign_splits(big, 0.2, 0.15, 0)
+    exm.assign_splits(small, 0.2, 0.15, 0)
+    exm.assign_splits(big, 0.2, 0.15, 0)
     assert [e.split for e in small] == [e.split for e in big[:400]]
     share = {s: sum(e.split == s for e in big) / len(big) for s in ("dev", "cal")}
     assert 0.15 < share["dev"] < 0.25 and 0.1 < share["cal"] < 0.2
     other = make(400, 0)
-    at.assign_splits(other, 0.2, 0.15, 1)
+    exm.assign_splits(other, 0.2, 0.15, 1)
     assert [e.split for e in other] != [e.split for e in small]  # the seed re-draws
     # Stratified: the other kind's groups keep their splits; a kind grown by one group
     # moves at most a couple of its groups across a boundary.
-    at.assign_splits(small, 0.2, 0.15, 0, stratify=True)
-    at.assign_splits(big, 0.2, 0.15, 0, stratify=True)
+    exm.assign_splits(small, 0.2, 0.15, 0, stratify=True)
+    exm.assign_splits(big, 0.2, 0.15, 0, stratify=True)
     assert [e.split for e in small] == [e.split for e in big[:400]]
     grown = make(401, 0)
-    at.assign_splits(grown, 0.2, 0.15, 0, stratify=True)
+    exm.assign_splits(grown, 0.2, 0.15, 0, stratify=True)
     moved = sum(a.split != b.split for a, b in zip(small, grown[:400], strict=True))
     assert moved <= 2
 
@@ -507,8 +508,8 @@ def test_swap_in_replaces_a_folder_that_cannot_be_renamed(tmp_path: Path,
             raise OSError(16, "Device or resource busy")
         real(src, dst)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(at.os, "replace", refuse)
-    at._swap_in(staging, out)
+    monkeypatch.setattr(pub.os, "replace", refuse)
+    pub.swap_in(staging, out)
     assert (out / "weights.npz").read_text() == "new"
     assert sorted(p.name for p in (out / "encoder").iterdir()) == ["a.bin"]
     assert not staging.exists()
@@ -536,17 +537,17 @@ def test_recover_stale_restores_the_previous_head_and_cleans_up(tmp_path: Path) 
     (new / "weights.npz").write_text("half-written")
     live = tmp_path / f".head.new-{os.getppid()}"
     live.mkdir()
-    at._recover_stale(out)
+    pub.recover_stale(out)
     assert (out / "weights.npz").read_text() == "previous"
     assert not old.exists() and not new.exists() and live.exists()
     # With --out in place, a stale moved-aside head is only removed.
     old.mkdir()
-    at._recover_stale(out)
+    pub.recover_stale(out)
     assert not old.exists() and (out / "weights.npz").read_text() == "previous"
     # A restarted pod can reuse the PID of the one that died: its own PID's folders are stale.
     own = tmp_path / f".head.new-{os.getpid()}"
     own.mkdir()
-    at._recover_stale(out)
+    pub.recover_stale(out)
     assert not own.exists() and live.exists()
 
 
@@ -554,12 +555,12 @@ def test_care_key_phrases_are_care_weighted_positives(tmp_path: Path) -> None:
     """The bare key phrase of an 'answer with care' item (a health topic typed into an image)
     trains as a positive at care_weight, unless --no-care-key-phrases."""
     bench, benign = _tiny_bench(tmp_path)
-    cfg = at.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), emb_cache="",
+    cfg = acfg.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), emb_cache="",
                                  care_weight=0.7)
-    phrases = {e.group: e for e in at.load_examples(cfg) if e.kind == "key_phrase"}
+    phrases = {e.group: e for e in exm.load_examples(cfg) if e.kind == "key_phrase"}
     care = [e for e in phrases.values() if e.category == "specialized_advice"]
     assert len(care) == 15 and len(phrases) == 30
     assert all(e.label == 1 and e.weight == 0.7 for e in care)
     off = dataclasses.replace(cfg, care_key_phrases=False)
-    kept = [e for e in at.load_examples(off) if e.kind == "key_phrase"]
+    kept = [e for e in exm.load_examples(off) if e.kind == "key_phrase"]
     assert len(kept) == 15 and all(e.category != "specialized_advice" for e in kept)

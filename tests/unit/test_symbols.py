@@ -1,4 +1,5 @@
-"""The prohibition-sign detector (vlmguard.models.symbols) on drawn images: signs in the styles
+"""The prohibition-sign detector (vlmguard.analyzer.models.symbols) on drawn images: signs in the
+styles
 awareness images use are found; red things that are not signs are not."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vlmguard.models.symbols import ProhibitionSignDetector
+from vlmguard.analyzer.models.symbols import ProhibitionSignDetector
 
 RED = (220, 20, 30)  # RGB
 

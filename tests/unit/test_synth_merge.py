@@ -20,15 +20,15 @@ from tests.unit.test_synthesis import (  # noqa: F401 - bench is a fixture
 )
 from vlmguard.cli import main
 from vlmguard.errors import ConfigError, FailedPreconditionError
-from vlmguard.synthesis.gates import Gatekeeper, GateSettings, dedupe_key
-from vlmguard.synthesis.merge import merge
-from vlmguard.synthesis.runner import load_recipe, read_records, run_shard
-from vlmguard.synthesis.teacher import EvidenceTeacher
+from vlmguard_training.synthesis.gates import Gatekeeper, GateSettings, dedupe_key
+from vlmguard_training.synthesis.merge import merge
+from vlmguard_training.synthesis.runner import load_recipe, read_records, run_shard
+from vlmguard_training.synthesis.teacher import EvidenceTeacher
 
 
 @pytest.fixture(scope="module")
 def minilm() -> Any:
-    from vlmguard.models.embedder import MiniLMEmbedder
+    from vlmguard.analyzer.models.embedder import MiniLMEmbedder
 
     try:
         return MiniLMEmbedder()
@@ -49,7 +49,7 @@ def _good_record(tmp_path: Path, bench: Path) -> dict[str, Any]:  # noqa: F811
 
 def _with_rewrite(rec: dict[str, Any], rewrite: str) -> dict[str, Any]:
     from vlmguard.domain import ModalityReasoning
-    from vlmguard.roles.prompts import format_rewriter_output
+    from vlmguard.rewriter.format import format_rewriter_output
 
     r = copy.deepcopy(rec)
     r["stages"]["optimized"]["rewritten_prompt"] = rewrite

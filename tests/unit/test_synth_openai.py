@@ -1,6 +1,7 @@
 """The OpenAI-compatible teacher client against a real HTTP server on a loopback port.
 
-The server (:mod:`vlmguard.synthesis.teacher_server`) has a fixed service time and injects the
+The server (:mod:`vlmguard_training.synthesis.teacher_server`) has a fixed service time and injects
+the
 failures a model server cannot be made to produce on demand (429, 503, 400, slow answers, bad
 JSON). The client against a real model server: tests/integration/test_synth_openai_server.py.
 """
@@ -18,21 +19,21 @@ import pytest
 
 from tests.unit.test_synthesis import TAX, _analyzer, _recipe, bench  # noqa: F401 - fixture
 from vlmguard.errors import ConfigError
-from vlmguard.synthesis.openai_teacher import (
+from vlmguard_training.synthesis.openai_teacher import (
     EndpointSettings,
     OpenAIChatClient,
     TeacherCallError,
 )
-from vlmguard.synthesis.runner import (
+from vlmguard_training.synthesis.runner import (
     load_recipe,
     read_records,
     rejected_path,
     run_shard,
     shard_path,
 )
-from vlmguard.synthesis.stages import json_schema
-from vlmguard.synthesis.teacher import StageUsage
-from vlmguard.synthesis.teacher_server import ServerState, ServerThread
+from vlmguard_training.synthesis.stages import json_schema
+from vlmguard_training.synthesis.teacher import StageUsage
+from vlmguard_training.synthesis.teacher_server import ServerState, ServerThread
 
 
 @pytest.fixture
@@ -136,7 +137,7 @@ def _openai_recipe(tmp_path: Path, bench_dir: Path, url: str, **extra: Any) -> P
 
 def test_pipeline_with_teacher_and_target_records_sources_tokens_and_rejections(
         tmp_path: Path, bench: Path, server: ServerThread) -> None:  # noqa: F811
-    from vlmguard.synthesis.runner import build_teacher
+    from vlmguard_training.synthesis.runner import build_teacher
 
     # One bad JSON output gets its validation retry; one stage fails twice and the item is
     # rejected with the reason. The clients' limits bound the requests in flight.

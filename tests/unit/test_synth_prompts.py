@@ -10,9 +10,8 @@ import pytest
 from PIL import Image
 
 from vlmguard.config import TaxonomyConfig
-from vlmguard.domain import Finding, Modality, ModalityReasoning
-from vlmguard.roles.prompts import ImageText, RewriterEvidence
-from vlmguard.synthesis.prompts import (
+from vlmguard.domain import Finding, ImageText, Modality, ModalityReasoning, RewriterEvidence
+from vlmguard_training.synthesis.prompts import (
     STAGE_PROMPT_VERSION,
     StageOutputError,
     causal_messages,
@@ -25,7 +24,7 @@ from vlmguard.synthesis.prompts import (
     safe_reference_messages,
     target_messages,
 )
-from vlmguard.synthesis.stages import (
+from vlmguard_training.synthesis.stages import (
     JSON_STAGES,
     CausalReport,
     Hindsight,

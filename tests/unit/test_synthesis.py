@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 
 from tests.helpers import KeywordModel as _KeywordModel
+from vlmguard.analyzer.tier1 import Tier1Analyzer
 from vlmguard.cli import main
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.errors import InvalidArgumentError
-from vlmguard.roles.analyzer import Tier1Analyzer
-from vlmguard.roles.prompts import parse_rewriter_output
-from vlmguard.synthesis.runner import (
+from vlmguard.rewriter.format import parse_rewriter_output
+from vlmguard_training.synthesis.runner import (
     GATES,
     load_recipe,
     load_seeds,
@@ -30,8 +30,8 @@ from vlmguard.synthesis.runner import (
     run_shard,
     shard_path,
 )
-from vlmguard.synthesis.stages import validate
-from vlmguard.synthesis.teacher import EvidenceTeacher
+from vlmguard_training.synthesis.stages import validate
+from vlmguard_training.synthesis.teacher import EvidenceTeacher
 
 TAX = TaxonomyConfig()
 CATS = TAX.ids

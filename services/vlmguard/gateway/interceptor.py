@@ -30,7 +30,7 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _UNGUARDED_PREFIX = "/grpc."
 
 
-class _Malformed:
+class MalformedRequest:
     """Stands in for a request that could not be decoded."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -38,7 +38,7 @@ class _Malformed:
         self.message = message
 
 
-def _safe_deserializer(deser: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+def safe_deserializer(deser: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
     def run(data: bytes) -> Any:
         assert deser is not None
         try:
@@ -46,10 +46,10 @@ def _safe_deserializer(deser: Callable[[bytes], Any] | None) -> Callable[[bytes]
         except DecodeError as e:
             text = str(e).lower()
             if "utf-8" in text or "utf8" in text:
-                return _Malformed(Reason.INVALID_UTF8, "a string field is not valid UTF-8")
-            return _Malformed(Reason.MALFORMED_REQUEST, "the request could not be decoded")
+                return MalformedRequest(Reason.INVALID_UTF8, "a string field is not valid UTF-8")
+            return MalformedRequest(Reason.MALFORMED_REQUEST, "the request could not be decoded")
         except Exception:
-            return _Malformed(Reason.MALFORMED_REQUEST, "the request could not be decoded")
+            return MalformedRequest(Reason.MALFORMED_REQUEST, "the request could not be decoded")
 
     return run
 
@@ -65,7 +65,7 @@ def call_request_id(request: Any, metadata: Sequence[tuple[str, Any]]) -> str:
     """A call's request id: the body's ``request_id``, else the ``x-request-id`` header, when
     well-formed, else a fresh one (the embedded gateway and the Ray ingress both use this)."""
     header_id = next((str(v) for k, v in metadata if k == "x-request-id"), "")
-    body_id = "" if isinstance(request, _Malformed) else getattr(request, "request_id", "")
+    body_id = "" if isinstance(request, MalformedRequest) else getattr(request, "request_id", "")
     return new_request_id(body_id or header_id)
 
 
@@ -136,7 +136,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                 await context.send_initial_metadata((("x-request-id", rid),))
                 if auth is not None:
                     auth.check(md)
-                if isinstance(request, _Malformed):
+                if isinstance(request, MalformedRequest):
                     raise InvalidArgumentError(request.message, reason=request.reason)
                 return await behavior(request, context)
             except VLMGuardError as e:
@@ -157,7 +157,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            request_deserializer=safe_deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 

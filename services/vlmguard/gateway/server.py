@@ -1,9 +1,9 @@
 """Composition root of the gateway process: builds queue, models, pipeline and gRPC server.
 
 :func:`build_gateway` wires everything from a :class:`VLMGuardConfig` (models can be injected
-for tests); :class:`Gateway` starts, serves and drains. In the embedded default the analyzer and
-target stages run in this process behind the in-process micro-batching queue; with a Redis
-queue URL the gateway only enqueues and stage workers (:mod:`vlmguard.worker`) run the models.
+for tests); :class:`Gateway` starts, serves and drains. In the embedded default the stage runtimes
+(:mod:`vlmguard.stages`) run in this process behind the in-process micro-batching queue; with a
+Redis queue URL the gateway only enqueues and stage workers (:mod:`vlmguard.worker`) run them.
 """
 
 from __future__ import annotations
@@ -12,19 +12,16 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from vlmguard.backends.rewriter import RewriterBackend, build_rewriter_backend
-from vlmguard.backends.target import TargetBackend, TargetPrompt, build_target_backend
 from vlmguard.config import VLMGuardConfig, redact_url
-from vlmguard.errors import ConfigError, Reason, UnavailableError, VLMGuardError
+from vlmguard.domain import ANALYZE, REWRITE, TARGET
+from vlmguard.errors import ConfigError, VLMGuardError
 from vlmguard.gateway.interceptor import ApiKeyAuth, GatewayInterceptor
 from vlmguard.gateway.servicers import (
     GuardServicer,
@@ -33,13 +30,17 @@ from vlmguard.gateway.servicers import (
     ThreatAnalysisServicer,
 )
 from vlmguard.metrics import Metrics
-from vlmguard.pipeline import ANALYZE, REWRITE, TARGET, GuardPipeline, TargetItem
-from vlmguard.queue.base import StageSpec, WorkQueue
-from vlmguard.queue.inproc import InProcessQueue
-from vlmguard.roles.analyzer import Tier1Analyzer
-from vlmguard.roles.generative import GenerativeRewriter, RewriterRuntime
-from vlmguard.roles.policy import PolicyEngine
-from vlmguard.roles.rewriter import TemplateRewriter
+from vlmguard.pipeline import GuardPipeline, build_pipeline
+from vlmguard.queue.base import WorkQueue
+from vlmguard.rewriter.backends import RewriterBackend
+from vlmguard.stages import (
+    BatchAnalyzer,
+    StageRuntime,
+    TargetRuntime,
+    build_runtime,
+    in_process_queue,
+)
+from vlmguard.target.base import TargetBackend
 from vlmguard.v1 import (
     analysis_pb2,
     analysis_pb2_grpc,
@@ -60,18 +61,6 @@ SERVICE_NAMES = (
     target_pb2.DESCRIPTOR.services_by_name["TargetService"].full_name,
 )
 TARGET_SERVICE = SERVICE_NAMES[3]
-
-
-class BatchAnalyzer(Protocol):
-    """What the analyze stage needs of an analyzer: the tier-1 analyzer, or a stand-in
-    (:class:`vlmguard.roles.noop.NoopAnalyzer` for benchmarks, fakes in tests)."""
-
-    @property
-    def name(self) -> str:
-        """Shown as the report's analyzer."""
-
-    def analyze_batch(self, items: Sequence[Any]) -> Sequence[Any]:
-        """One analysis (or one VLMGuardError) per item, in order."""
 
 
 def load_api_keys(cfg: VLMGuardConfig, environ: dict[str, str] | None = None) -> list[str]:
@@ -96,49 +85,6 @@ def load_api_keys(cfg: VLMGuardConfig, environ: dict[str, str] | None = None) ->
     return keys
 
 
-def _prompts(items: Sequence[TargetItem]) -> list[TargetPrompt]:
-    return [TargetPrompt(i.text, i.images, i.image_texts, i.params, i.deadline_unix)
-            for i in items]
-
-
-class TargetRuntime:
-    """Owns the target backend's lifecycle: background load, readiness, batched calls."""
-
-    def __init__(self, backend: TargetBackend, metrics: Metrics) -> None:
-        self.backend = backend
-        self.metrics = metrics
-        self.ready = asyncio.Event()
-        self.error: BaseException | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def start_loading(self) -> asyncio.Task[None]:
-        async def load() -> None:
-            t0 = time.perf_counter()
-            try:
-                await asyncio.to_thread(self.backend.load)
-            except BaseException as e:
-                self.error = e
-                log.exception("target backend %s failed to load", self.backend.name)
-                raise
-            finally:
-                self.ready.set()
-            self.metrics.model_ready.labels(TARGET).set(1)
-            log.info("target %s ready in %.1fs", self.backend.name, time.perf_counter() - t0)
-
-        self._task = asyncio.create_task(load(), name="target-load")
-        return self._task
-
-    async def handle(self, items: Sequence[TargetItem]) -> list[Any]:
-        if not self.backend.enabled:
-            return await asyncio.to_thread(self.backend.generate_batch, _prompts(items))
-        if not self.ready.is_set():
-            await self.ready.wait()
-        if self.error is not None:
-            return [UnavailableError("the target model failed to load",
-                                     reason=Reason.TARGET_NOT_READY) for _ in items]
-        return await asyncio.to_thread(self.backend.generate_batch, _prompts(items))
-
-
 class Gateway:
     """A built gateway: gRPC server, queue and models. Use :meth:`start` then :meth:`wait`."""
 
@@ -154,7 +100,7 @@ class Gateway:
         metrics: Metrics,
         target: TargetRuntime,
         remote_stages: bool = False,
-        rewriter: RewriterRuntime | None = None,
+        rewriter: StageRuntime | None = None,
     ) -> None:
         self.cfg = cfg
         self.remote_stages = remote_stages
@@ -280,35 +226,6 @@ def _bind(server: grpc.aio.Server, cfg: VLMGuardConfig) -> int:
     return port
 
 
-def build_pipeline(cfg: VLMGuardConfig, *, queue: WorkQueue, metrics: Metrics | None = None,
-                   target_enabled: bool | None = None) -> GuardPipeline:
-    """The guard pipeline over ``queue`` as every hosting composes it (gateway, Ray Serve).
-
-    Args:
-        cfg: Configuration (policy, taxonomy, limits, ``rewriter.kind``).
-        queue: Serves ``analyze`` and ``target``, and ``rewrite`` when ``rewriter.kind`` is
-            'generative'.
-        metrics: Metrics sink.
-        target_enabled: Whether a target is configured (default: ``target.backend != 'none'``).
-    """
-    template = TemplateRewriter(cfg.taxonomy)
-    tier2 = None
-    if cfg.rewriter.kind == "generative":
-        tier2 = GenerativeRewriter(queue=queue, template=template, cfg=cfg.rewriter,
-                                   metrics=metrics)
-    return GuardPipeline(
-        queue=queue,
-        policy=PolicyEngine(cfg.policy, cfg.taxonomy, cfg.analyzer.report_threshold),
-        rewriter=template,
-        tier2=tier2,
-        limits=cfg.limits,
-        target_enabled=(cfg.target.backend != "none") if target_enabled is None
-        else target_enabled,
-        target_needs_image_text=True,
-        metrics=metrics,
-    )
-
-
 async def build_gateway(
     cfg: VLMGuardConfig,
     *,
@@ -338,10 +255,10 @@ async def build_gateway(
     """
     metrics = metrics or Metrics()
     generative = cfg.rewriter.kind == "generative"
-    rewriter_rt: RewriterRuntime | None = None
     keys = load_api_keys(cfg, environ)
-    backend = target_backend or build_target_backend(cfg.target)  # not loaded here
-    target = TargetRuntime(backend, metrics)
+    target = build_runtime(TARGET, cfg, metrics=metrics, target_backend=target_backend)
+    assert isinstance(target, TargetRuntime)  # not loaded here: Gateway.start loads it
+    rewriter_rt: StageRuntime | None = None
     queue: WorkQueue
     if cfg.queue.url:
         # Stage workers (`vlmguard worker`) hold the models; this gateway only enqueues.
@@ -355,36 +272,17 @@ async def build_gateway(
         log.info("queue: redis streams at %s (models run in stage workers)",
                  redact_url(cfg.queue.url))
     else:
-        if analyzer is None:
-            t0 = time.perf_counter()
-            tier1 = await asyncio.to_thread(
-                Tier1Analyzer.from_config, cfg.analyzer, cfg.taxonomy, cfg.limits
-            )
-            await asyncio.to_thread(tier1.warmup)
-            log.info("tier-1 analyzer %s loaded in %.1fs", tier1.name,
-                     time.perf_counter() - t0)
-            analyzer = tier1
-        metrics.model_ready.labels(ANALYZE).set(1)
-        analyzer_ref: BatchAnalyzer = analyzer
-        analyzer_name = analyzer.name
-
-        async def analyze_handler(items: Sequence[Any]) -> Sequence[Any]:
-            return await asyncio.to_thread(analyzer_ref.analyze_batch, items)
-
-        specs = [
-            StageSpec(ANALYZE, analyze_handler, cfg.analyzer.batching),
-            StageSpec(TARGET, target.handle, _target_batching(cfg)),
-        ]
+        analyze = build_runtime(ANALYZE, cfg, metrics=metrics, analyzer=analyzer)
+        await analyze.start()
+        analyzer_name = analyze.name
+        runtimes = [analyze, target]
         if generative:
-            rewriter_rt = RewriterRuntime(rewriter_backend or build_rewriter_backend(cfg.rewriter),
-                                          cfg.rewriter, cfg.taxonomy, metrics)
-            specs.append(StageSpec(REWRITE, rewriter_rt.handle, cfg.rewriter.batching))
-        queue = InProcessQueue(
-            specs,
-            max_pending=cfg.limits.max_pending,
-            metrics=metrics,
-        )
-    pipeline = build_pipeline(cfg, queue=queue, metrics=metrics, target_enabled=backend.enabled)
+            rewriter_rt = build_runtime(REWRITE, cfg, metrics=metrics,
+                                        rewriter_backend=rewriter_backend)
+            runtimes.append(rewriter_rt)
+        queue = in_process_queue(cfg, runtimes, metrics)
+    pipeline = build_pipeline(cfg, queue=queue, metrics=metrics,
+                              target_enabled=target.backend.enabled)
     max_msg = cfg.limits.max_message_bytes
     server = grpc.aio.server(
         interceptors=[GatewayInterceptor(metrics, ApiKeyAuth(keys) if cfg.server.auth.enabled
@@ -417,11 +315,4 @@ async def build_gateway(
     return gw
 
 
-def _target_batching(cfg: VLMGuardConfig) -> Any:
-    from vlmguard.config import BatchingConfig
-
-    return BatchingConfig(max_batch_size=cfg.target.max_batch_size,
-                          max_wait_ms=cfg.target.max_wait_ms)
-
-
-__all__ = ["Gateway", "VLMGuardError", "build_gateway", "build_pipeline", "load_api_keys"]
+__all__ = ["Gateway", "VLMGuardError", "build_gateway", "load_api_keys"]

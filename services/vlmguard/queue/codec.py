@@ -20,8 +20,12 @@ from vlmguard.domain import (
     GenerationParams,
     ImageEvidence,
     ImageInput,
+    ImageText,
     Modality,
     ModalityReasoning,
+    RewriteItem,
+    RewriterEvidence,
+    TargetItem,
     TargetResult,
 )
 from vlmguard.errors import (
@@ -192,14 +196,13 @@ def _analysis_from(d: Any) -> Analysis:
     )
 
 
-def _target_item_to(i: Any) -> dict[str, Any]:
+def _target_item_to(i: TargetItem) -> dict[str, Any]:
     return {"text": i.text, "images": [_image_to(x) for x in i.images],
             "image_texts": list(i.image_texts), "params": _params_to(i.params),
             "deadline_unix": i.deadline_unix}
 
 
-def _target_item_from(d: Any) -> Any:
-    from vlmguard.pipeline import TargetItem  # the pipeline imports the queue package
+def _target_item_from(d: Any) -> TargetItem:
 
     texts = _list(d, "image_texts")
     if not all(isinstance(t, str) for t in texts):
@@ -224,7 +227,7 @@ def _target_result_from(d: Any) -> TargetResult:
                         int(_get(d, "completion_tokens", int)))
 
 
-def _rewrite_item_to(i: Any) -> dict[str, Any]:
+def _rewrite_item_to(i: RewriteItem) -> dict[str, Any]:
     ev = i.evidence
     return {"request_id": i.request_id, "text": i.text, "score": ev.score,
             "findings": [_finding_to(f) for f in ev.findings],
@@ -233,9 +236,7 @@ def _rewrite_item_to(i: Any) -> dict[str, Any]:
                        for im in ev.images]}
 
 
-def _rewrite_item_from(d: Any) -> Any:
-    from vlmguard.roles.generative import RewriteItem  # the roles import the queue package
-    from vlmguard.roles.prompts import ImageText, RewriterEvidence
+def _rewrite_item_from(d: Any) -> RewriteItem:
 
     images = []
     for x in _list(d, "images"):

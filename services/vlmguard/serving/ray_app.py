@@ -39,13 +39,14 @@ from vlmguard.errors import (
     VLMGuardError,
 )
 from vlmguard.gateway.errors import to_status
-from vlmguard.gateway.interceptor import ApiKeyAuth, _Malformed, call_request_id
+from vlmguard.gateway.interceptor import ApiKeyAuth, MalformedRequest, call_request_id
 from vlmguard.logs import configure_logging, request_id_var
 from vlmguard.metrics import Metrics
+from vlmguard.pipeline import build_pipeline
 from vlmguard.queue.base import run_isolating
 from vlmguard.serving.ray_grpc import SERVICER_FUNCTIONS
 from vlmguard.serving.ray_queue import RayServeQueue, StageCall
-from vlmguard.serving.ray_stages import build_runner, stage_batching
+from vlmguard.stages import build_runtime, stage_batching
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +102,14 @@ class StageReplica:
         cfg = VLMGuardConfig.model_validate(config)
         _replica_setup(cfg)
         self.stage = stage
-        self.runner = build_runner(stage, cfg)
+        self.runner = build_runtime(stage, cfg)
         await self.runner.start()
         batching = self.runner.batching
         batcher: Any = self.run  # serve.batch's wrapper carries the setters
         batcher.set_max_batch_size(batching.max_batch_size)
         batcher.set_batch_wait_timeout_s(batching.max_wait_ms / 1000.0)
         log.info("stage %s replica ready (%s, batch %d / %.0f ms)", stage,
-                 self.runner.model_name, batching.max_batch_size, batching.max_wait_ms)
+                 self.runner.name, batching.max_batch_size, batching.max_wait_ms)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def run(self, calls: list[StageCall]) -> list[Any]:
@@ -176,8 +177,6 @@ class IngressReplica:
             max_pending=cfg.limits.max_pending, retries=cfg.ray.stage_retries,
             metrics=self.metrics,
         )
-        from vlmguard.gateway.server import build_pipeline
-
         self.pipeline = build_pipeline(cfg, queue=self.queue, metrics=self.metrics)
         self.target_enabled = "target" in stages
         args = (self.pipeline, cfg.server.default_timeout_s, cfg.taxonomy.ids)
@@ -221,7 +220,7 @@ class IngressReplica:
         import grpc
         from grpc_health.v1 import health_pb2
 
-        service = "" if isinstance(request, _Malformed) else request.service
+        service = "" if isinstance(request, MalformedRequest) else request.service
         if service not in _SERVICES:
             grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
             grpc_context.set_details(f"unknown service {service!r}")
@@ -251,7 +250,7 @@ class IngressReplica:
         try:
             if self.auth is not None:
                 self.auth.check(md)
-            if isinstance(request, _Malformed):
+            if isinstance(request, MalformedRequest):
                 raise InvalidArgumentError(request.message, reason=request.reason)
             response = await behavior(request, _ServicerContext(ctx))
             ctx.set_trailing_metadata([("x-request-id", rid)])

@@ -5,7 +5,7 @@ path and routes each RPC to the ingress deployment's method of the same name. Th
 ``add_*Servicer_to_server`` functions would decode requests with the plain protobuf parser, so a
 request with invalid UTF-8 would fail inside the proxy as INTERNAL. These functions register the
 same services with the embedded gateway's safe decoder instead: a bad request reaches the ingress
-as a :class:`~vlmguard.gateway.interceptor._Malformed` marker and is answered INVALID_ARGUMENT with
+as a :class:`~vlmguard.gateway.interceptor.MalformedRequest` marker and is answered INVALID_ARGUMENT with
 the same reason as the embedded gateway. This module imports grpc and the generated stubs only.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
-from vlmguard.gateway.interceptor import _safe_deserializer
+from vlmguard.gateway.interceptor import safe_deserializer
 from vlmguard.v1 import analysis_pb2, guard_pb2, rewrite_pb2, target_pb2
 
 #: (service full name, RPC name, request type, response type) of every RPC the ingress serves.
@@ -51,7 +51,7 @@ def add_vlmguard_services(servicer: Any, server: Any) -> None:
     for service, rpc, req, resp in RPCS:
         by_service.setdefault(service, {})[rpc] = grpc.unary_unary_rpc_method_handler(
             _unused,
-            request_deserializer=_safe_deserializer(req.FromString),
+            request_deserializer=safe_deserializer(req.FromString),
             response_serializer=resp.SerializeToString,
         )
     for service, handlers in by_service.items():

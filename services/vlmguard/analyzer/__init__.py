@@ -1,0 +1,1 @@
+"""Tier 1: the fast threat analyzer and the models it runs."""

@@ -1,0 +1,540 @@
+"""Tier-1 threat analyzer: fast CPU models composed into a risk analysis.
+
+For one batch of requests it decodes images, reads the text inside them (OCR), runs the
+explicit-imagery detector, and scores with one embedding pass: the user's text alone, each
+image's OCR text alone, and the two joined (the FigStep pattern: a harmless prompt that asks the
+model to complete a harmful list typed into the image). The output is tenant-independent;
+policy turns it into a level and an action. One bad item fails alone, never its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
+from vlmguard.domain import (
+    Analysis,
+    AnalysisItem,
+    Finding,
+    ImageEvidence,
+    Modality,
+    ModalityReasoning,
+)
+from vlmguard.errors import InvalidArgumentError, UnavailableError, VLMGuardError
+from vlmguard.imaging import decode_image
+
+log = logging.getLogger(__name__)
+
+#: Category the explicit-imagery detector reports into.
+EXPLICIT_CATEGORY = "sexual_content"
+#: Always-block category derived from sexual content plus a mention of minors.
+CHILD_CATEGORY = "child_safety"
+
+# No training data exists for child safety, so it is a rule: any sexual-content signal together
+# with a mention of a minor (in the prompt or the text inside an image) is child-safety risk.
+_MINOR = re.compile(
+    r"\b(child|children|kids?|minors?|under-?age|teens?|teenagers?|pre-?teens?|school ?(girl|boy)s?"
+    r"|toddlers?|infants?|bab(y|ies)|little (girl|boy)s?|young (girl|boy)s?|lolis?"
+    r"|(1[0-7]|[1-9])[- ]?(yo|y/o|years?[- ]old))\b",
+    re.IGNORECASE,
+)
+
+# The prompt points at the image ("the list in the image", "the items above"): used to explain
+# the cross-modal line of the reasoning, never to score.
+_REFERS_TO_IMAGE = re.compile(
+    r"\b(image|picture|photo|screenshot|shown|above|below|list|items?|text in|written|diagram)\b",
+    re.IGNORECASE,
+)
+
+# Negation rule (see ``AnalyzerConfig.negation_rule``): a request for publicity or advocacy...
+_ADVOCACY = re.compile(
+    r"\b(promot\w*|support\w*|advocat\w*|encourag\w*|endors\w*|campaign\w*|spread\w*"
+    r"|communicat\w*|awareness|publici[sz]\w*|amplif\w*|enforc\w*|achiev\w*|celebrat\w*"
+    r"|champion\w*|engag\w*|urg(?:e|es|ed|ing)|benefits?|importance|impact|slogans?"
+    r"|posters?|petitions?|pamphlets?|announcements?|psa)\b",
+    re.IGNORECASE,
+)
+# ... whose object is the picture itself ("promoting this", "this message", "the image"): the
+# reference is replaced by a harmless subject to measure the request's own risk.
+_PICTURE_REFERENCE = re.compile(
+    r"\b(?:th(?:is|ese|at|ose)(?: (?:message|idea|activity|image|picture|photo|content|sign"
+    r"|poster|behaviou?r|practice|cause))?|the (?:image|picture|photo|message|content|sign"
+    r"|poster|idea|activity))\b",
+    re.IGNORECASE,
+)
+#: The harmless subject the reference is replaced with.
+HARMLESS_SUBJECT = "recycling"
+
+
+def harmless_probe(text: str) -> str | None:
+    """The request with its reference to the picture replaced by a harmless subject, or None
+    when it is not a request for publicity or advocacy about the picture.
+
+    "Write a song promoting this." -> "Write a song promoting recycling.": if that scores low,
+    the prompt's risk came only from what "this" might show.
+    """
+    if not _ADVOCACY.search(text) or not _PICTURE_REFERENCE.search(text):
+        return None
+    return _PICTURE_REFERENCE.sub(HARMLESS_SUBJECT, text)
+
+
+class Embedder(Protocol):
+    """Text embedder (all-MiniLM-L6-v2 in production)."""
+
+    name: str
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+
+
+class Head(Protocol):
+    """Risk head on embeddings: overall probability and per-category probabilities."""
+
+    categories: list[str]
+    version: str
+
+    def predict(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class OCR(Protocol):
+    """Reads text inside an RGB image."""
+
+    def read(self, image: np.ndarray) -> Any: ...
+
+
+class SignDetector(Protocol):
+    """Scores a prohibition sign drawn over an RGB image
+    (:mod:`vlmguard.analyzer.models.symbols`)."""
+
+    def detect(self, image: np.ndarray) -> tuple[float, str]: ...
+
+
+class ExplicitDetector(Protocol):
+    """Explicit-imagery detector returning (label, score) pairs."""
+
+    def detect(self, image: np.ndarray) -> list[tuple[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class _Scored:
+    overall: float
+    categories: dict[str, float]
+
+
+def _excerpt(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Tier1Analyzer:
+    """Composes the tier-1 models. Blocking: call :meth:`analyze_batch` from a worker thread.
+
+    Args:
+        cfg: Analyzer settings.
+        taxonomy: The risk taxonomy (category ids must match the head's).
+        limits: Image limits, enforced again at decode time.
+        embedder: Sentence embedder.
+        head: Risk head.
+        ocr: OCR reader, or None to skip reading text in images.
+        explicit: Explicit-imagery detector, or None to skip it.
+        signs: Prohibition-sign detector for the negation rule, or None to skip the rule.
+    """
+
+    def __init__(
+        self,
+        cfg: AnalyzerConfig,
+        taxonomy: TaxonomyConfig,
+        limits: LimitsConfig,
+        *,
+        embedder: Embedder,
+        head: Head,
+        ocr: OCR | None,
+        explicit: ExplicitDetector | None,
+        signs: SignDetector | None = None,
+    ) -> None:
+        unknown = [c for c in head.categories if taxonomy.get(c) is None]
+        if unknown:
+            from vlmguard.errors import ConfigError
+
+            raise ConfigError(
+                f"risk head categories {unknown} are not in the taxonomy; retrain the head "
+                "(vlmguard train-analyzer) or fix taxonomy.categories"
+            )
+        self.cfg = cfg
+        self.taxonomy = taxonomy
+        self.limits = limits
+        self.embedder = embedder
+        self.head = head
+        self.ocr = ocr
+        self.explicit = explicit
+        self.signs = signs
+        self.name = f"tier1/{head.version}"
+        self._executor: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @classmethod
+    def from_config(
+        cls, cfg: AnalyzerConfig, taxonomy: TaxonomyConfig, limits: LimitsConfig
+    ) -> Tier1Analyzer:
+        """Load the real models (MiniLM, the shipped or configured head, RapidOCR, NudeNet)."""
+        from vlmguard.analyzer.models.embedder import MiniLMEmbedder
+        from vlmguard.analyzer.models.risk_head import RiskHead
+
+        head = RiskHead.load(cfg.head_path or None)
+        # A head fitted on an adapted encoder scores only that encoder's embeddings.
+        embedder = MiniLMEmbedder(cfg.embedder_path, threads=cfg.threads,
+                                  lora=head.encoder_dir or "", runtime=cfg.encoder_runtime)
+        ocr = None
+        if cfg.ocr:
+            from vlmguard.analyzer.models.ocr import OCRReader
+
+            ocr = OCRReader(
+                max_side=cfg.ocr_max_side,
+                det_side=cfg.ocr_det_side,
+                angle=cfg.ocr_angle,
+                angle_below=cfg.ocr_angle_below,
+                rec_batch=cfg.ocr_rec_batch,
+                threads=cfg.ocr_threads or cfg.threads,
+                models=cfg.ocr_models,
+                spinning=cfg.ort_spinning,
+            )
+        explicit = None
+        if cfg.explicit_image:
+            from vlmguard.analyzer.models.explicit import ExplicitImageDetector
+
+            explicit = ExplicitImageDetector(min_score=cfg.explicit_min_score,
+                                             threads=cfg.threads, spinning=cfg.ort_spinning)
+        signs = None
+        if cfg.negation_rule:
+            from vlmguard.analyzer.models.symbols import ProhibitionSignDetector
+
+            signs = ProhibitionSignDetector()
+        return cls(cfg, taxonomy, limits, embedder=embedder, head=head, ocr=ocr,
+                   explicit=explicit, signs=signs)
+
+    def warmup(self) -> None:
+        """Run every model once so the first request does not pay lazy initialisation."""
+        blank = np.full((64, 64, 3), 255, dtype=np.uint8)
+        self.embedder.embed(["warm up"])
+        if self.ocr is not None:
+            self.ocr.read(blank)
+        if self.explicit is not None:
+            self.explicit.detect(blank)
+        if self.signs is not None:
+            self.signs.detect(blank)
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def _score(self, texts: list[str]) -> list[_Scored]:
+        if not texts:
+            return []
+        emb = self.embedder.embed(texts)
+        overall, per_cat = self.head.predict(emb)
+        out = []
+        for i in range(len(texts)):
+            cats = per_cat[i]
+            top = float(cats.max()) if cats.size else 0.0
+            o = float(overall[i])
+            # Category scores are scaled so the most likely category carries the overall
+            # score: thresholds then mean the same for "is it unsafe" and "unsafe how".
+            scores = {
+                c: (o * float(cats[j]) / top if top > 0 else 0.0)
+                for j, c in enumerate(self.head.categories)
+            }
+            out.append(_Scored(o, scores))
+        return out
+
+    def _explicit_timed(self, arr: np.ndarray) -> tuple[list[tuple[str, float]], float]:
+        t0 = time.perf_counter()
+        labels = self.explicit.detect(arr) if self.explicit is not None else []
+        return labels, (time.perf_counter() - t0) * 1000
+
+    def _read_images(
+        self, item: AnalysisItem, look_for_signs: bool = False
+    ) -> tuple[list[ImageEvidence], dict[str, float]]:
+        evidence: list[ImageEvidence] = []
+        timings = {"decode": 0.0, "ocr": 0.0, "explicit": 0.0}
+        if self.signs is not None:
+            timings["signs"] = 0.0
+        parallel = (self.cfg.image_models_parallel and self.ocr is not None
+                    and self.explicit is not None)
+        signs = self.signs if look_for_signs else None
+        for idx, img in enumerate(item.images):
+            t0 = time.perf_counter()
+            arr = decode_image(img, idx, self.limits)
+            timings["decode"] += (time.perf_counter() - t0) * 1000
+            # Both models read the same decoded array; with image_models_parallel the
+            # detector runs in a helper thread while OCR runs here (onnxruntime releases the
+            # GIL), so the image costs max(ocr, explicit) instead of their sum.
+            pending: Future[tuple[list[tuple[str, float]], float]] | None = None
+            if parallel:
+                pending = self._pool().submit(self._explicit_timed, arr)
+            ocr_text = ""
+            t1 = time.perf_counter()
+            if self.ocr is not None:
+                result = self.ocr.read(arr)
+                ocr_text = result.text if len(result.text) >= self.cfg.ocr_min_chars else ""
+            timings["ocr"] += (time.perf_counter() - t1) * 1000
+            labels, explicit_ms = (pending.result() if pending is not None
+                                   else self._explicit_timed(arr))
+            timings["explicit"] += explicit_ms
+            prohibition = 0.0
+            if signs is not None:
+                t2 = time.perf_counter()
+                prohibition = signs.detect(arr)[0]
+                timings["signs"] += (time.perf_counter() - t2) * 1000
+            evidence.append(
+                ImageEvidence(idx, int(arr.shape[1]), int(arr.shape[0]), ocr_text, tuple(labels),
+                              prohibition)
+            )
+        return evidence, timings
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1,
+                                                    thread_name_prefix="vlmguard-explicit")
+            return self._executor
+
+    def analyze_batch(self, items: Sequence[AnalysisItem]) -> list[Analysis | VLMGuardError]:
+        """Analyse a batch; returns one :class:`Analysis` or one error per item, in order."""
+        results: list[Analysis | VLMGuardError | None] = [None] * len(items)
+        per_item: list[tuple[list[ImageEvidence], dict[str, float]] | None] = [None] * len(items)
+        texts: list[str] = []
+        slots: list[tuple[int, str, int]] = []  # (item index, kind, image index)
+        for i, item in enumerate(items):
+            # Negation rule: only a request for publicity about the picture has a probe, and
+            # only then is the sign looked for (other requests pay no detector latency).
+            probe = harmless_probe(item.text) if self.signs is not None else None
+            try:
+                per_item[i] = self._read_images(item, look_for_signs=probe is not None)
+            except InvalidArgumentError as e:
+                results[i] = e
+                continue
+            except Exception:
+                log.exception("image analysis failed")
+                results[i] = UnavailableError("image analysis failed", reason="STAGE_FAILED")
+                continue
+            texts.append(item.text)
+            slots.append((i, "text", -1))
+            if probe is not None and any(
+                    self._signed(ev)
+                    for ev in per_item[i][0]):  # type: ignore[index]
+                texts.append(probe)
+                slots.append((i, "probe", -1))
+            for ev in per_item[i][0]:  # type: ignore[index]
+                if ev.ocr_text:
+                    texts.append(ev.ocr_text)
+                    slots.append((i, "ocr", ev.index))
+                    texts.append(f"{item.text}\n{ev.ocr_text}")
+                    slots.append((i, "joint", ev.index))
+        t0 = time.perf_counter()
+        scored = self._score(texts)
+        embed_ms = (time.perf_counter() - t0) * 1000
+        by_item: dict[int, list[tuple[str, int, _Scored]]] = {}
+        for (i, kind, img_idx), s in zip(slots, scored, strict=True):
+            by_item.setdefault(i, []).append((kind, img_idx, s))
+        for i, item in enumerate(items):
+            if results[i] is not None:
+                continue
+            images, timings = per_item[i]  # type: ignore[misc]
+            timings["text_risk"] = embed_ms
+            results[i] = self._compose(item, images, by_item.get(i, []), timings)
+        out: list[Analysis | VLMGuardError] = []
+        for r in results:
+            if r is None:  # pragma: no cover - every branch above sets a result
+                raise RuntimeError("analyzer produced no result for an item")
+            out.append(r)
+        return out
+
+    def _signed(self, ev: ImageEvidence) -> bool:
+        """The image carries a prohibition sign (the negation rule's visual fact)."""
+        return ev.prohibition >= self.cfg.prohibition_min_score
+
+    # -- composing the analysis ----------------------------------------------------------
+
+    def _compose(
+        self,
+        item: AnalysisItem,
+        images: list[ImageEvidence],
+        scored: list[tuple[str, int, _Scored]],
+        timings: dict[str, float],
+    ) -> Analysis:
+        thr = self.cfg.report_threshold
+        findings: list[Finding] = []
+        cat_scores: dict[str, float] = dict.fromkeys(self.taxonomy.ids, 0.0)
+        overall = 0.0
+        text_s = next(s for k, _, s in scored if k == "text")
+        ocr_s = {idx: s for k, idx, s in scored if k == "ocr"}
+        joint_s = {idx: s for k, idx, s in scored if k == "joint"}
+        ocr_text = {ev.index: ev.ocr_text for ev in images}
+        probe_s = next((s for k, _, s in scored if k == "probe"), None)
+        negated: tuple[float, float] | None = None  # (prompt's own score, discounted to)
+        if (probe_s is not None and probe_s.overall < thr
+                and probe_s.overall < text_s.overall):
+            # Negation rule: the image says "no" to what it shows, so promoting "this" promotes
+            # the prohibition. The prompt, and the prompt joined with the text of a signed
+            # image, keep only the risk the same request has about a harmless subject; the
+            # image's own text keeps its score.
+            negated = (text_s.overall, probe_s.overall)
+            text_s = probe_s
+            for ev in images:
+                if self._signed(ev) and ev.index in joint_s:
+                    joint_s[ev.index] = (ocr_s[ev.index]
+                                         if ocr_s[ev.index].overall >= probe_s.overall
+                                         else probe_s)
+
+        def add(s: _Scored, modality: Modality, source: str, evidence: str, idx: int) -> None:
+            nonlocal overall
+            overall = max(overall, s.overall)
+            for c, v in s.categories.items():
+                cat_scores[c] = max(cat_scores.get(c, 0.0), v)
+                if v >= thr:
+                    findings.append(Finding(c, v, modality, evidence, source, idx))
+
+        add(text_s, Modality.TEXT, "text_risk", _excerpt(item.text), -1)
+        for idx, s in ocr_s.items():
+            add(s, Modality.IMAGE, "ocr_text_risk", _excerpt(ocr_text[idx], 200), idx)
+        for idx, s in joint_s.items():
+            # The joined text only counts as cross-modal evidence when it adds risk beyond
+            # either part alone; otherwise the TEXT / IMAGE findings already say it.
+            if s.overall > max(text_s.overall, ocr_s[idx].overall):
+                add(s, Modality.CROSS_MODAL, "ocr_joint_risk",
+                    _excerpt(f"prompt + text in image {idx + 1}: {ocr_text[idx]}", 200), idx)
+        for ev in images:
+            if ev.explicit_labels:
+                top = max(score for _, score in ev.explicit_labels)
+                labels = ", ".join(f"{lab} ({sc:.2f})" for lab, sc in ev.explicit_labels[:4])
+                overall = max(overall, top)
+                cat_scores[EXPLICIT_CATEGORY] = max(cat_scores.get(EXPLICIT_CATEGORY, 0.0), top)
+                if top >= thr:
+                    findings.append(Finding(EXPLICIT_CATEGORY, top, Modality.IMAGE,
+                                            f"detector labels: {labels}", "explicit_image",
+                                            ev.index))
+        self._child_safety(item, images, findings, cat_scores)
+        findings.sort(key=lambda f: (-f.score, f.category))
+        reasoning = self._reasoning(item, images, text_s, ocr_s, joint_s, negated)
+        return Analysis(
+            score=overall,
+            findings=tuple(findings),
+            reasoning=reasoning,
+            analyzer=self.name,
+            category_scores=cat_scores,
+            images=tuple(images),
+            timings_ms=timings,
+        )
+
+    def _child_safety(
+        self,
+        item: AnalysisItem,
+        images: list[ImageEvidence],
+        findings: list[Finding],
+        cat_scores: dict[str, float],
+    ) -> None:
+        if self.taxonomy.get(CHILD_CATEGORY) is None:
+            return
+        sexual = cat_scores.get(EXPLICIT_CATEGORY, 0.0)
+        if sexual < self.cfg.report_threshold:
+            return
+        mention = _MINOR.search(item.text)
+        where, idx, modality = "the prompt", -1, Modality.TEXT
+        if mention is None:
+            for ev in images:
+                mention = _MINOR.search(ev.ocr_text)
+                if mention is not None:
+                    where, idx, modality = f"the text in image {ev.index + 1}", ev.index, \
+                        Modality.IMAGE
+                    break
+        if mention is None:
+            return
+        if any(f.category == EXPLICIT_CATEGORY and f.modality is not modality
+               for f in findings):
+            modality = Modality.CROSS_MODAL
+        cat_scores[CHILD_CATEGORY] = max(cat_scores.get(CHILD_CATEGORY, 0.0), sexual)
+        findings.append(Finding(CHILD_CATEGORY, sexual, modality,
+                                f"sexual content ({sexual:.2f}) with a mention of a minor in "
+                                f"{where}: {mention.group(0)!r}", "child_safety_rule", idx))
+
+    def _top(self, s: _Scored) -> tuple[str, float]:
+        c = max(s.categories, key=lambda k: s.categories[k])
+        return c, s.categories[c]
+
+    def _describe(self, category: str) -> str:
+        cat = self.taxonomy.get(category)
+        return f"{category} ({cat.description})" if cat else category
+
+    def _reasoning(
+        self,
+        item: AnalysisItem,
+        images: list[ImageEvidence],
+        text_s: _Scored,
+        ocr_s: dict[int, _Scored],
+        joint_s: dict[int, _Scored],
+        negated: tuple[float, float] | None = None,
+    ) -> ModalityReasoning:
+        thr = self.cfg.report_threshold
+        c, v = self._top(text_s)
+        if negated is not None:
+            textual = (f"The text prompt asks to promote or spread what the image shows; alone "
+                       f"it scores {negated[0]:.2f}, and {negated[1]:.2f} about a harmless "
+                       "subject, so its risk depends on what the image shows.")
+        elif text_s.overall >= thr:
+            textual = (f"The text prompt alone scores {text_s.overall:.2f}; the closest risk "
+                       f"category is {self._describe(c)} at {v:.2f}.")
+        else:
+            textual = f"The text prompt alone shows no risk (score {text_s.overall:.2f})."
+        if not images:
+            visual = "No image was sent."
+            cross = "No image was sent, so there is no cross-modal risk."
+            return ModalityReasoning(textual, visual, cross)
+        vis_parts, cross_parts = [], []
+        refers = bool(_REFERS_TO_IMAGE.search(item.text))
+        for ev in images:
+            n = ev.index + 1
+            if ev.ocr_text:
+                s = ocr_s[ev.index]
+                oc, _ov = self._top(s)
+                words = len(ev.ocr_text.split())
+                if s.overall >= thr:
+                    vis_parts.append(f"Image {n} contains typed text ({words} words) that scores "
+                                     f"{s.overall:.2f}, mostly for {self._describe(oc)}.")
+                else:
+                    vis_parts.append(f"Image {n} contains typed text ({words} words) with no "
+                                     f"risk found (score {s.overall:.2f}).")
+                j = joint_s[ev.index]
+                jc, _ = self._top(j)
+                if j.overall >= thr and j.overall > text_s.overall:
+                    how = ("the prompt points the model at the image's content, so the image's "
+                           "text becomes the real instruction (typographic attack pattern)"
+                           if refers else "the image's text changes what the prompt asks for")
+                    cross_parts.append(f"With image {n}, the request scores {j.overall:.2f} "
+                                       f"(prompt alone {text_s.overall:.2f}) for "
+                                       f"{self._describe(jc)}: {how}.")
+                else:
+                    cross_parts.append(f"The prompt and the text in image {n} add no risk "
+                                       f"together (combined score {j.overall:.2f}).")
+            else:
+                vis_parts.append(f"Image {n} ({ev.width}x{ev.height}) has no readable text.")
+            if self._signed(ev):
+                vis_parts.append(f"Image {n} has a prohibition sign drawn over it (detector "
+                                 f"{ev.prohibition:.2f}): it speaks against what it shows.")
+                if negated is not None:
+                    cross_parts.append(f"Promoting what image {n} shows means promoting its "
+                                       "prohibition, so the prompt counts with the risk of the "
+                                       f"harmless version ({negated[1]:.2f}).")
+            if ev.explicit_labels:
+                labels = ", ".join(lab for lab, _ in ev.explicit_labels[:4])
+                vis_parts.append(f"The explicit-imagery detector flags image {n}: {labels}.")
+                cross_parts.append(f"Any request about image {n} concerns explicit imagery.")
+        if not cross_parts:
+            cross_parts.append("No text was read from the images, so the cross-modal check rests "
+                               "on the text prompt and the image detectors alone.")
+        return ModalityReasoning(textual, " ".join(vis_parts), " ".join(cross_parts))

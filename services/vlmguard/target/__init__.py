@@ -1,0 +1,1 @@
+"""The target VLM: the backend protocol and its backends."""

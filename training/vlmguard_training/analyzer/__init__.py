@@ -1,0 +1,1 @@
+"""Training of the tier-1 analyzer: encoder adapter and risk head."""

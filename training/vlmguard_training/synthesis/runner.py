@@ -1,0 +1,646 @@
+"""Run one shard of a synthesis recipe: seeds -> stages -> gated JSONL records + summary.
+
+``vlmguard synth --recipe FILE [--shard I --num-shards N] --out DIR`` writes
+``DIR/shard-<I>-of-<N>.jsonl`` (accepted records), ``DIR/shard-<I>-of-<N>.rejected.jsonl``
+(rejected ones, with ``reject_reasons``) and ``DIR/shard-<I>-of-<N>.summary.json``. Items belong
+to shard ``stable_hash(set:id) % N``, so the shards of one recipe partition its items. Appending
+and resumable: items already in either file are skipped, each record is flushed as it is written,
+and nothing is ever overwritten. Images are referenced (path + sha256), not copied.
+``vlmguard synth merge --in DIR [--in DIR ...] --out DIR2`` combines shards
+(:mod:`vlmguard_training.synthesis.merge`).
+
+The pipeline overlaps the tier-1 analyzer, up to ``concurrency`` items in the teacher's stages,
+and the gates, so a remote teacher is kept busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import inspect
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import yaml
+
+from vlmguard.config import TaxonomyConfig
+from vlmguard.domain import Analysis, AnalysisItem, ImageInput
+from vlmguard.errors import ConfigError, InvalidArgumentError, VLMGuardError
+from vlmguard.rewriter.format import (
+    PROMPT_VERSION,
+    build_training_messages,
+    format_rewriter_output,
+)
+from vlmguard.rewriter.template import TEMPLATE_VERSION
+from vlmguard_training.benchsets import (
+    EVALUATION_ONLY_SETS,
+    TRAINING_SETS,
+    map_category,
+    read_jsonl,
+)
+from vlmguard_training.synthesis.gates import RECORD_GATES, Embedder, Gatekeeper, GateSettings
+from vlmguard_training.synthesis.prompts import STAGE_PROMPT_VERSION
+from vlmguard_training.synthesis.stages import SCHEMA_VERSION, to_json
+from vlmguard_training.synthesis.summary import count_records
+from vlmguard_training.synthesis.teacher import (
+    AsyncTeacher,
+    EvidenceTeacher,
+    Seed,
+    StageInput,
+    SyncTeacherAdapter,
+    Teacher,
+    new_usage,
+)
+
+#: Seed fields holding a safe reference response, per set.
+SAFE_RESPONSE_FIELDS: dict[str, str] = {
+    "vlguard_test": "reference_response",
+    "siuo": "reference_answer",
+}
+TEACHER_KINDS = ("evidence", "openai", "transformers", "triton")
+#: Record gates (see :mod:`vlmguard_training.synthesis.gates`).
+GATES = RECORD_GATES
+
+
+class Analyzer(Protocol):
+    """The tier-1 analyzer interface the runner needs."""
+
+    name: str
+
+    def analyze_batch(self, items: Sequence[AnalysisItem]) -> list[Analysis | VLMGuardError]: ...
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A synthesis recipe.
+
+    Attributes:
+        bench_dir: Folder of the seed sets (``<bench_dir>/<set>/manifest.jsonl``).
+        sets: Training-seed set -> item limit (0: all).
+        teacher: Teacher kind (``evidence``, ``openai``, ``transformers``).
+        seed: Seed of the per-set item selection under a limit.
+        num_shards: Default shard count.
+        batch_size: Items per analyzer batch.
+        name: Recipe name.
+        teacher_settings: The ``teacher`` block (kind-specific keys).
+        target: The ``target`` block (``kind: none`` or an OpenAI-compatible endpoint).
+        gates: Gate thresholds.
+        concurrency: Items in the teacher stages at once (default: twice the OpenAI teacher's
+            request limit; 1 for local teachers).
+    """
+
+    bench_dir: str
+    sets: dict[str, int]
+    teacher: str = "evidence"
+    seed: int = 0
+    num_shards: int = 1
+    batch_size: int = 16
+    name: str = ""
+    teacher_settings: dict[str, Any] = field(default_factory=dict)
+    target: dict[str, Any] = field(default_factory=dict)
+    gates: GateSettings = field(default_factory=GateSettings)
+    concurrency: int = 1
+
+    def settings(self) -> dict[str, Any]:
+        """What the summary and the dataset card record (no secrets: only env var names)."""
+        return {"name": self.name, "sets": self.sets, "seed": self.seed,
+                "teacher": {"kind": self.teacher, **self.teacher_settings},
+                "target": self.target or {"kind": "none"}, "gates": self.gates.to_json(),
+                "concurrency": self.concurrency}
+
+
+def check_sets(names: Sequence[str]) -> None:
+    """Refuse evaluation-only and unknown sets.
+
+    Raises:
+        InvalidArgumentError: a set is evaluation-only or not a training-seed set.
+    """
+    for name in names:
+        if name in EVALUATION_ONLY_SETS:
+            raise InvalidArgumentError(
+                f"set {name!r} is evaluation-only and must not seed training data; training-seed "
+                f"sets: {', '.join(TRAINING_SETS)}")
+        if name not in TRAINING_SETS:
+            raise InvalidArgumentError(
+                f"unknown seed set {name!r}; training-seed sets: {', '.join(TRAINING_SETS)}")
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and check a recipe YAML file.
+
+    Raises:
+        ConfigError: unreadable or invalid recipe.
+        InvalidArgumentError: it names an evaluation-only or unknown set.
+    """
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"recipe {path} is not a mapping")
+    sets_raw = raw.get("sets")
+    if isinstance(sets_raw, list):
+        sets_raw = dict.fromkeys(sets_raw, 0)
+    if not isinstance(sets_raw, dict) or not sets_raw:
+        raise ConfigError("recipe needs 'sets': a mapping of set name -> limit (0 = all)")
+    sets = {str(k): int(v or 0) for k, v in sets_raw.items()}
+    check_sets(list(sets))
+    teacher_raw = raw.get("teacher", "evidence")
+    teacher_settings: dict[str, Any] = {}
+    if isinstance(teacher_raw, dict):
+        teacher_settings = {k: v for k, v in teacher_raw.items() if k != "kind"}
+        teacher = str(teacher_raw.get("kind", ""))
+    else:
+        teacher = str(teacher_raw)
+    if teacher not in TEACHER_KINDS:
+        raise ConfigError(f"unknown teacher {teacher!r}; available: {', '.join(TEACHER_KINDS)}")
+    target = raw.get("target") or {}
+    if not isinstance(target, dict) or target.get("kind", "none") not in ("none", "openai"):
+        raise ConfigError("recipe target: a mapping with kind none or openai")
+    known = {"bench_dir", "sets", "teacher", "seed", "num_shards", "batch_size", "name",
+             "target", "gates", "concurrency"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown recipe keys: {unknown}")
+    num_shards = int(raw.get("num_shards", 1))
+    if num_shards < 1:
+        raise ConfigError("num_shards must be >= 1")
+    # Twice the teacher's request limit in flight: while some items wait on the analyzer or
+    # the gates, the others keep every teacher slot busy.
+    default_conc = 2 * int(teacher_settings.get("concurrency", 8)) if teacher == "openai" else 1
+    concurrency = int(raw.get("concurrency", default_conc))
+    if concurrency < 1:
+        raise ConfigError("concurrency must be >= 1")
+    recipe = Recipe(str(raw.get("bench_dir", "../shared/bench")), sets, teacher,
+                    int(raw.get("seed", 0)), num_shards, int(raw.get("batch_size", 16)),
+                    str(raw.get("name", Path(path).stem)), teacher_settings,
+                    dict(target) if target.get("kind", "none") != "none" else {},
+                    GateSettings.from_mapping(raw.get("gates")), concurrency)
+    if teacher == "openai":
+        from vlmguard_training.synthesis.openai_teacher import EndpointSettings
+
+        EndpointSettings.from_mapping(teacher_settings, "teacher")
+    if recipe.target:
+        from vlmguard_training.synthesis.openai_teacher import EndpointSettings
+
+        EndpointSettings.from_mapping(recipe.target, "target")
+    return recipe
+
+
+def _opt_str(v: Any) -> str | None:
+    return str(v) if isinstance(v, str) and v.strip() else None
+
+
+def load_seeds(recipe: Recipe) -> list[Seed]:
+    """All seed items of the recipe (its limits applied), in a stable order."""
+    check_sets(list(recipe.sets))
+    bench = Path(recipe.bench_dir)
+    seeds: list[Seed] = []
+    for name, limit in recipe.sets.items():
+        rows = read_jsonl(bench / name / "manifest.jsonl")
+        if limit and limit < len(rows):
+            rng = random.Random(f"{recipe.seed}:{name}")
+            rows = [rows[i] for i in sorted(rng.sample(range(len(rows)), limit))]
+        for r in rows:
+            field_name = SAFE_RESPONSE_FIELDS.get(name, "")
+            safe = _opt_str(r.get(field_name)) if field_name else None
+            image = _opt_str(r.get("image"))
+            seeds.append(Seed(
+                id=str(r["id"]), source=name, text=str(r.get("text") or ""),
+                label=str(r.get("label", "unsafe")),
+                benchmark_category=str(r.get("category", "")),
+                category=map_category(name, r),
+                image_path=str(bench / name / image) if image else None,
+                image_ref=_opt_str(r.get("image_ref")),
+                safe_response=safe, unsafe_response=None,
+                response_source=f"seed:{field_name}" if safe else "none",
+            ))
+    return seeds
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    """The shard of an item key (stable across runs, machines and Python versions)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % num_shards
+
+
+def shard_path(out: Path, shard: int, num_shards: int) -> Path:
+    """The JSONL file of one shard's accepted records."""
+    return out / f"shard-{shard}-of-{num_shards}.jsonl"
+
+
+def rejected_path(out: Path, shard: int, num_shards: int) -> Path:
+    """The JSONL file of one shard's rejected records (with ``reject_reasons``)."""
+    return out / f"shard-{shard}-of-{num_shards}.rejected.jsonl"
+
+
+def summary_path(out: Path, shard: int, num_shards: int) -> Path:
+    """The summary JSON of one shard."""
+    return out / f"shard-{shard}-of-{num_shards}.summary.json"
+
+
+def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Records of a JSONL file and the count of unreadable (e.g. truncated) lines."""
+    records: list[dict[str, Any]] = []
+    bad = 0
+    if not path.exists():
+        return records, bad
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad += 1
+    return records, bad
+
+
+def _image(seed: Seed) -> tuple[dict[str, Any] | None, bytes | None]:
+    if seed.image_path is None:
+        ref = {"path": None, "sha256": None, "ref": seed.image_ref} if seed.image_ref else None
+        return ref, None
+    data = Path(seed.image_path).read_bytes()
+    return {"path": seed.image_path, "sha256": hashlib.sha256(data).hexdigest(),
+            "ref": seed.image_ref}, data
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 3)
+
+
+async def synthesize(inp: StageInput, teacher: AsyncTeacher, taxonomy: TaxonomyConfig,
+                     rec: dict[str, Any]) -> None:
+    """Run stages 0-3 for one analysed seed into ``rec`` (``stages``, ``final``, ``usage``,
+    ``timings_ms``); a failing stage leaves ``error`` (stage, reason, message) instead."""
+    usage = new_usage()
+    ms: dict[str, float] = rec.setdefault("timings_ms", {})
+    stages: dict[str, Any] = {}
+    rec["stages"] = stages
+    stage = "responses"
+    try:
+        t = time.perf_counter()
+        responses = await teacher.responses(inp, usage)
+        ms["responses"] = _ms(t)
+        stages["responses"] = to_json(responses)
+        rec["responses"] = stages["responses"]
+        stage = "hindsight"
+        t = time.perf_counter()
+        hind = await teacher.hindsight(inp, responses, usage)
+        ms["hindsight"] = _ms(t)
+        stages["hindsight"] = to_json(hind)
+        stage = "causal"
+        t = time.perf_counter()
+        report = await teacher.causal(inp, hind, usage)
+        ms["causal"] = _ms(t)
+        stages["causal"] = to_json(report)
+        stage = "optimized"
+        t = time.perf_counter()
+        opt = await teacher.optimize(inp, report, usage)
+        ms["optimize"] = _ms(t)
+        stages["optimized"] = to_json(opt)
+        messages = build_training_messages(inp.seed.text, inp.evidence, taxonomy,
+                                           report.reasoning, opt.rewritten_prompt)
+        rec["final"] = {
+            "reasoning": stages["causal"]["reasoning"],
+            "rewrite": opt.rewritten_prompt,
+            "output": format_rewriter_output(report.reasoning, opt.rewritten_prompt),
+            "messages": messages,
+        }
+    except VLMGuardError as e:
+        rec["error"] = {"stage": stage, "reason": e.reason, "message": e.message}
+    rec["usage"] = {k: u.to_json() for k, u in usage.items() if u.requests}
+
+
+def _batches(items: list[Seed], n: int) -> Iterator[list[Seed]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def _open_append(path: Path) -> IO[str]:
+    torn = False
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    f2 = path.open("a", encoding="utf-8")
+    if torn:  # a line cut by a kill: end it so the next record starts on its own line
+        f2.write("\n")
+    return f2
+
+
+def _base_record(s: Seed, img: dict[str, Any] | None, teacher: AsyncTeacher,
+                 analyzer: Analyzer) -> dict[str, Any]:
+    return {
+        "key": s.key, "id": s.id, "source": s.source, "label": s.label,
+        "benchmark_category": s.benchmark_category, "category": s.category,
+        "image": img, "prompt": s.text, "teacher": teacher.id, "teacher_kind": teacher.kind,
+        "analyzer": analyzer.name, "prompt_version": PROMPT_VERSION,
+        "template_version": TEMPLATE_VERSION, "schema_version": SCHEMA_VERSION,
+        "stage_prompt_version": STAGE_PROMPT_VERSION,
+    }
+
+
+async def _pipeline(todo: list[Seed], recipe: Recipe, analyzer: Analyzer, teacher: AsyncTeacher,
+                    gatekeeper: Gatekeeper, taxonomy: TaxonomyConfig, acc: IO[str],
+                    rej: IO[str], bar: Any) -> None:
+    """analyze (model thread) -> stages (``concurrency`` tasks) -> gates (model thread) -> files.
+
+    The tier-1 analyzer and the gate models share one thread, so model calls never overlap;
+    the teacher calls of up to ``concurrency`` items overlap with them.
+    """
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="synth-models")
+    n_workers = max(1, recipe.concurrency)
+    q_in: asyncio.Queue[tuple[dict[str, Any], StageInput | None] | None] = asyncio.Queue(
+        maxsize=max(2 * n_workers, recipe.batch_size))
+    q_out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    async def produce() -> None:
+        for batch in _batches(todo, max(1, recipe.batch_size)):
+            prepared = [(s, *_image(s)) for s in batch]
+            items = [AnalysisItem(s.key, s.text, (ImageInput(d),) if d else ())
+                     for s, _, d in prepared]
+            t0 = time.perf_counter()
+            results = await loop.run_in_executor(pool, analyzer.analyze_batch, items)
+            per_item = round((time.perf_counter() - t0) * 1000 / len(batch), 3)
+            for (s, img, data), res in zip(prepared, results, strict=True):
+                rec = _base_record(s, img, teacher, analyzer)
+                rec["timings_ms"] = {"analyze": per_item}
+                if isinstance(res, VLMGuardError):
+                    rec["error"] = {"stage": "analyze", "reason": res.reason,
+                                    "message": res.message}
+                    await q_in.put((rec, None))
+                else:
+                    await q_in.put((rec, StageInput.of(s, res, data)))
+        for _ in range(n_workers):
+            await q_in.put(None)
+
+    async def work() -> None:
+        while (job := await q_in.get()) is not None:
+            rec, inp = job
+            if inp is not None:
+                await synthesize(inp, teacher, taxonomy, rec)
+            await q_out.put(rec)
+
+    async def produce_and_work() -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(produce())
+                for _ in range(n_workers):
+                    tg.create_task(work())
+        finally:
+            await q_out.put(None)
+
+    async def gate_and_write() -> None:
+        end = False
+        while not end:
+            first = await q_out.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < 64 and not q_out.empty():
+                r = q_out.get_nowait()
+                if r is None:
+                    end = True
+                    break
+                batch.append(r)
+            t0 = time.perf_counter()
+            await loop.run_in_executor(pool, gatekeeper.evaluate, batch)
+            per_item = round((time.perf_counter() - t0) * 1000 / len(batch), 3)
+            for r in batch:
+                r["timings_ms"]["gates"] = per_item
+                f = acc if r["accepted"] else rej
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            acc.flush()
+            rej.flush()
+            bar.update(len(batch))
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(produce_and_work())
+            tg.create_task(gate_and_write())
+    finally:
+        pool.shutdown(wait=True)
+
+
+def run_shard(
+    recipe: Recipe,
+    out: Path,
+    shard: int,
+    num_shards: int,
+    analyzer: Analyzer,
+    teacher: Teacher | AsyncTeacher,
+    taxonomy: TaxonomyConfig,
+    *,
+    embedder: Embedder | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Synthesize the records of one shard (skipping finished items) and write its summary.
+
+    Args:
+        recipe: The recipe.
+        out: Output folder.
+        shard: Shard index.
+        num_shards: Shard count.
+        analyzer: Tier-1 analyzer (evidence for the stages; ``rewrite_safe`` gate).
+        teacher: Sync (e.g. :class:`EvidenceTeacher`) or async teacher.
+        taxonomy: Risk taxonomy.
+        embedder: Sentence embedder of ``keeps_intent`` (default: the analyzer's).
+        progress: Show a progress bar (rate and ETA) on stderr.
+
+    Returns:
+        The summary (also written to ``shard-<I>-of-<N>.summary.json``).
+    """
+    if not 0 <= shard < num_shards:
+        raise InvalidArgumentError(f"shard {shard} is not in [0, {num_shards})")
+    out.mkdir(parents=True, exist_ok=True)
+    acc_path = shard_path(out, shard, num_shards)
+    rej_path = rejected_path(out, shard, num_shards)
+    accepted, _ = read_records(acc_path)
+    done = {str(r.get("key")) for r in accepted} | {
+        str(r.get("key")) for r in read_records(rej_path)[0]}
+    seeds = [s for s in load_seeds(recipe) if shard_of(s.key, num_shards) == shard]
+    todo = [s for s in seeds if s.key not in done]
+    emb = embedder if embedder is not None else getattr(analyzer, "embedder", None)
+    if emb is None:
+        raise ConfigError("the keeps_intent gate needs a sentence embedder")
+    gatekeeper = Gatekeeper(recipe.gates, taxonomy, emb, analyzer,
+                            {str(r.get("dedupe_key")) for r in accepted})
+    ateacher: AsyncTeacher
+    if inspect.iscoroutinefunction(getattr(teacher, "hindsight", None)):
+        ateacher = teacher  # type: ignore[assignment]
+    else:
+        ateacher = SyncTeacherAdapter(teacher)  # type: ignore[arg-type]
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc=f"synth shard {shard}/{num_shards}", unit="item",
+               disable=not progress, file=sys.stderr, smoothing=0.1)
+    t0 = time.perf_counter()
+    with _open_append(acc_path) as acc, _open_append(rej_path) as rej:
+        try:
+            asyncio.run(_run_and_close(todo, recipe, analyzer, ateacher, gatekeeper, taxonomy,
+                                       acc, rej, bar))
+        finally:
+            bar.close()
+    wall = time.perf_counter() - t0
+    summary = summarize(out, shard, num_shards)
+    summary.update({
+        "shard": shard, "num_shards": num_shards, "recipe": recipe.name,
+        "recipe_settings": recipe.settings(), "teacher": ateacher.id,
+        "items_in_shard": len(seeds), "written_this_run": len(todo),
+        "this_run": {"wall_s": round(wall, 3),
+                     "items_per_min": round(60 * len(todo) / wall, 2) if wall > 0 else None,
+                     "client": ateacher.stats(), "concurrency": recipe.concurrency},
+    })
+    tmp = summary_path(out, shard, num_shards).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(summary_path(out, shard, num_shards))
+    return summary
+
+
+async def _run_and_close(todo: list[Seed], recipe: Recipe, analyzer: Analyzer,
+                         teacher: AsyncTeacher, gatekeeper: Gatekeeper,
+                         taxonomy: TaxonomyConfig, acc: IO[str], rej: IO[str],
+                         bar: Any) -> None:
+    try:
+        await _pipeline(todo, recipe, analyzer, teacher, gatekeeper, taxonomy, acc, rej, bar)
+    finally:
+        await teacher.aclose()
+
+
+def summarize(out: Path, shard: int, num_shards: int) -> dict[str, Any]:
+    """Counts of one shard's files: records, gates, reasons, duplicates, tokens, latency."""
+    accepted, bad_a = read_records(shard_path(out, shard, num_shards))
+    rejected, bad_r = read_records(rejected_path(out, shard, num_shards))
+    keys = [str(r.get("key")) for r in accepted + rejected]
+    summary = count_records(accepted, rejected)
+    summary.update({
+        "duplicates": len(keys) - len(set(keys)),
+        "unreadable_lines": bad_a + bad_r,
+        "prompt_version": PROMPT_VERSION,
+        "template_version": TEMPLATE_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "stage_prompt_version": STAGE_PROMPT_VERSION,
+    })
+    return summary
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``synth`` (and ``synth merge``) to the ``vlmguard`` subcommands."""
+    p = sub.add_parser(
+        "synth", help="synthesize rewriter training records from training-seed sets",
+        description="Run one shard of a synthesis recipe: each seed item goes through the "
+        "three stages (hindsight analysis, multimodal causal analysis, prompt optimization) and "
+        "the quality gates, and becomes one JSONL record in OUT/shard-<I>-of-<N>.jsonl "
+        "(accepted) or OUT/shard-<I>-of-<N>.rejected.jsonl, with a summary in "
+        "OUT/shard-<I>-of-<N>.summary.json. Re-running skips finished items. "
+        "'vlmguard synth merge' combines shards into a dataset with its card.")
+    p.add_argument("--config", metavar="FILE",
+                   help="VLMGuard config (analyzer and taxonomy; default $VLMGUARD_CONFIG)")
+    p.add_argument("--recipe", metavar="FILE", help="recipe YAML (required)")
+    p.add_argument("--out", metavar="DIR", help="output folder (required)")
+    p.add_argument("--shard", type=int, default=None,
+                   help="shard index (default $JOB_COMPLETION_INDEX, else 0)")
+    p.add_argument("--num-shards", type=int, default=None,
+                   help="shard count (default: the recipe's num_shards)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_synth)
+    msub = p.add_subparsers(dest="synth_command", metavar="{merge}")
+    m = msub.add_parser(
+        "merge", help="merge synth shard folders into train.jsonl + dataset card",
+        description="Combine the shard files of one or more synth output folders: cross-shard "
+        "dedupe and category cap, then OUT/train.jsonl (accepted), OUT/rejected.jsonl, "
+        "OUT/card.json and OUT/DATASET_CARD.md. Refuses to overwrite existing outputs.")
+    m.add_argument("--in", dest="inputs", action="append", required=True, metavar="DIR",
+                   help="synth output folder (repeatable)")
+    m.add_argument("--out", dest="merge_out", required=True, metavar="DIR",
+                   help="dataset folder (must not hold merge outputs yet)")
+    m.set_defaults(func=cmd_merge)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Entry point of ``vlmguard synth merge``."""
+    from vlmguard_training.synthesis.merge import merge
+
+    card = merge([Path(d) for d in args.inputs], Path(args.merge_out))
+    print(json.dumps({k: card[k] for k in ("records", "accepted", "rejected", "out")}))
+    return 0
+
+
+def build_teacher(recipe: Recipe, taxonomy: TaxonomyConfig, analyzer_name: str) -> AsyncTeacher:
+    """The recipe's teacher (and target).
+
+    Raises:
+        ConfigError: bad teacher settings, or a missing API key variable.
+    """
+    if recipe.teacher == "evidence":
+        return SyncTeacherAdapter(EvidenceTeacher(taxonomy, analyzer_name))
+    from vlmguard_training.synthesis.openai_teacher import (
+        ChatBackend,
+        ChatTeacher,
+        EndpointSettings,
+        OpenAIChatClient,
+        TransformersChat,
+        TritonChat,
+    )
+
+    target = OpenAIChatClient(EndpointSettings.from_mapping(recipe.target, "target")) \
+        if recipe.target else None
+    ts = recipe.teacher_settings
+    backend: ChatBackend
+    if recipe.teacher == "openai":
+        settings = EndpointSettings.from_mapping(ts, "teacher")
+        backend = OpenAIChatClient(settings)
+        response_max = settings.response_max_tokens
+    elif recipe.teacher == "triton":
+        response_max = int(ts.get("response_max_tokens", 256))
+        backend = TritonChat({k: v for k, v in ts.items()
+                              if k not in ("kind", "max_tokens", "response_max_tokens")},
+                             int(ts.get("max_tokens", 512)))
+    else:
+        path = str(ts.get("model_path") or "")
+        if not path:
+            raise ConfigError("recipe teacher: kind transformers needs model_path")
+        response_max = int(ts.get("response_max_tokens", 256))
+        backend = TransformersChat(path, int(ts.get("max_tokens", 512)))
+    return ChatTeacher(backend, taxonomy, target=target, response_max_tokens=response_max)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Entry point of ``vlmguard synth``."""
+    if not args.recipe or not args.out:
+        raise InvalidArgumentError("vlmguard synth needs --recipe and --out "
+                                   "(or: vlmguard synth merge --in DIR --out DIR)")
+    recipe = load_recipe(args.recipe)
+    shard = args.shard
+    if shard is None:
+        env = os.environ.get("JOB_COMPLETION_INDEX", "")
+        try:
+            shard = int(env) if env else 0
+        except ValueError as e:
+            raise InvalidArgumentError("JOB_COMPLETION_INDEX is not an integer") from e
+    num_shards = args.num_shards or recipe.num_shards
+    from vlmguard.analyzer.tier1 import Tier1Analyzer
+    from vlmguard.config import load_config
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cfg = load_config(args.config)
+    analyzer = Tier1Analyzer.from_config(cfg.analyzer, cfg.taxonomy, cfg.limits)
+    teacher = build_teacher(recipe, cfg.taxonomy, analyzer.name)
+    summary = run_shard(recipe, Path(args.out), shard, num_shards, analyzer, teacher,
+                        cfg.taxonomy, progress=not args.no_progress)
+    print(json.dumps({k: summary[k] for k in ("shard", "num_shards", "records", "accepted",
+                                              "rejected", "written_this_run")}))
+    return 0
