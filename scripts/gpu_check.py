@@ -7,14 +7,14 @@ What it runs, each on ``cuda:0``:
 2. the same, full fine-tune;
 3. the VLM recipe (tiny Qwen2-VL, LoRA, bf16) on images;
 4. the Triton ``target_vlm`` model (``serving/triton/target_vlm/1/model.py``) as a GPU instance
-   (bf16) serving the tiny LLaVA of the Triton tests (``tests/tiny_lm.py``), through a minimal
-   stand-in for Triton's ``triton_python_backend_utils``: a batch of image and text requests
+   (bf16) serving the tiny LLaVA of the Triton tests (``tests/support/tiny_lm.py``), through a
+   minimal stand-in for Triton's ``triton_python_backend_utils``: a batch of image and text requests
    plus one bad request.
 
 Each check asserts what it can (the device, the dtype, a falling loss, changed weights, one
 response per request, the bad request alone failing) and the script prints one JSON summary.
 The training records are the harmless stand-ins of the training tests
-(``tests/sft_records.py``). Usage::
+(``tests/support/sft_records.py``). Usage::
 
     python scripts/gpu_check.py --tokenizer DIR --work DIR [--out FILE]
 
@@ -43,8 +43,8 @@ DEVICE = "cuda"
 
 
 def _records(config: Path, images: list[str] | None) -> list[dict[str, Any]]:
-    """The harmless stand-in records the training tests use (``tests/sft_records.py``)."""
-    from tests.sft_records import records
+    """The harmless stand-in records the training tests use (``tests/support/sft_records.py``)."""
+    from tests.support.sft_records import records
     from vlmguard.config import load_config
 
     return records(load_config(config).taxonomy, images)
@@ -83,7 +83,7 @@ def _trained(out: Path) -> dict[str, Any]:
 
 
 def _tiny_lm(work: Path, tok: Path) -> Path:
-    from tests.sft_records import tiny_llama
+    from tests.support.sft_records import tiny_llama
 
     base = work / "tiny_lm"
     return base if (base / "config.json").is_file() else tiny_llama(base, tok, hidden=64)
@@ -119,7 +119,7 @@ def check_text_full(work: Path, tok: Path, config: Path) -> dict[str, Any]:
 
 
 def check_vlm_lora(work: Path, tok: Path, config: Path) -> dict[str, Any]:
-    from tests.sft_records import stand_in_images
+    from tests.support.sft_records import stand_in_images
     from vlmguard_training.rewriter.recipe import load_recipe
     from vlmguard_training.rewriter.sft import train
     from vlmguard_training.rewriter.vlm import build_tiny_qwen2_vl
@@ -184,7 +184,7 @@ def check_triton_gpu(work: Path) -> dict[str, Any]:
     import torch
     from PIL import Image
 
-    from tests.tiny_lm import build_tiny_vlm  # the tiny LLaVA the Triton tests serve
+    from tests.support.tiny_lm import build_tiny_vlm  # the tiny LLaVA the Triton tests serve
 
     model_dir = build_tiny_vlm(work / "tiny_llava" / "model")
     sys.modules["triton_python_backend_utils"] = _pb_utils()
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
-    from tests.sft_records import TAXONOMY
+    from tests.support.sft_records import TAXONOMY
 
     args.work.mkdir(parents=True, exist_ok=True)
     config = args.work / "vlmguard.yaml"

@@ -7,75 +7,14 @@ gateways that tests build with different configurations).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import re
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = (ROOT / ".." / "shared" / "bench").resolve()
-
-
-def bench_items(set_name: str) -> list[dict[str, Any]]:
-    """Items of a benchmark set from ../shared/bench (skips the test when absent)."""
-    manifest = BENCH / set_name / "manifest.jsonl"
-    if not manifest.exists():
-        pytest.skip(f"benchmark data not found at {manifest}")
-    return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-
-
-def evaluation_prompts(min_chars: int) -> list[tuple[str, str, str]]:
-    """``(set, id, prompt)`` of the evaluation-only sets' prompts of at least ``min_chars``
-    characters, whitespace-normalised and lower-cased: for checking that generated training
-    texts never copy one (shorter generic questions can coincide by chance)."""
-    out = []
-    for name in ("mm_vet", "mossbench", "figstep_safebench"):
-        for item in bench_items(name):
-            prompt = re.sub(r"\s+", " ", str(item.get("text") or "")).strip().lower()
-            if len(prompt) >= min_chars:
-                out.append((name, str(item["id"]), prompt))
-    return out
-
-
-class LoopThread:
-    """An asyncio loop in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any, timeout: float = 120.0) -> Any:
-        fut: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-class RunningGateway:
-    """A started gateway and a channel to it."""
-
-    def __init__(self, loop: LoopThread, gw: Any) -> None:
-        self.loop = loop
-        self.gw = gw
-        self.addr = f"127.0.0.1:{gw.port}"
-        self.channel = grpc.insecure_channel(
-            self.addr, options=[("grpc.max_send_message_length", 256 * 1024 * 1024)]
-        )
-
-    def stop(self) -> None:
-        self.channel.close()
-        self.loop.run(self.gw.stop(grace=1.0))
+from tests.support.bench import BENCH, ROOT, bench_items, evaluation_prompts  # noqa: F401
+from tests.support.gateway import LoopThread, RunningGateway
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.conftest import BENCH, bench_items
-from tests.helpers import error_reason, png_bytes, text_image
+from tests.support.bench import BENCH, bench_items
+from tests.support.helpers import error_reason, png_bytes, text_image
 from vlmguard.v1 import (
     analysis_pb2,
     analysis_pb2_grpc,

@@ -708,7 +708,7 @@ def test_training_image_matches_its_dockerfile() -> None:
     assert re.search(rf"^USER {uid}:{uid}$", text, re.M)
     assert re.search(r"^FROM python:3\.11-slim AS build$", text, re.M)
     assert re.search(r"^FROM python:3\.11-slim AS runtime$", text, re.M)
-    assert "torch==2.13.0" in text and "k8s" in text
+    assert "torch==2.13.0" in text and "-c requirements.lock" in text and "./training" in text
     assert "COPY training /app/training" in text and "WORKDIR /app" in text
     from vlmguard_training.pipeline.recipe import KubernetesConfig
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BENCH, ROOT, bench_items
-from tests.helpers import text_image
+from tests.support.bench import BENCH, ROOT, bench_items
+from tests.support.helpers import text_image
 
 pytestmark = pytest.mark.integration
 

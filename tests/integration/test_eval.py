@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import RunningGateway
-from tests.helpers import png_bytes, text_image
+from tests.support.gateway import RunningGateway
+from tests.support.helpers import png_bytes, text_image
 from vlmguard.config import VLMGuardConfig
 from vlmguard_training.evaluation.command import evaluate
 from vlmguard_training.evaluation.guards import InProcessGuard

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.bench import ROOT
 from vlmguard.config import RewriterConfig, TaxonomyConfig
 from vlmguard.domain import Finding, Modality, RewriterEvidence
 from vlmguard.queue.local_redis import free_port, redis_binary, start_local_redis

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import BENCH
+from tests.support.bench import BENCH
 from vlmguard.cli import build_parser, main
 from vlmguard_training.pipeline.graph import STEP_NAMES, Layout
 from vlmguard_training.pipeline.local import LocalExecutor, default_programs
@@ -64,7 +64,7 @@ def _has_train_rewriter() -> bool:
 
 
 def _tiny_base(path: Path) -> Path:
-    from tests.tiny_lm import build_tiny_lm
+    from tests.support.tiny_lm import build_tiny_lm
 
     build_tiny_lm(path)
     # No chat template of its own: the trainer then trains with its SmolLM2-format template

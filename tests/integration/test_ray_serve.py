@@ -16,9 +16,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import RunningGateway
-from tests.helpers import error_reason, png_bytes, text_image
 from tests.integration.conftest import RayGuard
+from tests.support.gateway import RunningGateway
+from tests.support.helpers import error_reason, png_bytes, text_image
 from vlmguard.v1 import (
     analysis_pb2,
     analysis_pb2_grpc,
@@ -249,7 +249,7 @@ def test_ray_queue_contract_retries_deadlines_and_backpressure() -> None:
 
 
 def test_replica_killed_mid_load_every_call_ends_cleanly(ray_guard: RayGuard) -> None:
-    """ray.kill of an analyzer replica while 24 image calls run: each call is answered (a
+    """ray.kill of an analyzer replica while 72 image calls run: each call is answered (a
     retry on the other replica) or fails with a gRPC status, within its deadline."""
     import ray
 
@@ -270,8 +270,13 @@ def test_replica_killed_mid_load_every_call_ends_cleanly(ray_guard: RayGuard) ->
             return e.code().name, time.perf_counter() - t0  # type: ignore[attr-defined]
 
     with ThreadPoolExecutor(24) as pool:
-        futures = [pool.submit(one, i) for i in range(24)]
-        time.sleep(1.0)  # the first batches are running on both replicas
+        futures = [pool.submit(one, i) for i in range(72)]
+        # Kill once the first answers are back: batches are then running on both replicas
+        # and most calls are still queued or in flight (a fixed sleep raced fast machines).
+        waited = 0.0
+        while not any(f.done() for f in futures) and waited < 20.0:
+            time.sleep(0.02)
+            waited += 0.02
         in_flight = sum(not f.done() for f in futures)
         ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
         outcomes = [f.result(timeout=deadline_s + 15) for f in futures]

@@ -2,7 +2,8 @@
 
 A redis-server is started on a free loopback port for this module (no persistence) and killed at
 teardown; each test starts from an empty database. Worker processes that must die mid-batch use
-the scriptable echo backend in ``tests/queue_backends.py``, so no model weights load in them.
+the scriptable echo backend in ``tests/support/queue_backends.py``, so no model weights load in
+them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.redis_server import RedisServer, redis_binary
+from tests.support.redis_server import RedisServer, redis_binary
 from vlmguard.config import BatchingConfig, VLMGuardConfig, load_config
 from vlmguard.domain import GenerationParams, TargetItem, TargetResult
 from vlmguard.errors import (
@@ -39,7 +40,7 @@ from vlmguard.queue.redis_streams import RedisStreamsQueue
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-ECHO = "tests.queue_backends:EchoTargetBackend"
+ECHO = "tests.support.queue_backends:EchoTargetBackend"
 
 
 @pytest.fixture(scope="module")
@@ -538,7 +539,7 @@ def test_poison_item_that_makes_the_batch_raise_fails_alone(redis_url: str) -> N
     in halves, answers the poison item STAGE_FAILED and acks everything (no redelivery loop,
     nothing dead-lettered).
     """
-    from tests.queue_backends import EchoTargetBackend
+    from tests.support.queue_backends import EchoTargetBackend
     from vlmguard.worker import build_worker
 
     cfg = _cfg(redis_url, visibility_timeout_s=0.5)

@@ -1,7 +1,7 @@
 """Restarting redis-server (append-only file on) under load through a real gRPC gateway.
 
 A gateway whose queue is Redis and an in-process ``target`` stage worker (the echo backend from
-``tests/queue_backends.py``, which answers ``echo:<text>``) serve a steady stream of
+``tests/support/queue_backends.py``, which answers ``echo:<text>``) serve a steady stream of
 TargetService.Generate calls, each with its own text. redis-server is SIGKILLed mid-run and
 started again on the same port with the same data directory. Every call must either complete
 with the answer to its own text or fail with UNAVAILABLE/QUEUE_UNAVAILABLE; afterwards new calls
@@ -19,14 +19,14 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.helpers import error_reason
-from tests.redis_server import RedisServer, redis_binary
+from tests.support.helpers import error_reason
+from tests.support.redis_server import RedisServer, redis_binary
 from vlmguard.config import load_config
 from vlmguard.errors import Reason
 
 pytestmark = pytest.mark.integration
 
-ECHO = "tests.queue_backends:EchoTargetBackend"
+ECHO = "tests.support.queue_backends:EchoTargetBackend"
 CLIENTS = 16
 CALL_TIMEOUT_S = 5.0
 

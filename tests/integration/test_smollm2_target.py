@@ -200,7 +200,7 @@ def test_blocked_request_never_reaches_the_target(target_gateway) -> None:  # ty
 
 
 def test_generate_sees_the_image_as_its_text(target_gateway) -> None:  # type: ignore[no-untyped-def]
-    from tests.helpers import text_image
+    from tests.support.helpers import text_image
     from vlmguard.v1 import target_pb2, target_pb2_grpc, types_pb2
 
     stub = target_pb2_grpc.TargetServiceStub(target_gateway.channel)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from tests.conftest import BENCH, bench_items
+from tests.support.bench import BENCH, bench_items
 from vlmguard.analyzer.models.symbols import ProhibitionSignDetector
 
 

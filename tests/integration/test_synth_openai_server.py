@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import KeywordModel
+from tests.support.helpers import KeywordModel
 from vlmguard.analyzer.tier1 import Tier1Analyzer
 from vlmguard.config import AnalyzerConfig, CategoryConfig, LimitsConfig, TaxonomyConfig
 from vlmguard_training.synthesis.openai_teacher import EndpointSettings, OpenAIChatClient

@@ -1,7 +1,7 @@
 """`vlmguard train rewriter` on tiny random models built from a config (text LM and Qwen2-VL).
 
 Each run trains a few steps on CPU from synthesis-style records with harmless stand-in prompts
-(``tests/sft_records.py``: the real message builder and a two-category taxonomy, so samples
+(``tests/support/sft_records.py``: the real message builder and a two-category taxonomy, so samples
 stay short), and checks that the loss falls, parameters change, checkpoints resume and the
 output layout is what the serving side loads.
 """
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.sft_records import PROMPTS, TAXONOMY, stand_in_images, tiny_llama
-from tests.sft_records import records as _records
+from tests.support.sft_records import PROMPTS, TAXONOMY, stand_in_images, tiny_llama
+from tests.support.sft_records import records as _records
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,13 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.helpers import error_reason, png_bytes, text_image
-from tests.tiny_lm import build_tiny_lm, build_tiny_vlm, reference_generate, reference_generate_vlm
+from tests.support.helpers import error_reason, png_bytes, text_image
+from tests.support.tiny_lm import (
+    build_tiny_lm,
+    build_tiny_vlm,
+    reference_generate,
+    reference_generate_vlm,
+)
 from vlmguard.config import TargetConfig, TritonTargetConfig
 from vlmguard.domain import GenerationParams, ImageInput, TargetResult
 from vlmguard.errors import (

@@ -4,9 +4,10 @@ Ray Serve's proxy takes "servicer functions" (``add_*_to_server(servicer, server
 path and routes each RPC to the ingress deployment's method of the same name. The generated
 ``add_*Servicer_to_server`` functions would decode requests with the plain protobuf parser, so a
 request with invalid UTF-8 would fail inside the proxy as INTERNAL. These functions register the
-same services with the embedded gateway's safe decoder instead: a bad request reaches the ingress
-as a :class:`~vlmguard.gateway.interceptor.MalformedRequest` marker and is answered INVALID_ARGUMENT with
-the same reason as the embedded gateway. This module imports grpc and the generated stubs only.
+same services with the embedded gateway's safe decoder instead: a bad request reaches the
+ingress as a :class:`~vlmguard.gateway.interceptor.MalformedRequest` marker and is answered
+INVALID_ARGUMENT with the same reason as the embedded gateway. This module imports grpc and the
+generated stubs only.
 """
 
 from __future__ import annotations

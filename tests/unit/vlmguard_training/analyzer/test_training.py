@@ -426,7 +426,7 @@ def test_parser_defaults_round_trip() -> None:
 
 
 def test_category_map_covers_bench_manifests() -> None:
-    bench = Path(__file__).resolve().parents[2] / ".." / "shared" / "bench"
+    bench = Path(__file__).resolve().parents[4] / ".." / "shared" / "bench"
     if not bench.is_dir():
         pytest.skip("shared bench data not present")
     for source in bs.TRAINING_SETS:

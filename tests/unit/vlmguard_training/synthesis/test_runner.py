@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import KeywordModel as _KeywordModel
+from tests.support.helpers import KeywordModel as _KeywordModel
 from vlmguard.analyzer.tier1 import Tier1Analyzer
 from vlmguard.cli import main
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
@@ -218,7 +218,7 @@ def test_evaluation_only_sets_are_refused(tmp_path: Path, bench: Path, name: str
 
 @pytest.mark.parametrize("name", ["synth-evidence.yaml", "synth-openai.yaml"])
 def test_shipped_recipes_load_and_name_training_sets_only(name: str) -> None:
-    r = load_recipe(Path(__file__).parents[2] / "training" / "recipes" / name)
+    r = load_recipe(Path(__file__).parents[4] / "training" / "recipes" / name)
     assert set(r.sets) == {"mm_safetybench", "siuo", "vlguard_test", "vlsbench"}
     assert r.gates.max_per_category > 0
 

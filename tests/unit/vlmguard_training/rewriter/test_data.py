@@ -33,7 +33,7 @@ from vlmguard_training.rewriter.data import (
 from vlmguard_training.rewriter.recipe import DataRecipe, load_recipe
 from vlmguard_training.rewriter.templates import SMOLLM2_TRAINING_TEMPLATE
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 BENCH = ROOT / ".." / "shared" / "bench"
 TAXONOMY = load_config(None, environ={}).taxonomy
 SMOLLM2_TEMPLATE = (

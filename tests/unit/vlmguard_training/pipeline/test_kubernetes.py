@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_pipeline_runner import make_recipe
+from tests.unit.vlmguard_training.pipeline.test_runner import make_recipe
 from vlmguard.errors import Reason, UnavailableError, VLMGuardError
 from vlmguard_training.pipeline.executor import StepFailedError
 from vlmguard_training.pipeline.graph import STEP_NAMES, Layout

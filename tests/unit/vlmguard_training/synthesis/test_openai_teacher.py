@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_synthesis import TAX, _analyzer, _recipe, bench  # noqa: F401 - fixture
+from tests.unit.vlmguard_training.synthesis.test_runner import TAX, _analyzer, _recipe, bench  # noqa: F401 - fixture
 from vlmguard.errors import ConfigError
 from vlmguard_training.synthesis.openai_teacher import (
     EndpointSettings,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import KeywordModel
+from tests.support.helpers import KeywordModel
 from vlmguard.analyzer.tier1 import HARMLESS_SUBJECT, Tier1Analyzer, harmless_probe
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.domain import AnalysisItem, ImageInput

@@ -40,7 +40,7 @@ from vlmguard_training.pipeline.recipe import (
 )
 from vlmguard_training.pipeline.state import StateFile
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 RECIPES = sorted((ROOT / "training" / "recipes").glob("pipeline-*.yaml"))
 KUBE_VERSION = "1.30.0"
 

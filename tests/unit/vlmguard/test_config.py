@@ -215,7 +215,7 @@ def test_empty_yaml_file_gives_defaults(tmp_path: Path) -> None:
 
 
 def test_shipped_embedded_config_loads() -> None:
-    path = Path(__file__).resolve().parents[2] / "configs" / "embedded.yaml"
+    path = Path(__file__).resolve().parents[3] / "configs" / "embedded.yaml"
     cfg = load_config(path, environ={})
     assert cfg.target.backend == "smollm2"
 

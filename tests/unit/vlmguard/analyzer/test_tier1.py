@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import KeywordModel as _KeywordModel
+from tests.support.helpers import KeywordModel as _KeywordModel
 from vlmguard.analyzer.tier1 import Tier1Analyzer
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.domain import AnalysisItem, ImageInput, Modality

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_synthesis import (  # noqa: F401 - bench is a fixture
+from tests.unit.vlmguard_training.synthesis.test_runner import (  # noqa: F401 - bench is a fixture
     TAX,
     TRIGGER,
     _analyzer,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from tests.conftest import evaluation_prompts
+from tests.support.bench import evaluation_prompts
 from vlmguard.config import TaxonomyConfig
 from vlmguard_training.analyzer.texts import scene_text as st
 

@@ -13,8 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.unit.test_eval_metrics import MARK, ScriptedGuard, _args, write_bench
-from tests.unit.test_generative_rewriter import GOOD, RISKY, ScriptedBackend, run_tier2
+from tests.unit.vlmguard.rewriter.test_generative import GOOD, RISKY, ScriptedBackend, run_tier2
+from tests.unit.vlmguard_training.evaluation.test_metrics import (
+    MARK,
+    ScriptedGuard,
+    _args,
+    write_bench,
+)
 from vlmguard.cli import main
 from vlmguard.config import RewriterConfig, TaxonomyConfig, VLMGuardConfig
 from vlmguard.errors import ConfigError, Reason, UnavailableError

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from tests.conftest import evaluation_prompts
+from tests.support.bench import evaluation_prompts
 from vlmguard.config import TaxonomyConfig
 from vlmguard_training.analyzer.texts import advocacy as aa
 

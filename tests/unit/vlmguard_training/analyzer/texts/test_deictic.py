@@ -8,7 +8,7 @@ import json
 import re
 from collections import Counter
 
-from tests.conftest import ROOT, evaluation_prompts
+from tests.support.bench import ROOT, evaluation_prompts
 from vlmguard.config import TaxonomyConfig
 from vlmguard_training.analyzer.texts import deictic as ad
 

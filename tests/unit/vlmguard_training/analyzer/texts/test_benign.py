@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from tests.conftest import ROOT, evaluation_prompts
+from tests.support.bench import ROOT, evaluation_prompts
 from vlmguard_training.analyzer.texts import benign
 
 DATA = ROOT / "training" / "data" / "benign_prompts.jsonl"
