@@ -94,7 +94,7 @@ proto-lint: $(BUF) ## buf lint the protos
 
 .PHONY: train-analyzer
 train-analyzer: $(STAMP) ## retrain the tier-1 encoder adapter and risk head (needs ../shared/bench)
-	$(VENV)/bin/vlmguard train-analyzer --force
+	$(VENV)/bin/vlmguard train analyzer --config training/recipes/analyzer.yaml --force
 
 REWRITER_DEMO := services/vlmguard/data/rewriter_demo
 .PHONY: train-demo

@@ -148,6 +148,6 @@ class Reason:
     PIPELINE_IMAGE_PULL_FAILED = "PIPELINE_IMAGE_PULL_FAILED"
     PIPELINE_CLUSTER_UNAVAILABLE = "PIPELINE_CLUSTER_UNAVAILABLE"
     PIPELINE_ALREADY_PUBLISHED = "PIPELINE_ALREADY_PUBLISHED"
-    # Training (vlmguard train-analyzer): the new head missed a quality gate; nothing written.
+    # Training (vlmguard train analyzer): the new head missed a quality gate; nothing written.
     ANALYZER_GATE_FAILED = "ANALYZER_GATE_FAILED"
     INTERNAL = "INTERNAL"

@@ -356,7 +356,8 @@ def test_jobs_are_off_by_default_and_run_the_cli() -> None:
     assert ev[0] == "eval" and ev[ev.index("--addr") + 1] == "vg-vlmguard:50051"
     assert ev[ev.index("--sets") + 1] == "mm_vet,mossbench"
     tr = jobs["vg-vlmguard-train-analyzer-r1"]["containers"][0]["args"]
-    assert tr[0] == "train-analyzer" and tr[-2:] == ["--epochs", "40"]
+    assert tr[:4] == ["train", "analyzer", "--config", "/app/training/recipes/analyzer.yaml"]
+    assert tr[-2:] == ["--epochs", "40"]
     # The CLI accepts exactly these arguments.
     from vlmguard.cli import build_parser
 

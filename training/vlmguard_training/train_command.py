@@ -1,6 +1,6 @@
 """``vlmguard train``: ``rewriter`` (tier-2 SFT) and ``analyzer`` (the tier-1 risk head).
 
-``vlmguard train analyzer`` is the same as the older ``vlmguard train-analyzer``; both stay.
+``vlmguard train-analyzer`` remains as a deprecated alias of ``vlmguard train analyzer``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def add_parser(sub: Any) -> None:
     add_arguments(r)
     r.set_defaults(func=_cmd_train_rewriter)
     a = models.add_parser("analyzer", help="train the tier-1 text risk head",
-                          description="Same as `vlmguard train-analyzer`.")
+                          description="Train the tier-1 risk head (and its encoder adapter) "
+                          "from the training-seed benchmark sets and the project's own texts; "
+                          "--config reads a recipe such as training/recipes/analyzer.yaml.")
     analyzer_parser(a)
     a.set_defaults(func=_cmd_train_analyzer)

@@ -166,7 +166,7 @@ class Tier1Analyzer:
 
             raise ConfigError(
                 f"risk head categories {unknown} are not in the taxonomy; retrain the head "
-                "(vlmguard train-analyzer) or fix taxonomy.categories"
+                "(vlmguard train analyzer) or fix taxonomy.categories"
             )
         self.cfg = cfg
         self.taxonomy = taxonomy

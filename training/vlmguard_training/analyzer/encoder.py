@@ -34,7 +34,7 @@ def reuse_encoder(src: Path) -> tuple[Path, dict[str, Any]]:
     figures are taken from the ``meta.json`` next to it when there is one."""
     if not (src / LORA_WEIGHTS).is_file():
         raise ConfigError(f"--encoder-from {src}: no encoder adapter there (expected the "
-                          f"{ENCODER_DIR}/ directory of a train-analyzer output)")
+                          f"{ENCODER_DIR}/ directory of a `vlmguard train analyzer` output)")
     tmp = Path(tempfile.mkdtemp(prefix="vlmguard-encoder-"))
     shutil.copytree(src, tmp, dirs_exist_ok=True)
     figures: dict[str, Any] = {}

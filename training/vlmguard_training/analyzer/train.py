@@ -1,4 +1,4 @@
-"""``vlmguard train-analyzer``: train the text risk head of the tier-1 analyzer.
+"""``vlmguard train analyzer``: train the text risk head of the tier-1 analyzer.
 
 Reads the training-seed benchmark sets (mm_safetybench, siuo, vlguard_test, vlsbench; never the
 evaluation-only mossbench, mm_vet or figstep_safebench) and a file of benign texts, embeds them
@@ -69,7 +69,6 @@ reported dev metrics are from the train-only fit). Prompt text is never printed 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -245,7 +244,7 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
         "encoder_lora": (
             {"dir": ENCODER_DIR, "trained_on": "training split only (dev and cal held out)",
              **encoder_figures} if encoder_figures else None),
-        "config": dataclasses.asdict(cfg),
+        "config": cfg.model_dump(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command_line(cfg),
     }

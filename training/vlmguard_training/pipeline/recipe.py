@@ -12,20 +12,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from vlmguard.errors import ConfigError, Reason
+from vlmguard_training.recipe import Recipe
 
 #: Names of Kubernetes objects derive from the run name: keep it a short DNS label.
 RUN_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SynthStepConfig(_Frozen):
+class SynthStepConfig(Recipe):
     """Synthesis: one ``vlmguard synth`` process (or Indexed Job completion) per shard."""
 
     recipe: str = Field("training/recipes/synth-evidence.yaml",
@@ -38,7 +33,7 @@ class SynthStepConfig(_Frozen):
     parallelism: int = Field(2, ge=1, le=1000, description="Shards running at once.")
 
 
-class TrainStepConfig(_Frozen):
+class TrainStepConfig(Recipe):
     """Training: ``vlmguard train rewriter``, under torchrun when it spans several processes."""
 
     recipe: str = Field("training/recipes/rewriter-tiny.yaml",
@@ -58,7 +53,7 @@ class TrainStepConfig(_Frozen):
         description="Extra environment of the training processes (e.g. ACCELERATE_USE_CPU: '1').")
 
 
-class EvalStepConfig(_Frozen):
+class EvalStepConfig(Recipe):
     """Evaluation: ``vlmguard eval`` with the in-process guard configured from ``config``."""
 
     sets: list[str] = Field(default_factory=lambda: ["mm_vet", "mossbench"],
@@ -78,7 +73,7 @@ class EvalStepConfig(_Frozen):
         return v
 
 
-class PublishStepConfig(_Frozen):
+class PublishStepConfig(Recipe):
     """Publish: copy the model and a manifest to ``dest/<run name>`` (never overwrites)."""
 
     dest: str = Field("build/published", description="Folder the model is published under.")
@@ -95,7 +90,7 @@ def _limits() -> Quantities:
     return {"cpu": "2", "memory": "4Gi"}
 
 
-class StepResources(_Frozen):
+class StepResources(Recipe):
     """Requests and limits of one step's containers (Kubernetes quantities)."""
 
     requests: Quantities = Field(default_factory=_requests, description="Resource requests.")
@@ -116,7 +111,7 @@ def _default_resources() -> dict[str, StepResources]:
     }
 
 
-class KubernetesConfig(_Frozen):
+class KubernetesConfig(Recipe):
     """How the Kubernetes executor builds and follows the Jobs."""
 
     namespace: str = Field("default", description="Namespace (--namespace overrides).")
@@ -156,7 +151,7 @@ class KubernetesConfig(_Frozen):
         "stops.")
 
 
-class PipelineRecipe(_Frozen):
+class PipelineRecipe(Recipe):
     """A pipeline run: which step recipes, where data goes, how often to retry."""
 
     name: str = Field("pipeline", description="Run name (a DNS label: it names the Jobs and "
@@ -193,18 +188,4 @@ def load_pipeline_recipe(path: str | Path) -> PipelineRecipe:
     Raises:
         ConfigError: unreadable file or invalid recipe (the message names the bad key).
     """
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read pipeline recipe {path}: {e.strerror}",
-                          reason=Reason.CONFIG_INVALID) from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"pipeline recipe {path} is not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"pipeline recipe {path} is not a mapping")
-    try:
-        return PipelineRecipe.model_validate(raw)
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-                             for err in e.errors())
-        raise ConfigError(f"invalid pipeline recipe {path}: {problems}") from e
+    return PipelineRecipe.from_yaml(path)

@@ -10,17 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from vlmguard.errors import ConfigError
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from vlmguard_training.recipe import Recipe, read_yaml
 
 
-class DataRecipe(_Frozen):
+class DataRecipe(Recipe):
     """Where the training samples come from and how they are split."""
 
     synth: tuple[str, ...] = Field(
@@ -52,7 +47,7 @@ class DataRecipe(_Frozen):
     seed: int = Field(0, description="Seed of every selection.")
 
 
-class LoraRecipe(_Frozen):
+class LoraRecipe(Recipe):
     """LoRA adapter settings (PEFT)."""
 
     r: int = Field(16, ge=1, description="Rank.")
@@ -68,7 +63,7 @@ class LoraRecipe(_Frozen):
         "bfloat16", description="dtype of the saved adapter weights (training stays float32).")
 
 
-class TrainRecipe(_Frozen):
+class TrainRecipe(Recipe):
     """Optimiser, schedule, logging and checkpoints (transformers/TRL arguments)."""
 
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
@@ -99,7 +94,7 @@ class TrainRecipe(_Frozen):
     dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
 
 
-class RewriterRecipe(_Frozen):
+class RewriterRecipe(Recipe):
     """A rewriter SFT recipe (``training/recipes/rewriter-*.yaml``)."""
 
     name: str = Field("rewriter", description="Recipe name (model card, manifest).")
@@ -123,19 +118,13 @@ def load_recipe(path: str | Path, **overrides: Any) -> RewriterRecipe:
 
     Args:
         path: The YAML file.
-        **overrides: Top-level fields to replace (e.g. ``output_dir``).
+        **overrides: Top-level fields to replace (e.g. ``output_dir``); ``synth`` replaces
+            ``data.synth``.
 
     Raises:
         ConfigError: unreadable file or invalid recipe (the message names the bad key).
     """
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {path} is not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"recipe {path} is not a mapping")
+    raw = read_yaml(path)
     raw.setdefault("name", Path(path).stem)
     for key, value in overrides.items():
         if value is None:
@@ -144,9 +133,4 @@ def load_recipe(path: str | Path, **overrides: Any) -> RewriterRecipe:
             raw["data"] = {**(raw.get("data") or {}), "synth": list(value)}
         else:
             raw[key] = value
-    try:
-        return RewriterRecipe.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"recipe {path}: {where}: {first['msg']}") from e
+    return RewriterRecipe.from_mapping(raw, f"recipe {path}")

@@ -22,15 +22,16 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from vlmguard.config import TaxonomyConfig
 from vlmguard.domain import Analysis, AnalysisItem
-from vlmguard.errors import ConfigError, VLMGuardError
+from vlmguard.errors import VLMGuardError
 from vlmguard.rewriter.format import RewriterOutputError, parse_rewriter_output
+from vlmguard_training.recipe import Recipe
 from vlmguard_training.synthesis.stages import validate
 
 #: Record gates, in report order.
@@ -57,58 +58,34 @@ class TextAnalyzer(Protocol):
     def analyze_batch(self, items: Sequence[AnalysisItem]) -> list[Analysis | VLMGuardError]: ...
 
 
-@dataclass(frozen=True)
-class GateSettings:
-    """Gate thresholds (the recipe's ``gates`` block).
+class GateSettings(Recipe):
+    """Gate thresholds (the synthesis recipe's ``gates`` block)."""
 
-    Attributes:
-        min_intent_similarity: Least prompt/rewrite cosine similarity of benign seeds.
-        max_rewrite_risk: The rewrite's tier-1 score must be below this.
-        max_per_category: Cap of accepted records per category at merge (0: none).
-        enforce: Gates whose failure rejects a record; the others are only counted (reported).
-        skip: Gates not evaluated at all (their value is null, counted as skipped).
-    """
+    min_intent_similarity: float = Field(
+        0.8, ge=-1, le=1,
+        description="Least prompt/rewrite cosine similarity of benign seeds (keeps_intent).")
+    max_rewrite_risk: float = Field(
+        0.5, gt=0, le=1, description="The rewrite's tier-1 score must be below this "
+        "(rewrite_safe).")
+    max_per_category: int = Field(0, ge=0, description="Cap of accepted records per category "
+                                  "at merge (0: none).")
+    enforce: tuple[str, ...] = Field(RECORD_GATES, description="Gates whose failure rejects a "
+                                     "record; the others are only counted (reported).")
+    skip: tuple[str, ...] = Field((), description="Gates not evaluated at all (keeps_intent, "
+                                  "rewrite_safe; their value is null, counted as skipped).")
 
-    min_intent_similarity: float = 0.8
-    max_rewrite_risk: float = 0.5
-    max_per_category: int = 0
-    enforce: tuple[str, ...] = RECORD_GATES
-    skip: tuple[str, ...] = ()
-
-    @classmethod
-    def from_mapping(cls, raw: Any) -> GateSettings:
-        """Settings from a recipe block.
-
-        Raises:
-            ConfigError: not a mapping, unknown keys, or values out of range.
-        """
-        if raw is None:
-            return cls()
-        if not isinstance(raw, dict):
-            raise ConfigError("recipe gates: expected a mapping")
-        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"recipe gates: unknown keys {unknown}")
-        enforce = raw.get("enforce", list(RECORD_GATES))
-        if not isinstance(enforce, list) or not set(enforce) <= set(RECORD_GATES):
-            raise ConfigError(f"recipe gates.enforce: a list of {', '.join(RECORD_GATES)}")
-        skip = raw.get("skip", [])
-        if not isinstance(skip, list) or not set(skip) <= {"keeps_intent", "rewrite_safe"} \
-                or set(skip) & set(enforce):
-            raise ConfigError("recipe gates.skip: a list of keeps_intent, rewrite_safe that are "
-                              "not enforced")
-        s = cls(float(raw.get("min_intent_similarity", 0.8)),
-                float(raw.get("max_rewrite_risk", 0.5)), int(raw.get("max_per_category", 0)),
-                tuple(str(g) for g in enforce), tuple(str(g) for g in skip))
-        if not -1 <= s.min_intent_similarity <= 1 or not 0 < s.max_rewrite_risk <= 1 \
-                or s.max_per_category < 0:
-            raise ConfigError("recipe gates: min_intent_similarity in [-1, 1], max_rewrite_risk "
-                              "in (0, 1], max_per_category >= 0")
-        return s
+    @model_validator(mode="after")
+    def _known_gates(self) -> GateSettings:
+        if not set(self.enforce) <= set(RECORD_GATES):
+            raise ValueError(f"enforce: a list of {', '.join(RECORD_GATES)}")
+        if not set(self.skip) <= {"keeps_intent", "rewrite_safe"} or \
+                set(self.skip) & set(self.enforce):
+            raise ValueError("skip: a list of keeps_intent, rewrite_safe that are not enforced")
+        return self
 
     def to_json(self) -> dict[str, Any]:
         """The summary's form."""
-        d = dict(self.__dict__)
+        d = self.model_dump()
         d["enforce"] = list(self.enforce)
         d["skip"] = list(self.skip)
         return d

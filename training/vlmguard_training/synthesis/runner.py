@@ -26,11 +26,10 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import yaml
+from pydantic import Field, model_validator
 
 from vlmguard.config import TaxonomyConfig
 from vlmguard.domain import Analysis, AnalysisItem, ImageInput
@@ -47,6 +46,7 @@ from vlmguard_training.benchsets import (
     map_category,
     read_jsonl,
 )
+from vlmguard_training.recipe import Recipe, read_yaml
 from vlmguard_training.synthesis.gates import RECORD_GATES, Embedder, Gatekeeper, GateSettings
 from vlmguard_training.synthesis.prompts import STAGE_PROMPT_VERSION
 from vlmguard_training.synthesis.stages import SCHEMA_VERSION, to_json
@@ -79,36 +79,65 @@ class Analyzer(Protocol):
     def analyze_batch(self, items: Sequence[AnalysisItem]) -> list[Analysis | VLMGuardError]: ...
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """A synthesis recipe.
+class SynthRecipe(Recipe):
+    """A synthesis recipe (``training/recipes/synth-*.yaml``)."""
 
-    Attributes:
-        bench_dir: Folder of the seed sets (``<bench_dir>/<set>/manifest.jsonl``).
-        sets: Training-seed set -> item limit (0: all).
-        teacher: Teacher kind (``evidence``, ``openai``, ``transformers``).
-        seed: Seed of the per-set item selection under a limit.
-        num_shards: Default shard count.
-        batch_size: Items per analyzer batch.
-        name: Recipe name.
-        teacher_settings: The ``teacher`` block (kind-specific keys).
-        target: The ``target`` block (``kind: none`` or an OpenAI-compatible endpoint).
-        gates: Gate thresholds.
-        concurrency: Items in the teacher stages at once (default: twice the OpenAI teacher's
-            request limit; 1 for local teachers).
-    """
+    bench_dir: str = Field("../shared/bench", description="Folder of the seed sets "
+                           "(<bench_dir>/<set>/manifest.jsonl).")
+    sets: dict[str, int] = Field(description="Training-seed set -> item limit (0: all); a "
+                                 "list of names means no limits.")
+    teacher: str = Field("evidence", description="Teacher kind: " + ", ".join(TEACHER_KINDS)
+                         + " (in the recipe: a name, or a mapping with `kind` and its "
+                         "settings).")
+    teacher_settings: dict[str, Any] = Field(
+        default_factory=dict, description="The teacher mapping's other keys (endpoint, model, "
+        "concurrency...).")
+    seed: int = Field(0, description="Seed of the per-set item selection under a limit.")
+    num_shards: int = Field(1, ge=1, description="Default shard count.")
+    batch_size: int = Field(16, ge=1, description="Items per analyzer batch.")
+    name: str = Field("", description="Recipe name (default: the file's stem).")
+    target: dict[str, Any] = Field(
+        default_factory=dict, description="The target whose answers the hindsight stage "
+        "compares: kind none (default) or openai with its endpoint settings.")
+    gates: GateSettings = Field(default_factory=GateSettings,  # type: ignore[arg-type]
+                                description="Gate thresholds.")
+    concurrency: int = Field(1, ge=1, description="Items in the teacher stages at once "
+                             "(default: twice the OpenAI teacher's request limit, so its slots "
+                             "stay busy while other items wait on the analyzer or the gates; "
+                             "1 for local teachers).")
 
-    bench_dir: str
-    sets: dict[str, int]
-    teacher: str = "evidence"
-    seed: int = 0
-    num_shards: int = 1
-    batch_size: int = 16
-    name: str = ""
-    teacher_settings: dict[str, Any] = field(default_factory=dict)
-    target: dict[str, Any] = field(default_factory=dict)
-    gates: GateSettings = field(default_factory=GateSettings)
-    concurrency: int = 1
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        sets = raw.get("sets")
+        if isinstance(sets, list):
+            raw["sets"] = dict.fromkeys(sets, 0)
+        elif isinstance(sets, dict):
+            raw["sets"] = {str(k): (v or 0) for k, v in sets.items()}
+        teacher = raw.get("teacher")
+        if isinstance(teacher, dict):
+            raw["teacher"] = str(teacher.get("kind", ""))
+            raw["teacher_settings"] = {k: v for k, v in teacher.items() if k != "kind"}
+        target = raw.get("target")
+        if isinstance(target, dict) and target.get("kind", "none") == "none":
+            raw["target"] = {}
+        if "concurrency" not in raw and raw.get("teacher") == "openai":
+            raw["concurrency"] = 2 * int(raw.get("teacher_settings", {}).get("concurrency", 8))
+        return raw
+
+    @model_validator(mode="after")
+    def _check(self) -> SynthRecipe:
+        if not self.sets:
+            raise ValueError("sets: a mapping of set name -> limit (0 = all)")
+        if self.teacher not in TEACHER_KINDS:
+            raise ValueError(f"unknown teacher {self.teacher!r}; available: "
+                             f"{', '.join(TEACHER_KINDS)}")
+        if self.target and self.target.get("kind") != "openai":
+            raise ValueError("target: a mapping with kind none or openai")
+        return self
 
     def settings(self) -> dict[str, Any]:
         """What the summary and the dataset card record (no secrets: only env var names)."""
@@ -134,61 +163,21 @@ def check_sets(names: Sequence[str]) -> None:
                 f"unknown seed set {name!r}; training-seed sets: {', '.join(TRAINING_SETS)}")
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def load_recipe(path: str | Path) -> SynthRecipe:
     """Read and check a recipe YAML file.
 
     Raises:
         ConfigError: unreadable or invalid recipe.
         InvalidArgumentError: it names an evaluation-only or unknown set.
     """
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"recipe {path} is not a mapping")
-    sets_raw = raw.get("sets")
-    if isinstance(sets_raw, list):
-        sets_raw = dict.fromkeys(sets_raw, 0)
-    if not isinstance(sets_raw, dict) or not sets_raw:
-        raise ConfigError("recipe needs 'sets': a mapping of set name -> limit (0 = all)")
-    sets = {str(k): int(v or 0) for k, v in sets_raw.items()}
-    check_sets(list(sets))
-    teacher_raw = raw.get("teacher", "evidence")
-    teacher_settings: dict[str, Any] = {}
-    if isinstance(teacher_raw, dict):
-        teacher_settings = {k: v for k, v in teacher_raw.items() if k != "kind"}
-        teacher = str(teacher_raw.get("kind", ""))
-    else:
-        teacher = str(teacher_raw)
-    if teacher not in TEACHER_KINDS:
-        raise ConfigError(f"unknown teacher {teacher!r}; available: {', '.join(TEACHER_KINDS)}")
-    target = raw.get("target") or {}
-    if not isinstance(target, dict) or target.get("kind", "none") not in ("none", "openai"):
-        raise ConfigError("recipe target: a mapping with kind none or openai")
-    known = {"bench_dir", "sets", "teacher", "seed", "num_shards", "batch_size", "name",
-             "target", "gates", "concurrency"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"unknown recipe keys: {unknown}")
-    num_shards = int(raw.get("num_shards", 1))
-    if num_shards < 1:
-        raise ConfigError("num_shards must be >= 1")
-    # Twice the teacher's request limit in flight: while some items wait on the analyzer or
-    # the gates, the others keep every teacher slot busy.
-    default_conc = 2 * int(teacher_settings.get("concurrency", 8)) if teacher == "openai" else 1
-    concurrency = int(raw.get("concurrency", default_conc))
-    if concurrency < 1:
-        raise ConfigError("concurrency must be >= 1")
-    recipe = Recipe(str(raw.get("bench_dir", "../shared/bench")), sets, teacher,
-                    int(raw.get("seed", 0)), num_shards, int(raw.get("batch_size", 16)),
-                    str(raw.get("name", Path(path).stem)), teacher_settings,
-                    dict(target) if target.get("kind", "none") != "none" else {},
-                    GateSettings.from_mapping(raw.get("gates")), concurrency)
-    if teacher == "openai":
+    raw = read_yaml(path)
+    raw.setdefault("name", Path(path).stem)
+    recipe = SynthRecipe.from_mapping(raw, f"recipe {path}")
+    check_sets(list(recipe.sets))
+    if recipe.teacher == "openai":
         from vlmguard_training.synthesis.openai_teacher import EndpointSettings
 
-        EndpointSettings.from_mapping(teacher_settings, "teacher")
+        EndpointSettings.from_mapping(recipe.teacher_settings, "teacher")
     if recipe.target:
         from vlmguard_training.synthesis.openai_teacher import EndpointSettings
 
@@ -200,7 +189,7 @@ def _opt_str(v: Any) -> str | None:
     return str(v) if isinstance(v, str) and v.strip() else None
 
 
-def load_seeds(recipe: Recipe) -> list[Seed]:
+def load_seeds(recipe: SynthRecipe) -> list[Seed]:
     """All seed items of the recipe (its limits applied), in a stable order."""
     check_sets(list(recipe.sets))
     bench = Path(recipe.bench_dir)
@@ -349,9 +338,9 @@ def _base_record(s: Seed, img: dict[str, Any] | None, teacher: AsyncTeacher,
     }
 
 
-async def _pipeline(todo: list[Seed], recipe: Recipe, analyzer: Analyzer, teacher: AsyncTeacher,
-                    gatekeeper: Gatekeeper, taxonomy: TaxonomyConfig, acc: IO[str],
-                    rej: IO[str], bar: Any) -> None:
+async def _pipeline(todo: list[Seed], recipe: SynthRecipe, analyzer: Analyzer,
+                    teacher: AsyncTeacher, gatekeeper: Gatekeeper,
+                    taxonomy: TaxonomyConfig, acc: IO[str], rej: IO[str], bar: Any) -> None:
     """analyze (model thread) -> stages (``concurrency`` tasks) -> gates (model thread) -> files.
 
     The tier-1 analyzer and the gate models share one thread, so model calls never overlap;
@@ -433,7 +422,7 @@ async def _pipeline(todo: list[Seed], recipe: Recipe, analyzer: Analyzer, teache
 
 
 def run_shard(
-    recipe: Recipe,
+    recipe: SynthRecipe,
     out: Path,
     shard: int,
     num_shards: int,
@@ -507,7 +496,7 @@ def run_shard(
     return summary
 
 
-async def _run_and_close(todo: list[Seed], recipe: Recipe, analyzer: Analyzer,
+async def _run_and_close(todo: list[Seed], recipe: SynthRecipe, analyzer: Analyzer,
                          teacher: AsyncTeacher, gatekeeper: Gatekeeper,
                          taxonomy: TaxonomyConfig, acc: IO[str], rej: IO[str],
                          bar: Any) -> None:
@@ -579,7 +568,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_teacher(recipe: Recipe, taxonomy: TaxonomyConfig, analyzer_name: str) -> AsyncTeacher:
+def build_teacher(recipe: SynthRecipe, taxonomy: TaxonomyConfig,
+                  analyzer_name: str) -> AsyncTeacher:
     """The recipe's teacher (and target).
 
     Raises:

@@ -1,7 +1,7 @@
 """A LoRA adaptation of the MiniLM text encoder for tier-1 safety scoring.
 
 Frozen MiniLM embeddings capture topic more than intent: a scary-sounding harmless question sits
-next to a harmful one. ``vlmguard train-analyzer`` therefore fine-tunes the encoder first
+next to a harmful one. ``vlmguard train analyzer`` therefore fine-tunes the encoder first
 (:func:`finetune_encoder`: LoRA on its attention and feed-forward projections, mean-pooled
 embedding -> linear unsafe/benign classifier, on the head's training split only), then fits the
 risk head on the adapted embeddings. The adapter ships next to the head

@@ -265,7 +265,7 @@ class RiskHead:
         if not wpath.is_file() or not mpath.is_file():
             raise ConfigError(
                 f"risk head not found in {directory} (needs {WEIGHTS_FILE} and {META_FILE}); "
-                "train one with 'vlmguard train-analyzer'"
+                "train one with 'vlmguard train analyzer'"
             )
         try:
             meta = json.loads(mpath.read_text())

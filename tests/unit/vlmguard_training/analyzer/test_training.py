@@ -3,7 +3,6 @@ synthetic dataset."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -287,7 +286,7 @@ def test_trainer_end_to_end_and_overwrite_refusal(
     assert cache_file.is_file()
     with np.load(cache_file) as z:  # the cache holds hashes, never texts
         assert not any("zzdanger" in str(k) for k in z["keys"])
-    assert "created_at" in meta and meta["command"].startswith("python -m vlmguard")
+    assert "created_at" in meta and meta["command"].startswith("vlmguard train analyzer")
     p, pc = head.predict(FakeEmbedder().embed(["zzdanger plan number 99", "how do I bake bread"]))
     assert p[0] > p[1] and pc.shape == (2, len(head.categories))
     printed = capsys.readouterr().out
@@ -296,7 +295,7 @@ def test_trainer_end_to_end_and_overwrite_refusal(
     with pytest.raises(ConfigError, match="--force"):
         at.main(cfg, embedder=FakeEmbedder())
     assert (out / "weights.npz").read_bytes() == before
-    cfg.force = True
+    cfg = cfg.model_copy(update={"force": True})
 
     class CountingEmbedder(FakeEmbedder):
         calls = 0
@@ -341,7 +340,7 @@ def test_quality_gates_keep_the_previous_head(tmp_path: Path,
     before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
     meta = json.loads((out / "meta.json").read_text())
     assert meta["metrics"]["gates"]["values"]["max_dev_fpr"]["limit"] == 0.5
-    strict = dataclasses.replace(cfg, force=True, seed=3, max_dev_fpr=0.0, min_dev_auc=1.01)
+    strict = cfg.model_copy(update=dict(force=True, seed=3, max_dev_fpr=0.0, min_dev_auc=1.01))
     with pytest.raises(fit.QualityGateError) as err:
         at.main(strict, embedder=FakeEmbedder())
     assert err.value.reason == Reason.ANALYZER_GATE_FAILED
@@ -351,7 +350,7 @@ def test_quality_gates_keep_the_previous_head(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bench", "benign.jsonl",
                                                                  "head"])
     # The same run with the gate relaxed replaces the head through the staging folder.
-    at.main(dataclasses.replace(strict, max_dev_fpr=1.0, min_dev_auc=0.0),
+    at.main(strict.model_copy(update=dict(max_dev_fpr=1.0, min_dev_auc=0.0)),
             embedder=FakeEmbedder())
     assert (out / "weights.npz").read_bytes() != before["weights.npz"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "benign.jsonl", "head"]
@@ -387,9 +386,8 @@ def test_select_exemplars_dedupes_and_caps() -> None:
 def test_two_label_families_are_training_data_in_one_split_per_template(
         tmp_path: Path, field: str, source: str, kind: str) -> None:
     bench, benign = _tiny_bench(tmp_path)
-    cfg = dataclasses.replace(acfg.TrainAnalyzerConfig(bench_dir=str(bench),
-                                                     benign_file=str(benign), emb_cache=""),
-                              **{field: 3})
+    cfg = acfg.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), emb_cache="",
+                                   **{field: 3})
     items = [e for e in exm.load_examples(cfg) if e.source == source]
     assert {e.label for e in items} == {0, 1} and {e.kind for e in items} == {kind}
     assert all(e.category for e in items if e.label == 1)
@@ -399,7 +397,7 @@ def test_two_label_families_are_training_data_in_one_split_per_template(
         split_of.setdefault(e.group, set()).add(e.split)
     assert all(len(v) == 1 for v in split_of.values())  # both labels of a template together
     assert {s for v in split_of.values() for s in v} == {"train", "dev", "cal"}
-    off = dataclasses.replace(cfg, **{field: 0})
+    off = cfg.model_copy(update={field: 0})
     assert not [e for e in exm.load_examples(off) if e.source == source]
 
 
@@ -561,6 +559,6 @@ def test_care_key_phrases_are_care_weighted_positives(tmp_path: Path) -> None:
     care = [e for e in phrases.values() if e.category == "specialized_advice"]
     assert len(care) == 15 and len(phrases) == 30
     assert all(e.label == 1 and e.weight == 0.7 for e in care)
-    off = dataclasses.replace(cfg, care_key_phrases=False)
+    off = cfg.model_copy(update=dict(care_key_phrases=False))
     kept = [e for e in exm.load_examples(off) if e.kind == "key_phrase"]
     assert len(kept) == 15 and all(e.category != "specialized_advice" for e in kept)
