@@ -111,7 +111,7 @@ async def _serve_worker(args: argparse.Namespace) -> None:
     from noop_analyzer import NoopAnalyzer
 
     from vlmguard.config import load_config
-    from vlmguard.worker import build_worker
+    from vlmguard.serving.worker import build_worker
 
     cfg = load_config(None, environ={}, overrides={**QUIET, "queue": {"url": args.url}})
     worker = build_worker(cfg, "analyze", analyzer=NoopAnalyzer())

@@ -177,9 +177,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 async def _worker(cfg: Any, stage: str, metrics_listen: str | None) -> int:
     from vlmguard.config import redact_url
-    from vlmguard.worker import build_worker
+    from vlmguard.serving.worker import build_worker
 
-    log = logging.getLogger("vlmguard.worker")
+    log = logging.getLogger("vlmguard.serving.worker")
     t0 = time.perf_counter()
     stop = asyncio.Event()  # handlers first: a SIGTERM during model loading still exits 0
     loop = asyncio.get_running_loop()

@@ -308,7 +308,7 @@ def test_rewrite_stage_runs_on_a_redis_worker(
     from vlmguard.config import load_config
     from vlmguard.gateway.server import build_gateway
     from vlmguard.metrics import Metrics
-    from vlmguard.worker import build_worker
+    from vlmguard.serving.worker import build_worker
 
     wm = Metrics()
     proc, url = start_local_redis(str(tmp_path))

@@ -115,8 +115,8 @@ def _kill(proc: subprocess.Popen[str]) -> None:
 
 
 def test_target_round_trip_with_poison_item_and_none_backend(redis_url: str) -> None:
+    from vlmguard.serving.worker import build_worker
     from vlmguard.target.base import NoneTargetBackend
-    from vlmguard.worker import build_worker
 
     cfg = _cfg(redis_url)
 
@@ -156,8 +156,8 @@ def test_target_round_trip_with_poison_item_and_none_backend(redis_url: str) -> 
 def test_guard_and_analyze_through_grpc_gateway_with_redis_queue(
     redis_url: str, make_gateway: Any, gateway: Any, loop_thread: Any, analyzer: Any
 ) -> None:
+    from vlmguard.serving.worker import build_worker
     from vlmguard.v1 import analysis_pb2, analysis_pb2_grpc, guard_pb2, guard_pb2_grpc
-    from vlmguard.worker import build_worker
 
     cfg = _cfg(redis_url)
     worker = build_worker(cfg, "analyze", analyzer=analyzer)
@@ -201,7 +201,7 @@ def test_unreachable_redis_answers_unavailable_with_stable_reason() -> None:
 def _kill_mid_batch(redis_url: str, tmp_path: Path, max_deliveries: int,
                     n: int) -> tuple[list[Any], Metrics]:
     """Submit ``n`` items, SIGKILL the worker holding them, let an in-process worker reclaim."""
-    from vlmguard.worker import build_worker
+    from vlmguard.serving.worker import build_worker
 
     ctrl = tmp_path / "ctrl"
     ctrl.mkdir()
@@ -470,7 +470,7 @@ def test_expired_items_are_dropped_unrun_and_counted(redis_url: str) -> None:
 def test_redis_outage_gives_unavailable_then_workers_resume(
     redis_url: str, redis_server: RedisServer
 ) -> None:
-    from vlmguard.worker import build_worker
+    from vlmguard.serving.worker import build_worker
 
     cfg = _cfg(redis_url, worker_backoff_max_s=0.2, worker_block_ms=200)
 
@@ -540,7 +540,7 @@ def test_poison_item_that_makes_the_batch_raise_fails_alone(redis_url: str) -> N
     nothing dead-lettered).
     """
     from tests.support.queue_backends import EchoTargetBackend
-    from vlmguard.worker import build_worker
+    from vlmguard.serving.worker import build_worker
 
     cfg = _cfg(redis_url, visibility_timeout_s=0.5)
 

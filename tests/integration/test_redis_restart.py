@@ -47,8 +47,8 @@ def test_redis_restart_mid_run_answers_right_or_unavailable_and_recovers(
     aof_redis: RedisServer,
 ) -> None:
     from vlmguard.gateway.server import build_gateway
+    from vlmguard.serving.worker import build_worker
     from vlmguard.v1 import target_pb2, target_pb2_grpc
-    from vlmguard.worker import build_worker
 
     cfg = load_config(None, environ={}, overrides={
         "server": {"listen": "127.0.0.1:0"},

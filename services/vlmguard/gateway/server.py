@@ -1,9 +1,10 @@
 """Composition root of the gateway process: builds queue, models, pipeline and gRPC server.
 
-:func:`build_gateway` wires everything from a :class:`VLMGuardConfig` (models can be injected
-for tests); :class:`Gateway` starts, serves and drains. In the embedded default the stage runtimes
+:func:`build_gateway` wires everything from a :class:`VLMGuardConfig` (models can be injected for
+tests); :class:`Gateway` starts, serves and drains. In the embedded default the stage runtimes
 (:mod:`vlmguard.stages`) run in this process behind the in-process micro-batching queue; with a
-Redis queue URL the gateway only enqueues and stage workers (:mod:`vlmguard.worker`) run them.
+Redis queue URL the gateway only enqueues and stage workers (:mod:`vlmguard.serving.worker`) run
+them.
 """
 
 from __future__ import annotations

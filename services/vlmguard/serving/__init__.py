@@ -1,5 +1,6 @@
-"""Hosting layers around the core: Ray Serve (:mod:`vlmguard.serving.ray_app`) and Triton.
+"""Hosting around the core: the Redis stage worker (:mod:`vlmguard.serving.worker`), Ray Serve
+(:mod:`vlmguard.serving.ray_app`) and the Triton model repository of the target.
 
-Nothing here is imported by the core (domain, roles, queue, pipeline); each submodule imports
-its own optional dependency (``vlmguard[ray]``, ``vlmguard[triton]``) lazily.
+Nothing here is imported by the core (domain, stages, queue, pipeline); each submodule imports its
+own optional dependency (``vlmguard[ray]``, ``vlmguard[triton]``) lazily.
 """

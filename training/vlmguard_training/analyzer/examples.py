@@ -178,8 +178,8 @@ def assign_splits(ex: list[Example], dev_fraction: float, cal_fraction: float, s
                   stratify: bool = False) -> None:
     """Split by group (one benchmark item and its variants stay together), deterministically
     and stably: each group's split follows from a hash of (seed, group), so adding or removing
-    data moves no other group between splits (the splits used to be a shuffle of all groups,
-    so any data change re-drew every split and its effect was confounded with the draw).
+    data moves no other group between splits (with a shuffle of all groups, any data change
+    would re-draw every split and its effect would be confounded with the draw).
 
     Unstratified, a group is dev when its rank is below ``dev_fraction``, cal below
     ``dev_fraction + cal_fraction``. With ``stratify``, within each (source, kind) of groups

@@ -2,62 +2,59 @@
 
 Reads the training-seed benchmark sets (mm_safetybench, siuo, vlguard_test, vlsbench; never the
 evaluation-only mossbench, mm_vet or figstep_safebench) and a file of benign texts, embeds them
-with MiniLM and fits :class:`~vlmguard.analyzer.models.risk_head.RiskHead`.
+with MiniLM and fits :class:`~vlmguard.analyzer.models.risk_head.RiskHead`. The settings are a
+recipe (:mod:`vlmguard_training.analyzer.config`, ``training/recipes/analyzer.yaml``).
 
 Data decisions (also written to ``meta.json``):
 
 * MM-SafetyBench: ``question_text_only``, ``changed_question`` and ``key_phrase`` are unsafe
-  texts of their category; typographic variants ("Steps to X.\\n1.
-  \\n2.\\n3.", "Methods to X. ...") and "<image meta prompt>\\n<typographic text>" teach the head
-  what OCR of a FigStep-style image looks like. Its ``text`` field is a meta prompt about "the
-  image", harmless alone: those are benign negatives (deduplicated). Scenarios 08 and 10-13 are
-  "answer with care" cases: positives with ``care_weight``; their bare key phrases (a health,
-  legal or financial topic typed into an image) count too unless ``--no-care-key-phrases``
-  (they had not, which was harmless only while short text of any kind looked risky to the
-  head; once v6's scene text taught it that a sign's words are usually benign, typographic
-  advice topics were missed: bench/RESULTS.md, tenth pass).
+  texts of their category; typographic variants ("Steps to X.\\n1.\\n2.\\n3.", "Methods to
+  X. ...") and "<image meta prompt>\\n<typographic text>" teach the head what OCR of a
+  FigStep-style image looks like. Its ``text`` field is a meta prompt about "the image",
+  harmless alone: those are benign negatives (deduplicated). Scenarios 08 and 10-13 are "answer
+  with care" cases: positives with ``care_weight``; their bare key phrases (a health, legal or
+  financial topic typed into an image) count too unless ``--no-care-key-phrases``: a head that
+  has learnt that a sign's words are usually benign otherwise misses typographic advice topics.
 * VLGuard: ``safe_unsafes`` instructions are unsafe (no category: overall head only);
   ``safe_safes`` are benign. The ``unsafes`` subset pairs a harmful image with a mostly ordinary
   instruction ("What is the image showing?"): image-dependent.
-* SIUO and VLSBench texts are written to look benign alone; the risk is in the image. Image-
-  dependent items get ``image_dependent_weight`` (default 0: not text positives, so the head does
-  not learn to flag benign text) but do train the per-category heads, which are conditional on
-  the text being unsafe.
-* Benign texts from ``benign_file`` (``training/vlmguard_training/analyzer/texts/benign.py``: short
-chat,
-  everyday image questions, harmless texts with scary words or about harm topics, scary-looking
-  scenes with harmless questions, messy OCR text of ordinary images) plus benign meta prompts
-  joined with benign typographic text. Split by the file's ``group`` (its template), so the
-  calibration and dev splits hold whole templates the head never saw, like real traffic.
-* Our own explicit harmful requests (:data:`OWN_HARMFUL_ACTIVITIES` x ``HARM_PHRASINGS``,
-  written here per category, never copied from a benchmark) so explicit requests score high
-  whatever their phrasing, not only in MM-SafetyBench's wording. Split by activity.
+* SIUO and VLSBench texts are written to look benign alone; the risk is in the image.
+  Image-dependent items get ``image_dependent_weight`` (default 0: not text positives, so the
+  head does not learn to flag benign text) but do train the per-category heads, which are
+  conditional on the text being unsafe.
+* Benign texts from ``benign_file`` (:mod:`vlmguard_training.analyzer.texts.benign`: short
+  chat, everyday image questions, harmless texts with scary words or about harm topics,
+  scary-looking scenes with harmless questions, messy OCR text of ordinary images) plus benign
+  meta prompts joined with benign typographic text. Split by the file's ``group`` (its
+  template), so the calibration and dev splits hold whole templates the head never saw, like
+  real traffic.
+* Our own explicit harmful requests (:mod:`vlmguard_training.analyzer.texts.harmful`, written
+  per category, never copied from a benchmark) so explicit requests score high whatever their
+  phrasing, not only in MM-SafetyBench's wording. Split by activity.
 * Two-label families of our own, both labels of a template in one split group: image-referring
   requests (:mod:`vlmguard_training.analyzer.texts.deictic`, benign twins in the benign file),
-  publicity
-  requests for harmless and harmful causes (:mod:`vlmguard_training.analyzer.texts.advocacy`), and
-  scene text
-  of signs, labels, posters and products with benign and harmful lines
-  (:mod:`vlmguard_training.analyzer.texts.scene_text`).
+  publicity requests for harmless and harmful causes
+  (:mod:`vlmguard_training.analyzer.texts.advocacy`), and scene text of signs, labels, posters
+  and products with benign and harmful lines (:mod:`vlmguard_training.analyzer.texts.scene_text`).
 
 Encoder (``encoder_epochs`` > 0, the default): before the head is fitted, a LoRA adapter of
 MiniLM is fine-tuned as an unsafe/benign classifier on the training split only
-(:mod:`vlmguard.analyzer.models.encoder_lora`); the head is then fitted on the adapted embeddings
-and the
-adapter ships in ``<out>/encoder``. Frozen MiniLM embeddings capture topic more than intent.
+(:mod:`vlmguard_training.analyzer.encoder`); the head is then fitted on the adapted embeddings
+and the adapter ships in ``<out>/encoder``. Frozen MiniLM embeddings capture topic more than
+intent.
 
-Model (v2, see :mod:`vlmguard.analyzer.models.risk_head`): the v1 logistic regression is kept as one
-feature; nearest-neighbour evidence (top-k mean and max cosine to compressed unsafe and benign
-exemplars of the fitting split) is added, and a 5-feature logistic stacker is fitted on the
-calibration split, which neither the linear head nor the exemplars saw (no self-matches). Why:
-the linear head alone extrapolated badly out of distribution (v1 scored "hello" 0.70 and a
-plainly worded bomb request 0.44); similarity to known unsafe and benign texts tells the
-stacker when the linear logit can be trusted. The stacker is monotone (``stack_monotone``): a
-feature fitted against its meaning (similarity to benign texts raising the score, which the
-correlated similarity features invite) is dropped and the stacker refitted. Exemplars are
-deduplicated (cosine > 0.97) and randomly subsampled to ``max_exemplars`` per class (random keeps
-density, which the top-k mean relies on), stored float16 (~4 MB shipped). Embeddings are cached
-by text hash under ``emb_cache`` so a retrain after data edits takes about a minute (with
+Model (:mod:`vlmguard.analyzer.models.risk_head`): a linear logistic regression is one feature;
+nearest-neighbour evidence (top-k mean and max cosine to compressed unsafe and benign exemplars
+of the fitting split) is added, and a 5-feature logistic stacker is fitted on the calibration
+split, which neither the linear head nor the exemplars saw (no self-matches). Why: a linear
+head alone extrapolates badly out of distribution (it scored "hello" 0.70 and a plainly worded
+bomb request 0.44); similarity to known unsafe and benign texts tells the stacker when the
+linear logit can be trusted. The stacker is monotone (``stack_monotone``): a feature fitted
+against its meaning (similarity to benign texts raising the score, which the correlated
+similarity features invite) is dropped and the stacker refitted. Exemplars are deduplicated
+(cosine > 0.97) and randomly subsampled to ``max_exemplars`` per class (random keeps density,
+which the top-k mean relies on), stored float16 (~4 MB shipped). Embeddings are cached by text
+hash under ``emb_cache`` so a retrain after data edits takes about a minute (with
 ``encoder_from`` reusing an adapter; fine-tuning one takes ~10 minutes).
 
 The operating point: the stacker bias is shifted so that, on the calibration split,

@@ -3,8 +3,8 @@ sentence embeddings.
 
 Parts:
 
-* a linear overall head: logistic-regression logit ``z(x)`` of "unsafe" (the v1 head);
-* nearest-neighbour evidence (v2): ``s_u(x)`` / ``s_b(x)``, the mean cosine similarity of ``x``
+* a linear overall head: logistic-regression logit ``z(x)`` of "unsafe";
+* nearest-neighbour evidence: ``s_u(x)`` / ``s_b(x)``, the mean cosine similarity of ``x``
   to its ``k`` most similar *unsafe* / *benign* exemplars (compressed training texts, float16);
 * a stacker: ``p(unsafe | x) = sigmoid(a . [z, s_u, s_b, max_u, max_b] + c)`` fitted on a
   calibration split the exemplars and the linear head never saw;
@@ -14,11 +14,11 @@ Parts:
   than one.
 
 Why the neighbours: a linear head extrapolates badly out of distribution: a short greeting or an
-everyday question lies far from every training text, and the sign of ``z`` there is arbitrary
-(v1 scored "hello" 0.70). Similarity to known unsafe requests is low for such texts whatever
-their direction in embedding space, and similarity to the closest benign texts is high for the
-everyday texts we wrote, so the stacker learns to trust ``z`` only where the text resembles
-unsafe training data. Heads without exemplars (v1 files) fall back to ``sigmoid(z)``.
+everyday question lies far from every training text, and the sign of ``z`` there is arbitrary (a
+linear head alone scored "hello" 0.70). Similarity to known unsafe requests is low for such texts
+whatever their direction in embedding space, and similarity to the closest benign texts is high for
+the everyday texts we wrote, so the stacker learns to trust ``z`` only where the text resembles
+unsafe training data. A head file without exemplars (linear head only) scores ``sigmoid(z)``.
 """
 
 from __future__ import annotations

@@ -1,20 +1,19 @@
-"""Own advocacy requests with both labels (v5 of the tier-1 training data): the same ways of
-asking for publicity, each for a harmless cause and for a harmful one.
+"""Own advocacy requests with both labels, for the tier-1 training data: the same ways of asking for
+publicity, each for a harmless cause and for a harmful one.
 
-The head had learnt the *style* of advocacy instead of its *cause*: "Create an Instagram caption
-promoting my handmade candles" scored 0.92 and "a public service announcement encouraging people
-to wear seatbelts" 0.96, while "a travel blog entry encouraging littering" scored 0.03. Every
+Without them the head learns the *style* of advocacy instead of its *cause*: "Create an Instagram
+caption promoting my handmade candles" scored 0.92 and "a public service announcement encouraging
+people to wear seatbelts" 0.96, while "a travel blog entry encouraging littering" scored 0.03. Every
 publicity request it had seen as a positive (social media campaigns for hate, posters glorifying
-harm) was harmful, and hardly any harmless one. Here every template is filled with causes of
-both kinds, so only the cause can tell them apart: products and events, civic and health causes
-(benign); harms promoted in so many words (unsafe, with their category). A first version also
-counted campaigns *against* a harm ("an end to child labour") as harmless causes: the head then
-learnt that harm words in a publicity request mean little, and missed harmful ones
-(bench/RESULTS.md, "Tier-1 head, ninth pass"). Requests only, no harmful content; written for
-this project, never copied from a benchmark.
+harm) was harmful, and hardly any harmless one. Here every template is filled with causes of both
+kinds, so only the cause can tell them apart: products and events, civic and health causes (benign);
+harms promoted in so many words (unsafe, with their category). Campaigns *against* a harm ("an end
+to child labour") are not among the harmless causes: trained as such, they teach the head that harm
+words in a publicity request mean little, and it misses harmful ones (measured: bench/RESULTS.md).
+Requests only, no harmful content; written for this project, never copied from a benchmark.
 
-Both labels of a template share one group (``own_advocacy:<template>``), so the dev and
-calibration splits hold whole phrasings the head never trained on, with both their labels.
+Both labels of a template share one group (``own_advocacy:<template>``), so the dev and calibration
+splits hold whole phrasings the head never trained on, with both their labels.
 """
 
 from __future__ import annotations
@@ -47,9 +46,10 @@ TEMPLATES: tuple[str, ...] = (
     "Write a short video script that makes viewers want to join {cause}.",
 )
 
-#: Harmless causes: products and events, civic and health causes. None names a harm (not even
-#: to oppose it): a campaign *against* a harm is a different contrast, which v4's benign twins
-#: and the analyzer's negation rule handle; here harm words must stay a sign of a harmful cause.
+#: Harmless causes: products and events, civic and health causes. None names a harm (not even to
+#: oppose it): a campaign *against* a harm is a different contrast, which the image-referring benign
+#: twins and the analyzer's negation rule handle; here harm words must stay a sign of a harmful
+#: cause.
 BENIGN_CAUSES: tuple[str, ...] = (
     "my handmade candle shop", "our new bakery", "the Saturday yoga class", "our band's first "
     "gig", "the farmers' market", "a free reading app for kids", "our charity fun run",

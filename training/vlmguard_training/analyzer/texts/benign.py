@@ -492,7 +492,7 @@ HAND_WRITTEN: list[tuple[str, str]] = [
 
 
 # ---------------------------------------------------------------------------------------------
-# Broader benign coverage (v2): short chat, everyday image questions of every kind, harmless
+# Broad benign coverage: short chat, everyday image questions of every kind, harmless
 # requests with "scary" words, scary-looking image scenes with harmless questions, and the
 # messy text OCR reads from ordinary images (tables, charts, code, forms, packaging).
 # ---------------------------------------------------------------------------------------------
@@ -916,7 +916,7 @@ HARM_TOPIC_INTENTS = [
     "Which organizations fight {x}?",
 ]
 
-# Open-ended image questions: knowledge, generation, instructions, reasoning (v2).
+# Open-ended image questions: knowledge, generation, instructions, reasoning.
 VQA_OPEN = [
     "Give a short introduction to the {t} in this image.", "What is the story behind this {t}?",
     "Who created this {t}, and when?", "Write a short review of the {t} shown here.",
@@ -950,7 +950,7 @@ VQA_OPEN_THINGS = [
 ]
 
 # Harmless questions that point at something risky-looking in the image ("this"), the way
-# people ask about a photo: tools, animals, plants, chemicals, injuries, costumes (v2).
+# people ask about a photo: tools, animals, plants, chemicals, injuries, costumes.
 RISKY_THINGS_Q = [
     ("How do I use this {x} safely?", ["chainsaw", "axe", "kitchen knife", "nail gun",
      "blowtorch", "fire extinguisher", "ladder", "power drill", "machete for clearing brush",
@@ -1029,10 +1029,10 @@ def _vary(text: str, rng: random.Random) -> str:
     return text
 
 
-# Benign how-to guides, tip sheets and checklists as OCR reads them off an infographic or a poster
-# (v3): a title, numbered steps *with* content, numbers and fragments out of reading order, a
-# watermark. Before v3 the only numbered lists with content the head saw were harmful
-# (MM-SafetyBench typographic variants), so a benign guide with filled-in steps scored like an
+# Benign how-to guides, tip sheets and checklists as OCR reads them off an infographic or a poster:
+# a title, numbered steps *with* content, numbers and fragments out of reading order, a
+# watermark. Without them the only numbered lists with content the head sees are harmful
+# (MM-SafetyBench typographic variants), and a benign guide with filled-in steps scores like an
 # attack. Original text, written for this file.
 GUIDES: dict[str, list[str]] = {
     "brew pour-over coffee": [
@@ -1323,8 +1323,8 @@ PERSON = ["person", "woman", "man", "child", "girl", "boy", "player", "speaker",
 PEOPLE_ITEMS = ["shirt", "uniform", "hat", "jacket", "shoes", "glasses", "scarf", "helmet"]
 
 
-def _make_v2_items(rng: random.Random) -> list[dict[str, str]]:
-    """The v2 additions: broader chat, image questions, scary-but-harmless texts and OCR.
+def _make_broad_items(rng: random.Random) -> list[dict[str, str]]:
+    """Broad coverage: chat, image questions, scary-but-harmless texts and OCR.
 
     Each item carries a ``group``: the template (or hand-written list entry) it came from, so the
     trainer can hold out whole templates (texts unlike anything it trained on).
@@ -1421,9 +1421,9 @@ def _make_v2_items(rng: random.Random) -> list[dict[str, str]]:
         add("ocr", f"ocr:misc{kind}", _ocr_misc(rng, kind))
     return out
 
-def _make_v3_items(rng: random.Random) -> list[dict[str, str]]:
-    """The v3 additions: benign guides read off infographics (alone and after a question about
-    them) and descriptive questions about the people in a photo."""
+def _make_guide_and_people_items(rng: random.Random) -> list[dict[str, str]]:
+    """Benign guides read off infographics (alone and after a question about them) and
+    descriptive questions about the people in a photo."""
     out: list[dict[str, str]] = []
     for _ in range(600):
         group, text, _step = _ocr_guide(rng)
@@ -1442,27 +1442,27 @@ def _make_v3_items(rng: random.Random) -> list[dict[str, str]]:
     return out
 
 
-# v4: image-referring requests that name a target in the picture with harmless intent: the
+# Image-referring requests that name a target in the picture with harmless intent: the
 # benign counterparts of the own image-referring harmful requests
 # (vlmguard_training.analyzer.texts.deictic).
 # The same phrasings and targets (a child, the person shown, an animal, a place, "promote
 # this") with harmless verbs, and the same dangers asked about for safety.
-V4_KIDS = ["child", "toddler", "four-year-old", "son", "daughter", "kid", "little brother",
+TWIN_KIDS = ["child", "toddler", "four-year-old", "son", "daughter", "kid", "little brother",
            "six-year-old", "niece", "grandson"]
-V4_TOYS = ["building blocks", "crayons", "toy cars", "soap bubbles", "stuffed animals",
+TWIN_TOYS = ["building blocks", "crayons", "toy cars", "soap bubbles", "stuffed animals",
            "cardboard boxes", "sand buckets", "puzzle pieces", "wooden trains",
            "water balloons", "kites", "play dough", "dolls", "foam swords", "paper hats"]
-V4_TOY_SCARY = ["toy snake", "foam sword", "water pistol", "plastic dinosaur", "rubber spider",
+TWIN_TOY_SCARY = ["toy snake", "foam sword", "water pistol", "plastic dinosaur", "rubber spider",
                 "toy knight's armour", "pirate costume", "toy fire truck", "zombie mask"]
-V4_DANGERS = ["kitchen knife", "box of matches", "bottle of bleach", "lighter", "power drill",
+TWIN_DANGERS = ["kitchen knife", "box of matches", "bottle of bleach", "lighter", "power drill",
               "medicine cabinet", "pair of scissors", "glass vase", "space heater",
               "swimming pool", "hot stove", "garden shears"]
-V4_TOOLS = ["kitchen knife", "pair of scissors", "hammer", "power drill", "sewing needle",
+TWIN_TOOLS = ["kitchen knife", "pair of scissors", "hammer", "power drill", "sewing needle",
             "glue gun", "saw", "camp stove"]
-V4_SAFE_ACTS = ["ride a bike with a helmet", "swim with a life jacket", "cross the road safely",
+TWIN_SAFE_ACTS = ["ride a bike with a helmet", "swim with a life jacket", "cross the road safely",
                 "plant seeds", "tie their shoes", "bake cookies", "brush their teeth",
                 "build a sandcastle", "fly a kite", "feed the ducks"]
-V4_OBJECT_ACTS = [
+TWIN_OBJECT_ACTS = [
     "cook this salmon", "cook this pumpkin", "cook this lobster", "cook this steak",
     "drain this pasta", "drain this pool for the winter", "drain this radiator",
     "drain this clogged sink", "dispose of this old battery", "dispose of this paint can",
@@ -1477,67 +1477,67 @@ V4_OBJECT_ACTS = [
     "hang this painting", "burn this candle evenly", "blow up this air mattress",
     "smash this avocado", "freeze this soup", "carve this pumpkin", "strip this old paint",
 ]
-V4_PERSONS = ["this man", "this woman", "the girl in this picture", "the boy in the photo",
+TWIN_PERSONS = ["this man", "this woman", "the girl in this picture", "the boy in the photo",
               "this baby", "the old man in the image", "the child shown here", "this person",
               "the guy on the left", "the woman in the red coat", "her", "him", "this kid"]
-V4_KIND_ACTS = ["cheer up", "thank", "surprise", "comfort", "photograph", "draw", "help",
+TWIN_KIND_ACTS = ["cheer up", "thank", "surprise", "comfort", "photograph", "draw", "help",
                 "congratulate", "teach to swim", "find a gift for", "cook dinner for",
                 "make laugh", "apologise to", "paint a portrait of", "welcome", "encourage"]
-V4_PETS = ["dog", "puppy", "cat", "kitten", "horse", "parrot", "rabbit", "pony", "goat"]
-V4_PET_ACTS = ["feed", "groom", "train", "bathe", "adopt", "walk", "photograph", "draw",
+TWIN_PETS = ["dog", "puppy", "cat", "kitten", "horse", "parrot", "rabbit", "pony", "goat"]
+TWIN_PET_ACTS = ["feed", "groom", "train", "bathe", "adopt", "walk", "photograph", "draw",
                "calm down", "house-train", "trim the nails of", "keep warm", "brush"]
-V4_MEDIA = ["blog post", "song", "children's book", "poster slogan", "video script",
+TWIN_MEDIA = ["blog post", "song", "children's book", "poster slogan", "video script",
             "brochure", "speech", "social media post", "short story", "school assembly talk"]
-V4_GOOD_CAUSES = ["recycling", "cycling to work", "wearing seatbelts", "reading every day",
+TWIN_GOOD_CAUSES = ["recycling", "cycling to work", "wearing seatbelts", "reading every day",
                   "drinking more water", "volunteering", "adopting shelter pets",
                   "healthy school lunches", "planting trees", "being kind to new students",
                   "saving energy", "visiting national parks", "learning first aid"]
-V4_AGAINST = ["discouraging", "warning teenagers about", "against", "that helps people quit",
+TWIN_AGAINST = ["discouraging", "warning teenagers about", "against", "that helps people quit",
               "about the dangers of", "that helps stop"]
-V4_HARMS = ["smoking", "drunk driving", "texting while driving", "littering", "bullying",
+TWIN_HARMS = ["smoking", "drunk driving", "texting while driving", "littering", "bullying",
             "gambling addiction", "poaching", "vandalism", "fake news", "body shaming",
             "child labour", "drug use", "dumping waste in rivers", "cyberbullying",
             "animal cruelty", "racism"]
-V4_PLACES = ["event", "concert", "park", "school", "stadium", "market", "train station",
+TWIN_PLACES = ["event", "concert", "park", "school", "stadium", "market", "train station",
              "festival", "church", "shopping mall", "parade", "playground"]
-V4_PLACE_ACTS = ["picnic", "birthday party", "scavenger hunt", "charity run", "school trip",
+TWIN_PLACE_ACTS = ["picnic", "birthday party", "scavenger hunt", "charity run", "school trip",
                  "photo walk", "clean-up day", "family day out", "fire drill", "bake sale"]
-V4_AMENITIES = ["first-aid tent", "water station", "wheelchair ramp", "bench",
+TWIN_AMENITIES = ["first-aid tent", "water station", "wheelchair ramp", "bench",
                 "information desk", "lost-and-found booth", "bike rack"]
-V4_CRIMES = ["a break-in", "a robbery", "a hit-and-run", "a burglary", "a stolen bike",
+TWIN_CRIMES = ["a break-in", "a robbery", "a hit-and-run", "a burglary", "a stolen bike",
              "online fraud", "a car theft", "vandalism"]
 
-V4_THIS_VERBS = ["dismantle", "assemble", "clean", "fix", "open", "fold", "repaint",
+TWIN_THIS_VERBS = ["dismantle", "assemble", "clean", "fix", "open", "fold", "repaint",
                  "recycle", "move", "store", "carry", "install", "take apart", "sharpen",
                  "unclog", "empty", "replace", "measure", "photograph", "wrap", "cut down",
                  "seal", "level", "decorate"]
-V4_PROMO_VERBS = ["promoting", "advocating for", "supporting", "encouraging", "celebrating",
+TWIN_PROMO_VERBS = ["promoting", "advocating for", "supporting", "encouraging", "celebrating",
                   "that promotes", "raising awareness of", "that spreads", "explaining"]
-V4_PROMO_OBJECTS = ["this", "this message", "this idea", "the content of the image",
+TWIN_PROMO_OBJECTS = ["this", "this message", "this idea", "the content of the image",
                     "this activity", "this cause", "what is shown here", "this sign",
                     "the message on this poster", "this slogan"]
-V4_PROMO_MEDIA = ["newsletter", "flyer", "essay", "radio spot", "short video", "speech",
+TWIN_PROMO_MEDIA = ["newsletter", "flyer", "essay", "radio spot", "short video", "speech",
                   "banner", "comic strip", "infographic", "presentation", "article",
                   "lesson plan", "press release", "podcast episode", "school newsletter item",
                   "community board notice", "email to parents", "rap verse"]
-V4_ORGS = ["schools", "youth clubs", "city councils", "parents", "companies",
+TWIN_ORGS = ["schools", "youth clubs", "city councils", "parents", "companies",
            "libraries", "sports clubs", "hospitals", "local newspapers"]
-V4_SITUATIONS = ["leave this boring meeting early", "get away from this crowded party",
+TWIN_SITUATIONS = ["leave this boring meeting early", "get away from this crowded party",
                  "sneak out of this lecture without disturbing anyone",
                  "move this furniture at night without waking the baby",
                  "get past this traffic jam", "escape this escape room",
                  "leave this conversation politely", "get out of this parking spot"]
-V4_TEENS = ["teenagers", "students", "high schoolers", "my kids", "beginners", "the class"]
-V4_TEEN_ACTS = ["run science experiments", "stay safe", "study", "learn woodworking",
+TWIN_TEENS = ["teenagers", "students", "high schoolers", "my kids", "beginners", "the class"]
+TWIN_TEEN_ACTS = ["run science experiments", "stay safe", "study", "learn woodworking",
                 "practise cooking", "work together", "clean up", "take photos"]
-V4_ROOMS = ["lab", "kitchen", "workshop", "gym", "studio", "library", "garden",
+TWIN_ROOMS = ["lab", "kitchen", "workshop", "gym", "studio", "library", "garden",
             "classroom", "garage"]
-V4_SHOPS = ["bakery", "bike shop", "flower shop", "cafe", "bookshop", "pet store",
+TWIN_SHOPS = ["bakery", "bike shop", "flower shop", "cafe", "bookshop", "pet store",
             "toy store", "hair salon", "farm stand"]
-V4_SHOP_THINGS = ["cake designs", "new menu", "spring collection", "handmade gifts",
+TWIN_SHOP_THINGS = ["cake designs", "new menu", "spring collection", "handmade gifts",
                   "opening hours", "weekend offers", "friendly staff", "window display"]
 
-V4_FAMILIES_PROMO_THIS = [
+TWIN_PROMO_THIS = [
     "Write a {promo_medium} {promo_verb} {promo_object}.",
     "Put together a {promo_medium} {promo_verb} {promo_object}.",
     "Could you draft a {promo_medium} {promo_verb} {promo_object}?",
@@ -1548,7 +1548,7 @@ V4_FAMILIES_PROMO_THIS = [
     "Sketch a week-long plan to get people talking about {promo_object}.",
 ]
 
-V4_FAMILIES: list[tuple[str, list[str]]] = [
+TWIN_FAMILIES: list[tuple[str, list[str]]] = [
     ("deictic_this", [
         "How do I {this_verb} this safely?",
         "Can you tell me how to {this_verb} this?", "Show me how to {this_verb} this.",
@@ -1558,7 +1558,7 @@ V4_FAMILIES: list[tuple[str, list[str]]] = [
         "Write an Instagram post for the {shop} about its {shop_thing}.",
         "Write an ad for this {shop} that highlights its {shop_thing}.",
     ]),
-    ("promote_this", V4_FAMILIES_PROMO_THIS),
+    ("promote_this", TWIN_PROMO_THIS),
     ("deictic_kids", [
         "Invent a game my {kid} can play with the {toy} in this picture.",
         "How can my {kid} play with these {toy} while I cook dinner?",
@@ -1634,28 +1634,30 @@ V4_FAMILIES: list[tuple[str, list[str]]] = [
         "Help me write down what I saw of {crime} for my police statement.",
     ]),
 ]
-V4_SLOTS: dict[str, list[str]] = {
-    "kid": V4_KIDS, "toy": V4_TOYS, "toy_scary": V4_TOY_SCARY, "danger": V4_DANGERS,
-    "tool": V4_TOOLS, "safe_act": V4_SAFE_ACTS, "obj_act": V4_OBJECT_ACTS,
-    "person": V4_PERSONS, "kind_act": V4_KIND_ACTS, "pet": V4_PETS, "pet_act": V4_PET_ACTS,
-    "medium": V4_MEDIA, "good": V4_GOOD_CAUSES, "against": V4_AGAINST, "harm": V4_HARMS,
-    "place": V4_PLACES, "place_act": V4_PLACE_ACTS, "amenity": V4_AMENITIES,
-    "crime": V4_CRIMES, "this_verb": V4_THIS_VERBS, "promo_verb": V4_PROMO_VERBS,
-    "promo_object": V4_PROMO_OBJECTS, "promo_medium": V4_PROMO_MEDIA, "org": V4_ORGS,
-    "situation": V4_SITUATIONS, "teens": V4_TEENS, "teen_act": V4_TEEN_ACTS, "room": V4_ROOMS,
-    "shop": V4_SHOPS, "shop_thing": V4_SHOP_THINGS,
+TWIN_SLOTS: dict[str, list[str]] = {
+    "kid": TWIN_KIDS, "toy": TWIN_TOYS, "toy_scary": TWIN_TOY_SCARY, "danger": TWIN_DANGERS,
+    "tool": TWIN_TOOLS, "safe_act": TWIN_SAFE_ACTS, "obj_act": TWIN_OBJECT_ACTS,
+    "person": TWIN_PERSONS, "kind_act": TWIN_KIND_ACTS, "pet": TWIN_PETS, "pet_act": TWIN_PET_ACTS,
+    "medium": TWIN_MEDIA, "good": TWIN_GOOD_CAUSES, "against": TWIN_AGAINST, "harm": TWIN_HARMS,
+    "place": TWIN_PLACES, "place_act": TWIN_PLACE_ACTS, "amenity": TWIN_AMENITIES,
+    "crime": TWIN_CRIMES, "this_verb": TWIN_THIS_VERBS, "promo_verb": TWIN_PROMO_VERBS,
+    "promo_object": TWIN_PROMO_OBJECTS, "promo_medium": TWIN_PROMO_MEDIA, "org": TWIN_ORGS,
+    "situation": TWIN_SITUATIONS, "teens": TWIN_TEENS, "teen_act": TWIN_TEEN_ACTS,
+    "room": TWIN_ROOMS, "shop": TWIN_SHOPS, "shop_thing": TWIN_SHOP_THINGS,
 }
 
-def _make_v4_items(seed: int, per_template: int = 16) -> list[dict[str, str]]:
-    """The v4 additions (see ``V4_FAMILIES``), from their own seeded generator so the earlier
-    items are unchanged. Grouped by template, like the trainer groups their harmful twins."""
+def _make_image_referring_twins(seed: int, per_template: int = 16) -> list[dict[str, str]]:
+    """The benign twins of the image-referring harmful requests (see ``TWIN_FAMILIES``), from
+    their own seeded generator so the other items do not depend on them. Grouped by template,
+    like the trainer groups their harmful twins. The seed and group labels ("v4:...") are part
+    of the committed data file and of the split hashes: keep them."""
     rng = random.Random(f"v4:{seed}")
     out: list[dict[str, str]] = []
-    for kind, templates in V4_FAMILIES:
+    for kind, templates in TWIN_FAMILIES:
         for ti, template in enumerate(templates):
             names = sorted(set(re.findall(r"\{(\w+)\}", template)))
             for _ in range(per_template):
-                text = template.format(**{n: rng.choice(V4_SLOTS[n]) for n in names})
+                text = template.format(**{n: rng.choice(TWIN_SLOTS[n]) for n in names})
                 text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
                 out.append({"text": _title(text), "kind": kind, "group": f"v4:{kind}:{ti}"})
     return out
@@ -1692,9 +1694,9 @@ def make_items(seed: int = 0) -> list[dict[str, str]]:
         body = _fill(rng.choice(OCR_TEMPLATES[:5]), rng)
         items.append({"text": f"{IMAGE_META_TEMPLATES[mi]}\n{body}", "kind": "vlm_with_ocr",
                       "group": f"vlm_with_ocr:{mi}"})
-    items.extend(_make_v2_items(rng))
-    items.extend(_make_v3_items(rng))
-    items.extend(_make_v4_items(seed))
+    items.extend(_make_broad_items(rng))
+    items.extend(_make_guide_and_people_items(rng))
+    items.extend(_make_image_referring_twins(seed))
     seen: set[str] = set()
     unique = []
     for item in items:

@@ -1,18 +1,16 @@
-"""Own image-referring harmful requests (v4 of the tier-1 training data): the harm is in the
-words, the target is in the picture ("this man", "the knife in this photo").
+"""Own image-referring harmful requests of the tier-1 training data: the harm is in the words, the
+target is in the picture ("this man", "the knife in this photo").
 
-Every earlier positive was a self-contained harmful request ("how do I make a bomb"). A request
-that points at the image and names the harm itself (a child handed a real weapon, violence
-against the person shown, harm promoted in so many words) was unlike anything the head had seen,
-so it scored as an everyday image question. The families below are written generically per kind
-of harm, as templates x slot values sampled with a fixed seed; their benign counterparts (the
-same targets with harmless verbs, the same dangers with safety questions) are in
-``training/vlmguard_training/analyzer/texts/benign.py`` (v4). Requests only, no harmful content;
-never copied
-from a benchmark.
+Self-contained harmful requests ("how do I make a bomb") alone do not teach the head a request that
+points at the image and names the harm itself (a child handed a real weapon, violence against the
+person shown, harm promoted in so many words): without these it scores them as everyday image
+questions. The families below are written generically per kind of harm, as templates x slot values
+sampled with a fixed seed; their benign counterparts (the same targets with harmless verbs, the same
+dangers with safety questions) are in :mod:`vlmguard_training.analyzer.texts.benign`. Requests only,
+no harmful content; never copied from a benchmark.
 
-Splits group by template (``own_deictic:<family>:<template>``), so dev and calibration hold
-whole phrasings the head never trained on.
+Splits group by template (``own_deictic:<family>:<template>``), so dev and calibration hold whole
+phrasings the head never trained on.
 """
 
 from __future__ import annotations

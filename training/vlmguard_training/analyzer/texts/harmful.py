@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-#: Our own explicit harmful requests (v2), written generically per taxonomy category and phrased
+#: Our own explicit harmful requests, written generically per taxonomy category and phrased
 #: many ways, so the head does not depend on MM-SafetyBench's "List steps in detail to ..."
 #: wording. Requests only (no harmful content); never copied from a benchmark.
 OWN_HARMFUL_ACTIVITIES: dict[str, tuple[str, ...]] = {

@@ -1,22 +1,20 @@
-"""Own scene text with both labels (v6 of the tier-1 training data): what OCR reads in photos,
-written in the styles where harm words are everyday words, each style also filled with harmful
-text.
+"""Own scene text with both labels, for the tier-1 training data: what OCR reads in photos, written
+in the styles where harm words are everyday words, each style also filled with harmful text.
 
-Tier 1 scores the text OCR reads in an image on its own (it is how typographic attacks are
-caught), but the head had learnt that a short line of text with a harm word *is* a harm: on
-signs and labels of our own (bench/scene_text_heads.py) it flagged a hazard label, marketing
-hyperbole ("killer deals", "explosive flavour"), film titles and a romantic gift slogan at
-0.9 and above. Photos of shops, products, posters and warning signs are everyday VLM traffic.
-Here every style (hazard labels, marketing hyperbole, titles and posters, gift and novelty
-text, signs of places) comes with benign text and with harmful text of the same look (an ad
-for stolen cards, a threat on a note, a label telling you to poison someone), so only the
-meaning can tell them apart, as in v5's advocacy requests. Campaign slogans *against* a harm
-("say no to X") are deliberately left out: a draft that trained on them cost typographic recall
-(bench/RESULTS.md, seventh pass). Written for this project, never copied from a benchmark; the
-harmful lines state an intent and carry no instructions.
+Tier 1 scores the text OCR reads in an image on its own (it is how typographic attacks are caught),
+and without these a head learns that a short line of text with a harm word *is* a harm: on signs and
+labels of our own (bench/scene_text_heads.py) it flagged a hazard label, marketing hyperbole
+("killer deals", "explosive flavour"), film titles and a romantic gift slogan at 0.9 and above.
+Photos of shops, products, posters and warning signs are everyday VLM traffic. Here every style
+(hazard labels, marketing hyperbole, titles and posters, gift and novelty text, signs of places)
+comes with benign text and with harmful text of the same look (an ad for stolen cards, a threat on a
+note, a label telling you to poison someone), so only the meaning can tell them apart, as in the
+advocacy requests. Campaign slogans *against* a harm ("say no to X") are deliberately left out:
+trained on, they cost typographic recall (measured: bench/RESULTS.md). Written for this project,
+never copied from a benchmark; the harmful lines state an intent and carry no instructions.
 
-Both labels of a template share one group (``own_scene_text:<style>:<template>``), so the dev
-and calibration splits hold whole templates the head never trained on, with both labels.
+Both labels of a template share one group (``own_scene_text:<style>:<template>``), so the dev and
+calibration splits hold whole templates the head never trained on, with both labels.
 """
 
 from __future__ import annotations

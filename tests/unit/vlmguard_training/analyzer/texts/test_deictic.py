@@ -1,6 +1,6 @@
 """The own image-referring harmful requests of the tier-1 head
-(vlmguard_training.analyzer.texts.deictic) and
-their benign twins in training/vlmguard_training/analyzer/texts/benign.py (v4)."""
+(vlmguard_training.analyzer.texts.deictic) and their benign twins in
+vlmguard_training.analyzer.texts.benign."""
 
 from __future__ import annotations
 
