@@ -222,3 +222,25 @@ def converted_smollm2_dir() -> Path:
             raise ConfigError(f"could not write the converted SmolLM2 cache at {cache}")
     return cache
 
+
+def generation_ids(model: Any, tok: Any, max_context: int) -> tuple[list[int], int, int]:
+    """What batched left-padded generation needs of a chat model: its stop token ids (the
+    chat end ``<|im_end|>``, the tokenizer's EOS and the generation config's EOS ids, unknown
+    ones dropped), the pad id (the tokenizer's, else the first stop id) and the context window
+    (the model's, capped at ``max_context``). Sets the tokenizer to left padding."""
+    tok.padding_side = "left"
+    stop_ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    candidates: list[Any] = ["<|im_end|>", tok.eos_token,
+                             *(gen_eos if isinstance(gen_eos, list) else [gen_eos])]
+    for tok_or_id in candidates:
+        if tok_or_id is None:
+            continue
+        tid = tok_or_id if isinstance(tok_or_id, int) else tok.convert_tokens_to_ids(tok_or_id)
+        if isinstance(tid, int) and tid >= 0 and tid != tok.unk_token_id and tid not in stop_ids:
+            stop_ids.append(tid)
+    pad_id = int(tok.pad_token_id) if tok.pad_token_id is not None else \
+        (stop_ids[0] if stop_ids else 0)
+    max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+    return stop_ids, pad_id, min(max_context, max_pos) if max_pos > 0 else max_context
+

@@ -205,26 +205,10 @@ class HFRewriterBackend:
         return model, tok
 
     def _install(self, model: Any, tok: Any) -> None:
-        tok.padding_side = "left"
-        stop_ids: list[int] = []
-        candidates: list[Any] = ["<|im_end|>", tok.eos_token]
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        for tok_or_id in candidates + (gen_eos if isinstance(gen_eos, list) else [gen_eos]):
-            if tok_or_id is None:
-                continue
-            tid = tok_or_id if isinstance(tok_or_id, int) else tok.convert_tokens_to_ids(
-                tok_or_id)
-            unk = tok.unk_token_id
-            if isinstance(tid, int) and tid >= 0 and tid != unk and tid not in stop_ids:
-                stop_ids.append(tid)
-        self._stop_ids = stop_ids
-        if tok.pad_token_id is not None:
-            self._pad_id = int(tok.pad_token_id)
-        elif stop_ids:
-            self._pad_id = stop_ids[0]
-        max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 0)
-        self._max_context = min(MAX_CONTEXT_TOKENS, max_pos) if max_pos > 0 else \
-            MAX_CONTEXT_TOKENS
+        from vlmguard.hf_models import generation_ids
+
+        self._stop_ids, self._pad_id, self._max_context = generation_ids(
+            model, tok, MAX_CONTEXT_TOKENS)
         self._tokenizer, self._model = tok, model
 
     # --------------------------------------------------------------- generation

@@ -26,7 +26,13 @@ from vlmguard.errors import (
     UnavailableError,
     VLMGuardError,
 )
-from vlmguard.hf_models import find_packaged_gguf, load_gguf_cached, load_hf_dir, torch_threads
+from vlmguard.hf_models import (
+    find_packaged_gguf,
+    generation_ids,
+    load_gguf_cached,
+    load_hf_dir,
+    torch_threads,
+)
 from vlmguard.target.base import TargetBackend, TargetPrompt, render_user_message
 
 if TYPE_CHECKING:
@@ -130,21 +136,8 @@ class SmolLM2Backend(TargetBackend):
             )
 
     def _install(self, model: Any, tokenizer: Any) -> None:
-        tokenizer.padding_side = "left"
-        stop_ids: list[int] = []
-        for tok in ("<|im_end|>", tokenizer.eos_token):
-            if tok is None:
-                continue
-            tid = tokenizer.convert_tokens_to_ids(tok)
-            if isinstance(tid, int) and tid >= 0 and tid not in stop_ids:
-                stop_ids.append(tid)
-        if tokenizer.pad_token_id is not None:
-            self._pad_id = int(tokenizer.pad_token_id)
-        elif stop_ids:
-            self._pad_id = stop_ids[0]
-        self._stop_ids = stop_ids
-        max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 0)
-        self._max_context = min(MAX_CONTEXT_TOKENS, max_pos) if max_pos > 0 else MAX_CONTEXT_TOKENS
+        self._stop_ids, self._pad_id, self._max_context = generation_ids(
+            model, tokenizer, MAX_CONTEXT_TOKENS)
         self._tokenizer = tokenizer
         self._model = model
 
