@@ -14,6 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from vlmguard.domain import (
+    ANALYZE,
+    REWRITE,
+    TARGET,
     Analysis,
     AnalysisItem,
     Finding,
@@ -328,3 +331,47 @@ def decode(data: bytes | str) -> Any:
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise CodecError(f"malformed {name}: {type(e).__name__}") from e
+
+
+#: What each stage takes and answers (the rewrite stage answers a generation, which travels as
+#: the target's result type). A queue decodes with the stage it serves, so an item or answer of
+#: another stage's type is refused as malformed instead of reaching a handler.
+STAGE_TYPES: dict[str, tuple[type, type]] = {
+    ANALYZE: (AnalysisItem, Analysis),
+    REWRITE: (RewriteItem, TargetResult),
+    TARGET: (TargetItem, TargetResult),
+}
+
+
+def _stage_types(stage: str) -> tuple[type, type]:
+    types = STAGE_TYPES.get(stage)
+    if types is None:
+        raise CodecError(f"no codec for stage {stage[:40]!r}")
+    return types
+
+
+def decode_item(stage: str, data: bytes | str) -> Any:
+    """Decode an item for ``stage``.
+
+    Raises:
+        CodecError: malformed, or not the stage's item type.
+    """
+    item = decode(data)
+    want = _stage_types(stage)[0]
+    if not isinstance(item, want):
+        raise CodecError(f"stage {stage!r} takes {want.__name__}, got {_type_name(item)}")
+    return item
+
+
+def decode_result(stage: str, data: bytes | str) -> Any:
+    """Decode what ``stage`` answered: its result type or a :class:`VLMGuardError`.
+
+    Raises:
+        CodecError: malformed, or neither the stage's result type nor an error.
+    """
+    result = decode(data)
+    want = _stage_types(stage)[1]
+    if not isinstance(result, want | VLMGuardError):
+        raise CodecError(f"stage {stage!r} answers {want.__name__}, got {_type_name(result)}")
+    return result
+

@@ -77,7 +77,7 @@ from vlmguard.errors import (
 from vlmguard.logs import request_id_var
 from vlmguard.metrics import Metrics
 from vlmguard.queue.base import StageSpec, WorkQueue, run_isolating
-from vlmguard.queue.codec import CodecError, decode, encode
+from vlmguard.queue.codec import CodecError, decode_item, decode_result, encode
 
 log = logging.getLogger(__name__)
 
@@ -409,7 +409,7 @@ class RedisStreamsQueue(WorkQueue):
             del self._waiters[call.token]
             self._inflight[stage] -= 1
         try:
-            result = decode(payload)
+            result = decode_result(stage, payload)
         except CodecError as e:
             log.error("stage %s answered with malformed data: %s", stage, e)
             raise UnavailableError(f"stage {stage!r} answered with malformed data",
@@ -715,7 +715,7 @@ class RedisStreamsQueue(WorkQueue):
             try:
                 raw_deadline = fields.get(b"deadline", b"")
                 deadline = float(raw_deadline) if raw_deadline else None
-                item = decode(fields.get(b"body", b""))
+                item = decode_item(stage, fields.get(b"body", b""))
             except (CodecError, ValueError) as e:
                 log.error("stage %s: malformed queue item (%s)", stage, e)
                 answers.append((entry_id, fields, encode(UnavailableError(

@@ -9,6 +9,9 @@ import pytest
 
 from vlmguard.config import QueueConfig, load_config, redact_url
 from vlmguard.domain import (
+    ANALYZE,
+    REWRITE,
+    TARGET,
     Analysis,
     AnalysisItem,
     Finding,
@@ -30,7 +33,7 @@ from vlmguard.errors import (
     UnavailableError,
     VLMGuardError,
 )
-from vlmguard.queue.codec import CodecError, decode, encode
+from vlmguard.queue.codec import CodecError, decode, decode_item, decode_result, encode
 
 IMG = ImageInput(bytes(range(256)) * 3, "image/png")
 
@@ -142,3 +145,24 @@ def test_redact_url_hides_credentials() -> None:
     assert redact_url("redis://:s3cret@host:6379/0") == "redis://***@host:6379/0"
     assert redact_url("rediss://user:pw@h/1") == "rediss://***@h/1"
     assert redact_url("redis://host:6379") == "redis://host:6379"
+
+
+def test_each_stage_decodes_only_its_own_types() -> None:
+    item = AnalysisItem("req-1", "hello", ())
+    target_item = TargetItem("t", (), (), GenerationParams())
+    result = TargetResult("answer", "m", "stop", 1, 1)
+    assert decode_item(ANALYZE, encode(item)) == item
+    assert decode_item(TARGET, encode(target_item)) == target_item
+    with pytest.raises(CodecError, match="takes AnalysisItem, got TargetItem"):
+        decode_item(ANALYZE, encode(target_item))
+    with pytest.raises(CodecError, match="takes RewriteItem"):
+        decode_item(REWRITE, encode(item))
+    assert decode_result(ANALYZE, encode(_analysis())) == _analysis()
+    assert decode_result(REWRITE, encode(result)) == result
+    err = UnavailableError("down", reason=Reason.STAGE_FAILED)
+    assert isinstance(decode_result(TARGET, encode(err)), UnavailableError)
+    with pytest.raises(CodecError, match="answers Analysis, got TargetResult"):
+        decode_result(ANALYZE, encode(result))
+    with pytest.raises(CodecError, match="no codec for stage"):
+        decode_item("nope", encode(item))
+
