@@ -42,7 +42,8 @@ class Recipe(BaseModel):
             return cls.model_validate(raw)
         except ValidationError as e:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: "
+                + ("unknown key" if err["type"] == "extra_forbidden" else err["msg"])
                 for err in e.errors())
             raise ConfigError(f"{source}: {problems}") from e
 

@@ -24,11 +24,14 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from pydantic import Field
 
 from vlmguard.config import TaxonomyConfig
 from vlmguard.domain import GenerationParams, ImageInput
 from vlmguard.errors import ConfigError, Reason, UnavailableError, VLMGuardError
+from vlmguard_training.recipe import Recipe
 from vlmguard_training.synthesis.prompts import (
     Message,
     StageOutputError,
@@ -60,65 +63,39 @@ class TeacherCallError(UnavailableError):
     default_reason = Reason.STAGE_UNAVAILABLE
 
 
-@dataclass(frozen=True)
-class EndpointSettings:
-    """An OpenAI-compatible endpoint (from a recipe's ``teacher`` or ``target`` block).
+class EndpointSettings(Recipe):
+    """An OpenAI-compatible endpoint (a synthesis recipe's ``teacher`` or ``target`` block)."""
 
-    Attributes:
-        base_url: Server root, e.g. ``http://127.0.0.1:8000`` (``/v1`` is appended if absent).
-        model: Model name sent with each request.
-        api_key_env: Environment variable holding the API key (empty: no key).
-        concurrency: Most requests in flight.
-        timeout_s: Per-request timeout.
-        max_retries: Retries after the first attempt (429, 5xx and timeouts only).
-        backoff_s: Base of the exponential backoff.
-        max_backoff_s: Cap of one backoff sleep.
-        response_format: ``auto`` (json_schema, falling back), or one of :data:`RESPONSE_FORMATS`.
-        temperature: Sampling temperature.
-        max_tokens: New-token cap of JSON stages.
-        response_max_tokens: New-token cap of free-text responses (stage 0).
-        seed: Sampling seed sent to the server (None: not sent).
-    """
-
-    base_url: str
-    model: str
-    api_key_env: str = ""
-    concurrency: int = 8
-    timeout_s: float = 120.0
-    max_retries: int = 4
-    backoff_s: float = 0.5
-    max_backoff_s: float = 20.0
-    response_format: str = "auto"
-    temperature: float = 0.0
-    max_tokens: int = 1024
-    response_max_tokens: int = 512
-    seed: int | None = 0
+    base_url: str = Field(min_length=1, description="Server root, e.g. http://127.0.0.1:8000 "
+                          "(/v1 is appended if absent).")
+    model: str = Field(min_length=1, description="Model name sent with each request.")
+    api_key_env: str = Field("", description="Environment variable holding the API key "
+                             "(empty: no key).")
+    concurrency: int = Field(8, ge=1, description="Most requests in flight.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(4, ge=0, description="Retries after the first attempt (429, 5xx "
+                             "and timeouts only).")
+    backoff_s: float = Field(0.5, ge=0, description="Base of the exponential backoff.")
+    max_backoff_s: float = Field(20.0, ge=0, description="Cap of one backoff sleep.")
+    response_format: Literal["auto", "json_schema", "json_object", "none"] = Field(
+        "auto", description="auto (json_schema, falling back), or json_schema, json_object, "
+        "none.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
+    max_tokens: int = Field(1024, ge=1, description="New-token cap of JSON stages.")
+    response_max_tokens: int = Field(512, ge=1, description="New-token cap of free-text "
+                                     "responses (stage 0).")
+    seed: int | None = Field(0, description="Sampling seed sent to the server (null: not sent).")
 
     @classmethod
-    def from_mapping(cls, raw: Any, where: str) -> EndpointSettings:
-        """Settings from a recipe block.
+    def from_mapping(cls, raw: Any, source: str = "recipe") -> EndpointSettings:
+        """Settings from a recipe block (``kind`` is the block's own key and is skipped).
 
         Raises:
             ConfigError: not a mapping, unknown keys, or bad values.
         """
-        if not isinstance(raw, dict):
-            raise ConfigError(f"recipe {where}: expected a mapping")
-        unknown = sorted(set(raw) - set(cls.__dataclass_fields__) - {"kind"})
-        if unknown:
-            raise ConfigError(f"recipe {where}: unknown keys {unknown}")
-        if not raw.get("base_url") or not raw.get("model"):
-            raise ConfigError(f"recipe {where}: base_url and model are required")
-        args = {k: v for k, v in raw.items() if k != "kind"}
-        try:
-            s = cls(**args)
-        except TypeError as e:
-            raise ConfigError(f"recipe {where}: {e}") from e
-        if s.response_format not in ("auto", *RESPONSE_FORMATS):
-            raise ConfigError(f"recipe {where}: response_format must be auto, "
-                              + ", ".join(RESPONSE_FORMATS))
-        if s.concurrency < 1 or s.timeout_s <= 0 or s.max_retries < 0:
-            raise ConfigError(f"recipe {where}: concurrency >= 1, timeout_s > 0, max_retries >= 0")
-        return s
+        if isinstance(raw, dict):
+            raw = {k: v for k, v in raw.items() if k != "kind"}
+        return super().from_mapping(raw, f"recipe {source}")
 
 
 @dataclass
@@ -185,7 +162,7 @@ class OpenAIChatClient:
         self._http = httpx.AsyncClient(headers=headers, timeout=settings.timeout_s,
                                        limits=httpx.Limits(max_connections=settings.concurrency))
         self._sem = asyncio.Semaphore(settings.concurrency)
-        self.mode = "json_schema" if settings.response_format == "auto" \
+        self.mode: str = "json_schema" if settings.response_format == "auto" \
             else settings.response_format
         self.stats = ClientStats()
 

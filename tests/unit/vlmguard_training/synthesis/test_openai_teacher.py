@@ -121,7 +121,7 @@ def test_missing_api_key_variable_is_a_config_error(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConfigError, match="SYNTH_NO_SUCH_KEY") as e:
         OpenAIChatClient(_settings("http://127.0.0.1:9", api_key_env="SYNTH_NO_SUCH_KEY"))
     assert e.value.reason == "MISSING_API_KEY"
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="teacher: api_key: unknown key"):
         EndpointSettings.from_mapping({"base_url": "x", "model": "m", "api_key": "k"}, "teacher")
 
 
