@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -60,11 +61,11 @@ def stage_batching(cfg: VLMGuardConfig, stage: str) -> BatchingConfig:
     raise ConfigError(f"unknown stage {stage!r}; use one of {list(STAGES)}")
 
 
-class StageRuntime:
+class StageRuntime(ABC):
     """Loading, readiness and release shared by the stage runtimes.
 
-    Subclasses name their stage, implement :meth:`_load` (blocking, in a thread) and
-    :meth:`handle`, and may override :meth:`check`.
+    Subclasses name their stage, implement :meth:`_load` (blocking, in a thread),
+    :meth:`handle` and :meth:`_release`, and may override :meth:`check`.
     """
 
     stage: str = ""
@@ -83,6 +84,7 @@ class StageRuntime:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
+    @abstractmethod
     def _load(self) -> None:
         """Load the model (blocking)."""
 
@@ -115,9 +117,9 @@ class StageRuntime:
         """Load the model and wait for it; raises when it cannot load."""
         await self.start_loading()
 
+    @abstractmethod
     async def handle(self, items: Sequence[Any]) -> Sequence[Any]:
         """One result (or one VLMGuardError) per item, in order."""
-        raise NotImplementedError
 
     def _not_ready(self, items: Sequence[Any], message: str) -> list[Any]:
         return [UnavailableError(message, reason=self.not_ready_reason) for _ in items]
@@ -128,6 +130,7 @@ class StageRuntime:
             raise UnavailableError(f"the {self.what} is not loaded",
                                    reason=self.not_ready_reason)
 
+    @abstractmethod
     def _release(self) -> None:
         """Release the model (blocking)."""
 
