@@ -40,8 +40,9 @@ from vlmguard.stages import (
     TargetRuntime,
     build_runtime,
     in_process_queue,
+    stage_batching,
 )
-from vlmguard.target.base import TargetBackend
+from vlmguard.target.base import TargetBackend, build_target_backend
 from vlmguard.v1 import (
     analysis_pb2,
     analysis_pb2_grpc,
@@ -199,7 +200,7 @@ class Gateway:
                 await self._watcher
         await self.server.stop(self.cfg.server.grace_s if grace is None else grace)
         await self.queue.close()
-        self.target.backend.close()
+        self.target.close()
         if self.rewriter is not None:
             self.rewriter.close()
         self._stopped.set()
@@ -257,8 +258,9 @@ async def build_gateway(
     metrics = metrics or Metrics()
     generative = cfg.rewriter.kind == "generative"
     keys = load_api_keys(cfg, environ)
-    target = build_runtime(TARGET, cfg, metrics=metrics, target_backend=target_backend)
-    assert isinstance(target, TargetRuntime)  # not loaded here: Gateway.start loads it
+    # Not loaded here: Gateway.start loads it in the background (health says when it serves).
+    target = TargetRuntime(target_backend or build_target_backend(cfg.target),
+                           stage_batching(cfg, TARGET), metrics)
     rewriter_rt: StageRuntime | None = None
     queue: WorkQueue
     if cfg.queue.url:

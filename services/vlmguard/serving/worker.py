@@ -1,10 +1,10 @@
 """Composition root of a stage worker process: one stage's model behind the Redis queue.
 
 :func:`build_worker` builds only the named stage's runtime (:mod:`vlmguard.stages`: the tier-1
-analyzer for ``analyze``, the target backend for ``target``, the tier-2 rewriter for
-``rewrite``) and wires it to a :class:`RedisStreamsQueue` that consumes that stage.
-:meth:`StageWorker.run` serves until
-:meth:`StageWorker.request_stop` (SIGTERM), then finishes the batch in hand and returns.
+analyzer for ``analyze``, the target backend for ``target``, the tier-2 rewriter for ``rewrite``)
+and wires it to a :class:`RedisStreamsQueue` that consumes that stage. :meth:`StageWorker.run`
+serves until :meth:`StageWorker.request_stop` (SIGTERM), then finishes the batch in hand and
+returns.
 """
 
 from __future__ import annotations
