@@ -3,8 +3,9 @@
 Original content only (no benchmark items): everyday questions about images, general chat, texts
 with harmless "scary" words, and text as it appears inside images (signs, menus, numbered lists).
 Templates x slot values plus hand-written items, sampled with a fixed seed so the file is
-reproducible: ``python training/vlmguard_training/analyzer/texts/benign.py [--out PATH] [--seed
-N]``.
+reproducible: ``python -m vlmguard_training.analyzer.texts.benign [--out PATH] [--seed N]``. The
+benign twins of the image-referring harmful requests come from their family's module
+(:func:`vlmguard_training.analyzer.texts.deictic.benign_twins`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 from pathlib import Path
+
+from vlmguard_training.analyzer.texts import deictic
 
 OBJECTS = [
     "apples", "cars", "people", "birds", "chairs", "books", "windows", "trees", "boats", "cups",
@@ -1442,227 +1444,6 @@ def _make_guide_and_people_items(rng: random.Random) -> list[dict[str, str]]:
     return out
 
 
-# Image-referring requests that name a target in the picture with harmless intent: the
-# benign counterparts of the own image-referring harmful requests
-# (vlmguard_training.analyzer.texts.deictic).
-# The same phrasings and targets (a child, the person shown, an animal, a place, "promote
-# this") with harmless verbs, and the same dangers asked about for safety.
-TWIN_KIDS = ["child", "toddler", "four-year-old", "son", "daughter", "kid", "little brother",
-           "six-year-old", "niece", "grandson"]
-TWIN_TOYS = ["building blocks", "crayons", "toy cars", "soap bubbles", "stuffed animals",
-           "cardboard boxes", "sand buckets", "puzzle pieces", "wooden trains",
-           "water balloons", "kites", "play dough", "dolls", "foam swords", "paper hats"]
-TWIN_TOY_SCARY = ["toy snake", "foam sword", "water pistol", "plastic dinosaur", "rubber spider",
-                "toy knight's armour", "pirate costume", "toy fire truck", "zombie mask"]
-TWIN_DANGERS = ["kitchen knife", "box of matches", "bottle of bleach", "lighter", "power drill",
-              "medicine cabinet", "pair of scissors", "glass vase", "space heater",
-              "swimming pool", "hot stove", "garden shears"]
-TWIN_TOOLS = ["kitchen knife", "pair of scissors", "hammer", "power drill", "sewing needle",
-            "glue gun", "saw", "camp stove"]
-TWIN_SAFE_ACTS = ["ride a bike with a helmet", "swim with a life jacket", "cross the road safely",
-                "plant seeds", "tie their shoes", "bake cookies", "brush their teeth",
-                "build a sandcastle", "fly a kite", "feed the ducks"]
-TWIN_OBJECT_ACTS = [
-    "cook this salmon", "cook this pumpkin", "cook this lobster", "cook this steak",
-    "drain this pasta", "drain this pool for the winter", "drain this radiator",
-    "drain this clogged sink", "dispose of this old battery", "dispose of this paint can",
-    "dispose of this broken glass", "dispose of this mattress", "silence this phone",
-    "silence this beeping smoke alarm", "split this log", "split this bill four ways",
-    "split this cake in half", "shorten this dress", "shorten this rope", "shorten this video",
-    "lighten this photo", "lighten this room", "tie up this boat", "tie up this tomato plant",
-    "kill this weed", "kill the mold in this shower", "get rid of this stain",
-    "get rid of these ants", "shoot this scene at night", "crack this walnut",
-    "crush this garlic", "chop up this onion", "chop up this firewood", "knock out this wall",
-    "beat these eggs", "bury these tulip bulbs", "skin this tomato", "fillet this fish",
-    "hang this painting", "burn this candle evenly", "blow up this air mattress",
-    "smash this avocado", "freeze this soup", "carve this pumpkin", "strip this old paint",
-]
-TWIN_PERSONS = ["this man", "this woman", "the girl in this picture", "the boy in the photo",
-              "this baby", "the old man in the image", "the child shown here", "this person",
-              "the guy on the left", "the woman in the red coat", "her", "him", "this kid"]
-TWIN_KIND_ACTS = ["cheer up", "thank", "surprise", "comfort", "photograph", "draw", "help",
-                "congratulate", "teach to swim", "find a gift for", "cook dinner for",
-                "make laugh", "apologise to", "paint a portrait of", "welcome", "encourage"]
-TWIN_PETS = ["dog", "puppy", "cat", "kitten", "horse", "parrot", "rabbit", "pony", "goat"]
-TWIN_PET_ACTS = ["feed", "groom", "train", "bathe", "adopt", "walk", "photograph", "draw",
-               "calm down", "house-train", "trim the nails of", "keep warm", "brush"]
-TWIN_MEDIA = ["blog post", "song", "children's book", "poster slogan", "video script",
-            "brochure", "speech", "social media post", "short story", "school assembly talk"]
-TWIN_GOOD_CAUSES = ["recycling", "cycling to work", "wearing seatbelts", "reading every day",
-                  "drinking more water", "volunteering", "adopting shelter pets",
-                  "healthy school lunches", "planting trees", "being kind to new students",
-                  "saving energy", "visiting national parks", "learning first aid"]
-TWIN_AGAINST = ["discouraging", "warning teenagers about", "against", "that helps people quit",
-              "about the dangers of", "that helps stop"]
-TWIN_HARMS = ["smoking", "drunk driving", "texting while driving", "littering", "bullying",
-            "gambling addiction", "poaching", "vandalism", "fake news", "body shaming",
-            "child labour", "drug use", "dumping waste in rivers", "cyberbullying",
-            "animal cruelty", "racism"]
-TWIN_PLACES = ["event", "concert", "park", "school", "stadium", "market", "train station",
-             "festival", "church", "shopping mall", "parade", "playground"]
-TWIN_PLACE_ACTS = ["picnic", "birthday party", "scavenger hunt", "charity run", "school trip",
-                 "photo walk", "clean-up day", "family day out", "fire drill", "bake sale"]
-TWIN_AMENITIES = ["first-aid tent", "water station", "wheelchair ramp", "bench",
-                "information desk", "lost-and-found booth", "bike rack"]
-TWIN_CRIMES = ["a break-in", "a robbery", "a hit-and-run", "a burglary", "a stolen bike",
-             "online fraud", "a car theft", "vandalism"]
-
-TWIN_THIS_VERBS = ["dismantle", "assemble", "clean", "fix", "open", "fold", "repaint",
-                 "recycle", "move", "store", "carry", "install", "take apart", "sharpen",
-                 "unclog", "empty", "replace", "measure", "photograph", "wrap", "cut down",
-                 "seal", "level", "decorate"]
-TWIN_PROMO_VERBS = ["promoting", "advocating for", "supporting", "encouraging", "celebrating",
-                  "that promotes", "raising awareness of", "that spreads", "explaining"]
-TWIN_PROMO_OBJECTS = ["this", "this message", "this idea", "the content of the image",
-                    "this activity", "this cause", "what is shown here", "this sign",
-                    "the message on this poster", "this slogan"]
-TWIN_PROMO_MEDIA = ["newsletter", "flyer", "essay", "radio spot", "short video", "speech",
-                  "banner", "comic strip", "infographic", "presentation", "article",
-                  "lesson plan", "press release", "podcast episode", "school newsletter item",
-                  "community board notice", "email to parents", "rap verse"]
-TWIN_ORGS = ["schools", "youth clubs", "city councils", "parents", "companies",
-           "libraries", "sports clubs", "hospitals", "local newspapers"]
-TWIN_SITUATIONS = ["leave this boring meeting early", "get away from this crowded party",
-                 "sneak out of this lecture without disturbing anyone",
-                 "move this furniture at night without waking the baby",
-                 "get past this traffic jam", "escape this escape room",
-                 "leave this conversation politely", "get out of this parking spot"]
-TWIN_TEENS = ["teenagers", "students", "high schoolers", "my kids", "beginners", "the class"]
-TWIN_TEEN_ACTS = ["run science experiments", "stay safe", "study", "learn woodworking",
-                "practise cooking", "work together", "clean up", "take photos"]
-TWIN_ROOMS = ["lab", "kitchen", "workshop", "gym", "studio", "library", "garden",
-            "classroom", "garage"]
-TWIN_SHOPS = ["bakery", "bike shop", "flower shop", "cafe", "bookshop", "pet store",
-            "toy store", "hair salon", "farm stand"]
-TWIN_SHOP_THINGS = ["cake designs", "new menu", "spring collection", "handmade gifts",
-                  "opening hours", "weekend offers", "friendly staff", "window display"]
-
-TWIN_PROMO_THIS = [
-    "Write a {promo_medium} {promo_verb} {promo_object}.",
-    "Put together a {promo_medium} {promo_verb} {promo_object}.",
-    "Could you draft a {promo_medium} {promo_verb} {promo_object}?",
-    "How can I use a {promo_medium} to spread {promo_object}?",
-    "How could {org} get behind {promo_object}?",
-    "How can {org} help more people see {promo_object}?",
-    "Provide guidelines for sharing {promo_object} with my community.",
-    "Sketch a week-long plan to get people talking about {promo_object}.",
-]
-
-TWIN_FAMILIES: list[tuple[str, list[str]]] = [
-    ("deictic_this", [
-        "How do I {this_verb} this safely?",
-        "Can you tell me how to {this_verb} this?", "Show me how to {this_verb} this.",
-        "What tools do I need to {this_verb} this?",
-        "How do I {situation} without making a scene?", "What's the best way to {situation}?",
-        "What should {teens} know before they {teen_act} in this {room}?",
-        "Write an Instagram post for the {shop} about its {shop_thing}.",
-        "Write an ad for this {shop} that highlights its {shop_thing}.",
-    ]),
-    ("promote_this", TWIN_PROMO_THIS),
-    ("deictic_kids", [
-        "Invent a game my {kid} can play with the {toy} in this picture.",
-        "How can my {kid} play with these {toy} while I cook dinner?",
-        "What games can a {kid} invent with {toy} like these?",
-        "Design a birthday party where the kids play with {toy} like these.",
-        "Plan an afternoon out with the kids at a place like this.",
-        "Is this {toy_scary} safe for a {kid} to play with?",
-        "How do I keep my {kid} safe around the {danger} in this picture?",
-        "Where should I store this {danger} so my {kid} can't reach it?",
-        "At what age can a {kid} learn to use a {tool} like this with an adult?",
-        "My {kid} found this {danger}. What should I do?",
-        "Teach my {kid} to {safe_act} like in this photo.",
-        "my {kid} wants to hold the {toy} in this photo, how do I make it fun",
-        "What's a fun challenge for my {kid} with {toy} like these?",
-        "Write a bedtime story that teaches my {kid} to share {toy} like these.",
-        "I'll spend the afternoon with my {kid} and these {toy}. Suggest activities.",
-        "Make a scavenger hunt where my {kid} has to find the {toy} in this photo.",
-        "How do I teach my {kid} to stay away from the {danger} in this picture?",
-    ]),
-    ("deictic_objects", [
-        "How do I {obj_act}?", "What's the best way to {obj_act}?", "Help me {obj_act}.",
-        "Is it easy to {obj_act}? Explain how.", "Give me a plan to {obj_act} tonight.",
-        "Which tool in this picture is best to {obj_act}?",
-        "I want to {obj_act}. Where do I start?", "my plan is to {obj_act} after work, tips?",
-        "Rank the tools in this photo by how well they could {obj_act}.",
-        "Step by step, how to {obj_act}.",
-    ]),
-    ("deictic_people", [
-        "How do I {kind_act} {person}?", "What's the best way to {kind_act} {person}?",
-        "Help me {kind_act} {person}.", "Give me a plan to {kind_act} {person} tonight.",
-        "How can I make {person} feel welcome at our party?",
-        "How do I help {person} get home safely tonight?",
-        "I want to {kind_act} {person}. Where do I start?",
-        "my plan is to {kind_act} {person} after work, tips?",
-        "Tell me how someone could {kind_act} {person} on a small budget.",
-        "How do I make {person} feel less lonely?",
-    ]),
-    ("deictic_animals", [
-        "How do I {pet_act} this {pet}?",
-        "What's the quickest way to {pet_act} the {pet} in this photo?",
-        "Help me {pet_act} my neighbour's {pet} shown here.",
-        "Is there a way to {pet_act} a {pet} like this without stressing it?",
-        "How can I make this {pet} more obedient?",
-        "How do I keep the {pet} in this picture contained in the yard?",
-        "Can I put this {pet} on a leash for a long walk?",
-        "I want to {pet_act} this {pet} today. How?",
-        "my neighbour's {pet} is loud all night, how do I {pet_act} it?",
-        "Which household product is safe to clean a {pet} like this?",
-        "Film me while I {pet_act} the {pet} in this photo: give me a plan.",
-    ]),
-    ("promote", [
-        "Write a {medium} promoting {good}.", "Create a {medium} celebrating {good}.",
-        "Write a {medium} {against} {harm}.", "Draft a {medium} for kids {against} {harm}.",
-        "I run a youth club: write a {medium} {against} {harm}.",
-        "Write a {medium} promoting this.", "Make this image into a {medium}.",
-        "How can I get more people to see this message online?",
-        "Write a {medium} explaining why this matters.",
-    ]),
-    ("deictic_place", [
-        "Plan a {place_act} at this {place}.",
-        "Describe how to organise a {place_act} in this {place}.",
-        "Where in this {place} would a {amenity} help the most people?",
-        "What time is this {place} most crowded?",
-        "Describe a {place_act} in this {place} step by step so I can organise it.",
-    ]),
-    ("crime_safety", [
-        "How do I report {crime} to the police?",
-        "How do detectives collect the evidence of {crime}?",
-        "What should I do if I witness {crime}?",
-        "How can I protect my shop from {crime} like the one in this photo?",
-        "How do I help a neighbour after {crime}?",
-        "{crime} happened here. How do I make sure the police get every detail?",
-        "Help me write down what I saw of {crime} for my police statement.",
-    ]),
-]
-TWIN_SLOTS: dict[str, list[str]] = {
-    "kid": TWIN_KIDS, "toy": TWIN_TOYS, "toy_scary": TWIN_TOY_SCARY, "danger": TWIN_DANGERS,
-    "tool": TWIN_TOOLS, "safe_act": TWIN_SAFE_ACTS, "obj_act": TWIN_OBJECT_ACTS,
-    "person": TWIN_PERSONS, "kind_act": TWIN_KIND_ACTS, "pet": TWIN_PETS, "pet_act": TWIN_PET_ACTS,
-    "medium": TWIN_MEDIA, "good": TWIN_GOOD_CAUSES, "against": TWIN_AGAINST, "harm": TWIN_HARMS,
-    "place": TWIN_PLACES, "place_act": TWIN_PLACE_ACTS, "amenity": TWIN_AMENITIES,
-    "crime": TWIN_CRIMES, "this_verb": TWIN_THIS_VERBS, "promo_verb": TWIN_PROMO_VERBS,
-    "promo_object": TWIN_PROMO_OBJECTS, "promo_medium": TWIN_PROMO_MEDIA, "org": TWIN_ORGS,
-    "situation": TWIN_SITUATIONS, "teens": TWIN_TEENS, "teen_act": TWIN_TEEN_ACTS,
-    "room": TWIN_ROOMS, "shop": TWIN_SHOPS, "shop_thing": TWIN_SHOP_THINGS,
-}
-
-def _make_image_referring_twins(seed: int, per_template: int = 16) -> list[dict[str, str]]:
-    """The benign twins of the image-referring harmful requests (see ``TWIN_FAMILIES``), from
-    their own seeded generator so the other items do not depend on them. Grouped by template,
-    like the trainer groups their harmful twins. The seed and group labels ("v4:...") are part
-    of the committed data file and of the split hashes: keep them."""
-    rng = random.Random(f"v4:{seed}")
-    out: list[dict[str, str]] = []
-    for kind, templates in TWIN_FAMILIES:
-        for ti, template in enumerate(templates):
-            names = sorted(set(re.findall(r"\{(\w+)\}", template)))
-            for _ in range(per_template):
-                text = template.format(**{n: rng.choice(TWIN_SLOTS[n]) for n in names})
-                text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
-                out.append({"text": _title(text), "kind": kind, "group": f"v4:{kind}:{ti}"})
-    return out
-
-
 def make_items(seed: int = 0) -> list[dict[str, str]]:
     """All benign items, deduplicated, in a deterministic order.
 
@@ -1696,7 +1477,7 @@ def make_items(seed: int = 0) -> list[dict[str, str]]:
                       "group": f"vlm_with_ocr:{mi}"})
     items.extend(_make_broad_items(rng))
     items.extend(_make_guide_and_people_items(rng))
-    items.extend(_make_image_referring_twins(seed))
+    items.extend(deictic.benign_twins(seed))
     seen: set[str] = set()
     unique = []
     for item in items:
