@@ -27,14 +27,10 @@ from tests.support.bench import ROOT
 from vlmguard.config import RewriterConfig, TaxonomyConfig
 from vlmguard.domain import Finding, Modality, RewriterEvidence
 from vlmguard.queue.local_redis import free_port, redis_binary, start_local_redis
-from vlmguard.rewriter.backends import (
-    REWRITE_STOP,
-    Generation,
-    OpenAIRewriterBackend,
-    default_demo_dir,
-)
+from vlmguard.rewriter.backends import REWRITE_STOP, Generation, default_demo_dir
 from vlmguard.rewriter.format import build_rewriter_messages, parse_rewriter_output
 from vlmguard.rewriter.hf import HFRewriterBackend
+from vlmguard.rewriter.openai import OpenAIRewriterBackend
 from vlmguard.v1 import guard_pb2, guard_pb2_grpc, rewrite_pb2, rewrite_pb2_grpc, types_pb2
 
 pytestmark = pytest.mark.integration
