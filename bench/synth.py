@@ -1,11 +1,10 @@
 """Synthesis pipeline throughput against an OpenAI-compatible teacher, vs the teacher's own.
 
-The teacher is :mod:`vlmguard_training.synthesis.teacher_server` in its own process (a subprocess
-on a
-free loopback port): every chat completion holds one of ``C`` slots for a fixed service time, so
-its latency is real and independent of this process, and its capacity is ``C / service time``.
-For each concurrency ``C`` (1, 4, 16: the server's slots = the client's request limit; the
-pipeline keeps its default 2C items in flight):
+The teacher is :mod:`vlmguard_training.synthesis.fake_teacher_server` in its own process (a
+subprocess on a free loopback port): every chat completion holds one of ``C`` slots for a fixed
+service time, so its latency is real and independent of this process, and its capacity is ``C /
+service time``. For each concurrency ``C`` (1, 4, 16: the server's slots = the client's request
+limit; the pipeline keeps its default 2C items in flight):
 
 - teacher alone: the same client (``OpenAIChatClient``) sends stage requests at concurrency
   ``C`` for ``--seconds``: requests/s;
@@ -91,7 +90,8 @@ def _free_port() -> int:
 
 def _start_server(service_ms: float, capacity: int) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "vlmguard_training.synthesis.teacher_server",
+    proc = subprocess.Popen([sys.executable, "-m",
+                             "vlmguard_training.synthesis.fake_teacher_server",
                              "--port", str(port), "--service-ms", str(service_ms),
                              "--capacity", str(capacity)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

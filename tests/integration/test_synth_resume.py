@@ -1,9 +1,8 @@
 """``vlmguard synth`` killed mid-run and re-run: nothing lost, nothing duplicated; then merged.
 
 The CLI runs as a subprocess with the real tier-1 analyzer; the teacher is the fixed-service-time
-OpenAI-compatible server (:mod:`vlmguard_training.synthesis.teacher_server`) on a loopback port, so
-the
-run lasts long enough to be killed in the middle. Seeds are harmless, written here.
+OpenAI-compatible server (:mod:`vlmguard_training.synthesis.fake_teacher_server`) on a loopback
+port, so the run lasts long enough to be killed in the middle. Seeds are harmless, written here.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from vlmguard_training.synthesis.fake_teacher_server import ServerState, ServerThread
 from vlmguard_training.synthesis.runner import read_records, rejected_path, shard_path
-from vlmguard_training.synthesis.teacher_server import ServerState, ServerThread
 
 pytestmark = pytest.mark.integration
 

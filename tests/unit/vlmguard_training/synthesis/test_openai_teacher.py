@@ -1,9 +1,9 @@
 """The OpenAI-compatible teacher client against a real HTTP server on a loopback port.
 
-The server (:mod:`vlmguard_training.synthesis.teacher_server`) has a fixed service time and injects
-the
-failures a model server cannot be made to produce on demand (429, 503, 400, slow answers, bad
-JSON). The client against a real model server: tests/integration/test_synth_openai_server.py.
+The server (:mod:`vlmguard_training.synthesis.fake_teacher_server`) has a fixed service time and
+injects the failures a model server cannot be made to produce on demand (429, 503, 400, slow
+answers, bad JSON). The client against a real model server:
+tests/integration/test_synth_openai_server.py.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 
 from tests.unit.vlmguard_training.synthesis.test_runner import TAX, _analyzer, _recipe, bench  # noqa: F401 - fixture
 from vlmguard.errors import ConfigError
+from vlmguard_training.synthesis.fake_teacher_server import ServerState, ServerThread
 from vlmguard_training.synthesis.openai_teacher import (
     EndpointSettings,
     OpenAIChatClient,
@@ -33,7 +34,6 @@ from vlmguard_training.synthesis.runner import (
 )
 from vlmguard_training.synthesis.stages import json_schema
 from vlmguard_training.synthesis.teacher import StageUsage
-from vlmguard_training.synthesis.teacher_server import ServerState, ServerThread
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ normal service: an HTTP status (``429``, ``503``, ``400``...), ``"sleep:<s>"`` (
 as servers without structured output answer). ``bad_json_for`` makes the JSON-stage answers
 for chosen prompts invalid (deterministic under concurrency).
 
-``python -m vlmguard_training.synthesis.teacher_server --port P --service-ms 50 --capacity 16``.
+``python -m vlmguard_training.synthesis.fake_teacher_server --port P --service-ms 50
+--capacity 16``.
 """
 
 from __future__ import annotations
