@@ -42,7 +42,7 @@ import numpy as np
 from vlmguard.analyzer.tier1 import Tier1Analyzer
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.domain import RewriterEvidence
-from vlmguard_training.synthesis.openai_teacher import EndpointSettings, OpenAIChatClient
+from vlmguard_training.synthesis.openai_chat import EndpointSettings, OpenAIChatClient
 from vlmguard_training.synthesis.prompts import hindsight_messages
 from vlmguard_training.synthesis.runner import build_teacher, load_recipe, run_shard
 from vlmguard_training.synthesis.stages import Responses, json_schema

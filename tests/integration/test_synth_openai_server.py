@@ -26,7 +26,7 @@ import pytest
 from tests.support.helpers import KeywordModel
 from vlmguard.analyzer.tier1 import Tier1Analyzer
 from vlmguard.config import AnalyzerConfig, CategoryConfig, LimitsConfig, TaxonomyConfig
-from vlmguard_training.synthesis.openai_teacher import EndpointSettings, OpenAIChatClient
+from vlmguard_training.synthesis.openai_chat import EndpointSettings, OpenAIChatClient
 from vlmguard_training.synthesis.runner import (
     build_teacher,
     load_recipe,
@@ -167,7 +167,7 @@ def test_timeouts_against_the_real_server_are_retried(served: tuple[str, str]) -
         finally:
             await client.aclose()
 
-    from vlmguard_training.synthesis.openai_teacher import TeacherCallError
+    from vlmguard_training.synthesis.chat_teacher import TeacherCallError
 
     with pytest.raises(TeacherCallError, match="gave up after 2 attempts"):
         asyncio.run(go())
@@ -178,7 +178,7 @@ def test_local_transformers_teacher_backend() -> None:
     """The ``transformers`` teacher kind: the same chat API over a local model directory."""
     import asyncio
 
-    from vlmguard_training.synthesis.openai_teacher import TransformersChat
+    from vlmguard_training.synthesis.local_chat import TransformersChat
 
     chat = TransformersChat(str(_model_dir()), max_tokens=4)
     usage = StageUsage()

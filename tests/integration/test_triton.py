@@ -412,7 +412,8 @@ def test_synthesis_teacher_on_triton(server: Any, tmp_path: Path) -> None:
     import yaml
 
     from vlmguard.config import TaxonomyConfig
-    from vlmguard_training.synthesis.openai_teacher import ChatTeacher, TeacherCallError, TritonChat
+    from vlmguard_training.synthesis.chat_teacher import ChatTeacher, TeacherCallError
+    from vlmguard_training.synthesis.local_chat import TritonChat
     from vlmguard_training.synthesis.runner import build_teacher, load_recipe
     from vlmguard_training.synthesis.teacher import StageUsage
 

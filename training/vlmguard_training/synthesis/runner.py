@@ -175,11 +175,11 @@ def load_recipe(path: str | Path) -> SynthRecipe:
     recipe = SynthRecipe.from_mapping(raw, f"recipe {path}")
     check_sets(list(recipe.sets))
     if recipe.teacher == "openai":
-        from vlmguard_training.synthesis.openai_teacher import EndpointSettings
+        from vlmguard_training.synthesis.openai_chat import EndpointSettings
 
         EndpointSettings.from_mapping(recipe.teacher_settings, "teacher")
     if recipe.target:
-        from vlmguard_training.synthesis.openai_teacher import EndpointSettings
+        from vlmguard_training.synthesis.openai_chat import EndpointSettings
 
         EndpointSettings.from_mapping(recipe.target, "target")
     return recipe
@@ -577,14 +577,9 @@ def build_teacher(recipe: SynthRecipe, taxonomy: TaxonomyConfig,
     """
     if recipe.teacher == "evidence":
         return SyncTeacherAdapter(EvidenceTeacher(taxonomy, analyzer_name))
-    from vlmguard_training.synthesis.openai_teacher import (
-        ChatBackend,
-        ChatTeacher,
-        EndpointSettings,
-        OpenAIChatClient,
-        TransformersChat,
-        TritonChat,
-    )
+    from vlmguard_training.synthesis.chat_teacher import ChatBackend, ChatTeacher
+    from vlmguard_training.synthesis.local_chat import TransformersChat, TritonChat
+    from vlmguard_training.synthesis.openai_chat import EndpointSettings, OpenAIChatClient
 
     target = OpenAIChatClient(EndpointSettings.from_mapping(recipe.target, "target")) \
         if recipe.target else None

@@ -19,12 +19,9 @@ import pytest
 
 from tests.unit.vlmguard_training.synthesis.test_runner import TAX, _analyzer, _recipe, bench  # noqa: F401 - fixture
 from vlmguard.errors import ConfigError
+from vlmguard_training.synthesis.chat_teacher import TeacherCallError
 from vlmguard_training.synthesis.fake_teacher_server import ServerState, ServerThread
-from vlmguard_training.synthesis.openai_teacher import (
-    EndpointSettings,
-    OpenAIChatClient,
-    TeacherCallError,
-)
+from vlmguard_training.synthesis.openai_chat import EndpointSettings, OpenAIChatClient
 from vlmguard_training.synthesis.runner import (
     load_recipe,
     read_records,
