@@ -100,8 +100,22 @@ def test_guard_missing_image_file_is_usage_error(served: str) -> None:
 def test_help_lists_commands() -> None:
     proc = subprocess.run([*VLMGUARD, "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
-    for cmd in ("serve", "guard", "check-config", "train-analyzer"):
+    for cmd in ("serve", "worker", "guard", "check-config", "triton-repo",
+                # from vlmguard-training, through the vlmguard.commands entry point
+                "eval", "synth", "train", "pipeline", "train-analyzer"):
         assert cmd in proc.stdout
+
+
+def test_train_analyzer_spelling_is_a_deprecated_alias(tmp_path: Path) -> None:
+    """Both spellings take the same flags and reach the same trainer; the old one says so."""
+    bad = tmp_path / "r.yaml"
+    bad.write_text("l2: -1\n")
+    for argv, warned in ((["train", "analyzer"], False), (["train-analyzer"], True)):
+        proc = subprocess.run([*VLMGUARD, *argv, "--config", str(bad), "--no-progress"],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1, proc.stderr
+        assert "CONFIG_INVALID" in proc.stderr and "l2" in proc.stderr
+        assert ("deprecated" in proc.stderr) == warned
 
 
 def test_check_config_reports_bad_value(tmp_path: Path) -> None:
