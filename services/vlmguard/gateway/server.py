@@ -20,10 +20,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from vlmguard.auth import Gatekeeper, legacy_keys
 from vlmguard.config import VLMGuardConfig, redact_url
 from vlmguard.domain import ANALYZE, REWRITE, TARGET
 from vlmguard.errors import ConfigError, VLMGuardError
-from vlmguard.gateway.interceptor import ApiKeyAuth, GatewayInterceptor
+from vlmguard.gateway.interceptor import GatewayInterceptor, MemoryTrimmer
 from vlmguard.gateway.servicers import (
     GuardServicer,
     RewriteServicer,
@@ -66,25 +67,10 @@ TARGET_SERVICE = SERVICE_NAMES[3]
 
 
 def load_api_keys(cfg: VLMGuardConfig, environ: dict[str, str] | None = None) -> list[str]:
-    """API keys from the configured file and environment variable."""
-    env = os.environ if environ is None else environ
-    keys: list[str] = []
-    auth = cfg.server.auth
-    if auth.api_keys_file:
-        try:
-            for line in Path(auth.api_keys_file).read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    keys.append(line)
-        except OSError as e:
-            raise ConfigError(f"server.auth.api_keys_file: cannot read it ({e.strerror})") from e
-    keys += [k.strip() for k in env.get(auth.api_keys_env, "").split(",") if k.strip()]
-    if auth.enabled and not keys:
-        raise ConfigError(
-            "server.auth.enabled is true but no API keys were found (set "
-            f"server.auth.api_keys_file or {auth.api_keys_env})"
-        )
-    return keys
+    """Legacy plain API keys from the configured file and environment variable (keys bound to
+    tenants and scopes live in ``server.auth.keys_file``: see :class:`vlmguard.auth.Gatekeeper`).
+    """
+    return legacy_keys(cfg.server.auth, os.environ if environ is None else environ)
 
 
 class Gateway:
@@ -257,7 +243,7 @@ async def build_gateway(
     """
     metrics = metrics or Metrics()
     generative = cfg.rewriter.kind == "generative"
-    keys = load_api_keys(cfg, environ)
+    gatekeeper = Gatekeeper(cfg.server.auth, environ)
     # Not loaded here: Gateway.start loads it in the background (health says when it serves).
     target = TargetRuntime(target_backend or build_target_backend(cfg.target),
                            stage_batching(cfg, TARGET), metrics)
@@ -288,8 +274,8 @@ async def build_gateway(
                               target_enabled=target.backend.enabled)
     max_msg = cfg.limits.max_message_bytes
     server = grpc.aio.server(
-        interceptors=[GatewayInterceptor(metrics, ApiKeyAuth(keys) if cfg.server.auth.enabled
-                                         else None)],
+        interceptors=[GatewayInterceptor(
+            metrics, gatekeeper, MemoryTrimmer(cfg.server.trim_memory_after_bytes))],
         options=[
             ("grpc.max_receive_message_length", max_msg),
             ("grpc.max_send_message_length", max_msg),

@@ -1,4 +1,10 @@
-"""gRPC servicers: thin adapters from the wire to :class:`vlmguard.pipeline.GuardPipeline`."""
+"""gRPC servicers: thin adapters from the wire to :class:`vlmguard.pipeline.GuardPipeline`.
+
+The tenant a call acts for and whether it may reach the target unguarded come from the call's
+:class:`~vlmguard.auth.Access` (set by the interceptor or the Ray ingress); without one (a
+servicer used on its own) the request's tenant is taken and Generate is guarded. Each servicer
+notes the content's hashes and the decision for the call's audit line.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,8 @@ from collections.abc import Callable
 
 import grpc
 
-from vlmguard.domain import GenerationParams
+from vlmguard.auth import access_var, record_content, record_decision
+from vlmguard.domain import Action, GenerationParams, ImageInput, RiskReport
 from vlmguard.gateway import convert
 from vlmguard.logs import request_id_var
 from vlmguard.pipeline import Call, GuardPipeline
@@ -36,6 +43,20 @@ class _Base:
         self.categories = categories
         self.clock = clock
 
+    @staticmethod
+    def _tenant(requested: str) -> str:
+        access = access_var.get()
+        return access.tenant if access is not None and access.tenant is not None else requested
+
+    @staticmethod
+    def _note(text: str, images: tuple[ImageInput, ...]) -> None:
+        record_content(access_var.get(), text, [i.data for i in images])
+
+    @staticmethod
+    def _decided(action: str, report: RiskReport) -> None:
+        cats = sorted({f.category for f in report.findings})
+        record_decision(access_var.get(), action, cats, report.score)
+
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         remaining = context.time_remaining()
         if remaining is None:
@@ -54,13 +75,15 @@ class GuardServicer(_Base, guard_pb2_grpc.GuardServiceServicer):
             request_id=request_id_var.get(),
             text=request.text,
             images=convert.images_from_pb(request.images),
-            tenant_id=request.tenant_id,
+            tenant_id=self._tenant(request.tenant_id),
             deadline=self._deadline(context),
             run_target=opts.run_target,
             params=(convert.params_from_pb(opts.generation) if opts.HasField("generation")
                     else GenerationParams()),
         )
+        self._note(call.text, call.images)
         res = await self.pipeline.guard(call)
+        self._decided(res.action.value, res.report)
         return guard_pb2.GuardResponse(
             request_id=res.request_id,
             action=convert.action_to_pb(res.action),
@@ -81,10 +104,12 @@ class ThreatAnalysisServicer(_Base, analysis_pb2_grpc.ThreatAnalysisServiceServi
     ) -> analysis_pb2.AnalyzeResponse:
         call = Call(
             request_id=request_id_var.get(), text=request.text,
-            images=convert.images_from_pb(request.images), tenant_id=request.tenant_id,
-            deadline=self._deadline(context),
+            images=convert.images_from_pb(request.images),
+            tenant_id=self._tenant(request.tenant_id), deadline=self._deadline(context),
         )
+        self._note(call.text, call.images)
         report, timings = await self.pipeline.analyze(call)
+        self._decided(f"level_{report.level.value}", report)
         return analysis_pb2.AnalyzeResponse(
             request_id=call.request_id, report=convert.report_to_pb(report), timings_ms=timings
         )
@@ -100,10 +125,13 @@ class RewriteServicer(_Base, rewrite_pb2_grpc.RewriteServiceServicer):
                   if request.HasField("report") else None)
         call = Call(
             request_id=request_id_var.get(), text=request.text,
-            images=convert.images_from_pb(request.images), tenant_id=request.tenant_id,
-            deadline=self._deadline(context), report=report,
+            images=convert.images_from_pb(request.images),
+            tenant_id=self._tenant(request.tenant_id), deadline=self._deadline(context),
+            report=report,
         )
+        self._note(call.text, call.images)
         result, used, timings = await self.pipeline.rewrite(call)
+        self._decided(result.action.value, used)
         return rewrite_pb2.RewriteResponse(
             request_id=call.request_id,
             action=convert.action_to_pb(result.action),
@@ -115,21 +143,56 @@ class RewriteServicer(_Base, rewrite_pb2_grpc.RewriteServiceServicer):
 
 
 class TargetServicer(_Base, target_pb2_grpc.TargetServiceServicer):
-    """TargetService."""
+    """TargetService.
+
+    Generate runs the guard first (analysis, policy, rewrite: what Guard does, with the target
+    on the guarded prompt) unless the caller's key has the ``target_raw`` scope. A blocked
+    request is answered with the tenant's block message and ``finish_reason`` "blocked"; the
+    trailing metadata ``x-vlmguard-action`` says what the guard did (allow, rewrite, block,
+    or raw).
+    """
 
     async def Generate(  # noqa: N802
         self, request: target_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> target_pb2.GenerateResponse:
+        access = access_var.get()
+        raw = access is not None and access.principal.raw_target
         call = Call(
             request_id=request_id_var.get(), text=request.text,
-            images=convert.images_from_pb(request.images), tenant_id=request.tenant_id,
-            deadline=self._deadline(context),
+            images=convert.images_from_pb(request.images),
+            tenant_id=self._tenant(request.tenant_id), deadline=self._deadline(context),
+            run_target=not raw,
             params=(convert.params_from_pb(request.params) if request.HasField("params")
                     else GenerationParams()),
         )
-        result, timings = await self.pipeline.generate(call)
+        self._note(call.text, call.images)
+        if raw:
+            result, timings = await self.pipeline.generate(call)
+            record_decision(access, "raw", (), 0.0)
+            _set_action(context, "raw")
+            return target_pb2.GenerateResponse(
+                request_id=call.request_id, text=result.text, model=result.model,
+                finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens, timings_ms=timings,
+            )
+        res = await self.pipeline.guard(call)
+        self._decided(res.action.value, res.report)
+        _set_action(context, res.action.value)
+        if res.action is Action.BLOCK or res.target is None:
+            return target_pb2.GenerateResponse(
+                request_id=call.request_id, text=res.rewrite.block_message,
+                finish_reason="blocked", timings_ms=res.timings_ms,
+            )
+        t = res.target
         return target_pb2.GenerateResponse(
-            request_id=call.request_id, text=result.text, model=result.model,
-            finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens, timings_ms=timings,
+            request_id=call.request_id, text=t.text, model=t.model,
+            finish_reason=t.finish_reason, prompt_tokens=t.prompt_tokens,
+            completion_tokens=t.completion_tokens, timings_ms=res.timings_ms,
         )
+
+
+def _set_action(context: grpc.aio.ServicerContext, action: str) -> None:
+    """Tell the caller what the guard did (trailing metadata, sent with the answer)."""
+    setter = getattr(context, "set_trailing_metadata", None)
+    if setter is not None:
+        setter((("x-vlmguard-action", action),))
