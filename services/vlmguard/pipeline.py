@@ -9,6 +9,7 @@ returns domain results. Stage errors are handled by the tenant's ``on_stage_fail
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from vlmguard.policy import Decision, PolicyEngine
 from vlmguard.queue.base import WorkQueue
 from vlmguard.rewriter.generative import GenerativeRewriter
 from vlmguard.rewriter.template import TemplateRewriter
+from vlmguard.unicode_safety import is_blank
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ def validate_call(call: Call, limits: LimitsConfig) -> None:
     Raises:
         InvalidArgumentError: EMPTY_TEXT, TEXT_TOO_LONG, TOO_MANY_IMAGES or an image reason.
     """
-    if not call.text.strip():
+    if is_blank(call.text):  # zero-width and other invisible characters count as empty
         raise InvalidArgumentError("text must not be empty", reason=Reason.EMPTY_TEXT)
     if len(call.text) > limits.max_text_chars:
         raise InvalidArgumentError(
@@ -84,7 +86,8 @@ def validate_call(call: Call, limits: LimitsConfig) -> None:
     for i, img in enumerate(call.images):
         check_image(img, i, limits)
     p = call.params
-    if p.max_new_tokens < 0 or p.temperature < 0 or not 0 <= p.top_p <= 1:
+    if (p.max_new_tokens < 0 or not 0 <= p.temperature < math.inf
+            or not 0 <= p.top_p <= 1):  # written so that NaN fails too
         raise InvalidArgumentError(
             "generation params out of range (max_new_tokens >= 0, temperature >= 0, "
             "0 <= top_p <= 1)",

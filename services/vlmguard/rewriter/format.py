@@ -45,6 +45,7 @@ from vlmguard.domain import (
 from vlmguard.errors import Reason, StatusCode, VLMGuardError
 from vlmguard.policy import Decision
 from vlmguard.rewriter.template import TemplateRewriter
+from vlmguard.unicode_safety import tag_safe
 
 #: Version of the prompt and output format; bump on any change (training data depends on it).
 PROMPT_VERSION = "rewriter-v2"
@@ -204,15 +205,21 @@ def _evidence(quote: str, text: str, evidence: RewriterEvidence) -> str:
         for im in evidence.images:
             if q in _squash(im.ocr_text):
                 return f"(in ocr_text of image {int(im.index) + 1})"
-    return escape_data(quote)
+    return _data(quote)
+
+
+def _data(s: str) -> str:
+    """Untrusted text for a data block: invisible characters dropped and look-alikes of the
+    delimiters folded onto them before escaping, so nothing in it can pose as a tag."""
+    return escape_data(tag_safe(s))
 
 
 def _user_message(text: str, evidence: RewriterEvidence) -> str:
-    lines = ["<request>", f"<user_prompt>{escape_data(text)}</user_prompt>"]
+    lines = ["<request>", f"<user_prompt>{_data(text)}</user_prompt>"]
     for im in evidence.images:
         lines += [
             f'<image index="{int(im.index) + 1}">',
-            f"<ocr_text>{escape_data(im.ocr_text)}</ocr_text>",
+            f"<ocr_text>{_data(im.ocr_text)}</ocr_text>",
             f"<explicit_labels>{_fmt_labels(im.explicit_labels)}</explicit_labels>",
             "</image>",
         ]

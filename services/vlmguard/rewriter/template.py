@@ -11,6 +11,7 @@ from __future__ import annotations
 from vlmguard.config import TaxonomyConfig, TenantPolicyConfig
 from vlmguard.domain import Action, Finding, Modality, ModalityReasoning, RewriteResult, RiskReport
 from vlmguard.policy import Decision
+from vlmguard.unicode_safety import fence_safe
 
 TEMPLATE_VERSION = "v1"
 
@@ -67,7 +68,9 @@ class TemplateRewriter:
             (spec := self.taxonomy.get(c)) is not None and spec.handling == "care"
             for c in categories
         )
-        quoted = text.replace('"""', '\\"\\"\\"')
+        # Unforgeable fence: no run of quotes (look-alikes and invisible characters included)
+        # is left in the user's text to close it early.
+        quoted = fence_safe(text)
         out = [
             "Answer the user's request below helpfully, following the safety guidance after it.",
             "",

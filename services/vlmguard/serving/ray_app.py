@@ -30,6 +30,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.grpc_util import RayServegRPCContext
 
+from vlmguard.auth import Gatekeeper, access_var, audit
 from vlmguard.config import RayDeploymentConfig, VLMGuardConfig, load_config
 from vlmguard.errors import (
     DeadlineExceededError,
@@ -39,7 +40,7 @@ from vlmguard.errors import (
     VLMGuardError,
 )
 from vlmguard.gateway.errors import to_status
-from vlmguard.gateway.interceptor import ApiKeyAuth, MalformedRequest, call_request_id
+from vlmguard.gateway.interceptor import MalformedRequest, call_request_id
 from vlmguard.logs import configure_logging, request_id_var
 from vlmguard.metrics import Metrics
 from vlmguard.pipeline import build_pipeline
@@ -80,12 +81,16 @@ class _ServicerContext:
 
     def __init__(self, ctx: RayServegRPCContext) -> None:
         self._ctx = ctx
+        self.trailing: list[tuple[str, str]] = []
 
     def time_remaining(self) -> float | None:
         return None  # Ray's proxy does not forward the client's deadline
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return list(self._ctx.invocation_metadata())
+
+    def set_trailing_metadata(self, md: Any) -> None:
+        self.trailing = list(md)
 
 
 class StageReplica:
@@ -159,7 +164,6 @@ class IngressReplica:
     """
 
     def __init__(self, config: dict[str, Any], stages: Mapping[str, Any]) -> None:
-        from vlmguard.gateway.server import load_api_keys
         from vlmguard.gateway.servicers import (
             GuardServicer,
             RewriteServicer,
@@ -170,8 +174,7 @@ class IngressReplica:
         cfg = VLMGuardConfig.model_validate(config)
         _replica_setup(cfg)
         self.metrics = Metrics()
-        keys = load_api_keys(cfg)
-        self.auth = ApiKeyAuth(keys) if cfg.server.auth.enabled else None
+        self.gatekeeper = Gatekeeper(cfg.server.auth)
         self.queue = RayServeQueue(
             {stage: handle.options(method_name="run") for stage, handle in stages.items()},
             max_pending=cfg.limits.max_pending, retries=cfg.ray.stage_retries,
@@ -185,7 +188,7 @@ class IngressReplica:
         self._rewrite = RewriteServicer(*args)
         self._target = TargetServicer(*args)
         log.info("ingress ready: stages %s, auth %s", sorted(stages),
-                 "on" if self.auth else "off")
+                 "on" if self.gatekeeper.enabled else "off")
 
     async def Guard(self, request: Any, grpc_context: RayServegRPCContext) -> Any:  # noqa: N802
         """GuardService.Guard."""
@@ -241,36 +244,46 @@ class IngressReplica:
         behavior: Callable[[Any, Any], Awaitable[Any]],
         empty: Callable[[], Any],
     ) -> Any:
-        """What the embedded gateway's interceptor does, on Ray's gRPC context."""
+        """What the embedded gateway's interceptor does, on Ray's gRPC context (the proxy has
+        read the message already: keys, scopes, tenants and rate limits are checked here, with
+        the same rules, and TargetService.Generate is guarded unless the key has
+        ``target_raw``)."""
         t0 = time.perf_counter()
         md = tuple(ctx.invocation_metadata() or ())
         rid = call_request_id(request, md)
         token = request_id_var.set(rid)
-        code = "OK"
+        access_token = access_var.set(None)
+        access = None
+        code, reason = "OK", ""
         try:
-            if self.auth is not None:
-                self.auth.check(md)
+            access = self.gatekeeper.admit(method, md)
+            access_var.set(access)
             if isinstance(request, MalformedRequest):
                 raise InvalidArgumentError(request.message, reason=request.reason)
-            response = await behavior(request, _ServicerContext(ctx))
-            ctx.set_trailing_metadata([("x-request-id", rid)])
+            self.gatekeeper.resolve_tenant(access, getattr(request, "tenant_id", ""))
+            sctx = _ServicerContext(ctx)
+            response = await behavior(request, sctx)
+            ctx.set_trailing_metadata([*sctx.trailing, ("x-request-id", rid)])
             return response
         except VLMGuardError as e:
-            code = e.code.name
+            code, reason = e.code.name, e.reason
             self.metrics.errors.labels(e.reason).inc()
             log.info("%s failed: %s %s", method, code, e.reason)
             status = to_status(e)
         except asyncio.CancelledError:
-            code = "CANCELLED"
+            code = reason = "CANCELLED"
+            log.info("%s cancelled: the caller's call ended before the answer", method)
             raise
         except Exception:
-            code = "INTERNAL"
+            code, reason = "INTERNAL", Reason.INTERNAL
             self.metrics.errors.labels(Reason.INTERNAL).inc()
             log.exception("%s failed with an unexpected error", method)
             status = to_status(RuntimeError())
         finally:
             self.metrics.rpc_total.labels(method, code).inc()
             self.metrics.rpc_latency.labels(method).observe(time.perf_counter() - t0)
+            audit(method=method, outcome=code, reason=reason, access=access)
+            access_var.reset(access_token)
             request_id_var.reset(token)
         # Set on Ray's context, the proxy answers with this status, details and trailers
         # (google.rpc.Status in grpc-status-details-bin); the empty message is not sent.
@@ -332,12 +345,10 @@ def build_app(cfg: VLMGuardConfig) -> Application:
     """The Serve application for ``cfg`` (nothing starts until it is deployed).
 
     Raises:
-        ConfigError: auth enabled without keys (checked here so a bad config fails before any
-            replica starts).
+        ConfigError: auth enabled without keys, or an invalid keys file (checked here so a bad
+            config fails before any replica starts).
     """
-    from vlmguard.gateway.server import load_api_keys
-
-    load_api_keys(cfg)
+    Gatekeeper(cfg.server.auth)
     data = cfg.model_dump(mode="json")
     stages: dict[str, Application] = {}
     for stage in active_stages(cfg):
