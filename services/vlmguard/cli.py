@@ -3,7 +3,8 @@
 Subcommands: ``serve`` (the gateway; ``make run`` starts it with the embedded defaults),
 ``worker`` (one stage consuming the Redis queue),
 ``guard`` (a client for GuardService.Guard), ``check-config`` (validate and print the effective
-configuration) and ``triton-repo``. The offline commands (``eval``, ``synth``, ``train``,
+configuration), ``keys hash`` (a keys-file entry for an API key) and ``triton-repo``. The
+offline commands (``eval``, ``synth``, ``train``,
 ``pipeline``) come from the ``vlmguard-training`` distribution when it is installed
 (entry-point group ``vlmguard.commands``).
 """
@@ -331,10 +332,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     import yaml
 
     cfg = _load(args)
-    from vlmguard.gateway.server import load_api_keys
+    from vlmguard.auth import Gatekeeper
 
-    load_api_keys(cfg)
     problems: list[str] = []
+    try:
+        Gatekeeper(cfg.server.auth)  # the keys file parses, auth has keys when enabled
+    except Exception as e:
+        problems.append(f"server.auth: {e}")
+    problems += _tls_file_problems(cfg)
     if args.load_models:
         from vlmguard.analyzer.tier1 import Tier1Analyzer
 
@@ -358,6 +363,73 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
           f"{len(cfg.policy.tenants)} tenant(s), {len(cfg.taxonomy.categories)} categories, "
           f"target {cfg.target.backend!r}, listen {cfg.server.listen}", file=sys.stderr)
     return EXIT_OK
+
+
+def _tls_file_problems(cfg: Any) -> list[str]:
+    """TLS files that are named but cannot be read (the server would fail only at bind)."""
+    out: list[str] = []
+    tls = cfg.server.tls
+    if not tls.enabled:
+        return out
+    for field in ("cert_file", "key_file", "client_ca_file"):
+        path = getattr(tls, field)
+        if not path:
+            continue
+        p = Path(path)
+        if not p.is_file():
+            out.append(f"server.tls.{field}: {path} does not exist or is not a file")
+        elif not os.access(p, os.R_OK):
+            out.append(f"server.tls.{field}: {path} is not readable")
+    return out
+
+
+# -- keys --------------------------------------------------------------------------------
+
+
+def _cmd_keys_hash(args: argparse.Namespace) -> int:
+    """Print a keys-file entry for a key (read from stdin, or a fresh one with --generate)."""
+    import yaml
+
+    from vlmguard.auth import KeyEntry, RateLimit, hash_key, new_key
+
+    if args.generate:
+        key = new_key()
+        print(f"# the new API key (shown once; give it to the client): {key}", file=sys.stderr)
+    else:
+        if sys.stdin.isatty():
+            print("reading the API key from stdin (one line)...", file=sys.stderr)
+        key = sys.stdin.readline().strip()
+        if not key:
+            print("error: no key on stdin (or use --generate)", file=sys.stderr)
+            return EXIT_USAGE
+    limit = None
+    if args.rate:
+        limit = RateLimit(rate_per_s=args.rate, burst=args.burst)
+    entry = KeyEntry(hash=hash_key(key), tenants=args.tenant or ["default"],
+                     scopes=args.scope or ["guard"], rate_limit=limit)
+    data = {"keys": {args.id: entry.model_dump(mode="json", exclude_none=True)}}
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+    return EXIT_OK
+
+
+def _add_keys_parser(sub: Any) -> None:
+    p = sub.add_parser("keys", help="API keys bound to tenants and scopes (docs/security.md)")
+    ksub = p.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
+    h = ksub.add_parser(
+        "hash", help="print a keys-file entry (salted hash) for a key read from stdin",
+        description="Read an API key from stdin (or make one with --generate, printed to "
+        "stderr once) and print its entry for server.auth.keys_file: the salted SHA-256, "
+        "never the key.")
+    h.add_argument("--id", required=True, help="key id (in audit lines and rate limits)")
+    h.add_argument("--tenant", action="append", default=[],
+                   help="tenant the key may act for (repeat; the first is its default)")
+    h.add_argument("--scope", action="append", default=[],
+                   choices=["guard", "analyze", "rewrite", "target_raw"],
+                   help="what the key may do (repeat; default guard)")
+    h.add_argument("--rate", type=float, default=0.0, help="calls per second (0: unlimited)")
+    h.add_argument("--burst", type=int, default=0, help="burst size (0: max(1, rate))")
+    h.add_argument("--generate", action="store_true", help="make a new random key")
+    h.set_defaults(func=_cmd_keys_hash)
 
 
 # -- parser --------------------------------------------------------------------------------
@@ -436,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     from vlmguard.serving.triton.command import add_parser as _triton_repo_parser
 
     _triton_repo_parser(sub)
+    _add_keys_parser(sub)
     _add_plugin_commands(sub)
     return parser
 
