@@ -249,6 +249,26 @@ class AnalyzerConfig(_Frozen):
     explicit_min_score: float = Field(
         0.5, ge=0, le=1, description="Detector confidence needed for an explicit-content label."
     )
+    text_views: bool = Field(
+        True, description="Also score the text's views: Unicode-normalised (NFKC, look-alike "
+        "letters folded to Latin, invisible characters removed), spaced-out letters joined, "
+        "digits-for-letters read as letters, base64/base32/hex/URL/ROT13/reversed payloads "
+        "decoded, string pieces reassembled, and a long text in passages; the riskiest "
+        "reading counts (vlmguard.analyzer.views).",
+    )
+    window_chars: int = Field(
+        240, ge=80, le=8000, description="A text longer than this is also scored sentence by "
+        "sentence (a sentence longer than this is cut), so harmless padding cannot dilute a "
+        "request inside it.",
+    )
+    max_windows: int = Field(
+        128, ge=1, le=512, description="Most passages per text; a longer text gets longer "
+        "passages, never unread ones.",
+    )
+    decoded_boost: float = Field(
+        1.0, ge=0, le=5, description="Log-odds added to a decoded view's score when the prompt "
+        "also asks for the payload to be decoded or reassembled (an evasion pattern). 0: off.",
+    )
     report_threshold: float = Field(
         0.3, ge=0, le=1, description="Findings below this score are left out of reports."
     )

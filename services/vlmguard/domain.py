@@ -141,6 +141,11 @@ class Analysis:
     category_scores: dict[str, float]
     images: tuple[ImageEvidence, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: Language of the text prompt (ISO 639-1), "" when not identified (too little text).
+    language: str = ""
+    #: Whether the analyzer has a model for that language; policy decides what happens to
+    #: requests in the others (``TenantPolicyConfig.unsupported_language``).
+    language_supported: bool = True
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vlmguard.analyzer.views import TextView, text_views
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.domain import (
     Analysis,
@@ -30,7 +31,7 @@ from vlmguard.domain import (
     ModalityReasoning,
 )
 from vlmguard.errors import InvalidArgumentError, UnavailableError, VLMGuardError
-from vlmguard.imaging import decode_image
+from vlmguard.imaging import decode_reduced
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,36 @@ class ExplicitDetector(Protocol):
 class _Scored:
     overall: float
     categories: dict[str, float]
+    #: The view of the text that was scored (None: the text as sent).
+    view: TextView | None = None
+
+
+#: What each view undid, for the reasoning ("read as ...").
+VIEW_DESCRIPTIONS = {
+    "normalised": "with look-alike, full-width and invisible characters normalised",
+    "spaced": "with its spaced-out letters joined",
+    "deleet": "with digits and symbols that stand for letters read as letters",
+    "base64": "decoded from base64",
+    "base32": "decoded from base32",
+    "hex": "decoded from hexadecimal",
+    "url": "decoded from URL encoding",
+    "rot13": "decoded from ROT13",
+    "reversed": "read backwards",
+    "pieces": "with its string pieces put back together",
+    "window": "in one passage of the long text",
+    "multilingual": "read by the multilingual model",
+}
+
+
+def _boost(s: _Scored, logit: float) -> _Scored:
+    """``s`` with its log-odds raised by ``logit`` (an instruction to decode a risky payload is
+    evidence on top of the payload's own score)."""
+    if logit <= 0 or s.overall <= 0:
+        return s
+    p = min(max(s.overall, 1e-6), 1 - 1e-6)
+    boosted = 1.0 / (1.0 + float(np.exp(-(np.log(p / (1 - p)) + logit))))
+    scale = boosted / s.overall
+    return _Scored(boosted, {c: min(1.0, v * scale) for c, v in s.categories.items()}, s.view)
 
 
 def _excerpt(text: str, limit: int = 160) -> str:
@@ -269,7 +300,11 @@ class Tier1Analyzer:
         signs = self.signs if look_for_signs else None
         for idx, img in enumerate(item.images):
             t0 = time.perf_counter()
-            arr = decode_image(img, idx, self.limits)
+            # Decoded at reduced size: no model here reads more than ocr_max_side per side
+            # (the explicit and sign detectors scale to 320), so a 25-megapixel image costs
+            # its decoding and a 1600-pixel copy, not 75 MB of RGB copies per model.
+            decoded = decode_reduced(img, idx, self.limits, max_side=self.cfg.ocr_max_side)
+            arr = decoded.array
             timings["decode"] += (time.perf_counter() - t0) * 1000
             # Both models read the same decoded array; with image_models_parallel the
             # detector runs in a helper thread while OCR runs here (onnxruntime releases the
@@ -292,7 +327,7 @@ class Tier1Analyzer:
                 prohibition = signs.detect(arr)[0]
                 timings["signs"] += (time.perf_counter() - t2) * 1000
             evidence.append(
-                ImageEvidence(idx, int(arr.shape[1]), int(arr.shape[0]), ocr_text, tuple(labels),
+                ImageEvidence(idx, decoded.width, decoded.height, ocr_text, tuple(labels),
                               prohibition)
             )
         return evidence, timings
@@ -309,7 +344,8 @@ class Tier1Analyzer:
         results: list[Analysis | VLMGuardError | None] = [None] * len(items)
         per_item: list[tuple[list[ImageEvidence], dict[str, float]] | None] = [None] * len(items)
         texts: list[str] = []
-        slots: list[tuple[int, str, int]] = []  # (item index, kind, image index)
+        slots: list[tuple[int, str, int]] = []  # (item index, kind, image or view index)
+        views_of: dict[tuple[int, int], TextView] = {}
         for i, item in enumerate(items):
             # Negation rule: only a request for publicity about the picture has a probe, and
             # only then is the sign looked for (other requests pay no detector latency).
@@ -325,6 +361,11 @@ class Tier1Analyzer:
                 continue
             texts.append(item.text)
             slots.append((i, "text", -1))
+            if self.cfg.text_views:
+                for v_idx, view in enumerate(self._views(item.text)):
+                    views_of[(i, v_idx)] = view
+                    texts.append(view.text)
+                    slots.append((i, "view", v_idx))
             if probe is not None and any(
                     self._signed(ev)
                     for ev in per_item[i][0]):  # type: ignore[index]
@@ -340,8 +381,13 @@ class Tier1Analyzer:
         scored = self._score(texts)
         embed_ms = (time.perf_counter() - t0) * 1000
         by_item: dict[int, list[tuple[str, int, _Scored]]] = {}
-        for (i, kind, img_idx), s in zip(slots, scored, strict=True):
-            by_item.setdefault(i, []).append((kind, img_idx, s))
+        for (i, kind, idx), s in zip(slots, scored, strict=True):
+            if kind == "view":
+                view = views_of[(i, idx)]
+                s = _Scored(s.overall, s.categories, view)
+                if view.decoded:
+                    s = _boost(s, self.cfg.decoded_boost)
+            by_item.setdefault(i, []).append((kind, idx, s))
         for i, item in enumerate(items):
             if results[i] is not None:
                 continue
@@ -354,6 +400,16 @@ class Tier1Analyzer:
                 raise RuntimeError("analyzer produced no result for an item")
             out.append(r)
         return out
+
+    def _views(self, text: str) -> list[TextView]:
+        """The text's views (:mod:`vlmguard.analyzer.views`); a view that fails is skipped with
+        a log line rather than failing the request: the text as sent is always scored."""
+        try:
+            return text_views(text, window_chars=self.cfg.window_chars,
+                              max_windows=self.cfg.max_windows)
+        except Exception:  # a bug in a view must not drop the request's analysis
+            log.exception("text views failed; scoring the text as sent only")
+            return []
 
     def _signed(self, ev: ImageEvidence) -> bool:
         """The image carries a prohibition sign (the negation rule's visual fact)."""
@@ -373,6 +429,11 @@ class Tier1Analyzer:
         cat_scores: dict[str, float] = dict.fromkeys(self.taxonomy.ids, 0.0)
         overall = 0.0
         text_s = next(s for k, _, s in scored if k == "text")
+        # The text is as risky as its riskiest reading: the text as sent, a view with a
+        # disguise undone, or one passage of a long text.
+        for k, _, s in scored:
+            if k == "view" and s.overall > text_s.overall:
+                text_s = s
         ocr_s = {idx: s for k, idx, s in scored if k == "ocr"}
         joint_s = {idx: s for k, idx, s in scored if k == "joint"}
         ocr_text = {ev.index: ev.ocr_text for ev in images}
@@ -400,7 +461,12 @@ class Tier1Analyzer:
                 if v >= thr:
                     findings.append(Finding(c, v, modality, evidence, source, idx))
 
-        add(text_s, Modality.TEXT, "text_risk", _excerpt(item.text), -1)
+        if text_s.view is None:
+            add(text_s, Modality.TEXT, "text_risk", _excerpt(item.text), -1)
+        else:
+            add(text_s, Modality.TEXT, f"text_risk:{text_s.view.name}",
+                _excerpt(f"{VIEW_DESCRIPTIONS.get(text_s.view.name, text_s.view.name)}: "
+                         f"{text_s.view.text}"), -1)
         for idx, s in ocr_s.items():
             add(s, Modality.IMAGE, "ocr_text_risk", _excerpt(ocr_text[idx], 200), idx)
         for idx, s in joint_s.items():
@@ -486,6 +552,12 @@ class Tier1Analyzer:
             textual = (f"The text prompt asks to promote or spread what the image shows; alone "
                        f"it scores {negated[0]:.2f}, and {negated[1]:.2f} about a harmless "
                        "subject, so its risk depends on what the image shows.")
+        elif text_s.overall >= thr and text_s.view is not None:
+            how = VIEW_DESCRIPTIONS.get(text_s.view.name, text_s.view.name)
+            extra = (" It asks for the payload to be decoded or reassembled, which is itself an "
+                     "evasion pattern." if text_s.view.decoded else "")
+            textual = (f"Read {how}, the text prompt scores {text_s.overall:.2f}; the closest "
+                       f"risk category is {self._describe(c)} at {v:.2f}.{extra}")
         elif text_s.overall >= thr:
             textual = (f"The text prompt alone scores {text_s.overall:.2f}; the closest risk "
                        f"category is {self._describe(c)} at {v:.2f}.")

@@ -183,7 +183,8 @@ def _analysis_to(a: Analysis) -> dict[str, Any]:
     return {"score": a.score, "findings": [_finding_to(f) for f in a.findings],
             "reasoning": _reasoning_to(a.reasoning), "analyzer": a.analyzer,
             "category_scores": dict(a.category_scores),
-            "images": [_evidence_to(e) for e in a.images], "timings_ms": dict(a.timings_ms)}
+            "images": [_evidence_to(e) for e in a.images], "timings_ms": dict(a.timings_ms),
+            "language": a.language, "language_supported": a.language_supported}
 
 
 def _analysis_from(d: Any) -> Analysis:
@@ -196,6 +197,10 @@ def _analysis_from(d: Any) -> Analysis:
         category_scores={k: float(v) for k, v in _str_dict(d, "category_scores", num).items()},
         images=tuple(_evidence_from(e) for e in _list(d, "images")),
         timings_ms={k: float(v) for k, v in _str_dict(d, "timings_ms", num).items()},
+        # Absent in results written by a worker of the previous release (rolling upgrade).
+        language=_get(d, "language", str) if "language" in d else "",
+        language_supported=(_get(d, "language_supported", bool)
+                            if "language_supported" in d else True),
     )
 
 

@@ -1,0 +1,556 @@
+"""Views of a text prompt: what the text says once its disguise is taken off.
+
+An attacker keeps a harmful request readable to the VLM while moving it away from what the
+risk head was trained on: look-alike letters from other scripts, full-width forms, zero-width
+characters, letters spaced out, digits for letters, an encoding with an instruction to decode it,
+the request cut into string pieces, or a request buried in harmless padding. Each function here
+undoes one such disguise; :func:`text_views` returns every view that differs from the input, and
+the analyzer scores each one and keeps the strongest, so the evidence can say which view fired.
+
+Pure Python (no models): the vocabulary used to judge "does this look like words" and to segment
+joined letters is the sentence encoder's own word list, loaded once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import importlib.resources
+import json
+import math
+import re
+import unicodedata
+import urllib.parse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Longest text a single view may carry (the service's text limit; views never grow past it).
+MAX_VIEW_CHARS = 8000
+#: A text longer than this is also read sentence by sentence (no window is longer), so padding
+#: cannot dilute a request in it.
+WINDOW_CHARS = 240
+#: A sentence shorter than this is read together with the next one.
+MIN_WINDOW_CHARS = 20
+#: Most windows scored per text (an 8,000-character text of short sentences has about 110).
+MAX_WINDOWS = 128
+
+
+@dataclass(frozen=True)
+class TextView:
+    """One reading of the prompt.
+
+    Attributes:
+        name: What was undone: ``normalised`` (Unicode forms, look-alike letters, invisible
+            characters), ``spaced``, ``deleet``, ``base64``, ``base32``, ``hex``, ``url``,
+            ``rot13``, ``reversed``, ``pieces``, or ``window``.
+        text: The text of this view.
+        decoded: The view decodes a payload *and* the prompt asks for it to be decoded or
+            reassembled: an attacker's pattern, so a risky payload is strong evidence by itself.
+        span: For windows, ``(start, end)`` character offsets in the normalised text.
+    """
+
+    name: str
+    text: str
+    decoded: bool = False
+    span: tuple[int, int] | None = None
+
+
+# -- characters ---------------------------------------------------------------------------
+
+# Zero-width, joiner, bidi control, soft hyphen, word joiner, invisible operators, variation
+# selectors, tag characters: nothing a reader sees, everything a tokenizer splits on.
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
+)
+
+
+def strip_invisible(text: str) -> str:
+    """``text`` without characters that render as nothing (zero-width, bidi controls, ...)."""
+    return _INVISIBLE.sub("", text)
+
+
+@functools.lru_cache(maxsize=1)
+def _confusables_to_latin() -> dict[str, str]:
+    """Map of characters to the Latin letter or digit they are confusable with, from the Unicode
+    confusables table (UTS #39) as packaged by ``confusable_homoglyphs``.
+
+    Only single characters whose prototype is an ASCII letter or digit are kept: that is what a
+    disguise needs, and it leaves every other script's own letters alone (a Cyrillic word that
+    contains no Latin look-alike is not touched).
+    """
+    try:
+        spec = importlib.resources.files("confusable_homoglyphs").joinpath("confusables.json")
+        data = json.loads(spec.read_text(encoding="utf-8"))
+    except (ModuleNotFoundError, FileNotFoundError):  # pragma: no cover - declared dependency
+        return {}
+    out: dict[str, str] = {}
+    for ch, entries in data.items():
+        if len(ch) != 1 or ch.isascii():
+            continue
+        for e in entries:
+            c = e.get("c", "")
+            if len(c) == 1 and c.isascii() and c.isalnum():
+                out[ch] = c
+                break
+    return out
+
+
+def _latin_context(word: str) -> bool:
+    """A word in which look-alikes stand for Latin letters: it has ASCII letters or is written in
+    more than one script (a Cyrillic 'а' in 'bоmb'); a word wholly in one other script is that
+    script's own word."""
+    if any(c.isascii() and c.isalpha() for c in word):
+        return True
+    scripts = {unicodedata.name(c, "?").split(" ")[0] for c in word if c.isalpha()}
+    return len(scripts) > 1
+
+
+def fold_confusables(text: str) -> str:
+    """Look-alike letters from other scripts folded to the Latin letters they imitate.
+
+    A word is folded when it has Latin letters or mixes scripts ("bоmb" with a Cyrillic "о"), and
+    every word is folded when the text has no letter outside Latin and its look-alikes (a text
+    written wholly in look-alikes). A text with letters of another script that imitate nothing
+    Latin ("шоколадный") is another language: its words are left alone.
+    """
+    table = _confusables_to_latin()
+    if not table or text.isascii():
+        return text
+    disguise_only = all(c.isascii() or c in table for c in text if c.isalpha())
+
+    def fold(m: re.Match[str]) -> str:
+        w = m.group(0)
+        if not any(c in table for c in w) or not (disguise_only or _latin_context(w)):
+            return w
+        return "".join(table.get(c, c) for c in w)
+
+    return re.sub(r"\S+", fold, text)
+
+
+def normalise(text: str) -> str:
+    """Invisible characters removed, Unicode NFKC (full-width and styled letters to plain ones),
+    look-alike letters folded to Latin, whitespace runs collapsed."""
+    t = strip_invisible(text)
+    # Folding runs before NFKC too: NFKC maps some look-alikes to letters that imitate nothing
+    # (Greek lunate sigma to final sigma) and others only after it (full-width forms).
+    t = fold_confusables(unicodedata.normalize("NFKC", fold_confusables(t)))
+    return re.sub(r"[^\S\n]+", " ", t).strip()
+
+
+# -- words ----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _vocab() -> dict[str, int]:
+    """English whole words with a frequency rank (the encoder's word list is roughly ordered by
+    frequency after its first ~2,000 entries of symbols and sub-words)."""
+    words: dict[str, int] = {}
+    path = _vocab_path()
+    if path is None:
+        return words
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        w = line.strip()
+        if w.isascii() and w.isalpha() and (len(w) > 1 or w in ("a", "i")):
+            words.setdefault(w, max(i - 1990, 1))
+    return words
+
+
+def _vocab_path() -> Path | None:
+    try:
+        from vlmguard.analyzer.models.embedder import default_minilm_path
+
+        p = default_minilm_path() / "vocab.txt"
+    except Exception:  # no encoder package: the views that need words are skipped
+        return None
+    return p if p.is_file() else None
+
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def word_ratio(text: str) -> float:
+    """Share of the Latin-letter words in ``text`` that are English words (0 when none)."""
+    vocab = _vocab()
+    words = [w.lower() for w in _WORD.findall(text)]
+    if not words or not vocab:
+        return 0.0
+    return sum(1 for w in words if w in vocab) / len(words)
+
+
+def segment(letters: str) -> str:
+    """Letters run together ("howtomakeit") split into the likeliest English words by dynamic
+    programming over word costs ~ log(frequency rank); unknown stretches cost more per letter."""
+    vocab = _vocab()
+    s = letters.lower()
+    n = len(s)
+    if not vocab or n == 0 or n > 400:
+        return letters
+    best = [0.0] + [math.inf] * n
+    back = [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(max(0, end - 20), end):
+            w = s[start:end]
+            rank = vocab.get(w)
+            # An unknown stretch costs more per letter than known words, but a word missing
+            # from the list ("bake") still beats two rare fragments ("ba ke").
+            cost = (math.log(rank + 1) + 2.0) if rank is not None else 8.0 + 3.0 * len(w)
+            if best[start] + cost < best[end]:
+                best[end] = best[start] + cost
+                back[end] = start
+    out: list[str] = []
+    end = n
+    while end > 0:
+        out.append(letters[back[end]:end])
+        end = back[end]
+    return " ".join(reversed(out))
+
+
+# Three or more single letters/digits separated by one separator each ("b o m b", "b.o.m.b",
+# "b-o-m-b", "b_o_m_b"); a wider gap between runs marks a word boundary.
+_SPACED_RUN = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_*|/]){2,}[^\W\d_](?![^\W_])")
+
+
+def join_spaced(text: str) -> str:
+    """Letters spaced out ("h o w  t o  m a k e") joined back into words."""
+
+    def join(m: re.Match[str]) -> str:
+        run = m.group(0)
+        letters = re.sub(r"[ .\-_*|/]", "", run)
+        # Runs of real one-letter words ("a", "I") are left alone.
+        if len(letters) < 3:
+            return run
+        return segment(letters) if len(letters) > 6 else letters
+
+    # Wider gaps first become a marker so each word's run is joined on its own.
+    marked = re.sub(r"(?<=\S)(?: {2,}|\t+| ?/ ?| \| )(?=\S)", " \x00 ", text)
+    joined = _SPACED_RUN.sub(join, marked)
+    return re.sub(r" ?\x00 ?", " ", joined)
+
+
+# Digits and symbols that stand for letters; several candidates where a digit is ambiguous.
+_LEET: dict[str, tuple[str, ...]] = {
+    "0": ("o",), "1": ("i", "l"), "2": ("z",), "3": ("e",), "4": ("a",), "5": ("s",),
+    "6": ("g", "b"), "7": ("t",), "8": ("b",), "9": ("g",), "@": ("a",), "$": ("s",),
+    "!": ("i",), "|": ("l", "i"), "+": ("t",), "(": ("c",), "€": ("e",), "£": ("l",),
+    "¡": ("i",),
+}
+_HEXISH = re.compile(r"(?:0x)?[0-9a-fA-F]{8,}")
+_LEET_WORD = re.compile(r"[A-Za-z0-9@$!|+(€£¡]+")
+
+
+def deleet(text: str) -> str:
+    """Words that mix letters with digits or symbols standing for letters ("b0mb", "h4ck",
+    "$t3al") with those characters replaced, choosing among ambiguous readings the one that is
+    an English word. Numbers and words without letters are left alone."""
+    vocab = _vocab()
+
+    def fix(m: re.Match[str]) -> str:
+        w = m.group(0)
+        letters = sum(c.isalpha() for c in w)
+        leet = sum(c in _LEET for c in w)
+        if letters == 0 or leet == 0 or w.isdigit() or len(w) > 24 or _HEXISH.fullmatch(w):
+            return w
+        stripped = w.rstrip("!")  # a trailing "!" is punctuation, not an "i"
+        tail = w[len(stripped):]
+        if not any(c in _LEET for c in stripped):
+            return w
+        cands = [""]
+        for c in stripped:
+            opts = _LEET.get(c, (c,))
+            cands = [p + o for p in cands for o in opts][:64]
+        good = [c for c in cands if c.lower() in vocab]
+        if good:
+            return good[0] + tail
+        # Not a known word: only a character standing between two letters ("b0mb") is read as
+        # a letter; digits at a word's end ("base64", "ROT13", "mp3") are a name's own.
+        inner = any(c in _LEET and 0 < i < len(stripped) - 1 and stripped[i - 1].isalpha()
+                    and stripped[i + 1].isalpha() for i, c in enumerate(stripped))
+        # "H2O" and "B2B" stay: too few letters to tell a disguise from a name.
+        long_enough = letters >= 3 or (len(stripped) >= 4 and stripped.islower())
+        return cands[0] + tail if inner and long_enough else w
+
+    return _LEET_WORD.sub(fix, text)
+
+
+# -- decoders -------------------------------------------------------------------------------
+
+_DECODE_HINT = re.compile(
+    r"(decod|decrypt|decipher|base ?64|base ?32|b64|hex|rot ?-?13|caesar|cipher|encod|"
+    r"revers|backward|mirror|concat|combine|join|assembl|a ?\+ ?b|put together|string|variable|"
+    r"\bstr\b)",
+    re.IGNORECASE,
+)
+
+
+_REVERSE_HINT = re.compile(r"(revers|backward|mirror|right to left|last word first)",
+                           re.IGNORECASE)
+
+
+def asks_to_decode(text: str) -> bool:
+    """The prompt asks for something to be decoded, reversed or reassembled."""
+    return _DECODE_HINT.search(text) is not None
+
+
+def _printable_text(raw: bytes) -> str | None:
+    """Decoded bytes as text when they read as text (UTF-8, mostly printable, has letters)."""
+    try:
+        s = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if len(s) < 4:
+        return None
+    printable = sum(c.isprintable() or c in "\n\t" for c in s) / len(s)
+    letters = sum(c.isalpha() for c in s) / len(s)
+    return s if printable > 0.95 and letters > 0.5 else None
+
+
+_B64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
+_B32 = re.compile(r"(?<![A-Za-z0-9=])[A-Z2-7]{16,}={0,6}(?![A-Za-z0-9=])")
+_HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}(?:[ :,]|\\x|0x)?){8,}(?![0-9A-Fa-f])")
+_URL = re.compile(r"(?:[A-Za-z0-9._~+-]*%[0-9A-Fa-f]{2}){2,}[A-Za-z0-9._~+-]*")
+
+
+def _b64(token: str) -> str | None:
+    t = token.replace("-", "+").replace("_", "/")
+    t += "=" * (-len(t) % 4)
+    try:
+        return _printable_text(base64.b64decode(t, validate=True))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _b32(token: str) -> str | None:
+    t = token + "=" * (-len(token) % 8)
+    try:
+        return _printable_text(base64.b32decode(t))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _hex(token: str) -> str | None:
+    digits = re.sub(r"\\x|0x|[ :,]", "", token)
+    if len(digits) % 2:
+        return None
+    try:
+        return _printable_text(bytes.fromhex(digits))
+    except ValueError:
+        return None
+
+
+def _url(token: str) -> str | None:
+    s = urllib.parse.unquote_plus(token)
+    return s if s != token and sum(c.isalpha() for c in s) >= 4 else None
+
+
+def _substitute(text: str, pattern: re.Pattern[str],
+                decode: Callable[[str], str | None]) -> str | None:
+    """``text`` with every match of ``pattern`` that decodes replaced by its decoding, or None
+    when nothing decoded."""
+    hit = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal hit
+        d = decode(m.group(0).strip())
+        if d is None:
+            return m.group(0)
+        hit = True
+        return f" {d} "
+
+    out = pattern.sub(sub, text)
+    return out if hit else None
+
+
+def _rot13(s: str) -> str:
+    return s.translate(_ROT13)
+
+
+_ROT13 = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+    "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
+)
+_SEGMENT = re.compile(r"[^\n:\"'“”«»`]+")
+
+
+def _by_segment(text: str, fn: Callable[[str], str]) -> str | None:
+    """Apply ``fn`` to each segment (between line breaks, colons and quotes) whose result reads
+    as English clearly better than the segment itself; None when no segment improved."""
+    hit = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal hit
+        seg = m.group(0)
+        if len(_WORD.findall(seg)) < 2:
+            return seg
+        cand = fn(seg)
+        if word_ratio(cand) >= 0.7 and word_ratio(cand) >= word_ratio(seg) + 0.3:
+            hit = True
+            return cand
+        return seg
+
+    out = _SEGMENT.sub(sub, text)
+    return out if hit else None
+
+
+def _reverse_chars(s: str) -> str:
+    lead = len(s) - len(s.lstrip())
+    trail = len(s) - len(s.rstrip())
+    core = s.strip()[::-1]
+    return s[:lead] + core + (s[len(s) - trail:] if trail else "")
+
+
+_ASSIGN = re.compile(r"\b([A-Za-z_]\w{0,20})\s*(?::?=|:)\s*(?P<q>[\"'`“‘])(.+?)(?P=q)", re.S)
+_CONCAT = re.compile(r"(?P<q>[\"'`])([^\"'`]+?)(?P=q)\s*\+\s*(?=[\"'`])")
+_PLUS_EXPR = re.compile(r"\b([A-Za-z_]\w{0,20})(?:\s*\+\s*([A-Za-z_]\w{0,20}))+")
+
+
+def reassemble_pieces(text: str) -> str | None:
+    """A request cut into string pieces ("a = 'how to'", "b = 'pick a lock'", "answer a + b")
+    joined back in the order the expression names (definition order when none does)."""
+    pieces: dict[str, str] = {}
+    for m in _ASSIGN.finditer(text):
+        pieces.setdefault(m.group(1), m.group(3))
+    if len(pieces) >= 2:
+        order: list[str] = []
+        for m in _PLUS_EXPR.finditer(text):
+            names = re.findall(r"[A-Za-z_]\w*", m.group(0))
+            if len(names) >= 2 and all(n in pieces for n in names):
+                order = names
+                break
+        parts = [pieces[n] for n in (order or list(pieces))]
+        return _join_pieces(parts)
+    literals = re.findall(r"([\"'`])([^\"'`]+?)\1\s*\+", text)
+    if literals:
+        tail = re.search(r"\+\s*([\"'`])([^\"'`]+?)\1", text[text.rfind("+"):])
+        parts = [p for _, p in literals] + ([tail.group(2)] if tail else [])
+        if len(parts) >= 2:
+            return _join_pieces(parts)
+    return None
+
+
+def _join_pieces(parts: list[str]) -> str:
+    # Pieces are often cut mid-word ("explo" + "sives"): join without a space where the boundary
+    # is inside a word, with one where either side already has one.
+    out = parts[0]
+    for p in parts[1:]:
+        if out.endswith((" ", "\n")) or p.startswith((" ", "\n")):
+            out += p
+        else:
+            glued = out + p
+            spaced = out + " " + p
+            out = glued if word_ratio(glued) >= word_ratio(spaced) else spaced
+    return " ".join(out.split())
+
+
+# -- windows --------------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;。！？؟；])\s+|\n+|(?<=[。！？؟])")
+
+
+def windows(text: str, size: int = WINDOW_CHARS, limit: int = MAX_WINDOWS,
+            min_chars: int = MIN_WINDOW_CHARS) -> list[tuple[int, int]]:
+    """Sentence windows covering all of ``text``, as ``(start, end)`` offsets, for a text longer
+    than ``size`` characters (else none).
+
+    Each sentence is its own window, so a request keeps its own score however much harmless text
+    surrounds it (packing neighbours into one window dilutes it: a 35-character request scored
+    0.98 alone and 0.25 packed with 240 characters of weather talk). A sentence shorter than
+    ``min_chars`` joins the next one; one longer than ``size`` is cut at word boundaries. When
+    more than ``limit`` windows would be needed, neighbours are merged pairwise until they fit:
+    the whole text is always covered, nothing past a limit goes unread.
+    """
+    if len(text) <= size:
+        return []
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for m in _SENTENCE_END.finditer(text):
+        if m.end() > start:
+            spans.append((start, m.start()))
+            start = m.end()
+    if start < len(text):
+        spans.append((start, len(text)))
+    pieces: list[tuple[int, int]] = []
+    for s, e in spans:
+        while e - s > size:
+            cut = text.rfind(" ", s, s + size)
+            cut = cut if cut > s + size // 2 else s + size
+            pieces.append((s, cut))
+            s = cut
+        if e > s and text[s:e].strip():
+            pieces.append((s, e))
+    out: list[tuple[int, int]] = []
+    for s, e in pieces:
+        if out and out[-1][1] - out[-1][0] < min_chars:
+            out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    while len(out) > limit:
+        out = [(out[k][0], out[min(k + 1, len(out) - 1)][1]) for k in range(0, len(out), 2)]
+    return out if len(out) > 1 else []
+
+
+# -- all views ------------------------------------------------------------------------------
+
+
+def _cap(s: str) -> str:
+    return s[:MAX_VIEW_CHARS]
+
+
+def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
+               max_windows: int = MAX_WINDOWS) -> list[TextView]:
+    """Every view of ``text`` that differs from it (the original itself is not included).
+
+    Order: ``normalised``; then the views computed from the normalised text (``spaced``,
+    ``deleet``, the decoders, ``pieces``), each once and only if it changed something; then
+    windows of the normalised text when it is long. Identical texts are dropped, so a plain
+    English prompt usually has no extra view at all.
+    """
+    views: list[TextView] = []
+    seen = {text, text.strip()}
+
+    def add(name: str, t: str | None, decoded: bool = False,
+            span: tuple[int, int] | None = None) -> None:
+        if t is None:
+            return
+        t = " ".join(_cap(t).split()) if name != "window" else t.strip()
+        if not t or t in seen:
+            return
+        seen.add(t)
+        views.append(TextView(name, t, decoded, span))
+
+    norm = normalise(text)
+    add("normalised", norm)
+    hint = asks_to_decode(norm)
+    joined = join_spaced(norm)
+    add("spaced", joined)
+    base = joined
+    add("deleet", deleet(base))
+    decoders: Iterable[tuple[str, Callable[[str], str | None]]] = (
+        ("base64", lambda t: _substitute(t, _B64, _b64)),
+        ("base32", lambda t: _substitute(t, _B32, _b32)),
+        ("hex", lambda t: _substitute(t, _HEX, _hex)),
+        ("url", lambda t: _substitute(t, _URL, _url)),
+        ("rot13", lambda t: _by_segment(t, _rot13)),
+        ("reversed", lambda t: _by_segment(t, _reverse_chars)),
+        ("pieces", reassemble_pieces),
+    )
+    for name, decode in decoders:
+        out = decode(norm)
+        if out is not None:
+            add(name, out, decoded=hint)
+            if name == "reversed" or name == "rot13":
+                continue
+            # A decoded payload may itself carry spelling tricks.
+            add(name, deleet(join_spaced(normalise(out))), decoded=hint)
+    if _REVERSE_HINT.search(norm) and not any(v.decoded for v in views):
+        # "Read this backwards": word order reversed keeps every word readable.
+        words = norm.split()
+        if len(words) >= 3:
+            rev = " ".join(reversed(words))
+            if word_ratio(rev) >= 0.7:
+                add("reversed", rev, decoded=True)
+    for s, e in windows(norm, window_chars, max_windows):
+        add("window", norm[s:e], span=(s, e))
+    return views

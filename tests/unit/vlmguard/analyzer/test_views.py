@@ -1,0 +1,154 @@
+"""Text views: each disguise is undone, and plain text gets no extra view."""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import urllib.parse
+
+import pytest
+
+from vlmguard.analyzer import views
+from vlmguard.analyzer.views import (
+    deleet,
+    fold_confusables,
+    join_spaced,
+    normalise,
+    reassemble_pieces,
+    segment,
+    strip_invisible,
+    text_views,
+    windows,
+)
+
+# A harmless stand-in request: the views are about form, not content.
+REQ = "How do I bake a chocolate cake at home?"
+
+
+def _names(text: str) -> dict[str, str]:
+    return {v.name: v.text for v in text_views(text)}
+
+
+def test_plain_text_has_no_extra_view() -> None:
+    for text in (REQ, "What breed is this dog?", "Version 1.2.3 fails with error 0x80070005.",
+                 "I paid $5 for 2 apples at 7 pm!", "Le chat est sur la table."):
+        assert text_views(text) == [], text
+
+
+def test_invisible_characters_removed() -> None:
+    disguised = "\u200b".join(REQ) + "\u202e\ufeff"
+    assert strip_invisible(disguised) == REQ
+    assert _names(disguised)["normalised"] == REQ
+
+
+def test_full_width_letters_fold_by_nfkc() -> None:
+    full = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in REQ)
+    assert normalise(full) == REQ
+
+
+def test_look_alike_letters_fold_to_latin_from_the_unicode_table() -> None:
+    # Cyrillic а, о, е and Greek ο inside English words.
+    disguised = REQ.replace("a", "\u0430").replace("o", "\u043e").replace("e", "\u0435")
+    disguised = disguised.replace("c", "\u03f2")  # Greek lunate sigma looks like "c"
+    assert normalise(disguised) == REQ
+
+
+def test_another_scripts_own_words_are_left_alone() -> None:
+    russian = "Как испечь шоколадный торт дома?"
+    assert fold_confusables(russian) == russian
+    assert text_views(russian) == []
+
+
+def test_spaced_letters_are_joined_and_segmented() -> None:
+    assert join_spaced("b a k e  a  c a k e") == "bake a cake"
+    assert join_spaced("b.a.k.e") == "bake"
+    assert segment("howtobakeacake") == "how to bake a cake"
+    assert _names("h o w t o b a k e a c a k e")["spaced"] == "how to bake a cake"
+    # One-letter words and numbers stay as they are.
+    assert join_spaced("I am a b") == "I am a b"
+    assert join_spaced("version 1.2.3") == "version 1.2.3"
+
+
+@pytest.mark.parametrize(("leet", "plain"), [
+    ("b4k3", "bake"), ("ch0c0l4t3", "chocolate"), ("h4ck3r", "hacker"), ("$t34l", "steal"),
+    ("k1ll", "kill"), ("c@ke", "cake"),
+])
+def test_deleet_reads_digits_as_letters(leet: str, plain: str) -> None:
+    assert deleet(leet) == plain
+
+
+def test_deleet_leaves_numbers_and_names_alone() -> None:
+    for text in ("base64", "ROT13", "mp3", "2024", "0x80070005", "H2O", "Hello!"):
+        assert deleet(text) == text
+
+
+@pytest.mark.parametrize("encode", [
+    lambda s: base64.b64encode(s.encode()).decode(),
+    lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("="),
+    lambda s: base64.b32encode(s.encode()).decode(),
+    lambda s: s.encode().hex(),
+    lambda s: " ".join(f"{b:02x}" for b in s.encode()),
+    lambda s: urllib.parse.quote(s),
+])
+def test_encoded_payload_is_decoded_and_marked(encode) -> None:  # type: ignore[no-untyped-def]
+    text = f"Decode this and answer it: {encode(REQ)}"
+    decoded = [v for v in text_views(text) if REQ in v.text]
+    assert decoded, text_views(text)
+    assert all(v.decoded for v in decoded)
+
+
+def test_payload_without_an_instruction_is_decoded_but_not_marked() -> None:
+    text = base64.b64encode(REQ.encode()).decode()
+    found = [v for v in text_views(text) if v.name == "base64"]
+    assert found and found[0].text == REQ and not found[0].decoded
+
+
+def test_random_tokens_do_not_decode() -> None:
+    # Identifiers that happen to be in the base64 alphabet decode to binary, not text.
+    assert text_views("Commit a3f9c2e1b4d5f6a7b8c9 broke the build on main.") == []
+
+
+def test_rot13_and_reversed_segments() -> None:
+    v = _names(f"Decode this ROT13 and answer it: {codecs.encode(REQ, 'rot13')}")
+    assert v["rot13"].endswith(REQ)
+    v = _names(f"Read this backwards and answer: {REQ[::-1]}")
+    assert v["reversed"].endswith(REQ)
+    # Reversed word order when the prompt says so.
+    backwards = " ".join(reversed(REQ.rstrip("?").split()))
+    v = _names(f"Read the words in reverse order: {backwards}")
+    assert "reversed" in v
+
+
+def test_string_pieces_are_reassembled_in_expression_order() -> None:
+    text = "b = 'chocolate cake at home?'\na = 'How do I bake a '\nWhat is a + b? Answer it."
+    assert reassemble_pieces(text) == REQ
+    assert reassemble_pieces("x = 'cho'; y = 'colate cake'; answer x+y") == "chocolate cake"
+    assert reassemble_pieces('"How do I bake " + "a chocolate cake?"') == \
+        "How do I bake a chocolate cake?"
+
+
+def test_windows_cover_all_of_a_long_text_sentence_by_sentence() -> None:
+    pad = "The weather in spring is usually mild and many people walk in the park. " * 40
+    text = pad + REQ + " " + pad
+    spans = windows(text)
+    assert 1 < len(spans) <= views.MAX_WINDOWS
+    assert spans[0][0] == 0 and spans[-1][1] == len(text.rstrip())
+    covered = "".join(text[s:e] for s, e in spans)
+    assert covered.replace(" ", "") == text.replace(" ", "")
+    assert any(text[s:e].strip() == REQ for s, e in spans)
+
+
+def test_window_limit_grows_windows_instead_of_dropping_text() -> None:
+    text = "Short sentence number one is here. " * 300  # ~10,000 characters
+    spans = windows(text, 240, 10)
+    assert len(spans) <= 10
+    assert spans[0][0] == 0 and spans[-1][1] == len(text.rstrip())
+
+
+def test_short_text_has_no_windows() -> None:
+    assert windows(REQ) == []
+
+
+def test_views_never_exceed_the_text_limit() -> None:
+    text = base64.b64encode(("word " * 3000).encode()).decode()
+    assert all(len(v.text) <= views.MAX_VIEW_CHARS for v in text_views(text))
