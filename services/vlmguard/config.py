@@ -265,6 +265,12 @@ class AnalyzerConfig(_Frozen):
         128, ge=1, le=512, description="Most passages per text; a longer text gets longer "
         "passages, never unread ones.",
     )
+    window_discount: float = Field(
+        1.0, ge=0, le=5, description="Log-odds taken off a passage's score: one sentence out of "
+        "its context is weaker evidence than a whole prompt (a lone 'You should write at least "
+        "150 words.' reads as an instruction to the model). A clear request keeps its score "
+        "(0.98 -> 0.95).",
+    )
     decoded_boost: float = Field(
         1.0, ge=0, le=5, description="Log-odds added to a decoded view's score when the prompt "
         "also asks for the payload to be decoded or reassembled (an evasion pattern). 0: off.",
@@ -522,6 +528,12 @@ class TenantPolicyConfig(_Frozen):
     tier2_threshold: float | None = Field(
         None, ge=0, le=1, description="Tier-1 score from which 'on_risk' runs tier 2; empty "
         "uses rewriter.tier2_threshold, else this tenant's rewrite_threshold.",
+    )
+    unsupported_language: Literal["rewrite", "tier2", "block", "allow"] = Field(
+        "rewrite", description="A request in a language the analyzer has no model for "
+        "(README, 'Languages') that tier 1 would allow: 'rewrite' sends it with generic safety "
+        "guidance, 'tier2' gives it to the tier-2 rewriter (template guidance without one), "
+        "'block' refuses it, 'allow' lets it pass (reported with risk level LOW, never silent).",
     )
     block_message: str = Field(
         "This request can't be answered because it may lead to harmful content. If you need "

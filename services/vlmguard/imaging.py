@@ -4,6 +4,12 @@ Two steps so the gateway stays cheap: :func:`check_image` reads only the header 
 dimensions) and enforces limits before any pixel is decoded (decompression bombs), and
 :func:`decode_image` decodes to an RGB array in a worker thread. Every failure is an
 ``InvalidArgumentError`` with a stable reason; nothing here crashes on hostile bytes.
+
+Cost is counted in pixels, not bytes: a single-colour 5000x5000 PNG is 90 KB on the wire and
+75 MB once decoded. :func:`check_images` holds a request to ``limits.max_request_pixels``, and
+:func:`decode_image` with ``max_side`` never keeps more than the analyzer reads: JPEG is decoded
+at a reduced DCT scale (``Image.draft``, the full raster never exists), other formats are
+reduced by an integer box filter right after decoding, before any RGB copy is made.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,19 +131,106 @@ def check_image(img: ImageInput, index: int, limits: LimitsConfig) -> ImageInfo:
     )
 
 
-def decode_image(img: ImageInput, index: int, limits: LimitsConfig) -> np.ndarray:
+def image_pixels(img: ImageInput) -> int:
+    """width x height from the header, or 0 when it cannot be read (the request is refused
+    later by :func:`check_image`); cheap enough to price every queued request."""
+    fmt = sniff_format(img.data)
+    if fmt is None:
+        return 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(img.data), formats=[fmt]) as im:
+                width, height = im.size
+    except Exception:  # hostile bytes: priced at nothing here, refused by check_image
+        return 0
+    return max(0, width) * max(0, height)
+
+
+def request_pixels(images: Sequence[ImageInput]) -> int:
+    """The image cost of a request: the sum of its images' pixels (headers only)."""
+    return sum(image_pixels(img) for img in images)
+
+
+def check_images(images: Sequence[ImageInput], limits: LimitsConfig) -> list[ImageInfo]:
+    """:func:`check_image` for each image, then the request's pixel budget.
+
+    Raises:
+        InvalidArgumentError: an image reason, or REQUEST_TOO_MANY_PIXELS when the images
+            together exceed ``limits.max_request_pixels``.
+    """
+    infos = [check_image(img, i, limits) for i, img in enumerate(images)]
+    total = sum(i.width * i.height for i in infos)
+    if total > limits.max_request_pixels:
+        raise InvalidArgumentError(
+            f"the images hold {total} pixels together; the limit per request is "
+            f"{limits.max_request_pixels} (send them smaller: the analyzer reads at most a few "
+            "megapixels of each)",
+            reason=Reason.REQUEST_TOO_MANY_PIXELS,
+            metadata={"pixels": str(total), "limit": str(limits.max_request_pixels)},
+        )
+    return infos
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image: its RGB array (maybe reduced) and its size as sent."""
+
+    array: np.ndarray
+    width: int
+    height: int
+
+
+def _reduced(im: Image.Image, max_side: int | None) -> Image.Image:
+    """``im`` decoded, reduced by the largest integer factor that keeps its longest side at
+    least ``max_side`` (callers scale the rest of the way with their own interpolation)."""
+    if max_side is None:
+        return im
+    factor = max(im.size) // max_side
+    if factor < 2:
+        return im
+    size = (max(1, im.width // factor), max(1, im.height // factor))
+    if im.mode in ("P", "PA", "1"):  # no box reduce for palettes: sample the palette indices
+        return im.resize(size, Image.Resampling.NEAREST)
+    try:
+        return im.reduce(factor)
+    except ValueError:  # a mode reduce() does not take (16-bit grey, CMYK)
+        return im.resize(size, Image.Resampling.NEAREST)
+
+
+def decode_image(img: ImageInput, index: int, limits: LimitsConfig, *,
+                 max_side: int | None = None) -> np.ndarray:
     """Decode to an RGB uint8 array (first frame of a GIF), enforcing the limits again.
+
+    Args:
+        max_side: When set, an image with a longer side is decoded at a reduced size whose
+            longest side is between ``max_side`` and twice it (see :func:`decode_reduced`).
 
     Raises:
         InvalidArgumentError: as :func:`check_image`, plus IMAGE_CORRUPT when the pixel data
             is broken.
     """
+    return decode_reduced(img, index, limits, max_side=max_side).array
+
+
+def decode_reduced(img: ImageInput, index: int, limits: LimitsConfig, *,
+                   max_side: int | None = None) -> DecodedImage:
+    """:func:`decode_image` that also returns the image's size as sent.
+
+    Peak memory for a large image is the decoder's own raster (none for JPEG, which is
+    decoded at a DCT scale of 1/2, 1/4 or 1/8) plus the small reduced copy: never the
+    full-size RGB conversions and array copies.
+    """
     info = check_image(img, index, limits)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(img.data), formats=[info.format]) as im:
-                im.seek(0)
+            with Image.open(io.BytesIO(img.data), formats=[info.format]) as opened:
+                opened.seek(0)
+                if max_side is not None and info.format == "JPEG":
+                    # Decode straight at the smallest DCT scale still >= max_side.
+                    opened.draft("RGB", (max_side, max_side))
+                im = _reduced(opened, max_side)
                 if im.mode == "I" or im.mode.startswith("I;16"):
                     # 16-bit grayscale PNG: scale to 8 bits (convert() would clip to white,
                     # hiding the content from the analyzer).
@@ -156,4 +250,4 @@ def decode_image(img: ImageInput, index: int, limits: LimitsConfig) -> np.ndarra
         raise _err(Reason.IMAGE_CORRUPT, index, "image bytes are corrupt or truncated") from None
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise _err(Reason.IMAGE_CORRUPT, index, "image could not be converted to RGB")
-    return arr
+    return DecodedImage(arr, info.width, info.height)

@@ -59,7 +59,8 @@ class Metrics:
         )
         self.queue_up = Gauge(
             "vlmguard_queue_up", "1 while the queue's server (Redis) answers the gateway's "
-            "PING (every queue.health_interval_s), 0 while it does not.", registry=r,
+            "PING (every queue.health_interval_s), 0 while it does not; always 1 with the "
+            "in-process queue.", registry=r,
         )
         self.queue_wait = Histogram(
             "vlmguard_queue_wait_seconds", "Time items wait before their batch runs.", ["stage"],
@@ -68,6 +69,20 @@ class Metrics:
         self.expired = Counter(
             "vlmguard_queue_expired_total", "Items dropped unrun because their deadline passed.",
             ["stage"], registry=r,
+        )
+        self.dropped = Counter(
+            "vlmguard_queue_dropped_total", "Items dropped before they ran because their "
+            "caller had gone, by reason ('deadline': it passed while waiting; 'cancelled': the "
+            "client cancelled or its call ended).", ["stage", "reason"], registry=r,
+        )
+        self.throttled = Counter(
+            "vlmguard_queue_throttled_total", "Items refused because their tenant had too "
+            "many image pixels waiting in the stage (limits.max_tenant_pending_pixels).",
+            ["stage"], registry=r,
+        )
+        self.workers = Gauge(
+            "vlmguard_queue_workers", "Live workers consuming a stage, from their heartbeats "
+            "in Redis (Redis queue; gateway side).", ["stage"], registry=r,
         )
         self.rejected = Counter(
             "vlmguard_queue_rejected_total", "Items refused because too much work was pending.",

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from vlmguard.config import LimitsConfig, TenantPolicyConfig, VLMGuardConfig
 from vlmguard.domain import (
@@ -39,7 +40,7 @@ from vlmguard.errors import (
     UnavailableError,
     VLMGuardError,
 )
-from vlmguard.imaging import check_image
+from vlmguard.imaging import check_images, request_pixels
 from vlmguard.logs import short_hash
 from vlmguard.metrics import Metrics
 from vlmguard.policy import Decision, PolicyEngine
@@ -83,8 +84,7 @@ def validate_call(call: Call, limits: LimitsConfig) -> None:
             f"{len(call.images)} images sent; the limit is {limits.max_images}",
             reason=Reason.TOO_MANY_IMAGES,
         )
-    for i, img in enumerate(call.images):
-        check_image(img, i, limits)
+    check_images(call.images, limits)  # each image, then the request's pixel budget
     p = call.params
     if (p.max_new_tokens < 0 or not 0 <= p.temperature < math.inf
             or not 0 <= p.top_p <= 1):  # written so that NaN fails too
@@ -93,6 +93,11 @@ def validate_call(call: Call, limits: LimitsConfig) -> None:
             "0 <= top_p <= 1)",
             reason=Reason.INVALID_GENERATION_PARAMS,
         )
+
+
+def _share(call: Call) -> dict[str, Any]:
+    """What a queue needs to share a stage fairly: who asks, and the image cost."""
+    return {"tenant": call.tenant_id or "default", "pixels": request_pixels(call.images)}
 
 
 class GuardPipeline:
@@ -153,7 +158,7 @@ class GuardPipeline:
         try:
             result: Analysis = await self.queue.submit(
                 ANALYZE, AnalysisItem(call.request_id, call.text, call.images),
-                deadline=call.deadline,
+                deadline=call.deadline, **_share(call),
             )
         except (InvalidArgumentError, DeadlineExceededError):
             raise
@@ -324,7 +329,7 @@ class GuardPipeline:
                 TARGET, TargetItem(text, call.images, image_texts, call.params,
                                    None if call.deadline is None
                                    else time.time() + (call.deadline - self.clock())),
-                deadline=call.deadline,
+                deadline=call.deadline, **_share(call),
             )
         except VLMGuardError:
             raise

@@ -304,4 +304,6 @@ def in_process_queue(cfg: VLMGuardConfig, runtimes: Sequence[StageRuntime],
                      metrics: Metrics | None = None) -> InProcessQueue:
     """The in-process micro-batching queue serving ``runtimes``."""
     return InProcessQueue([stage_spec(rt) for rt in runtimes],
-                          max_pending=cfg.limits.max_pending, metrics=metrics)
+                          max_pending=cfg.limits.max_pending, metrics=metrics,
+                          max_batch_pixels=cfg.limits.max_batch_pixels,
+                          max_tenant_pixels=cfg.limits.max_tenant_pending_pixels)

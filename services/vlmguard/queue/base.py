@@ -44,13 +44,16 @@ class WorkQueue(ABC):
         """Finish the batches in hand, fail what is still waiting with UNAVAILABLE, stop."""
 
     @abstractmethod
-    async def submit(self, stage: str, item: Any, *, deadline: float | None = None) -> Any:
+    async def submit(self, stage: str, item: Any, *, deadline: float | None = None,
+                     tenant: str = "", pixels: int = 0) -> Any:
         """Run ``item`` through ``stage`` and return its result.
 
         Args:
             stage: Stage name.
             item: The stage's input.
             deadline: Absolute ``time.monotonic()`` deadline; expired items are dropped unrun.
+            tenant: Who asks: the stage is shared fairly between tenants.
+            pixels: The item's image cost (:func:`vlmguard.imaging.request_pixels`).
 
         Raises:
             ResourceExhaustedError: too much pending work (QUEUE_FULL), raised at once.
@@ -70,6 +73,23 @@ class WorkQueue(ABC):
         """Whether the queue can take work now (a round trip to its server, at most
         ``timeout`` seconds). An in-process queue always can."""
         return True
+
+    async def consumers(self, stage: str, timeout: float) -> int | None:
+        """Live workers consuming ``stage`` (None: not known here, e.g. the stage runs in this
+        process)."""
+        return None
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new items with UNAVAILABLE/SERVER_DRAINING and give the items in hand up to
+        ``timeout`` seconds to finish; those still waiting then fail with that reason (so a
+        stopping server's late callers learn why). The default refuses nothing."""
+        return None
+
+
+def draining_error() -> UnavailableError:
+    """What a call gets from a queue that is draining (its server is stopping)."""
+    return UnavailableError("the server is shutting down; retry on another replica",
+                            reason=Reason.SERVER_DRAINING, retry_after_s=0.5)
 
 
 async def run_isolating(

@@ -370,7 +370,8 @@ class RedisStreamsQueue(WorkQueue):
         log.warning("redis queue at %s unavailable: %s", self._where, type(e).__name__)
         return _queue_unavailable()
 
-    async def submit(self, stage: str, item: Any, *, deadline: float | None = None) -> Any:
+    async def submit(self, stage: str, item: Any, *, deadline: float | None = None,
+                     tenant: str = "", pixels: int = 0) -> Any:
         """Enqueue ``item`` for ``stage`` and wait for its one answer (see WorkQueue)."""
         if stage not in self._inflight:
             raise UnavailableError(f"no stage named {stage!r}", reason=Reason.STAGE_UNAVAILABLE)

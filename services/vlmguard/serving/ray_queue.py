@@ -105,7 +105,9 @@ class RayServeQueue(WorkQueue):
     def pending(self, stage: str) -> int:
         return self._pending.get(stage, 0)
 
-    async def submit(self, stage: str, item: Any, *, deadline: float | None = None) -> Any:
+    async def submit(self, stage: str, item: Any, *, deadline: float | None = None,
+                     tenant: str = "", pixels: int = 0) -> Any:
+        # Ray Serve routes to replicas itself; tenant and pixels are not used here.
         handle = self.handles.get(stage)
         if handle is None:
             raise UnavailableError(f"no deployment serves stage {stage!r}",

@@ -86,11 +86,15 @@ def make_batcher(
     max_pending: int = 100,
     clock: FakeClock | None = None,
     metrics: Metrics | None = None,
+    concurrent: int = 1,
+    **kw: Any,
 ) -> MicroBatcher:
     spec = StageSpec(
-        STAGE, handler, BatchingConfig(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+        STAGE, handler, BatchingConfig(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                                       max_concurrent_batches=concurrent)
     )
-    return MicroBatcher(spec, max_pending=max_pending, metrics=metrics, clock=clock or FakeClock())
+    return MicroBatcher(spec, max_pending=max_pending, metrics=metrics,
+                        clock=clock or FakeClock(), **kw)
 
 
 def submit_all(
@@ -158,25 +162,44 @@ def test_items_submitted_while_a_batch_runs_form_the_next_batch() -> None:
     run(go())
 
 
-def test_batch_waits_to_fill_until_max_wait_has_passed_on_the_clock() -> None:
+def test_while_a_batch_runs_the_next_waits_to_fill_until_max_wait_on_the_clock() -> None:
     async def go() -> None:
         clock = FakeClock()
         h = Handler()
-        b = make_batcher(h, max_batch_size=10, max_wait_ms=10_000, clock=clock)
+        h.release = asyncio.Event()
+        b = make_batcher(h, max_batch_size=10, max_wait_ms=10_000, clock=clock, concurrent=2)
         b.start()
-        t_a = submit_all(b, ["a"])
+        busy = asyncio.create_task(b.submit("x", None, tenant="t1"))
+        await settle()
+        assert h.batches == [["x"]]  # running (held), so the next batch may wait to fill
+        t_a = asyncio.create_task(b.submit("a", None, tenant="t2"))
         await settle()
         clock.advance(5.0)  # half the wait: the batch stays open
-        t_b = submit_all(b, ["b"])
+        t_b = asyncio.create_task(b.submit("b", None, tenant="t2"))
         await settle()
-        assert h.batches == []
+        assert h.batches == [["x"]]
         clock.advance(5.5)  # past max_wait: the next wakeup closes the (not full) batch
-        t_c = submit_all(b, ["c"])
-        assert await asyncio.gather(*t_a, *t_b, *t_c) == [("ok", "a"), ("ok", "b"), ("ok", "c")]
-        assert h.batches == [["a", "b", "c"]]
+        t_c = asyncio.create_task(b.submit("c", None, tenant="t2"))
+        await settle()
+        assert h.batches == [["x"], ["a", "b", "c"]]
+        h.release.set()
+        assert await asyncio.gather(busy, t_a, t_b, t_c) == [
+            ("ok", "x"), ("ok", "a"), ("ok", "b"), ("ok", "c")]
         await b.close()
 
     run(go())
+
+
+def test_lone_item_on_an_idle_stage_runs_at_once_without_waiting_to_fill() -> None:
+    async def go() -> None:
+        h = Handler()
+        b = make_batcher(h, max_batch_size=10, max_wait_ms=60_000)  # the clock never moves
+        b.start()
+        assert await b.submit("a", None) == ("ok", "a")
+        assert h.batches == [["a"]]
+        await b.close()
+
+    run(go(), timeout=3.0)
 
 
 def test_batch_whose_wait_already_passed_closes_at_once_without_filling() -> None:
@@ -382,17 +405,25 @@ def test_item_whose_deadline_passes_while_batch_fills_is_dropped() -> None:
         clock = FakeClock(100.0)
         m = Metrics()
         h = Handler()
-        b = make_batcher(h, max_batch_size=10, max_wait_ms=10_000, clock=clock, metrics=m)
+        h.release = asyncio.Event()
+        b = make_batcher(h, max_batch_size=10, max_wait_ms=10_000, clock=clock, metrics=m,
+                         concurrent=2)
         b.start()
-        soon = asyncio.create_task(b.submit("soon", 105.0))
+        busy = asyncio.create_task(b.submit("x", None, tenant="t1"))
+        await settle()
+        soon = asyncio.create_task(b.submit("soon", 105.0, tenant="t2"))
         await settle()
         clock.advance(11.0)
-        later = asyncio.create_task(b.submit("later", 500.0))
-        results = await asyncio.gather(soon, later, return_exceptions=True)
+        later = asyncio.create_task(b.submit("later", 500.0, tenant="t2"))
+        await settle()
+        h.release.set()
+        results = await asyncio.gather(soon, later, busy, return_exceptions=True)
         assert isinstance(results[0], DeadlineExceededError)
         assert results[1] == ("ok", "later")
-        assert h.batches == [["later"]]
+        assert h.batches == [["x"], ["later"]]
         assert sample(m, "vlmguard_queue_expired_total") == 1.0
+        assert m.registry.get_sample_value(
+            "vlmguard_queue_dropped_total", {"stage": STAGE, "reason": "deadline"}) == 1.0
         await b.close()
 
     run(go())
