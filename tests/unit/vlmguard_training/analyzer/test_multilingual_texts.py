@@ -5,6 +5,7 @@ language each file claims, and split into train/dev the same way in every proces
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import unicodedata
@@ -14,6 +15,7 @@ from pathlib import Path
 import py3langid
 import pytest
 
+from tests.support.bench import evaluation_prompts
 from vlmguard.config import TaxonomyConfig
 from vlmguard.errors import InvalidArgumentError
 from vlmguard_training.analyzer.texts import multilingual as ml
@@ -50,6 +52,16 @@ def test_seeds_are_well_formed_and_cover_the_taxonomy() -> None:
     harmful = Counter(s.category for s in seeds if s.label == "unsafe")
     rewrite = {c.id for c in TaxonomyConfig().categories if c.handling == "rewrite"}
     assert all(harmful[c] >= 8 for c in rewrite - {"child_safety"}), harmful
+
+
+def test_seeds_copy_no_evaluation_prompt() -> None:
+    """The seeds are written by the project: an evaluation-only prompt of 40 characters or more
+    (shorter generic questions can coincide by chance) is neither a seed nor inside one."""
+    seeds = [re.sub(r"\s+", " ", s.text).strip().lower() for s in ml.load_seeds()]
+    prompts = evaluation_prompts(40)
+    assert len(prompts) > 300
+    for name, item_id, prompt in prompts:
+        assert not any(prompt in seed for seed in seeds), f"{name} item {item_id} is a seed"
 
 
 def test_seed_split_is_stable_and_about_thirty_percent_dev() -> None:
