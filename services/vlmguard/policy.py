@@ -3,7 +3,9 @@
 Rules, per category score ``s`` with the tenant's (or the category override's) thresholds:
 a category with handling ``block`` (child safety) blocks at the rewrite threshold; ``care``
 categories (specialized advice, controversial topics) are rewritten with care but never blocked
-on score alone; any other category blocks at ``block`` and is rewritten at ``rewrite``.
+on score alone; any other category blocks at ``block`` and is rewritten at ``rewrite``. A
+request in a language the analyzer cannot read that would otherwise pass follows the tenant's
+``unsupported_language`` rule.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from dataclasses import dataclass
 from vlmguard.config import PolicyConfig, TaxonomyConfig, TenantPolicyConfig
 from vlmguard.domain import Action, Analysis, RiskLevel, RiskReport
 from vlmguard.errors import InvalidArgumentError, Reason
+
+#: What :attr:`Decision.triggered` names when the request's language decided it.
+UNSUPPORTED_LANGUAGE = "unsupported_language"
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,21 @@ class PolicyEngine:
             if not pol.stages.rewrite:
                 return Decision(Action.ALLOW, RiskLevel.MEDIUM, cats)
             return Decision(Action.REWRITE, RiskLevel.MEDIUM, cats)
+        if not analysis.language_supported:
+            return self._unsupported_language(pol)
         level = RiskLevel.LOW if analysis.score >= self.report_threshold else RiskLevel.NONE
         return Decision(Action.ALLOW, level, ())
+
+    @staticmethod
+    def _unsupported_language(pol: TenantPolicyConfig) -> Decision:
+        """A request tier 1 would allow, in a language it cannot read: its low score means
+        nothing, so the tenant's rule applies instead of a silent ALLOW."""
+        rule = pol.unsupported_language
+        if rule == "block":
+            return Decision(Action.BLOCK, RiskLevel.HIGH, (UNSUPPORTED_LANGUAGE,))
+        if rule == "allow" or not pol.stages.rewrite:
+            return Decision(Action.ALLOW, RiskLevel.LOW, (UNSUPPORTED_LANGUAGE,))
+        return Decision(Action.REWRITE, RiskLevel.LOW, (UNSUPPORTED_LANGUAGE,))
 
     @staticmethod
     def report(analysis: Analysis, decision: Decision) -> RiskReport:

@@ -105,6 +105,23 @@ class Head(Protocol):
     def predict(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+class LanguageGuesser(Protocol):
+    """Identifies the language of a text
+    (:class:`vlmguard.analyzer.models.multilingual.LanguageIdentifier`)."""
+
+    def identify(self, text: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Multilingual:
+    """The second reader for text in other languages: its own encoder and head (fitted on that
+    encoder's embeddings) and the language identifier that decides who reads what."""
+
+    embedder: Embedder
+    head: Head
+    languages: LanguageGuesser
+
+
 class OCR(Protocol):
     """Reads text inside an RGB image."""
 
@@ -150,9 +167,10 @@ VIEW_DESCRIPTIONS = {
 
 
 def _boost(s: _Scored, logit: float) -> _Scored:
-    """``s`` with its log-odds raised by ``logit`` (an instruction to decode a risky payload is
-    evidence on top of the payload's own score)."""
-    if logit <= 0 or s.overall <= 0:
+    """``s`` with its log-odds moved by ``logit``: raised for a decoded payload the prompt asks to
+    decode (evidence on top of the payload's own score), lowered for a passage read out of its
+    context."""
+    if logit == 0 or s.overall <= 0:
         return s
     p = min(max(s.overall, 1e-6), 1 - 1e-6)
     boosted = 1.0 / (1.0 + float(np.exp(-(np.log(p / (1 - p)) + logit))))
@@ -177,6 +195,8 @@ class Tier1Analyzer:
         ocr: OCR reader, or None to skip reading text in images.
         explicit: Explicit-imagery detector, or None to skip it.
         signs: Prohibition-sign detector for the negation rule, or None to skip the rule.
+        multilingual: Reader for text in other languages, or None: every text is read as
+            English and none is reported as an unsupported language.
     """
 
     def __init__(
@@ -190,6 +210,7 @@ class Tier1Analyzer:
         ocr: OCR | None,
         explicit: ExplicitDetector | None,
         signs: SignDetector | None = None,
+        multilingual: Multilingual | None = None,
     ) -> None:
         unknown = [c for c in head.categories if taxonomy.get(c) is None]
         if unknown:
@@ -207,7 +228,9 @@ class Tier1Analyzer:
         self.ocr = ocr
         self.explicit = explicit
         self.signs = signs
-        self.name = f"tier1/{head.version}"
+        self.multilingual = multilingual
+        self.name = f"tier1/{head.version}" + (
+            f"+{multilingual.head.version}" if multilingual is not None else "")
         self._executor: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -248,13 +271,29 @@ class Tier1Analyzer:
             from vlmguard.analyzer.models.symbols import ProhibitionSignDetector
 
             signs = ProhibitionSignDetector()
+        multilingual = None
+        if cfg.multilingual:
+            from vlmguard.analyzer.models.multilingual import (
+                load_multilingual,
+                multilingual_head_dir,
+            )
+
+            # TEMP until the multilingual head ships: run without it rather than fail.
+            loaded = (load_multilingual(cfg, list(head.categories))
+                      if (multilingual_head_dir(cfg.multilingual_head_path)
+                          / "meta.json").is_file() else None)
+            if loaded is not None:
+                multilingual = Multilingual(*loaded)
         return cls(cfg, taxonomy, limits, embedder=embedder, head=head, ocr=ocr,
-                   explicit=explicit, signs=signs)
+                   explicit=explicit, signs=signs, multilingual=multilingual)
 
     def warmup(self) -> None:
         """Run every model once so the first request does not pay lazy initialisation."""
         blank = np.full((64, 64, 3), 255, dtype=np.uint8)
         self.embedder.embed(["warm up"])
+        if self.multilingual is not None:
+            self.multilingual.embedder.embed(["warm up"])
+            self.multilingual.languages.identify("warm up")
         if self.ocr is not None:
             self.ocr.read(blank)
         if self.explicit is not None:
@@ -264,11 +303,12 @@ class Tier1Analyzer:
 
     # -- scoring -------------------------------------------------------------------------
 
-    def _score(self, texts: list[str]) -> list[_Scored]:
+    def _score(self, texts: list[str], embedder: Embedder | None = None,
+               head: Head | None = None) -> list[_Scored]:
         if not texts:
             return []
-        emb = self.embedder.embed(texts)
-        overall, per_cat = self.head.predict(emb)
+        emb = (embedder or self.embedder).embed(texts)
+        overall, per_cat = (head or self.head).predict(emb)
         out = []
         for i in range(len(texts)):
             cats = per_cat[i]
@@ -278,7 +318,7 @@ class Tier1Analyzer:
             # score: thresholds then mean the same for "is it unsafe" and "unsafe how".
             scores = {
                 c: (o * float(cats[j]) / top if top > 0 else 0.0)
-                for j, c in enumerate(self.head.categories)
+                for j, c in enumerate((head or self.head).categories)
             }
             out.append(_Scored(o, scores))
         return out
@@ -346,6 +386,9 @@ class Tier1Analyzer:
         texts: list[str] = []
         slots: list[tuple[int, str, int]] = []  # (item index, kind, image or view index)
         views_of: dict[tuple[int, int], TextView] = {}
+        languages: dict[int, tuple[str, bool]] = {}
+        ml_texts: list[str] = []
+        ml_slots: list[int] = []
         for i, item in enumerate(items):
             # Negation rule: only a request for publicity about the picture has a probe, and
             # only then is the sign looked for (other requests pay no detector latency).
@@ -361,11 +404,20 @@ class Tier1Analyzer:
                 continue
             texts.append(item.text)
             slots.append((i, "text", -1))
-            if self.cfg.text_views:
-                for v_idx, view in enumerate(self._views(item.text)):
-                    views_of[(i, v_idx)] = view
-                    texts.append(view.text)
-                    slots.append((i, "view", v_idx))
+            item_views = self._views(item.text) if self.cfg.text_views else []
+            for v_idx, view in enumerate(item_views):
+                views_of[(i, v_idx)] = view
+                texts.append(view.text)
+                slots.append((i, "view", v_idx))
+            if self.multilingual is not None:
+                languages[i] = self._language(item.text, item_views)
+                if languages[i][0] not in ("en", "und") and languages[i][1]:
+                    # Another language the multilingual head reads: it scores the text and
+                    # each passage of a long one (the English head still scores them too).
+                    for text in [item.text] + [v.text for v in item_views
+                                               if v.name in ("normalised", "window")]:
+                        ml_texts.append(text)
+                        ml_slots.append(i)
             if probe is not None and any(
                     self._signed(ev)
                     for ev in per_item[i][0]):  # type: ignore[index]
@@ -380,26 +432,45 @@ class Tier1Analyzer:
         t0 = time.perf_counter()
         scored = self._score(texts)
         embed_ms = (time.perf_counter() - t0) * 1000
+        ml_scored: list[_Scored] = []
+        if ml_texts and self.multilingual is not None:
+            t0 = time.perf_counter()
+            ml_scored = self._score(ml_texts, self.multilingual.embedder, self.multilingual.head)
+            embed_ms += (time.perf_counter() - t0) * 1000
         by_item: dict[int, list[tuple[str, int, _Scored]]] = {}
+        for i, text, s in zip(ml_slots, ml_texts, ml_scored, strict=True):
+            by_item.setdefault(i, []).append(
+                ("view", -1, _Scored(s.overall, s.categories, TextView("multilingual", text))))
         for (i, kind, idx), s in zip(slots, scored, strict=True):
             if kind == "view":
                 view = views_of[(i, idx)]
                 s = _Scored(s.overall, s.categories, view)
                 if view.decoded:
                     s = _boost(s, self.cfg.decoded_boost)
+                elif view.name == "window":
+                    s = _boost(s, -self.cfg.window_discount)
             by_item.setdefault(i, []).append((kind, idx, s))
         for i, item in enumerate(items):
             if results[i] is not None:
                 continue
             images, timings = per_item[i]  # type: ignore[misc]
             timings["text_risk"] = embed_ms
-            results[i] = self._compose(item, images, by_item.get(i, []), timings)
+            results[i] = self._compose(item, images, by_item.get(i, []), timings,
+                                       languages.get(i, ("", True)))
         out: list[Analysis | VLMGuardError] = []
         for r in results:
             if r is None:  # pragma: no cover - every branch above sets a result
                 raise RuntimeError("analyzer produced no result for an item")
             out.append(r)
         return out
+
+    def _language(self, text: str, views: list[TextView]) -> tuple[str, bool]:
+        """(language, supported) of the text, identified on its normalised view (look-alike
+        letters from another script must not make English text look Russian)."""
+        assert self.multilingual is not None
+        norm = next((v.text for v in views if v.name == "normalised"), text)
+        guess = self.multilingual.languages.identify(norm)
+        return str(guess.lang), bool(guess.supported)
 
     def _views(self, text: str) -> list[TextView]:
         """The text's views (:mod:`vlmguard.analyzer.views`); a view that fails is skipped with
@@ -423,6 +494,7 @@ class Tier1Analyzer:
         images: list[ImageEvidence],
         scored: list[tuple[str, int, _Scored]],
         timings: dict[str, float],
+        language: tuple[str, bool] = ("", True),
     ) -> Analysis:
         thr = self.cfg.report_threshold
         findings: list[Finding] = []
@@ -496,6 +568,8 @@ class Tier1Analyzer:
             category_scores=cat_scores,
             images=tuple(images),
             timings_ms=timings,
+            language="" if language[0] == "und" else language[0],
+            language_supported=language[1],
         )
 
     def _child_safety(

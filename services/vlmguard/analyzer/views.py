@@ -234,11 +234,11 @@ def join_spaced(text: str) -> str:
 _LEET: dict[str, tuple[str, ...]] = {
     "0": ("o",), "1": ("i", "l"), "2": ("z",), "3": ("e",), "4": ("a",), "5": ("s",),
     "6": ("g", "b"), "7": ("t",), "8": ("b",), "9": ("g",), "@": ("a",), "$": ("s",),
-    "!": ("i",), "|": ("l", "i"), "+": ("t",), "(": ("c",), "€": ("e",), "£": ("l",),
+    "!": ("i",), "|": ("l", "i"), "+": ("t",), "€": ("e",), "£": ("l",),
     "¡": ("i",),
 }
 _HEXISH = re.compile(r"(?:0x)?[0-9a-fA-F]{8,}")
-_LEET_WORD = re.compile(r"[A-Za-z0-9@$!|+(€£¡]+")
+_LEET_WORD = re.compile(r"[A-Za-z0-9@$!|+€£¡]+")
 
 
 def deleet(text: str) -> str:
@@ -261,7 +261,7 @@ def deleet(text: str) -> str:
         for c in stripped:
             opts = _LEET.get(c, (c,))
             cands = [p + o for p in cands for o in opts][:64]
-        good = [c for c in cands if c.lower() in vocab]
+        good = [c for c in cands if c.lower() in vocab] if len(stripped) >= 3 else []
         if good:
             return good[0] + tail
         # Not a known word: only a character standing between two letters ("b0mb") is read as

@@ -51,7 +51,7 @@ from vlmguard.errors import (
     VLMGuardError,
 )
 from vlmguard.metrics import Metrics
-from vlmguard.policy import Decision
+from vlmguard.policy import UNSUPPORTED_LANGUAGE, Decision
 from vlmguard.queue.base import WorkQueue
 from vlmguard.rewriter.backends import Generation
 from vlmguard.rewriter.format import (
@@ -142,6 +142,8 @@ class GenerativeRewriter:
             return False  # the tenant never rewrites; tier 1's ALLOW/BLOCK stands
         if decision.action is Action.BLOCK and not self.cfg.tier2_on_block:
             return False  # generation cannot change a block; answer it now
+        if UNSUPPORTED_LANGUAGE in decision.triggered and pol.unsupported_language == "tier2":
+            return True  # tier 1 cannot read the language: its score says nothing
         mode = tier2_mode(self.cfg, pol)
         if mode == "never":
             return False

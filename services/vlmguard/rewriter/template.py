@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from vlmguard.config import TaxonomyConfig, TenantPolicyConfig
 from vlmguard.domain import Action, Finding, Modality, ModalityReasoning, RewriteResult, RiskReport
-from vlmguard.policy import Decision
+from vlmguard.policy import UNSUPPORTED_LANGUAGE, Decision
 from vlmguard.unicode_safety import fence_safe
 
 TEMPLATE_VERSION = "v1"
@@ -64,7 +64,14 @@ class TemplateRewriter:
             where_s = " and ".join(where) if where else "in the request"
             risks.append(f"- {spec.description} ({where_s})")
             lines.append(f"- {spec.guidance}")
-        care_only = all(
+        if UNSUPPORTED_LANGUAGE in categories:
+            # The analysis could not read the language, so no risk is named: generic guidance.
+            risks.append("- content the safety check could not assess (a language it does not "
+                         "read)")
+            lines.append("- Answer in the user's language. If the request asks for help to "
+                         "harm people, break the law, or endanger safety, do not give that "
+                         "help; answer the safe part and offer a safe alternative.")
+        care_only = UNSUPPORTED_LANGUAGE not in categories and all(
             (spec := self.taxonomy.get(c)) is not None and spec.handling == "care"
             for c in categories
         )
