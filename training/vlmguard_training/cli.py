@@ -1,4 +1,5 @@
-"""The offline commands of the ``vlmguard`` CLI: ``eval``, ``synth``, ``train``, ``pipeline``.
+"""The offline commands of the ``vlmguard`` CLI: ``eval``, ``redteam``, ``synth``, ``train``,
+``pipeline``.
 
 They join ``vlmguard`` through the ``vlmguard.commands`` entry point of this distribution, so a
 Kubernetes Job's command line stays ``vlmguard synth ...`` while the serving distribution does
@@ -62,9 +63,11 @@ def register(sub: Any) -> None:
     from vlmguard_training.analyzer.config import build_parser as analyzer_parser
     from vlmguard_training.evaluation.command import add_parser as eval_parser
     from vlmguard_training.pipeline.command import add_parser as pipeline_parser
+    from vlmguard_training.redteam.command import add_parser as redteam_parser
     from vlmguard_training.synthesis.runner import add_parser as synth_parser
 
     eval_parser(sub)
+    redteam_parser(sub)
     synth_parser(sub)
     _add_train(sub)
     pipeline_parser(sub)
