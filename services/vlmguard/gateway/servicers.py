@@ -55,7 +55,7 @@ class _Base:
     @staticmethod
     def _decided(action: str, report: RiskReport) -> None:
         cats = sorted({f.category for f in report.findings})
-        record_decision(access_var.get(), action, cats, report.score)
+        record_decision(access_var.get(), action.lower(), cats, report.score)
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         remaining = context.time_remaining()
@@ -177,7 +177,7 @@ class TargetServicer(_Base, target_pb2_grpc.TargetServiceServicer):
             )
         res = await self.pipeline.guard(call)
         self._decided(res.action.value, res.report)
-        _set_action(context, res.action.value)
+        _set_action(context, res.action.value.lower())
         if res.action is Action.BLOCK or res.target is None:
             return target_pb2.GenerateResponse(
                 request_id=call.request_id, text=res.rewrite.block_message,
