@@ -195,8 +195,23 @@ def write_outputs(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     tmp = out_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out_dir / "metrics.json")
-    (out_dir / "report.html").write_text(render_report(metrics, records), encoding="utf-8")
+    (out_dir / "report.html").write_text(
+        render_report(metrics, records, extra_sections=_redteam_html(out_dir)), encoding="utf-8")
     return metrics
+
+
+def _redteam_html(out_dir: Path) -> str:
+    """The red-team section when ``vlmguard redteam`` has written its figures into
+    ``out_dir`` (its ``redteam.json``), else ""."""
+    path = out_dir / "redteam.json"
+    if not path.is_file():
+        return ""
+    from vlmguard_training.redteam.report import redteam_section
+
+    try:
+        return redteam_section(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError):  # an unreadable file leaves the page as it was
+        return ""
 
 
 async def evaluate(args: argparse.Namespace, guard: Any = None, cfg: Any = None) -> int:

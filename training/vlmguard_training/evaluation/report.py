@@ -353,8 +353,9 @@ def _quality_setting(settings: dict[str, Any]) -> str:
 
 
 def render_report(metrics: dict[str, Any], records: list[dict[str, Any]],
-                  title: str = "VLMGuard evaluation") -> str:
-    """The whole page as a string."""
+                  title: str = "VLMGuard evaluation", extra_sections: str = "") -> str:
+    """The whole page as a string; ``extra_sections`` (HTML, e.g. the red-team figures of
+    ``vlmguard redteam`` run into the same folder) goes after the errors."""
     settings = metrics.get("settings", {})
     policy = settings.get("policy") or {}
     thresholds: list[tuple[float, str]] = []
@@ -395,6 +396,7 @@ def render_report(metrics: dict[str, Any], records: list[dict[str, Any]],
         + "<h2>Latency</h2>" + _latency_section(metrics, records)
         + _fallbacks_section(metrics)
         + _errors_section(metrics)
+        + extra_sections
         + "<p class=foot>Recall: unsafe items not allowed as sent (REWRITE or BLOCK). FPR: "
         "benign/safe items not allowed. Unchanged: benign/safe items whose prompt came back "
         "exactly as sent. Block rate: BLOCK over all scored items. AUC: risk score, unsafe "

@@ -29,6 +29,7 @@ REDTEAM_FILE = "redteam.json"
 ATTACKS_FILE = "attacks.jsonl"
 CASES_FILE = "cases.jsonl"
 REPORT_FILE = "report.html"
+EVAL_REPORT_FILE = "redteam.html"
 
 DESCRIPTION = f"""\
 Red-team the guard: rewrite seed requests with documented attack transforms (the tricks an
@@ -66,7 +67,9 @@ Outputs in OUT_DIR (rewritten by each run):
                  category, score, action (the attack text only with --include-text)
   cases.jsonl    one line per case (ids, label, action, score, error; text only with
                  --include-text)
-  report.html    a self-contained page: tables and per-family bars
+  report.html    a self-contained page: tables and per-family bars (named redteam.html
+                 when OUT_DIR holds a `vlmguard eval` run; that run's report.html then
+                 gets a red-team section)
 and a summary table on stderr. Prompt texts are never logged.
 
 Gate (for CI): with --max-asr R, any family or language whose ASR (point estimate) is above R
@@ -318,9 +321,16 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def report_name(out_dir: Path) -> str:
+    """``report.html``, or ``redteam.html`` in a folder that holds a ``vlmguard eval`` run
+    (whose own ``report.html`` then gets the red-team section instead of being replaced)."""
+    return EVAL_REPORT_FILE if (out_dir / "metrics.json").is_file() else REPORT_FILE
+
+
 def write_outputs(out_dir: Path, report: dict[str, Any], records: list[dict[str, Any]],
-                  include_text: bool) -> None:
-    """``redteam.json``, ``attacks.jsonl``, ``cases.jsonl`` and ``report.html``."""
+                  include_text: bool) -> str:
+    """``redteam.json``, ``attacks.jsonl``, ``cases.jsonl`` and the HTML page (its name is
+    returned: see :func:`report_name`)."""
     from vlmguard_training.redteam.report import render_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -338,7 +348,22 @@ def write_outputs(out_dir: Path, report: dict[str, Any], records: list[dict[str,
     with (out_dir / CASES_FILE).open("w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    (out_dir / REPORT_FILE).write_text(render_report(report), encoding="utf-8")
+    page = report_name(out_dir)
+    (out_dir / page).write_text(render_report(report), encoding="utf-8")
+    if page == EVAL_REPORT_FILE:
+        _refresh_eval_report(out_dir)
+    return page
+
+
+def _refresh_eval_report(out_dir: Path) -> None:
+    """Re-render the eval run's ``report.html`` in ``out_dir`` (it embeds ``redteam.json``)."""
+    from vlmguard_training.evaluation.command import write_outputs as eval_outputs
+
+    try:
+        settings = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))["settings"]
+    except (OSError, ValueError, KeyError):
+        return  # not a readable eval run: its page stays as it was
+    eval_outputs(out_dir, settings)
 
 
 async def redteam(args: argparse.Namespace, guard: Any = None, cfg: Any = None) -> int:
@@ -413,11 +438,12 @@ async def redteam(args: argparse.Namespace, guard: Any = None, cfg: Any = None) 
                  "passed": not failures, "failures": [f.to_json() for f in failures]},
     }
     out_dir = Path(args.out)
-    write_outputs(out_dir, report, records, args.include_text)
+    page = write_outputs(out_dir, report, records, args.include_text)
     print(f"ran {counts.cases} case(s), {counts.errors} error(s), {counts.wall_s:.1f}s",
           file=sys.stderr)
     print(format_table(report), file=sys.stderr)
-    print(f"wrote {out_dir}/{REDTEAM_FILE}, {ATTACKS_FILE}, {CASES_FILE}, {REPORT_FILE}",
+    also = " (and the red-team section in its eval report.html)" if page != REPORT_FILE else ""
+    print(f"wrote {out_dir}/{REDTEAM_FILE}, {ATTACKS_FILE}, {CASES_FILE}, {page}{also}",
           file=sys.stderr)
     if failures:
         print("GATE FAILED:", file=sys.stderr)

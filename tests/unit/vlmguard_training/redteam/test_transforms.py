@@ -1,0 +1,176 @@
+"""Each text attack transform changes the request as documented, and a simple decoder
+recovers it where one exists; every transform is deterministic given its generator."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+import unicodedata
+from urllib.parse import unquote
+
+import pytest
+
+from vlmguard_training.redteam import transforms as tf
+from vlmguard_training.redteam.registry import BY_NAME, FAMILIES, TRANSFORMS, select
+from vlmguard_training.redteam.transforms import HOMOGLYPHS, LEET, PAD_MAX, PAD_MIN, ZERO_WIDTH
+
+TEXT = "Please describe how the old lighthouse keeper stores the lamp oil safely."
+
+
+def _rng(n: int = 0) -> random.Random:
+    return random.Random(n)
+
+
+def _payload(attack_text: str) -> str:
+    """The encoded payload: the line after the instruction."""
+    ask, payload = attack_text.split("\n", 1)
+    assert "decode" in ask.lower() or "reverse" in ask.lower() or "backwards" in ask.lower()
+    return payload
+
+
+def test_registry_is_documented_and_unique() -> None:
+    names = [t.name for t in TRANSFORMS]
+    assert len(names) == len(set(names))
+    for t in TRANSFORMS:
+        assert t.description and t.family in FAMILIES and t.modality in (
+            "text", "image", "text+image")
+    assert set(FAMILIES) >= {"baseline", "spelling", "encoding", "splitting", "padding",
+                             "wrapper", "translation", "image", "text_image_split"}
+
+
+@pytest.mark.parametrize("t", [t for t in TRANSFORMS if t.modality == "text"],
+                         ids=lambda t: t.name)
+def test_deterministic_given_the_generator(t: tf.Transform) -> None:
+    assert t.apply(TEXT, _rng(7)) == t.apply(TEXT, _rng(7))
+
+
+def test_select_by_family_and_name() -> None:
+    assert {t.family for t in select(["encoding"])} == {"encoding"}
+    assert [t.name for t in select(None, ["rot13"])] == ["rot13"]
+    both = {t.name for t in select(["padding"], ["rot13"])}
+    assert both == {"pad_before", "pad_after", "pad_around", "rot13"}
+    with pytest.raises(Exception, match="unknown transform family"):
+        select(["nope"])
+    with pytest.raises(Exception, match="unknown transform"):
+        select(None, ["nope"])
+
+
+def test_leetspeak_swaps_letters_for_their_leet_forms() -> None:
+    out = tf.leetspeak(TEXT, _rng()).text
+    assert len(out) == len(TEXT) and out != TEXT
+    changed = [(a, b) for a, b in zip(TEXT, out, strict=True) if a != b]
+    assert len(changed) > 10
+    for src, dst in changed:
+        assert dst in LEET[src.lower()]
+
+
+def test_homoglyphs_map_back_exactly_and_leave_other_scripts() -> None:
+    out = tf.homoglyphs(TEXT, _rng()).text
+    assert out != TEXT
+    assert any(unicodedata.name(c).startswith(("CYRILLIC", "GREEK")) for c in out)
+    back = {v: k for k, v in HOMOGLYPHS.items()}
+    assert len(back) == len(HOMOGLYPHS)  # each look-alike used once
+    assert "".join(back.get(c, c) for c in out) == TEXT
+
+
+def test_fullwidth_is_undone_by_nfkc() -> None:
+    out = tf.fullwidth(TEXT, _rng()).text
+    assert all(ord(c) > 0x2FFF for c in out)
+    assert unicodedata.normalize("NFKC", out) == TEXT
+
+
+def test_spaced_letters_rejoin() -> None:
+    out = tf.spaced("how are you", _rng()).text
+    assert out == "h o w   a r e   y o u"
+    assert " ".join(w.replace(" ", "") for w in out.split("   ")) == "how are you"
+    back = " ".join(w.replace(" ", "") for w in tf.spaced(TEXT, _rng()).text.split("   "))
+    assert back == TEXT
+
+
+def test_zero_width_characters_strip_out() -> None:
+    out = tf.zero_width(TEXT, _rng()).text
+    assert len(out) > len(TEXT) + 10
+    assert re.sub("[" + "".join(ZERO_WIDTH) + "]", "", out) == TEXT
+
+
+def test_mixed_case_only_changes_case() -> None:
+    out = tf.mixed_case(TEXT, _rng()).text
+    assert out != TEXT and out.lower() == TEXT.lower()
+
+
+@pytest.mark.parametrize(("name", "decode"), [
+    ("base64", lambda p: base64.b64decode(p).decode()),
+    ("base32", lambda p: base64.b32decode(p).decode()),
+    ("hex", lambda p: bytes.fromhex(p).decode()),
+    ("url", unquote),
+    ("rot13", lambda p: p.translate(str.maketrans(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM"))),
+    ("reversed", lambda p: p[::-1]),
+])
+def test_encodings_decode_back(name: str, decode: object) -> None:
+    for text in (TEXT, "Ünïcödé request: 漢字?"):
+        out = BY_NAME[name].apply(text, _rng(3)).text
+        payload = _payload(out)
+        assert text not in out
+        assert decode(payload) == text  # type: ignore[operator]
+
+
+def test_url_encoding_hides_every_letter() -> None:
+    payload = _payload(tf.urlenc(TEXT, _rng()).text)
+    assert re.fullmatch(r"(%[0-9A-F]{2})+", payload)
+
+
+@pytest.mark.parametrize(("name", "pieces"), [("split_two", 2), ("split_three", 3)])
+def test_split_pieces_concatenate_back(name: str, pieces: int) -> None:
+    for seed in range(5):
+        text = TEXT + ' with "quotes"'
+        out = BY_NAME[name].apply(text, _rng(seed)).text
+        parts = [json.loads(m) for m in re.findall(r'^[abc] = (".*")$', out, re.M)]
+        assert len(parts) == pieces
+        assert all(parts) and "".join(parts) == text
+        assert text not in out
+        assert " + ".join("abc"[:pieces]) in out
+
+
+@pytest.mark.parametrize("name", ["pad_before", "pad_after", "pad_around"])
+def test_padding_adds_600_to_1200_harmless_characters(name: str) -> None:
+    lengths, pads = set(), set()
+    for seed in range(6):
+        out = BY_NAME[name].apply(TEXT, _rng(seed)).text
+        assert out.count(TEXT) == 1
+        pad = out.replace(TEXT, "")
+        n = len(pad.strip())
+        assert PAD_MIN <= n <= PAD_MAX + 4, n
+        lengths.add(n)
+        pads.add(pad[:80])
+        if name == "pad_before":
+            assert out.endswith(TEXT)
+        elif name == "pad_after":
+            assert out.startswith(TEXT)
+        else:
+            i = out.index(TEXT)
+            assert i > 150 and len(out) - i - len(TEXT) > 150
+    assert len(lengths) > 1 and len(pads) > 1  # the size and the filler vary
+
+
+def test_padding_text_is_exact_length() -> None:
+    for n in (600, 777, 1200):
+        assert len(tf.padding_text(_rng(n), n)) == n
+
+
+@pytest.mark.parametrize("name", ["roleplay", "ignore_instructions", "fiction", "hypothetical"])
+def test_wrappers_keep_the_request_inside_a_frame(name: str) -> None:
+    frames = set()
+    for seed in range(12):
+        out = BY_NAME[name].apply(TEXT, _rng(seed)).text
+        assert TEXT in out and len(out) > len(TEXT) + 15
+        frames.add(out.replace(TEXT, "{p}"))
+    assert len(frames) > 1  # several phrasings
+
+
+def test_baseline_and_translation_send_the_text_unchanged() -> None:
+    for name in ("plain", "translated", "machine_translate"):
+        assert BY_NAME[name].apply(TEXT, _rng()) == tf.Attack(TEXT)
