@@ -151,7 +151,7 @@ def test_generate_without_target_is_failed_precondition(gateway: Any) -> None:
                  grpc.StatusCode.FAILED_PRECONDITION, "TARGET_NOT_CONFIGURED")
 
 
-def test_health_and_reflection(gateway: Any) -> None:
+def test_health_and_reflection(gateway: Any, make_gateway: Any) -> None:
     h = health_pb2_grpc.HealthStub(gateway.channel)
     for svc in ("", "vlmguard.v1.GuardService", "vlmguard.v1.ThreatAnalysisService",
                 "vlmguard.v1.RewriteService"):
@@ -160,7 +160,15 @@ def test_health_and_reflection(gateway: Any) -> None:
     target = h.Check(health_pb2.HealthCheckRequest(service="vlmguard.v1.TargetService"),
                      timeout=5)
     assert target.status == health_pb2.HealthCheckResponse.NOT_SERVING  # backend 'none'
-    r = reflection_pb2_grpc.ServerReflectionStub(gateway.channel)
+    # Reflection is off by default (it lists every service to anyone who can connect) ...
+    off = reflection_pb2_grpc.ServerReflectionStub(gateway.channel)
+    with pytest.raises(grpc.RpcError) as ei:
+        next(iter(off.ServerReflectionInfo(iter([
+            reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)))
+    assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+    # ... and on when configured.
+    with_reflection = make_gateway({"server": {"reflection": True}})
+    r = reflection_pb2_grpc.ServerReflectionStub(with_reflection.channel)
     resp = next(iter(r.ServerReflectionInfo(iter([
         reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)))
     names = {s.name for s in resp.list_services_response.service}

@@ -148,8 +148,8 @@ def test_generate_is_guarded_unless_the_key_has_target_raw(
     benign, bmd = generate(gw, "key-guard-only", BENIGN)
     assert benign.text == f"echo:{BENIGN}" and bmd["x-vlmguard-action"] == "allow"
     # One audit line per decision: key id, tenant, action, categories, score, content hash.
-    recs = [r.audit for r in caplog.records  # type: ignore[attr-defined]
-            if r.name == "vlmguard.audit" and r.audit["method"] == "Generate"]
+    recs = [getattr(r, "audit", {}) for r in caplog.records if r.name == "vlmguard.audit"]
+    recs = [r for r in recs if r["method"] == "Generate"]
     guarded = [r for r in recs if r["key_id"] == "guard-only"
                and r["text_sha256"] == hashlib.sha256(HARMFUL.encode()).hexdigest()]
     assert len(guarded) == 1
