@@ -134,6 +134,8 @@ async def _serve(cfg: Any) -> int:
     tls = " (TLS)" if cfg.server.tls.enabled else ""
     auth = ' -H "authorization: Bearer $KEY"' if cfg.server.auth.enabled else ""
     plain = "" if cfg.server.tls.enabled else " -plaintext"
+    if not cfg.server.reflection:  # grpcurl then needs the proto files
+        plain += " -import-path proto -proto vlmguard/v1/guard.proto"
     print(
         f"\nVLMGuard is serving on {addr}{tls} (ready in {time.perf_counter() - t0:.1f}s)\n"
         f"  analyzer: {gw.analyzer_name}  target: {cfg.target.backend}"
