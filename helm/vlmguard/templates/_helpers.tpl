@@ -101,6 +101,42 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-auth" (include "vlmguard.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
 
+{{/* Legacy plain keys (VLMGUARD_API_KEYS from a Secret): "true" or "". */}}
+{{- define "vlmguard.legacyKeys" -}}
+{{- if and .Values.auth.enabled (or .Values.auth.apiKeys .Values.auth.existingSecret) }}true{{ end -}}
+{{- end -}}
+
+{{/* The keys file (keys bound to tenants and scopes) from a Secret volume: "true" or "". */}}
+{{- define "vlmguard.keysFile" -}}
+{{- if and .Values.auth.enabled (or .Values.auth.keys .Values.auth.tenantRateLimits .Values.auth.keysExistingSecret) }}true{{ end -}}
+{{- end -}}
+
+{{- define "vlmguard.keysSecretName" -}}
+{{- default (printf "%s-keys" (include "vlmguard.fullname" .)) .Values.auth.keysExistingSecret -}}
+{{- end -}}
+
+{{/* Where the keys file is mounted (a directory mount: Secret updates reach the pod). */}}
+{{- define "vlmguard.keysDir" -}}/etc/vlmguard-keys{{- end -}}
+
+{{- define "vlmguard.keysVolume" -}}
+{{- if include "vlmguard.keysFile" . }}
+- name: api-keys
+  secret:
+    secretName: {{ include "vlmguard.keysSecretName" . }}
+    items:
+      - key: {{ ternary .Values.auth.keysExistingSecretKey "keys.yaml" (not (empty .Values.auth.keysExistingSecret)) }}
+        path: keys.yaml
+{{- end }}
+{{- end -}}
+
+{{- define "vlmguard.keysVolumeMount" -}}
+{{- if include "vlmguard.keysFile" . }}
+- name: api-keys
+  mountPath: {{ include "vlmguard.keysDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
 {{- define "vlmguard.redisSecretName" -}}
 {{- default (printf "%s-redis" (include "vlmguard.fullname" .)) .Values.redis.auth.existingSecret -}}
 {{- end -}}
@@ -204,6 +240,10 @@ checksum/config: {{ include "vlmguard.configYaml" . | sha256sum }}
 {{- define "vlmguard.configYaml" -}}
 {{- $c := deepCopy (.Values.config | default dict) -}}
 {{- $auth := dict "enabled" .Values.auth.enabled "api_keys_env" "VLMGUARD_API_KEYS" -}}
+{{- if include "vlmguard.keysFile" . -}}
+{{- $_ := set $auth "keys_file" (printf "%s/keys.yaml" (include "vlmguard.keysDir" .)) -}}
+{{- $_ := set $auth "reload_interval_s" .Values.auth.reloadIntervalS -}}
+{{- end -}}
 {{- $server := merge (dict "listen" (printf "0.0.0.0:%d" (int .Values.gateway.grpcPort)) "auth" $auth) (get $c "server" | default dict) -}}
 {{- $_ := set $c "server" $server -}}
 {{- $_ := set $c "metrics" (dict "enabled" (not (include "vlmguard.rayMode" .)) "listen" (printf "0.0.0.0:%d" (int .Values.gateway.metricsPort))) -}}
@@ -240,8 +280,19 @@ checksum/config: {{ include "vlmguard.configYaml" . | sha256sum }}
 
 {{- define "vlmguard.validate" -}}
 {{- $v := .Values -}}
-{{- if and $v.auth.enabled (not $v.auth.apiKeys) (not $v.auth.existingSecret) -}}
-{{- include "vlmguard.fail" "auth.enabled=true needs API keys: set auth.apiKeys (got []) or auth.existingSecret (got \"\"), or set auth.enabled=false" -}}
+{{- if and $v.auth.enabled (not $v.auth.apiKeys) (not $v.auth.existingSecret) (not $v.auth.keys) (not $v.auth.keysExistingSecret) -}}
+{{- include "vlmguard.fail" "auth.enabled=true needs API keys: set auth.keys or auth.keysExistingSecret (keys bound to tenants and scopes), or auth.apiKeys (got []) or auth.existingSecret (got \"\") (legacy plain keys), or set auth.enabled=false" -}}
+{{- end -}}
+{{- range $id, $k := $v.auth.keys -}}
+{{- if not (hasPrefix "sha256$" (toString ($k).hash)) -}}
+{{- include "vlmguard.fail" (printf "auth.keys.%s.hash must be a salted hash from `vlmguard keys hash` (sha256$...), never the key itself" $id) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.auth.keysExistingSecret (or $v.auth.keys $v.auth.tenantRateLimits) -}}
+{{- include "vlmguard.fail" (printf "auth.keys/auth.tenantRateLimits and auth.keysExistingSecret=%q are exclusive: set one" $v.auth.keysExistingSecret) -}}
+{{- end -}}
+{{- if and $v.jobs.eval.enabled $v.auth.enabled (not $v.auth.apiKeys) (not $v.auth.existingSecret) -}}
+{{- include "vlmguard.fail" "jobs.eval.enabled=true with auth.enabled=true needs a plain key for the Job to send: auth.apiKeys, or auth.existingSecret with auth.existingSecretClientKey" -}}
 {{- end -}}
 {{- if and $v.auth.apiKeys $v.auth.existingSecret -}}
 {{- include "vlmguard.fail" (printf "auth.apiKeys and auth.existingSecret=%q are exclusive: set one" $v.auth.existingSecret) -}}
@@ -391,7 +442,7 @@ spec:
         - {name: metrics, containerPort: 8080, protocol: TCP}
       env:
         {{- include "vlmguard.env" $root | nindent 8 }}
-        {{- if $root.Values.auth.enabled }}
+        {{- if include "vlmguard.legacyKeys" $root }}
         - name: VLMGUARD_API_KEYS
           valueFrom:
             secretKeyRef:
@@ -412,6 +463,7 @@ spec:
           mountPath: /var/cache/vlmguard
         - name: shared-mem
           mountPath: /dev/shm
+        {{- include "vlmguard.keysVolumeMount" $root | nindent 8 }}
   volumes:
     - name: config
       configMap:
@@ -426,6 +478,7 @@ spec:
       emptyDir:
         medium: Memory
         sizeLimit: {{ .spec.shmSizeLimit }}
+    {{- include "vlmguard.keysVolume" $root | nindent 4 }}
   {{- with .spec.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
