@@ -43,6 +43,8 @@ Seeds:
   --seeds FILE   your own prompts: JSONL rows {{"id", "text", "label": "unsafe"|"benign",
                  "category", "lang"?, "image"?, "kind"?}} (image: a path relative to FILE);
                  repeatable; add --project-seeds to run the project's seeds as well
+  --analyzer-dev also the dev split of the risk head's own English training texts (the
+                 request-like families; never benchmark texts)
 
 Transforms (family, name, what it does):
 {describe()}
@@ -122,6 +124,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                        "project's dev-split seeds")
     seeds.add_argument("--project-seeds", action="store_true",
                        help="with --seeds: also run the project's dev-split seeds")
+    seeds.add_argument("--analyzer-dev", action="store_true",
+                       help="also run the dev split of the risk head's own English training "
+                       "texts (the request-like families of --analyzer-recipe; no benchmark "
+                       "texts); large: combine with --limit")
+    seeds.add_argument("--analyzer-recipe", default="training/recipes/analyzer.yaml",
+                       metavar="FILE", help="the head's training recipe that defines that "
+                       "split (default %(default)s)")
     seeds.add_argument("--langs", metavar="A,B,...", help="only seeds in these languages "
                        "(ISO 639-1, e.g. en,fr,zh; default: all)")
     seeds.add_argument("--limit", type=int, default=None, metavar="N",
@@ -185,7 +194,12 @@ def load_seeds(args: argparse.Namespace) -> list[Any]:
     Raises:
         InvalidArgumentError: a manifest is unreadable or malformed, or no seed is left.
     """
-    from vlmguard_training.redteam.seeds import limit_seeds, load_manifest, project_dev_seeds
+    from vlmguard_training.redteam.seeds import (
+        analyzer_dev_seeds,
+        limit_seeds,
+        load_manifest,
+        project_dev_seeds,
+    )
 
     langs = _csv(args.langs)
     seeds = []
@@ -193,6 +207,8 @@ def load_seeds(args: argparse.Namespace) -> list[Any]:
         seeds += [s for s in load_manifest(Path(path)) if langs is None or s.lang in langs]
     if not args.seeds or args.project_seeds:
         seeds += project_dev_seeds(langs)
+    if args.analyzer_dev and (langs is None or "en" in langs):
+        seeds += analyzer_dev_seeds(Path(args.analyzer_recipe))
     seeds = limit_seeds(seeds, args.limit)
     if not seeds:
         raise InvalidArgumentError("no seeds selected (check --seeds and --langs)")
@@ -256,8 +272,9 @@ def _settings(args: argparse.Namespace, cfg: Any, transforms: list[Any],
         "config": args.config or os.environ.get("VLMGUARD_CONFIG") or "defaults",
         "tenant": args.tenant or "default",
         "seed": args.seed,
-        "seeds": [*(args.seeds or ()), *(["project-dev"] if not args.seeds
-                                          or args.project_seeds else [])],
+        "seeds": [*(args.seeds or ()),
+                  *(["project-dev"] if not args.seeds or args.project_seeds else []),
+                  *(["analyzer-dev"] if args.analyzer_dev else [])],
         "seed_counts": dict(sorted(by_lang.items())),
         "n_seed_ids": len({s.id for s in seeds}),
         "langs": sorted({s.lang for s in seeds}),

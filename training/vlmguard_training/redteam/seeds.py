@@ -3,6 +3,9 @@
 - The project's multilingual seeds (``vlmguard_training.analyzer.texts.multilingual``): only the
   seeds with ``seed_split(seed) == "dev"`` (the risk head never trains on them), in English and
   in every translation present.
+- Optionally (``--analyzer-dev``) the dev split of the risk head's own English training texts:
+  the project's own families that stand alone as requests (:data:`ANALYZER_DEV_KINDS`), never
+  a benchmark set's texts.
 - A user manifest (``--seeds FILE``): JSONL rows ``{"id", "text", "label", "category",
   "lang"?, "image"?, "kind"?}``; ``label`` is ``unsafe`` or ``benign`` (``safe`` reads as
   benign), ``image`` a path relative to the manifest (the seed then keeps it under every text
@@ -13,6 +16,7 @@ Seed texts stay in memory only; nothing here logs or writes them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +29,16 @@ UNSAFE = "unsafe"
 BENIGN = "benign"
 #: What ``vlmguard redteam`` calls the project's own seeds in its settings and outputs.
 PROJECT_SOURCE = "project-dev"
+ANALYZER_SOURCE = "analyzer-dev"
+#: (source, kind) of the head's own texts that ``--analyzer-dev`` takes: requests that stand
+#: alone. The image-referring ("this person"), OCR-text and benchmark-derived kinds are left
+#: out: without their image they are not the request they stand for, and benchmark texts
+#: belong to the benchmarks.
+ANALYZER_DEV_KINDS: frozenset[tuple[str, str]] = frozenset({
+    ("own_harmful", "request"), ("own_advocacy", "advocacy"),
+    ("benign_file", "chat"), ("benign_file", "general"), ("benign_file", "crime_safety"),
+    ("benign_file", "scary_topic"), ("benign_file", "scary_words"),
+})
 
 
 @dataclass(frozen=True)
@@ -120,6 +134,31 @@ def project_dev_seeds(langs: Sequence[str] | None = None) -> list[Seed]:
     return [Seed(id=r.seed, text=r.text, label=r.label, category=r.category, lang=r.lang,
                  kind=r.kind, source=PROJECT_SOURCE)
             for r in rows if seed_split(r.seed) == "dev"]
+
+
+def analyzer_dev_seeds(recipe: Path, bench_dir: str | None = None) -> list[Seed]:
+    """The dev split of the risk head's own English texts (:data:`ANALYZER_DEV_KINDS`), split
+    as ``vlmguard train analyzer`` splits them under ``recipe``.
+
+    Raises:
+        ConfigError: the recipe is unreadable or invalid, or its data is missing.
+    """
+    from vlmguard_training.analyzer.config import TrainAnalyzerConfig
+    from vlmguard_training.analyzer.examples import assign_splits, load_examples
+
+    over = {"bench_dir": bench_dir} if bench_dir else {}
+    cfg = TrainAnalyzerConfig.from_yaml(recipe, **over)
+    ex = load_examples(cfg)
+    assign_splits(ex, cfg.dev_fraction, cfg.cal_fraction, cfg.seed, cfg.stratify_splits)
+    out: dict[str, Seed] = {}
+    for e in ex:
+        if e.split != "dev" or e.weight <= 0 or (e.source, e.kind) not in ANALYZER_DEV_KINDS:
+            continue
+        sid = "ad-" + hashlib.sha256(e.text.encode()).hexdigest()[:10]
+        out.setdefault(sid, Seed(id=sid, text=e.text, label=UNSAFE if e.label else BENIGN,
+                                 category=e.category or "", lang="en", kind=e.kind,
+                                 source=ANALYZER_SOURCE))
+    return list(out.values())
 
 
 def project_languages() -> tuple[str, ...]:

@@ -9,11 +9,11 @@ whose request ended in an error are left out of every rate and counted by reason
 
 Every rate carries its counts and a 95% Wilson score interval (good at small n and at rates
 near 0 or 1, where the normal approximation is not). Figures are given per transform, per
-family, per category (harmful only), per kind (benign only), and per language. The language
-figures read only the language dimension: the request as written in that language (the
-``baseline`` and ``translation`` families), so a language's figure is not mixed with the tricks
-(which, unless asked, run on English seeds only); ``by_transform_language`` has every
-(transform, language) pair.
+family, per category (harmful only), per kind (benign only), per seed source and per language.
+The language figures read only the language dimension: the request as written in that
+language (the ``baseline`` and ``translation`` families), so a language's figure is not mixed
+with the tricks (which, unless asked, run on English seeds only); ``by_transform_language``
+has every (transform, language) pair.
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ def compute(cases: list[dict[str, Any]], families: dict[str, str]) -> dict[str, 
             "by_transform": by_transform,
             "by_family": _group(harm, lambda c: str(c["family"]), _success),
             "by_category": _group(harm, lambda c: str(c["category"] or "-"), _success),
+            "by_source": _group(harm, lambda c: str(c.get("source") or "-"), _success),
             "by_language": _group(lang_harm, _lang, _success),
             "by_transform_language": _group(harm, _tl, _success),
         },
@@ -129,6 +130,7 @@ def compute(cases: list[dict[str, Any]], families: dict[str, str]) -> dict[str, 
             "by_transform": ben_transform,
             "by_family": _benign_pair(ben, lambda c: str(c["family"])),
             "by_kind": _benign_pair(ben, lambda c: str(c.get("kind") or "-")),
+            "by_source": _benign_pair(ben, lambda c: str(c.get("source") or "-")),
             "by_language": _benign_pair(lang_ben, _lang),
             "by_transform_language": _benign_pair(ben, _tl),
         },

@@ -314,3 +314,18 @@ def test_eval_report_gets_a_red_team_section(tmp_path: Path) -> None:
     assert "VLMGuard evaluation" in page and "Red team" in page and "Attack success" in page
     assert (out / "redteam.html").is_file() and (out / "metrics.json").is_file()
     assert MARK not in page
+
+
+def test_analyzer_dev_seeds_are_own_request_texts_of_the_dev_split() -> None:
+    from tests.support.bench import BENCH, evaluation_prompts
+    from vlmguard_training.redteam.seeds import ANALYZER_SOURCE, analyzer_dev_seeds
+
+    if not (BENCH / "mm_safetybench" / "manifest.jsonl").is_file():
+        pytest.skip("benchmark data not found (the head's recipe reads its training sets)")
+    seeds = analyzer_dev_seeds(Path(__file__).resolve().parents[4] / "training" / "recipes"
+                               / "analyzer.yaml", str(BENCH))
+    assert {s.label for s in seeds} == {"unsafe", "benign"}
+    assert len({s.id for s in seeds}) == len(seeds)
+    assert all(s.source == ANALYZER_SOURCE and s.lang == "en" for s in seeds)
+    evaluation = {p for _, _, p in evaluation_prompts(20)}
+    assert not any(" ".join(s.text.split()).lower() in evaluation for s in seeds)
