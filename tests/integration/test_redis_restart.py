@@ -51,7 +51,10 @@ def test_redis_restart_mid_run_answers_right_or_unavailable_and_recovers(
     from vlmguard.v1 import target_pb2, target_pb2_grpc
 
     cfg = load_config(None, environ={}, overrides={
-        "server": {"listen": "127.0.0.1:0"},
+        # Raw target access: this test is about the queue (only a target worker runs), so
+        # Generate must not go through the guard's analyze stage first.
+        "server": {"listen": "127.0.0.1:0",
+                   "auth": {"anonymous_scopes": ["guard", "target_raw"]}},
         "metrics": {"enabled": False},
         "queue": {"url": aof_redis.url, "worker_backoff_max_s": 0.2, "worker_block_ms": 100,
                   "visibility_timeout_s": 1.0, "connect_timeout_s": 0.5},
@@ -135,7 +138,10 @@ def test_gateway_health_follows_redis(aof_redis: RedisServer) -> None:
     from vlmguard.gateway.server import SERVICE_NAMES, build_gateway
 
     cfg = load_config(None, environ={}, overrides={
-        "server": {"listen": "127.0.0.1:0"},
+        # Raw target access: this test is about the queue (only a target worker runs), so
+        # Generate must not go through the guard's analyze stage first.
+        "server": {"listen": "127.0.0.1:0",
+                   "auth": {"anonymous_scopes": ["guard", "target_raw"]}},
         "metrics": {"enabled": False},
         "queue": {"url": aof_redis.url, "connect_timeout_s": 0.3, "health_interval_s": 0.1},
         "target": {"backend": ECHO},
