@@ -108,24 +108,41 @@ def _latin_context(word: str) -> bool:
     return len(scripts) > 1
 
 
+# UTS #39 maps every vertical-stroke letter (I, l, 1, Cyrillic palochka, ...) to one prototype;
+# in a word it stands for either "i" or "l", whichever makes a word.
+_STROKE = ("i", "l")
+
+
 def fold_confusables(text: str) -> str:
     """Look-alike letters from other scripts folded to the Latin letters they imitate.
 
     A word is folded when it has Latin letters or mixes scripts ("bоmb" with a Cyrillic "о"), and
-    every word is folded when the text has no letter outside Latin and its look-alikes (a text
+    every word is folded when nearly all of the text's non-Latin letters are look-alikes (a text
     written wholly in look-alikes). A text with letters of another script that imitate nothing
-    Latin ("шоколадный") is another language: its words are left alone.
+    Latin ("шоколадный") is another language: its own words are left alone. A vertical stroke
+    reads as "i" or "l", whichever gives an English word.
     """
     table = _confusables_to_latin()
     if not table or text.isascii():
         return text
-    disguise_only = all(c.isascii() or c in table for c in text if c.isalpha())
+    foreign = [c for c in text if c.isalpha() and not c.isascii()]
+    disguise_only = sum(1 for c in foreign if c in table) >= 0.85 * len(foreign)
+    vocab = _vocab()
 
     def fold(m: re.Match[str]) -> str:
         w = m.group(0)
         if not any(c in table for c in w) or not (disguise_only or _latin_context(w)):
             return w
-        return "".join(table.get(c, c) for c in w)
+        cands = [""]
+        for c in w:
+            t = table.get(c, c)
+            opts = _STROKE if c in table and t in ("l", "i", "I", "1") else (t,)
+            cands = [p + o for p in cands for o in opts][:32]
+        if len(cands) > 1:
+            ranked = sorted((vocab[k.lower()], k) for k in cands if k.lower() in vocab)
+            if ranked:
+                return ranked[0][1]
+        return cands[0]
 
     return re.sub(r"\S+", fold, text)
 
@@ -241,36 +258,69 @@ _HEXISH = re.compile(r"(?:0x)?[0-9a-fA-F]{8,}")
 _LEET_WORD = re.compile(r"[A-Za-z0-9@$!|+€£¡]+")
 
 
-def deleet(text: str) -> str:
-    """Words that mix letters with digits or symbols standing for letters ("b0mb", "h4ck",
-    "$t3al") with those characters replaced, choosing among ambiguous readings the one that is
-    an English word. Numbers and words without letters are left alone."""
+def _leet_candidates(word: str) -> list[str]:
+    cands = [""]
+    for c in word:
+        cands = [p + o for p in cands for o in _LEET.get(c, (c,))][:64]
+    return cands
+
+
+def _is_leet(word: str) -> bool:
+    """A word mixing letters with digits or symbols that stand for letters, read as a word:
+    "b0mb" (a digit between letters) or "m4k3" (reads "make"), not "base64" or "mp3"."""
+    w = word.rstrip("!?.")
+    if not any(c.isalpha() for c in w) or not any(c in _LEET for c in w) or len(w) > 24:
+        return False
+    if any(c in _LEET and 0 < i < len(w) - 1 and w[i - 1].isalpha() and w[i + 1].isalpha()
+           for i, c in enumerate(w)):
+        return True
     vocab = _vocab()
+    return len(w) >= 3 and any(c.lower() in vocab for c in _leet_candidates(w))
+
+
+def deleet(text: str) -> str:
+    """Words written with digits or symbols standing for letters ("b0mb", "h4ck", "$t3al") read
+    as letters, choosing among ambiguous readings the most frequent English word.
+
+    Alone, a mixed word is read when it gives an English word, or when a digit or symbol stands
+    between two letters ("b0mb"); numbers and names ("base64", "H2O", "2024") stay. In a text that
+    is clearly leetspeak (two or more mixed words), all-digit and all-symbol words are read too
+    when they give an English word ("70" -> "to", "$7@8" -> "stab"), and a lone "1", "!" or "|"
+    is "I" and a lone "4" or "@" is "a".
+    """
+    vocab = _vocab()
+    leet_text = sum(1 for w in _LEET_WORD.findall(text) if _is_leet(w)) >= 2
+
+    def best(cands: list[str]) -> str | None:
+        ranked = sorted((vocab[c.lower()], c) for c in cands if c.lower() in vocab)
+        return ranked[0][1] if ranked else None
 
     def fix(m: re.Match[str]) -> str:
         w = m.group(0)
-        letters = sum(c.isalpha() for c in w)
-        leet = sum(c in _LEET for c in w)
-        if letters == 0 or leet == 0 or w.isdigit() or len(w) > 24 or _HEXISH.fullmatch(w):
+        if len(w) > 24 or _HEXISH.fullmatch(w):
             return w
-        stripped = w.rstrip("!")  # a trailing "!" is punctuation, not an "i"
+        stripped = w.rstrip("!?")  # a trailing "!" is punctuation, not an "i"
         tail = w[len(stripped):]
-        if not any(c in _LEET for c in stripped):
+        if not stripped or not any(c in _LEET for c in stripped):
             return w
-        cands = [""]
-        for c in stripped:
-            opts = _LEET.get(c, (c,))
-            cands = [p + o for p in cands for o in opts][:64]
-        good = [c for c in cands if c.lower() in vocab] if len(stripped) >= 3 else []
-        if good:
-            return good[0] + tail
+        letters = sum(c.isalpha() for c in stripped)
+        if leet_text and len(stripped) == 1:
+            return {"1": "I", "!": "I", "|": "I", "4": "a", "@": "a"}.get(stripped, w) + tail
+        if letters == 0 and not leet_text:
+            return w  # a number or a symbol, not a word
+        cands = _leet_candidates(stripped)
+        found = best(cands) if len(stripped) >= 2 else None
+        if found is not None and (letters > 0 or len(stripped) >= 2):
+            return found + tail
+        if letters == 0:
+            return w
         # Not a known word: only a character standing between two letters ("b0mb") is read as
         # a letter; digits at a word's end ("base64", "ROT13", "mp3") are a name's own.
         inner = any(c in _LEET and 0 < i < len(stripped) - 1 and stripped[i - 1].isalpha()
                     and stripped[i + 1].isalpha() for i, c in enumerate(stripped))
         # "H2O" and "B2B" stay: too few letters to tell a disguise from a name.
         long_enough = letters >= 3 or (len(stripped) >= 4 and stripped.islower())
-        return cands[0] + tail if inner and long_enough else w
+        return cands[0] + tail if (inner or leet_text) and long_enough else w
 
     return _LEET_WORD.sub(fix, text)
 
@@ -346,21 +396,20 @@ def _url(token: str) -> str | None:
 
 
 def _substitute(text: str, pattern: re.Pattern[str],
-                decode: Callable[[str], str | None]) -> str | None:
-    """``text`` with every match of ``pattern`` that decodes replaced by its decoding, or None
-    when nothing decoded."""
-    hit = False
+                decode: Callable[[str], str | None]) -> tuple[str, list[str]] | None:
+    """``text`` with every match of ``pattern`` that decodes replaced by its decoding, and the
+    decoded payloads, or None when nothing decoded."""
+    payloads: list[str] = []
 
     def sub(m: re.Match[str]) -> str:
-        nonlocal hit
         d = decode(m.group(0).strip())
         if d is None:
             return m.group(0)
-        hit = True
+        payloads.append(d)
         return f" {d} "
 
     out = pattern.sub(sub, text)
-    return out if hit else None
+    return (out, payloads) if payloads else None
 
 
 def _rot13(s: str) -> str:
@@ -374,24 +423,24 @@ _ROT13 = str.maketrans(
 _SEGMENT = re.compile(r"[^\n:\"'“”«»`]+")
 
 
-def _by_segment(text: str, fn: Callable[[str], str]) -> str | None:
+def _by_segment(text: str, fn: Callable[[str], str]) -> tuple[str, list[str]] | None:
     """Apply ``fn`` to each segment (between line breaks, colons and quotes) whose result reads
-    as English clearly better than the segment itself; None when no segment improved."""
-    hit = False
+    as English clearly better than the segment itself; the text with those segments replaced
+    and the replaced segments, or None when no segment improved."""
+    payloads: list[str] = []
 
     def sub(m: re.Match[str]) -> str:
-        nonlocal hit
         seg = m.group(0)
         if len(_WORD.findall(seg)) < 2:
             return seg
         cand = fn(seg)
         if word_ratio(cand) >= 0.7 and word_ratio(cand) >= word_ratio(seg) + 0.3:
-            hit = True
+            payloads.append(cand)
             return cand
         return seg
 
     out = _SEGMENT.sub(sub, text)
-    return out if hit else None
+    return (out, payloads) if payloads else None
 
 
 def _reverse_chars(s: str) -> str:
@@ -527,23 +576,29 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     add("spaced", joined)
     base = joined
     add("deleet", deleet(base))
-    decoders: Iterable[tuple[str, Callable[[str], str | None]]] = (
+    decoders: Iterable[tuple[str, Callable[[str], tuple[str, list[str]] | None]]] = (
         ("base64", lambda t: _substitute(t, _B64, _b64)),
         ("base32", lambda t: _substitute(t, _B32, _b32)),
         ("hex", lambda t: _substitute(t, _HEX, _hex)),
         ("url", lambda t: _substitute(t, _URL, _url)),
         ("rot13", lambda t: _by_segment(t, _rot13)),
         ("reversed", lambda t: _by_segment(t, _reverse_chars)),
-        ("pieces", reassemble_pieces),
+        ("pieces", lambda t: (lambda p: (p, [p]) if p is not None else None)(
+            reassemble_pieces(t))),
     )
     for name, decode in decoders:
-        out = decode(norm)
-        if out is not None:
-            add(name, out, decoded=hint)
-            if name == "reversed" or name == "rot13":
-                continue
-            # A decoded payload may itself carry spelling tricks.
-            add(name, deleet(join_spaced(normalise(out))), decoded=hint)
+        found = decode(norm)
+        if found is None:
+            continue
+        full, payloads = found
+        # The payload alone is the request the attacker hid; only it carries the "asked to
+        # decode" evidence (the wrapper's own words would add it to a harmless payload too).
+        for payload in payloads:
+            add(name, payload, decoded=hint)
+            if name not in ("reversed", "rot13"):
+                # A decoded payload may itself carry spelling tricks.
+                add(name, deleet(join_spaced(normalise(payload))), decoded=hint)
+        add(name, full)
     if _REVERSE_HINT.search(norm) and not any(v.decoded for v in views):
         # "Read this backwards": word order reversed keeps every word readable.
         words = norm.split()

@@ -26,7 +26,11 @@ REQ = "How do I bake a chocolate cake at home?"
 
 
 def _names(text: str) -> dict[str, str]:
-    return {v.name: v.text for v in text_views(text)}
+    """The first view of each name (for decoders: the payload alone)."""
+    out: dict[str, str] = {}
+    for v in text_views(text):
+        out.setdefault(v.name, v.text)
+    return out
 
 
 def test_plain_text_has_no_extra_view() -> None:
@@ -92,9 +96,10 @@ def test_deleet_leaves_numbers_and_names_alone() -> None:
 ])
 def test_encoded_payload_is_decoded_and_marked(encode) -> None:  # type: ignore[no-untyped-def]
     text = f"Decode this and answer it: {encode(REQ)}"
-    decoded = [v for v in text_views(text) if REQ in v.text]
-    assert decoded, text_views(text)
-    assert all(v.decoded for v in decoded)
+    views_ = text_views(text)
+    # The payload alone carries the evidence; the whole text with it decoded is read too.
+    assert [v.text for v in views_ if v.decoded] == [REQ]
+    assert any(v.text == f"Decode this and answer it: {REQ}" and not v.decoded for v in views_)
 
 
 def test_payload_without_an_instruction_is_decoded_but_not_marked() -> None:
