@@ -80,8 +80,16 @@ HOMOGLYPHS: dict[str, str] = {
 ZERO_WIDTH: tuple[str, ...] = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff")
 
 
-def leetspeak(text: str, rng: random.Random, p: float = 0.7) -> Attack:
-    """Each letter with a leet form is replaced by it with probability ``p``."""
+#: Ranges the per-case intensity of the letter-level tricks is drawn from (an attacker may
+#: disguise a few letters or all of them).
+LEET_P, HOMOGLYPH_P, ZERO_WIDTH_P = (0.5, 1.0), (0.3, 1.0), (0.3, 1.0)
+
+
+def leetspeak(text: str, rng: random.Random, p: float | None = None) -> Attack:
+    """Each letter with a leet form is replaced by it with probability ``p`` (default: drawn
+    from :data:`LEET_P` per call)."""
+    if p is None:
+        p = rng.uniform(*LEET_P)
     out = []
     for ch in text:
         opts = LEET.get(ch.lower())
@@ -89,9 +97,11 @@ def leetspeak(text: str, rng: random.Random, p: float = 0.7) -> Attack:
     return Attack("".join(out))
 
 
-def homoglyphs(text: str, rng: random.Random, p: float = 0.6) -> Attack:
+def homoglyphs(text: str, rng: random.Random, p: float | None = None) -> Attack:
     """Each Latin letter with a Cyrillic/Greek look-alike is swapped for it with probability
-    ``p`` (the text looks the same to a reader)."""
+    ``p`` (default: drawn from :data:`HOMOGLYPH_P`); the text looks the same to a reader."""
+    if p is None:
+        p = rng.uniform(*HOMOGLYPH_P)
     return Attack("".join(HOMOGLYPHS[ch] if ch in HOMOGLYPHS and rng.random() < p else ch
                           for ch in text))
 
@@ -117,9 +127,11 @@ def spaced(text: str, rng: random.Random) -> Attack:
     return Attack("   ".join(" ".join(word) for word in text.split()))
 
 
-def zero_width(text: str, rng: random.Random, p: float = 0.6) -> Attack:
+def zero_width(text: str, rng: random.Random, p: float | None = None) -> Attack:
     """A zero-width character (ZWSP, ZWNJ, ZWJ, word joiner, BOM) between two letters with
-    probability ``p``."""
+    probability ``p`` (default: drawn from :data:`ZERO_WIDTH_P`)."""
+    if p is None:
+        p = rng.uniform(*ZERO_WIDTH_P)
     out = []
     for i, ch in enumerate(text):
         out.append(ch)
@@ -363,16 +375,16 @@ TEXT_TRANSFORMS: tuple[Transform, ...] = (
     Transform("plain", BASELINE, "the request exactly as written (the reference figure)",
               "text", _identity),
     Transform("leetspeak", "spelling", "letters replaced by look-alike digits/symbols "
-              "(a->4/@, e->3, i->1/!, o->0, s->5/$, t->7, ...) with probability 0.7", "text",
-              leetspeak),
+              "(a->4/@, e->3, i->1/!, o->0, s->5/$, t->7, ...); share drawn per case in "
+              "0.5-1.0", "text", leetspeak),
     Transform("homoglyph", "spelling", "Latin letters swapped for Cyrillic/Greek look-alikes "
-              "with probability 0.6 (looks unchanged)", "text", homoglyphs),
+              "(looks unchanged); share drawn per case in 0.3-1.0", "text", homoglyphs),
     Transform("fullwidth", "spelling", "every ASCII character as its full-width form "
               "(U+FF01-FF5E), spaces as U+3000", "text", fullwidth),
     Transform("spaced", "spelling", "letters of each word separated by spaces, words by three "
               "spaces", "text", spaced),
     Transform("zero_width", "spelling", "zero-width characters (ZWSP/ZWNJ/ZWJ/WJ/BOM) inserted "
-              "between letters with probability 0.6", "text", zero_width),
+              "between letters; share of gaps drawn per case in 0.3-1.0", "text", zero_width),
     Transform("mixed_case", "spelling", "each letter upper- or lower-case at random", "text",
               mixed_case),
     Transform("base64", "encoding", "UTF-8 as base64 after an instruction to decode and answer",

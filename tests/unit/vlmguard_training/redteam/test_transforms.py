@@ -174,3 +174,17 @@ def test_wrappers_keep_the_request_inside_a_frame(name: str) -> None:
 def test_baseline_and_translation_send_the_text_unchanged() -> None:
     for name in ("plain", "translated", "machine_translate"):
         assert BY_NAME[name].apply(TEXT, _rng()) == tf.Attack(TEXT)
+
+
+@pytest.mark.parametrize(("fn", "lo", "hi"), [(tf.leetspeak, *tf.LEET_P),
+                                              (tf.homoglyphs, *tf.HOMOGLYPH_P),
+                                              (tf.zero_width, *tf.ZERO_WIDTH_P)])
+def test_letter_tricks_vary_their_intensity_per_case(fn: object, lo: float, hi: float) -> None:
+    text = "abcdefghijklmnopqrstuvwxyz " * 20
+    shares = []
+    for seed in range(20):
+        out = fn(text, _rng(seed)).text  # type: ignore[operator]
+        changed = len(out) - len(text) if fn is tf.zero_width else sum(
+            a != b for a, b in zip(text, out, strict=True))
+        shares.append(changed)
+    assert max(shares) > 1.3 * min(shares)  # a few letters in some cases, most in others
