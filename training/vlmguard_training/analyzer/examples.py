@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmguard_training.analyzer.config import TrainAnalyzerConfig
+from vlmguard.config import TaxonomyConfig
+from vlmguard_training.analyzer.config import TrainAnalyzerConfig, split_list
+from vlmguard_training.analyzer.texts import multilingual as multilingual_texts
 from vlmguard_training.analyzer.texts.advocacy import advocacy_texts
 from vlmguard_training.analyzer.texts.deictic import deictic_harmful
 from vlmguard_training.analyzer.texts.harmful import (
@@ -38,6 +40,8 @@ class Example:
     category: str | None = None
     weight: float = 1.0
     split: str = field(default="train")
+    #: Language of the text (ISO 639-1); only the own multilingual seeds are not English.
+    lang: str = "en"
 
 
 #: MM-SafetyBench scenarios that are "answer with care" cases rather than harmful content.
@@ -133,9 +137,54 @@ def load_examples(cfg: TrainAnalyzerConfig) -> list[Example]:
         if metas:
             ex.append(Example(f"{rng.choice(metas)}\n{text}", 0, "benign_file", "joined_benign",
                               gid))
+    ex.extend(seed_examples(cfg, "train"))
     ex = [e for e in ex if e.text.strip()]
     _dedupe(ex)
     return [e for e in ex if e.weight >= 0]
+
+
+#: Source name of the own multilingual seed requests (English and translated).
+SEED_SOURCE = "ml_seed"
+
+
+def seed_languages(cfg: TrainAnalyzerConfig) -> list[str]:
+    """The translation languages ``cfg.seed_languages`` names ('supported': every supported
+    language other than English that has a translation file)."""
+    wanted = split_list(cfg.seed_languages)
+    if wanted == ["supported"]:
+        return [lang for lang in multilingual_texts.LANGUAGES
+                if lang in multilingual_texts.SUPPORTED and lang != "en"]
+    return wanted
+
+
+def seed_examples(cfg: TrainAnalyzerConfig, split: str,
+                  languages: list[str] | None = None) -> list[Example]:
+    """The own multilingual seed requests of ``cfg.seed_kinds`` whose seed is in ``split``
+    (``seed_split``: "train" or "dev"): the English seed and its translations in
+    ``languages`` (default: :func:`seed_languages`).
+
+    All texts of a seed share one group, so a seed's translations never straddle the
+    calibration and fitting splits. Categories outside the taxonomy count as uncategorised.
+
+    Raises:
+        InvalidArgumentError: a language without a translation file, or a malformed file.
+    """
+    kinds = set(split_list(cfg.seed_kinds))
+    if not kinds:
+        return []
+    langs = seed_languages(cfg) if languages is None else languages
+    known = set(TaxonomyConfig().ids)
+    texts = multilingual_texts.load_seeds()
+    texts += multilingual_texts.load_translations([lang for lang in langs if lang != "en"])
+    out = []
+    for t in texts:
+        if t.kind not in kinds or multilingual_texts.seed_split(t.seed) != split:
+            continue
+        label = 1 if t.label == "unsafe" else 0
+        cat = t.category if label and t.category in known else None
+        out.append(Example(t.text, label, SEED_SOURCE, t.kind, f"{SEED_SOURCE}:{t.seed}", cat,
+                           cfg.seed_weight, lang=t.lang))
+    return out
 
 
 def _stem(row: dict[str, Any]) -> str:
@@ -227,5 +276,6 @@ def summary(ex: list[Example]) -> dict[str, Any]:
         "by_kind": count(lambda e: f"{e.source}/{e.kind}"),
         "by_category": count(lambda e: e.category or ("none" if e.label else "benign")),
         "by_split": count(lambda e: e.split),
+        "by_lang": count(lambda e: e.lang),
         "text_positive_weight_zero": sum(1 for e in ex if e.label == 1 and e.weight == 0),
     }

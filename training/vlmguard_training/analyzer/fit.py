@@ -185,6 +185,50 @@ def evaluate(head: RiskHead, x: np.ndarray, ex: list[Example]) -> dict[str, Any]
     return out
 
 
+def evaluate_seeds(head: RiskHead, x: np.ndarray, ex: list[Example]) -> dict[str, Any]:
+    """Figures on held-out seed requests, per language and per language x kind: recall at 0.5
+    of the unsafe ones and the share of benign ones flagged (>= 0.5), with AUC per language.
+
+    ``overall`` pools the supported languages (English included); languages outside
+    :data:`~vlmguard.analyzer.models.multilingual.SUPPORTED_LANGUAGES` are reported on their own.
+    """
+    from vlmguard.analyzer.models.multilingual import SUPPORTED_LANGUAGES
+
+    p, _ = head.predict(x)
+    y = np.array([e.label for e in ex])
+    hit = p >= 0.5
+    langs = np.array([e.lang for e in ex])
+    kinds = np.array([e.kind for e in ex])
+
+    def figures(m: np.ndarray) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "recall_unsafe": _rate(m & (y == 1), hit),
+            "flagged_benign": _rate(m & (y == 0), hit),
+        }
+        a = auc(p[m], y[m])
+        if not math.isnan(a):
+            out["auc"] = round(a, 4)
+        return out
+
+    supported = np.array([lang in SUPPORTED_LANGUAGES for lang in langs])
+    result: dict[str, Any] = {
+        "threshold": 0.5,
+        "overall_supported": figures(supported),
+        "by_lang": {},
+        "by_lang_kind": {},
+    }
+    for lang in dict.fromkeys(langs.tolist()):
+        m = langs == lang
+        result["by_lang"][lang] = {**figures(m),
+                                   "supported": lang in SUPPORTED_LANGUAGES}
+        for kind in sorted(set(kinds[m].tolist())):
+            mk = m & (kinds == kind)
+            name = "recall" if y[mk][0] == 1 else "flagged"
+            result["by_lang_kind"][f"{lang}/{kind}"] = {name: _rate(mk, hit)["rate"],
+                                                         "n": int(mk.sum())}
+    return result
+
+
 def _rate(mask: np.ndarray, hit: np.ndarray) -> dict[str, float | int]:
     n = int(mask.sum())
     return {"n": n, "rate": round(float(hit[mask].mean()), 4) if n else float("nan")}

@@ -85,6 +85,7 @@ from vlmguard.analyzer.models.risk_head import (
 from vlmguard.config import TaxonomyConfig
 from vlmguard.errors import ConfigError
 from vlmguard_training.analyzer.config import (
+    SEED_KINDS,
     TrainAnalyzerConfig,
     build_parser,
     command_line,
@@ -92,9 +93,22 @@ from vlmguard_training.analyzer.config import (
 )
 from vlmguard_training.analyzer.embed_cache import Embedder, embed_all
 from vlmguard_training.analyzer.encoder import reuse_encoder, train_encoder
-from vlmguard_training.analyzer.examples import assign_splits, load_examples, summary
-from vlmguard_training.analyzer.fit import QualityGateError, check_gates, evaluate, fit_head
+from vlmguard_training.analyzer.examples import (
+    assign_splits,
+    load_examples,
+    seed_examples,
+    seed_languages,
+    summary,
+)
+from vlmguard_training.analyzer.fit import (
+    QualityGateError,
+    check_gates,
+    evaluate,
+    evaluate_seeds,
+    fit_head,
+)
 from vlmguard_training.analyzer.publish import recover_stale, swap_in
+from vlmguard_training.analyzer.texts import multilingual as multilingual_texts
 from vlmguard_training.analyzer.texts.advocacy import TEMPLATES as ADVOCACY_TEMPLATES
 from vlmguard_training.analyzer.texts.deictic import FAMILIES
 from vlmguard_training.analyzer.texts.harmful import OWN_HARMFUL_ACTIVITIES
@@ -128,6 +142,10 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
     assign_splits(ex, cfg.dev_fraction, cfg.cal_fraction, cfg.seed, cfg.stratify_splits)
     encoder_tmp: Path | None = None
     encoder_figures: dict[str, Any] | None = None
+    if embedder is None and cfg.encoder == "use-m3":
+        from vlmguard.analyzer.models.multilingual import USEEmbedder
+
+        embedder = USEEmbedder(threads=cfg.threads)
     if embedder is None:
         from vlmguard.analyzer.models.embedder import MiniLMEmbedder, default_minilm_path
 
@@ -169,6 +187,14 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
                                                              cal)
         metrics["shipped_head"] = "refit on train + dev; dev metrics are from the train-only fit"
         metrics["bias_shift_refit"] = round(shift, 4)
+    # The dev seeds of every kind and language (the redteam's seeds) were never trained on, by
+    # either fit: measured on the shipped head, the same set whatever this recipe trains on.
+    seed_dev = seed_examples(cfg.model_copy(update={"seed_kinds": ",".join(SEED_KINDS)}),
+                             "dev", ["en", *multilingual_texts.LANGUAGES])
+    if seed_dev:
+        xs = embed_all([e.text for e in seed_dev], embedder, cfg.batch_size, cfg.emb_cache,
+                       cfg.progress)
+        metrics["seed_dev"] = evaluate_seeds(head, xs, seed_dev)
     if head.has_knn:
         assert head.stack_coef is not None
         metrics["stacker"] = {
@@ -230,6 +256,11 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
                               f"scene text in {len(SCENE_TEXT_STYLES)} styles x "
                               f"{cfg.scene_text_variants} benign and harmful texts, written in "
                               "analyzer_scene_text.py; both labels of a template in one split",
+            "encoder": cfg.encoder,
+            "own_seeds": (f"own multilingual seed requests, kinds {cfg.seed_kinds or 'none'}, "
+                          f"translations {', '.join(seed_languages(cfg)) or 'none'}, train "
+                          f"seeds only, weight {cfg.seed_weight}; all texts of a seed in one "
+                          "split group; the dev seeds are only measured (metrics.seed_dev)"),
             "exemplars": "unsafe: full-weight text positives; benign: all benign texts; "
                          f"near-duplicates (cos > {cfg.dedupe_sim}) dropped, random subsample "
                          f"to {cfg.max_exemplars} each, float16",
@@ -272,6 +303,8 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
     )
     for key, v in d["by_source_kind"].items():
         print(f"  {key}: {v}")
+    for lang, v in metrics.get("seed_dev", {}).get("by_lang", {}).items():
+        print(f"  dev seeds {lang}: {v}")
     return metrics
 
 

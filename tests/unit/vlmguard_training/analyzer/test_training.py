@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 from vlmguard.analyzer.models.encoder_lora import LORA_WEIGHTS
 from vlmguard.analyzer.models.risk_head import STACK_FEATURES, STACK_SIGNS, RiskHead, topk_mean_sim
+from vlmguard.config import TaxonomyConfig
 from vlmguard.errors import ConfigError
 from vlmguard_training import benchsets as bs
 from vlmguard_training.analyzer import config as acfg
@@ -562,3 +564,97 @@ def test_care_key_phrases_are_care_weighted_positives(tmp_path: Path) -> None:
     off = cfg.model_copy(update=dict(care_key_phrases=False))
     kept = [e for e in exm.load_examples(off) if e.kind == "key_phrase"]
     assert len(kept) == 15 and all(e.category != "specialized_advice" for e in kept)
+
+
+def test_seed_examples_are_train_seeds_grouped_per_seed(tmp_path: Path) -> None:
+    """The own multilingual seeds join the training data by kind and language, train seeds
+    only, every text of a seed in one group (a seed's translations never straddle splits)."""
+    from vlmguard_training.analyzer.texts import multilingual as mt
+
+    langs = [lang for lang in ("fr", "ja") if lang in mt.LANGUAGES]
+    cfg = acfg.TrainAnalyzerConfig(seed_kinds="harmful,sensitive", seed_languages=",".join(langs),
+                                   seed_weight=1.5)
+    ex = exm.seed_examples(cfg, "train")
+    assert ex and {e.lang for e in ex} == {"en", *langs}
+    assert {e.kind for e in ex} == {"harmful", "sensitive"}
+    assert all(mt.seed_split(e.group.split(":", 1)[1]) == "train" for e in ex)
+    assert all(e.weight == 1.5 and e.source == exm.SEED_SOURCE for e in ex)
+    assert {e.label for e in ex if e.kind == "harmful"} == {1}
+    assert {e.label for e in ex if e.kind == "sensitive"} == {0}
+    assert all(e.category is None for e in ex if e.label == 0)
+    assert {e.category for e in ex if e.label == 1} <= set(TaxonomyConfig().ids) | {None}
+    per_group = Counter(e.group for e in ex)
+    assert set(per_group.values()) == {1 + len(langs)}
+    dev = exm.seed_examples(cfg, "dev")
+    assert dev and not {e.group for e in dev} & set(per_group)
+    assert exm.seed_examples(cfg.model_copy(update={"seed_kinds": ""}), "train") == []
+    supported = exm.seed_languages(cfg.model_copy(update={"seed_languages": "supported"}))
+    assert "en" not in supported and not set(supported) - set(mt.SUPPORTED)
+    assert not {"hi", "vi"} & set(supported)
+
+
+def test_seed_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="encoder"):
+        acfg.TrainAnalyzerConfig.from_mapping({"encoder": "bert"})
+    with pytest.raises(ConfigError, match="unknown seed kinds"):
+        acfg.TrainAnalyzerConfig.from_mapping({"seed_kinds": "harmful,nice"})
+    with pytest.raises(ConfigError, match="frozen"):
+        acfg.TrainAnalyzerConfig.from_mapping({"encoder": "use-m3", "encoder_from": "x"})
+    args = acfg.build_parser().parse_args(["--encoder", "use-m3", "--seed-kinds", "frame"])
+    cfg = acfg.config_from_args(args)
+    assert "--encoder use-m3 --seed-kinds frame" in acfg.command_line(cfg)
+
+
+def test_trainer_adds_seeds_and_measures_dev_seeds(tmp_path: Path) -> None:
+    bench, benign = _tiny_bench(tmp_path)
+    cfg = acfg.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign),
+                                   out=str(tmp_path / "head"), dev_fraction=0.25,
+                                   cal_fraction=0.2, epochs=20, advocacy_variants=0,
+                                   scene_text_variants=0, emb_cache="", knn_k=3,
+                                   max_exemplars=50, max_dev_fpr=1.0, min_dev_recall=0.0,
+                                   min_dev_auc=0.0, seed_kinds="harmful,everyday",
+                                   seed_languages="fr")
+    metrics = at.main(cfg, embedder=FakeEmbedder())
+    meta = json.loads((tmp_path / "head" / "meta.json").read_text())
+    n_train = len(exm.seed_examples(cfg, "train"))
+    assert meta["training_data"]["by_source_label"]["ml_seed/unsafe"] > 0
+    assert sum(v for k, v in meta["training_data"]["by_kind"].items()
+               if k.startswith("ml_seed/")) == n_train
+    assert meta["training_data"]["by_lang"]["fr"] == n_train // 2
+    seed_dev = metrics["seed_dev"]
+    # Every kind and language is measured, whatever the recipe trains on.
+    assert set(seed_dev["by_lang"]) >= {"en", "fr"}
+    assert {k.split("/")[1] for k in seed_dev["by_lang_kind"]} == {
+        "harmful", "sensitive", "everyday", "frame"}
+    en = seed_dev["by_lang"]["en"]
+    assert en["supported"] and en["recall_unsafe"]["n"] > 0 and en["flagged_benign"]["n"] > 0
+    for lang, v in seed_dev["by_lang"].items():
+        assert v["supported"] == (lang in _mt_supported())
+
+
+def _mt_supported() -> set[str]:
+    from vlmguard_training.analyzer.texts import multilingual as mt
+
+    return set(mt.SUPPORTED)
+
+
+def test_evaluate_seeds_rates() -> None:
+    head = _head(dim=4)
+    x = np.eye(4, dtype=np.float32)
+    p, _ = head.predict(x)
+    ex = [exm.Example("a", 1, "ml_seed", "harmful", "g1", lang="en"),
+          exm.Example("b", 0, "ml_seed", "sensitive", "g2", lang="en"),
+          exm.Example("c", 1, "ml_seed", "harmful", "g1", lang="hi"),
+          exm.Example("d", 0, "ml_seed", "everyday", "g3", lang="hi")]
+    out = fit.evaluate_seeds(head, x, ex)
+    assert out["by_lang"]["en"]["recall_unsafe"] == {"n": 1, "rate": float(p[0] >= 0.5)}
+    assert out["by_lang"]["hi"]["flagged_benign"] == {"n": 1, "rate": float(p[3] >= 0.5)}
+    assert not out["by_lang"]["hi"]["supported"] and out["by_lang"]["en"]["supported"]
+    assert out["overall_supported"]["recall_unsafe"]["n"] == 1  # hi is reported on its own
+    assert out["by_lang_kind"]["hi/everyday"] == {"flagged": float(p[3] >= 0.5), "n": 1}
+
+
+def test_shipped_languages_agree() -> None:
+    from vlmguard.analyzer.models.multilingual import SUPPORTED_LANGUAGES
+
+    assert set(_mt_supported()) == SUPPORTED_LANGUAGES
