@@ -12,7 +12,10 @@ import hashlib
 import json
 import logging
 import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -72,3 +75,57 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level)
     for noisy in ("httpx", "urllib3", "PIL", "filelock", "transformers", "onnxruntime"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+@dataclass
+class _Seen:
+    last: float
+    suppressed: int = 0
+
+
+class RateLimitedLog:
+    """Logs a recurring line at most once per ``interval_s`` per key, with the count of the
+    lines held back since (an outage must not write thousands of identical warnings).
+
+    The first line for a key is logged at once; within the interval later ones are counted;
+    the first line after it says how many were suppressed. Thread-safe.
+
+    Args:
+        logger: Where the lines go.
+        interval_s: Shortest time between two lines of one key.
+        clock: Monotonic clock (injectable for tests).
+    """
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self.clock = clock
+        self._seen: dict[str, _Seen] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, key: str, msg: str, *args: object, **kwargs: object) -> bool:
+        """Log ``msg % args`` under ``key`` unless one was logged within the interval;
+        whether it was logged."""
+        now = self.clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and now - seen.last < self.interval_s:
+                seen.suppressed += 1
+                return False
+            suppressed = seen.suppressed if seen is not None else 0
+            since = now - seen.last if seen is not None else 0.0
+            self._seen[key] = _Seen(now)
+        if suppressed:
+            msg += " (%d more like this in the last %.0fs)"
+            args = (*args, suppressed, since)
+        self.logger.log(level, msg, *args, **kwargs)  # type: ignore[arg-type]
+        return True
+
+    def warning(self, key: str, msg: str, *args: object, **kwargs: object) -> bool:
+        """:meth:`log` at WARNING."""
+        return self.log(logging.WARNING, key, msg, *args, **kwargs)
+
+    def error(self, key: str, msg: str, *args: object, **kwargs: object) -> bool:
+        """:meth:`log` at ERROR."""
+        return self.log(logging.ERROR, key, msg, *args, **kwargs)

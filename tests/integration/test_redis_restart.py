@@ -143,13 +143,26 @@ def test_gateway_health_follows_redis(aof_redis: RedisServer) -> None:
         "server": {"listen": "127.0.0.1:0",
                    "auth": {"anonymous_scopes": ["guard", "target_raw"]}},
         "metrics": {"enabled": False},
-        "queue": {"url": aof_redis.url, "connect_timeout_s": 0.3, "health_interval_s": 0.1},
+        "queue": {"url": aof_redis.url, "connect_timeout_s": 0.3, "health_interval_s": 0.1,
+                  "worker_heartbeat_s": 0.2, "worker_backoff_max_s": 0.2},
         "target": {"backend": ECHO},
     })
     serving = health_pb2.HealthCheckResponse.SERVING
     not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
 
+    async def handler(items: Any) -> list[Any]:
+        return list(items)
+
     async def scenario() -> None:
+        from vlmguard.config import BatchingConfig
+        from vlmguard.queue.base import StageSpec
+        from vlmguard.queue.redis_streams import RedisStreamsQueue
+
+        # Health also needs a live worker for each stage (heartbeats in Redis).
+        worker = RedisStreamsQueue(
+            cfg.queue, stages=["analyze", "target"], max_pending=10,
+            consume=[StageSpec(s, handler, BatchingConfig()) for s in ("analyze", "target")])
+        await worker.start()
         gw = await build_gateway(cfg, environ={})
         await gw.start(serve_metrics=False)
         try:
@@ -181,5 +194,6 @@ def test_gateway_health_follows_redis(aof_redis: RedisServer) -> None:
                 assert up() == 1.0
         finally:
             await gw.stop(grace=1)
+            await worker.close()
 
     asyncio.run(scenario())

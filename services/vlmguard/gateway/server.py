@@ -108,6 +108,9 @@ class Gateway:
         # reports SERVING only when both do (see _publish).
         self._own: dict[str, Any] = {}
         self.queue_ok = True
+        # Services that need a stage without a live worker (Redis queue, from heartbeats).
+        self._unconsumed: set[str] = set()
+        self._missing_stages: set[str] = set()
         self._watcher: asyncio.Task[None] | None = None
 
     async def _set_health(self, name: str, status: Any) -> None:
@@ -116,9 +119,39 @@ class Gateway:
 
     async def _publish(self, name: str) -> None:
         status = self._own.get(name, health_pb2.HealthCheckResponse.SERVING)
-        if not self.queue_ok and name:  # "" is the process itself (liveness): it stays up
+        if name and (not self.queue_ok or name in self._unconsumed):
+            # "" is the process itself (liveness): it stays up
             status = health_pb2.HealthCheckResponse.NOT_SERVING
         await self.health.set(name, status)
+
+    def _needed_stages(self) -> dict[str, tuple[str, ...]]:
+        """Stage -> the services whose calls go through it (Generate is guarded too)."""
+        out: dict[str, tuple[str, ...]] = {ANALYZE: SERVICE_NAMES}
+        if self.target.backend.enabled:
+            out[TARGET] = (TARGET_SERVICE,)
+        if self.cfg.rewriter.kind == "generative":
+            out[REWRITE] = (SERVICE_NAMES[0], SERVICE_NAMES[2])
+        return out
+
+    async def _check_consumers(self, timeout: float) -> None:
+        """Services that need a stage no live worker consumes (no heartbeat in Redis) report
+        NOT_SERVING: their calls would wait in the stream until their deadline."""
+        unconsumed: set[str] = set()
+        for stage, services in self._needed_stages().items():
+            n = await self.queue.consumers(stage, timeout)
+            if n == 0:
+                unconsumed.update(services)
+                if stage not in self._missing_stages:
+                    log.warning("no live worker consumes stage %s: %s report NOT_SERVING",
+                                stage, ", ".join(s.rsplit(".", 1)[-1] for s in services))
+                self._missing_stages.add(stage)
+            elif n is not None and stage in self._missing_stages:
+                log.info("stage %s has %d live workers again", stage, n)
+                self._missing_stages.discard(stage)
+        if unconsumed != self._unconsumed:
+            self._unconsumed = unconsumed
+            for name in SERVICE_NAMES:
+                await self._publish(name)
 
     async def _watch_queue(self) -> None:
         """PING the queue's server every ``queue.health_interval_s``; while it does not answer,
@@ -131,6 +164,8 @@ class Gateway:
         while True:
             ok = await self.queue.ping(timeout)
             self.metrics.queue_up.set(1 if ok else 0)
+            if ok:
+                await self._check_consumers(timeout)
             if ok != self.queue_ok:
                 self.queue_ok = ok
                 if ok:
@@ -166,6 +201,8 @@ class Gateway:
             await self._set_health(TARGET_SERVICE, not_serving)
         if self.queue.remote:
             self._watcher = asyncio.create_task(self._watch_queue(), name="queue-health")
+        else:  # the in-process queue is always up
+            self.metrics.queue_up.set(1)
         if self.rewriter is not None:
             task = self.rewriter.start_loading()
             if not self.cfg.rewriter.load_in_background:
@@ -184,7 +221,12 @@ class Gateway:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        await self.server.stop(self.cfg.server.grace_s if grace is None else grace)
+        grace_s = self.cfg.server.grace_s if grace is None else grace
+        # New calls get UNAVAILABLE/SERVER_DRAINING; calls in the queue get the grace period,
+        # and those still waiting then fail with that reason instead of being cut by the
+        # server's stop without one.
+        await self.queue.drain(grace_s)
+        await self.server.stop(min(grace_s, 1.0))
         await self.queue.close()
         self.target.close()
         if self.rewriter is not None:
@@ -256,7 +298,8 @@ async def build_gateway(
         queue = RedisStreamsQueue(cfg.queue,
                                   stages=[ANALYZE, TARGET, *([REWRITE] if generative else [])],
                                   max_pending=cfg.limits.max_pending, metrics=metrics,
-                                  environ=environ)
+                                  environ=environ,
+                                  max_tenant_pixels=cfg.limits.max_tenant_pending_pixels)
         analyzer_name = "remote"
         log.info("queue: redis streams at %s (models run in stage workers)",
                  redact_url(cfg.queue.url))

@@ -61,7 +61,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,10 +74,11 @@ from vlmguard.errors import (
     UnavailableError,
     VLMGuardError,
 )
-from vlmguard.logs import request_id_var
+from vlmguard.logs import RateLimitedLog, request_id_var
 from vlmguard.metrics import Metrics
-from vlmguard.queue.base import StageSpec, WorkQueue, run_isolating
+from vlmguard.queue.base import StageSpec, WorkQueue, draining_error, run_isolating
 from vlmguard.queue.codec import CodecError, decode_item, decode_result, encode
+from vlmguard.queue.fair import DeficitRoundRobin, item_cost
 
 log = logging.getLogger(__name__)
 
@@ -91,22 +92,24 @@ _HEX16 = re.compile(rb"^[0-9a-f]{16}$")
 _ENQUEUE_CHUNK = 256
 _READ_COUNT = 512
 
-#: KEYS: stream. ARGV: max_pending, max_len, reply-to instance, then per item: token, request
-#: id, deadline, body. Returns one entry id per item (0: refused, the stage is full), then the
-#: stream length.
+#: KEYS: the tenant's stream, the stage's tenant set. ARGV: max_pending, max_len, reply-to
+#: instance, tenant, then per item: token, request id, deadline, body, pixels. Returns one entry
+#: id per item (0: refused, the tenant's stream is full), then the stream length.
 _ENQUEUE = """
 local n = redis.call('XLEN', KEYS[1])
 local cap = tonumber(ARGV[1])
 local out = {}
-for i = 4, #ARGV, 4 do
+for i = 5, #ARGV, 5 do
   if n >= cap then
     out[#out + 1] = 0
   else
     out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'reply', ARGV[i],
-      'to', ARGV[3], 'rid', ARGV[i + 1], 'deadline', ARGV[i + 2], 'body', ARGV[i + 3])
+      'to', ARGV[3], 'rid', ARGV[i + 1], 'deadline', ARGV[i + 2], 'body', ARGV[i + 3],
+      'px', ARGV[i + 4])
     n = n + 1
   end
 end
+redis.call('SADD', KEYS[2], ARGV[4])
 out[#out + 1] = n
 return out
 """
@@ -198,13 +201,17 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
 class _Call:
     """One waiting ``submit``: what to enqueue and the future its answer resolves."""
 
-    __slots__ = ("body", "deadline", "entry_id", "future", "gen", "rid", "stage", "token",
-                 "withdrawn")
+    __slots__ = ("body", "deadline", "entry_id", "future", "gen", "pixels", "rid", "stage",
+                 "stream", "tenant", "token", "withdrawn")
 
     def __init__(self, token: bytes, stage: str, rid: str, deadline: str, body: bytes,
-                 future: asyncio.Future[bytes]) -> None:
+                 future: asyncio.Future[bytes], *, tenant: str = "", stream: str = "",
+                 pixels: int = 0) -> None:
         self.token = token
         self.stage = stage
+        self.tenant = tenant
+        self.stream = stream
+        self.pixels = pixels
         self.rid = rid
         self.deadline = deadline
         self.body = body
@@ -233,6 +240,9 @@ class RedisStreamsQueue(WorkQueue):
         environ: Environment for the password variable (default ``os.environ``).
         client: A ready ``redis.asyncio.Redis`` (else built from ``cfg``); the reply reader
             then shares it.
+        max_batch_pixels: Image pixels per batch a worker runs (None: no budget).
+        max_tenant_pixels: Image pixels one tenant may have in flight per stage from this
+            gateway (None: no budget).
     """
 
     def __init__(
@@ -248,6 +258,8 @@ class RedisStreamsQueue(WorkQueue):
         wall_clock: Callable[[], float] = time.time,
         environ: Mapping[str, str] | None = None,
         client: Any = None,
+        max_batch_pixels: int | None = None,
+        max_tenant_pixels: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.stages = tuple(stages)
@@ -267,30 +279,52 @@ class RedisStreamsQueue(WorkQueue):
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
-        self._cursor = dict.fromkeys(s.name for s in self.consume)
+        self.max_batch_pixels = max_batch_pixels
+        self.max_tenant_pixels = max_tenant_pixels
+        self._cursor: dict[str, Any] = {}  # XAUTOCLAIM cursor per stream
         self._last_claim = dict.fromkeys((s.name for s in self.consume), float("-inf"))
         self._claim_interval = min(cfg.visibility_timeout_s / 4, 1.0)
         self._keepers: set[asyncio.Task[None]] = set()
         self._where = redact_url(cfg.url)
+        self._rlog = RateLimitedLog(log, cfg.log_interval_s)
+        self._draining = False
         # gateway side
         self._seq = itertools.count(1)
         self._waiters: dict[bytes, _Call] = {}
-        self._outbox: dict[str, list[_Call]] = {s: [] for s in self.stages}
-        self._flushing: set[str] = set()
+        self._outbox: dict[str, list[_Call]] = {}  # by stream
+        self._flushing: set[str] = set()  # streams
+        self._tenant_pixels: dict[str, int] = {}  # (stage:tenant) -> pixels in flight here
         self._reader: asyncio.Task[None] | None = None
         self._reader_wake: asyncio.Event | None = None
         self._reader_gen = 0
         self._enqueue_wait = cfg.enqueue_wait_ms / 1000.0
         self._withdrawals: list[tuple[str, bytes]] = []
-        # worker side: entries read together with the previous batch's answers
-        self._carry: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = {
+        # worker side: each tenant stream served (the default one first), the entries in
+        # hand by stream in fair order, their ids (kept claimed), reclaimed delivery counts
+        self._streams: dict[str, list[str]] = {
+            s.name: [self.stream_key(s.name)] for s in self.consume}
+        self._hand: dict[str, DeficitRoundRobin[tuple[str, bytes, dict[bytes, bytes]]]] = {
+            s.name: DeficitRoundRobin(lambda e: item_cost(_pixels(e[2])))
+            for s in self.consume}
+        self._running: dict[str, list[tuple[str, bytes, dict[bytes, bytes]]]] = {
             s.name: [] for s in self.consume}
+        self._deliveries: dict[bytes, int] = {}
 
     # -- keys ----------------------------------------------------------------------------------
 
-    def stream_key(self, stage: str) -> str:
-        """The stage's work stream."""
-        return f"{self.cfg.key_prefix}:stream:{stage}"
+    def stream_key(self, stage: str, tenant: str = "") -> str:
+        """A tenant's work stream for ``stage`` (the default tenant's has no suffix)."""
+        if tenant in ("", "default"):
+            return f"{self.cfg.key_prefix}:stream:{stage}"
+        return f"{self.cfg.key_prefix}:stream:{stage}:tenant:{tenant}"
+
+    def tenants_key(self, stage: str) -> str:
+        """The set of tenants that have enqueued to ``stage`` (workers read their streams)."""
+        return f"{self.cfg.key_prefix}:tenants:{stage}"
+
+    def workers_key(self, stage: str) -> str:
+        """Heartbeats of the workers consuming ``stage`` (member: consumer, score: expiry)."""
+        return f"{self.cfg.key_prefix}:workers:{stage}"
 
     def dead_key(self, stage: str) -> str:
         """The stage's dead-letter stream."""
@@ -323,7 +357,10 @@ class RedisStreamsQueue(WorkQueue):
         for spec in self.consume:
             self._tasks.append(asyncio.create_task(self._consume(spec),
                                                    name=f"redis-worker-{spec.name}"))
+            self._keepers.add(asyncio.create_task(self._keep_claimed(spec.name),
+                                                  name=f"redis-keep-{spec.name}"))
         if self.consume:
+            self._keepers.add(asyncio.create_task(self._heartbeat(), name="redis-heartbeat"))
             log.info("worker %s consuming %s from %s", self.consumer,
                      ",".join(s.name for s in self.consume), self._where)
 
@@ -343,6 +380,13 @@ class RedisStreamsQueue(WorkQueue):
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=timeout)
             for t in late:
+                t.cancel()
+        for t in self._keepers:
+            if not t.done() and t.get_name() != "redis-heartbeat":
+                t.cancel()
+        if self._keepers:  # the heartbeat ends by itself (stop is set) and withdraws itself
+            await asyncio.wait(self._keepers, timeout=2.0)
+            for t in self._keepers:
                 t.cancel()
         if self._background:
             await asyncio.wait(self._background, timeout=2.0)
@@ -364,10 +408,26 @@ class RedisStreamsQueue(WorkQueue):
         """Calls from this process waiting on ``stage`` (the stream length is the global view)."""
         return self._inflight.get(stage, 0)
 
+    async def drain(self, timeout: float) -> None:
+        """Refuse new calls (UNAVAILABLE/SERVER_DRAINING); let the calls in flight get their
+        answers for up to ``timeout`` seconds; then fail the rest with that reason and
+        withdraw their entries (another gateway's caller retries; no worker runs them)."""
+        self._draining = True
+        end = self.clock() + timeout
+        while self._waiters and self.clock() < end:
+            await asyncio.sleep(0.02)
+        for call in list(self._waiters.values()):
+            if not call.future.done():
+                call.fail(draining_error())
+                self._withdraw(call, "")
+        if self._background:
+            await asyncio.wait(self._background, timeout=2.0)
+
     # -- gateway side --------------------------------------------------------------------------
 
     def _unavailable(self, e: BaseException) -> UnavailableError:
-        log.warning("redis queue at %s unavailable: %s", self._where, type(e).__name__)
+        self._rlog.warning("enqueue", "redis queue at %s unavailable: %s", self._where,
+                           type(e).__name__)
         return _queue_unavailable()
 
     async def submit(self, stage: str, item: Any, *, deadline: float | None = None,
@@ -378,37 +438,58 @@ class RedisStreamsQueue(WorkQueue):
         if self._closed:
             raise UnavailableError("the work queue is shutting down",
                                    reason=Reason.STAGE_UNAVAILABLE)
+        if self._draining:
+            raise draining_error()
         now = self.clock()
         if deadline is not None and now >= deadline:
             raise DeadlineExceededError(f"deadline passed before stage {stage!r}",
                                         reason=Reason.DEADLINE_EXCEEDED)
+        budget_key = f"{stage}:{tenant}"
+        held = self._tenant_pixels.get(budget_key, 0)
+        if (pixels > 0 and self.max_tenant_pixels is not None
+                and held + pixels > self.max_tenant_pixels):
+            if self.metrics:
+                self.metrics.throttled.labels(stage).inc()
+            raise ResourceExhaustedError(
+                f"this tenant has {held} image pixels in stage {stage!r} already; its budget "
+                f"is {self.max_tenant_pixels}: retry shortly",
+                reason=Reason.TENANT_BUDGET_EXHAUSTED, retry_after_s=1.0,
+                metadata={"stage": stage})
         wait_s = deadline - now if deadline is not None else float(self.cfg.result_ttl_s)
         epoch = f"{self.wall_clock() + wait_s:.6f}" if deadline is not None else ""
         body = encode(item)
         loop = asyncio.get_running_loop()
         if self._reader is None:
             self._start_reader()
+        stream = self.stream_key(stage, tenant)
         call = _Call(b"%016x" % next(self._seq), stage, request_id_var.get(), epoch, body,
-                     loop.create_future())
+                     loop.create_future(), tenant=tenant or "default", stream=stream,
+                     pixels=pixels)
         self._waiters[call.token] = call
         self._inflight[stage] += 1
+        self._tenant_pixels[budget_key] = held + pixels
         timer = loop.call_later(wait_s, _expire, call)
         try:
-            self._outbox[stage].append(call)
-            if stage not in self._flushing:
-                self._schedule_flush(stage)
+            self._outbox.setdefault(stream, []).append(call)
+            if stream not in self._flushing:
+                self._schedule_flush(stream, stage)
             try:
                 payload = await call.future
             except DeadlineExceededError:
-                self._withdraw(call)
+                self._withdraw(call, "deadline")
                 raise
             except asyncio.CancelledError:
-                self._withdraw(call)
+                self._withdraw(call, "cancelled")
                 raise
         finally:
             timer.cancel()
             del self._waiters[call.token]
             self._inflight[stage] -= 1
+            left = self._tenant_pixels.get(budget_key, 0) - pixels
+            if left > 0:
+                self._tenant_pixels[budget_key] = left
+            else:
+                self._tenant_pixels.pop(budget_key, None)
         try:
             result = decode_result(stage, payload)
         except CodecError as e:
@@ -424,27 +505,28 @@ class RedisStreamsQueue(WorkQueue):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _schedule_flush(self, stage: str) -> None:
-        """Enqueue the stage's waiting calls now, or after ``enqueue_wait_ms`` when busy."""
-        self._flushing.add(stage)
-        if self._enqueue_wait > 0 and self._inflight[stage] > len(self._outbox[stage]):
+    def _schedule_flush(self, stream: str, stage: str) -> None:
+        """Enqueue a tenant stream's waiting calls now, or after ``enqueue_wait_ms`` when the
+        stage is busy."""
+        self._flushing.add(stream)
+        if self._enqueue_wait > 0 and self._inflight[stage] > len(self._outbox[stream]):
             # Calls of this stage are in flight already: collect the calls that arrive in the
             # next moments and send them together (fewer round trips and wake-ups per call).
             asyncio.get_running_loop().call_later(
-                self._enqueue_wait, lambda: self._spawn(self._flush(stage)))
+                self._enqueue_wait, lambda: self._spawn(self._flush(stream, stage)))
         else:
-            self._spawn(self._flush(stage))
+            self._spawn(self._flush(stream, stage))
 
-    async def _flush(self, stage: str) -> None:
-        """Send the stage's waiting calls, in chunks, until none is left; one at a time."""
+    async def _flush(self, stream: str, stage: str) -> None:
+        """Send a stream's waiting calls, in chunks, until none is left; one at a time."""
         errors = _redis_errors()
-        outbox = self._outbox[stage]
+        outbox = self._outbox[stream]
         if self._closed:  # a window that ended after close(): nobody sends these any more
             for c in outbox:
                 c.fail(UnavailableError("the work queue is shutting down",
                                         reason=Reason.STAGE_UNAVAILABLE))
             outbox.clear()
-            self._flushing.discard(stage)
+            self._flushing.discard(stream)
             return
         try:
             while outbox:
@@ -453,15 +535,17 @@ class RedisStreamsQueue(WorkQueue):
                 batch = [c for c in batch if not c.future.done()]
                 if not batch:
                     continue
-                args: list[Any] = [self.max_pending, self.cfg.stream_max_len, self.instance]
+                args: list[Any] = [self.max_pending, self.cfg.stream_max_len, self.instance,
+                                   batch[0].tenant]
                 gen = self._reader_gen
                 for c in batch:
-                    args += (c.token, c.rid, c.deadline, c.body)
+                    args += (c.token, c.rid, c.deadline, c.body, c.pixels)
                     c.gen = gen
                 try:
                     # EVAL, not EVALSHA: no NOSCRIPT after a Redis restart; Redis caches the
                     # compiled script by its digest.
-                    res = await self._client().eval(_ENQUEUE, 1, self.stream_key(stage), *args)
+                    res = await self._client().eval(_ENQUEUE, 2, stream,
+                                                    self.tenants_key(stage), *args)
                 except errors as e:
                     self._unavailable(e)  # logs once per failed enqueue
                     for c in batch:
@@ -483,7 +567,7 @@ class RedisStreamsQueue(WorkQueue):
                         continue
                     c.entry_id = entry_id
                     if c.withdrawn:  # the caller gave up while this was in flight
-                        self._withdraw(c)
+                        self._withdraw(c, "")
                 if self.metrics:
                     self.metrics.queue_depth.labels(stage).set(int(res[-1]))
                     if rejected:
@@ -491,16 +575,19 @@ class RedisStreamsQueue(WorkQueue):
                 if self._reader_wake is not None and not self._reader_wake.is_set():
                     self._reader_wake.set()  # a reader backing off: Redis is back
         finally:
-            self._flushing.discard(stage)
+            self._flushing.discard(stream)
             if outbox:  # appended after the loop ended
-                self._schedule_flush(stage)
+                self._schedule_flush(stream, stage)
 
-    def _withdraw(self, call: _Call) -> None:
-        """The caller gave up: ack and delete its entry so nobody runs or answers it."""
+    def _withdraw(self, call: _Call, why: str) -> None:
+        """The caller gave up (``why``: 'deadline' or 'cancelled', counted; '' when counted
+        already): ack and delete its entry so a worker that has not read it never runs it."""
         call.withdrawn = True
+        if why and self.metrics:
+            self.metrics.dropped.labels(call.stage, why).inc()
         if call.entry_id is None:  # its enqueue is still in flight; _flush withdraws it
             return
-        self._withdrawals.append((self.stream_key(call.stage), call.entry_id))
+        self._withdrawals.append((call.stream, call.entry_id))
         if len(self._withdrawals) == 1:  # else a sender is scheduled or running already
             self._spawn(self._send_withdrawals())
 
@@ -575,103 +662,193 @@ class RedisStreamsQueue(WorkQueue):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
-    async def _ensure_group(self, stage: str) -> None:
+    async def _ensure_group(self, stage: str, stream: str | None = None) -> None:
         from redis.exceptions import ResponseError
 
         try:
-            await self._client().xgroup_create(self.stream_key(stage), GROUP, id="0",
+            await self._client().xgroup_create(stream or self.stream_key(stage), GROUP, id="0",
                                                mkstream=True)
         except ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
 
+    async def _discover(self, stage: str, members: Any) -> None:
+        """Serve the tenant streams of ``stage`` not known yet (creating their groups)."""
+        known = self._streams[stage]
+        for raw in members or ():
+            stream = self.stream_key(stage, _s(raw))
+            if stream not in known:
+                await self._ensure_group(stage, stream)
+                known.append(stream)
+
+    async def _heartbeat(self) -> None:
+        """Record every ``worker_heartbeat_s`` that this worker consumes its stages: a member
+        of ``<prefix>:workers:<stage>`` scored with its expiry (three periods); the set itself
+        expires with its last member, so a stage nobody consumes has no live entry."""
+        errors = _redis_errors()
+        period = self.cfg.worker_heartbeat_s
+        while not self._stop.is_set():
+            try:
+                async with self._client().pipeline(transaction=False) as pipe:
+                    for spec in self.consume:
+                        key = self.workers_key(spec.name)
+                        pipe.zadd(key, {self.consumer: self.wall_clock() + 3 * period})
+                        pipe.expire(key, max(1, int(3 * period) + 1))
+                    await pipe.execute()
+            except errors as e:
+                self._rlog.warning("heartbeat", "worker %s: heartbeat not recorded (%s)",
+                                   self.consumer, type(e).__name__)
+            await self._sleep(period)
+        with contextlib.suppress(Exception):  # leaving: stop counting as a consumer now
+            async with self._client().pipeline(transaction=False) as pipe:
+                for spec in self.consume:
+                    pipe.zrem(self.workers_key(spec.name), self.consumer)
+                await pipe.execute()
+
+    async def consumers(self, stage: str, timeout: float) -> int | None:
+        """Workers whose heartbeat for ``stage`` has not expired (None: Redis did not answer)."""
+        key = self.workers_key(stage)
+
+        async def count() -> int:
+            async with self._client().pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(key, "-inf", self.wall_clock())
+                pipe.zcard(key)
+                res = await pipe.execute()
+            return int(res[-1])
+
+        try:
+            n = await asyncio.wait_for(count(), timeout)
+        except Exception as e:  # Redis down: ping() reports that; nothing known here
+            log.debug("redis heartbeat count failed: %s", type(e).__name__)
+            return None
+        if self.metrics:
+            self.metrics.workers.labels(stage).set(n)
+        return n
+
     async def _consume(self, spec: StageSpec) -> None:
         from redis.exceptions import ResponseError
 
         errors = _redis_errors()
+        stage = spec.name
         backoff, group_ready, down = 0.05, False, False
-        # Entries already read with the last answers are in hand: they run even when draining.
-        while not self._stop.is_set() or self._carry[spec.name]:
+        # Entries in hand were delivered to this worker: they run even when draining.
+        while not self._stop.is_set() or len(self._hand[stage]):
             try:
                 if not group_ready:
-                    await self._ensure_group(spec.name)
+                    for stream in self._streams[stage]:
+                        await self._ensure_group(stage, stream)
                     group_ready = True
-                entries, counts = await self._next_batch(spec)
+                if not self._stop.is_set():
+                    await self._fill(spec)
+                batch = self._pick(spec)
             except ResponseError as e:
                 if "NOGROUP" in str(e):  # Redis restarted empty, or the stream was deleted
                     group_ready = False
                     continue
-                log.error("stage %s: redis error %s", spec.name, type(e).__name__)
+                self._rlog.error(f"redis-error-{stage}", "stage %s: redis error %s", stage,
+                                 type(e).__name__)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.cfg.worker_backoff_max_s)
                 continue
             except errors as e:
                 if not down:
                     log.warning("stage %s: redis at %s unavailable (%s); retrying with backoff",
-                                spec.name, self._where, type(e).__name__)
+                                stage, self._where, type(e).__name__)
                 down, group_ready = True, False
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.cfg.worker_backoff_max_s)
                 continue
             if down:
-                log.info("stage %s: redis at %s is back", spec.name, self._where)
+                log.info("stage %s: redis at %s is back", stage, self._where)
             backoff, down = 0.05, False
-            if entries:
+            if batch:
                 try:
-                    await self._process(spec, entries, counts)
+                    await self._process(spec, batch)
                 except errors as e:
                     # Unacked entries stay pending in Redis and are reclaimed later.
-                    log.warning("stage %s: could not write a batch's results (%s)", spec.name,
-                                type(e).__name__)
-        log.info("stage %s: worker %s stopped reading", spec.name, self.consumer)
+                    self._rlog.warning(f"write-{stage}",
+                                       "stage %s: could not write a batch's results (%s)",
+                                       stage, type(e).__name__)
+        log.info("stage %s: worker %s stopped reading", stage, self.consumer)
 
-    async def _next_batch(
-        self, spec: StageSpec
-    ) -> tuple[list[tuple[bytes, dict[bytes, bytes]]], dict[bytes, int]]:
-        """Reclaimed entries when some are due, else new ones (size- or time-bounded).
-
-        New entries are those read together with the previous batch's answers, else a blocking
-        read. A short batch waits for more until its oldest entry is ``max_wait_ms`` old (the
-        entry id holds Redis's enqueue time), then takes what arrived with one read.
-        """
+    async def _fill(self, spec: StageSpec) -> None:
+        """Put work in hand: reclaimed entries when a reclaim is due, then new entries of every
+        tenant stream that has none in hand (at most ``max_batch_size`` each; a blocking read
+        only when nothing at all is in hand), so a tenant with a backlog never holds more
+        than one batch's worth here and a newly arrived tenant is seen on the next read."""
         r = self._client()
         stage, b = spec.name, spec.batching
-        stream = self.stream_key(stage)
-        entries, self._carry[stage] = self._carry[stage], []
+        hand = self._hand[stage]
         now = self.clock()
-        if not entries and now - self._last_claim[stage] >= self._claim_interval:
+        if now - self._last_claim[stage] >= self._claim_interval:
             self._last_claim[stage] = now
             await self._update_gauges(stage)
-            res = await r.xautoclaim(
-                stream, GROUP, self.consumer,
-                min_idle_time=int(self.cfg.visibility_timeout_s * 1000),
-                start_id=self._cursor[stage] or "0-0", count=b.max_batch_size,
-            )
-            self._cursor[stage] = res[0]  # Redis 7: [next cursor, entries, deleted ids]
-            claimed = [(_b(i), f) for i, f in res[1] if f]
-            if claimed:
+            for stream in self._streams[stage]:
+                res = await r.xautoclaim(
+                    stream, GROUP, self.consumer,
+                    min_idle_time=int(self.cfg.visibility_timeout_s * 1000),
+                    start_id=self._cursor.get(stream) or "0-0", count=b.max_batch_size,
+                )
+                self._cursor[stream] = res[0]  # Redis 7: [next cursor, entries, deleted ids]
+                claimed = [(_b(i), f) for i, f in res[1] if f]
+                if not claimed:
+                    continue
                 counts = await self._delivery_counts(stream, [i for i, _ in claimed])
+                self._deliveries.update(counts)
                 if self.metrics:
                     self.metrics.redeliveries.labels(stage).inc(len(claimed))
-                log.warning("stage %s: reclaimed %d items from a dead or slow worker", stage,
-                            len(claimed))
-                return claimed, counts
-        if not entries:
-            entries = _entries(await r.xreadgroup(GROUP, self.consumer, {stream: ">"},
-                                                  count=b.max_batch_size,
-                                                  block=self.cfg.worker_block_ms))
-            if not entries:
-                return [], {}
-        if len(entries) < b.max_batch_size and b.max_wait_ms > 0 and not self._stop.is_set():
-            # Sleep here and read once without BLOCK: Redis resolves short BLOCK timeouts only
-            # on its ~100 ms cron tick, far coarser than max_wait_ms.
-            age_ms = self.wall_clock() * 1000.0 - _id_key(entries[0][0])[0]
-            wait_ms = min(b.max_wait_ms, b.max_wait_ms - age_ms)
-            if wait_ms > 0:
-                await asyncio.sleep(wait_ms / 1000.0)
-            entries += _entries(await r.xreadgroup(
-                GROUP, self.consumer, {stream: ">"}, count=b.max_batch_size - len(entries)))
-        return entries, {}
+                self._rlog.warning(f"reclaim-{stage}",
+                                   "stage %s: reclaimed %d items from a dead or slow worker",
+                                   stage, len(claimed))
+                for entry_id, fields in claimed:
+                    self._take_in_hand(stage, stream, entry_id, fields)
+        empty = [s for s in self._streams[stage] if s not in hand.tenants()]
+        block = None if len(hand) else self.cfg.worker_block_ms
+        # The tenant set rides along with every read: a tenant's first item is seen on the
+        # next read (an idle worker, blocked on the known streams, sees it within
+        # worker_block_ms, once per tenant).
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.tenants_key(stage))
+            if empty:
+                pipe.xreadgroup(GROUP, self.consumer, dict.fromkeys(empty, ">"),
+                                count=b.max_batch_size, block=block)
+            res = await pipe.execute()
+        if empty:
+            for stream, entry_id, fields in _stream_entries(res[1]):
+                self._take_in_hand(stage, stream, entry_id, fields)
+        await self._discover(stage, res[0])
+
+    def _take_in_hand(self, stage: str, stream: str, entry_id: bytes,
+                      fields: dict[bytes, bytes]) -> None:
+        if entry_id in self._held(stage).get(stream, ()):  # reclaimed from ourselves
+            return
+        self._hand[stage].push(stream, (stream, entry_id, fields))
+
+    def _held(self, stage: str) -> dict[str, set[bytes]]:
+        """Ids of the entries in hand and running, by stream."""
+        out: dict[str, set[bytes]] = {}
+        for stream, entry_id, _ in (*self._hand[stage].items(), *self._running[stage]):
+            out.setdefault(stream, set()).add(entry_id)
+        return out
+
+    def _pick(self, spec: StageSpec) -> list[tuple[str, bytes, dict[bytes, bytes]]]:
+        """The next batch from the entries in hand: tenants in deficit-round-robin order,
+        weighted by image cost, within ``max_batch_size`` and ``max_batch_pixels`` (a request
+        larger than that runs alone)."""
+        pixels = 0
+        count = 0
+
+        def fits(e: tuple[str, bytes, dict[bytes, bytes]]) -> bool:
+            nonlocal pixels, count
+            px = _pixels(e[2])
+            if count and self.max_batch_pixels is not None and px \
+                    and pixels + px > self.max_batch_pixels:
+                return False
+            pixels += px
+            count += 1
+            return True
+
+        return self._hand[spec.name].take(fits, limit=spec.batching.max_batch_size)
 
     async def _delivery_counts(self, stream: str, ids: list[bytes]) -> dict[bytes, int]:
         rows = await self._client().xpending_range(
@@ -684,32 +861,35 @@ class RedisStreamsQueue(WorkQueue):
         if not self.metrics:
             return
         r = self._client()
-        stream = self.stream_key(stage)
-        depth = await r.xlen(stream)
+        depth = lag = 0
+        for stream in self._streams[stage]:
+            depth += await r.xlen(stream)
+            for g in await r.xinfo_groups(stream):
+                if _s(g.get("name", b"")) == GROUP and g.get("lag") is not None:
+                    lag += int(g["lag"])
         self.metrics.queue_depth.labels(stage).set(depth)
-        for g in await r.xinfo_groups(stream):
-            if _s(g.get("name", b"")) == GROUP and g.get("lag") is not None:
-                self.metrics.queue_lag.labels(stage).set(int(g["lag"]))
+        self.metrics.queue_lag.labels(stage).set(lag)
 
     async def _process(
         self,
         spec: StageSpec,
-        entries: list[tuple[bytes, dict[bytes, bytes]]],
-        counts: dict[bytes, int],
+        batch: list[tuple[str, bytes, dict[bytes, bytes]]],
     ) -> None:
         stage = spec.name
-        answers: list[tuple[bytes, dict[bytes, bytes], bytes]] = []  # (entry id, fields, answer)
-        dead: list[tuple[bytes, dict[bytes, bytes], str]] = []
-        run: list[tuple[bytes, dict[bytes, bytes], Any]] = []  # (entry id, fields, item)
+        # (stream, entry id, fields, answer)
+        answers: list[tuple[str, bytes, dict[bytes, bytes], bytes]] = []
+        dead: list[tuple[str, bytes, dict[bytes, bytes], str]] = []
+        run: list[tuple[str, bytes, dict[bytes, bytes], Any]] = []  # (stream, id, fields, item)
         now = self.wall_clock()
-        for entry_id, fields in entries:
+        for stream, entry_id, fields in batch:
+            deliveries = self._deliveries.pop(entry_id, 1)
             if not (_HEX16.match(fields.get(b"reply", b""))
                     and _HEX16.match(fields.get(b"to", b""))):
-                dead.append((entry_id, fields, "MALFORMED"))
+                dead.append((stream, entry_id, fields, "MALFORMED"))
                 continue
-            if counts.get(entry_id, 1) > self.cfg.max_deliveries:
-                dead.append((entry_id, fields, Reason.DEAD_LETTERED))
-                answers.append((entry_id, fields, encode(UnavailableError(
+            if deliveries > self.cfg.max_deliveries:
+                dead.append((stream, entry_id, fields, Reason.DEAD_LETTERED))
+                answers.append((stream, entry_id, fields, encode(UnavailableError(
                     f"stage {stage!r} failed on this request {self.cfg.max_deliveries} times; "
                     "it was set aside", reason=Reason.DEAD_LETTERED))))
                 continue
@@ -719,63 +899,51 @@ class RedisStreamsQueue(WorkQueue):
                 item = decode_item(stage, fields.get(b"body", b""))
             except (CodecError, ValueError) as e:
                 log.error("stage %s: malformed queue item (%s)", stage, e)
-                answers.append((entry_id, fields, encode(UnavailableError(
+                answers.append((stream, entry_id, fields, encode(UnavailableError(
                     f"stage {stage!r} could not read this request",
                     reason=Reason.QUEUE_ITEM_MALFORMED))))
                 continue
             if deadline is not None and now >= deadline:
                 if self.metrics:
                     self.metrics.expired.labels(stage).inc()
-                answers.append((entry_id, fields, encode(DeadlineExceededError(
+                    self.metrics.dropped.labels(stage, "deadline").inc()
+                answers.append((stream, entry_id, fields, encode(DeadlineExceededError(
                     f"deadline passed while waiting for stage {stage!r}",
                     reason=Reason.DEADLINE_EXCEEDED))))
                 continue
-            run.append((entry_id, fields, item))
-        if run:
-            if self.metrics:
-                self.metrics.batch_size.labels(stage).observe(len(run))
-            async with self._held(stage, [i for i, _, _ in run]):
-                results = await self._run_handler(spec, [item for _, _, item in run])
-            answers += [(entry_id, fields, res)
-                        for (entry_id, fields, _), res in zip(run, results, strict=True)]
-        # Read the next batch in the same round trip as these answers, unless draining or a
-        # reclaim check is due (that round starts without entries in hand).
-        read_next = 0
-        if (not self._stop.is_set()
-                and self.clock() - self._last_claim[stage] < self._claim_interval):
-            read_next = spec.batching.max_batch_size
-        await self._finish(stage, answers, dead, read_next=read_next)
-
-    @contextlib.asynccontextmanager
-    async def _held(self, stage: str, ids: list[bytes]) -> AsyncIterator[None]:
-        """Keep ``ids`` claimed by this worker while the block runs (see _keep_claimed)."""
-        task = asyncio.create_task(self._keep_claimed(stage, ids), name=f"redis-keep-{stage}")
-        self._keepers.add(task)
+            run.append((stream, entry_id, fields, item))
+        self._running[stage] = batch
         try:
-            yield
+            if run:
+                if self.metrics:
+                    self.metrics.batch_size.labels(stage).observe(len(run))
+                results = await self._run_handler(spec, [item for *_, item in run])
+                answers += [(stream, entry_id, fields, res) for (stream, entry_id, fields, _), res
+                            in zip(run, results, strict=True)]
+            for stream in dict.fromkeys(e[0] for e in batch):
+                await self._finish(
+                    stage, [(i, f, a) for s_, i, f, a in answers if s_ == stream],
+                    [(i, f, w) for s_, i, f, w in dead if s_ == stream], stream=stream)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            self._keepers.discard(task)
+            self._running[stage] = []
 
-    async def _keep_claimed(self, stage: str, ids: list[bytes]) -> None:
-        """While a batch runs, reset its entries' idle time every third of
-        ``visibility_timeout_s`` (XCLAIM to this consumer, JUSTID: the delivery count stays),
-        so a batch slower than the timeout (tier-2 generation on CPU) is not reclaimed and run
-        twice while this worker is alive. A worker that dies stops this, and its entries are
-        reclaimed as before."""
+    async def _keep_claimed(self, stage: str) -> None:
+        """Every third of ``visibility_timeout_s``, reset the idle time of every entry in hand
+        (running or waiting its turn here: XCLAIM to this consumer, JUSTID, the delivery count
+        stays), so a batch slower than the timeout (tier-2 generation on CPU) is not reclaimed
+        and run twice while this worker is alive. A worker that dies stops this, and its
+        entries are reclaimed by the others after the timeout."""
         r = self._client()
-        stream = self.stream_key(stage)
         period = self.cfg.visibility_timeout_s / 3
         while True:
             await asyncio.sleep(period)
-            try:
-                await r.xclaim(stream, GROUP, self.consumer, min_idle_time=0, message_ids=ids,
-                               justid=True)
-            except Exception as e:  # the answers' write will see a real outage
-                log.debug("stage %s: could not refresh the batch in hand (%s)", stage,
-                          type(e).__name__)
+            for stream, ids in self._held(stage).items():
+                try:
+                    await r.xclaim(stream, GROUP, self.consumer, min_idle_time=0,
+                                   message_ids=list(ids), justid=True)
+                except Exception as e:  # the answers' write will see a real outage
+                    log.debug("stage %s: could not refresh the entries in hand (%s)", stage,
+                              type(e).__name__)
 
     async def _run_handler(self, spec: StageSpec, items: list[Any]) -> list[bytes]:
         """One encoded answer per item; a raising batch is retried in halves (see run_isolating)."""
@@ -799,19 +967,18 @@ class RedisStreamsQueue(WorkQueue):
         answers: list[tuple[bytes, dict[bytes, bytes], bytes]],
         dead: list[tuple[bytes, dict[bytes, bytes], str]],
         *,
-        read_next: int = 0,
+        stream: str | None = None,
     ) -> int:
-        """Dead letters, then one script that answers, acks and deletes the whole batch.
+        """Dead letters, then one script that answers, acks and deletes the entries of one
+        stream (default: the stage's default-tenant stream).
 
         An answer is delivered only by the first worker to ack its entry, so a duplicate
         delivery answered by two workers still gives its caller one answer; a crash before the
-        script only causes a redelivery. With ``read_next``, up to that many new entries are
-        read (without blocking) in the same round trip and kept for the next batch. Returns
-        how many answers were delivered.
+        script only causes a redelivery. Returns how many answers were delivered.
         """
         r = self._client()
         prefix = f"{self.cfg.key_prefix}:replies:".encode()
-        stream = self.stream_key(stage)
+        stream = stream or self.stream_key(stage)
         keys: list[Any] = [stream]
         args: list[Any] = [GROUP, self.cfg.result_ttl_s, len(answers)]
         for entry_id, fields, answer in answers:
@@ -819,7 +986,7 @@ class RedisStreamsQueue(WorkQueue):
             args += (entry_id, fields[b"reply"] + answer)
         answered = {entry_id for entry_id, _, _ in answers}
         args += [entry_id for entry_id, _, _ in dead if entry_id not in answered]
-        if not dead and not read_next:
+        if not dead:
             return int(await r.eval(_ANSWER, len(keys), *keys, *args))
         async with r.pipeline(transaction=False) as pipe:
             for entry_id, fields, why in dead:
@@ -827,20 +994,14 @@ class RedisStreamsQueue(WorkQueue):
                                                  b"entry": entry_id},
                           maxlen=self.cfg.stream_max_len, approximate=True)
             pipe.eval(_ANSWER, len(keys), *keys, *args)
-            if read_next:
-                pipe.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=read_next)
             res = await pipe.execute(raise_on_error=False)
-        for x in res[:len(dead) + 1]:  # a failed read is retried by the next blocking read
+        for x in res:
             if isinstance(x, Exception):
                 raise x
-        pushed = res[len(dead)]
-        if read_next and not isinstance(res[-1], Exception):
-            self._carry[stage] = _entries(res[-1])
-        if dead:
-            if self.metrics:
-                self.metrics.dead_letters.labels(stage).inc(len(dead))
-            log.warning("stage %s: %d items moved to %s", stage, len(dead), self.dead_key(stage))
-        return int(pushed)
+        if self.metrics:
+            self.metrics.dead_letters.labels(stage).inc(len(dead))
+        log.warning("stage %s: %d items moved to %s", stage, len(dead), self.dead_key(stage))
+        return int(res[-1])
 
 
 def _queue_unavailable() -> UnavailableError:
@@ -864,6 +1025,23 @@ def _b(v: Any) -> bytes:
 def _id_key(entry_id: bytes) -> tuple[int, int]:
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq or 0)
+
+
+def _pixels(fields: dict[bytes, bytes]) -> int:
+    try:
+        return max(0, int(fields.get(b"px", b"0") or 0))
+    except ValueError:
+        return 0
+
+
+def _stream_entries(got: Any) -> list[tuple[str, bytes, dict[bytes, bytes]]]:
+    """Flatten an XREADGROUP reply over several streams to (stream, id, fields)."""
+    out: list[tuple[str, bytes, dict[bytes, bytes]]] = []
+    for name, msgs in got or []:
+        for entry_id, fields in msgs:
+            if fields:  # an entry deleted while pending comes back without fields
+                out.append((_s(name), _b(entry_id), fields))
+    return out
 
 
 def _entries(got: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:

@@ -89,5 +89,6 @@ def build_worker(
                             target_backend=target_backend, rewriter_backend=rewriter_backend)
     queue = RedisStreamsQueue(cfg.queue, stages=[stage], consume=[stage_spec(runtime)],
                               max_pending=cfg.limits.max_pending,
-                              metrics=runtime.metrics, environ=environ)
+                              metrics=runtime.metrics, environ=environ,
+                              max_batch_pixels=cfg.limits.max_batch_pixels)
     return StageWorker(stage, queue, runtime)
