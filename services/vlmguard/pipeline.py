@@ -95,11 +95,6 @@ def validate_call(call: Call, limits: LimitsConfig) -> None:
         )
 
 
-def _share(call: Call) -> dict[str, Any]:
-    """What a queue needs to share a stage fairly: who asks, and the image cost."""
-    return {"tenant": call.tenant_id or "default", "pixels": request_pixels(call.images)}
-
-
 class GuardPipeline:
     """Runs calls through the stages.
 
@@ -139,6 +134,13 @@ class GuardPipeline:
         self.metrics = metrics
         self.clock = clock
 
+    def _share(self, call: Call) -> dict[str, Any]:
+        """What a queue needs to share a stage fairly: the tenant as the policy resolves it
+        (unknown ids share the default tenant's lane, so made-up ids buy no extra share) and
+        the request's image cost."""
+        return {"tenant": self.policy.tenant(call.tenant_id)[0],
+                "pixels": request_pixels(call.images)}
+
     def _observe(self, stage: str, ms: float) -> None:
         if self.metrics:
             self.metrics.stage_latency.labels(stage).observe(ms / 1000.0)
@@ -158,7 +160,7 @@ class GuardPipeline:
         try:
             result: Analysis = await self.queue.submit(
                 ANALYZE, AnalysisItem(call.request_id, call.text, call.images),
-                deadline=call.deadline, **_share(call),
+                deadline=call.deadline, **self._share(call),
             )
         except (InvalidArgumentError, DeadlineExceededError):
             raise
@@ -329,7 +331,7 @@ class GuardPipeline:
                 TARGET, TargetItem(text, call.images, image_texts, call.params,
                                    None if call.deadline is None
                                    else time.time() + (call.deadline - self.clock())),
-                deadline=call.deadline, **_share(call),
+                deadline=call.deadline, **self._share(call),
             )
         except VLMGuardError:
             raise
