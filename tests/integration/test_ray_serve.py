@@ -137,6 +137,10 @@ def test_errors_map_to_the_gateway_statuses(ray_guard: RayGuard,
     _expect(lambda: stub.Guard(guard_pb2.GuardRequest(text=BENIGN), timeout=30,
                                metadata=(("authorization", "Bearer wrong"),)),
             grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY")
+    # A legacy plain key acts for the default tenant only, as in the embedded gateway.
+    _expect(lambda: stub.Guard(guard_pb2.GuardRequest(text=BENIGN, tenant_id="other"),
+                               timeout=30, metadata=md),
+            grpc.StatusCode.PERMISSION_DENIED, "TENANT_NOT_ALLOWED")
     gen = target_pb2_grpc.TargetServiceStub(ray_guard.channel)
     _expect(lambda: gen.Generate(target_pb2.GenerateRequest(text="hi"), timeout=30, metadata=md),
             grpc.StatusCode.FAILED_PRECONDITION, "TARGET_NOT_CONFIGURED")
