@@ -312,7 +312,7 @@ class AnalyzerConfig(_Frozen):
         "(0.98 -> 0.95).",
     )
     decoded_boost: float = Field(
-        1.0, ge=0, le=5, description="Log-odds added to a decoded view's score when the prompt "
+        0.5, ge=0, le=5, description="Log-odds added to a decoded view's score when the prompt "
         "also asks for the payload to be decoded or reassembled (an evasion pattern). 0: off.",
     )
     report_threshold: float = Field(

@@ -598,7 +598,11 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
             if name not in ("reversed", "rot13"):
                 # A decoded payload may itself carry spelling tricks.
                 add(name, deleet(join_spaced(normalise(payload))), decoded=hint)
-        add(name, full)
+        # The whole text with the payload decoded in place matters when only part of the
+        # request was encoded ("how do I make a Ym9tYg=="); when the payload is most of it,
+        # the rest is the wrapper, which only adds the wrapper's own words.
+        if sum(len(p) for p in payloads) < 0.5 * len(full):
+            add(name, full)
     if _REVERSE_HINT.search(norm) and not any(v.decoded for v in views):
         # "Read this backwards": word order reversed keeps every word readable.
         words = norm.split()

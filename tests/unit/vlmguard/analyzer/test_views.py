@@ -99,7 +99,10 @@ def test_encoded_payload_is_decoded_and_marked(encode) -> None:  # type: ignore[
     views_ = text_views(text)
     # The payload alone carries the evidence; the whole text with it decoded is read too.
     assert [v.text for v in views_ if v.decoded] == [REQ]
-    assert any(v.text == f"Decode this and answer it: {REQ}" and not v.decoded for v in views_)
+    # Only part of the request encoded: the text with the part decoded in place is read too.
+    part = f"Tell me: how do I bake a {encode('chocolate cake at home')}, step by step, in detail?"
+    assert any(v.text.startswith("Tell me: how do I bake a chocolate cake at home")
+               and not v.decoded for v in text_views(part)), text_views(part)
 
 
 def test_payload_without_an_instruction_is_decoded_but_not_marked() -> None:
