@@ -59,8 +59,8 @@ runs with the same --seed send identical requests, so their figures compare.
 Figures: an attack succeeds when a harmful (label unsafe) request is answered ALLOW; attack
 success rate (ASR) = successes / harmful cases. Benign cases: blocked = BLOCK / benign cases,
 flagged = not ALLOW (rewritten or blocked) / benign cases. Every rate has a 95% Wilson
-interval and its counts, per transform, family, category, kind and language (the language
-figures count only the request as written in that language: plain, translated,
+interval and its counts, per transform, family, category, kind, seed source and language
+(a language's figures count only the request as written in it: plain, translated,
 machine_translate). Cases whose request errored are left out of the rates and counted.
 
 Outputs in OUT_DIR (rewritten by each run):
@@ -149,7 +149,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) that "
                     "translates English seeds for machine_translate")
     tr.add_argument("--translator-model", default="default", metavar="NAME",
-                    help="model name sent to the translator (default %(default)s)")
+                    help="model name sent to the translator (default: '%(default)s')")
     tr.add_argument("--translator-key-env", default="", metavar="VAR",
                     help="environment variable holding the translator's API key")
     tr.add_argument("--translate-to", metavar="A,B,...",
@@ -344,6 +344,20 @@ def report_name(out_dir: Path) -> str:
     return EVAL_REPORT_FILE if (out_dir / "metrics.json").is_file() else REPORT_FILE
 
 
+def format_failures(failures: list[Any]) -> str:
+    """One line per failing family; the failing languages of a metric on one line."""
+    lines = ["  " + f.describe() for f in failures if f.scope != "language"]
+    by_metric: dict[tuple[str, float], list[Any]] = {}
+    for f in failures:
+        if f.scope == "language":
+            by_metric.setdefault((f.metric, f.limit), []).append(f)
+    for (metric, limit), fs in by_metric.items():
+        langs = ", ".join(f"{f.name} {f.rate:.0%}" for f in fs)
+        lines.append(f"  {metric} > {limit:.1%} in language(s) {langs} "
+                     f"(n={'/'.join(sorted({str(f.n) for f in fs}))} each)")
+    return "\n".join(lines)
+
+
 def write_outputs(out_dir: Path, report: dict[str, Any], records: list[dict[str, Any]],
                   include_text: bool) -> str:
     """``redteam.json``, ``attacks.jsonl``, ``cases.jsonl`` and the HTML page (its name is
@@ -463,9 +477,7 @@ async def redteam(args: argparse.Namespace, guard: Any = None, cfg: Any = None) 
     print(f"wrote {out_dir}/{REDTEAM_FILE}, {ATTACKS_FILE}, {CASES_FILE}, {page}{also}",
           file=sys.stderr)
     if failures:
-        print("GATE FAILED:", file=sys.stderr)
-        for f in failures:
-            print("  " + f.describe(), file=sys.stderr)
+        print("GATE FAILED:\n" + format_failures(failures), file=sys.stderr)
         return EXIT_GATE
     if any(x is not None for x in (args.max_asr, args.max_benign_flagged,
                                    args.max_benign_blocked)):
