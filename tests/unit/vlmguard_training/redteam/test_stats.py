@@ -96,3 +96,16 @@ def test_benign_gate_skips_unsupported_languages() -> None:
     assert ("language", "hi") in {(x.scope, x.name) for x in with_hi}
     blocked = gate(f, max_benign_blocked=0.01)
     assert {(x.metric, x.name) for x in blocked} == {("benign_blocked", "encoding")}
+
+
+def test_failures_print_one_line_per_family_and_languages_together() -> None:
+    from vlmguard_training.redteam.command import format_failures
+
+    f = compute(CASES, FAMILIES)
+    text = format_failures(gate(f, max_asr=0.05, max_benign_flagged=0.1))
+    lines = text.splitlines()
+    assert any(line.strip().startswith("attack_success 75.0% > 5.0% in family encoding")
+               for line in lines)
+    langs = [line for line in lines if "language(s)" in line]
+    assert len(langs) == 2  # one line per metric
+    assert "fr 100%" in langs[0] and "benign_flagged" in langs[1] and "hi 100%" in langs[1]
