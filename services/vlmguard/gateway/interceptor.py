@@ -111,7 +111,13 @@ class MemoryTrimmer:
 
     def note(self, nbytes: int) -> None:
         """A request of ``nbytes`` finished (call on the event loop)."""
-        if self._fn is None or nbytes < self.threshold_bytes or self._scheduled:
+        if nbytes >= self.threshold_bytes:
+            self.soon()
+
+    def soon(self) -> None:
+        """Trim shortly (call on the event loop): after a refused call too, whose message
+        gRPC core may have buffered up to the flow-control window before it was refused."""
+        if self._fn is None or self._scheduled:
             return
         self._scheduled = True
         loop = asyncio.get_running_loop()
@@ -171,6 +177,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         status = to_status(err)
         metrics = self.metrics
         finish = self._finish
+        trimmer = self.trimmer
 
         async def refuse(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
             token = request_id_var.set(rid)
@@ -179,6 +186,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                 log.info("%s refused before reading the request: %s %s", method_name,
                          err.code.name, err.reason)
                 finish(method_name, err.code.name, err.reason, t0, None)
+                if trimmer is not None:
+                    trimmer.soon()
             finally:
                 request_id_var.reset(token)
             await context.abort(status.code, status.details,
