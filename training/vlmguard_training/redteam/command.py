@@ -89,6 +89,7 @@ examples:
       --max-benign-blocked 0.01                                   # CI gate
   vlmguard redteam --seeds my_prompts.jsonl --server 127.0.0.1:50051 --api-key KEY --out /tmp/rt
   vlmguard redteam --list                                         # the transforms
+  vlmguard redteam --compare /tmp/rt-before /tmp/rt-after         # two runs side by side
 """
 
 
@@ -184,6 +185,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                      help="write each attack's text into attacks.jsonl and cases.jsonl "
                      "(off by default: they hold harmful requests)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="print two earlier runs' figures (OUT_DIRs or redteam.json files) "
+                   "side by side, per family and language, and exit; writes nothing")
     p.set_defaults(func=cmd_redteam)
     return p
 
@@ -344,6 +348,58 @@ def report_name(out_dir: Path) -> str:
     return EVAL_REPORT_FILE if (out_dir / "metrics.json").is_file() else REPORT_FILE
 
 
+def load_report(path: Path) -> dict[str, Any]:
+    """A run's ``redteam.json`` (``path`` is the file or its folder).
+
+    Raises:
+        InvalidArgumentError: missing or not a red-team report.
+    """
+    file = path / REDTEAM_FILE if path.is_dir() else path
+    try:
+        report: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(report["attack"]["by_family"], dict):
+            raise TypeError("attack.by_family")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InvalidArgumentError(f"not a readable {REDTEAM_FILE}: {file}") from e
+    return report
+
+
+def format_comparison(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: str) -> str:
+    """Attack success and benign flagged of two runs per family and language (B - A in points).
+
+    Rows present in only one run show a dash on the other side.
+    """
+    def pct(r: dict[str, Any] | None) -> str:
+        return "-" if r is None or r.get("rate") is None else f"{100 * r['rate']:.1f}%"
+
+    def delta(ra: dict[str, Any] | None, rb: dict[str, Any] | None) -> str:
+        if not ra or not rb or ra.get("rate") is None or rb.get("rate") is None:
+            return ""
+        return f"{100 * (rb['rate'] - ra['rate']):+.1f}"
+
+    lines = [f"A: {name_a}", f"B: {name_b}",
+             f"{'':<22} {'ASR A':>7} {'ASR B':>7} {'B-A':>6}   {'flag A':>7} {'flag B':>7} "
+             f"{'B-A':>6}"]
+    for title, key in (("by family", "by_family"), ("by language (as written)", "by_language")):
+        lines.append(title)
+        aa, ab = a["attack"][key], b["attack"][key]
+        ba, bb = a["benign"][key], b["benign"][key]
+        for name in dict.fromkeys([*aa, *ab, *ba, *bb]):
+            fa = (ba.get(name) or {}).get("flagged")
+            fb = (bb.get(name) or {}).get("flagged")
+            lines.append(f"  {name:<20} {pct(aa.get(name)):>7} {pct(ab.get(name)):>7} "
+                         f"{delta(aa.get(name), ab.get(name)):>6}   {pct(fa):>7} {pct(fb):>7} "
+                         f"{delta(fa, fb):>6}")
+    oa, ob = a["attack"]["overall"], b["attack"]["overall"]
+    fa, fb = a["benign"]["overall"]["flagged"], b["benign"]["overall"]["flagged"]
+    lines.append(f"{'overall':<22} {pct(oa):>7} {pct(ob):>7} {delta(oa, ob):>6}   "
+                 f"{pct(fa):>7} {pct(fb):>7} {delta(fa, fb):>6}")
+    seeds = [r.get("settings", {}).get("seed") for r in (a, b)]
+    if seeds[0] != seeds[1]:
+        lines.append(f"note: the runs used different --seed values ({seeds[0]} and {seeds[1]})")
+    return "\n".join(lines)
+
+
 def format_failures(failures: list[Any]) -> str:
     """One line per failing family; the failing languages of a metric on one line."""
     lines = ["  " + f.describe() for f in failures if f.scope != "language"]
@@ -490,8 +546,17 @@ def cmd_redteam(args: argparse.Namespace) -> int:
     if args.list:
         print(describe())
         return EXIT_OK
+    if args.compare:
+        try:
+            a, b = (load_report(Path(x)) for x in args.compare)
+        except InvalidArgumentError as e:
+            print(f"error: {e.message}", file=sys.stderr)
+            return EXIT_USAGE
+        print(format_comparison(a, b, *args.compare))
+        return EXIT_OK
     if not args.out:
-        print("error: vlmguard redteam needs --out OUT_DIR (or --list)", file=sys.stderr)
+        print("error: vlmguard redteam needs --out OUT_DIR (or --list, --compare A B)",
+              file=sys.stderr)
         return EXIT_USAGE
     if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
         print("error: --concurrency and --limit must be >= 1", file=sys.stderr)

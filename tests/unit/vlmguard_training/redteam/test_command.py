@@ -329,3 +329,18 @@ def test_analyzer_dev_seeds_are_own_request_texts_of_the_dev_split() -> None:
     assert all(s.source == ANALYZER_SOURCE and s.lang == "en" for s in seeds)
     evaluation = {p for _, _, p in evaluation_prompts(20)}
     assert not any(" ".join(s.text.split()).lower() in evaluation for s in seeds)
+
+
+def test_compare_prints_two_runs_side_by_side(tmp_path: Path) -> None:
+    seeds = str(_manifest(tmp_path))
+    _run(["--seeds", seeds, "--out", str(tmp_path / "a"), "--families", "baseline,encoding"])
+    _run(["--seeds", seeds, "--out", str(tmp_path / "b"), "--families", "baseline,wrapper"])
+    rc, out, _ = _cli(["redteam", "--compare", str(tmp_path / "a"),
+                       str(tmp_path / "b" / "redteam.json")])
+    assert rc == 0
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[3:]}
+    assert rows["baseline"][:3] == ["0.0%", "0.0%", "+0.0"]
+    assert rows["encoding"][:2] == ["83.3%", "-"]
+    assert rows["wrapper"][:2] == ["-", "0.0%"]
+    rc, _, err = _cli(["redteam", "--compare", str(tmp_path / "a"), str(tmp_path / "none")])
+    assert rc == rt.EXIT_USAGE and "not a readable" in err
