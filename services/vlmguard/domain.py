@@ -96,6 +96,10 @@ class RiskReport:
     reasoning: ModalityReasoning
     analyzer: str
     category_scores: dict[str, float] = field(default_factory=dict)
+    #: Language of the text prompt (ISO 639-1), "" when not identified.
+    language: str = ""
+    #: Whether the analyzer reads that language (see :attr:`Analysis.language_supported`).
+    language_supported: bool = True
 
     def top_categories(self, threshold: float = 0.0) -> list[str]:
         """Categories of the findings at or above ``threshold``, best first, no repeats."""
@@ -235,6 +239,8 @@ class GuardResult:
             "action": self.action.value,
             "risk_level": self.report.level.value,
             "risk_score": round(self.report.score, 4),
+            "language": self.report.language,
+            "language_supported": self.report.language_supported,
             "findings": [
                 {
                     "category": f.category,

@@ -121,4 +121,6 @@ class PolicyEngine:
             reasoning=analysis.reasoning,
             analyzer=analysis.analyzer,
             category_scores=dict(analysis.category_scores),
+            language=analysis.language,
+            language_supported=analysis.language_supported,
         )

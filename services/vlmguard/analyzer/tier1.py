@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -560,6 +560,10 @@ class Tier1Analyzer:
         self._child_safety(item, images, findings, cat_scores)
         findings.sort(key=lambda f: (-f.score, f.category))
         reasoning = self._reasoning(item, images, text_s, ocr_s, joint_s, negated)
+        if not language[1]:
+            reasoning = replace(reasoning, textual=(
+                f"The text prompt is in a language the analyzer does not read ({language[0]}), "
+                f"so its score ({text_s.overall:.2f}) says little about it."))
         return Analysis(
             score=overall,
             findings=tuple(findings),

@@ -71,6 +71,8 @@ def report_to_pb(r: RiskReport) -> types_pb2.RiskReport:
         ],
         reasoning=reasoning_to_pb(r.reasoning),
         analyzer=r.analyzer,
+        language=r.language,
+        language_unsupported=not r.language_supported,
     )
 
 
@@ -109,7 +111,8 @@ def report_from_pb(r: types_pb2.RiskReport, known_categories: Iterable[str]) -> 
         level=_LEVEL_FROM_PB.get(r.level, RiskLevel.NONE),
         score=max([r.score, *scores.values()]),
         findings=tuple(findings), reasoning=reasoning, analyzer=r.analyzer,
-        category_scores=scores,
+        category_scores=scores, language=r.language,
+        language_supported=not r.language_unsupported,
     )
 
 

@@ -231,6 +231,8 @@ class RiskReport(_message.Message):
     FINDINGS_FIELD_NUMBER: _builtins.int
     REASONING_FIELD_NUMBER: _builtins.int
     ANALYZER_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    LANGUAGE_UNSUPPORTED_FIELD_NUMBER: _builtins.int
     level: Global___RiskLevel.ValueType
     """Output only. Overall level, derived from `score` and the tenant's thresholds."""
     score: _builtins.float
@@ -239,6 +241,14 @@ class RiskReport(_message.Message):
     """
     analyzer: _builtins.str
     """Output only. Identifier of the analyzer that produced the report ("tier1/<head version>")."""
+    language: _builtins.str
+    """Output only. Language of the text prompt (ISO 639-1, e.g. "fr"); empty when it has too
+    few letters to tell.
+    """
+    language_unsupported: _builtins.bool
+    """Output only. False when the analyzer has no model for `language`: the score then says
+    little, and the tenant's unsupported-language rule decided the action.
+    """
     @_builtins.property
     def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Finding]:
         """Output only. Findings above the reporting threshold, highest score first."""
@@ -255,10 +265,12 @@ class RiskReport(_message.Message):
         findings: _abc.Iterable[Global___Finding] | None = ...,
         reasoning: Global___ModalityReasoning | None = ...,
         analyzer: _builtins.str = ...,
+        language: _builtins.str = ...,
+        language_unsupported: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reasoning", b"reasoning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyzer", b"analyzer", "findings", b"findings", "level", b"level", "reasoning", b"reasoning", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyzer", b"analyzer", "findings", b"findings", "language", b"language", "language_unsupported", b"language_unsupported", "level", b"level", "reasoning", b"reasoning", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
