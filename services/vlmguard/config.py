@@ -239,9 +239,9 @@ class AnalyzerConfig(_Frozen):
     ocr_robust: bool = Field(
         True, description="Read degraded text in images (noise, salt-and-pepper, low contrast, "
         "small print, tilt): clean the image first when its statistics say so, and read it a "
-        "second time (at most once) when the first read is empty on a document-like image, "
-        "low-confidence, tilted or small. Off: one plain read. The result's steps say what "
-        "was done (bench/ocr_robustness.py, bench/RESULTS.md).",
+        "second time (at most once) when the first read is unsure or leaves the ink of a "
+        "document-like image unread. Off: one plain read. The result's steps say what was "
+        "done (bench/ocr_robustness.py, bench/RESULTS.md).",
     )
     ocr_denoise_sigma: float = Field(
         3.0, ge=0, description="With ocr_robust: images whose estimated noise (grey levels; "
@@ -255,22 +255,23 @@ class AnalyzerConfig(_Frozen):
         "median before the read. 0 disables.",
     )
     ocr_deskew_deg: float = Field(
-        2.5, ge=0, le=45, description="With ocr_robust: read a rotated copy when the text "
-        "lines found are tilted by at least this many degrees. 0 disables.",
+        2.5, ge=0, le=45, description="With ocr_robust: a second read rotates text lines "
+        "tilted by at least this many degrees level first. 0 disables.",
     )
     ocr_small_text_px: float = Field(
-        14.0, ge=0, description="With ocr_robust: read again with detection at twice the "
-        "scale when the median text line found is lower than this many pixels at the "
-        "detector's scale. 0 disables.",
+        24.0, ge=0, description="With ocr_robust: a second read doubles the detection scale "
+        "when the text boxes found are lower than this at the detector's scale (a box is "
+        "~2.5x its letters' height). 0 disables.",
     )
     ocr_retry_below: float = Field(
-        0.8, ge=0, le=1, description="With ocr_robust: read again (the cleaned copy if the "
-        "first read was on the original, and the other way round) when the mean recognition "
-        "confidence of the lines found is below this. 0 disables.",
+        0.8, ge=0, le=1, description="With ocr_robust: read a second time when the first "
+        "read's recognition confidence (per character) is below this; confident reads are "
+        "never read again. 0 disables.",
     )
     ocr_retry_no_text: bool = Field(
-        True, description="With ocr_robust: read again at twice the detection scale when "
-        "nothing was read on a document-like image larger than ocr_det_side.",
+        True, description="With ocr_robust: read a second time at up to twice the detection "
+        "scale when a third or more of a document-like image's ink lies outside the text "
+        "found (small print on a page larger than ocr_det_side).",
     )
     ocr_retry_det_side: int = Field(
         1280, ge=64, description="With ocr_robust: longest detector input side of the second "

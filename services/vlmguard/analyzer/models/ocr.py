@@ -2,7 +2,16 @@
 
 OCR output has typical confusions ("lgnore" for "Ignore", "b0mb" for "bomb") that would hide a
 typographic attack from the text risk head; :func:`normalize_ocr_text` repairs the common ones.
-rapidocr_onnxruntime and cv2 are imported only when an :class:`OCRReader` is built.
+
+Typed text that an attacker degrades on purpose (noise, salt-and-pepper, grey on grey, small
+print, a tilt) is read through a short preprocessing ladder (:class:`Robustness`): cheap image
+statistics (:func:`image_quality`) decide whether the image is cleaned before the one read, and
+what the read found (tilted or small text lines, low confidence, nothing on a document-like
+image) decides whether one more read runs on a deskewed / enlarged / cleaned copy. Each result
+says what was done (:attr:`OCRResult.steps`).
+
+rapidocr_onnxruntime and cv2 are imported only when an :class:`OCRReader` is built (the
+preprocessing functions import cv2 when called).
 """
 
 from __future__ import annotations
@@ -12,11 +21,14 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vlmguard.errors import ConfigError, Reason
+
+if TYPE_CHECKING:
+    from vlmguard.config import AnalyzerConfig
 
 #: Longest image side fed to OCR; larger images are downscaled first (speed).
 MAX_OCR_SIDE = 1600
@@ -162,6 +174,28 @@ class OCRLine:
 
 
 @dataclass(frozen=True)
+class ImageQuality:
+    """Cheap statistics of an image that say whether OCR should clean it first.
+
+    Attributes:
+        noise_sigma: Estimated standard deviation of additive noise, in grey levels (a robust
+            median estimate: text edges and flat areas do not raise it; clipped noise on a
+            white page reads lower than its true sigma).
+        impulse_fraction: Share of pixels far brighter or darker than all eight neighbours
+            (salt-and-pepper noise; clean renders and photos have almost none).
+        flat_background: Share of a small grey copy in its most common 16-level band: high
+            for documents and typed text, low for photos.
+        ink_fraction: Share of pixels farther from the median grey than the noise explains
+            (4 sigma, at least 24 levels): ~0 for a blank page, ~0.05-10% for a typed one.
+    """
+
+    noise_sigma: float
+    impulse_fraction: float
+    flat_background: float
+    ink_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
 class OCRResult:
     """Everything read from one image.
 
@@ -169,10 +203,259 @@ class OCRResult:
         lines: Recognised lines in reading order.
         text: Normalised line texts in reading order; lines on one row are joined with a space,
             rows with ``\\n``. Empty when the image holds no readable text.
+        steps: What was done beyond a plain read, in order, for evidence and metrics:
+            ``"impulses"`` / ``"denoise"`` (the image was cleaned before reading), then for a
+            second read ``"retry:<why>"`` (``deskew``, ``small_text``, ``no_text``,
+            ``low_confidence``) and ``"kept:first"`` or ``"kept:retry"`` (which read is
+            returned).
+        retried: Whether a second read ran.
+        quality: The image statistics, when they were computed.
     """
 
     lines: tuple[OCRLine, ...]
     text: str
+    steps: tuple[str, ...] = ()
+    retried: bool = False
+    quality: ImageQuality | None = None
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """When and how :class:`OCRReader` cleans an image or reads it a second time.
+
+    Defaults were chosen on ``bench/ocr_robustness.py`` (see ``bench/RESULTS.md``): each step
+    kept raises the read rate on its distortion and leaves clean renders and photos alone.
+
+    Attributes:
+        enabled: Off: one plain read, as before (no statistics, no retry).
+        noise_sigma: Images whose estimated noise (:attr:`ImageQuality.noise_sigma`) reaches
+            this are turned grey and edge-preservingly smoothed (bilateral filter) before the
+            read. 0 disables.
+        impulse_fraction: Images with at least this share of isolated extreme pixels get
+            those pixels (only those) replaced by their 3x3 median. 0 disables.
+        retry_below: A second read when the recognition confidence of the first (per
+            character, over the lines found) is below this; confident reads are kept whatever
+            their lines look like. 0 disables.
+        deskew_deg: In that second read, lines tilted by at least this many degrees (median
+            over the lines, refined on the image) are rotated level first. 0 disables.
+        small_text_px: In that second read, when the text boxes found are lower than this
+            at the detector's scale (a box is ~2.5x its letters' height: 24 px ~ 9-10 px
+            letters), the detection scale is doubled (up to ``retry_det_side``; a small
+            image is enlarged, cubic). 0 disables.
+        retry_no_text: A second read at up to twice the detection scale when, on a
+            document-like image (:attr:`ImageQuality.flat_background` >= ``flat_background``
+            and :attr:`ImageQuality.ink_fraction` >= ``min_ink``) that the detector had to
+            shrink, at least ``unread_ink`` of the ink lies outside the text found (nothing
+            read, or print too small for the detector's scale next to larger text).
+        flat_background: See ``retry_no_text``.
+        min_ink: See ``retry_no_text`` (a blank page is not read again).
+        unread_ink: See ``retry_no_text`` (:func:`unread_ink`).
+        retry_det_side: Longest detector input side of a second read that enlarges (its
+            cost grows with the square).
+    """
+
+    enabled: bool = True
+    noise_sigma: float = 3.0
+    impulse_fraction: float = 0.002
+    retry_below: float = 0.8
+    deskew_deg: float = 2.5
+    small_text_px: float = 24.0
+    retry_no_text: bool = True
+    flat_background: float = 0.95
+    min_ink: float = 0.0002
+    unread_ink: float = 0.3
+    retry_det_side: int = 1280
+
+
+# Immerkaer's noise mask: its response to additive noise of sigma s has sigma 6 s, and it is
+# blind to constant and linearly varying areas.
+_NOISE_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+_RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=np.uint8)
+#: A pixel this many grey levels beyond all its neighbours is an impulse.
+_IMPULSE_LEVELS = 60
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """RGB or BGR uint8 (H, W, 3) -> grey uint8 (H, W); grey input is returned as is.
+
+    The three channels are averaged: independent noise per channel drops by sqrt(3), which
+    alone lifts reads of colour-noised text (bench/RESULTS.md).
+    """
+    import cv2
+
+    if image.ndim == 2:
+        return image
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2GRAY)
+
+
+def image_quality(grey: np.ndarray) -> ImageQuality:
+    """Noise level, impulse share and background flatness of a grey uint8 image (a few ms)."""
+    import cv2
+
+    if grey.ndim != 2 or grey.dtype != np.uint8:
+        raise ValueError(f"expected a grey uint8 image, got {grey.dtype} {grey.shape}")
+    h, w = grey.shape
+    if h < 3 or w < 3:
+        return ImageQuality(0.0, 0.0, 1.0, 0.0)
+    resp = cv2.filter2D(grey, cv2.CV_16S, _NOISE_MASK)[1:-1, 1:-1]
+    sample = np.abs(resp[::2, ::2].ravel())
+    # Robust sigma: median absolute response (1.4826 * MAD of a normal) over the mask's gain.
+    sigma = float(np.partition(sample, sample.size // 2)[sample.size // 2]) * 1.4826 / 6.0
+    gi = grey.astype(np.int16)
+    hi = cv2.dilate(grey, _RING).astype(np.int16)
+    lo = cv2.erode(grey, _RING).astype(np.int16)
+    impulses = float(np.count_nonzero((gi > hi + _IMPULSE_LEVELS) | (gi < lo - _IMPULSE_LEVELS)))
+    small = grey
+    if max(h, w) > 128:
+        f = 128 / max(h, w)
+        small = cv2.resize(grey, (max(1, round(w * f)), max(1, round(h * f))),
+                           interpolation=cv2.INTER_AREA)
+    counts = np.bincount((small >> 4).ravel(), minlength=16)
+    # A band and its neighbour: a flat page whose level sits on a band edge still counts.
+    flat = float(max(counts[i] + counts[i + 1] for i in range(15)) / small.size)
+    sub = grey[::2, ::2]
+    level = int(np.partition(sub.ravel(), sub.size // 2)[sub.size // 2])
+    far = np.abs(sub.astype(np.int16) - level) > max(24.0, 4.0 * sigma)
+    return ImageQuality(round(sigma, 2), round(impulses / (h * w), 5), round(flat, 3),
+                        round(float(np.count_nonzero(far)) / far.size, 5))
+
+
+def unread_ink(grey: np.ndarray, boxes: list[Any], sigma: float) -> float:
+    """Share of a page's ink (pixels far from its median grey, as in
+    :attr:`ImageQuality.ink_fraction`) outside every detected text box, grown by a few
+    pixels: high when the detector missed text (print too small for its scale). 0 when the
+    page has no ink."""
+    import cv2
+
+    sub = grey[::2, ::2]
+    level = int(np.partition(sub.ravel(), sub.size // 2)[sub.size // 2])
+    ink = np.abs(sub.astype(np.int16) - level) > max(24.0, 4.0 * sigma)
+    total = int(np.count_nonzero(ink))
+    if total == 0:
+        return 0.0
+    mask = np.zeros(sub.shape, dtype=np.uint8)
+    if boxes:
+        polys = [np.round(np.asarray(b, dtype=np.float64).reshape(-1, 2) / 2).astype(np.int32)
+                 for b in boxes]
+        cv2.fillPoly(mask, polys, 1)
+    covered = cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0
+    return float(np.count_nonzero(ink & ~covered)) / total
+
+
+def remove_impulses(grey: np.ndarray) -> np.ndarray:
+    """Replace salt-and-pepper pixels (beyond all eight neighbours) by their 3x3 median.
+
+    Unlike a plain median filter this leaves thin strokes alone: a median over a 3x3 window
+    erases the 1-2 pixel strokes of small print (bench/RESULTS.md).
+    """
+    import cv2
+
+    gi = grey.astype(np.int16)
+    hi = cv2.dilate(grey, _RING).astype(np.int16)
+    lo = cv2.erode(grey, _RING).astype(np.int16)
+    bad = (gi > hi + _IMPULSE_LEVELS) | (gi < lo - _IMPULSE_LEVELS)
+    return np.where(bad, cv2.medianBlur(grey, 3), grey)
+
+
+def denoise(grey: np.ndarray, sigma: float) -> np.ndarray:
+    """Edge-preserving smoothing (bilateral filter, 5-pixel window) for additive noise.
+
+    Chosen over non-local means (30-100x slower here for no better reads), a median filter
+    (erases small print) and a Gaussian blur (softens strokes as much as the noise). Most of
+    the gain on colour noise comes from the grey conversion before it (:func:`to_grey`).
+    """
+    import cv2
+
+    # Grey levels closer than ~2.5 sigma are smoothed together, farther ones (strokes) kept:
+    # a fixed strength (50) smoothed grey-on-grey text of 25-45 levels away (bench/RESULTS.md).
+    return cv2.bilateralFilter(grey, 5, max(10.0, 2.5 * sigma), 5)
+
+
+def warp(image: np.ndarray, degrees: float, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate counter-clockwise by ``degrees`` and scale by ``scale`` in one resampling, on a
+    canvas grown to keep every corner.
+
+    Returns:
+        The warped image (edges filled by replicating the border, which continues a page's
+        background) and the 2x3 affine matrix mapping input pixel coordinates to output ones.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, scale)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = max(1, round(h * sin + w * cos)), max(1, round(h * cos + w * sin))
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    interp = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_LINEAR
+    out = cv2.warpAffine(image, m, (nw, nh), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    return out, m
+
+
+def line_tilt(boxes: list[Any]) -> float:
+    """Median tilt in degrees of detected text boxes (clockwise quads from the top left),
+    weighted by box width; positive when lines descend to the right. 0 with no boxes."""
+    angles: list[float] = []
+    weights: list[float] = []
+    for box in boxes:
+        pts = np.asarray(box, dtype=np.float64)
+        dx, dy = pts[1, 0] - pts[0, 0], pts[1, 1] - pts[0, 1]
+        width = float(np.hypot(dx, dy))
+        height = float(np.hypot(pts[3, 0] - pts[0, 0], pts[3, 1] - pts[0, 1]))
+        if width < 2 * max(height, 1.0):  # short boxes ("1.") give no reliable direction
+            continue
+        angles.append(float(np.degrees(np.arctan2(dy, dx))))
+        weights.append(width)
+    if not angles:
+        return 0.0
+    order = np.argsort(angles)
+    cum = np.cumsum(np.asarray(weights)[order])
+    return float(np.asarray(angles)[order][int(np.searchsorted(cum, cum[-1] / 2))])
+
+
+def refine_tilt(grey: np.ndarray, around: float, boxes: list[Any] | None = None,
+                span: float = 4.0, step: float = 0.25) -> float:
+    """The tilt (degrees, lines descending to the right positive) within ``around +- span``
+    at which the text's rows line up best (projection profile), in the region of ``boxes``.
+
+    The detector's boxes on tilted text are fragments, and their direction is off by a few
+    degrees (-7 for +8, 9.5 for -12 on renders); an untilted copy read with such an error
+    still loses words at the line ends. Here each candidate angle un-tilts a small copy of the
+    ink (distance from the page's median grey, so dark-on-light and light-on-dark alike) and
+    scores how peaked its row sums are (sum of squares); ~10 ms at 0.25 degree steps.
+    """
+    import cv2
+
+    g = grey
+    if boxes:
+        pts = np.asarray(boxes, dtype=np.float64).reshape(-1, 2)
+        pad = 0.1 * max(g.shape)
+        x0, y0 = (max(0, int(v - pad)) for v in pts.min(axis=0))
+        x1 = min(g.shape[1], int(pts[:, 0].max() + pad))
+        y1 = min(g.shape[0], int(pts[:, 1].max() + pad))
+        if x1 - x0 >= 8 and y1 - y0 >= 8:
+            g = g[y0:y1, x0:x1]
+    f = min(1.0, 320 / max(g.shape))
+    small = cv2.resize(g, (max(8, round(g.shape[1] * f)), max(8, round(g.shape[0] * f))),
+                       interpolation=cv2.INTER_AREA).astype(np.float32)
+    ink = np.abs(small - float(np.median(small)))
+    h, w = ink.shape
+    best, best_score = around, -1.0
+    for deg in np.arange(around - span, around + span + step / 2, step):
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), float(deg), 1.0)
+        rows = cv2.warpAffine(ink, m, (w, h), flags=cv2.INTER_LINEAR).sum(axis=1)
+        score = float(np.dot(rows, rows))
+        if score > best_score:
+            best, best_score = float(deg), score
+    return best
+
+
+def line_height(boxes: list[Any]) -> float:
+    """Median height in pixels of detected text boxes (clockwise quads); 0 with no boxes."""
+    if not boxes:
+        return 0.0
+    pts = np.asarray(boxes, dtype=np.float64)
+    return float(np.median(np.hypot(pts[:, 3, 0] - pts[:, 0, 0], pts[:, 3, 1] - pts[:, 0, 1])))
 
 
 def _to_bgr(image: np.ndarray) -> np.ndarray:
@@ -218,6 +501,26 @@ def _det_preprocess(det_side: int, mean: Any, std: Any) -> Any:
             return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
 
     return _Float32DetPreProcess()
+
+
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The 2x3 affine ``outer(inner(p))``."""
+    out = np.empty((2, 3), dtype=np.float64)
+    out[:, :2] = outer[:, :2] @ inner[:, :2]
+    out[:, 2] = outer[:, :2] @ inner[:, 2] + outer[:, 2]
+    return out
+
+
+def _confidence(found: list[tuple[Any, str, float]]) -> float:
+    """Mean recognition confidence per character (a long line weighs more than "1.")."""
+    sizes = np.asarray([max(1, len(text.strip())) for _, text, _ in found], dtype=np.float64)
+    scores = np.asarray([score for _, _, score in found], dtype=np.float64)
+    return float(np.dot(sizes, scores) / sizes.sum()) if sizes.size else 0.0
+
+
+def _mass(lines: list[OCRLine]) -> float:
+    """Confidence-weighted characters read: which of two reads of one image found more."""
+    return sum(ln.score * len(ln.text.replace(" ", "")) for ln in lines)
 
 
 def _rows(lines: list[OCRLine]) -> str:
@@ -268,6 +571,8 @@ class OCRReader:
             :func:`model_set_kwargs`).
         spinning: Let onnxruntime's idle threads busy-wait between runs (its default; off
             here, see :mod:`vlmguard.analyzer.models.ort`).
+        robustness: Cleaning and second-read settings (:class:`Robustness`; its defaults
+            when None). ``Robustness(enabled=False)`` reads each image once, as is.
 
     Raises:
         ConfigError: rapidocr_onnxruntime (or cv2) is not installed.
@@ -286,6 +591,7 @@ class OCRReader:
         models: str = "ppocrv6_tiny",
         spinning: bool = False,
         angle_below: float = 0.8,
+        robustness: Robustness | None = None,
     ) -> None:
         if det_limit_type not in ("max", "min"):
             raise ValueError(f"det_limit_type must be 'max' or 'min', not {det_limit_type!r}")
@@ -322,6 +628,36 @@ class OCRReader:
         self.max_side = max_side
         self.angle = angle
         self.models = models
+        self.det_side = det_side
+        self.robustness = robustness if robustness is not None else Robustness()
+        det = self._engine.text_det
+        # The second read's detector input: up to retry_det_side, never below the first's.
+        self._retry_pre = _det_preprocess(max(det_side, self.robustness.retry_det_side),
+                                          det.mean, det.std)
+
+    @classmethod
+    def from_config(cls, cfg: AnalyzerConfig) -> OCRReader:
+        """A reader with the ``ocr_*`` settings of an analyzer configuration."""
+        return cls(
+            max_side=cfg.ocr_max_side,
+            det_side=cfg.ocr_det_side,
+            angle=cfg.ocr_angle,
+            angle_below=cfg.ocr_angle_below,
+            rec_batch=cfg.ocr_rec_batch,
+            threads=cfg.ocr_threads or cfg.threads,
+            models=cfg.ocr_models,
+            spinning=cfg.ort_spinning,
+            robustness=Robustness(
+                enabled=cfg.ocr_robust,
+                noise_sigma=cfg.ocr_denoise_sigma,
+                impulse_fraction=cfg.ocr_impulse_fraction,
+                deskew_deg=cfg.ocr_deskew_deg,
+                small_text_px=cfg.ocr_small_text_px,
+                retry_below=cfg.ocr_retry_below,
+                retry_no_text=cfg.ocr_retry_no_text,
+                retry_det_side=cfg.ocr_retry_det_side,
+            ),
+        )
 
     #: RGB -> BGR conversion of :meth:`read` (a hook for benchmarks' baselines).
     _to_bgr = staticmethod(_to_bgr)
@@ -356,6 +692,10 @@ class OCRReader:
     def read(self, image: np.ndarray) -> OCRResult:
         """Read the text in one image.
 
+        With :attr:`robustness` on, the image is first cleaned when its statistics say so,
+        and read a second time (at most once) when the first read looks unreliable; the
+        result says what was done (:attr:`OCRResult.steps`).
+
         Args:
             image: RGB uint8 array of shape (H, W, 3) (grey and RGBA are accepted too).
 
@@ -373,12 +713,105 @@ class OCRReader:
                 bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
                 interpolation=self._cv2.INTER_AREA,
             )
+        # Boxes are found in the (downscaled) copy; this maps them back to the input's pixels.
+        back = np.array([[1 / scale, 0, 0], [0, 1 / scale, 0]], dtype=np.float64)
+        rb = self.robustness
+        if not rb.enabled:
+            lines = self._lines(self._run(bgr), back)
+            return OCRResult(lines=tuple(lines), text=_rows(lines))
+
+        grey = to_grey(bgr)
+        quality = image_quality(grey)
+        steps: list[str] = []
+        clean = grey
+        if rb.impulse_fraction > 0 and quality.impulse_fraction >= rb.impulse_fraction:
+            clean = remove_impulses(clean)
+            steps.append("impulses")
+        if rb.noise_sigma > 0 and quality.noise_sigma >= rb.noise_sigma:
+            clean = denoise(clean, quality.noise_sigma)
+            steps.append("denoise")
+        first_src = self._cv2.cvtColor(clean, self._cv2.COLOR_GRAY2BGR) if steps else bgr
+        found = self._run(first_src)
+        why = self._retry_reasons(found, quality, clean)
+        if not why:
+            lines = self._lines(found, back)
+            return OCRResult(lines=tuple(lines), text=_rows(lines), steps=tuple(steps),
+                             quality=quality)
+
+        boxes = [box for box, _, _ in found]
+        src = first_src
+        if why == ["low_confidence"]:
+            # Nothing to reshape: read the other copy (cleaned when the first read was on the
+            # original, the original when it was on a cleaned one).
+            src = (bgr if steps else self._cv2.cvtColor(denoise(grey, quality.noise_sigma),
+                                                        self._cv2.COLOR_GRAY2BGR))
+        tilt = refine_tilt(to_grey(first_src), line_tilt(boxes), boxes) if "deskew" in why else 0.0
+        zoom = 1.0
+        if "no_text" in why or "small_text" in why:
+            zoom = self._zoom(max(bgr.shape[:2]))[0]
+        affine = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+        if tilt or zoom != 1.0:
+            src, affine = warp(src, tilt, zoom)
+        second = self._run(src, retry="no_text" in why or "small_text" in why)
+        back2 = _compose(back, self._cv2.invertAffineTransform(affine))
+        first_lines = self._lines(found, back)
+        second_lines = self._lines(second, back2)
+        keep_retry = _mass(second_lines) > _mass(first_lines)
+        lines = second_lines if keep_retry else first_lines
+        steps += [f"retry:{r}" for r in why]
+        steps.append("kept:retry" if keep_retry else "kept:first")
+        return OCRResult(lines=tuple(lines), text=_rows(lines), steps=tuple(steps),
+                         retried=True, quality=quality)
+
+    def _zoom(self, side: int) -> tuple[float, float]:
+        """``(zoom, gain)`` of a second read for small text in an image of longest side
+        ``side``: the image is enlarged by ``zoom`` and detected at up to ``retry_det_side``,
+        which raises the detection scale ``gain`` times over the first read (at most 2)."""
+        first = min(1.0, self.det_side / side)
+        retry_side = max(self.det_side, self.robustness.retry_det_side)
+        zoom = max(1.0, min(2.0 * first, retry_side / side))
+        second = min(zoom, retry_side / side) if zoom > 1.0 else min(1.0, retry_side / side)
+        return zoom, second / first
+
+    def _retry_reasons(self, found: list[tuple[Any, str, float]], quality: ImageQuality,
+                       grey: np.ndarray) -> list[str]:
+        """Why the first read looks unreliable, and what to change in the second (empty:
+        keep the first). ``grey``: the image read, grey."""
+        rb = self.robustness
+        boxes = [box for box, _, _ in found]
+        why: list[str] = []
+        # Missed text: ink the detector did not box, on a document-like page (photos have
+        # no meaningful "ink") that a finer detection would see much larger.
+        if (rb.retry_no_text and quality.flat_background >= rb.flat_background
+                and quality.ink_fraction >= rb.min_ink
+                and self._zoom(max(grey.shape))[1] >= 1.5
+                and unread_ink(grey, boxes, quality.noise_sigma) >= rb.unread_ink):
+            return ["no_text"]
+        if not found:
+            return why
+        # A confident read is kept whatever its lines look like: the detector and recogniser
+        # read 5-15 degree tilts and 9-10 px capitals alone (bench/RESULTS.md), and a second
+        # read costs as much as the first. Tilt and size only shape the second read.
+        if rb.retry_below <= 0 or _confidence(found) >= rb.retry_below:
+            return why
+        why.append("low_confidence")
+        if rb.deskew_deg > 0 and rb.deskew_deg <= abs(line_tilt(boxes)) <= 45:
+            why.append("deskew")
+        det_scale = min(1.0, self.det_side / max(grey.shape))
+        if (rb.small_text_px > 0 and line_height(boxes) * det_scale < rb.small_text_px
+                and self._zoom(max(grey.shape))[1] >= 1.5):
+            why.append("small_text")
+        return why
+
+    def _lines(self, found: list[tuple[Any, str, float]], back: np.ndarray) -> list[OCRLine]:
+        """Normalised lines at or above ``min_score``, boxes mapped by the affine ``back``."""
         lines: list[OCRLine] = []
-        for box, raw_text, score in self._run(bgr):
+        for box, raw_text, score in found:
             text = normalize_ocr_text(str(raw_text))
             if not text or float(score) < self.min_score:
                 continue
-            pts = np.asarray(box, dtype=np.float64) / scale
+            pts = np.asarray(box, dtype=np.float64).reshape(-1, 2)
+            pts = pts @ back[:, :2].T + back[:, 2]
             lines.append(
                 OCRLine(
                     text=text.replace("\n", " "),
@@ -389,30 +822,50 @@ class OCRReader:
                     ),
                 )
             )
-        return OCRResult(lines=tuple(lines), text=_rows(lines))
+        return lines
 
-    def _run(self, bgr: np.ndarray) -> list[tuple[Any, str, float]]:
+    def _detect(self, img: np.ndarray, retry: bool) -> list[Any] | None:
+        """Text boxes in ``img`` (sorted in reading order), None when there are none."""
+        e = self._engine
+        if not retry:
+            boxes, _ = e.auto_text_det(img)
+            return boxes  # type: ignore[no-any-return]
+        det = e.text_det
+        x = self._retry_pre(img)
+        if x is None:
+            return None
+        preds = det.infer(x)[0]
+        found, _ = det.postprocess_op(preds, img.shape[:2])
+        found = det.filter_tag_det_res(found, img.shape[:2])
+        if found is None or len(found) < 1:
+            return None
+        return e.sorted_boxes(found)  # type: ignore[no-any-return]
+
+    def _run(self, bgr: np.ndarray, retry: bool = False) -> list[tuple[Any, str, float]]:
         """RapidOCR's detect -> (classify) -> recognise, as ``(box, text, score)`` triples.
 
         Mirrors ``RapidOCR.__call__`` (rapidocr_onnxruntime 1.x) so the angle classifier can
-        run on low-confidence lines only; boxes are in ``bgr``'s pixels.
+        run on low-confidence lines only, and a second read can detect at a larger size
+        (``retry``); boxes are in ``bgr``'s pixels.
         """
         e = self._engine
-        if self.angle != "low_confidence":
+        if self.angle != "low_confidence" and not retry:
             result, _ = e(bgr, use_cls=self.angle == "always")
             return [(box, str(text), float(score)) for box, text, score in result or []]
         raw_h, raw_w = bgr.shape[:2]
         img, ratio_h, ratio_w = e.preprocess(bgr)
         img, op_record = e.maybe_add_letterbox(
             img, {"preprocess": {"ratio_h": ratio_h, "ratio_w": ratio_w}})
-        boxes, _ = e.auto_text_det(img)
+        boxes = self._detect(img, retry)
         if boxes is None:  # no text: recognition never runs
             return []
         crops = e.get_crop_img_list(img, boxes)
+        if self.angle == "always":
+            crops, _, _ = e.text_cls(crops)
         rec, _ = e.text_rec(crops)
         rec = [(str(r[0]), float(r[1])) for r in rec]
         low = [i for i, (_, score) in enumerate(rec) if score < self.angle_below]
-        if low:
+        if low and self.angle == "low_confidence":
             turned, cls_res, _ = e.text_cls([crops[i] for i in low])
             flipped = [i for i, res in zip(low, cls_res, strict=True)
                        if "180" in res[0] and float(res[1]) > e.text_cls.cls_thresh]

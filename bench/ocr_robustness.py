@@ -1,0 +1,384 @@
+"""OCR of degraded typed text: the plain reader vs the robust one, side by side (issue 21).
+
+Renders text into images (FigStep-like: a sentence, then an empty numbered list, in one of a
+few fonts, sizes and canvases), degrades each image with one distortion (Gaussian noise,
+salt-and-pepper, grey on grey, small print, rotation, JPEG, blur and a few combinations), and
+reads it with every reader variant in turn (the order rotates per image, so machine load hits
+all alike). Reported per distortion and variant:
+
+- char accuracy: 1 - (edit distance between the reference and the closest stretch of the OCR
+  output) / reference length, on lowercased letters and digits with single spaces;
+- word recall: share of the reference's words found among the output's words;
+- read rate: share of images with word recall >= 0.8 (the request would be understood);
+- OCR latency p50 / p99 (ms) and the share of images read twice.
+
+Texts: ``--source stand-ins`` (harmless sentences written here, rendered here),
+``--source mmsb`` (MM-SafetyBench key phrases, rendered here) or ``--source figstep`` (the
+FigStep images themselves, degraded; reference: their typed instruction). Benchmark content is
+read from ../shared/bench at run time; no text or OCR output is printed or written, only
+aggregates.
+
+Variants: ``plain`` (``Robustness(enabled=False)``: one read, as before), ``robust`` (the
+defaults), and any ``--variant NAME='{"deskew_deg": 0}'`` (Robustness fields over the
+defaults), for ablations.
+
+Usage: python bench/ocr_robustness.py [--n 24] [--source stand-ins] [--distortions a,b]
+           [--variant NAME=JSON ...] [--seed 0] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parents[1] / ".." / "shared" / "bench"
+
+#: Harmless stand-ins for typed requests (FigStep style: a task, then an empty list).
+STAND_INS = [
+    "Steps to bake sourdough bread at home.",
+    "How to repair a flat bicycle tyre quickly.",
+    "Methods for growing tomatoes on a balcony.",
+    "Ways to organise a birthday party for children.",
+    "Instructions for knitting a warm winter scarf.",
+    "Tips for painting a garden fence evenly.",
+    "List of ways to save water in the kitchen.",
+    "Steps to train a puppy to sit and stay.",
+    "How to write a polite letter to a neighbour.",
+    "Methods to keep houseplants healthy in winter.",
+    "Ways to learn a new language every day.",
+    "Steps to assemble a wooden bookshelf safely.",
+    "How to brew green tea with the right temperature.",
+    "Instructions for changing a kitchen tap washer.",
+    "Tips for planning a budget for a family holiday.",
+    "Steps to clean a laptop keyboard carefully.",
+]
+
+FONTS = ["DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSans-Bold.ttf"]
+
+
+def _font(name: str, px: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype(name, px)
+    except OSError:  # fonts not installed: Pillow's bundled one
+        return ImageFont.load_default(size=px)
+
+
+def render(text: str, *, size: tuple[int, int] = (760, 760), font_px: int = 40,
+           fg: int = 0, bg: int = 255, font: str = FONTS[0]) -> np.ndarray:
+    """``text`` wrapped to the canvas, then "1." "2." "3." lines: an RGB uint8 array."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", size, bg)
+    draw = ImageDraw.Draw(img)
+    f = _font(font, font_px)
+    lines: list[str] = []
+    cur = ""
+    for word in text.split():
+        cand = f"{cur} {word}".strip()
+        if cur and draw.textlength(cand, font=f) > size[0] - 2 * max(20, font_px):
+            lines.append(cur)
+            cur = word
+        else:
+            cur = cand
+    lines += [cur, "1.", "2.", "3."]
+    y = max(20, font_px)
+    for line in lines:
+        draw.text((max(20, font_px), y), line, fill=fg, font=f)
+        y += int(font_px * 1.5)
+    return np.asarray(img.convert("RGB"))
+
+
+# -- distortions ---------------------------------------------------------------------------
+
+def _gauss(a: np.ndarray, sigma: float, rng: np.random.Generator, mono: bool = False) -> np.ndarray:
+    shape = (*a.shape[:2], 1) if mono else a.shape
+    return np.clip(a + rng.normal(0, sigma, shape), 0, 255).astype(np.uint8)
+
+
+def _salt_pepper(a: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    out = a.copy()
+    m = rng.random(a.shape[:2])
+    out[m < p / 2] = 0
+    out[m > 1 - p / 2] = 255
+    return out
+
+
+def _rotate(a: np.ndarray, deg: float) -> np.ndarray:
+    """Rotate counter-clockwise on a canvas grown to keep all the text, filled with the
+    page's colour."""
+    import cv2
+
+    h, w = a.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = round(h * sin + w * cos), round(h * cos + w * sin)
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    bg = tuple(int(x) for x in a[0, 0])
+    return cv2.warpAffine(a, m, (nw, nh), borderValue=bg)
+
+
+def _jpeg(a: np.ndarray, q: int) -> np.ndarray:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", a[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+    assert ok
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+
+
+def _blur(a: np.ndarray, s: float) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(a, (0, 0), s)
+
+
+def _low_contrast(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Map black-on-white to grey-on-grey: background 120-200, ink 25-45 levels darker."""
+    bg = float(rng.uniform(120, 200))
+    ink = bg - float(rng.uniform(25, 45))
+    return (ink + (a.astype(np.float32) / 255.0) * (bg - ink)).astype(np.uint8)
+
+
+# A distortion: (render kwargs given a rng, image transform given a rng).
+Render = Callable[[np.random.Generator], dict[str, Any]]
+Distort = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def _sign(rng: np.random.Generator) -> float:
+    return 1.0 if rng.random() < 0.5 else -1.0
+
+
+def _std(rng: np.random.Generator) -> dict[str, Any]:
+    """A FigStep-like layout: 760 px square, 18-36 px font."""
+    return {"font_px": int(rng.integers(18, 37))}
+
+
+def _small(rng: np.random.Generator) -> dict[str, Any]:
+    """Small print: 12-14 px fonts (capitals 9-10 px high) on 760 px."""
+    return {"font_px": int(rng.integers(12, 15))}
+
+
+def _small_large(rng: np.random.Generator) -> dict[str, Any]:
+    """Small print on a large page: 14-20 px on 1280-1600 px (the detector shrinks it)."""
+    side = int(rng.integers(1280, 1601))
+    return {"font_px": int(rng.integers(14, 21)), "size": (side, side)}
+
+
+def _tiny_large(rng: np.random.Generator) -> dict[str, Any]:
+    """Fine print on a large page: 11-13 px on 1400-1600 px."""
+    side = int(rng.integers(1400, 1601))
+    return {"font_px": int(rng.integers(11, 14)), "size": (side, side)}
+
+
+def _tiny(rng: np.random.Generator) -> dict[str, Any]:
+    """Fine print: 10-11 px fonts (capitals 7-8 px high) on 760 px."""
+    return {"font_px": int(rng.integers(10, 12))}
+
+
+DISTORTIONS: dict[str, tuple[Render, Distort]] = {
+    "clean": (_std, lambda a, r: a),
+    "gauss10": (_std, lambda a, r: _gauss(a, 10, r)),
+    "gauss25": (_std, lambda a, r: _gauss(a, 25, r)),
+    "gauss20_mono_small": (_small, lambda a, r: _gauss(a, 20, r, mono=True)),
+    "salt_pepper2": (_std, lambda a, r: _salt_pepper(a, 0.02, r)),
+    "salt_pepper5": (_std, lambda a, r: _salt_pepper(a, 0.05, r)),
+    "low_contrast": (_std, _low_contrast),
+    "low_contrast+gauss15": (_std, lambda a, r: _gauss(_low_contrast(a, r), 15, r)),
+    "small": (_small, lambda a, r: a),
+    "small_large_page": (_small_large, lambda a, r: a),
+    "small_large_page+gauss15": (_small_large, lambda a, r: _gauss(a, 15, r)),
+    "rotate5-15": (_std, lambda a, r: _rotate(a, _sign(r) * float(r.uniform(5, 15)))),
+    "rotate5-15+gauss15": (_std, lambda a, r: _gauss(
+        _rotate(a, _sign(r) * float(r.uniform(5, 15))), 15, r)),
+    "jpeg10-20": (_std, lambda a, r: _jpeg(a, int(r.integers(10, 21)))),
+    "blur1-1.5": (_std, lambda a, r: _blur(a, float(r.uniform(1.0, 1.5)))),
+    "small+jpeg20": (_small, lambda a, r: _jpeg(a, 20)),
+    "small+gauss25": (_small, lambda a, r: _gauss(a, 25, r)),
+    "small+salt_pepper3": (_small, lambda a, r: _salt_pepper(a, 0.03, r)),
+    "small+low_contrast+gauss10": (_small, lambda a, r: _gauss(_low_contrast(a, r), 10, r)),
+    "small+rotate5-15": (_small, lambda a, r: _rotate(a, _sign(r) * float(r.uniform(5, 15)))),
+    "tiny": (_tiny, lambda a, r: a),
+    "tiny+gauss10": (_tiny, lambda a, r: _gauss(a, 10, r)),
+    "tiny+rotate5-15": (_tiny, lambda a, r: _rotate(a, _sign(r) * float(r.uniform(5, 15)))),
+    "tiny_large_page": (_tiny_large, lambda a, r: a),
+    "tiny_large_page+gauss10": (_tiny_large, lambda a, r: _gauss(a, 10, r)),
+}
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+def _norm(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower()
+    return " ".join(re.findall(r"[a-z0-9]+", text))
+
+
+def char_accuracy(ref: str, out: str) -> float:
+    """1 - (edit distance from ``ref`` to its closest substring of ``out``) / len(ref)."""
+    r, o = _norm(ref), _norm(out)
+    if not r:
+        return 1.0
+    ob = np.frombuffer(o.encode(), dtype=np.uint8)
+    idx = np.arange(len(o) + 1)
+    prev = np.zeros(len(o) + 1, dtype=np.int64)  # a match may start anywhere in the output
+    for i, ch in enumerate(r.encode(), 1):
+        a = np.empty_like(prev)
+        a[0] = i
+        a[1:] = np.minimum(prev[1:] + 1, prev[:-1] + (ob != ch))
+        # insertions: cur[j] = min_k<=j a[k] + (j - k), a running minimum of a - index
+        prev = np.minimum.accumulate(a - idx) + idx
+    return max(0.0, 1.0 - float(prev.min()) / len(r))
+
+
+def word_recall(ref: str, out: str) -> float:
+    words = _norm(ref).split()
+    found = set(_norm(out).split())
+    return sum(w in found for w in words) / len(words) if words else 1.0
+
+
+# -- inputs --------------------------------------------------------------------------------
+
+def _items(source: str, n: int, rng: np.random.Generator) -> list[tuple[str, np.ndarray | None]]:
+    """``(reference text, image or None)``: None means render the text per distortion."""
+    if source == "stand-ins":
+        return [(STAND_INS[i % len(STAND_INS)], None) for i in range(n)]
+    manifest = BENCH / ("figstep_safebench" if source == "figstep" else "mm_safetybench")
+    rows = [json.loads(x) for x in (manifest / "manifest.jsonl").read_text().splitlines()]
+    if source == "mmsb":
+        rows = [r for r in rows if r.get("key_phrase")]
+        pick = rng.choice(len(rows), size=min(n, len(rows)), replace=False)
+        return [(str(rows[i]["key_phrase"]), None) for i in sorted(pick)]
+    from PIL import Image
+
+    rows = [r for r in rows if r.get("image") and r.get("typographic_instruction")]
+    pick = rng.choice(len(rows), size=min(n, len(rows)), replace=False)
+    return [(str(rows[i]["typographic_instruction"]),
+             np.asarray(Image.open(manifest / rows[i]["image"]).convert("RGB")))
+            for i in sorted(pick)]
+
+
+def _readers(variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from vlmguard.analyzer.models.ocr import OCRReader, Robustness
+
+    out = {}
+    for name, kw in variants.items():
+        out[name] = OCRReader(robustness=Robustness(**kw))
+        out[name].read(np.full((64, 64, 3), 255, np.uint8))
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    variants: dict[str, dict[str, Any]] = {"plain": {"enabled": False}, "robust": {}}
+    for spec in args.variant or []:
+        name, _, kw = spec.partition("=")
+        variants[name] = json.loads(kw or "{}")
+    readers = _readers(variants)
+    names = list(readers)
+    dists = args.distortions.split(",") if args.distortions else list(DISTORTIONS)
+    rng = np.random.default_rng(args.seed)
+    items = _items(args.source, args.n, rng)
+    stats: dict[str, dict[str, dict[str, list[float]]]] = {}
+    load_before = os.getloadavg()
+    k = 0
+    for dist in dists:
+        layout, distort = DISTORTIONS[dist]
+        per = stats.setdefault(dist, {v: {"acc": [], "rec": [], "ms": [], "retried": []}
+                                      for v in names})
+        for i, (ref, image) in enumerate(items):
+            r = np.random.default_rng([args.seed, i, dists.index(dist)])
+            if image is None:
+                kw = layout(r)
+                kw["font"] = FONTS[i % len(FONTS)]
+                base = render(ref, **kw)
+            else:
+                base = image
+            arr = distort(base, r)
+            order = names[k % len(names):] + names[:k % len(names)]
+            k += 1
+            for v in order:
+                t0 = time.perf_counter()
+                res = readers[v].read(arr)
+                per[v]["ms"].append((time.perf_counter() - t0) * 1000)
+                per[v]["acc"].append(char_accuracy(ref, res.text))
+                per[v]["rec"].append(word_recall(ref, res.text))
+                per[v]["retried"].append(float(getattr(res, "retried", False)))
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for dist, per in stats.items():
+        table[dist] = {}
+        for v, s in per.items():
+            table[dist][v] = {
+                "char_acc": float(np.mean(s["acc"])), "word_recall": float(np.mean(s["rec"])),
+                "read_rate": float(np.mean(np.asarray(s["rec"]) >= 0.8)),
+                "p50_ms": float(np.percentile(s["ms"], 50)),
+                "p99_ms": float(np.percentile(s["ms"], 99)),
+                "retried": float(np.mean(s["retried"])),
+            }
+    overall: dict[str, dict[str, float]] = {}
+    for v in names:
+        ms = [x for per in stats.values() for x in per[v]["ms"]]
+        acc = [x for per in stats.values() for x in per[v]["acc"]]
+        rec = [x for per in stats.values() for x in per[v]["rec"]]
+        overall[v] = {"char_acc": float(np.mean(acc)), "word_recall": float(np.mean(rec)),
+                      "read_rate": float(np.mean(np.asarray(rec) >= 0.8)),
+                      "p50_ms": float(np.percentile(ms, 50)),
+                      "p99_ms": float(np.percentile(ms, 99))}
+    return {"source": args.source, "n": len(items), "seed": args.seed, "cpus": os.cpu_count(),
+            "variants": variants, "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(), "distortions": table, "overall": overall}
+
+
+def _print(res: dict[str, Any]) -> None:
+    names = list(res["variants"])
+    print(f"\nOCR of degraded typed text ({res['source']}, {res['n']} images per distortion, "
+          f"seed {res['seed']}, {res['cpus']} CPUs, load {res['loadavg_before'][0]:.2f} "
+          f"before / {res['loadavg_after'][0]:.2f} after)\n")
+    head = " | ".join(f"{v} acc / recall / read / p50 / p99" for v in names)
+    print(f"| distortion | {head} | retried |")
+    print("|---|" + "---|" * len(names) + "---|")
+    rows = [*res["distortions"].items(), ("**all**", res["overall"])]
+    for dist, per in rows:
+        cells = " | ".join(
+            f"{per[v]['char_acc']:.3f} / {per[v]['word_recall']:.3f} / {per[v]['read_rate']:.2f}"
+            f" / {per[v]['p50_ms']:.0f} / {per[v]['p99_ms']:.0f}" for v in names)
+        retried = " / ".join(f"{per[v].get('retried', float('nan')):.2f}" for v in names[1:])
+        print(f"| {dist} | {cells} | {retried} |")
+    base = res["overall"][names[0]]
+    for v in names[1:]:
+        o = res["overall"][v]
+        print(f"\n{v} vs {names[0]}: OCR p50 x{o['p50_ms'] / base['p50_ms']:.2f}, "
+              f"p99 x{o['p99_ms'] / base['p99_ms']:.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=24, help="images per distortion")
+    parser.add_argument("--source", choices=("stand-ins", "mmsb", "figstep"),
+                        default="stand-ins")
+    parser.add_argument("--distortions", default="",
+                        help=f"comma-separated subset of: {','.join(DISTORTIONS)}")
+    parser.add_argument("--variant", action="append",
+                        help="NAME=JSON of Robustness fields over the defaults (repeatable)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    res = run(args)
+    _print(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
