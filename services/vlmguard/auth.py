@@ -504,12 +504,26 @@ class Gatekeeper:
 
         Raises:
             UnauthenticatedError, PermissionDeniedError (SCOPE_NOT_ALLOWED),
-            ResourceExhaustedError (RATE_LIMITED, with a retry delay).
+            ResourceExhaustedError (RATE_LIMITED, with a retry delay); the last two carry the
+            caller's :class:`Access` as ``access`` (see :func:`denied_access`).
         """
-        principal = self.authenticate(metadata)
-        principal.check_method(method)
-        self._take("key", principal.key_id, principal.rate_limit)
-        return Access(principal, method)
+        return self.authorize(self.authenticate(metadata), method)
+
+    def authorize(self, principal: Principal, method: str) -> Access:
+        """Check the method's scope and take from the key's rate limit.
+
+        Raises:
+            PermissionDeniedError (SCOPE_NOT_ALLOWED), ResourceExhaustedError (RATE_LIMITED),
+            carrying the caller's access for the audit line (:func:`denied_access`).
+        """
+        access = Access(principal, method)
+        try:
+            principal.check_method(method)
+            self._take("key", principal.key_id, principal.rate_limit)
+        except (PermissionDeniedError, ResourceExhaustedError) as e:
+            e.access = access  # type: ignore[union-attr]
+            raise
+        return access
 
     def resolve_tenant(self, access: Access, requested: str) -> str:
         """Set and return the call's tenant, after the tenant's rate limit.
@@ -522,6 +536,12 @@ class Gatekeeper:
         if self.store is not None:
             self._take("tenant", tenant, self.store.tenant_limit(tenant))
         return tenant
+
+
+def denied_access(exc: BaseException) -> Access | None:
+    """The access of a caller that was authenticated and then refused (None otherwise)."""
+    access = getattr(exc, "access", None)
+    return access if isinstance(access, Access) else None
 
 
 # -- audit ------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from vlmguard.auth import Access, Gatekeeper, access_var, audit
+from vlmguard.auth import Access, Gatekeeper, access_var, audit, denied_access
 from vlmguard.errors import InvalidArgumentError, Reason, VLMGuardError
 from vlmguard.gateway.errors import reason_of, to_status
 from vlmguard.logs import request_id_var
@@ -185,7 +185,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                 metrics.errors.labels(err.reason).inc()
                 log.info("%s refused before reading the request: %s %s", method_name,
                          err.code.name, err.reason)
-                finish(method_name, err.code.name, err.reason, t0, None)
+                finish(method_name, err.code.name, err.reason, t0, denied_access(err))
                 if trimmer is not None:
                     trimmer.soon()
             finally:

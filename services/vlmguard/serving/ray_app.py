@@ -30,7 +30,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.grpc_util import RayServegRPCContext
 
-from vlmguard.auth import Gatekeeper, access_var, audit
+from vlmguard.auth import Gatekeeper, access_var, audit, denied_access
 from vlmguard.config import RayDeploymentConfig, VLMGuardConfig, load_config
 from vlmguard.errors import (
     DeadlineExceededError,
@@ -267,6 +267,7 @@ class IngressReplica:
             return response
         except VLMGuardError as e:
             code, reason = e.code.name, e.reason
+            access = access or denied_access(e)
             self.metrics.errors.labels(e.reason).inc()
             log.info("%s failed: %s %s", method, code, e.reason)
             status = to_status(e)

@@ -19,6 +19,7 @@ from vlmguard.auth import (
     RateLimit,
     RateLimiter,
     audit,
+    denied_access,
     hash_key,
     load_keys_file,
     parse_hash,
@@ -154,8 +155,10 @@ def test_gatekeeper_errors_and_anonymous(tmp_path: Path) -> None:
         with pytest.raises(UnauthenticatedError) as ei:
             gk.admit("Guard", md)
         assert ei.value.reason == reason
-    with pytest.raises(PermissionDeniedError):
+    with pytest.raises(PermissionDeniedError) as denied:
         gk.admit("Analyze", bearer("good"))
+    refused = denied_access(denied.value)  # the audit line of a refusal names the key
+    assert refused is not None and refused.principal.key_id == "k" and refused.tenant is None
     acc = gk.admit("Guard", bearer("good"))
     assert gk.resolve_tenant(acc, "") == "a" == acc.tenant
     # Auth disabled: anonymous, any tenant, no raw target unless configured.
