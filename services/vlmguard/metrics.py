@@ -80,6 +80,11 @@ class Metrics:
             "many image pixels waiting in the stage (limits.max_tenant_pending_pixels).",
             ["stage"], registry=r,
         )
+        self.duplicate_answers = Counter(
+            "vlmguard_queue_duplicate_answers_total", "Second answers that reached a gateway "
+            "for a call it had answered already (Redis queue; first answer wins, so this "
+            "stays 0).", registry=r,
+        )
         self.workers = Gauge(
             "vlmguard_queue_workers", "Live workers consuming a stage, from their heartbeats "
             "in Redis (Redis queue; gateway side).", ["stage"], registry=r,

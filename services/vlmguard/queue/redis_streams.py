@@ -61,6 +61,7 @@ import re
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,6 +88,9 @@ GROUP = "workers"
 #: A call's token (unique within its gateway instance) and a gateway instance id: 16 hex digits.
 TOKEN_LEN = 16
 _HEX16 = re.compile(rb"^[0-9a-f]{16}$")
+
+#: Tokens a gateway remembers as answered, to count a second answer to one call.
+_ANSWERED_MEMORY = 65_536
 
 #: Most items per enqueue script call and most answers per BLMPOP.
 _ENQUEUE_CHUNK = 256
@@ -299,6 +303,7 @@ class RedisStreamsQueue(WorkQueue):
         self._reader_gen = 0
         self._enqueue_wait = cfg.enqueue_wait_ms / 1000.0
         self._withdrawals: list[tuple[str, bytes]] = []
+        self._answered: OrderedDict[bytes, None] = OrderedDict()  # recent tokens answered
         # worker side: each tenant stream served (the default one first), the entries in
         # hand by stream in fair order, their ids (kept claimed), reclaimed delivery counts
         self._streams: dict[str, list[str]] = {
@@ -652,7 +657,17 @@ class RedisStreamsQueue(WorkQueue):
             if not got:
                 continue
             for data in got[1]:
-                found = waiters.get(data[:TOKEN_LEN])
+                token = data[:TOKEN_LEN]
+                found = waiters.get(token)
+                if token in self._answered:
+                    # A second answer to one call: first-answer-wins should make this
+                    # impossible; counted so that an operator (and the SIGKILL bench) sees it.
+                    if self.metrics:
+                        self.metrics.duplicate_answers.inc()
+                    continue
+                self._answered[token] = None
+                if len(self._answered) > _ANSWERED_MEMORY:
+                    self._answered.popitem(last=False)
                 if found is not None and not found.future.done():
                     found.future.set_result(data[TOKEN_LEN:])
 
