@@ -717,7 +717,7 @@ class OCRReader:
         back = np.array([[1 / scale, 0, 0], [0, 1 / scale, 0]], dtype=np.float64)
         rb = self.robustness
         if not rb.enabled:
-            lines = self._lines(self._run(bgr), back)
+            lines = self._lines(self._run(bgr), back, (h, w))
             return OCRResult(lines=tuple(lines), text=_rows(lines))
 
         grey = to_grey(bgr)
@@ -734,7 +734,7 @@ class OCRReader:
         found = self._run(first_src)
         why = self._retry_reasons(found, quality, clean)
         if not why:
-            lines = self._lines(found, back)
+            lines = self._lines(found, back, (h, w))
             return OCRResult(lines=tuple(lines), text=_rows(lines), steps=tuple(steps),
                              quality=quality)
 
@@ -754,8 +754,8 @@ class OCRReader:
             src, affine = warp(src, tilt, zoom)
         second = self._run(src, retry="no_text" in why or "small_text" in why)
         back2 = _compose(back, self._cv2.invertAffineTransform(affine))
-        first_lines = self._lines(found, back)
-        second_lines = self._lines(second, back2)
+        first_lines = self._lines(found, back, (h, w))
+        second_lines = self._lines(second, back2, (h, w))
         keep_retry = _mass(second_lines) > _mass(first_lines)
         lines = second_lines if keep_retry else first_lines
         steps += [f"retry:{r}" for r in why]
@@ -803,15 +803,19 @@ class OCRReader:
             why.append("small_text")
         return why
 
-    def _lines(self, found: list[tuple[Any, str, float]], back: np.ndarray) -> list[OCRLine]:
-        """Normalised lines at or above ``min_score``, boxes mapped by the affine ``back``."""
+    def _lines(self, found: list[tuple[Any, str, float]], back: np.ndarray,
+               size: tuple[int, int]) -> list[OCRLine]:
+        """Normalised lines at or above ``min_score``, boxes mapped by the affine ``back``
+        into an image of ``size`` (height, width)."""
+        bounds = np.array([size[1], size[0]], dtype=np.float64)
         lines: list[OCRLine] = []
         for box, raw_text, score in found:
             text = normalize_ocr_text(str(raw_text))
             if not text or float(score) < self.min_score:
                 continue
             pts = np.asarray(box, dtype=np.float64).reshape(-1, 2)
-            pts = pts @ back[:, :2].T + back[:, 2]
+            # A second read's canvas may be larger (rotation): clip to the input image.
+            pts = np.clip(pts @ back[:, :2].T + back[:, 2], 0, bounds)
             lines.append(
                 OCRLine(
                     text=text.replace("\n", " "),

