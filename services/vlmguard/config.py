@@ -66,6 +66,10 @@ class TLSConfig(_Frozen):
 Scope = Literal["guard", "analyze", "rewrite", "target_raw"]
 
 
+def _guarded_scopes() -> list[Scope]:
+    return ["guard", "analyze", "rewrite"]
+
+
 class AuthConfig(_Frozen):
     """API-key authentication (metadata ``authorization: Bearer <key>``), keys bound to tenants
     and scopes (:mod:`vlmguard.auth`)."""
@@ -89,7 +93,7 @@ class AuthConfig(_Frozen):
         "keys (same rights as api_keys_file keys).",
     )
     anonymous_scopes: list[Scope] = Field(
-        default_factory=lambda: ["guard", "analyze", "rewrite"],
+        default_factory=_guarded_scopes,
         description="Scopes of every caller while auth is disabled (any tenant may then be "
         "named). Without 'target_raw', TargetService.Generate answers guarded.",
     )
