@@ -386,6 +386,7 @@ class Tier1Analyzer:
         texts: list[str] = []
         slots: list[tuple[int, str, int]] = []  # (item index, kind, image or view index)
         views_of: dict[tuple[int, int], TextView] = {}
+        normalised: dict[int, TextView] = {}
         languages: dict[int, tuple[str, bool]] = {}
         ml_texts: list[str] = []
         ml_slots: list[int] = []
@@ -402,10 +403,17 @@ class Tier1Analyzer:
                 log.exception("image analysis failed")
                 results[i] = UnavailableError("image analysis failed", reason="STAGE_FAILED")
                 continue
-            texts.append(item.text)
-            slots.append((i, "text", -1))
             item_views = self._views(item.text) if self.cfg.text_views else []
+            if item_views and item_views[0].name == "normalised":
+                # Look-alike, full-width or invisible characters: the text as sent is a
+                # disguise whose own score is noise (a harmless question in Cyrillic look-alikes
+                # scored 0.54, 0.13 normalised), so the normalised text stands in for it.
+                normalised[i] = item_views[0]
+            texts.append(normalised[i].text if i in normalised else item.text)
+            slots.append((i, "text", -1))
             for v_idx, view in enumerate(item_views):
+                if i in normalised and v_idx == 0:
+                    continue
                 views_of[(i, v_idx)] = view
                 texts.append(view.text)
                 slots.append((i, "view", v_idx))
@@ -442,7 +450,9 @@ class Tier1Analyzer:
             by_item.setdefault(i, []).append(
                 ("view", -1, _Scored(s.overall, s.categories, TextView("multilingual", text))))
         for (i, kind, idx), s in zip(slots, scored, strict=True):
-            if kind == "view":
+            if kind == "text" and i in normalised:
+                s = _Scored(s.overall, s.categories, normalised[i])
+            elif kind == "view":
                 view = views_of[(i, idx)]
                 s = _Scored(s.overall, s.categories, view)
                 if view.decoded:
