@@ -418,8 +418,8 @@ class Tier1Analyzer:
                 texts.append(view.text)
                 slots.append((i, "view", v_idx))
             if self.multilingual is not None:
-                languages[i] = self._language(item.text, item_views)
-                if languages[i][0] not in ("en", "und") and languages[i][1]:
+                languages[i], foreign = self._language(item.text, item_views)
+                if foreign and languages[i][1]:
                     # Another language the multilingual head reads: it scores the text and
                     # each passage of a long one (the English head still scores them too).
                     for text in [item.text] + [v.text for v in item_views
@@ -474,13 +474,16 @@ class Tier1Analyzer:
             out.append(r)
         return out
 
-    def _language(self, text: str, views: list[TextView]) -> tuple[str, bool]:
-        """(language, supported) of the text, identified on its normalised view (look-alike
-        letters from another script must not make English text look Russian)."""
+    def _language(self, text: str, views: list[TextView]) -> tuple[tuple[str, bool], bool]:
+        """((language, supported), maybe foreign) of the text, identified on its normalised view
+        (look-alike letters from another script must not make English text look Russian).
+        Maybe foreign: not confidently English (a short Spanish request may be guessed English
+        by default), so the multilingual head reads it as well."""
         assert self.multilingual is not None
         norm = next((v.text for v in views if v.name == "normalised"), text)
         guess = self.multilingual.languages.identify(norm)
-        return str(guess.lang), bool(guess.supported)
+        foreign = bool(getattr(guess, "maybe_foreign", guess.lang not in ("en", "und")))
+        return (str(guess.lang), bool(guess.supported)), foreign
 
     def _views(self, text: str) -> list[TextView]:
         """The text's views (:mod:`vlmguard.analyzer.views`); a view that fails is skipped with

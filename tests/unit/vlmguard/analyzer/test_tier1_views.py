@@ -38,6 +38,10 @@ class Guess:
     confidence: float
     supported: bool
 
+    @property
+    def maybe_foreign(self) -> bool:
+        return self.lang != "en"
+
 
 class FakeLanguages:
     def identify(self, text: str) -> Guess:
