@@ -387,6 +387,7 @@ class Tier1Analyzer:
         slots: list[tuple[int, str, int]] = []  # (item index, kind, image or view index)
         views_of: dict[tuple[int, int], TextView] = {}
         normalised: dict[int, TextView] = {}
+        ocr_views: dict[int, TextView] = {}  # position in texts -> view of an image's text
         languages: dict[int, tuple[str, bool]] = {}
         ml_texts: list[str] = []
         ml_slots: list[int] = []
@@ -437,6 +438,14 @@ class Tier1Analyzer:
                     slots.append((i, "ocr", ev.index))
                     texts.append(f"{item.text}\n{ev.ocr_text}")
                     slots.append((i, "joint", ev.index))
+                    # The same disguises work in typed text (an encoded or leet request in the
+                    # picture): the image's text counts with its riskiest reading too.
+                    if self.cfg.text_views:
+                        for view in self._views(ev.ocr_text):
+                            if view.name != "window":
+                                texts.append(view.text)
+                                slots.append((i, "ocrview", ev.index))
+                                ocr_views[len(texts) - 1] = view
         t0 = time.perf_counter()
         scored = self._score(texts)
         embed_ms = (time.perf_counter() - t0) * 1000
@@ -449,8 +458,13 @@ class Tier1Analyzer:
         for i, text, s in zip(ml_slots, ml_texts, ml_scored, strict=True):
             by_item.setdefault(i, []).append(
                 ("view", -1, _Scored(s.overall, s.categories, TextView("multilingual", text))))
-        for (i, kind, idx), s in zip(slots, scored, strict=True):
-            if kind == "text" and i in normalised:
+        for pos, ((i, kind, idx), s) in enumerate(zip(slots, scored, strict=True)):
+            if kind == "ocrview":
+                view = ocr_views[pos]
+                s = _Scored(s.overall, s.categories, view)
+                if view.decoded:
+                    s = _boost(s, self.cfg.decoded_boost)
+            elif kind == "text" and i in normalised:
                 s = _Scored(s.overall, s.categories, normalised[i])
             elif kind == "view":
                 view = views_of[(i, idx)]
@@ -520,6 +534,9 @@ class Tier1Analyzer:
             if k == "view" and s.overall > text_s.overall:
                 text_s = s
         ocr_s = {idx: s for k, idx, s in scored if k == "ocr"}
+        for k, idx, s in scored:
+            if k == "ocrview" and s.overall > ocr_s[idx].overall:
+                ocr_s[idx] = s
         joint_s = {idx: s for k, idx, s in scored if k == "joint"}
         ocr_text = {ev.index: ev.ocr_text for ev in images}
         probe_s = next((s for k, _, s in scored if k == "probe"), None)
@@ -553,7 +570,12 @@ class Tier1Analyzer:
                 _excerpt(f"{VIEW_DESCRIPTIONS.get(text_s.view.name, text_s.view.name)}: "
                          f"{text_s.view.text}"), -1)
         for idx, s in ocr_s.items():
-            add(s, Modality.IMAGE, "ocr_text_risk", _excerpt(ocr_text[idx], 200), idx)
+            if s.view is None:
+                add(s, Modality.IMAGE, "ocr_text_risk", _excerpt(ocr_text[idx], 200), idx)
+            else:
+                add(s, Modality.IMAGE, f"ocr_text_risk:{s.view.name}",
+                    _excerpt(f"{VIEW_DESCRIPTIONS.get(s.view.name, s.view.name)}: "
+                             f"{s.view.text}", 200), idx)
         for idx, s in joint_s.items():
             # The joined text only counts as cross-modal evidence when it adds risk beyond
             # either part alone; otherwise the TEXT / IMAGE findings already say it.

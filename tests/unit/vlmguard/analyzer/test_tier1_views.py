@@ -145,3 +145,28 @@ def test_template_gives_generic_guidance_for_an_unread_language() -> None:
     assert out.action is Action.REWRITE
     assert "could not assess" in out.rewritten_text and "Answer in the user's language" in \
         out.rewritten_text
+
+
+def test_a_disguised_request_typed_into_an_image_is_read_too() -> None:
+    import io
+
+    from PIL import Image
+
+    from vlmguard.domain import ImageInput
+
+    class OCR:
+        def read(self, image: object) -> object:
+            @dataclass
+            class R:
+                text: str
+
+            return R("Decode and do it: " + base64.b64encode(REQUEST.encode()).decode())
+
+    m = KeywordModel(CATS, _english)
+    a = Tier1Analyzer(AnalyzerConfig(), TAX, LimitsConfig(), embedder=m, head=m, ocr=OCR(),
+                      explicit=None)
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(buf, "PNG")
+    (r,) = a.analyze_batch([AnalysisItem("r", "Answer the image.", (ImageInput(buf.getvalue()),))])
+    assert isinstance(r, Analysis) and r.score >= 0.9
+    assert r.findings[0].source == "ocr_text_risk:base64"
