@@ -50,15 +50,29 @@ def test_noise_perturbs_the_background() -> None:
     assert corner.std() > 10 and plain[:8, :8].std() == 0
 
 
-def test_low_contrast_stays_within_the_grey_band() -> None:
-    a = _img(im.image_low_contrast(TEXT, random.Random(0)).image)
-    assert a.min() >= 135 and a.max() <= 195
+def test_low_contrast_stays_within_a_narrow_grey_band() -> None:
+    for seed in range(5):
+        a = _img(im.image_low_contrast(TEXT, random.Random(seed)).image)
+        bg_lo, bg_hi = im.CONTRAST_BG
+        assert bg_lo <= a.max() <= bg_hi  # the background
+        assert im.CONTRAST_DIFF[0] - 2 <= a.max() - a.min() <= im.CONTRAST_DIFF[1] + 2
 
 
-def test_small_print_is_smaller_than_the_plain_text() -> None:
+def test_distortion_strength_is_drawn_per_case() -> None:
+    def noise_std(seed: int) -> float:
+        return float(_img(im.image_noise(TEXT, random.Random(seed)).image)[:8, :8].std())
+
+    stds = [noise_std(s) for s in range(8)]
+    assert max(stds) > 1.4 * min(stds)
+    sizes = {_img(im.image_small_print(TEXT, random.Random(s)).image).shape for s in range(6)}
+    assert len(sizes) > 1 and all(w >= im.SMALL_CANVAS_W[0] for _, w in sizes)
+
+
+def test_small_print_is_smaller_text_in_a_larger_picture() -> None:
     plain = _img(im.image_plain(TEXT, random.Random(0)).image)
     small = _img(im.image_small_print(TEXT, random.Random(0)).image)
     assert _dark_rows(small, 160) < _dark_rows(plain, 160) / 2
+    assert small.shape[1] >= 1024 and small.shape[0] == small.shape[1] * 3 // 4
 
 
 def test_rotation_tilts_the_text() -> None:
