@@ -89,8 +89,15 @@ from vlmguard.serving.worker import build_worker
 
 cfg = load_config(None, environ={}, overrides=json.loads(sys.argv[2]))
 
+class Busy(NoopAnalyzer):
+    # Model time per batch, so that a SIGKILL lands with a batch in hand.
+    def analyze_batch(self, items):
+        import time
+        time.sleep(float(sys.argv[4]) / 1000)
+        return super().analyze_batch(items)
+
 async def main():
-    w = build_worker(cfg, "analyze", analyzer=NoopAnalyzer())
+    w = build_worker(cfg, "analyze", analyzer=Busy())
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, w.request_stop)
     print("ready", flush=True)
@@ -415,8 +422,8 @@ def _sigkill_once(name: str, src: str, url: str, args: argparse.Namespace) -> Ki
                                  "metrics": {"listen": "127.0.0.1:0"}, "queue": {"url": url},
                                  "target": {"backend": "none"}}
     svc = _services(src)
-    workers = [Child(_WORKER, [svc, json.dumps(overrides), str(ROOT / "bench")])
-               for _ in range(2)]
+    workers = [Child(_WORKER, [svc, json.dumps(overrides), str(ROOT / "bench"),
+                               str(args.work_ms)]) for _ in range(2)]
     gateway = Child(_GATEWAY, [svc, json.dumps(overrides), str(ROOT / "bench"), "noop"])
     port = int(gateway.greeting.split()[0])
     deadline_s = load_config(None, environ={}).server.default_timeout_s
@@ -437,15 +444,16 @@ def _sigkill_once(name: str, src: str, url: str, args: argparse.Namespace) -> Ki
                     i += 1
                     t0 = time.perf_counter()
                     try:
-                        # Default deadline (no timeout sent: the server applies its own).
-                        resp = await stub.Analyze(analysis_pb2.AnalyzeRequest(
-                            text=f"a question {rid}", request_id=rid),
-                            timeout=deadline_s + 5)
+                        # No timeout sent: the server applies its default deadline.
+                        resp = await asyncio.wait_for(stub.Analyze(analysis_pb2.AnalyzeRequest(
+                            text=f"a question {rid}", request_id=rid)), deadline_s + 10)
                         ok = resp.request_id == rid
                         outcomes["answered" if ok else "wrong_answer"] += 1
                     except grpc.RpcError as e:
                         code = _code(e)
                         outcomes["lost" if code.startswith("DEADLINE_EXCEEDED") else code] += 1
+                    except TimeoutError:
+                        outcomes["lost"] += 1
                     lat.append((time.perf_counter() - t0) * 1000)
 
             tasks = [asyncio.create_task(client(k)) for k in range(args.clients)]
@@ -462,13 +470,16 @@ def _sigkill_once(name: str, src: str, url: str, args: argparse.Namespace) -> Ki
         gateway.stop()
         for w in workers:
             w.stop()
-    vis = load_config(None, environ={}, overrides={"queue": {"url": url}}).queue
+    vis = subprocess.run(  # the tree's own default
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+         "from vlmguard.config import QueueConfig; print(QueueConfig().visibility_timeout_s)",
+         svc], capture_output=True, text=True, check=True).stdout.strip()
     other = {k: v for k, v in outcomes.items() if k not in ("answered", "lost")}
     return KillResult(source=name, seconds=args.seconds, calls=sum(outcomes.values()),
                       answered=outcomes["answered"], lost=outcomes["lost"],
                       answered_twice=twice, other_errors=other,
                       max_latency_ms=round(max(lat or [0.0]), 1),
-                      visibility_timeout_s=vis.visibility_timeout_s)
+                      visibility_timeout_s=float(vis))
 
 
 def _count_second_answers(metrics_port: int) -> int:
@@ -518,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
                     "admitted")
     ap.add_argument("--repeat", type=int, default=3, help="cost: requests measured")
     ap.add_argument("--clients", type=int, default=16, help="sigkill: concurrent clients")
+    ap.add_argument("--work-ms", type=float, default=50.0,
+                    help="sigkill: model time per analyze batch in the workers")
     ap.add_argument("--json", default="", help="also write the results to this file")
     args, rest = ap.parse_known_args(argv)
     if rest and args.scenario != "unauth":

@@ -276,3 +276,46 @@ def test_sigkilled_worker_items_are_answered_before_the_default_deadline(
     results, took = asyncio.run(scenario())
     assert [getattr(r, "text", r) for r in results] == ["echo:t0", "echo:t1", "echo:t2"]
     assert took < cfg.server.default_timeout_s / 2
+
+
+def test_stopping_redis_gateway_gives_late_calls_a_reason(redis_url: str) -> None:
+    """SIGTERM path of a Redis-mode gateway: calls still waiting when the grace period ends
+    fail UNAVAILABLE/SERVER_DRAINING (not cut without a reason); the worker keeps its batch."""
+    from tests.support.helpers import error_reason
+    from vlmguard.gateway.server import build_gateway
+    from vlmguard.v1 import analysis_pb2, analysis_pb2_grpc
+
+    cfg = load_config(None, environ={}, overrides={
+        "server": {"listen": "127.0.0.1:0"}, "metrics": {"enabled": False},
+        "queue": {"url": redis_url}})
+    release = asyncio.Event()
+
+    async def handler(items: Sequence[Any]) -> list[Any]:
+        await release.wait()
+        return [UnavailableError("unused", reason=Reason.STAGE_FAILED) for _ in items]
+
+    async def scenario() -> list[Any]:
+        worker = RedisStreamsQueue(cfg.queue, stages=["analyze"], max_pending=10,
+                                   consume=[StageSpec("analyze", handler, BatchingConfig())])
+        await worker.start()
+        gw = await build_gateway(cfg, environ={})
+        await gw.start(serve_metrics=False)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as ch:
+                stub = analysis_pb2_grpc.ThreatAnalysisServiceStub(ch)
+                async def one(i: int) -> Any:
+                    return await stub.Analyze(analysis_pb2.AnalyzeRequest(text=f"q{i}"),
+                                              timeout=20)
+
+                calls = [asyncio.create_task(one(i)) for i in range(3)]
+                await _wait_for(lambda: gw.queue.pending("analyze") == 3)
+                await gw.stop(grace=0.3)
+                return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            release.set()
+            await worker.close()
+
+    for r in asyncio.run(scenario()):
+        assert isinstance(r, grpc.RpcError), r
+        code, reason, _ = error_reason(r)
+        assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, Reason.SERVER_DRAINING)
