@@ -103,6 +103,11 @@ def test_without_keys_file_nothing_is_mounted(tmp_path: Path) -> None:
      "scopes"),
     ({"auth": {"keys": KEYS, "keysExistingSecret": "my-keys"}},
      "auth.keys/auth.tenantRateLimits and auth.keysExistingSecret"),
+    ({"auth": {"apiKeys": ["legacy-0123456789"]},
+      "jobs": {"eval": {"enabled": True, "benchClaimName": "bench", "tenant": "strict"}}},
+     'jobs.eval.tenant="strict": the Job sends the first of auth.apiKeys'),
+    ({"auth": {"keys": KEYS}, "jobs": {"eval": {"enabled": True, "benchClaimName": "bench"}}},
+     "jobs.eval.enabled=true with auth.enabled=true needs a plain key"),
 ])
 def test_bad_keys_values_fail(values: dict[str, Any], message: str) -> None:
     with pytest.raises(Exception, match=message.replace("/", ".")):

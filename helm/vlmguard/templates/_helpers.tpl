@@ -291,6 +291,9 @@ checksum/config: {{ include "vlmguard.configYaml" . | sha256sum }}
 {{- if and $v.auth.keysExistingSecret (or $v.auth.keys $v.auth.tenantRateLimits) -}}
 {{- include "vlmguard.fail" (printf "auth.keys/auth.tenantRateLimits and auth.keysExistingSecret=%q are exclusive: set one" $v.auth.keysExistingSecret) -}}
 {{- end -}}
+{{- if and $v.jobs.eval.enabled $v.auth.enabled $v.auth.apiKeys $v.jobs.eval.tenant (ne $v.jobs.eval.tenant "default") -}}
+{{- include "vlmguard.fail" (printf "jobs.eval.tenant=%q: the Job sends the first of auth.apiKeys, a legacy key that acts for the default tenant only; give it a key of auth.keys whose tenants include %q (auth.existingSecret with auth.existingSecretClientKey)" $v.jobs.eval.tenant $v.jobs.eval.tenant) -}}
+{{- end -}}
 {{- if and $v.jobs.eval.enabled $v.auth.enabled (not $v.auth.apiKeys) (not $v.auth.existingSecret) -}}
 {{- include "vlmguard.fail" "jobs.eval.enabled=true with auth.enabled=true needs a plain key for the Job to send: auth.apiKeys, or auth.existingSecret with auth.existingSecretClientKey" -}}
 {{- end -}}
