@@ -178,6 +178,16 @@ def _boost(s: _Scored, logit: float) -> _Scored:
     return _Scored(boosted, {c: min(1.0, v * scale) for c, v in s.categories.items()}, s.view)
 
 
+def _joint_prompt(text: str, keep: int = 200) -> str:
+    """The prompt as it is joined with an image's text: a long prompt keeps its start and its
+    end (where "complete the list in the image" usually is), so the encoder's token limit does
+    not cut the image's text off the joined reading (the prompt itself is read in full by its
+    windows)."""
+    if len(text) <= 2 * keep + 20:
+        return text
+    return f"{text[:keep]} … {text[-keep:]}"
+
+
 def _excerpt(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -436,7 +446,7 @@ class Tier1Analyzer:
                 if ev.ocr_text:
                     texts.append(ev.ocr_text)
                     slots.append((i, "ocr", ev.index))
-                    texts.append(f"{item.text}\n{ev.ocr_text}")
+                    texts.append(f"{_joint_prompt(item.text)}\n{ev.ocr_text}")
                     slots.append((i, "joint", ev.index))
                     # The same disguises work in typed text (an encoded or leet request in the
                     # picture): the image's text counts with its riskiest reading too.
