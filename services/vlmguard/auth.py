@@ -44,6 +44,7 @@ from vlmguard.errors import (
     ResourceExhaustedError,
     UnauthenticatedError,
 )
+from vlmguard.metrics import Metrics
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("vlmguard.audit")
@@ -282,6 +283,7 @@ class KeyStore:
         legacy: Plain legacy keys (default tenant, :data:`LEGACY_SCOPES`).
         reload_interval_s: Check the file's stat at most this often (0: on every call).
         clock: Monotonic clock.
+        metrics: Keys in force and reload results (vlmguard_auth_*).
 
     Raises:
         ConfigError: the keys file is invalid at startup (later, a bad file keeps the old keys).
@@ -289,8 +291,10 @@ class KeyStore:
 
     def __init__(self, keys_file: str, legacy: Sequence[str] = (), *,
                  reload_interval_s: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 metrics: Metrics | None = None) -> None:
         self.path = keys_file
+        self.metrics = metrics
         self.reload_interval_s = reload_interval_s
         self.clock = clock
         self._legacy: list[tuple[bytes, bytes, Principal]] = []
@@ -307,6 +311,8 @@ class KeyStore:
         if keys_file:
             self._stat = self._file_stat()
             self._loaded = self._parse(load_keys_file(keys_file))
+        if metrics is not None:
+            metrics.auth_keys.set(len(self._loaded.principals))
 
     def __len__(self) -> int:
         return len(self._loaded.principals)
@@ -340,6 +346,7 @@ class KeyStore:
             if st is None or st == self._stat:
                 if st is None and self._failed_stat != (0, 0, 0):
                     self._failed_stat = (0, 0, 0)
+                    self._count("invalid")
                     log.error("keys file %s is missing: keeping the %d keys loaded before",
                               self.path, len(self._loaded.principals))
                 return
@@ -348,12 +355,20 @@ class KeyStore:
             except ConfigError as e:
                 if st != self._failed_stat:  # once per broken version of the file
                     self._failed_stat = st
+                    self._count("invalid")
                     log.error("%s: keeping the %d keys loaded before", e.message,
                               len(self._loaded.principals))
                 return
             self._loaded, self._stat, self._failed_stat = loaded, st, None
+            self._count("ok")
+            if self.metrics is not None:
+                self.metrics.auth_keys.set(len(loaded.principals))
             log.info("keys file reloaded: %d keys, %d tenant limits",
                      len(loaded.principals), len(loaded.tenant_limits))
+
+    def _count(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.auth_reloads.labels(result).inc()
 
     def lookup(self, token: str) -> Principal | None:
         """The principal whose key is ``token``, comparing every entry in constant time."""
@@ -453,13 +468,15 @@ class Gatekeeper:
         cfg: ``server.auth``.
         environ: Environment (legacy keys).
         clock: Monotonic clock (rate limits, reload checks).
+        metrics: Keys in force and reload results (vlmguard_auth_*).
 
     Raises:
         ConfigError: auth enabled with no key at all, or an invalid keys file.
     """
 
     def __init__(self, cfg: AuthConfig, environ: Mapping[str, str] | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 metrics: Metrics | None = None) -> None:
         env = os.environ if environ is None else environ
         self.enabled = cfg.enabled
         self.store: KeyStore | None = None
@@ -468,7 +485,8 @@ class Gatekeeper:
                                    any_tenant=True)
         if cfg.enabled:
             self.store = KeyStore(cfg.keys_file, legacy_keys(cfg, env),
-                                  reload_interval_s=cfg.reload_interval_s, clock=clock)
+                                  reload_interval_s=cfg.reload_interval_s, clock=clock,
+                                  metrics=metrics)
             if len(self.store) == 0:
                 raise ConfigError(
                     "server.auth.enabled is true but no API keys were found (set "

@@ -285,7 +285,7 @@ async def build_gateway(
     """
     metrics = metrics or Metrics()
     generative = cfg.rewriter.kind == "generative"
-    gatekeeper = Gatekeeper(cfg.server.auth, environ)
+    gatekeeper = Gatekeeper(cfg.server.auth, environ, metrics=metrics)
     # Not loaded here: Gateway.start loads it in the background (health says when it serves).
     target = TargetRuntime(target_backend or build_target_backend(cfg.target),
                            stage_batching(cfg, TARGET), metrics)

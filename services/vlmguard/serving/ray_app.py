@@ -174,7 +174,7 @@ class IngressReplica:
         cfg = VLMGuardConfig.model_validate(config)
         _replica_setup(cfg)
         self.metrics = Metrics()
-        self.gatekeeper = Gatekeeper(cfg.server.auth)
+        self.gatekeeper = Gatekeeper(cfg.server.auth, metrics=self.metrics)
         self.queue = RayServeQueue(
             {stage: handle.options(method_name="run") for stage, handle in stages.items()},
             max_pending=cfg.limits.max_pending, retries=cfg.ray.stage_retries,

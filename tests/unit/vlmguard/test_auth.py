@@ -34,6 +34,7 @@ from vlmguard.errors import (
     ResourceExhaustedError,
     UnauthenticatedError,
 )
+from vlmguard.metrics import Metrics
 
 
 class Clock:
@@ -185,7 +186,13 @@ def test_reload_on_change_and_broken_file_keeps_keys(tmp_path: Path,
     p = tmp_path / "keys.yaml"
     write_keys(p, {"one": {"key": "k1"}})
     clock = Clock()
-    store = KeyStore(str(p), reload_interval_s=5.0, clock=clock)
+    metrics = Metrics()
+    store = KeyStore(str(p), ["legacy"], reload_interval_s=5.0, clock=clock, metrics=metrics)
+
+    def sample(name: str, labels: dict[str, str] | None = None) -> float | None:
+        return metrics.registry.get_sample_value(name, labels or {})
+
+    assert sample("vlmguard_auth_keys") == 2
     assert store.lookup("k1") is not None
     write_keys(p, {"two": {"key": "k2"}})
     assert store.lookup("k2") is None  # not checked again before the interval
@@ -199,7 +206,9 @@ def test_reload_on_change_and_broken_file_keeps_keys(tmp_path: Path,
         clock.t += 5.0
         assert store.lookup("k2") is not None  # the broken file keeps the previous keys
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1 and "keeping the 1 keys" in errors[0].getMessage()
+    assert len(errors) == 1 and "keeping the 2 keys" in errors[0].getMessage()
+    assert sample("vlmguard_auth_keys_reloads_total", {"result": "ok"}) == 1
+    assert sample("vlmguard_auth_keys_reloads_total", {"result": "invalid"}) == 1
     write_keys(p, {"three": {"key": "k3"}})
     clock.t += 5.0
     assert store.lookup("k3") is not None and store.lookup("k2") is None
