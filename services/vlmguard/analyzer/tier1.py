@@ -301,6 +301,8 @@ class Tier1Analyzer:
         """Run every model once so the first request does not pay lazy initialisation."""
         blank = np.full((64, 64, 3), 255, dtype=np.uint8)
         self.embedder.embed(["warm up"])
+        if self.cfg.text_views:
+            text_views("warm up: the word list and the confusables table load once")
         if self.multilingual is not None:
             self.multilingual.embedder.embed(["warm up"])
             self.multilingual.languages.identify("warm up")

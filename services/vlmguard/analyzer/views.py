@@ -33,6 +33,10 @@ MAX_VIEW_CHARS = 8000
 WINDOW_CHARS = 240
 #: A sentence shorter than this is read together with the next one.
 MIN_WINDOW_CHARS = 20
+#: Most views other than windows per text (each costs an encoder pass).
+MAX_READINGS = 24
+#: Most string pieces reassembled (a request is cut into a handful, not thousands).
+MAX_PIECES = 64
 #: Most windows scored per text (an 8,000-character text of short sentences has about 110).
 MAX_WINDOWS = 128
 
@@ -480,16 +484,23 @@ def reassemble_pieces(text: str) -> str | None:
 
 
 def _join_pieces(parts: list[str]) -> str:
-    # Pieces are often cut mid-word ("explo" + "sives"): join without a space where the boundary
-    # is inside a word, with one where either side already has one.
+    # Pieces are often cut mid-word ("explo" + "sives"): glue two pieces where the words at the
+    # cut make an English word together, else join them with a space. Only the words at the cut
+    # are looked at (comparing whole texts made this quadratic in the number of pieces).
+    vocab = _vocab()
     out = parts[0]
-    for p in parts[1:]:
-        if out.endswith((" ", "\n")) or p.startswith((" ", "\n")):
+    for p in parts[1:MAX_PIECES]:
+        if out.endswith((" ", "\n")) or p.startswith((" ", "\n")) or not out or not p:
             out += p
+            continue
+        left = re.search(r"[A-Za-z]+$", out)
+        right = re.match(r"[A-Za-z]+", p)
+        if left and right:
+            glued = (left.group(0) + right.group(0)).lower()
+            apart = left.group(0).lower() in vocab and right.group(0).lower() in vocab
+            out += p if glued in vocab or not apart else " " + p
         else:
-            glued = out + p
-            spaced = out + " " + p
-            out = glued if word_ratio(glued) >= word_ratio(spaced) else spaced
+            out += " " + p
     return " ".join(out.split())
 
 
@@ -566,6 +577,8 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
         t = " ".join(_cap(t).split()) if name != "window" else t.strip()
         if not t or t in seen:
             return
+        if name != "window" and len(views) >= MAX_READINGS:
+            return  # a text full of payloads must not cost an encoder pass per payload
         seen.add(t)
         views.append(TextView(name, t, decoded, span))
 

@@ -160,3 +160,19 @@ def test_short_text_has_no_windows() -> None:
 def test_views_never_exceed_the_text_limit() -> None:
     text = base64.b64encode(("word " * 3000).encode()).decode()
     assert all(len(v.text) <= views.MAX_VIEW_CHARS for v in text_views(text))
+
+
+def test_a_text_full_of_payloads_gets_a_bounded_number_of_readings() -> None:
+    tokens = " ".join(base64.b64encode(f"harmless note number {i}".encode()).decode()
+                      for i in range(200))
+    assert len([v for v in text_views(tokens) if v.name != "window"]) <= views.MAX_READINGS
+
+
+def test_pathological_texts_stay_fast() -> None:
+    import time
+
+    text_views("warm up")
+    for text in ("a" * 8000, "'a'+" * 2000, "ab" * 4000, "a%" * 4000, "1 ! | 4 @ $ " * 660):
+        t0 = time.perf_counter()
+        text_views(text)
+        assert time.perf_counter() - t0 < 2.0, text[:20]
