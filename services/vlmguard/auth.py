@@ -242,12 +242,14 @@ class Principal:
         return TARGET_RAW in self.scopes
 
     def check_method(self, method: str) -> None:
-        """Raises PermissionDeniedError(SCOPE_NOT_ALLOWED) when no scope admits ``method``."""
-        needed = METHOD_SCOPES.get(method)
-        if needed is not None and not (needed & self.scopes):
+        """Raises PermissionDeniedError(SCOPE_NOT_ALLOWED) when no scope admits ``method``
+        (a method with no scope in :data:`METHOD_SCOPES` is admitted by none: a new RPC stays
+        closed until it is given one)."""
+        needed = METHOD_SCOPES.get(method, frozenset())
+        if not (needed & self.scopes):
             raise PermissionDeniedError(
                 f"this API key may not call {method} (needs scope "
-                f"{' or '.join(sorted(needed))})",
+                f"{' or '.join(sorted(needed)) or 'none defined'})",
                 reason=Reason.SCOPE_NOT_ALLOWED, metadata={"method": method},
             )
 

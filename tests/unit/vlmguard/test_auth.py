@@ -135,6 +135,7 @@ def test_tenant_rules() -> None:
     ({"rewrite"}, "Rewrite", True), ({"analyze"}, "Rewrite", False),
     ({"guard"}, "Generate", True), ({"target_raw"}, "Generate", True),
     ({"analyze"}, "Generate", False),
+    ({"guard", "analyze", "rewrite", "target_raw"}, "SomeNewMethod", False),
 ])
 def test_scopes_admit_methods(scopes: set[str], method: str, ok: bool) -> None:
     p = Principal("k", ("a",), frozenset(scopes))
