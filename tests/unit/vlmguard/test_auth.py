@@ -284,3 +284,24 @@ def test_audit_line_has_hashes_and_decision_never_content(
     assert first["images_sha256"] == [hashlib.sha256(b"\x89PNG-image-bytes").hexdigest()]
     assert "secret prompt" not in recs[0].getMessage()
     assert recs[1].audit["key_id"] == "-" and recs[1].audit["tenant"] == "-"  # type: ignore[attr-defined]
+
+
+def test_lookup_compares_every_entry_whichever_matches(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import vlmguard.auth as auth_mod
+
+    p = tmp_path / "keys.yaml"
+    write_keys(p, {f"k{i}": {"key": f"key-{i}"} for i in range(5)})
+    store = KeyStore(str(p), legacy=["plain"])
+    real = auth_mod._digest
+    calls: list[int] = []
+
+    def counting(salt: bytes, key: str) -> bytes:
+        calls.append(1)
+        return real(salt, key)
+
+    monkeypatch.setattr(auth_mod, "_digest", counting)
+    for token in ("plain", "key-0", "key-4", "nope"):
+        calls.clear()
+        store.lookup(token)
+        assert len(calls) == 6, token  # no early exit: timing does not tell which matched
