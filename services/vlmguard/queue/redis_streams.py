@@ -1,18 +1,26 @@
 """Redis Streams work queue: gateways enqueue, stage workers in other processes consume.
 
-One stream per stage (``<prefix>:stream:<stage>``) read by one consumer group; workers take
-micro-batches with XREADGROUP (``max_batch_size`` items or ``max_wait_ms``), run the stage's
-batch handler, then answer, XACK and XDEL the whole batch in one script (so XLEN is the stage's
+One stream per stage and tenant (``<prefix>:stream:<stage>`` for the default tenant,
+``<prefix>:stream:<stage>:tenant:<id>`` for the others; the set ``<prefix>:tenants:<stage>``
+lists them), each read by one consumer group; workers run the stage's batch handler on
+micro-batches, then answer, XACK and XDEL them in one script per stream (so XLEN is a tenant's
 pending work and backpressure is one O(1) check inside the enqueue script).
 
-Enqueue: the calls a gateway makes for one stage are sent together in one script call (XLEN
-check + one XADD per item): those that arrive while an enqueue is in flight, and, while the
-stage already has calls in flight, those of the next ``enqueue_wait_ms``. A call to an idle
-stage is sent at once, so this costs no latency at low load.
+Enqueue: the calls a gateway makes for one tenant's stream are sent together in one script call
+(XLEN check + one XADD per item, the item's image pixels in its ``px`` field): those that arrive
+while an enqueue is in flight, and, while the stage already has calls in flight, those of the
+next ``enqueue_wait_ms``. A call to an idle stage is sent at once, so this costs no latency at
+low load.
 
-Workers read the next batch in the same round trip that answers the last one, and wait for a
-short batch to fill only until its oldest entry is ``max_wait_ms`` old (the entry id holds the
-enqueue time), so a busy worker makes about one round trip per batch.
+Fair share: a worker keeps at most ``max_batch_size`` entries of each tenant in hand, reads
+every tenant stream that has none in hand (blocking only when nothing is in hand; the tenant
+set rides along with each read, so a new tenant is seen on the next one), and runs batches from
+its hand in deficit-round-robin order weighted by image cost, within ``max_batch_pixels``
+(:mod:`vlmguard.queue.fair`). A tenant with a backlog of large images therefore delays another
+tenant by at most the batch in progress. A short batch does not wait to fill: under load the
+next read finds what arrived while the last batch ran. Every entry in hand (running or waiting
+its turn) is kept claimed; workers record a heartbeat (``<prefix>:workers:<stage>``) that
+gateways read for their health.
 
 Result delivery: a reply list per gateway instance (``<prefix>:replies:<instance>``) read by
 ONE reader task per gateway with BLMPOP (up to 512 answers per read), which hands each answer to
