@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 KEY = "chart-test-key-0123456789"
 KEYS = {"team-a": {"hash": hash_key(KEY), "tenants": ["tenant-a", "default"],
                    "scopes": ["guard", "analyze"], "rate_limit": {"rate_per_s": 5, "burst": 10}}}
-POLICY = {"config": {"policy": {"tenants": {"default": {}, "tenant-a": {}}}}}
+POLICY: dict[str, Any] = {"config": {"policy": {"tenants": {"default": {}, "tenant-a": {}}}}}
 
 
 def _secret(docs: list[dict[str, Any]], suffix: str) -> dict[str, Any] | None:
