@@ -72,6 +72,8 @@ BEFORE: dict[str, dict[str, Any]] = {
     "torch-encoder": {"encoder_runtime": "torch"},
     # Both: the analyzer as it was before the processing and encoder-runtime changes.
     "stock+torch": {"stock": True, "encoder_runtime": "torch"},
+    # Today's reader without the degraded-text cleaning and second reads (issue 21).
+    "ocr-plain": {"robust": False},
 }
 
 
@@ -121,8 +123,12 @@ def _compare_ocr(args: argparse.Namespace) -> dict[str, Any]:
     new = Tier1Analyzer.from_config(cfg.analyzer, cfg.taxonomy, cfg.limits)
     before = BEFORE[args.before]
     a = cfg.analyzer
-    reader = {"models": a.ocr_models,
-              **{k: v for k, v in before.items() if k not in ("stock", "encoder_runtime")}}
+    reader = {"models": a.ocr_models, **{k: v for k, v in before.items()
+                                         if k not in ("stock", "encoder_runtime", "robust")}}
+    if before.get("robust") is False:
+        from vlmguard.analyzer.models.ocr import Robustness
+
+        reader["robustness"] = Robustness(enabled=False)
     explicit = new.explicit
     if before.get("spinning"):
         explicit = ExplicitImageDetector(min_score=a.explicit_min_score, spinning=True)

@@ -263,7 +263,7 @@ class AnalyzerConfig(_Frozen):
         "tilted by at least this many degrees level first. 0 disables.",
     )
     ocr_small_text_px: float = Field(
-        24.0, ge=0, description="With ocr_robust: a second read doubles the detection scale "
+        24.0, ge=0, description="With ocr_robust: a second read raises the detection scale "
         "when the text boxes found are lower than this at the detector's scale (a box is "
         "~2.5x its letters' height). 0 disables.",
     )
@@ -273,13 +273,14 @@ class AnalyzerConfig(_Frozen):
         "never read again. 0 disables.",
     )
     ocr_retry_no_text: bool = Field(
-        True, description="With ocr_robust: read a second time at up to twice the detection "
+        True, description="With ocr_robust: read a second time at a larger detection "
         "scale when a third or more of a document-like image's ink lies outside the text "
         "found (small print on a page larger than ocr_det_side).",
     )
     ocr_retry_det_side: int = Field(
-        1280, ge=64, description="With ocr_robust: longest detector input side of the second "
-        "read (its cost grows with the square).",
+        960, ge=64, description="With ocr_robust: longest detector input side of a second "
+        "read that looks closer (its cost grows with the square; 960 read as much as 1280 on "
+        "bench/ocr_robustness.py at half the p99).",
     )
     ort_spinning: bool = Field(
         False, description="Let onnxruntime's idle threads busy-wait between runs of the OCR "
