@@ -211,7 +211,7 @@ class FloodResult:
 
 
 def _gateway_overrides(variant: str, *, old: bool) -> dict[str, Any]:
-    tenants = {"default": {}, "flood": {}, "calm": {}}
+    tenants: dict[str, dict[str, Any]] = {"default": {}, "flood": {}, "calm": {}}
     out: dict[str, Any] = {
         "server": {"listen": "127.0.0.1:0"}, "metrics": {"listen": "127.0.0.1:0"},
         "policy": {"tenants": tenants}, "target": {"backend": "none"},

@@ -16,7 +16,7 @@ from PIL import Image
 from tests.support.helpers import KeywordModel
 from vlmguard.analyzer.tier1 import Tier1Analyzer
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
-from vlmguard.domain import AnalysisItem, ImageInput
+from vlmguard.domain import Analysis, AnalysisItem, ImageInput
 from vlmguard.errors import InvalidArgumentError, Reason
 from vlmguard.imaging import check_images, decode_reduced, image_pixels, request_pixels
 from vlmguard.pipeline import Call, validate_call
@@ -103,6 +103,7 @@ def test_analyzer_models_get_at_most_twice_the_ocr_side_and_evidence_keeps_the_t
     cfg = AnalyzerConfig(ocr_max_side=1600)
     an = Tier1Analyzer(cfg, tax, LIMITS, embedder=model, head=model, ocr=rec, explicit=rec)
     (res,) = an.analyze_batch([AnalysisItem("r", "what colour is this", (huge_png,))])
+    assert isinstance(res, Analysis), res
     assert rec.shapes and all(max(s[:2]) < 3200 for s in rec.shapes)  # not 5000x5000
     assert (res.images[0].width, res.images[0].height) == (5000, 5000)
 
