@@ -19,7 +19,7 @@ from tests.integration.test_redis_queue import _item, _kill, _spawn_worker, _wai
 from tests.support.redis_server import RedisServer, redis_binary
 from vlmguard.config import BatchingConfig, load_config
 from vlmguard.domain import TargetResult
-from vlmguard.errors import Reason, UnavailableError
+from vlmguard.errors import Reason, ResourceExhaustedError, UnavailableError
 from vlmguard.metrics import Metrics
 from vlmguard.queue.base import StageSpec
 from vlmguard.queue.redis_streams import RedisStreamsQueue
@@ -319,3 +319,73 @@ def test_stopping_redis_gateway_gives_late_calls_a_reason(redis_url: str) -> Non
         assert isinstance(r, grpc.RpcError), r
         code, reason, _ = error_reason(r)
         assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, Reason.SERVER_DRAINING)
+
+
+def test_image_request_withdrawn_while_in_a_workers_hand_never_runs(redis_url: str) -> None:
+    qcfg = _queue_cfg(redis_url)
+    release = asyncio.Event()
+    seen: list[str] = []
+    wmetrics = Metrics()
+
+    async def handler(items: Sequence[Any]) -> list[Any]:
+        seen.extend(i.text for i in items)
+        await release.wait()
+        return [TargetResult(i.text, "m") for i in items]
+
+    async def scenario() -> None:
+        gw = RedisStreamsQueue(qcfg, stages=["target"], max_pending=100)
+        worker = RedisStreamsQueue(qcfg, stages=["target"], max_pending=100,
+                                   max_batch_pixels=8 * MP, metrics=wmetrics,
+                                   consume=[StageSpec("target", handler,
+                                                      BatchingConfig(max_batch_size=4))])
+        await gw.start()
+        deadline = time.monotonic() + 20
+        first = asyncio.create_task(gw.submit("target", _item("a"), deadline=deadline,
+                                              pixels=20 * MP))
+        second = asyncio.create_task(gw.submit("target", _item("b"), deadline=deadline,
+                                               pixels=20 * MP))
+        await _wait_for(lambda: gw.pending("target") == 2)
+        await asyncio.sleep(0.05)
+        await worker.start()
+        await _wait_for(lambda: seen == ["a"])  # b waits in the worker's hand (over budget)
+        second.cancel()
+        await asyncio.sleep(0.2)  # the withdrawal reaches Redis
+        release.set()
+        assert (await first).text == "a"
+        await asyncio.sleep(0.3)
+        assert seen == ["a"]  # b's caller left: never decoded, never run
+        assert wmetrics.registry.get_sample_value(
+            "vlmguard_queue_dropped_total", {"stage": "target", "reason": "cancelled"}) == 1.0
+        await gw.close()
+        await worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_gateway_throttles_a_tenant_over_its_pixel_budget(redis_url: str) -> None:
+    qcfg = _queue_cfg(redis_url)
+    metrics = Metrics()
+
+    async def scenario() -> None:
+        gw = RedisStreamsQueue(qcfg, stages=["target"], max_pending=100, metrics=metrics,
+                               max_tenant_pixels=50 * MP)
+        await gw.start()
+        deadline = time.monotonic() + 20
+        held = asyncio.create_task(gw.submit("target", _item("a"), deadline=deadline,
+                                             tenant="flood", pixels=40 * MP))
+        await _wait_for(lambda: gw.pending("target") == 1)
+        with pytest.raises(ResourceExhaustedError) as e:
+            await gw.submit("target", _item("b"), deadline=deadline, tenant="flood",
+                            pixels=40 * MP)
+        assert e.value.reason == Reason.TENANT_BUDGET_EXHAUSTED
+        other = asyncio.create_task(gw.submit("target", _item("c"), deadline=deadline,
+                                              tenant="calm", pixels=40 * MP))
+        await _wait_for(lambda: gw.pending("target") == 2)  # admitted
+        held.cancel()
+        other.cancel()
+        await asyncio.gather(held, other, return_exceptions=True)
+        await gw.close()
+
+    asyncio.run(scenario())
+    assert metrics.registry.get_sample_value("vlmguard_queue_throttled_total",
+                                             {"stage": "target"}) == 1.0
