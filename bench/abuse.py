@@ -197,6 +197,7 @@ def _reason(details: bytes) -> str:
 class FloodResult:
     source: str
     variant: str
+    image_side: int
     seconds: float
     calm_calls: int
     calm_p50_ms: float
@@ -223,12 +224,12 @@ def _gateway_overrides(variant: str, *, old: bool) -> dict[str, Any]:
 
 
 async def _flood_run(port: int, pid: int, seconds: float, timeout_s: float,
-                     flood_clients: int) -> dict[str, Any]:
+                     flood_clients: int, side: int) -> dict[str, Any]:
     import grpc
 
     from vlmguard.v1 import guard_pb2, guard_pb2_grpc, types_pb2
 
-    big = _png(5000)
+    big = _png(side)
     images = [types_pb2.Image(data=big, mime_type="image/png")] * 4
     stop = asyncio.Event()
     calm_ms: list[float] = []
@@ -298,12 +299,13 @@ def flood(args: argparse.Namespace) -> list[dict[str, Any]]:
         try:
             port = int(child.greeting.split()[0])
             got = asyncio.run(_flood_run(port, child.proc.pid, args.seconds, args.timeout,
-                                         args.flood_clients))
+                                         args.flood_clients, args.side))
         finally:
             child.stop()
         calm_ms = got["calm_ms"]
         res = FloodResult(
-            source=name, variant=variant, seconds=args.seconds, calm_calls=len(calm_ms),
+            source=name, variant=variant, image_side=args.side, seconds=args.seconds,
+            calm_calls=len(calm_ms),
             calm_p50_ms=round(_percentile(calm_ms, 0.5), 1),
             calm_p99_ms=round(_percentile(calm_ms, 0.99), 1),
             calm_max_ms=round(max(calm_ms or [float("nan")]), 1),
@@ -527,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--admit", action="store_true",
                     help="flood: raise the pixel budgets so the 100-megapixel requests are "
                     "admitted")
+    ap.add_argument("--side", type=int, default=5000,
+                    help="flood: side of the square single-colour PNGs (5000: 25 megapixels; "
+                    "3160: 10 megapixels, four of them within the default request budget)")
     ap.add_argument("--repeat", type=int, default=3, help="cost: requests measured")
     ap.add_argument("--clients", type=int, default=16, help="sigkill: concurrent clients")
     ap.add_argument("--work-ms", type=float, default=50.0,

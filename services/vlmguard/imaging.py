@@ -181,12 +181,18 @@ class DecodedImage:
     height: int
 
 
+#: A reduced image's longest side may fall this far below ``max_side`` (a 3160-pixel image is
+#: halved to 1580 for a 1600-pixel analysis side rather than decoded whole).
+_REDUCE_SLACK = 0.9
+
+
 def _reduced(im: Image.Image, max_side: int | None) -> Image.Image:
     """``im`` decoded, reduced by the largest integer factor that keeps its longest side at
-    least ``max_side`` (callers scale the rest of the way with their own interpolation)."""
+    least 0.9 x ``max_side`` (callers scale the rest of the way with their own
+    interpolation)."""
     if max_side is None:
         return im
-    factor = max(im.size) // max_side
+    factor = int(max(im.size) // (_REDUCE_SLACK * max_side))
     if factor < 2:
         return im
     size = (max(1, im.width // factor), max(1, im.height // factor))
@@ -204,7 +210,8 @@ def decode_image(img: ImageInput, index: int, limits: LimitsConfig, *,
 
     Args:
         max_side: When set, an image with a longer side is decoded at a reduced size whose
-            longest side is between ``max_side`` and twice it (see :func:`decode_reduced`).
+            longest side is between 0.9 x ``max_side`` and twice it (see
+            :func:`decode_reduced`).
 
     Raises:
         InvalidArgumentError: as :func:`check_image`, plus IMAGE_CORRUPT when the pixel data

@@ -66,6 +66,13 @@ def test_large_image_decodes_reduced_with_its_colour_and_true_size(fmt: str) -> 
     assert blue[2] > 200 and blue[0] < 60 and blue[1] < 60
 
 
+def test_an_image_just_under_twice_the_side_is_halved_not_decoded_whole() -> None:
+    got = decode_reduced(encode((3160, 3160)), 0, LIMITS, max_side=1600)
+    assert got.array.shape == (1580, 1580, 3)
+    assert decode_reduced(encode((2400, 100)), 0, LIMITS, max_side=1600).array.shape == (
+        100, 2400, 3)  # halving would lose a quarter of the analysis resolution
+
+
 def test_small_and_16_bit_images_are_not_reduced() -> None:
     small = decode_reduced(encode((640, 480)), 0, LIMITS, max_side=1000)
     assert small.array.shape == (480, 640, 3)
