@@ -165,6 +165,27 @@ end
 return pushed
 """
 
+#: KEYS: the heartbeat sets of a worker's stages. ARGV: consumer, seconds alive, key TTL.
+#: Scores are expiry times on Redis's own clock, so gateways and workers on hosts whose clocks
+#: disagree still agree on who is alive.
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+return 1
+"""
+
+#: KEYS: a stage's heartbeat set. Drops expired members; returns how many are alive.
+_LIVE_WORKERS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+"""
+
 #: KEYS: stream. ARGV: group, entry id. A caller that gave up withdraws its entry.
 _WITHDRAW = """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -712,12 +733,9 @@ class RedisStreamsQueue(WorkQueue):
         period = self.cfg.worker_heartbeat_s
         while not self._stop.is_set():
             try:
-                async with self._client().pipeline(transaction=False) as pipe:
-                    for spec in self.consume:
-                        key = self.workers_key(spec.name)
-                        pipe.zadd(key, {self.consumer: self.wall_clock() + 3 * period})
-                        pipe.expire(key, max(1, int(3 * period) + 1))
-                    await pipe.execute()
+                keys = [self.workers_key(spec.name) for spec in self.consume]
+                await self._client().eval(_HEARTBEAT, len(keys), *keys, self.consumer,
+                                          3 * period, max(1, int(3 * period) + 1))
             except errors as e:
                 self._rlog.warning("heartbeat", "worker %s: heartbeat not recorded (%s)",
                                    self.consumer, type(e).__name__)
@@ -733,11 +751,7 @@ class RedisStreamsQueue(WorkQueue):
         key = self.workers_key(stage)
 
         async def count() -> int:
-            async with self._client().pipeline(transaction=False) as pipe:
-                pipe.zremrangebyscore(key, "-inf", self.wall_clock())
-                pipe.zcard(key)
-                res = await pipe.execute()
-            return int(res[-1])
+            return int(await self._client().eval(_LIVE_WORKERS, 1, key))
 
         try:
             n = await asyncio.wait_for(count(), timeout)
