@@ -212,6 +212,9 @@ DISTORTIONS: dict[str, tuple[Render, Distort]] = {
     "rotate5-15": (_std, lambda a, r: _rotate(a, _sign(r) * float(r.uniform(5, 15)))),
     "rotate5-15+gauss15": (_std, lambda a, r: _gauss(
         _rotate(a, _sign(r) * float(r.uniform(5, 15))), 15, r)),
+    "rotate20-35": (_std, lambda a, r: _rotate(a, _sign(r) * float(r.uniform(20, 35)))),
+    "small+rotate20-35+gauss10": (_small, lambda a, r: _gauss(
+        _rotate(a, _sign(r) * float(r.uniform(20, 35))), 10, r)),
     "jpeg10-20": (_std, lambda a, r: _jpeg(a, int(r.integers(10, 21)))),
     "blur1-1.5": (_std, lambda a, r: _blur(a, float(r.uniform(1.0, 1.5)))),
     "small+jpeg20": (_small, lambda a, r: _jpeg(a, 20)),

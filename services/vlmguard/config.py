@@ -242,7 +242,7 @@ class AnalyzerConfig(_Frozen):
     )
     ocr_robust: bool = Field(
         True, description="Read degraded text in images (noise, salt-and-pepper, low contrast, "
-        "small print, tilt): clean the image first when its statistics say so, and read it a "
+        "small print): clean the image first when its statistics say so, and read it a "
         "second time (at most once) when the first read is unsure or leaves the ink of a "
         "document-like image unread. Off: one plain read. The result's steps say what was "
         "done (bench/ocr_robustness.py, bench/RESULTS.md).",
@@ -257,10 +257,6 @@ class AnalyzerConfig(_Frozen):
         0.002, ge=0, le=1, description="With ocr_robust: images with at least this share of "
         "isolated extreme pixels (salt-and-pepper) get those pixels replaced by their 3x3 "
         "median before the read. 0 disables.",
-    )
-    ocr_deskew_deg: float = Field(
-        2.5, ge=0, le=45, description="With ocr_robust: a second read rotates text lines "
-        "tilted by at least this many degrees level first. 0 disables.",
     )
     ocr_small_text_px: float = Field(
         24.0, ge=0, description="With ocr_robust: a second read raises the detection scale "

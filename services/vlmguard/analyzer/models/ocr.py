@@ -3,12 +3,13 @@
 OCR output has typical confusions ("lgnore" for "Ignore", "b0mb" for "bomb") that would hide a
 typographic attack from the text risk head; :func:`normalize_ocr_text` repairs the common ones.
 
-Typed text that an attacker degrades on purpose (noise, salt-and-pepper, grey on grey, small
-print, a tilt) is read through a short preprocessing ladder (:class:`Robustness`): cheap image
-statistics (:func:`image_quality`) decide whether the image is cleaned before the one read, and
-what the read found (tilted or small text lines, low confidence, nothing on a document-like
-image) decides whether one more read runs on a deskewed / enlarged / cleaned copy. Each result
-says what was done (:attr:`OCRResult.steps`).
+Typed text that an attacker degrades on purpose (noise, salt-and-pepper, grey on grey, colour
+that differs from the page only in hue, small print) is read through a short preprocessing
+ladder (:class:`Robustness`): cheap image statistics (:func:`image_quality`) decide whether the
+image is cleaned before the one read, and what the read found (low confidence, small text
+lines, ink of a document-like page left unread) decides whether one more read runs on an
+enlarged / finer-detected / other copy. Each result says what was done
+(:attr:`OCRResult.steps`).
 
 rapidocr_onnxruntime and cv2 are imported only when an :class:`OCRReader` is built (the
 preprocessing functions import cv2 when called).
@@ -205,8 +206,8 @@ class OCRResult:
             rows with ``\\n``. Empty when the image holds no readable text.
         steps: What was done beyond a plain read, in order, for evidence and metrics:
             ``"impulses"`` / ``"denoise"`` (the image was cleaned before reading), then for a
-            second read ``"retry:<why>"`` (``deskew``, ``small_text``, ``no_text``,
-            ``low_confidence``) and ``"kept:first"`` or ``"kept:retry"`` (which read is
+            second read ``"retry:<why>"`` (``low_confidence``, ``small_text``, ``no_text``)
+            and ``"kept:first"`` or ``"kept:retry"`` (which read is
             returned).
         retried: Whether a second read ran.
         quality: The image statistics, when they were computed.
@@ -236,8 +237,6 @@ class Robustness:
         retry_below: A second read when the recognition confidence of the first (per
             character, over the lines found) is below this; confident reads are kept whatever
             their lines look like. 0 disables.
-        deskew_deg: In that second read, lines tilted by at least this many degrees (median
-            over the lines, refined on the image) are rotated level first. 0 disables.
         small_text_px: In that second read, when the text boxes found are lower than this
             at the detector's scale (a box is ~2.5x its letters' height: 24 px ~ 9-10 px
             letters), the detection scale is raised (up to twice, within
@@ -259,7 +258,6 @@ class Robustness:
     noise_sigma: float = 3.0
     impulse_fraction: float = 0.002
     retry_below: float = 0.8
-    deskew_deg: float = 2.5
     small_text_px: float = 24.0
     retry_no_text: bool = True
     flat_background: float = 0.95
@@ -402,85 +400,6 @@ def denoise(grey: np.ndarray, sigma: float) -> np.ndarray:
     # Grey levels closer than ~2.5 sigma are smoothed together, farther ones (strokes) kept:
     # a fixed strength (50) smoothed grey-on-grey text of 25-45 levels away (bench/RESULTS.md).
     return cv2.bilateralFilter(grey, 5, max(10.0, 2.5 * sigma), 5)
-
-
-def warp(image: np.ndarray, degrees: float, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Rotate counter-clockwise by ``degrees`` and scale by ``scale`` in one resampling, on a
-    canvas grown to keep every corner.
-
-    Returns:
-        The warped image (edges filled by replicating the border, which continues a page's
-        background) and the 2x3 affine matrix mapping input pixel coordinates to output ones.
-    """
-    import cv2
-
-    h, w = image.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, scale)
-    cos, sin = abs(m[0, 0]), abs(m[0, 1])
-    nw, nh = max(1, round(h * sin + w * cos)), max(1, round(h * cos + w * sin))
-    m[0, 2] += nw / 2 - w / 2
-    m[1, 2] += nh / 2 - h / 2
-    interp = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_LINEAR
-    out = cv2.warpAffine(image, m, (nw, nh), flags=interp, borderMode=cv2.BORDER_REPLICATE)
-    return out, m
-
-
-def line_tilt(boxes: list[Any]) -> float:
-    """Median tilt in degrees of detected text boxes (clockwise quads from the top left),
-    weighted by box width; positive when lines descend to the right. 0 with no boxes."""
-    angles: list[float] = []
-    weights: list[float] = []
-    for box in boxes:
-        pts = np.asarray(box, dtype=np.float64)
-        dx, dy = pts[1, 0] - pts[0, 0], pts[1, 1] - pts[0, 1]
-        width = float(np.hypot(dx, dy))
-        height = float(np.hypot(pts[3, 0] - pts[0, 0], pts[3, 1] - pts[0, 1]))
-        if width < 2 * max(height, 1.0):  # short boxes ("1.") give no reliable direction
-            continue
-        angles.append(float(np.degrees(np.arctan2(dy, dx))))
-        weights.append(width)
-    if not angles:
-        return 0.0
-    order = np.argsort(angles)
-    cum = np.cumsum(np.asarray(weights)[order])
-    return float(np.asarray(angles)[order][int(np.searchsorted(cum, cum[-1] / 2))])
-
-
-def refine_tilt(grey: np.ndarray, around: float, boxes: list[Any] | None = None,
-                span: float = 4.0, step: float = 0.25) -> float:
-    """The tilt (degrees, lines descending to the right positive) within ``around +- span``
-    at which the text's rows line up best (projection profile), in the region of ``boxes``.
-
-    The detector's boxes on tilted text are fragments, and their direction is off by a few
-    degrees (-7 for +8, 9.5 for -12 on renders); an untilted copy read with such an error
-    still loses words at the line ends. Here each candidate angle un-tilts a small copy of the
-    ink (distance from the page's median grey, so dark-on-light and light-on-dark alike) and
-    scores how peaked its row sums are (sum of squares); ~10 ms at 0.25 degree steps.
-    """
-    import cv2
-
-    g = grey
-    if boxes:
-        pts = np.asarray(boxes, dtype=np.float64).reshape(-1, 2)
-        pad = 0.1 * max(g.shape)
-        x0, y0 = (max(0, int(v - pad)) for v in pts.min(axis=0))
-        x1 = min(g.shape[1], int(pts[:, 0].max() + pad))
-        y1 = min(g.shape[0], int(pts[:, 1].max() + pad))
-        if x1 - x0 >= 8 and y1 - y0 >= 8:
-            g = g[y0:y1, x0:x1]
-    f = min(1.0, 320 / max(g.shape))
-    small = cv2.resize(g, (max(8, round(g.shape[1] * f)), max(8, round(g.shape[0] * f))),
-                       interpolation=cv2.INTER_AREA).astype(np.float32)
-    ink = np.abs(small - float(np.median(small)))
-    h, w = ink.shape
-    best, best_score = around, -1.0
-    for deg in np.arange(around - span, around + span + step / 2, step):
-        m = cv2.getRotationMatrix2D((w / 2, h / 2), float(deg), 1.0)
-        rows = cv2.warpAffine(ink, m, (w, h), flags=cv2.INTER_LINEAR).sum(axis=1)
-        score = float(np.dot(rows, rows))
-        if score > best_score:
-            best, best_score = float(deg), score
-    return best
 
 
 def line_height(boxes: list[Any]) -> float:
@@ -684,7 +603,6 @@ class OCRReader:
                 enabled=cfg.ocr_robust,
                 noise_sigma=cfg.ocr_denoise_sigma,
                 impulse_fraction=cfg.ocr_impulse_fraction,
-                deskew_deg=cfg.ocr_deskew_deg,
                 small_text_px=cfg.ocr_small_text_px,
                 retry_below=cfg.ocr_retry_below,
                 retry_no_text=cfg.ocr_retry_no_text,
@@ -771,20 +689,23 @@ class OCRReader:
             return OCRResult(lines=tuple(lines), text=_rows(lines), steps=tuple(steps),
                              quality=quality)
 
-        boxes = [box for box, _, _ in found]
         src = first_src
         if why == ["low_confidence"]:
             # Nothing to reshape: read the other copy (cleaned when the first read was on the
             # original, the original when it was on a cleaned one).
             src = (bgr if steps else self._cv2.cvtColor(denoise(grey, quality.noise_sigma),
                                                         self._cv2.COLOR_GRAY2BGR))
-        tilt = refine_tilt(to_grey(first_src), line_tilt(boxes), boxes) if "deskew" in why else 0.0
         zoom = 1.0
         if "no_text" in why or "small_text" in why:
             zoom = self._zoom(max(bgr.shape[:2]))[0]
-        affine = np.array([[1.0, 0, 0], [0, 1.0, 0]])
-        if tilt or zoom != 1.0:
-            src, affine = warp(src, tilt, zoom)
+        affine = np.array([[zoom, 0, 0], [0, zoom, 0]])
+        if zoom != 1.0:
+            # Recognition crops are cut from this copy too: cubic enlargement gives the
+            # recogniser smoother small print than its own linear resize of a tiny crop.
+            src = self._cv2.resize(src, (round(src.shape[1] * zoom), round(src.shape[0] * zoom)),
+                                   interpolation=self._cv2.INTER_CUBIC)
+            affine = np.array([[src.shape[1] / bgr.shape[1], 0, 0],
+                               [0, src.shape[0] / bgr.shape[0], 0]])
         second = self._run(src, retry="no_text" in why or "small_text" in why)
         back2 = _compose(back, self._cv2.invertAffineTransform(affine))
         first_lines = self._lines(found, back, (h, w))
@@ -823,13 +744,13 @@ class OCRReader:
         if not found:
             return why
         # A confident read is kept whatever its lines look like: the detector and recogniser
-        # read 5-15 degree tilts and 9-10 px capitals alone (bench/RESULTS.md), and a second
-        # read costs as much as the first. Tilt and size only shape the second read.
+        # read 9-10 px capitals alone (bench/RESULTS.md), and a second read costs as much as
+        # the first. Text size only shapes the second read. Tilts are not corrected: text
+        # turned 5-35 degrees reads as well as level text (bench/RESULTS.md; a deskewing
+        # second read was tried and changed no read).
         if rb.retry_below <= 0 or _confidence(found) >= rb.retry_below:
             return why
         why.append("low_confidence")
-        if rb.deskew_deg > 0 and rb.deskew_deg <= abs(line_tilt(boxes)) <= 45:
-            why.append("deskew")
         det_scale = min(1.0, self.det_side / max(grey.shape))
         if (rb.small_text_px > 0 and line_height(boxes) * det_scale < rb.small_text_px
                 and self._zoom(max(grey.shape))[1] >= _MIN_GAIN):

@@ -21,11 +21,8 @@ from vlmguard.analyzer.models.ocr import (  # noqa: E402
     denoise,
     image_quality,
     line_height,
-    line_tilt,
-    refine_tilt,
     remove_impulses,
     unread_ink,
-    warp,
 )
 
 
@@ -119,35 +116,10 @@ def test_denoise_smooths_noise_and_keeps_a_faint_edge() -> None:
     assert out[:, 5:35].mean() - out[:, 45:75].mean() > 30  # the edge keeps its contrast
 
 
-def test_warp_maps_points_and_keeps_corners() -> None:
-    img = np.zeros((100, 200), np.uint8)
-    img[20, 30] = 255
-    out, m = warp(img, 10.0, 1.5)
-    # The canvas holds the whole rotated, scaled image.
-    assert out.shape[1] >= 1.5 * 200 * np.cos(np.radians(10)) - 1
-    assert out.shape[0] >= 1.5 * (200 * np.sin(np.radians(10)) + 100 * np.cos(np.radians(10))) - 1
-    x, y = m @ np.array([30, 20, 1.0])
-    ys, xs = np.nonzero(out > 60)
-    assert abs(xs.mean() - x) < 1.5 and abs(ys.mean() - y) < 1.5
-
-
-def test_line_tilt_and_height() -> None:
-    boxes = [_box(10, 10, 300, 20, 7.0), _box(10, 60, 280, 20, 6.0), _box(10, 110, 320, 20, 8.0)]
-    assert 5.9 < line_tilt(boxes) < 8.1
-    assert line_tilt([_box(10, 10, 300, 20, -9.0)]) == pytest.approx(-9.0, abs=0.01)
-    # Short boxes ("1.") say nothing about the direction of the lines.
-    assert line_tilt([_box(10, 10, 20, 20, 30.0)]) == 0.0
-    assert line_tilt([]) == 0.0
+def test_line_height() -> None:
+    boxes = [_box(10, 10, 300, 20), _box(10, 60, 280, 22), _box(10, 110, 320, 18, 8.0)]
     assert line_height(boxes) == pytest.approx(20.0, abs=0.01)
     assert line_height([]) == 0.0
-
-
-@pytest.mark.parametrize("deg", [-12.0, -6.0, 7.0, 13.0])
-def test_refine_tilt_finds_the_page_angle(deg: float) -> None:
-    page = _page(300, 500)
-    tilted, _ = warp(page, -deg)  # counter-clockwise by -deg: lines descend to the right
-    # Start from a rough estimate 3 degrees off, as the detector's boxes give.
-    assert refine_tilt(tilted, deg - 3.0) == pytest.approx(deg, abs=0.6)
 
 
 def test_unread_ink() -> None:
@@ -246,22 +218,18 @@ def test_a_worse_second_read_is_dropped() -> None:
     assert res.steps[-1] == "kept:first" and res.text == "Steps to bake bread"
 
 
-def test_tilted_unsure_read_is_deskewed_and_boxes_map_back() -> None:
+def test_unsure_small_print_is_read_enlarged_and_boxes_map_back() -> None:
     page = _page(300, 500)
-    tilted, _ = warp(page, -8.0)  # lines descend to the right by 8 degrees
-    first = [(_box(40, 60, 380, 40, 8.0), "Steps to bake", 0.65)]
-    r = ScriptedReader([first, [(_box(100, 150, 400, 40), "Steps to bake bread", 0.95)]])
-    res = r.read(_rgb(tilted))
-    assert res.steps == ("retry:low_confidence", "retry:deskew", "kept:retry")
-    second, _ = r.calls[1]
-    # The second read saw the page level (rotated back on a grown canvas) ...
-    level, m = warp(_rgb(tilted), 8.0)
-    assert abs(second.shape[0] - level.shape[0]) <= 4 and abs(second.shape[1] - level.shape[1]) <= 4
-    # ... and its box is returned in the input image's pixels.
-    inv = cv2.invertAffineTransform(m)
-    corners = _box(100, 150, 400, 40) @ inv[:, :2].T + inv[:, 2]
-    expected = (*corners.min(axis=0), *corners.max(axis=0))
-    assert res.lines[0].box == pytest.approx(expected, abs=6)
+    first = [(_box(25, 36, 420, 16), "Stcps to bakc", 0.6)]  # 16 px boxes: small print
+    r = ScriptedReader([first, [(_box(50, 72, 840, 32), "Steps to bake bread", 0.95)]])
+    res = r.read(_rgb(page))
+    assert res.steps == ("retry:low_confidence", "retry:small_text", "kept:retry")
+    second, finer = r.calls[1]
+    assert finer  # the larger detector input
+    # Enlarged as far as the second read's detector input allows (960 px), at most twice.
+    assert second.shape[:2] == (576, 960)
+    # The box comes back in the input's pixels.
+    assert res.lines[0].box == pytest.approx((26.04, 37.5, 463.5, 54.17), abs=0.5)
 
 
 def test_small_print_on_a_large_page_gets_a_finer_detection() -> None:
@@ -310,7 +278,6 @@ def test_reader_settings_from_the_analyzer_config() -> None:
     rb = captured["robustness"]
     assert rb == Robustness(enabled=False, noise_sigma=5.0, retry_below=0.7,
                             impulse_fraction=cfg.ocr_impulse_fraction,
-                            deskew_deg=cfg.ocr_deskew_deg,
                             small_text_px=cfg.ocr_small_text_px,
                             retry_no_text=cfg.ocr_retry_no_text,
                             retry_det_side=cfg.ocr_retry_det_side)
