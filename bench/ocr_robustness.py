@@ -14,9 +14,10 @@ all alike). Reported per distortion and variant:
 
 Texts: ``--source stand-ins`` (harmless sentences written here, rendered here),
 ``--source mmsb`` (MM-SafetyBench key phrases, rendered here) or ``--source figstep`` (the
-FigStep images themselves, degraded; reference: their typed instruction). Benchmark content is
-read from ../shared/bench at run time; no text or OCR output is printed or written, only
-aggregates.
+FigStep images themselves, degraded; reference: their typed instruction). ``--source mm_vet``
+/ ``mossbench`` reads those sets' benign photos as they are: the share cleaned, read twice, and
+read differently from the plain reader, and the latency. Benchmark content is read from
+../shared/bench at run time; no text or OCR output is printed or written, only aggregates.
 
 Variants: ``plain`` (``Robustness(enabled=False)``: one read, as before), ``robust`` (the
 defaults), and any ``--variant NAME='{"deskew_deg": 0}'`` (Robustness fields over the
@@ -265,7 +266,17 @@ def word_recall(ref: str, out: str) -> float:
 # -- inputs --------------------------------------------------------------------------------
 
 def _items(source: str, n: int, rng: np.random.Generator) -> list[tuple[str, np.ndarray | None]]:
-    """``(reference text, image or None)``: None means render the text per distortion."""
+    """``(reference text, image or None)``: None means render the text per distortion.
+    Benign photo sets have no reference (empty text)."""
+    if source in ("mm_vet", "mossbench"):
+        from PIL import Image
+
+        folder = BENCH / source
+        rows = [json.loads(x) for x in (folder / "manifest.jsonl").read_text().splitlines()]
+        rows = [r for r in rows if r.get("image") and r.get("label") == "benign"]
+        pick = rng.choice(len(rows), size=min(n, len(rows)), replace=False)
+        return [("", np.asarray(Image.open(folder / rows[i]["image"]).convert("RGB")))
+                for i in sorted(pick)]
     if source == "stand-ins":
         return [(STAND_INS[i % len(STAND_INS)], None) for i in range(n)]
     manifest = BENCH / ("figstep_safebench" if source == "figstep" else "mm_safetybench")
@@ -301,6 +312,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     readers = _readers(variants)
     names = list(readers)
     dists = args.distortions.split(",") if args.distortions else list(DISTORTIONS)
+    if args.source in ("mm_vet", "mossbench"):
+        dists = ["clean"]
     rng = np.random.default_rng(args.seed)
     items = _items(args.source, args.n, rng)
     stats: dict[str, dict[str, dict[str, list[float]]]] = {}
@@ -308,8 +321,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     k = 0
     for dist in dists:
         layout, distort = DISTORTIONS[dist]
-        per = stats.setdefault(dist, {v: {"acc": [], "rec": [], "ms": [], "retried": []}
-                                      for v in names})
+        per = stats.setdefault(dist, {v: {"acc": [], "rec": [], "ms": [], "retried": [],
+                                          "cleaned": [], "same": []} for v in names})
         for i, (ref, image) in enumerate(items):
             # Seeded by the distortion's name: a subset run sees the same images.
             r = np.random.default_rng([args.seed, i, zlib.crc32(dist.encode())])
@@ -322,13 +335,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             arr = distort(base, r)
             order = names[k % len(names):] + names[:k % len(names)]
             k += 1
+            texts = {}
             for v in order:
                 t0 = time.perf_counter()
                 res = readers[v].read(arr)
                 per[v]["ms"].append((time.perf_counter() - t0) * 1000)
                 per[v]["acc"].append(char_accuracy(ref, res.text))
                 per[v]["rec"].append(word_recall(ref, res.text))
-                per[v]["retried"].append(float(getattr(res, "retried", False)))
+                per[v]["retried"].append(float(res.retried))
+                per[v]["cleaned"].append(float(bool({"denoise", "impulses"} & set(res.steps))))
+                texts[v] = res.text
+            for v in names:  # the text is exactly the first variant's (the plain read's)
+                per[v]["same"].append(float(texts[v] == texts[names[0]]))
     table: dict[str, dict[str, dict[str, float]]] = {}
     for dist, per in stats.items():
         table[dist] = {}
@@ -339,16 +357,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "p50_ms": float(np.percentile(s["ms"], 50)),
                 "p99_ms": float(np.percentile(s["ms"], 99)),
                 "retried": float(np.mean(s["retried"])),
+                "cleaned": float(np.mean(s["cleaned"])),
+                "same_text": float(np.mean(s["same"])),
             }
     overall: dict[str, dict[str, float]] = {}
     for v in names:
         ms = [x for per in stats.values() for x in per[v]["ms"]]
+        flags = {f: float(np.mean([x for per in stats.values() for x in per[v][f]]))
+                 for f in ("retried", "cleaned", "same")}
         acc = [x for per in stats.values() for x in per[v]["acc"]]
         rec = [x for per in stats.values() for x in per[v]["rec"]]
         overall[v] = {"char_acc": float(np.mean(acc)), "word_recall": float(np.mean(rec)),
                       "read_rate": float(np.mean(np.asarray(rec) >= 0.8)),
                       "p50_ms": float(np.percentile(ms, 50)),
-                      "p99_ms": float(np.percentile(ms, 99))}
+                      "p99_ms": float(np.percentile(ms, 99)),
+                      "retried": flags["retried"], "cleaned": flags["cleaned"],
+                      "same_text": flags["same"]}
     return {"source": args.source, "n": len(items), "seed": args.seed, "cpus": os.cpu_count(),
             "variants": variants, "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(), "distortions": table, "overall": overall}
@@ -356,6 +380,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _print(res: dict[str, Any]) -> None:
     names = list(res["variants"])
+    if res["source"] in ("mm_vet", "mossbench"):
+        print(f"\nOCR of benign images ({res['source']}, {res['n']} images, {res['cpus']} CPUs, "
+              f"load {res['loadavg_before'][0]:.2f} before / {res['loadavg_after'][0]:.2f} "
+              f"after)\n")
+        print("| variant | p50 ms | p99 ms | cleaned | read twice | text as the plain read |")
+        print("|---|---|---|---|---|---|")
+        for v in names:
+            o = res["overall"][v]
+            print(f"| {v} | {o['p50_ms']:.0f} | {o['p99_ms']:.0f} | {o['cleaned']:.2f} | "
+                  f"{o['retried']:.2f} | {o['same_text']:.2f} |")
+        return
     print(f"\nOCR of degraded typed text ({res['source']}, {res['n']} images per distortion, "
           f"seed {res['seed']}, {res['cpus']} CPUs, load {res['loadavg_before'][0]:.2f} "
           f"before / {res['loadavg_after'][0]:.2f} after)\n")
@@ -380,8 +415,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=24, help="images per distortion")
-    parser.add_argument("--source", choices=("stand-ins", "mmsb", "figstep"),
-                        default="stand-ins")
+    parser.add_argument("--source", choices=("stand-ins", "mmsb", "figstep", "mm_vet",
+                                             "mossbench"), default="stand-ins",
+                        help="mm_vet / mossbench: their benign photos as they are (no "
+                        "reference text): how often they are cleaned or read twice, and "
+                        "whether the text read changes")
     parser.add_argument("--distortions", default="",
                         help=f"comma-separated subset of: {','.join(DISTORTIONS)}")
     parser.add_argument("--variant", action="append",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -292,11 +293,14 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         return image
     arr = np.ascontiguousarray(image)
-    step = max(1, int(np.sqrt(arr.shape[0] * arr.shape[1] / 20000)))
-    px = arr[::step, ::step].reshape(-1, 3).astype(np.float32)
+    flat = arr.reshape(-1, 3)
+    # ~8,000 pixels spread over the image: plenty for a 3x3 covariance. The stride is odd so
+    # it does not fall into step with an image's width.
+    px = flat[::max(1, (flat.shape[0] // 8000) | 1)].astype(np.float32)
     w = np.full(3, 1 / 3, dtype=np.float64)
     if px.shape[0] >= 2:
-        vals, vecs = np.linalg.eigh(np.cov(px, rowvar=False).astype(np.float64))
+        px -= px.mean(axis=0)
+        vals, vecs = np.linalg.eigh((px.T @ px).astype(np.float64) / (px.shape[0] - 1))
         # A grey image has one axis (1, 1, 1); keep the average unless another clearly leads.
         if vals[-1] > 1e-6:
             u = vecs[:, -1]
@@ -324,22 +328,30 @@ def _median_of_counts(counts: np.ndarray) -> int:
     return int(np.searchsorted(cum, cum[-1] / 2))
 
 
-def image_quality(grey: np.ndarray) -> ImageQuality:
-    """Noise level, impulse share and background flatness of a grey uint8 image (a few ms)."""
+def image_quality(grey: np.ndarray, detail: np.ndarray | None = None) -> ImageQuality:
+    """Noise level, impulse share, background flatness and ink of a grey uint8 image.
+
+    Args:
+        grey: The image, or an evenly strided subsample of it (flatness and ink are shares,
+            so a subsample measures them as well).
+        detail: Full-resolution grey pixels to measure noise and impulses on (they need
+            neighbouring pixels), e.g. :func:`detail_tiles`; ``grey`` itself when None.
+    """
     import cv2
 
-    if grey.ndim != 2 or grey.dtype != np.uint8:
-        raise ValueError(f"expected a grey uint8 image, got {grey.dtype} {grey.shape}")
-    h, w = grey.shape
-    if h < 3 or w < 3:
+    detail = grey if detail is None else detail
+    for arr in (grey, detail):
+        if arr.ndim != 2 or arr.dtype != np.uint8:
+            raise ValueError(f"expected a grey uint8 image, got {arr.dtype} {arr.shape}")
+    if min(detail.shape) < 3 or min(grey.shape) < 1:
         return ImageQuality(0.0, 0.0, 1.0, 0.0)
-    resp = cv2.filter2D(grey, cv2.CV_16S, _NOISE_MASK)[1:-1, 1:-1]
+    resp = cv2.filter2D(detail, cv2.CV_16S, _NOISE_MASK)[1:-1, 1:-1]
     sample = np.abs(resp[::2, ::2]).ravel()
     # Robust sigma: median absolute response (1.4826 * MAD of a normal) over the mask's gain.
     # Medians by histogram: np.partition degrades on the many equal values of a flat page.
     sigma = _median_of_counts(np.bincount(sample)) * 1.4826 / 6.0
-    impulses = float(np.count_nonzero(_impulses(grey)))
-    small = grey[::4, ::4] if max(h, w) > 512 else grey  # the average of a subsample
+    impulses = float(np.count_nonzero(_impulses(detail))) / detail.size
+    small = grey[::4, ::4] if max(grey.shape) > 512 else grey
     if max(small.shape) > 128:
         f = 128 / max(small.shape)
         small = cv2.resize(small, (max(1, round(small.shape[1] * f)),
@@ -348,11 +360,25 @@ def image_quality(grey: np.ndarray) -> ImageQuality:
     counts = np.bincount((small >> 4).ravel(), minlength=16)
     # A band and its neighbour: a flat page whose level sits on a band edge still counts.
     flat = float(max(counts[i] + counts[i + 1] for i in range(15)) / small.size)
-    sub = grey[::2, ::2]
+    sub = grey[::2, ::2] if max(grey.shape) > 512 else grey
     level = _median_of_counts(np.bincount(sub.ravel(), minlength=256))
     far = np.abs(sub.astype(np.int16) - level) > max(24.0, 4.0 * sigma)
-    return ImageQuality(round(sigma, 2), round(impulses / (h * w), 5), round(flat, 3),
+    return ImageQuality(round(sigma, 2), round(impulses, 5), round(flat, 3),
                         round(float(np.count_nonzero(far)) / far.size, 5))
+
+
+def detail_tiles(image: np.ndarray, grid: int = 8, size: int = 64) -> np.ndarray:
+    """A mosaic of ``grid`` x ``grid`` full-resolution tiles spread evenly over ``image``
+    (the image itself when it is not larger): enough pixels for a noise estimate at a
+    fraction of a large image's cost (a 1600 px image: 6% of its pixels)."""
+    h, w = image.shape[:2]
+    if h <= grid * size and w <= grid * size:
+        return image
+    th, tw = min(size, h), min(size, w)
+    ys = np.linspace(0, h - th, grid).round().astype(int)
+    xs = np.linspace(0, w - tw, grid).round().astype(int)
+    return np.concatenate([np.concatenate([image[y:y + th, x:x + tw] for x in xs], axis=1)
+                           for y in ys], axis=0)
 
 
 def unread_ink(grey: np.ndarray, boxes: list[Any], sigma: float) -> float:
@@ -671,19 +697,31 @@ class OCRReader:
             lines = self._lines(self._run(bgr), back, (h, w))
             return OCRResult(lines=tuple(lines), text=_rows(lines))
 
-        grey = to_grey(bgr)
-        quality = image_quality(grey)
+        # Statistics on a quarter-resolution subsample plus full-resolution tiles (noise
+        # needs neighbouring pixels): ~1 ms whatever the image size. The full grey copy is
+        # made only when it is used.
+        step = 4 if max(h, w) > 512 else 1
+        quality = image_quality(to_grey(bgr[::step, ::step]), to_grey(detail_tiles(bgr)))
+        grey: np.ndarray | None = None
+
+        def full_grey() -> np.ndarray:
+            nonlocal grey
+            if grey is None:
+                grey = to_grey(bgr)
+            return grey
+
         steps: list[str] = []
-        clean = grey
+        clean: np.ndarray | None = None
         if rb.impulse_fraction > 0 and quality.impulse_fraction >= rb.impulse_fraction:
-            clean = remove_impulses(clean)
+            clean = remove_impulses(full_grey())
             steps.append("impulses")
         if rb.noise_sigma > 0 and quality.noise_sigma >= rb.noise_sigma:
-            clean = denoise(clean, quality.noise_sigma)
+            clean = denoise(clean if clean is not None else full_grey(), quality.noise_sigma)
             steps.append("denoise")
-        first_src = self._cv2.cvtColor(clean, self._cv2.COLOR_GRAY2BGR) if steps else bgr
+        first_src = bgr if clean is None else self._cv2.cvtColor(clean, self._cv2.COLOR_GRAY2BGR)
         found = self._run(first_src)
-        why = self._retry_reasons(found, quality, clean)
+        why = self._retry_reasons(found, quality, bgr.shape[:2],
+                                  lambda: clean if clean is not None else full_grey())
         if not why:
             lines = self._lines(found, back, (h, w))
             return OCRResult(lines=tuple(lines), text=_rows(lines), steps=tuple(steps),
@@ -693,8 +731,8 @@ class OCRReader:
         if why == ["low_confidence"]:
             # Nothing to reshape: read the other copy (cleaned when the first read was on the
             # original, the original when it was on a cleaned one).
-            src = (bgr if steps else self._cv2.cvtColor(denoise(grey, quality.noise_sigma),
-                                                        self._cv2.COLOR_GRAY2BGR))
+            src = (bgr if steps else self._cv2.cvtColor(
+                denoise(full_grey(), quality.noise_sigma), self._cv2.COLOR_GRAY2BGR))
         zoom = 1.0
         if "no_text" in why or "small_text" in why:
             zoom = self._zoom(max(bgr.shape[:2]))[0]
@@ -728,18 +766,19 @@ class OCRReader:
         return zoom, second / first
 
     def _retry_reasons(self, found: list[tuple[Any, str, float]], quality: ImageQuality,
-                       grey: np.ndarray) -> list[str]:
+                       shape: tuple[int, ...], page: Callable[[], np.ndarray]) -> list[str]:
         """Why the first read looks unreliable, and what to change in the second (empty:
-        keep the first). ``grey``: the image read, grey."""
+        keep the first). ``page``: the image read, grey (made only when needed)."""
         rb = self.robustness
         boxes = [box for box, _, _ in found]
+        side = max(shape[0], shape[1])
         why: list[str] = []
         # Missed text: ink the detector did not box, on a document-like page (photos have
         # no meaningful "ink") that a finer detection would see at least a quarter larger.
         if (rb.retry_no_text and quality.flat_background >= rb.flat_background
                 and quality.ink_fraction >= rb.min_ink
-                and self._zoom(max(grey.shape))[1] >= _MIN_GAIN
-                and unread_ink(grey, boxes, quality.noise_sigma) >= rb.unread_ink):
+                and self._zoom(side)[1] >= _MIN_GAIN
+                and unread_ink(page(), boxes, quality.noise_sigma) >= rb.unread_ink):
             return ["no_text"]
         if not found:
             return why
@@ -751,9 +790,9 @@ class OCRReader:
         if rb.retry_below <= 0 or _confidence(found) >= rb.retry_below:
             return why
         why.append("low_confidence")
-        det_scale = min(1.0, self.det_side / max(grey.shape))
+        det_scale = min(1.0, self.det_side / side)
         if (rb.small_text_px > 0 and line_height(boxes) * det_scale < rb.small_text_px
-                and self._zoom(max(grey.shape))[1] >= _MIN_GAIN):
+                and self._zoom(side)[1] >= _MIN_GAIN):
             why.append("small_text")
         return why
 

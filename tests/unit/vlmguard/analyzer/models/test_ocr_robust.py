@@ -19,9 +19,11 @@ from vlmguard.analyzer.models.ocr import (  # noqa: E402
     OCRReader,
     Robustness,
     denoise,
+    detail_tiles,
     image_quality,
     line_height,
     remove_impulses,
+    to_grey,
     unread_ink,
 )
 
@@ -88,6 +90,34 @@ def test_quality_of_a_blank_page_and_a_photo_like_image() -> None:
 def test_quality_rejects_colour_input() -> None:
     with pytest.raises(ValueError, match="grey uint8"):
         image_quality(np.zeros((10, 10, 3), np.uint8))
+
+
+def test_quality_from_a_subsample_and_tiles_matches_the_full_image() -> None:
+    rng = np.random.default_rng(6)
+    page = np.full((1500, 1500), 200, np.uint8)
+    page[300:340, 100:1400] = 60
+    noisy = np.clip(page + rng.normal(0, 12, page.shape), 0, 255).astype(np.uint8)
+    tiles = detail_tiles(noisy)
+    assert tiles.shape == (512, 512)
+    full, fast = image_quality(noisy), image_quality(noisy[::4, ::4], tiles)
+    assert fast.noise_sigma == pytest.approx(full.noise_sigma, rel=0.1)
+    assert fast.ink_fraction == pytest.approx(full.ink_fraction, rel=0.1)
+    assert fast.flat_background == pytest.approx(full.flat_background, abs=0.05)
+    small = np.zeros((300, 400, 3), np.uint8)
+    assert detail_tiles(small) is small
+
+
+def test_to_grey_averages_grey_and_keeps_colour_only_text() -> None:
+    grey = _page()
+    np.testing.assert_array_equal(to_grey(_rgb(grey)), grey)
+    page = np.zeros((60, 200, 3), np.uint8)
+    page[:] = (60, 160, 160)  # teal page
+    page[20:40, 20:180] = (230, 100, 90)  # reddish text of about the same luminance
+    luminance = cv2.cvtColor(page, cv2.COLOR_RGB2GRAY)
+    assert abs(int(luminance[30, 100]) - int(luminance[5, 5])) < 15
+    g = to_grey(page)
+    assert abs(int(g[30, 100]) - int(g[5, 5])) > 80
+    assert to_grey(grey) is grey
 
 
 # -- preprocessing steps --------------------------------------------------------------------
