@@ -207,8 +207,8 @@ class OCRResult:
             rows with ``\\n``. Empty when the image holds no readable text.
         steps: What was done beyond a plain read, in order, for evidence and metrics:
             ``"impulses"`` / ``"denoise"`` (the image was cleaned before reading), then for a
-            second read ``"retry:<why>"`` (``low_confidence``, ``small_text``, ``no_text``)
-            and ``"kept:first"`` or ``"kept:retry"`` (which read is
+            second read ``"retry:<why>"`` (``low_confidence``, ``small_text``, ``no_text``,
+            ``original``) and ``"kept:first"`` or ``"kept:retry"`` (which read is
             returned).
         retried: Whether a second read ran.
         quality: The image statistics, when they were computed.
@@ -281,12 +281,12 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     """Colour (H, W, 3) uint8 -> grey uint8 (H, W) along the image's main colour axis; grey
     input is returned as is.
 
-    The channels are weighted by the first principal component of the pixel colours (a
-    subsample), scaled so the weights' magnitudes sum to 1. For black-on-white or any grey
-    text that is the plain channel average, which lowers independent per-channel noise by
-    sqrt(3) (alone a large part of the gain on colour noise, bench/RESULTS.md). Unlike a
-    luminance conversion it keeps text whose colour differs from the page but whose
-    brightness does not (red on teal), which would otherwise vanish.
+    Normally the plain channel average, which lowers independent per-channel noise by
+    sqrt(3) (alone a large part of the gain on colour noise, bench/RESULTS.md). When the
+    pixel colours (a subsample) vary clearly more along another axis, the channels are
+    weighted by that first principal component instead (weights' magnitudes summing to 1):
+    unlike a luminance conversion this keeps text whose colour differs from the page but
+    whose brightness does not (red on teal), which would otherwise vanish.
     """
     import cv2
 
@@ -300,9 +300,14 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     w = np.full(3, 1 / 3, dtype=np.float64)
     if px.shape[0] >= 2:
         px -= px.mean(axis=0)
-        vals, vecs = np.linalg.eigh((px.T @ px).astype(np.float64) / (px.shape[0] - 1))
-        # A grey image has one axis (1, 1, 1); keep the average unless another clearly leads.
-        if vals[-1] > 1e-6:
+        cov = (px.T @ px).astype(np.float64) / (px.shape[0] - 1)
+        vals, vecs = np.linalg.eigh(cov)
+        grey_axis = np.full(3, 1 / np.sqrt(3))
+        # The main colour axis only when it carries clearly more of the image than the grey
+        # axis does (text that differs from the page in colour, not in brightness). With grey
+        # text in per-channel noise the two are about equal, and the leading axis would be
+        # the noise's: any one of them, possibly one that cancels the text.
+        if vals[-1] > 1.5 * float(grey_axis @ cov @ grey_axis):
             u = vecs[:, -1]
             u = u if u.sum() >= 0 else -u  # keep the page's polarity
             w = u / np.abs(u).sum()
@@ -721,13 +726,14 @@ class OCRReader:
         first_src = bgr if clean is None else self._cv2.cvtColor(clean, self._cv2.COLOR_GRAY2BGR)
         found = self._run(first_src)
         why = self._retry_reasons(found, quality, bgr.shape[:2],
-                                  lambda: clean if clean is not None else full_grey())
+                                  lambda: clean if clean is not None else full_grey(),
+                                  cleaned=clean is not None)
         if not why:
             lines = self._lines(found, back, (h, w))
             return OCRResult(lines=tuple(lines), text=_rows(lines), steps=tuple(steps),
                              quality=quality)
 
-        src = first_src
+        src = bgr if why == ["original"] else first_src
         if why == ["low_confidence"]:
             # Nothing to reshape: read the other copy (cleaned when the first read was on the
             # original, the original when it was on a cleaned one).
@@ -766,9 +772,11 @@ class OCRReader:
         return zoom, second / first
 
     def _retry_reasons(self, found: list[tuple[Any, str, float]], quality: ImageQuality,
-                       shape: tuple[int, ...], page: Callable[[], np.ndarray]) -> list[str]:
+                       shape: tuple[int, ...], page: Callable[[], np.ndarray],
+                       cleaned: bool) -> list[str]:
         """Why the first read looks unreliable, and what to change in the second (empty:
-        keep the first). ``page``: the image read, grey (made only when needed)."""
+        keep the first). ``page``: the image read, grey (made only when needed);
+        ``cleaned``: whether that was a cleaned copy."""
         rb = self.robustness
         boxes = [box for box, _, _ in found]
         side = max(shape[0], shape[1])
@@ -781,7 +789,10 @@ class OCRReader:
                 and unread_ink(page(), boxes, quality.noise_sigma) >= rb.unread_ink):
             return ["no_text"]
         if not found:
-            return why
+            # Cleaning made a grey copy: text that differed from the page in colour only, in
+            # too few pixels to set the colour axis (:func:`to_grey`), is gone from it. A
+            # cleaned image that reads empty is read once more as it came.
+            return ["original"] if cleaned else why
         # A confident read is kept whatever its lines look like: the detector and recogniser
         # read 9-10 px capitals alone (bench/RESULTS.md), and a second read costs as much as
         # the first. Text size only shapes the second read. Tilts are not corrected: text

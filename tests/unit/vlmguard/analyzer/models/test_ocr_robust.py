@@ -214,6 +214,19 @@ def test_noisy_image_is_cleaned_before_the_read() -> None:
     np.testing.assert_array_equal(read[..., 0], read[..., 1])  # and grey
 
 
+def test_cleaned_image_that_reads_empty_is_read_as_it_came() -> None:
+    rng = np.random.default_rng(7)
+    page = np.zeros((240, 480, 3), np.uint8)
+    page[:] = (60, 160, 160)
+    page[40:44, 30:50] = (230, 100, 90)  # a speck of text that differs in colour only
+    noisy = np.clip(page + rng.normal(0, 15, page.shape), 0, 255).astype(np.uint8)
+    r = ScriptedReader([[], [(LINE, "Steps to bake bread", 0.9)]])
+    res = r.read(noisy)
+    assert res.steps == ("denoise", "retry:original", "kept:retry")
+    np.testing.assert_array_equal(r.calls[1][0], noisy[..., ::-1])  # the input, as BGR
+    assert r.calls[1][1] is False  # at the usual detection scale
+
+
 def test_salt_and_pepper_is_removed_before_the_read() -> None:
     rng = np.random.default_rng(4)
     img = _page()
