@@ -72,6 +72,10 @@ class TrainAnalyzerConfig(recipes.Recipe):
         'file. Empty: English seeds only.')
     seed_weight: float = Field(1.0, ge=0, description=
         'Overall-head weight of each seed text (English and translated).')
+    seed_exemplars_first: bool = Field(False, description=
+        'Keep every translated seed text among the kNN exemplars before the random '
+        'subsample to max_exemplars (otherwise a language has only the few that '
+        'the subsample draws).')
     own_harmful_variants: int = Field(14, ge=0, description=
         'Phrasings per own explicit harmful activity (OWN_HARMFUL_ACTIVITIES).')
     deictic_variants: int = Field(14, ge=0, description=

@@ -45,9 +45,12 @@ def fit_head(
         full = np.array([e.weight >= 1.0 for e in ex])
         pools = {"unsafe": np.flatnonzero(tr & (y == 1) & full),
                  "benign": np.flatnonzero(tr & (y == 0))}
+        foreign = np.array([e.lang != "en" for e in ex])
+        first = foreign & cfg.seed_exemplars_first
         for j, (name, idx) in enumerate(pools.items()):
             keep, exemplar_counts[name] = select_exemplars(
-                x[idx], cfg.max_exemplars, cfg.dedupe_sim, cfg.seed + j)
+                x[idx], cfg.max_exemplars, cfg.dedupe_sim, cfg.seed + j, first[idx])
+            exemplar_counts[name]["not_english"] = int(foreign[idx[keep]].sum())
             knn[f"{name}_ex"] = x[idx[keep]]
         probe = RiskHead(categories, coef, bias, np.zeros((x.shape[1], len(categories))),
                          np.zeros(len(categories)), unsafe_ex=knn["unsafe_ex"],
@@ -87,7 +90,8 @@ def fit_head(
 
 
 def select_exemplars(
-    x: np.ndarray, max_n: int, dedupe_sim: float, seed: int
+    x: np.ndarray, max_n: int, dedupe_sim: float, seed: int,
+    priority: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Compress exemplars: drop near-duplicates, then subsample at random.
 
@@ -96,10 +100,18 @@ def select_exemplars(
     survivors are subsampled uniformly to ``max_n`` (uniform keeps the density of the data,
     which the top-k mean similarity relies on).
 
+    Args:
+        priority: Boolean mask of rows visited first and always kept (up to ``max_n``): a small
+            family the random subsample would thin out (the translated seeds: the only
+            exemplars in their language).
+
     Returns:
         ``(indices into x, counts)``.
     """
     order = np.random.default_rng(seed).permutation(len(x))
+    first = np.zeros(len(x), bool) if priority is None else np.asarray(priority, bool)
+    if first.any():
+        order = np.concatenate([order[first[order]], order[~first[order]]])
     kept: list[int] = []
     block = np.zeros((0, x.shape[1]), np.float32)
     pending: list[int] = []
@@ -118,7 +130,11 @@ def select_exemplars(
     deduped = len(kept)
     if len(kept) > max_n:
         rng = np.random.default_rng(seed + 7)
-        kept = sorted(rng.choice(np.array(kept), size=max_n, replace=False).tolist())
+        must = [i for i in kept if first[i]][:max_n]
+        rest = np.array([i for i in kept if not first[i]], dtype=int)
+        fill = rng.choice(rest, size=max_n - len(must), replace=False).tolist() if len(
+            rest) and max_n > len(must) else []
+        kept = sorted(must + fill)
     else:
         kept = sorted(kept)
     return np.array(kept, dtype=int), {"pool": len(x), "after_dedupe": deduped,

@@ -658,3 +658,15 @@ def test_shipped_languages_agree() -> None:
     from vlmguard.analyzer.models.multilingual import SUPPORTED_LANGUAGES
 
     assert set(_mt_supported()) == SUPPORTED_LANGUAGES
+
+
+def test_select_exemplars_keeps_priority_rows() -> None:
+    x = _unit(np.random.default_rng(0).normal(size=(300, 16)))
+    first = np.zeros(300, bool)
+    first[290:] = True
+    keep, counts = fit.select_exemplars(x, max_n=20, dedupe_sim=0.999, seed=1, priority=first)
+    assert len(keep) == 20 == counts["kept"] and set(range(290, 300)) <= set(keep.tolist())
+    plain, _ = fit.select_exemplars(x, max_n=20, dedupe_sim=0.999, seed=1)
+    assert len(set(plain.tolist()) & set(range(290, 300))) < 10
+    few, _ = fit.select_exemplars(x, max_n=5, dedupe_sim=0.999, seed=1, priority=first)
+    assert set(few.tolist()) <= set(range(290, 300)) and len(few) == 5
