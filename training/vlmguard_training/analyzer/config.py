@@ -72,6 +72,13 @@ class TrainAnalyzerConfig(recipes.Recipe):
         'file. Empty: English seeds only.')
     seed_weight: float = Field(1.0, ge=0, description=
         'Overall-head weight of each seed text (English and translated).')
+    framed_fraction: float = Field(0.0, ge=0, le=1, description=
+        'Share of the own request-like texts of both labels (benign file, own '
+        'harmful requests, the seeds) also added inside a role-play, instruction-'
+        'override, fiction or hypothetical frame '
+        '(vlmguard_training.analyzer.texts.frames), with the label of the request '
+        'inside and its group: so the head learns the request, not the frame. 0: '
+        'none.')
     seed_exemplars_first: bool = Field(False, description=
         'Keep every translated seed text among the kNN exemplars before the random '
         'subsample to max_exemplars (otherwise a language has only the few that '

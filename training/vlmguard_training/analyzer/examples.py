@@ -15,6 +15,7 @@ from vlmguard_training.analyzer.config import TrainAnalyzerConfig, split_list
 from vlmguard_training.analyzer.texts import multilingual as multilingual_texts
 from vlmguard_training.analyzer.texts.advocacy import advocacy_texts
 from vlmguard_training.analyzer.texts.deictic import deictic_harmful
+from vlmguard_training.analyzer.texts.frames import framed
 from vlmguard_training.analyzer.texts.harmful import (
     HARM_PHRASINGS,
     LIST_PREFIX,
@@ -138,6 +139,7 @@ def load_examples(cfg: TrainAnalyzerConfig) -> list[Example]:
             ex.append(Example(f"{rng.choice(metas)}\n{text}", 0, "benign_file", "joined_benign",
                               gid))
     ex.extend(seed_examples(cfg, "train"))
+    ex.extend(framed_examples(ex, cfg))
     ex = [e for e in ex if e.text.strip()]
     _dedupe(ex)
     return [e for e in ex if e.weight >= 0]
@@ -184,6 +186,25 @@ def seed_examples(cfg: TrainAnalyzerConfig, split: str,
         cat = t.category if label and t.category in known else None
         out.append(Example(t.text, label, SEED_SOURCE, t.kind, f"{SEED_SOURCE}:{t.seed}", cat,
                            cfg.seed_weight, lang=t.lang))
+    return out
+
+
+#: Sources whose texts get framed copies (``framed_fraction``): single requests of both labels.
+FRAMED_SOURCES = ("benign_file", "own_harmful", SEED_SOURCE)
+
+
+def framed_examples(ex: list[Example], cfg: TrainAnalyzerConfig) -> list[Example]:
+    """Framed copies of ``cfg.framed_fraction`` of the texts of :data:`FRAMED_SOURCES`: same
+    label, category, weight, language and group (so the same split), kind ``<kind>_framed``."""
+    if cfg.framed_fraction <= 0:
+        return []
+    base = [e for e in ex if e.source in FRAMED_SOURCES]
+    out = []
+    for text, idx in framed(((e.text, str(i)) for i, e in enumerate(base)), cfg.seed,
+                            cfg.framed_fraction):
+        e = base[int(idx)]
+        out.append(Example(text, e.label, e.source, f"{e.kind}_framed", e.group, e.category,
+                           e.weight, lang=e.lang))
     return out
 
 

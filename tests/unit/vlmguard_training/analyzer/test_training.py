@@ -670,3 +670,23 @@ def test_select_exemplars_keeps_priority_rows() -> None:
     assert len(set(plain.tolist()) & set(range(290, 300))) < 10
     few, _ = fit.select_exemplars(x, max_n=5, dedupe_sim=0.999, seed=1, priority=first)
     assert set(few.tolist()) <= set(range(290, 300)) and len(few) == 5
+
+
+def test_framed_copies_keep_label_and_group(tmp_path: Path) -> None:
+    bench, benign = _tiny_bench(tmp_path)
+    cfg = acfg.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), emb_cache="",
+                                   advocacy_variants=0, scene_text_variants=0,
+                                   framed_fraction=0.5)
+    ex = exm.load_examples(cfg)
+    framed = [e for e in ex if e.kind.endswith("_framed")]
+    plain: dict[str, list[exm.Example]] = {}
+    for e in ex:
+        if not e.kind.endswith("_framed"):
+            plain.setdefault(e.group, []).append(e)
+    assert {e.source for e in framed} <= set(exm.FRAMED_SOURCES)
+    assert {e.label for e in framed} == {0, 1}
+    for e in framed:  # the request inside is one of its group's texts, with its label
+        src = [p for p in plain[e.group] if p.text[1:].strip() in e.text]
+        assert src and all(e.label == p.label and e.source == p.source for p in src)
+    assert not [e for e in exm.load_examples(cfg.model_copy(update={"framed_fraction": 0.0}))
+                if e.kind.endswith("_framed")]
