@@ -283,15 +283,9 @@ class Tier1Analyzer:
             signs = ProhibitionSignDetector()
         multilingual = None
         if cfg.multilingual:
-            from vlmguard.analyzer.models.multilingual import (
-                load_multilingual,
-                multilingual_head_dir,
-            )
+            from vlmguard.analyzer.models.multilingual import load_multilingual
 
-            # TEMP until the multilingual head ships: run without it rather than fail.
-            loaded = (load_multilingual(cfg, list(head.categories))
-                      if (multilingual_head_dir(cfg.multilingual_head_path)
-                          / "meta.json").is_file() else None)
+            loaded = load_multilingual(cfg, list(head.categories))
             if loaded is not None:
                 multilingual = Multilingual(*loaded)
         return cls(cfg, taxonomy, limits, embedder=embedder, head=head, ocr=ocr,
