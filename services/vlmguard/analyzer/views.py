@@ -115,6 +115,7 @@ def _latin_context(word: str) -> bool:
 # UTS #39 maps every vertical-stroke letter (I, l, 1, Cyrillic palochka, ...) to one prototype;
 # in a word it stands for either "i" or "l", whichever makes a word.
 _STROKE = ("i", "l")
+_PUNCT = ".,;:!?\"'()[]{}<>«»“”‘’"
 
 
 def fold_confusables(text: str) -> str:
@@ -143,7 +144,9 @@ def fold_confusables(text: str) -> str:
             opts = _STROKE if c in table and t in ("l", "i", "I", "1") else (t,)
             cands = [p + o for p in cands for o in opts][:32]
         if len(cands) > 1:
-            ranked = sorted((vocab[k.lower()], k) for k in cands if k.lower() in vocab)
+            # Punctuation around the word ("people.") is not part of the word looked up.
+            ranked = sorted((vocab[key], k) for k in cands
+                            if (key := k.lower().strip(_PUNCT)) in vocab)
             if ranked:
                 return ranked[0][1]
         return cands[0]
@@ -151,14 +154,14 @@ def fold_confusables(text: str) -> str:
     return re.sub(r"\S+", fold, text)
 
 
-def normalise(text: str) -> str:
+def normalise(text: str, collapse: bool = True) -> str:
     """Invisible characters removed, Unicode NFKC (full-width and styled letters to plain ones),
-    look-alike letters folded to Latin, whitespace runs collapsed."""
+    look-alike letters folded to Latin, and (``collapse``) whitespace runs collapsed."""
     t = strip_invisible(text)
     # Folding runs before NFKC too: NFKC maps some look-alikes to letters that imitate nothing
     # (Greek lunate sigma to final sigma) and others only after it (full-width forms).
     t = fold_confusables(unicodedata.normalize("NFKC", fold_confusables(t)))
-    return re.sub(r"[^\S\n]+", " ", t).strip()
+    return re.sub(r"[^\S\n]+", " ", t).strip() if collapse else t
 
 
 # -- words ----------------------------------------------------------------------------------
@@ -232,22 +235,31 @@ def segment(letters: str) -> str:
 # Three or more single letters/digits separated by one separator each ("b o m b", "b.o.m.b",
 # "b-o-m-b", "b_o_m_b"); a wider gap between runs marks a word boundary.
 _SPACED_RUN = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_*|/]){2,}[^\W\d_](?![^\W_])")
+# With marked word ends, a word of two letters is a run too ("t o").
+_SPACED_RUN2 = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_*|/]){1,}[^\W\d_](?![^\W_])")
 
 
 def join_spaced(text: str) -> str:
-    """Letters spaced out ("h o w  t o  m a k e") joined back into words."""
+    """Letters spaced out ("h o w  t o  m a k e") joined back into words.
+
+    Where wider gaps mark the word ends, each run between them is one word, short ones too
+    ("t o"); a long run with no marked word ends is split into words by :func:`segment`. A lone
+    run of one or two letters in ordinary text ("a b") is left alone.
+    """
+    # Wider gaps first become a marker so each word's run is joined on its own.
+    marked = re.sub(r"(?<=\S)(?: {2,}|\t+| ?/ ?| \| )(?=\S)", " \x00 ", text)
+    runs = _SPACED_RUN.findall(marked)
+    spaced_text = any(len(re.sub(r"[ .\-_*|/]", "", r)) >= 3 for r in runs)
+    word_gaps = spaced_text and "\x00" in marked
 
     def join(m: re.Match[str]) -> str:
         run = m.group(0)
         letters = re.sub(r"[ .\-_*|/]", "", run)
-        # Runs of real one-letter words ("a", "I") are left alone.
-        if len(letters) < 3:
+        if len(letters) < 3 and not word_gaps:
             return run
-        return segment(letters) if len(letters) > 6 else letters
+        return letters if word_gaps or len(letters) <= 6 else segment(letters)
 
-    # Wider gaps first become a marker so each word's run is joined on its own.
-    marked = re.sub(r"(?<=\S)(?: {2,}|\t+| ?/ ?| \| )(?=\S)", " \x00 ", text)
-    joined = _SPACED_RUN.sub(join, marked)
+    joined = (_SPACED_RUN2 if word_gaps else _SPACED_RUN).sub(join, marked)
     return re.sub(r" ?\x00 ?", " ", joined)
 
 
@@ -585,7 +597,9 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     norm = normalise(text)
     add("normalised", norm)
     hint = asks_to_decode(norm)
-    joined = join_spaced(norm)
+    # Spaced-out letters are joined before whitespace is collapsed: a wider gap marks where a
+    # word ends ("h o w   t o").
+    joined = " ".join(join_spaced(normalise(text, collapse=False)).split())
     add("spaced", joined)
     base = joined
     add("deleet", deleet(base))
