@@ -6,10 +6,10 @@ typographic attack from the text risk head; :func:`normalize_ocr_text` repairs t
 Typed text that an attacker degrades on purpose (noise, salt-and-pepper, grey on grey, colour
 that differs from the page only in hue, small print) is read through a short preprocessing
 ladder (:class:`Robustness`): cheap image statistics (:func:`image_quality`) decide whether the
-image is cleaned before the one read, and what the read found (low confidence, small text
-lines, ink of a document-like page left unread) decides whether one more read runs on an
-enlarged / finer-detected / other copy. Each result says what was done
-(:attr:`OCRResult.steps`).
+image is cleaned before the one read, and what the read found (ink of a document-like page
+left unread, nothing at all on a cleaned copy, or, when configured, low confidence) decides
+whether one more read runs on a finer-detected / original / other copy. Each result says what
+was done (:attr:`OCRResult.steps`).
 
 rapidocr_onnxruntime and cv2 are imported only when an :class:`OCRReader` is built (the
 preprocessing functions import cv2 when called).
@@ -237,7 +237,9 @@ class Robustness:
             those pixels (only those) replaced by their 3x3 median. 0 disables.
         retry_below: A second read when the recognition confidence of the first (per
             character, over the lines found) is below this; confident reads are kept whatever
-            their lines look like. 0 disables.
+            their lines look like. 0 (the default) disables: on the bench it added one read
+            in 128 degraded images (the recogniser is as confident on garbled noisy text as
+            on clean text) while causing half the second reads of benign photos.
         small_text_px: In that second read, when the text boxes found are lower than this
             at the detector's scale (a box is ~2.5x its letters' height: 24 px ~ 9-10 px
             letters), the detection scale is raised (up to twice, within
@@ -258,7 +260,7 @@ class Robustness:
     enabled: bool = True
     noise_sigma: float = 3.0
     impulse_fraction: float = 0.002
-    retry_below: float = 0.8
+    retry_below: float = 0.0
     small_text_px: float = 24.0
     retry_no_text: bool = True
     flat_background: float = 0.95

@@ -241,9 +241,17 @@ def test_salt_and_pepper_is_removed_before_the_read() -> None:
     assert int((r.calls[0][0][..., 0] == 0).sum()) - ink < 0.35 * pepper
 
 
+UNSURE = Robustness(retry_below=0.8)
+
+
+def test_unsure_read_is_not_retried_by_default() -> None:
+    r = ScriptedReader([[(LINE, "Stcps t0 bakc brcad", 0.62)]])
+    assert not r.read(_rgb(_page())).retried and len(r.calls) == 1
+
+
 def test_unsure_read_is_retried_on_the_other_copy_and_the_better_kept() -> None:
     r = ScriptedReader([[(LINE, "Stcps t0 bakc brcad", 0.62)],
-                        [(LINE, "Steps to bake bread", 0.93)]])
+                        [(LINE, "Steps to bake bread", 0.93)]], UNSURE)
     res = r.read(_rgb(_page()))
     assert res.retried
     assert res.steps == ("retry:low_confidence", "kept:retry")
@@ -256,7 +264,7 @@ def test_unsure_read_is_retried_on_the_other_copy_and_the_better_kept() -> None:
 
 
 def test_a_worse_second_read_is_dropped() -> None:
-    r = ScriptedReader([[(LINE, "Steps to bake bread", 0.7)], [(LINE, "St", 0.6)]])
+    r = ScriptedReader([[(LINE, "Steps to bake bread", 0.7)], [(LINE, "St", 0.6)]], UNSURE)
     res = r.read(_rgb(_page()))
     assert res.steps[-1] == "kept:first" and res.text == "Steps to bake bread"
 
@@ -264,7 +272,8 @@ def test_a_worse_second_read_is_dropped() -> None:
 def test_unsure_small_print_is_read_enlarged_and_boxes_map_back() -> None:
     page = _page(300, 500)
     first = [(_box(25, 36, 420, 16), "Stcps to bakc", 0.6)]  # 16 px boxes: small print
-    r = ScriptedReader([first, [(_box(50, 72, 840, 32), "Steps to bake bread", 0.95)]])
+    r = ScriptedReader([first, [(_box(50, 72, 840, 32), "Steps to bake bread", 0.95)]],
+                       UNSURE)
     res = r.read(_rgb(page))
     assert res.steps == ("retry:low_confidence", "retry:small_text", "kept:retry")
     second, finer = r.calls[1]
