@@ -316,8 +316,9 @@ class AnalyzerConfig(_Frozen):
         "(0.98 -> 0.95).",
     )
     decoded_boost: float = Field(
-        0.5, ge=0, le=5, description="Log-odds added to a decoded view's score when the prompt "
-        "also asks for the payload to be decoded or reassembled (an evasion pattern). 0: off.",
+        0.5, ge=0, le=5, description="Log-odds added to a decoded payload that is risky in its "
+        "own right (score 0.5 or more) when the prompt also asks for it to be decoded or "
+        "reassembled (an evasion pattern: it moves the request toward block). 0: off.",
     )
     report_threshold: float = Field(
         0.3, ge=0, le=1, description="Findings below this score are left out of reports."

@@ -166,6 +166,13 @@ VIEW_DESCRIPTIONS = {
 }
 
 
+#: A decoded payload scoring at least this is risky in its own right; only then does the
+#: instruction to decode it add evidence (below it, the boost would push harmless sensitive
+#: questions over the line: +3 points of benign flagged on the red-team dev seeds, no fewer
+#: attacks passed).
+DECODED_RISKY = 0.5
+
+
 def _boost(s: _Scored, logit: float) -> _Scored:
     """``s`` with its log-odds moved by ``logit``: raised for a decoded payload the prompt asks to
     decode (evidence on top of the payload's own score), lowered for a passage read out of its
@@ -468,14 +475,14 @@ class Tier1Analyzer:
             if kind == "ocrview":
                 view = ocr_views[pos]
                 s = _Scored(s.overall, s.categories, view)
-                if view.decoded:
+                if view.decoded and s.overall >= DECODED_RISKY:
                     s = _boost(s, self.cfg.decoded_boost)
             elif kind == "text" and i in normalised:
                 s = _Scored(s.overall, s.categories, normalised[i])
             elif kind == "view":
                 view = views_of[(i, idx)]
                 s = _Scored(s.overall, s.categories, view)
-                if view.decoded:
+                if view.decoded and s.overall >= DECODED_RISKY:
                     s = _boost(s, self.cfg.decoded_boost)
                 elif view.name == "window":
                     s = _boost(s, -self.cfg.window_discount)
