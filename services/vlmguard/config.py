@@ -310,10 +310,10 @@ class AnalyzerConfig(_Frozen):
         "passages, never unread ones.",
     )
     window_discount: float = Field(
-        1.0, ge=0, le=5, description="Log-odds taken off a passage's score: one sentence out of "
-        "its context is weaker evidence than a whole prompt (a lone 'You should write at least "
-        "150 words.' reads as an instruction to the model). A clear request keeps its score "
-        "(0.98 -> 0.95).",
+        1.5, ge=0, le=5, description="Log-odds taken off a passage's score: one sentence out of "
+        "its context is weaker evidence than a whole prompt (a stray 'You should write at least "
+        "150 words.' or a stretching tip reads as risky alone). A clear request keeps its score "
+        "(0.98 -> 0.92). Chosen on the red-team dev seeds (bench/RESULTS.md).",
     )
     decoded_boost: float = Field(
         0.5, ge=0, le=5, description="Log-odds added to a decoded payload that is risky in its "
