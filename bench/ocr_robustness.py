@@ -136,8 +136,9 @@ def _jpeg(a: np.ndarray, q: int) -> np.ndarray:
     import cv2
 
     ok, buf = cv2.imencode(".jpg", a[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-    assert ok
-    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+    assert decoded is not None
+    return np.ascontiguousarray(decoded[..., ::-1])
 
 
 def _blur(a: np.ndarray, s: float) -> np.ndarray:

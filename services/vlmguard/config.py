@@ -259,15 +259,15 @@ class AnalyzerConfig(_Frozen):
         "median before the read. 0 disables.",
     )
     ocr_small_text_px: float = Field(
-        24.0, ge=0, description="With ocr_robust: a second read raises the detection scale "
-        "when the text boxes found are lower than this at the detector's scale (a box is "
-        "~2.5x its letters' height). 0 disables.",
+        24.0, ge=0, description="With ocr_robust and ocr_retry_below: the low-confidence "
+        "second read raises the detection scale when the text boxes found are lower than "
+        "this at the detector's scale (a box is ~2.5x its letters' height). 0 disables.",
     )
     ocr_retry_below: float = Field(
         0.0, ge=0, le=1, description="With ocr_robust: read a second time when the first "
         "read's recognition confidence (per character) is below this (e.g. 0.8); confident "
         "reads are never read again. 0 (default) disables: on bench/ocr_robustness.py it "
-        "added one read in 128 degraded images and caused half the second reads of benign "
+        "added one read in 128 degraded images and caused most second reads of benign "
         "photos.",
     )
     ocr_retry_no_text: bool = Field(

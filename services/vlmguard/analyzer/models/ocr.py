@@ -239,10 +239,10 @@ class Robustness:
             character, over the lines found) is below this; confident reads are kept whatever
             their lines look like. 0 (the default) disables: on the bench it added one read
             in 128 degraded images (the recogniser is as confident on garbled noisy text as
-            on clean text) while causing half the second reads of benign photos.
-        small_text_px: In that second read, when the text boxes found are lower than this
-            at the detector's scale (a box is ~2.5x its letters' height: 24 px ~ 9-10 px
-            letters), the detection scale is raised (up to twice, within
+            on clean text) while causing most second reads of benign photos.
+        small_text_px: In that (low-confidence) second read, when the text boxes found are
+            lower than this at the detector's scale (a box is ~2.5x its letters' height:
+            24 px ~ 9-10 px letters), the detection scale is raised (up to twice, within
             ``retry_det_side``; a small image is enlarged, cubic). 0 disables.
         retry_no_text: A second read at a raised detection scale (as above) when, on a
             document-like image (:attr:`ImageQuality.flat_background` >= ``flat_background``
