@@ -301,9 +301,9 @@ class AnalyzerConfig(_Frozen):
         "reading counts (vlmguard.analyzer.views).",
     )
     window_chars: int = Field(
-        240, ge=80, le=8000, description="A text longer than this is also scored sentence by "
-        "sentence (a sentence longer than this is cut), so harmless padding cannot dilute a "
-        "request inside it.",
+        240, ge=80, le=8000, description="A text of two or more sentences is also scored "
+        "sentence by sentence, so harmless padding or a wrapper cannot dilute a request inside "
+        "it; a sentence longer than this is cut at word boundaries.",
     )
     max_windows: int = Field(
         128, ge=1, le=512, description="Most passages per text; a longer text gets longer "

@@ -28,8 +28,7 @@ from pathlib import Path
 
 #: Longest text a single view may carry (the service's text limit; views never grow past it).
 MAX_VIEW_CHARS = 8000
-#: A text longer than this is also read sentence by sentence (no window is longer), so padding
-#: cannot dilute a request in it.
+#: Longest window: a longer sentence is cut at word boundaries.
 WINDOW_CHARS = 240
 #: A sentence shorter than this is read together with the next one.
 MIN_WINDOW_CHARS = 20
@@ -518,22 +517,24 @@ def _join_pieces(parts: list[str]) -> str:
 
 # -- windows --------------------------------------------------------------------------------
 
-_SENTENCE_END = re.compile(r"(?<=[.!?;。！？؟；])\s+|\n+|(?<=[。！？؟])")
+# Sentence ends, line breaks, and a colon before a capitalised or quoted sentence ("... the
+# answer to this: I want to ..."), where wrappers hand over to the request they wrap.
+_SENTENCE_END = re.compile(r"(?<=[.!?;。！？؟；])\s+|\n+|(?<=[。！？؟])|(?<=:)\s+(?=[A-Z\"“'])")
 
 
 def windows(text: str, size: int = WINDOW_CHARS, limit: int = MAX_WINDOWS,
             min_chars: int = MIN_WINDOW_CHARS) -> list[tuple[int, int]]:
-    """Sentence windows covering all of ``text``, as ``(start, end)`` offsets, for a text longer
-    than ``size`` characters (else none).
+    """Sentence windows covering all of ``text``, as ``(start, end)`` offsets, for a text of two
+    or more sentences (else none).
 
     Each sentence is its own window, so a request keeps its own score however much harmless text
-    surrounds it (packing neighbours into one window dilutes it: a 35-character request scored
+    (padding, or a role-play or "ignore your instructions" wrapper) surrounds it (packing neighbours into one window dilutes it: a 35-character request scored
     0.98 alone and 0.25 packed with 240 characters of weather talk). A sentence shorter than
     ``min_chars`` joins the next one; one longer than ``size`` is cut at word boundaries. When
     more than ``limit`` windows would be needed, neighbours are merged pairwise until they fit:
     the whole text is always covered, nothing past a limit goes unread.
     """
-    if len(text) <= size:
+    if len(text) < 2 * min_chars:
         return []
     spans: list[tuple[int, int]] = []
     start = 0
