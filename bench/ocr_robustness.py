@@ -28,7 +28,8 @@ tier-1 analyzer with each reader: the share scored below ``--threshold`` (allowe
 
 Usage: python bench/ocr_robustness.py [--n 24] [--source stand-ins] [--distortions a,b]
            [--variant NAME=JSON ...] [--seed 0] [--json OUT]
-       python bench/ocr_robustness.py --guard [--n 60] [--distortions a,b] [--threshold 0.5]
+       python bench/ocr_robustness.py --guard [--guard-texts mmsb|stand-ins] [--n 60]
+           [--distortions a,b] [--threshold 0.5]
 """
 
 from __future__ import annotations
@@ -405,13 +406,16 @@ def run_guard(args: argparse.Namespace) -> dict[str, Any]:
     analyzers = {"plain": plain, "robust": robust}
     for a in analyzers.values():
         a.warmup()
-    rows = [json.loads(x) for x in
-            (BENCH / "mm_safetybench" / "manifest.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r.get("changed_question")
-            and str(r.get("eval_type", "")).startswith("harmful")]
-    rng = np.random.default_rng(args.seed)
-    pick = rng.choice(len(rows), size=min(args.n, len(rows)), replace=False)
-    texts = [str(rows[i]["changed_question"]) for i in sorted(pick)]
+    if args.guard_texts == "stand-ins":  # harmless requests: what is flagged is over-refusal
+        texts = [STAND_INS[i % len(STAND_INS)] for i in range(args.n)]
+    else:
+        rows = [json.loads(x) for x in
+                (BENCH / "mm_safetybench" / "manifest.jsonl").read_text().splitlines()]
+        rows = [r for r in rows if r.get("changed_question")
+                and str(r.get("eval_type", "")).startswith("harmful")]
+        rng = np.random.default_rng(args.seed)
+        pick = rng.choice(len(rows), size=min(args.n, len(rows)), replace=False)
+        texts = [str(rows[i]["changed_question"]) for i in sorted(pick)]
     dists = args.distortions.split(",") if args.distortions else list(DISTORTIONS)
     flagged: dict[str, dict[str, list[float]]] = {}
     ms: dict[str, list[float]] = {v: [] for v in analyzers}
@@ -436,7 +440,8 @@ def run_guard(args: argparse.Namespace) -> dict[str, Any]:
                 assert not isinstance(res, Exception), res
                 per[v].append(float(res.score >= args.threshold))
             k += 1
-    return {"source": "guard", "n": len(texts), "seed": args.seed, "threshold": args.threshold,
+    return {"source": "guard", "texts": args.guard_texts,
+            "n": len(texts), "seed": args.seed, "threshold": args.threshold,
             "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
             "flagged": {d: {v: float(np.mean(x)) for v, x in per.items()}
                         for d, per in flagged.items()},
@@ -445,16 +450,23 @@ def run_guard(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_guard(res: dict[str, Any]) -> None:
-    print(f"\nHarmful MM-SafetyBench requests typed into degraded images, {res['n']} per "
-          f"distortion, flagged = tier-1 score >= {res['threshold']} ({res['cpus']} CPUs, "
-          f"load {res['loadavg'][0]:.2f} at the end)\n")
-    print("| distortion | allowed, plain reader | allowed, robust reader |")
+    benign = res["texts"] == "stand-ins"
+    what = "Harmless stand-in" if benign else "Harmful MM-SafetyBench"
+    print(f"\n{what} requests typed into degraded images, {res['n']} per distortion, flagged "
+          f"= tier-1 score >= {res['threshold']} ({res['cpus']} CPUs, load "
+          f"{res['loadavg'][0]:.2f} at the end)\n")
+    word = "flagged" if benign else "allowed"
+    print(f"| distortion | {word}, plain reader | {word}, robust reader |")
     print("|---|---|---|")
     rows = list(res["flagged"].items())
+
+    def shown(x: float) -> float:
+        return x if benign else 1 - x
+
     for dist, per in rows:
-        print(f"| {dist} | {1 - per['plain']:.2f} | {1 - per['robust']:.2f} |")
+        print(f"| {dist} | {shown(per['plain']):.2f} | {shown(per['robust']):.2f} |")
     mean = {v: float(np.mean([per[v] for _, per in rows])) for v in ("plain", "robust")}
-    print(f"| **mean** | {1 - mean['plain']:.3f} | {1 - mean['robust']:.3f} |")
+    print(f"| **mean** | {shown(mean['plain']):.3f} | {shown(mean['robust']):.3f} |")
     lat = res["latency"]
     print(f"\nanalyzer per request: plain p50 {lat['plain']['p50_ms']:.0f} / p99 "
           f"{lat['plain']['p99_ms']:.0f} ms, robust p50 {lat['robust']['p50_ms']:.0f} / p99 "
@@ -508,9 +520,11 @@ def main() -> int:
     parser.add_argument("--variant", action="append",
                         help="NAME=JSON of Robustness fields over the defaults (repeatable)")
     parser.add_argument("--guard", action="store_true",
-                        help="instead: harmful MM-SafetyBench requests typed into degraded "
-                        "images through the tier-1 analyzer, plain vs robust reader (share "
-                        "allowed)")
+                        help="instead: requests typed into degraded images through the "
+                        "tier-1 analyzer, plain vs robust reader")
+    parser.add_argument("--guard-texts", choices=("mmsb", "stand-ins"), default="mmsb",
+                        help="with --guard: harmful MM-SafetyBench requests (share allowed) "
+                        "or the harmless stand-ins (share flagged)")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="with --guard: tier-1 score counted as flagged (the default "
                         "tenant's rewrite threshold)")
