@@ -165,19 +165,24 @@ def test_analyzer_from_config_builds_ocr_from_its_fields(monkeypatch) -> None:  
     from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 
     seen: dict[str, object] = {}
+    real = ocr_mod.OCRReader
 
-    class Spy:
+    class Spy(real):  # type: ignore[misc,valid-type]
         def __init__(self, **kwargs: object) -> None:
             seen.update(kwargs)
 
     monkeypatch.setattr(ocr_mod, "OCRReader", Spy)
     cfg = AnalyzerConfig(ocr_det_side=704, ocr_max_side=1200, ocr_angle="always",
-                         ocr_rec_batch=3, threads=2, explicit_image=False)
+                         ocr_rec_batch=3, threads=2, explicit_image=False, ocr_robust=False,
+                         ocr_retry_det_side=1024, multilingual=False)
     analyzer = Tier1Analyzer.from_config(cfg, TaxonomyConfig(), LimitsConfig())
     assert isinstance(analyzer.ocr, Spy)
+    robustness = seen.pop("robustness")
     assert seen == {"max_side": 1200, "det_side": 704, "angle": "always", "rec_batch": 3,
                     "threads": 2, "models": "ppocrv6_tiny", "spinning": False,
                     "angle_below": 0.8}
+    assert robustness.enabled is False  # type: ignore[attr-defined]
+    assert robustness.retry_det_side == 1024  # type: ignore[attr-defined]
 
 
 def test_nudenet_blank_image() -> None:

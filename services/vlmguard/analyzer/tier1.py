@@ -267,16 +267,7 @@ class Tier1Analyzer:
         if cfg.ocr:
             from vlmguard.analyzer.models.ocr import OCRReader
 
-            ocr = OCRReader(
-                max_side=cfg.ocr_max_side,
-                det_side=cfg.ocr_det_side,
-                angle=cfg.ocr_angle,
-                angle_below=cfg.ocr_angle_below,
-                rec_batch=cfg.ocr_rec_batch,
-                threads=cfg.ocr_threads or cfg.threads,
-                models=cfg.ocr_models,
-                spinning=cfg.ort_spinning,
-            )
+            ocr = OCRReader.from_config(cfg)
         explicit = None
         if cfg.explicit_image:
             from vlmguard.analyzer.models.explicit import ExplicitImageDetector
