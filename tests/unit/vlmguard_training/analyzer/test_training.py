@@ -690,3 +690,16 @@ def test_framed_copies_keep_label_and_group(tmp_path: Path) -> None:
         assert src and all(e.label == p.label and e.source == p.source for p in src)
     assert not [e for e in exm.load_examples(cfg.model_copy(update={"framed_fraction": 0.0}))
                 if e.kind.endswith("_framed")]
+
+
+def test_the_multilingual_recipe_is_the_shipped_heads() -> None:
+    root = Path(__file__).resolve().parents[4]
+    shipped = json.loads(
+        (root / "services/vlmguard/data/risk_head_multilingual/meta.json").read_text())
+    recipe = acfg.TrainAnalyzerConfig.from_yaml(
+        root / "training/recipes/analyzer_multilingual.yaml")
+    differ = {k: (v, getattr(recipe, k)) for k, v in shipped["config"].items()
+              if k not in ("force", "progress") and getattr(recipe, k) != v}
+    assert not differ, differ
+    assert recipe.encoder == "use-m3" and shipped["embedder"].startswith("use-m3")
+    assert shipped["metrics"]["seed_dev"]["by_lang"]["fr"]["supported"]
