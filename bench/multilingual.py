@@ -13,9 +13,9 @@ Three parts, figures only (no prompt, OCR or seed text is printed):
 2. The dev seeds (``seed_split == "dev"``, never trained on) per language: recall of the unsafe
    seeds and the share of benign seeds flagged, at the heads' operating point 0.5, for the
    MiniLM head, the multilingual head, and two ways of combining them: ``max`` (both heads on
-   every text, the higher score) and ``gated`` (the multilingual head on text that is not
-   confidently English, ``LanguageGuess.maybe_foreign``, else the MiniLM head alone; max of both
-   there, since a foreign request can carry English words the MiniLM head knows).
+   every text, the higher score) and ``gated`` (the multilingual head on text that may not be
+   English, ``LanguageGuess.maybe_foreign``, else the MiniLM head alone; max of both there,
+   since a foreign request can carry English words the MiniLM head knows).
 3. The English benchmark sets at the heads' operating point 0.5: each item's prompt, the text
    OCR reads in its image and the two joined (the analyzer's three text views) are scored, the
    item's score is the highest (tier 1 without the explicit-imagery detector and the negation

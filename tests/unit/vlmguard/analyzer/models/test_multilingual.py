@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from vlmguard.analyzer.models.multilingual import (
+    FOREIGN_BELOW,
     SUPPORTED_LANGUAGES,
     UNDETERMINED,
+    LanguageGuess,
     LanguageIdentifier,
     USEEmbedder,
     load_multilingual,
@@ -73,6 +75,15 @@ def test_too_few_letters_is_undetermined(lid: LanguageIdentifier, text: str) -> 
 def test_short_or_odd_latin_text_defaults_to_english(lid: LanguageIdentifier, text: str) -> None:
     g = lid.identify(text)
     assert g.lang == "en" and g.supported
+
+
+def test_maybe_foreign() -> None:
+    assert LanguageGuess("fr", 0.9, True).maybe_foreign
+    assert LanguageGuess("hi", 0.9, False).maybe_foreign
+    assert not LanguageGuess("en", 0.9, True).maybe_foreign
+    assert not LanguageGuess("und", 0.0, True).maybe_foreign
+    # English only because no other language reached the Latin threshold, and not English-like.
+    assert LanguageGuess("en", FOREIGN_BELOW / 2, True).maybe_foreign
 
 
 @pytest.mark.parametrize(("text", "lang"), [
