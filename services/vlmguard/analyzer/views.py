@@ -528,8 +528,9 @@ def windows(text: str, size: int = WINDOW_CHARS, limit: int = MAX_WINDOWS,
     or more sentences (else none).
 
     Each sentence is its own window, so a request keeps its own score however much harmless text
-    (padding, or a role-play or "ignore your instructions" wrapper) surrounds it (packing neighbours into one window dilutes it: a 35-character request scored
-    0.98 alone and 0.25 packed with 240 characters of weather talk). A sentence shorter than
+    (padding, or a role-play or "ignore your instructions" wrapper) surrounds it (packing
+    neighbours into one window dilutes it: a 35-character request scored 0.98 alone and 0.25
+    packed with 240 characters of weather talk). A sentence shorter than
     ``min_chars`` joins the next one; one longer than ``size`` is cut at word boundaries. When
     more than ``limit`` windows would be needed, neighbours are merged pairwise until they fit:
     the whole text is always covered, nothing past a limit goes unread.
