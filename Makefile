@@ -93,8 +93,9 @@ proto-lint: $(BUF) ## buf lint the protos
 	cd proto && ../$(BUF) lint
 
 .PHONY: train-analyzer
-train-analyzer: $(STAMP) ## retrain the tier-1 encoder adapter and risk head (needs ../shared/bench)
+train-analyzer: $(STAMP) ## retrain the tier-1 risk heads: English (on the shipped encoder adapter) and multilingual (needs ../shared/bench)
 	$(VENV)/bin/vlmguard train analyzer --config training/recipes/analyzer.yaml --force
+	$(VENV)/bin/vlmguard train analyzer --config training/recipes/analyzer_multilingual.yaml --force
 
 REWRITER_DEMO := services/vlmguard/data/rewriter_demo
 .PHONY: train-demo
