@@ -362,3 +362,16 @@ def test_reads_a_noisy_low_contrast_phrase_with_the_real_models() -> None:
     words = set(res.text.lower().replace(".", "").split())
     found = [w for w in phrase.lower().split() if w in words]
     assert len(found) >= 6, res.text
+
+
+def test_ink_box_finds_the_inked_region_of_a_wide_page() -> None:
+    from vlmguard.analyzer.models.ocr import ink_box
+
+    page = np.full((1200, 1600), 230, np.uint8)
+    page[500:530, 300:900] = 20  # a line of small dark print in a wide margin
+    rng = np.random.default_rng(0)
+    page[rng.integers(0, 1200, 30), rng.integers(0, 1600, 30)] = 0  # stray specks
+    y0, y1, x0, x1 = ink_box(page, sigma=0.0)  # type: ignore[misc]
+    assert y0 <= 500 and y1 >= 530 and x0 <= 300 and x1 >= 900
+    assert (y1 - y0) < 200 and (x1 - x0) < 700
+    assert ink_box(np.full((64, 64), 200, np.uint8), sigma=0.0) is None
