@@ -305,6 +305,11 @@ class AnalyzerConfig(_Frozen):
         "sentence by sentence, so harmless padding or a wrapper cannot dilute a request inside "
         "it; a sentence longer than this is cut at word boundaries.",
     )
+    windows_from_chars: int = Field(
+        0, ge=0, le=8000, description="Only a text at least this long is read sentence by "
+        "sentence (0: any text of two or more sentences; sentence reading costs about one "
+        "more encoder pass over the text).",
+    )
     max_windows: int = Field(
         128, ge=1, le=512, description="Most passages per text; a longer text gets longer "
         "passages, never unread ones.",

@@ -508,7 +508,8 @@ class Tier1Analyzer:
         a log line rather than failing the request: the text as sent is always scored."""
         try:
             return text_views(text, window_chars=self.cfg.window_chars,
-                              max_windows=self.cfg.max_windows)
+                              max_windows=self.cfg.max_windows,
+                              windows_from=self.cfg.windows_from_chars)
         except Exception:  # a bug in a view must not drop the request's analysis
             log.exception("text views failed; scoring the text as sent only")
             return []

@@ -523,7 +523,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;。！？؟；])\s+|\n+|(?<=[。！？؟])
 
 
 def windows(text: str, size: int = WINDOW_CHARS, limit: int = MAX_WINDOWS,
-            min_chars: int = MIN_WINDOW_CHARS) -> list[tuple[int, int]]:
+            min_chars: int = MIN_WINDOW_CHARS, from_chars: int = 0) -> list[tuple[int, int]]:
     """Sentence windows covering all of ``text``, as ``(start, end)`` offsets, for a text of two
     or more sentences (else none).
 
@@ -535,7 +535,7 @@ def windows(text: str, size: int = WINDOW_CHARS, limit: int = MAX_WINDOWS,
     more than ``limit`` windows would be needed, neighbours are merged pairwise until they fit:
     the whole text is always covered, nothing past a limit goes unread.
     """
-    if len(text) < 2 * min_chars:
+    if len(text) < max(2 * min_chars, from_chars):
         return []
     spans: list[tuple[int, int]] = []
     start = 0
@@ -573,7 +573,7 @@ def _cap(s: str) -> str:
 
 
 def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
-               max_windows: int = MAX_WINDOWS) -> list[TextView]:
+               max_windows: int = MAX_WINDOWS, windows_from: int = 0) -> list[TextView]:
     """Every view of ``text`` that differs from it (the original itself is not included).
 
     Order: ``normalised``; then the views computed from the normalised text (``spaced``,
@@ -639,6 +639,6 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
             rev = " ".join(reversed(words))
             if word_ratio(rev) >= 0.7:
                 add("reversed", rev, decoded=True)
-    for s, e in windows(norm, window_chars, max_windows):
+    for s, e in windows(norm, window_chars, max_windows, from_chars=windows_from):
         add("window", norm[s:e], span=(s, e))
     return views
