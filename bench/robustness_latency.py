@@ -11,6 +11,7 @@ is measured by direct call (``analyze_batch([item])``) and through the service (
 request at a time). Bench items are read from ../shared/bench in place, never copied.
 
 Usage: python bench/robustness_latency.py [--n 40] [--bench-dir ../shared/bench] [--json OUT]
+       [--windows-from 240]
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from vlmguard.v1 import analysis_pb2, analysis_pb2_grpc, types_pb2
 
     cfg = load_config(None, environ={}, overrides={
-        "server": {"listen": "127.0.0.1:0"}, "metrics": {"enabled": False}})
+        "server": {"listen": "127.0.0.1:0"}, "metrics": {"enabled": False},
+        "analyzer": {"windows_from_chars": args.windows_from}})
     after = Tier1Analyzer.from_config(cfg.analyzer, cfg.taxonomy, cfg.limits)
     a = cfg.analyzer
     plain_ocr = OCRReader(max_side=a.ocr_max_side, det_side=a.ocr_det_side, angle=a.ocr_angle,
@@ -144,6 +146,8 @@ def main() -> int:
                     "FigStep)")
     ap.add_argument("--bench-dir", default=str(ROOT.parent / "shared" / "bench"))
     ap.add_argument("--json", help="also write the raw figures to this file")
+    ap.add_argument("--windows-from", type=int, default=0, help="analyzer.windows_from_chars "
+                    "of the 'after' analyzer (0: the default, any text of 2+ sentences)")
     args = ap.parse_args()
     res = asyncio.run(_run(args))
     print(_table(res))
