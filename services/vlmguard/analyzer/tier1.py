@@ -464,19 +464,11 @@ class Tier1Analyzer:
                 ("view", -1, _Scored(s.overall, s.categories, TextView("multilingual", text))))
         for pos, ((i, kind, idx), s) in enumerate(zip(slots, scored, strict=True)):
             if kind == "ocrview":
-                view = ocr_views[pos]
-                s = _Scored(s.overall, s.categories, view)
-                if view.decoded and s.overall >= DECODED_RISKY:
-                    s = _boost(s, self.cfg.decoded_boost)
+                s = self._weigh(s, ocr_views[pos])
             elif kind == "text" and i in normalised:
                 s = _Scored(s.overall, s.categories, normalised[i])
             elif kind == "view":
-                view = views_of[(i, idx)]
-                s = _Scored(s.overall, s.categories, view)
-                if view.decoded and s.overall >= DECODED_RISKY:
-                    s = _boost(s, self.cfg.decoded_boost)
-                elif view.name == "window":
-                    s = _boost(s, -self.cfg.window_discount)
+                s = self._weigh(s, views_of[(i, idx)])
             by_item.setdefault(i, []).append((kind, idx, s))
         for i, item in enumerate(items):
             if results[i] is not None:
@@ -491,6 +483,16 @@ class Tier1Analyzer:
                 raise RuntimeError("analyzer produced no result for an item")
             out.append(r)
         return out
+
+    def _weigh(self, s: _Scored, view: TextView) -> _Scored:
+        """The score of ``view`` as evidence: a risky payload the prompt asks to decode counts
+        more, one sentence read out of its context counts less."""
+        s = _Scored(s.overall, s.categories, view)
+        if view.decoded and s.overall >= DECODED_RISKY:
+            return _boost(s, self.cfg.decoded_boost)
+        if view.name == "window":
+            return _boost(s, -self.cfg.window_discount)
+        return s
 
     def _language(self, text: str, views: list[TextView]) -> tuple[tuple[str, bool], bool]:
         """((language, supported), maybe foreign) of the text, identified on its normalised view
