@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -445,11 +446,10 @@ class Tier1Analyzer:
                     # The same disguises work in typed text (an encoded or leet request in the
                     # picture): the image's text counts with its riskiest reading too.
                     if self.cfg.text_views:
-                        for view in self._views(ev.ocr_text):
-                            if view.name != "window":
-                                texts.append(view.text)
-                                slots.append((i, "ocrview", ev.index))
-                                ocr_views[len(texts) - 1] = view
+                        for view in self._views(ev.ocr_text, windows=False):
+                            texts.append(view.text)
+                            slots.append((i, "ocrview", ev.index))
+                            ocr_views[len(texts) - 1] = view
         t0 = time.perf_counter()
         scored = self._score(texts)
         embed_ms = (time.perf_counter() - t0) * 1000
@@ -505,13 +505,15 @@ class Tier1Analyzer:
         foreign = bool(getattr(guess, "maybe_foreign", guess.lang not in ("en", "und")))
         return (str(guess.lang), bool(guess.supported)), foreign
 
-    def _views(self, text: str) -> list[TextView]:
-        """The text's views (:mod:`vlmguard.analyzer.views`); a view that fails is skipped with
-        a log line rather than failing the request: the text as sent is always scored."""
+    def _views(self, text: str, windows: bool = True) -> list[TextView]:
+        """The text's views (:mod:`vlmguard.analyzer.views`), sentence windows only with
+        ``windows``; a view that fails is skipped with a log line rather than failing the
+        request: the text as sent is always scored."""
         try:
             return text_views(text, window_chars=self.cfg.window_chars,
                               max_windows=self.cfg.max_windows,
-                              windows_from=self.cfg.windows_from_chars)
+                              windows_from=self.cfg.windows_from_chars if windows
+                              else sys.maxsize)
         except Exception:  # a bug in a view must not drop the request's analysis
             log.exception("text views failed; scoring the text as sent only")
             return []
