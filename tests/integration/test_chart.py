@@ -328,6 +328,10 @@ def test_rewrite_workers_run_the_tier2_stage() -> None:
     extra = pols["vg-vlmguard-worker-rewrite-egress"]
     assert extra["policyTypes"] == ["Egress"]
     assert extra["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "worker-rewrite"
+    out, _ = _rendered_ci("full-values.yaml")
+    notes = next(v for k, v in out.items() if k.endswith("NOTES.txt"))
+    assert "workers: analyze, target, rewrite" in notes
+    assert "Rewriter: tier 2 (generative" in notes and "workers.rewrite Deployment" in notes
     assert extra["egress"][0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
     # The ConfigMap turns tier 2 on, and the CLI accepts the worker's arguments.
     from vlmguard.cli import build_parser
@@ -420,7 +424,8 @@ def test_notes_warn_about_insecure_settings() -> None:
     assert "fail_open" in notes and "auth.enabled=false" in notes
     assert "exposed outside the cluster" in notes
     assert "grpcurl" in notes and "vg-vlmguard.guard.svc:50051" in notes
-    assert "Not deployable yet" in notes
+    assert "Not deployable" not in notes
+    assert "Rewriter: template (tier 1 only)" in notes  # how to turn tier 2 on
     out, _ = _rendered_ci("minimal-values.yaml")
     notes = next(v for k, v in out.items() if k.endswith("NOTES.txt"))
     assert "WARNING" not in notes
