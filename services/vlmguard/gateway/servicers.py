@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
 from vlmguard.auth import access_var, record_content, record_decision
-from vlmguard.domain import Action, GenerationParams, ImageInput, RiskReport
+from vlmguard.domain import Action, GenerationParams, ImageInput, RiskReport, TargetResult
 from vlmguard.gateway import convert
 from vlmguard.logs import request_id_var
 from vlmguard.pipeline import Call, GuardPipeline
@@ -92,6 +93,7 @@ class GuardServicer(_Base, guard_pb2_grpc.GuardServiceServicer):
             target_response=res.target.text if res.target else "",
             timings_ms=res.timings_ms,
             tenant_id=res.tenant_id,
+            **_target_fields(res.target),
             **convert.rewrite_fields(res.rewrite),  # type: ignore[arg-type]
         )
 
@@ -189,6 +191,15 @@ class TargetServicer(_Base, target_pb2_grpc.TargetServiceServicer):
             finish_reason=t.finish_reason, prompt_tokens=t.prompt_tokens,
             completion_tokens=t.completion_tokens, timings_ms=res.timings_ms,
         )
+
+
+def _target_fields(target: TargetResult | None) -> dict[str, Any]:
+    """GuardResponse's target_* fields: how the target's answer ended and what it cost."""
+    if target is None:
+        return {}
+    return {"target_model": target.model, "target_finish_reason": target.finish_reason,
+            "target_prompt_tokens": target.prompt_tokens,
+            "target_completion_tokens": target.completion_tokens}
 
 
 def _set_action(context: grpc.aio.ServicerContext, action: str) -> None:

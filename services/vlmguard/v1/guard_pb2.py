@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from vlmguard.v1 import types_pb2 as vlmguard_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vlmguard/v1/guard.proto\x12\x0bvlmguard.v1\x1a\x17vlmguard/v1/types.proto\"U\n\x0cGuardOptions\x12\x12\n\nrun_target\x18\x01 \x01(\x08\x12\x31\n\ngeneration\x18\x02 \x01(\x0b\x32\x1d.vlmguard.v1.GenerationParams\"\x93\x01\n\x0cGuardRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\"\n\x06images\x18\x02 \x03(\x0b\x32\x12.vlmguard.v1.Image\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.vlmguard.v1.GuardOptions\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x8a\x03\n\rGuardResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12#\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x13.vlmguard.v1.Action\x12\'\n\x06report\x18\x03 \x01(\x0b\x32\x17.vlmguard.v1.RiskReport\x12\x16\n\x0erewritten_text\x18\x04 \x01(\t\x12\x39\n\x11rewrite_reasoning\x18\x05 \x01(\x0b\x32\x1e.vlmguard.v1.ModalityReasoning\x12\x15\n\rblock_message\x18\x06 \x01(\t\x12\x17\n\x0ftarget_response\x18\x07 \x01(\t\x12=\n\ntimings_ms\x18\x08 \x03(\x0b\x32).vlmguard.v1.GuardResponse.TimingsMsEntry\x12\x11\n\ttenant_id\x18\t \x01(\t\x12\x10\n\x08rewriter\x18\n \x01(\t\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32N\n\x0cGuardService\x12>\n\x05Guard\x12\x19.vlmguard.v1.GuardRequest\x1a\x1a.vlmguard.v1.GuardResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vlmguard/v1/guard.proto\x12\x0bvlmguard.v1\x1a\x17vlmguard/v1/types.proto\"U\n\x0cGuardOptions\x12\x12\n\nrun_target\x18\x01 \x01(\x08\x12\x31\n\ngeneration\x18\x02 \x01(\x0b\x32\x1d.vlmguard.v1.GenerationParams\"\x93\x01\n\x0cGuardRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\"\n\x06images\x18\x02 \x03(\x0b\x32\x12.vlmguard.v1.Image\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.vlmguard.v1.GuardOptions\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xfe\x03\n\rGuardResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12#\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x13.vlmguard.v1.Action\x12\'\n\x06report\x18\x03 \x01(\x0b\x32\x17.vlmguard.v1.RiskReport\x12\x16\n\x0erewritten_text\x18\x04 \x01(\t\x12\x39\n\x11rewrite_reasoning\x18\x05 \x01(\x0b\x32\x1e.vlmguard.v1.ModalityReasoning\x12\x15\n\rblock_message\x18\x06 \x01(\t\x12\x17\n\x0ftarget_response\x18\x07 \x01(\t\x12=\n\ntimings_ms\x18\x08 \x03(\x0b\x32).vlmguard.v1.GuardResponse.TimingsMsEntry\x12\x11\n\ttenant_id\x18\t \x01(\t\x12\x10\n\x08rewriter\x18\n \x01(\t\x12\x14\n\x0ctarget_model\x18\x0b \x01(\t\x12\x1c\n\x14target_finish_reason\x18\x0c \x01(\t\x12\x1c\n\x14target_prompt_tokens\x18\r \x01(\x05\x12 \n\x18target_completion_tokens\x18\x0e \x01(\x05\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32N\n\x0cGuardService\x12>\n\x05Guard\x12\x19.vlmguard.v1.GuardRequest\x1a\x1a.vlmguard.v1.GuardResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,9 +40,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GUARDREQUEST']._serialized_start=153
   _globals['_GUARDREQUEST']._serialized_end=300
   _globals['_GUARDRESPONSE']._serialized_start=303
-  _globals['_GUARDRESPONSE']._serialized_end=697
-  _globals['_GUARDRESPONSE_TIMINGSMSENTRY']._serialized_start=649
-  _globals['_GUARDRESPONSE_TIMINGSMSENTRY']._serialized_end=697
-  _globals['_GUARDSERVICE']._serialized_start=699
-  _globals['_GUARDSERVICE']._serialized_end=777
+  _globals['_GUARDRESPONSE']._serialized_end=813
+  _globals['_GUARDRESPONSE_TIMINGSMSENTRY']._serialized_start=765
+  _globals['_GUARDRESPONSE_TIMINGSMSENTRY']._serialized_end=813
+  _globals['_GUARDSERVICE']._serialized_start=815
+  _globals['_GUARDSERVICE']._serialized_end=893
 # @@protoc_insertion_point(module_scope)

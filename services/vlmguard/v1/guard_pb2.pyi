@@ -128,6 +128,10 @@ class GuardResponse(_message.Message):
     TIMINGS_MS_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     REWRITER_FIELD_NUMBER: _builtins.int
+    TARGET_MODEL_FIELD_NUMBER: _builtins.int
+    TARGET_FINISH_REASON_FIELD_NUMBER: _builtins.int
+    TARGET_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    TARGET_COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Output only. The request id (the caller's or a generated one)."""
     action: _types_pb2.Action.ValueType
@@ -148,6 +152,17 @@ class GuardResponse(_message.Message):
     """Output only. Identifier of the rewriter that produced `rewritten_text`
     ("template/<version>"), empty for ALLOW and BLOCK.
     """
+    target_model: _builtins.str
+    """Output only. The target model that wrote `target_response` (empty when it did not run)."""
+    target_finish_reason: _builtins.str
+    """Output only. Why the target stopped: "stop" (it finished) or "length" (it reached the
+    token limit, `options.generation.max_new_tokens` or the server's default); empty when the
+    target did not run.
+    """
+    target_prompt_tokens: _builtins.int
+    """Output only. Tokens of the guarded prompt as the target read it (0 when it did not run)."""
+    target_completion_tokens: _builtins.int
+    """Output only. Tokens the target generated (0 when it did not run)."""
     @_builtins.property
     def report(self) -> _types_pb2.RiskReport:
         """Output only. The threat analysis."""
@@ -175,10 +190,14 @@ class GuardResponse(_message.Message):
         timings_ms: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         tenant_id: _builtins.str = ...,
         rewriter: _builtins.str = ...,
+        target_model: _builtins.str = ...,
+        target_finish_reason: _builtins.str = ...,
+        target_prompt_tokens: _builtins.int = ...,
+        target_completion_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report", "rewrite_reasoning", b"rewrite_reasoning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "block_message", b"block_message", "report", b"report", "request_id", b"request_id", "rewrite_reasoning", b"rewrite_reasoning", "rewriter", b"rewriter", "rewritten_text", b"rewritten_text", "target_response", b"target_response", "tenant_id", b"tenant_id", "timings_ms", b"timings_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "block_message", b"block_message", "report", b"report", "request_id", b"request_id", "rewrite_reasoning", b"rewrite_reasoning", "rewriter", b"rewriter", "rewritten_text", b"rewritten_text", "target_completion_tokens", b"target_completion_tokens", "target_finish_reason", b"target_finish_reason", "target_model", b"target_model", "target_prompt_tokens", b"target_prompt_tokens", "target_response", b"target_response", "tenant_id", b"tenant_id", "timings_ms", b"timings_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
