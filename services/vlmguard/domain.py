@@ -51,6 +51,23 @@ class ImageInput:
     mime_type: str = ""
 
 
+#: Roles of a conversation turn (:class:`ChatTurn`), as in chat-completions APIs.
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """One earlier turn of a conversation: a system prompt, a user turn or an assistant answer.
+
+    The last user turn of a request is not a ``ChatTurn``: it stays the request's ``text`` and
+    ``images``, so single-turn callers are unchanged.
+    """
+
+    role: str
+    text: str
+    images: tuple[ImageInput, ...] = ()
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """Sampling parameters for a generative model; zeros mean "server default"."""
@@ -117,6 +134,11 @@ class AnalysisItem:
     request_id: str
     text: str
     images: tuple[ImageInput, ...] = ()
+    #: The conversation before ``text`` (system prompts and earlier user turns, recent end
+    #: kept), "" for a single turn: tier 1 also reads it joined with ``text``, so a risk that
+    #: only the conversation carries (a request split across turns, a harmful frame set by the
+    #: system prompt) is seen; ``text`` keeps its own score.
+    context: str = ""
 
 
 @dataclass(frozen=True)
@@ -184,6 +206,9 @@ class TargetItem:
     params: GenerationParams
     #: The caller's deadline as wall-clock seconds (``time.time()``), or None.
     deadline_unix: float | None = None
+    #: Earlier turns of the conversation (system prompts included), oldest first; ``text`` and
+    #: ``images`` are the last user turn.
+    history: tuple[ChatTurn, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,6 +242,52 @@ class RewriteItem:
     request_id: str
     text: str
     evidence: RewriterEvidence
+    #: The images tier 1 read, in the order of ``evidence.images`` (image ``i`` of the
+    #: evidence is ``images[i]``), for rewriters that read images themselves.
+    images: tuple[ImageInput, ...] = ()
+
+
+class OutputAction(StrEnum):
+    """What happens to a model's answer after the output check (tenant's ``output_action``)."""
+
+    #: Nothing found (or the tenant's output check is off): deliver the answer as it is.
+    PASS = "PASS"
+    #: Deliver the answer with :attr:`OutputVerdict.annotation` shown alongside.
+    ANNOTATE = "ANNOTATE"
+    #: Deliver :attr:`OutputVerdict.text` (the tenant's output message) instead of the answer.
+    REPLACE = "REPLACE"
+    #: Deliver :attr:`OutputVerdict.text`: the answer up to its first flagged passage, followed
+    #: by nothing else; :attr:`OutputVerdict.annotation` says it was cut.
+    CUT = "CUT"
+
+
+@dataclass(frozen=True)
+class OutputVerdict:
+    """The output check of one answer (``GuardPipeline.check_output``).
+
+    Attributes:
+        action: What to do with the answer.
+        level: Risk level of the answer under the tenant's thresholds.
+        score: Tier-1 score of the answer (its riskiest reading).
+        categories: Categories that triggered the action, highest score first.
+        text: What to deliver in place of the checked answer: the answer unchanged for PASS
+            and ANNOTATE, the tenant's output message for REPLACE, the kept start of the answer
+            for CUT (possibly "").
+        annotation: ANNOTATE: the note to show with the answer; CUT: the notice that the
+            answer was cut; else "".
+        report: The tier-1 report of the answer (findings, reasoning).
+    """
+
+    request_id: str
+    tenant_id: str
+    action: OutputAction
+    level: RiskLevel
+    score: float
+    categories: tuple[str, ...]
+    text: str
+    annotation: str
+    report: RiskReport
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

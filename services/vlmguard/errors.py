@@ -25,6 +25,22 @@ class StatusCode(StrEnum):
     INTERNAL = "INTERNAL"
 
 
+#: The HTTP status each code is answered with by the OpenAI-compatible front door
+#: (:mod:`vlmguard.http`), and the OpenAI error ``type`` that goes with it. The gRPC mapping is
+#: the code itself (:mod:`vlmguard.gateway.errors`); both read the code of the same error.
+HTTP_STATUS: dict[StatusCode, tuple[int, str]] = {
+    StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),
+    StatusCode.UNAUTHENTICATED: (401, "authentication_error"),
+    StatusCode.PERMISSION_DENIED: (403, "permission_error"),
+    StatusCode.NOT_FOUND: (404, "not_found_error"),
+    StatusCode.FAILED_PRECONDITION: (400, "invalid_request_error"),
+    StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
+    StatusCode.UNAVAILABLE: (503, "server_error"),
+    StatusCode.DEADLINE_EXCEEDED: (504, "timeout_error"),
+    StatusCode.INTERNAL: (500, "server_error"),
+}
+
+
 class VLMGuardError(Exception):
     """Base of all VLMGuard errors.
 
@@ -164,6 +180,20 @@ class Reason:
     PIPELINE_IMAGE_PULL_FAILED = "PIPELINE_IMAGE_PULL_FAILED"
     PIPELINE_CLUSTER_UNAVAILABLE = "PIPELINE_CLUSTER_UNAVAILABLE"
     PIPELINE_ALREADY_PUBLISHED = "PIPELINE_ALREADY_PUBLISHED"
+    # OpenAI-compatible target and HTTP front door (vlmguard.upstream, vlmguard.http).
+    TARGET_REJECTED = "TARGET_REJECTED"
+    TARGET_RATE_LIMITED = "TARGET_RATE_LIMITED"
+    TARGET_AUTH_FAILED = "TARGET_AUTH_FAILED"
+    IMAGE_URL_NOT_ALLOWED = "IMAGE_URL_NOT_ALLOWED"
+    IMAGE_FETCH_FAILED = "IMAGE_FETCH_FAILED"
+    UNSUPPORTED_CONTENT = "UNSUPPORTED_CONTENT"
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    NOT_FOUND = "NOT_FOUND"
+    # Conversations (multi-turn requests): limits.max_turns, limits.max_conversation_chars, and
+    # a message whose role is not system, user or assistant.
+    TOO_MANY_TURNS = "TOO_MANY_TURNS"
+    CONVERSATION_TOO_LONG = "CONVERSATION_TOO_LONG"
+    INVALID_ROLE = "INVALID_ROLE"
     # Training (vlmguard train analyzer): the new head missed a quality gate; nothing written.
     ANALYZER_GATE_FAILED = "ANALYZER_GATE_FAILED"
     INTERNAL = "INTERNAL"

@@ -1,5 +1,12 @@
 """The guard pipeline: analyze -> policy -> rewrite -> (target), with deadlines and failure policy.
 
+A request may be a conversation: :attr:`Call.history` holds the earlier turns (system prompts
+included) and ``text``/``images`` the last user turn. Tier 1 reads the last turn in its context:
+every image of the conversation, and the last turn joined with the user side of the conversation
+before it (:func:`conversation_context`), while the last turn keeps its own score. A model's
+answer is checked with :meth:`GuardPipeline.check_output` (tier 1 on the answer; the tenant's
+``output_action``).
+
 It knows nothing about gRPC, Ray or Triton: it takes domain calls and a :class:`WorkQueue`, and
 returns domain results. Stage errors are handled by the tenant's ``on_stage_failure`` policy
 (``fail_closed`` by default: UNAVAILABLE, never an unguarded pass). Client faults
@@ -8,25 +15,33 @@ returns domain results. Stage errors are handled by the tenant's ``on_stage_fail
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlmguard import tracing
 from vlmguard.config import LimitsConfig, TenantPolicyConfig, VLMGuardConfig
 from vlmguard.domain import (
     ANALYZE,
+    CHAT_ROLES,
     REWRITE,
     TARGET,
     Action,
     Analysis,
     AnalysisItem,
+    ChatTurn,
+    Finding,
     GenerationParams,
     GuardResult,
     ImageInput,
     ModalityReasoning,
+    OutputAction,
+    OutputVerdict,
     RewriteResult,
     RiskLevel,
     RiskReport,
@@ -43,9 +58,9 @@ from vlmguard.errors import (
 from vlmguard.imaging import check_images, request_pixels
 from vlmguard.logs import short_hash
 from vlmguard.metrics import Metrics
-from vlmguard.policy import Decision, PolicyEngine
+from vlmguard.policy import UNSUPPORTED_LANGUAGE, Decision, PolicyEngine
 from vlmguard.queue.base import WorkQueue
-from vlmguard.rewriter.generative import GenerativeRewriter
+from vlmguard.rewriter.generative import GenerativeRewriter, split_rewriter_name
 from vlmguard.rewriter.template import TemplateRewriter
 from vlmguard.unicode_safety import is_blank
 
@@ -64,27 +79,121 @@ class Call:
     run_target: bool = False
     params: GenerationParams = field(default_factory=GenerationParams)
     report: RiskReport | None = None
+    #: Earlier turns of the conversation, oldest first (system prompts included); ``text`` and
+    #: ``images`` are the last user turn. Empty for a single-turn request.
+    history: tuple[ChatTurn, ...] = ()
+
+
+def conversation_images(call: Call) -> tuple[ImageInput, ...]:
+    """Every image of the conversation in message order: the earlier turns' images, then the
+    last turn's. Tier 1 reads them all (a last turn may ask about an earlier turn's image), and
+    the findings' ``image_index`` counts in this order."""
+    if not call.history:
+        return call.images
+    return tuple(img for t in call.history for img in t.images) + call.images
+
+
+def conversation_context(history: tuple[ChatTurn, ...], max_chars: int) -> str:
+    """The user side of the conversation before the last turn, as one text of at most
+    ``max_chars`` characters, for tier 1 to read joined with the last turn.
+
+    System prompts come first (each keeps its start, where the frame is set, within half the
+    budget), then the earlier user turns from the most recent back as far as the budget goes (a
+    turn cut keeps its end, next to the last turn). Assistant turns are left out: they are the
+    model's words, checked by the output check, and a refusal's own wording would taint the
+    request that follows it.
+    """
+    if max_chars <= 0 or not history:
+        return ""
+    system = [t.text.strip() for t in history if t.role == "system" and not is_blank(t.text)]
+    users = [t.text.strip() for t in history if t.role == "user" and not is_blank(t.text)]
+    parts: list[str] = []
+    budget = max_chars
+    if system:
+        joined = " ".join(system)
+        head = joined if len(joined) <= max_chars // 2 else joined[: max_chars // 2] + " …"
+        parts.append(head)
+        budget -= len(head) + 1
+    recent: list[str] = []
+    for text in reversed(users):
+        if budget <= 0:
+            break
+        if len(text) + 1 > budget:
+            if budget > 40:  # a few words of the turn still say something; a stub does not
+                recent.append("… " + text[-(budget - 2):])
+            break
+        recent.append(text)
+        budget -= len(text) + 1
+    parts.extend(reversed(recent))
+    return "\n".join(parts)
+
+
+def _check_turn_text(text: str, where: str, limits: LimitsConfig) -> None:
+    if len(text) > limits.max_text_chars:
+        raise InvalidArgumentError(
+            f"{where} is {len(text)} characters; the limit is {limits.max_text_chars}",
+            reason=Reason.TEXT_TOO_LONG,
+        )
+
+
+def _validate_history(call: Call, limits: LimitsConfig) -> None:
+    """The conversation's limits: turns, roles, characters and images over all messages."""
+    turns = len(call.history) + 1
+    if turns > limits.max_turns:
+        raise InvalidArgumentError(
+            f"the conversation has {turns} messages; the limit is {limits.max_turns}",
+            reason=Reason.TOO_MANY_TURNS,
+        )
+    chars = len(call.text)
+    n_images = len(call.images)
+    for i, turn in enumerate(call.history):
+        if turn.role not in CHAT_ROLES:
+            raise InvalidArgumentError(
+                f"message {i}: role must be one of {', '.join(CHAT_ROLES)}",
+                reason=Reason.INVALID_ROLE,
+            )
+        _check_turn_text(turn.text, f"message {i}", limits)
+        if len(turn.images) > limits.max_images:
+            raise InvalidArgumentError(
+                f"message {i} has {len(turn.images)} images; the limit is {limits.max_images}",
+                reason=Reason.TOO_MANY_IMAGES,
+            )
+        chars += len(turn.text)
+        n_images += len(turn.images)
+    if chars > limits.max_conversation_chars:
+        raise InvalidArgumentError(
+            f"the conversation holds {chars} characters; the limit is "
+            f"{limits.max_conversation_chars}",
+            reason=Reason.CONVERSATION_TOO_LONG,
+        )
+    if n_images > limits.max_conversation_images:
+        raise InvalidArgumentError(
+            f"the conversation holds {n_images} images; the limit is "
+            f"{limits.max_conversation_images}",
+            reason=Reason.TOO_MANY_IMAGES,
+        )
 
 
 def validate_call(call: Call, limits: LimitsConfig) -> None:
-    """Check text and image limits (image headers only, no decoding).
+    """Check text and image limits (image headers only, no decoding), over the whole
+    conversation when the call has history.
 
     Raises:
-        InvalidArgumentError: EMPTY_TEXT, TEXT_TOO_LONG, TOO_MANY_IMAGES or an image reason.
+        InvalidArgumentError: EMPTY_TEXT, TEXT_TOO_LONG, TOO_MANY_IMAGES, TOO_MANY_TURNS,
+            CONVERSATION_TOO_LONG, INVALID_ROLE or an image reason.
     """
     if is_blank(call.text):  # zero-width and other invisible characters count as empty
         raise InvalidArgumentError("text must not be empty", reason=Reason.EMPTY_TEXT)
-    if len(call.text) > limits.max_text_chars:
-        raise InvalidArgumentError(
-            f"text is {len(call.text)} characters; the limit is {limits.max_text_chars}",
-            reason=Reason.TEXT_TOO_LONG,
-        )
+    _check_turn_text(call.text, "text", limits)
     if len(call.images) > limits.max_images:
         raise InvalidArgumentError(
             f"{len(call.images)} images sent; the limit is {limits.max_images}",
             reason=Reason.TOO_MANY_IMAGES,
         )
-    check_images(call.images, limits)  # each image, then the request's pixel budget
+    if call.history:
+        _validate_history(call, limits)
+    # each image, then the request's pixel budget (every image of the conversation is read)
+    check_images(conversation_images(call), limits)
     p = call.params
     if (p.max_new_tokens < 0 or not 0 <= p.temperature < math.inf
             or not 0 <= p.top_p <= 1):  # written so that NaN fails too
@@ -109,6 +218,8 @@ class GuardPipeline:
         clock: Monotonic clock.
         tier2: The generative rewriter (its queue must serve the ``rewrite`` stage); None
             keeps the template rewriter alone.
+        context_chars: How much of the conversation before the last turn tier 1 reads
+            joined with it (``analyzer.context_chars``; 0: the last turn alone).
     """
 
     def __init__(
@@ -123,8 +234,10 @@ class GuardPipeline:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         tier2: GenerativeRewriter | None = None,
+        context_chars: int = 600,
     ) -> None:
         self.queue = queue
+        self.context_chars = context_chars
         self.tier2 = tier2
         self.policy = policy
         self.rewriter = rewriter
@@ -139,7 +252,13 @@ class GuardPipeline:
         (unknown ids share the default tenant's lane, so made-up ids buy no extra share) and
         the request's image cost."""
         return {"tenant": self.policy.tenant(call.tenant_id)[0],
-                "pixels": request_pixels(call.images)}
+                "pixels": request_pixels(conversation_images(call))}
+
+    def _analysis_item(self, call: Call) -> AnalysisItem:
+        """What tier 1 reads for a call: the last turn, every image of the conversation, and
+        the conversation before the last turn as its context."""
+        return AnalysisItem(call.request_id, call.text, conversation_images(call),
+                            conversation_context(call.history, self.context_chars))
 
     def _observe(self, stage: str, ms: float) -> None:
         if self.metrics:
@@ -157,11 +276,12 @@ class GuardPipeline:
         """Run the analyzer stage; None means it failed under a fail_open policy."""
         self._check_deadline(call, ANALYZE)
         t0 = time.perf_counter()
+        item = self._analysis_item(call)
+        share = self._share(call)
         try:
-            result: Analysis = await self.queue.submit(
-                ANALYZE, AnalysisItem(call.request_id, call.text, call.images),
-                deadline=call.deadline, **self._share(call),
-            )
+            result: Analysis = await tracing.traced(
+                f"vlmguard.stage {ANALYZE}",
+                self.queue.submit(ANALYZE, item, deadline=call.deadline, **share))
         except (InvalidArgumentError, DeadlineExceededError):
             raise
         except VLMGuardError as e:
@@ -178,6 +298,8 @@ class GuardPipeline:
         if self.metrics:
             for f in result.findings:
                 self.metrics.findings.labels(f.category, f.modality.value).inc()
+            self.metrics.observe_score(share["tenant"], bool(item.images), result.analyzer,
+                                       result.score)
         return result
 
     async def _analyze_strict(
@@ -233,25 +355,30 @@ class GuardPipeline:
             analysis, decision = self._unguarded(call)
         else:
             t0 = time.perf_counter()
-            decision = self.policy.decide(analysis, pol)
+            with tracing.span("vlmguard.stage policy"):
+                decision = self.policy.decide(analysis, pol)
             timings["policy"] = (time.perf_counter() - t0) * 1000
             timings.update({f"analyze.{k}": v for k, v in analysis.timings_ms.items()})
         report = self.policy.report(analysis, decision)
-        rewrite = await self._rewrite(call, analysis, report, decision, pol, timings)
+        rewrite = await tracing.traced(f"vlmguard.stage {REWRITE}", self._rewrite(
+            call, analysis, report, decision, pol, timings))
         target: TargetResult | None = None
         if call.run_target and rewrite.action is not Action.BLOCK:
-            image_texts = tuple(ev.ocr_text for ev in analysis.images)
-            target, t_ms = await self._target(call, rewrite.rewritten_text, image_texts)
+            target, t_ms = await self._target(call, rewrite.rewritten_text,
+                                              self._last_turn_texts(call, analysis))
             timings[TARGET] = t_ms
         timings["total"] = (time.perf_counter() - t_start) * 1000
         if self.metrics:
             self.metrics.verdicts.labels(rewrite.action.value).inc()
+            self.metrics.tenant_verdicts.labels(
+                self.metrics.tenant_label(tenant_id), rewrite.action.value,
+                self.metrics.rewriter_label(split_rewriter_name(rewrite.rewriter)[0])).inc()
         log.info(
             "guard decision action=%s level=%s score=%.3f categories=%s text_chars=%d "
-            "text_hash=%s images=%d",
+            "text_hash=%s images=%d turns=%d",
             rewrite.action.value, report.level.value, report.score,
             ",".join(decision.triggered) or "-", len(call.text), short_hash(call.text),
-            len(call.images),
+            len(call.images), len(call.history) + 1,
         )
         return GuardResult(
             request_id=call.request_id, tenant_id=tenant_id, action=rewrite.action,
@@ -274,7 +401,8 @@ class GuardPipeline:
             analysis = await self._analyze_strict(call, pol, timings)
         decision = self.policy.decide(analysis, pol)
         report = self.policy.report(analysis, decision)
-        result = await self._rewrite(call, analysis, report, decision, pol, timings)
+        result = await tracing.traced(f"vlmguard.stage {REWRITE}", self._rewrite(
+            call, analysis, report, decision, pol, timings))
         timings["total"] = (time.perf_counter() - t_start) * 1000
         return result, report, timings
 
@@ -288,7 +416,8 @@ class GuardPipeline:
         if self.tier2 is not None and self.tier2.wants(analysis, decision, pol):
             result = await self.tier2.rewrite(
                 request_id=call.request_id, text=call.text, analysis=analysis, report=report,
-                decision=decision, pol=pol, deadline=call.deadline)
+                decision=decision, pol=pol, deadline=call.deadline,
+                images=conversation_images(call))
         else:
             if self.tier2 is not None:
                 self.tier2.skip()
@@ -296,6 +425,171 @@ class GuardPipeline:
         timings[REWRITE] = (time.perf_counter() - t0) * 1000
         self._observe(REWRITE, timings[REWRITE])
         return result
+
+    async def check_output(self, call: Call, answer: str, *,
+                           delivered: int = 0) -> OutputVerdict:
+        """The output check: tier 1 on a model's answer, under the tenant's ``output_action``.
+
+        The answer is read alone (with its views: a long answer passage by passage) and, when
+        the request is known, joined after the request's last user turn; that joined reading
+        counts only where it is riskier than both the answer and the request alone (a refusal
+        of a risky request must not be flagged for the request's words). The request's own
+        score is ``call.report.score`` when the caller passes the input check's report, else it
+        is read in the same batch.
+
+        Args:
+            call: The request the answer is for: tenant, deadline and request id; ``text`` is
+                the last user turn as the model got it (after a rewrite, the rewritten text),
+                "" when unknown. Its images are not read again.
+            answer: The model's answer (the whole answer so far, when streaming).
+            delivered: Characters of ``answer`` the caller has already sent on (streaming): a
+                CUT never cuts before them.
+
+        Raises:
+            InvalidArgumentError: TEXT_TOO_LONG (``limits.max_output_chars``) or a
+                ``delivered`` outside the answer.
+            UNAVAILABLE / DEADLINE_EXCEEDED errors of the analyzer stage (the output check
+                never fails open: there is no unchecked answer to give instead).
+        """
+        if len(answer) > self.limits.max_output_chars:
+            raise InvalidArgumentError(
+                f"the answer is {len(answer)} characters; the output check reads at most "
+                f"{self.limits.max_output_chars}", reason=Reason.TEXT_TOO_LONG)
+        if not 0 <= delivered <= len(answer):
+            raise InvalidArgumentError("delivered must be between 0 and the answer's length",
+                                       reason=Reason.MALFORMED_REQUEST)
+        tenant_id, pol = self.policy.tenant(call.tenant_id)
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        if pol.output_action == "off" or not pol.stages.analyze or is_blank(answer):
+            return self._output_verdict(call, tenant_id, answer, OutputAction.PASS,
+                                        _NOT_CHECKED, Decision(Action.ALLOW, RiskLevel.NONE, ()),
+                                        "", timings)
+        self._check_deadline(call, ANALYZE)
+        analysis = await self._output_analysis(call, answer, timings)
+        decision = self._output_decision(analysis, pol)
+        action, text, note = OutputAction.PASS, answer, ""
+        if decision.action is not Action.ALLOW:
+            care_only = all((spec := self.policy.taxonomy.get(c)) is not None
+                            and spec.handling == "care" for c in decision.triggered)
+            mode = "annotate" if care_only else pol.output_action
+            if mode == "annotate":
+                action = OutputAction.ANNOTATE
+                note = pol.output_annotation.replace("{categories}",
+                                                     ", ".join(decision.triggered))
+            elif mode == "replace":
+                action, text = OutputAction.REPLACE, pol.output_message
+            else:
+                cut = await self._cut_point(call, answer, delivered, pol)
+                action, text, note = OutputAction.CUT, answer[:cut].rstrip(), pol.output_message
+        timings["total"] = (time.perf_counter() - t_start) * 1000
+        self._observe("output", timings["total"])
+        log.info(
+            "output check action=%s level=%s score=%.3f categories=%s answer_chars=%d "
+            "answer_hash=%s delivered=%d",
+            action.value, decision.level.value, analysis.score,
+            ",".join(decision.triggered) or "-", len(answer), short_hash(answer), delivered,
+        )
+        return self._output_verdict(call, tenant_id, text, action, analysis, decision, note,
+                                    timings)
+
+    def _output_verdict(self, call: Call, tenant_id: str, text: str, action: OutputAction,
+                        analysis: Analysis, decision: Decision, note: str,
+                        timings: dict[str, float]) -> OutputVerdict:
+        if self.metrics:
+            self.metrics.output_verdicts.labels(action.value).inc()
+        return OutputVerdict(
+            request_id=call.request_id, tenant_id=tenant_id, action=action,
+            level=decision.level, score=analysis.score, categories=decision.triggered,
+            text=text, annotation=note, report=self.policy.report(analysis, decision),
+            timings_ms=timings)
+
+    async def _read(self, call: Call, texts: list[str],
+                    timings: dict[str, float], label: str) -> list[Analysis]:
+        """Tier 1 on plain texts (no images, no context), one analyzer item each, submitted
+        together so the micro-batcher runs them as one batch."""
+        t0 = time.perf_counter()
+        tenant = self.policy.tenant(call.tenant_id)[0]
+        try:
+            results = await asyncio.gather(*(
+                self.queue.submit(ANALYZE, AnalysisItem(call.request_id, t),
+                                  deadline=call.deadline, tenant=tenant, pixels=0)
+                for t in texts))
+        finally:
+            timings[label] = (time.perf_counter() - t0) * 1000
+        return list(results)
+
+    async def _output_analysis(self, call: Call, answer: str,
+                               timings: dict[str, float]) -> Analysis:
+        """The answer's analysis: alone, and joined after the request where that adds risk
+        beyond both parts."""
+        request = "" if is_blank(call.text) else call.text
+        texts = [answer]
+        if request:
+            texts.append(f"{_tail(request, _OUTPUT_REQUEST_CHARS)}\n{answer}")
+            if call.report is None:
+                texts.append(request)
+        read = await self._read(call, texts, timings, "output.analyze")
+        own = read[0]
+        if self.metrics:
+            for f in own.findings:
+                self.metrics.findings.labels(f.category, f.modality.value).inc()
+        if len(read) < 2:
+            return own
+        joined = read[1]
+        request_score = call.report.score if call.report is not None else read[2].score
+        if joined.score <= max(own.score, request_score):
+            return own
+        # The answer says more with its question than alone (an answer that names only steps
+        # or quantities): the joined reading's scores and findings count as well.
+        cats = {c: max(v, joined.category_scores.get(c, 0.0))
+                for c, v in own.category_scores.items()}
+        for c, v in joined.category_scores.items():
+            cats.setdefault(c, v)
+        extra = tuple(Finding(f.category, f.score, f.modality,
+                              f"answer read with its request: {f.evidence}",
+                              f"output_context:{f.source}", -1)
+                      for f in joined.findings)
+        findings = tuple(sorted(own.findings + extra, key=lambda f: (-f.score, f.category)))
+        return Analysis(score=joined.score, findings=findings, reasoning=own.reasoning,
+                        analyzer=own.analyzer, category_scores=cats,
+                        timings_ms=own.timings_ms, language=own.language,
+                        language_supported=own.language_supported)
+
+    def _output_decision(self, analysis: Analysis, pol: TenantPolicyConfig) -> Decision:
+        """The policy's decision on an answer; a language tier 1 cannot read flags nothing
+        (the answer's language follows the request's, which the input check handled)."""
+        decision = self.policy.decide(analysis, pol)
+        if UNSUPPORTED_LANGUAGE in decision.triggered:
+            return Decision(Action.ALLOW, RiskLevel.LOW, ())
+        if decision.action is Action.ALLOW and decision.triggered:
+            # A tenant without the rewrite stage still gets its answers checked.
+            return Decision(Action.REWRITE, decision.level, decision.triggered)
+        return decision
+
+    async def _cut_point(self, call: Call, answer: str, delivered: int,
+                         pol: TenantPolicyConfig) -> int:
+        """Where a flagged answer is cut: before its first sentence that is flagged alone, found
+        in two batched reads (the passages after ``delivered``, then the sentences of the first
+        flagged passage); at that passage's start when no sentence of it is flagged alone, at
+        ``delivered`` when only the answer as a whole is flagged."""
+
+        async def first_flagged(spans: list[tuple[int, int]]) -> tuple[int, int] | None:
+            read = await self._read(call, [answer[a:b] for a, b in spans], {}, "output.cut")
+            for span, analysis in zip(spans, read, strict=True):
+                if self._output_decision(analysis, pol).action is not Action.ALLOW:
+                    return span
+            return None
+
+        found = await first_flagged(passages(answer, delivered))
+        if found is None:
+            return delivered
+        sentences = passages(answer, found[0], found[1], size=1)
+        if len(sentences) > 1:
+            sentence = await first_flagged(sentences)
+            if sentence is not None:
+                return sentence[0]
+        return found[0]
 
     async def generate(self, call: Call) -> tuple[TargetResult, dict[str, float]]:
         """TargetService.Generate: the target on the text as given (no guarding)."""
@@ -315,11 +609,18 @@ class GuardPipeline:
             # The demo target is text-only: it sees each image as the text OCR reads in it.
             _, pol = self.policy.tenant(call.tenant_id)
             analysis = await self._analyze_strict(call, pol, timings)
-            image_texts = tuple(ev.ocr_text for ev in analysis.images)
+            image_texts = self._last_turn_texts(call, analysis)
         result, t_ms = await self._target(call, call.text, image_texts)
         timings[TARGET] = t_ms
         timings["total"] = (time.perf_counter() - t_start) * 1000
         return result, timings
+
+    @staticmethod
+    def _last_turn_texts(call: Call, analysis: Analysis) -> tuple[str, ...]:
+        """The OCR text of the last turn's images (the last ones tier 1 read), in their order."""
+        if not call.images:
+            return ()
+        return tuple(ev.ocr_text for ev in analysis.images[-len(call.images):])
 
     async def _target(
         self, call: Call, text: str, image_texts: tuple[str, ...]
@@ -327,12 +628,14 @@ class GuardPipeline:
         self._check_deadline(call, TARGET)
         t0 = time.perf_counter()
         try:
-            result: TargetResult = await self.queue.submit(
+            result: TargetResult = await tracing.traced(
+                f"vlmguard.stage {TARGET}", self.queue.submit(
                 TARGET, TargetItem(text, call.images, image_texts, call.params,
                                    None if call.deadline is None
-                                   else time.time() + (call.deadline - self.clock())),
+                                   else time.time() + (call.deadline - self.clock()),
+                                   call.history),
                 deadline=call.deadline, **self._share(call),
-            )
+            ))
         except VLMGuardError:
             raise
         except Exception as e:  # pragma: no cover - queue contract violation
@@ -340,6 +643,48 @@ class GuardPipeline:
         ms = (time.perf_counter() - t0) * 1000
         self._observe(TARGET, ms)
         return result, ms
+
+
+#: The request's last user turn, as much as the output check joins before the answer (its end).
+_OUTPUT_REQUEST_CHARS = 400
+#: Passages of an answer read to find where to cut it: about this long, at most this many.
+_PASSAGE_CHARS = 400
+_MAX_PASSAGES = 16
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？\n])\s+")
+#: The analysis of an answer the tenant does not check.
+_NOT_CHECKED = Analysis(score=0.0, findings=(), reasoning=ModalityReasoning(
+    "The output check is off for this tenant or the answer is empty.", "", ""),
+    analyzer="off", category_scores={})
+
+
+def _tail(text: str, limit: int) -> str:
+    return text if len(text) <= limit else "… " + text[-(limit - 2):]
+
+
+def passages(text: str, start: int = 0, end: int | None = None,
+             size: int = _PASSAGE_CHARS) -> list[tuple[int, int]]:
+    """``text[start:end]`` as (start, end) spans of whole sentences, about ``size`` characters
+    long (a sentence longer than that is a passage of its own; ``size`` 1: one sentence each),
+    at most :data:`_MAX_PASSAGES` (longer texts get longer passages, never unread ones)."""
+    stop = len(text) if end is None else end
+    n = stop - start
+    if n <= 0 or is_blank(text[start:stop]):
+        return []
+    size = max(size, -(-n // _MAX_PASSAGES))
+    cuts = ([start] + [m.end() for m in _SENTENCE_END.finditer(text, start, stop)
+                       if m.end() < stop] + [stop])
+    spans: list[tuple[int, int]] = []
+    a = start
+    for i in range(1, len(cuts)):
+        end = cuts[i]
+        if end - a >= size or i == len(cuts) - 1:
+            if end > a and not is_blank(text[a:end]):
+                spans.append((a, end))
+            a = end
+    while len(spans) > _MAX_PASSAGES:  # many long sentences: join neighbours
+        spans = [(spans[i][0], spans[min(i + 1, len(spans) - 1)][1])
+                 for i in range(0, len(spans), 2)]
+    return spans
 
 
 def build_pipeline(cfg: VLMGuardConfig, *, queue: WorkQueue, metrics: Metrics | None = None,
@@ -354,6 +699,8 @@ def build_pipeline(cfg: VLMGuardConfig, *, queue: WorkQueue, metrics: Metrics | 
         target_enabled: Whether a target is configured (default: ``target.backend != 'none'``).
     """
     template = TemplateRewriter(cfg.taxonomy)
+    if metrics is not None:  # the tenants that get their own label value
+        metrics.name_tenants(cfg.policy.tenants, cfg.metrics.max_tenant_labels)
     tier2 = None
     if cfg.rewriter.kind == "generative":
         tier2 = GenerativeRewriter(queue=queue, template=template, cfg=cfg.rewriter,
@@ -368,4 +715,5 @@ def build_pipeline(cfg: VLMGuardConfig, *, queue: WorkQueue, metrics: Metrics | 
         else target_enabled,
         target_needs_image_text=True,
         metrics=metrics,
+        context_chars=cfg.analyzer.context_chars,
     )

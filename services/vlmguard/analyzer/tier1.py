@@ -432,6 +432,11 @@ class Tier1Analyzer:
                                                if v.name in ("normalised", "window")]:
                         ml_texts.append(text)
                         ml_slots.append(i)
+            if item.context:
+                # A conversation: the last turn read after the turns before it, so a request
+                # split across turns or framed by the system prompt is read whole.
+                texts.append(f"{item.context}\n{_joint_prompt(item.text)}")
+                slots.append((i, "context", -1))
             if probe is not None and any(
                     self._signed(ev)
                     for ev in per_item[i][0]):  # type: ignore[index]
@@ -578,6 +583,15 @@ class Tier1Analyzer:
             add(text_s, Modality.TEXT, f"text_risk:{text_s.view.name}",
                 _excerpt(f"{VIEW_DESCRIPTIONS.get(text_s.view.name, text_s.view.name)}: "
                          f"{text_s.view.text}"), -1)
+        context_s = next((s for k, _, s in scored if k == "context"), None)
+        if context_s is not None and context_s.overall > text_s.overall:
+            # The conversation carries risk the last turn alone does not: it counts (the last
+            # turn's own score stays in the reasoning).
+            add(context_s, Modality.TEXT, "context_risk",
+                _excerpt(f"the last turn read with the conversation before it: "
+                         f"{item.context} / {item.text}", 200), -1)
+        else:
+            context_s = None
         for idx, s in ocr_s.items():
             if s.view is None:
                 add(s, Modality.IMAGE, "ocr_text_risk", _excerpt(ocr_text[idx], 200), idx)
@@ -604,6 +618,12 @@ class Tier1Analyzer:
         self._child_safety(item, images, findings, cat_scores)
         findings.sort(key=lambda f: (-f.score, f.category))
         reasoning = self._reasoning(item, images, text_s, ocr_s, joint_s, negated)
+        if context_s is not None:
+            c, v = self._top(context_s)
+            reasoning = replace(reasoning, textual=(
+                f"{reasoning.textual} Read with the conversation before it, the last turn "
+                f"scores {context_s.overall:.2f}; the closest risk category is "
+                f"{self._describe(c)} at {v:.2f}."))
         if not language[1]:
             reasoning = replace(reasoning, textual=(
                 f"The text prompt is in a language the analyzer does not read ({language[0]}), "

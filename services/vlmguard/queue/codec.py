@@ -19,6 +19,7 @@ from vlmguard.domain import (
     TARGET,
     Analysis,
     AnalysisItem,
+    ChatTurn,
     Finding,
     GenerationParams,
     ImageEvidence,
@@ -115,6 +116,21 @@ def _image_from(d: Any) -> ImageInput:
     return ImageInput(_bytes(d, "data"), _get(d, "mime_type", str))
 
 
+def _images_from(d: Any, key: str) -> tuple[ImageInput, ...]:
+    """Images under ``key``, () when the key is absent (items written before it existed)."""
+    if isinstance(d, dict) and key not in d:
+        return ()
+    return tuple(_image_from(x) for x in _list(d, key))
+
+
+def _turn_to(t: ChatTurn) -> dict[str, Any]:
+    return {"role": t.role, "text": t.text, "images": [_image_to(x) for x in t.images]}
+
+
+def _turn_from(d: Any) -> ChatTurn:
+    return ChatTurn(_get(d, "role", str), _get(d, "text", str), _images_from(d, "images"))
+
+
 def _params_to(p: GenerationParams) -> dict[str, Any]:
     return {"max_new_tokens": p.max_new_tokens, "temperature": p.temperature,
             "top_p": p.top_p, "seed": p.seed}
@@ -171,12 +187,14 @@ def _evidence_from(d: Any) -> ImageEvidence:
 
 def _analysis_item_to(i: AnalysisItem) -> dict[str, Any]:
     return {"request_id": i.request_id, "text": i.text,
-            "images": [_image_to(x) for x in i.images]}
+            "images": [_image_to(x) for x in i.images], "context": i.context}
 
 
 def _analysis_item_from(d: Any) -> AnalysisItem:
+    # "context" is absent in items from gateways of the previous release (single turn).
     return AnalysisItem(_get(d, "request_id", str), _get(d, "text", str),
-                        tuple(_image_from(x) for x in _list(d, "images")))
+                        tuple(_image_from(x) for x in _list(d, "images")),
+                        _get(d, "context", str) if "context" in d else "")
 
 
 def _analysis_to(a: Analysis) -> dict[str, Any]:
@@ -207,7 +225,7 @@ def _analysis_from(d: Any) -> Analysis:
 def _target_item_to(i: TargetItem) -> dict[str, Any]:
     return {"text": i.text, "images": [_image_to(x) for x in i.images],
             "image_texts": list(i.image_texts), "params": _params_to(i.params),
-            "deadline_unix": i.deadline_unix}
+            "deadline_unix": i.deadline_unix, "history": [_turn_to(t) for t in i.history]}
 
 
 def _target_item_from(d: Any) -> TargetItem:
@@ -221,7 +239,10 @@ def _target_item_from(d: Any) -> TargetItem:
         raise CodecError("field 'deadline_unix': expected a number or null")
     return TargetItem(_get(d, "text", str), tuple(_image_from(x) for x in _list(d, "images")),
                       tuple(texts), _params_from(_get(d, "params", dict)),
-                      None if deadline is None else float(deadline))
+                      None if deadline is None else float(deadline),
+                      # absent in items from gateways of the previous release (single turn)
+                      tuple(_turn_from(t) for t in _list(d, "history")) if "history" in d
+                      else ())
 
 
 def _target_result_to(r: TargetResult) -> dict[str, Any]:
@@ -241,7 +262,8 @@ def _rewrite_item_to(i: RewriteItem) -> dict[str, Any]:
             "findings": [_finding_to(f) for f in ev.findings],
             "images": [{"index": im.index, "ocr_text": im.ocr_text,
                         "explicit_labels": [[n, s] for n, s in im.explicit_labels]}
-                       for im in ev.images]}
+                       for im in ev.images],
+            "image_inputs": [_image_to(x) for x in i.images]}
 
 
 def _rewrite_item_from(d: Any) -> RewriteItem:
@@ -253,7 +275,8 @@ def _rewrite_item_from(d: Any) -> RewriteItem:
     evidence = RewriterEvidence(tuple(images),
                                 tuple(_finding_from(f) for f in _list(d, "findings")),
                                 _num(d, "score"))
-    return RewriteItem(_get(d, "request_id", str), _get(d, "text", str), evidence)
+    return RewriteItem(_get(d, "request_id", str), _get(d, "text", str), evidence,
+                       _images_from(d, "image_inputs"))
 
 
 def error_to_dict(e: VLMGuardError) -> dict[str, Any]:

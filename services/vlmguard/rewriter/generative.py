@@ -40,6 +40,7 @@ from vlmguard.domain import (
     REWRITE,
     Action,
     Analysis,
+    ImageInput,
     RewriteItem,
     RewriteResult,
     RiskReport,
@@ -175,8 +176,11 @@ class GenerativeRewriter:
         decision: Decision,
         pol: TenantPolicyConfig,
         deadline: float | None,
+        images: tuple[ImageInput, ...] = (),
     ) -> RewriteResult:
         """Tier 2 for one request; the template rewrite when its output cannot be used.
+
+        ``images`` are the images tier 1 read (in its order), for a rewriter that reads them.
 
         Raises:
             DeadlineExceededError: the call's deadline had already passed.
@@ -191,7 +195,7 @@ class GenerativeRewriter:
             budget = min(budget, deadline - now - DEADLINE_MARGIN_S)
         if budget <= 0:
             return self._fallback(TIMEOUT, text, report, decision, pol)
-        item = RewriteItem(request_id, text, evidence_from_analysis(analysis))
+        item = RewriteItem(request_id, text, evidence_from_analysis(analysis), images)
         try:
             gen: Any = await asyncio.wait_for(
                 self.queue.submit(REWRITE, item, deadline=now + budget), budget)

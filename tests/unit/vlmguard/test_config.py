@@ -138,8 +138,11 @@ def test_config_instances_are_immutable() -> None:
 
 
 def test_limits_max_message_bytes_covers_all_images_and_text() -> None:
-    lim = LimitsConfig(max_images=2, max_image_bytes=1000, max_text_chars=10)
-    assert lim.max_message_bytes == 2 * 1000 + 10 * 4 + 64 * 1024
+    lim = LimitsConfig(max_images=2, max_image_bytes=1000, max_text_chars=10,
+                       max_conversation_images=3, max_conversation_chars=50,
+                       max_output_chars=20)
+    # A conversation's images and text, and an answer for the output check.
+    assert lim.max_message_bytes == 3 * 1000 + (50 + 20) * 4 + 64 * 1024
     assert lim.max_message_bytes > lim.max_images * lim.max_image_bytes
 
 
