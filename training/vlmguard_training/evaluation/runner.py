@@ -5,6 +5,11 @@ an interrupted run loses at most the requests in flight. A re-run skips every (s
 recorded there; with ``retry_errors`` it re-runs those whose latest record is an error, and the
 new line is appended (readers take the latest line per item). Nothing is ever rewritten.
 Each invocation is also appended to ``OUT_DIR/run.json`` (settings and counts).
+
+The first requests of an invocation meet cold models (lazy loading, first-call compilation,
+allocator growth): with ``warmup=N`` the run starts with N items sent one at a time (one with an
+image and one text-only first, when there are both), recorded like the others but marked
+``"warmup": true`` so that latency figures leave them out while their decisions count.
 """
 
 from __future__ import annotations
@@ -137,6 +142,7 @@ async def run_items(
     retry_errors: bool = False,
     progress: bool = True,
     summary: RunSummary | None = None,
+    warmup: int = 0,
 ) -> RunSummary:
     """Guard every item not yet recorded in ``out_dir``, ``concurrency`` at a time.
 
@@ -149,6 +155,8 @@ async def run_items(
         retry_errors: Also re-run items whose latest record is an error.
         progress: Show a tqdm progress bar on stderr.
         summary: Counts to fill in (readable by the caller even if the run is cancelled).
+        warmup: Items to send first, one at a time, marked as warm-up (see the module
+            docstring).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     todo, skipped = pending_items(items, read_items(out_dir), retry_errors)
@@ -160,12 +168,27 @@ async def run_items(
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), unit="item", desc="vlmguard eval", dynamic_ncols=True)
+    first, rest = split_warmup(todo, warmup)
     queue: asyncio.Queue[EvalItem] = asyncio.Queue()
-    for it in todo:
+    for it in rest:
         queue.put_nowait(it)
     path = out_dir / ITEMS_FILE
     with path.open("a", encoding="utf-8") as f:
         _ensure_line_start(path, f)
+
+        async def one(it: EvalItem, is_warmup: bool) -> None:
+            rec = await _guard_one(guard, it, tenant)
+            if is_warmup:
+                rec["warmup"] = True
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.flush()
+            summary.ran += 1
+            if rec["error"]:
+                summary.errors += 1
+            if bar is not None:
+                bar.update(1)
+                if summary.errors:
+                    bar.set_postfix(errors=summary.errors, refresh=False)
 
         async def worker() -> None:
             while True:
@@ -173,24 +196,37 @@ async def run_items(
                     it = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                rec = await _guard_one(guard, it, tenant)
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                f.flush()
-                summary.ran += 1
-                if rec["error"]:
-                    summary.errors += 1
-                if bar is not None:
-                    bar.update(1)
-                    if summary.errors:
-                        bar.set_postfix(errors=summary.errors, refresh=False)
+                await one(it, False)
 
         try:
+            for it in first:
+                await one(it, True)
             await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
         finally:
             summary.wall_s = time.perf_counter() - t0
             if bar is not None:
                 bar.close()
     return summary
+
+
+def split_warmup(todo: list[EvalItem], n: int) -> tuple[list[EvalItem], list[EvalItem]]:
+    """(warm-up items, the rest): up to ``n`` items, one with an image and one text-only first
+    (each path loads its own models), then in order."""
+    if n <= 0 or not todo:
+        return [], list(todo)
+    picked: list[int] = []
+    for want_image in (True, False):
+        i = next((k for k, it in enumerate(todo) if (it.image_path is not None) == want_image),
+                 None)
+        if i is not None and len(picked) < n:
+            picked.append(i)
+    for k in range(len(todo)):
+        if len(picked) >= n:
+            break
+        if k not in picked:
+            picked.append(k)
+    chosen = set(picked)
+    return [todo[k] for k in sorted(picked)], [it for k, it in enumerate(todo) if k not in chosen]
 
 
 def _ensure_line_start(path: Path, f: TextIO) -> None:
