@@ -275,8 +275,9 @@ class Metrics:
         return self._bounded(self._analyzer_labels, analyzer)
 
     def rewriter_label(self, rewriter: str) -> str:
-        """A rewriter name as a label value, bounded as :meth:`analyzer_label`."""
-        return self._bounded(self._rewriter_labels, rewriter)
+        """A rewriter name as a label value, bounded as :meth:`analyzer_label` ('none' when
+        no rewriter answered, e.g. a block decided by the policy alone)."""
+        return self._bounded(self._rewriter_labels, rewriter or "none")
 
     def _bounded(self, seen: set[str], value: str) -> str:
         v = value or "unknown"

@@ -31,7 +31,7 @@ from vlmguard.metrics import Metrics
 from vlmguard.queue.base import StageSpec
 from vlmguard.queue.inproc import InProcessQueue
 from vlmguard.rewriter.backends import Generation, RewriterBackend, build_rewriter_backend
-from vlmguard.rewriter.format import build_rewriter_messages
+from vlmguard.rewriter.format import PROMPT_VERSION, build_rewriter_messages
 from vlmguard.target.base import TargetBackend, TargetPrompt, build_target_backend
 
 log = logging.getLogger(__name__)
@@ -106,12 +106,17 @@ class StageRuntime(ABC):
             finally:
                 self.ready.set()
             self.metrics.model_ready.labels(self.stage).set(1)
+            self.metrics.set_model(self.stage, self.name, self.model_version())
             log.info("%s %s ready in %.1fs", self.what, self.name, time.perf_counter() - t0)
 
         self._task = asyncio.create_task(load(), name=f"{self.stage}-load")
         # Logged above; awaiting the task still raises (a worker must not start without it).
         self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return self._task
+
+    def model_version(self) -> str:
+        """The loaded model's version for ``vlmguard_model_info`` ("" when it has none)."""
+        return ""
 
     async def start(self) -> None:
         """Load the model and wait for it; raises when it cannot load."""
@@ -175,6 +180,10 @@ class AnalyzerRuntime(StageRuntime):
                                      and not getattr(embedder, "loaded", True)):
             raise UnavailableError("the analyzer's models are not loaded",
                                    reason=self.not_ready_reason)
+
+    def model_version(self) -> str:
+        """The risk head's version (the multilingual head's follows in :attr:`name`)."""
+        return str(getattr(getattr(self.analyzer, "head", None), "version", ""))
 
     def _release(self) -> None:
         self.analyzer = None
@@ -244,6 +253,10 @@ class RewriterRuntime(StageRuntime):
 
     def _load(self) -> None:
         self.backend.load()
+
+    def model_version(self) -> str:
+        """The rewriter prompt format the model is asked in."""
+        return PROMPT_VERSION
 
     async def handle(self, items: Sequence[RewriteItem]) -> list[Generation | VLMGuardError]:
         if self._task is None:

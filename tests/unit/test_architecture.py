@@ -1,7 +1,8 @@
 """Import rules of the layout (ARCHITECTURE.md), checked on the source with ``ast``.
 
 - ``services/`` (``vlmguard``) never imports the training distribution (``vlmguard_training``).
-- The ground layer (domain, errors, config, logs, metrics, imaging) imports nothing above it.
+- The ground layer (domain, errors, config, logs, metrics, tracing, imaging) imports nothing
+  above it.
 - ``vlmguard.queue`` imports only the ground layer and itself.
 - The request-path stages (``analyzer``, ``policy``, ``rewriter``, ``target``, ``pipeline``,
   ``stages``) import no gRPC, Ray or Triton client at module level.
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {"vlmguard": ROOT / "services" / "vlmguard",
            "vlmguard_training": ROOT / "training" / "vlmguard_training"}
 GROUND = {"vlmguard.domain", "vlmguard.errors", "vlmguard.config", "vlmguard.logs",
+          "vlmguard.tracing",
           "vlmguard.metrics", "vlmguard.imaging"}
 STAGE_PREFIXES = ("vlmguard.analyzer", "vlmguard.policy", "vlmguard.rewriter",
                   "vlmguard.target", "vlmguard.pipeline", "vlmguard.stages")

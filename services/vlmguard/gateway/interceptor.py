@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from vlmguard import tracing
 from vlmguard.auth import Access, Gatekeeper, access_var, audit, denied_access
 from vlmguard.errors import InvalidArgumentError, Reason, VLMGuardError
 from vlmguard.gateway.errors import reason_of, to_status
@@ -158,9 +159,14 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         self.trimmer = trimmer
 
     def _finish(self, method: str, code: str, reason: str, t0: float,
-                access: Access | None, key_id: str = "") -> None:
+                access: Access | None, key_id: str = "", requested_tenant: str | None = None,
+                span: Any = None) -> None:
         self.metrics.rpc_total.labels(method, code).inc()
         self.metrics.rpc_latency.labels(method).observe(time.perf_counter() - t0)
+        tenant = tenant_label(self.metrics, access, requested_tenant)
+        self.metrics.tenant_requests.labels(tenant, method, code).inc()
+        tracing.end(span, {"rpc.grpc.status_code": code, "vlmguard.tenant": tenant},
+                    error="" if code == "OK" else f"{code} {reason}")
         audit(method=method, outcome=code, reason=reason, access=access, key_id=key_id)
 
     def _refuse(self, method_name: str, err: VLMGuardError,
@@ -234,13 +240,21 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             token = request_id_var.set(rid)
             access_token = access_var.set(access)
             code, reason = "OK", ""
+            requested = (None if isinstance(request, MalformedRequest)
+                         else str(getattr(request, "tenant_id", "")))
+            # The RPC's span continues the caller's trace (a traceparent in the metadata).
+            span = tracing.start_span(f"vlmguard.rpc {method_name}", {
+                "rpc.system": "grpc", "rpc.method": method_name,
+                "vlmguard.request_id": rid}, parent=tracing.metadata_traceparent(md),
+                kind="server")
             try:
                 await context.send_initial_metadata((("x-request-id", rid),))
                 if isinstance(request, MalformedRequest):
                     raise InvalidArgumentError(request.message, reason=request.reason)
                 if gatekeeper is not None and access is not None:
                     gatekeeper.resolve_tenant(access, getattr(request, "tenant_id", ""))
-                return await behavior(request, context)
+                with tracing.use(span):
+                    return await behavior(request, context)
             except VLMGuardError as e:
                 code, reason = e.code.name, e.reason
                 metrics.errors.labels(e.reason).inc()
@@ -260,7 +274,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("%s failed with an unexpected error", method_name)
                 status = to_status(RuntimeError())
             finally:
-                finish(method_name, code, reason, t0, access)
+                finish(method_name, code, reason, t0, access, requested_tenant=requested,
+                       span=span)
                 access_var.reset(access_token)
                 request_id_var.reset(token)
                 if trimmer is not None:
@@ -275,6 +290,17 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=deserialize,
             response_serializer=handler.response_serializer,
         )
+
+
+def tenant_label(metrics: Metrics, access: Access | None, requested: str | None) -> str:
+    """A call's tenant label: the tenant its key acts for (a keys-file tenant is named; an
+    anonymous caller's is a label only when policy names it), else the one its request names
+    (policy tenants only), else 'none' (refused before a tenant was known)."""
+    if access is not None and access.tenant is not None:
+        return metrics.tenant_label(access.tenant, named=not access.principal.any_tenant)
+    if access is None and requested is not None:
+        return metrics.tenant_label(requested)
+    return metrics.tenant_label(None)
 
 
 __all__ = ["GatewayInterceptor", "MemoryTrimmer", "call_request_id", "new_request_id",

@@ -103,6 +103,8 @@ class Gateway:
         self.rewriter = rewriter
         self.analyzer_name = ""
         self.metrics_port: int | None = None
+        #: Keys, scopes, tenants and rate limits of the gRPC calls (the HTTP front door shares it).
+        self.gatekeeper: Gatekeeper | None = None
         self._stopped = asyncio.Event()
         # Health per service as this process sees it, and whether the queue answers: a service
         # reports SERVING only when both do (see _publish).
@@ -201,8 +203,8 @@ class Gateway:
             await self._set_health(TARGET_SERVICE, not_serving)
         if self.queue.remote:
             self._watcher = asyncio.create_task(self._watch_queue(), name="queue-health")
-        else:  # the in-process queue is always up
-            self.metrics.queue_up.set(1)
+        else:  # the in-process queue keeps vlmguard_queue_up itself from here on
+            self.metrics.queue_up.set(1 if await self.queue.ping(0) else 0)
         if self.rewriter is not None:
             task = self.rewriter.start_loading()
             if not self.cfg.rewriter.load_in_background:
@@ -344,6 +346,7 @@ async def build_gateway(
                  health_servicer=health_servicer, metrics=metrics, target=target,
                  remote_stages=bool(cfg.queue.url), rewriter=rewriter_rt)
     gw.analyzer_name = analyzer_name
+    gw.gatekeeper = gatekeeper
     return gw
 
 

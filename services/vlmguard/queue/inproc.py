@@ -97,9 +97,17 @@ class MicroBatcher:
     def pending(self) -> int:
         return len(self._lines) + self._running
 
-    def start(self) -> None:
+    def start(self, on_stop: Callable[[], None] | None = None) -> None:
+        """Start the batch runner; ``on_stop`` is called when it ends."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"batcher-{self.spec.name}")
+            if on_stop is not None:
+                self._task.add_done_callback(lambda _t: on_stop())
+
+    @property
+    def alive(self) -> bool:
+        """Whether the batch runner runs."""
+        return self._task is not None and not self._task.done()
 
     async def submit(self, item: Any, deadline: float | None, *, tenant: str = "",
                      pixels: int = 0) -> Any:
@@ -352,13 +360,34 @@ class InProcessQueue(WorkQueue):
                                  max_tenant_pixels=max_tenant_pixels)
             for s in stages
         }
+        self.metrics = metrics
         self._draining = False
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        """Whether the queue takes and runs items: started, not draining or closed, and every
+        stage's batch runner alive."""
+        return self._running and not self._draining and all(
+            b.alive for b in self._batchers.values())
+
+    def _up(self) -> None:
+        if self.metrics:
+            self.metrics.queue_up.set(1 if self.running else 0)
 
     async def start(self) -> None:
         for b in self._batchers.values():
-            b.start()
+            b.start(on_stop=self._up)  # a runner that ends while the queue runs: down
+        self._running = True
+        self._up()
+
+    async def ping(self, timeout: float) -> bool:
+        """Whether the queue runs (see :attr:`running`)."""
+        return self.running
 
     async def close(self) -> None:
+        self._running = False
+        self._up()
         await asyncio.gather(*(b.close() for b in self._batchers.values()))
 
     async def submit(self, stage: str, item: Any, *, deadline: float | None = None,
@@ -374,6 +403,7 @@ class InProcessQueue(WorkQueue):
         """Refuse new items (UNAVAILABLE/SERVER_DRAINING); give the items in hand up to
         ``timeout`` seconds, then fail those still waiting with the same reason."""
         self._draining = True
+        self._up()
         end = time.monotonic() + timeout
         while any(b.pending for b in self._batchers.values()) and time.monotonic() < end:
             await asyncio.sleep(0.02)

@@ -53,9 +53,13 @@ UNAVAILABLE/QUEUE_UNAVAILABLE rather than waiting out its deadline; the reader r
 a short backoff, and workers back off exponentially and resume by themselves.
 
 Wire format: an entry carries ``reply`` (the call's 16-hex-digit token), ``to`` (the gateway
-instance), ``rid``, ``deadline`` (epoch seconds) and ``body``; a reply element is the token
-followed by the encoded answer. Gateways and workers from before this format (per-call
-``<prefix>:reply:<token>`` lists) do not interoperate with it: upgrade both together.
+instance), ``rid``, ``deadline`` (epoch seconds), ``body``, ``px`` and, while tracing is on,
+``tp`` (the W3C traceparent of the gateway's span, so the worker's spans join its trace; an
+entry without one, from a gateway with tracing off or from before the field, runs the same and
+its worker spans start a trace of their own; workers from before it ignore the field); a reply
+element is the token followed by the encoded answer. Gateways and workers from before this
+format (per-call ``<prefix>:reply:<token>`` lists) do not interoperate with it: upgrade both
+together.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from vlmguard import tracing
 from vlmguard.config import QueueConfig, redact_url
 from vlmguard.errors import (
     ConfigError,
@@ -105,19 +110,25 @@ _ENQUEUE_CHUNK = 256
 _READ_COUNT = 512
 
 #: KEYS: the tenant's stream, the stage's tenant set. ARGV: max_pending, max_len, reply-to
-#: instance, tenant, then per item: token, request id, deadline, body, pixels. Returns one entry
-#: id per item (0: refused, the tenant's stream is full), then the stream length.
+#: instance, tenant, then per item: token, request id, deadline, body, pixels, W3C traceparent
+#: ("" when tracing is off: no ``tp`` field). Returns one entry id per item (0: refused, the
+#: tenant's stream is full), then the stream length.
 _ENQUEUE = """
 local n = redis.call('XLEN', KEYS[1])
 local cap = tonumber(ARGV[1])
 local out = {}
-for i = 5, #ARGV, 5 do
+for i = 5, #ARGV, 6 do
   if n >= cap then
     out[#out + 1] = 0
-  else
+  elseif ARGV[i + 5] == '' then
     out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'reply', ARGV[i],
       'to', ARGV[3], 'rid', ARGV[i + 1], 'deadline', ARGV[i + 2], 'body', ARGV[i + 3],
       'px', ARGV[i + 4])
+    n = n + 1
+  else
+    out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'reply', ARGV[i],
+      'to', ARGV[3], 'rid', ARGV[i + 1], 'deadline', ARGV[i + 2], 'body', ARGV[i + 3],
+      'px', ARGV[i + 4], 'tp', ARGV[i + 5])
     n = n + 1
   end
 end
@@ -235,12 +246,13 @@ class _Call:
     """One waiting ``submit``: what to enqueue and the future its answer resolves."""
 
     __slots__ = ("body", "deadline", "entry_id", "future", "gen", "pixels", "rid", "stage",
-                 "stream", "tenant", "token", "withdrawn")
+                 "stream", "tenant", "token", "tp", "withdrawn")
 
     def __init__(self, token: bytes, stage: str, rid: str, deadline: str, body: bytes,
                  future: asyncio.Future[bytes], *, tenant: str = "", stream: str = "",
-                 pixels: int = 0) -> None:
+                 pixels: int = 0, tp: str = "") -> None:
         self.token = token
+        self.tp = tp
         self.stage = stage
         self.tenant = tenant
         self.stream = stream
@@ -466,7 +478,21 @@ class RedisStreamsQueue(WorkQueue):
 
     async def submit(self, stage: str, item: Any, *, deadline: float | None = None,
                      tenant: str = "", pixels: int = 0) -> Any:
-        """Enqueue ``item`` for ``stage`` and wait for its one answer (see WorkQueue)."""
+        """Enqueue ``item`` for ``stage`` and wait for its one answer (see WorkQueue); while
+        tracing is on, in a producer span whose context the entry carries to the worker."""
+        span = tracing.start_span(f"vlmguard.queue.submit {stage}", {
+            "messaging.system": "redis", "vlmguard.stage": stage}, kind="producer")
+        try:
+            return await self._submit(stage, item, deadline, tenant, pixels,
+                                      tracing.traceparent(span))
+        except VLMGuardError as e:
+            tracing.set_error(span, f"{e.code.name} {e.reason}")
+            raise
+        finally:
+            tracing.end(span)
+
+    async def _submit(self, stage: str, item: Any, deadline: float | None, tenant: str,
+                      pixels: int, tp: str) -> Any:
         if stage not in self._inflight:
             raise UnavailableError(f"no stage named {stage!r}", reason=Reason.STAGE_UNAVAILABLE)
         if self._closed:
@@ -498,7 +524,7 @@ class RedisStreamsQueue(WorkQueue):
         stream = self.stream_key(stage, tenant)
         call = _Call(b"%016x" % next(self._seq), stage, request_id_var.get(), epoch, body,
                      loop.create_future(), tenant=tenant or "default", stream=stream,
-                     pixels=pixels)
+                     pixels=pixels, tp=tp)
         self._waiters[call.token] = call
         self._inflight[stage] += 1
         self._tenant_pixels[budget_key] = held + pixels
@@ -573,7 +599,7 @@ class RedisStreamsQueue(WorkQueue):
                                    batch[0].tenant]
                 gen = self._reader_gen
                 for c in batch:
-                    args += (c.token, c.rid, c.deadline, c.body, c.pixels)
+                    args += (c.token, c.rid, c.deadline, c.body, c.pixels, c.tp)
                     c.gen = gen
                 try:
                     # EVAL, not EVALSHA: no NOSCRIPT after a Redis restart; Redis caches the
@@ -767,7 +793,7 @@ class RedisStreamsQueue(WorkQueue):
 
         errors = _redis_errors()
         stage = spec.name
-        backoff, group_ready, down = 0.05, False, False
+        backoff, group_ready, down, up = 0.05, False, False, False
         # Entries in hand were delivered to this worker: they run even when draining.
         while not self._stop.is_set() or len(self._hand[stage]):
             try:
@@ -791,13 +817,17 @@ class RedisStreamsQueue(WorkQueue):
                 if not down:
                     log.warning("stage %s: redis at %s unavailable (%s); retrying with backoff",
                                 stage, self._where, type(e).__name__)
+                    if self.metrics:
+                        self.metrics.queue_up.set(0)
                 down, group_ready = True, False
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.cfg.worker_backoff_max_s)
                 continue
             if down:
                 log.info("stage %s: redis at %s is back", stage, self._where)
-            backoff, down = 0.05, False
+            if (down or not up) and self.metrics:
+                self.metrics.queue_up.set(1)
+            backoff, down, up = 0.05, False, True
             if batch:
                 try:
                     await self._process(spec, batch)
@@ -807,6 +837,8 @@ class RedisStreamsQueue(WorkQueue):
                                        "stage %s: could not write a batch's results (%s)",
                                        stage, type(e).__name__)
         log.info("stage %s: worker %s stopped reading", stage, self.consumer)
+        if self.metrics:
+            self.metrics.queue_up.set(0)
 
     async def _fill(self, spec: StageSpec) -> None:
         """Put work in hand: reclaimed entries when a reclaim is due, then new entries of every
@@ -950,11 +982,14 @@ class RedisStreamsQueue(WorkQueue):
                 continue
             run.append((stream, entry_id, fields, item))
         self._running[stage] = batch
+        spans: list[Any] = []
         try:
             run = await self._still_wanted(stage, run)
             if run:
                 if self.metrics:
                     self.metrics.batch_size.labels(stage).observe(len(run))
+                if tracing.enabled():
+                    spans = _worker_spans(stage, run, self.consumer)
                 results = await self._run_handler(spec, [item for *_, item in run])
                 answers += [(stream, entry_id, fields, res) for (stream, entry_id, fields, _), res
                             in zip(run, results, strict=True)]
@@ -964,6 +999,8 @@ class RedisStreamsQueue(WorkQueue):
                     [(i, f, w) for s_, i, f, w in dead if s_ == stream], stream=stream)
         finally:
             self._running[stage] = []
+            for sp in spans:
+                tracing.end(sp)
 
     async def _still_wanted(
         self, stage: str, run: list[tuple[str, bytes, dict[bytes, bytes], Any]]
@@ -1060,6 +1097,27 @@ class RedisStreamsQueue(WorkQueue):
             self.metrics.dead_letters.labels(stage).inc(len(dead))
         log.warning("stage %s: %d items moved to %s", stage, len(dead), self.dead_key(stage))
         return int(res[-1])
+
+
+def _worker_spans(stage: str, run: list[tuple[str, bytes, dict[bytes, bytes], Any]],
+                  consumer: str) -> list[Any]:
+    """Per item of a batch about to run, in the trace its entry carries (``tp``): a span for
+    its wait in the stream (from the entry id's time, Redis's clock, to now) and the running
+    span, ended by the caller once its answer is written."""
+    now = time.time_ns()
+    spans = []
+    for _stream, entry_id, fields, _ in run:
+        tp = _s(fields.get(b"tp", b""))
+        attrs = {"messaging.system": "redis", "vlmguard.stage": stage,
+                 "messaging.message.id": _s(entry_id), "vlmguard.batch_size": len(run),
+                 "vlmguard.worker": consumer}
+        wait = tracing.start_span(f"vlmguard.queue.wait {stage}", attrs, parent=tp,
+                                  kind="consumer",
+                                  start_ns=min(_id_key(entry_id)[0] * 1_000_000, now))
+        tracing.end(wait, end_ns=now)
+        spans.append(tracing.start_span(f"vlmguard.worker.process {stage}", attrs, parent=tp,
+                                        kind="consumer", start_ns=now))
+    return spans
 
 
 def _queue_unavailable() -> UnavailableError:

@@ -30,6 +30,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.grpc_util import RayServegRPCContext
 
+from vlmguard import tracing
 from vlmguard.auth import Gatekeeper, access_var, audit, denied_access
 from vlmguard.config import RayDeploymentConfig, VLMGuardConfig, load_config
 from vlmguard.errors import (
@@ -40,7 +41,7 @@ from vlmguard.errors import (
     VLMGuardError,
 )
 from vlmguard.gateway.errors import to_status
-from vlmguard.gateway.interceptor import MalformedRequest, call_request_id
+from vlmguard.gateway.interceptor import MalformedRequest, call_request_id, tenant_label
 from vlmguard.logs import configure_logging, request_id_var
 from vlmguard.metrics import Metrics
 from vlmguard.pipeline import build_pipeline
@@ -71,9 +72,10 @@ def deployment_name(stage: str) -> str:
     return STAGE_DEPLOYMENTS.get(stage, f"stage-{stage}")
 
 
-def _replica_setup(cfg: VLMGuardConfig) -> None:
+def _replica_setup(cfg: VLMGuardConfig, role: str) -> None:
     configure_logging(cfg.logging.level, cfg.logging.format)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+    tracing.setup(cfg.tracing, role=role)
 
 
 class _ServicerContext:
@@ -105,7 +107,7 @@ class StageReplica:
     async def __init__(self, stage: str, config: dict[str, Any]) -> None:  # type: ignore[misc]
         # Serve awaits an async constructor: the replica is RUNNING once the model is loaded.
         cfg = VLMGuardConfig.model_validate(config)
-        _replica_setup(cfg)
+        _replica_setup(cfg, f"ray-{stage}")
         self.stage = stage
         self.runner = build_runtime(stage, cfg)
         await self.runner.start()
@@ -127,8 +129,17 @@ class StageReplica:
         ]
         live = [i for i, c in enumerate(calls) if not c.expires_at or c.expires_at > now]
         if live:
-            results = await run_isolating(self.runner.handle, [calls[i].item for i in live],
-                                          stage=self.stage)
+            # One span per call, in the trace of the ingress call that sent it.
+            spans = [tracing.start_span(
+                f"vlmguard.worker.process {self.stage}",
+                {"vlmguard.stage": self.stage, "vlmguard.batch_size": len(live)},
+                parent=getattr(calls[i], "traceparent", ""), kind="server") for i in live]
+            try:
+                results = await run_isolating(self.runner.handle, [calls[i].item for i in live],
+                                              stage=self.stage)
+            finally:
+                for sp in spans:
+                    tracing.end(sp)
             for i, r in zip(live, results, strict=True):
                 out[i] = _client_safe(r, self.stage)
         return out
@@ -172,7 +183,7 @@ class IngressReplica:
         )
 
         cfg = VLMGuardConfig.model_validate(config)
-        _replica_setup(cfg)
+        _replica_setup(cfg, "ray-ingress")
         self.metrics = Metrics()
         self.gatekeeper = Gatekeeper(cfg.server.auth, metrics=self.metrics)
         self.queue = RayServeQueue(
@@ -196,6 +207,14 @@ class IngressReplica:
 
         return await self._unary("Guard", request, grpc_context, self._guard.Guard,
                                  guard_pb2.GuardResponse)
+
+    async def CheckOutput(self, request: Any,  # noqa: N802
+                          grpc_context: RayServegRPCContext) -> Any:
+        """GuardService.CheckOutput."""
+        from vlmguard.v1 import guard_pb2
+
+        return await self._unary("CheckOutput", request, grpc_context, self._guard.CheckOutput,
+                                 guard_pb2.CheckOutputResponse)
 
     async def Analyze(self, request: Any, grpc_context: RayServegRPCContext) -> Any:  # noqa: N802
         """ThreatAnalysisService.Analyze."""
@@ -255,6 +274,9 @@ class IngressReplica:
         access_token = access_var.set(None)
         access = None
         code, reason = "OK", ""
+        span = tracing.start_span(f"vlmguard.rpc {method}", {
+            "rpc.system": "grpc", "rpc.method": method, "vlmguard.request_id": rid},
+            parent=tracing.metadata_traceparent(md), kind="server")
         try:
             access = self.gatekeeper.admit(method, md)
             access_var.set(access)
@@ -262,7 +284,8 @@ class IngressReplica:
                 raise InvalidArgumentError(request.message, reason=request.reason)
             self.gatekeeper.resolve_tenant(access, getattr(request, "tenant_id", ""))
             sctx = _ServicerContext(ctx)
-            response = await behavior(request, sctx)
+            with tracing.use(span):
+                response = await behavior(request, sctx)
             ctx.set_trailing_metadata([*sctx.trailing, ("x-request-id", rid)])
             return response
         except VLMGuardError as e:
@@ -283,6 +306,10 @@ class IngressReplica:
         finally:
             self.metrics.rpc_total.labels(method, code).inc()
             self.metrics.rpc_latency.labels(method).observe(time.perf_counter() - t0)
+            tenant = tenant_label(self.metrics, access, None)
+            self.metrics.tenant_requests.labels(tenant, method, code).inc()
+            tracing.end(span, {"rpc.grpc.status_code": code, "vlmguard.tenant": tenant},
+                        error="" if code == "OK" else f"{code} {reason}")
             audit(method=method, outcome=code, reason=reason, access=access)
             access_var.reset(access_token)
             request_id_var.reset(token)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from vlmguard import tracing
 from vlmguard.errors import (
     DeadlineExceededError,
     Reason,
@@ -33,11 +34,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StageCall:
-    """What travels to a stage replica: the item and its wall-clock expiry (``time.time()``;
-    monotonic clocks differ between processes), or 0 for none."""
+    """What travels to a stage replica: the item, its wall-clock expiry (``time.time()``;
+    monotonic clocks differ between processes), or 0 for none, and the W3C traceparent of the
+    caller's span ("" while tracing is off: the replica's spans then start their own trace)."""
 
     item: Any
     expires_at: float = 0.0
+    traceparent: str = ""
 
 
 class StageHandle(Protocol):
@@ -95,12 +98,27 @@ class RayServeQueue(WorkQueue):
         self.wall_clock = wall_clock
         self._pending: dict[str, int] = dict.fromkeys(self.handles, 0)
         self._closed = False
+        self._reached = True
+        self._up(True)  # Serve gives the ingress its handles ready; start() is optional
 
     async def start(self) -> None:
         self._closed = False
+        self._up(bool(self.handles))
 
     async def close(self) -> None:
         self._closed = True
+        self._up(False)
+
+    async def ping(self, timeout: float) -> bool:
+        """Whether stage calls can be made: open, with a handle per stage, and the last call
+        to a stage reached a replica (Serve routes them; a handle has no ping of its own)."""
+        return not self._closed and bool(self.handles) and self._reached
+
+    def _up(self, reached: bool) -> None:
+        self._reached = reached
+        if self.metrics:
+            self.metrics.queue_up.set(1 if not self._closed and self.handles and reached
+                                      else 0)
 
     def pending(self, stage: str) -> int:
         return self._pending.get(stage, 0)
@@ -146,9 +164,12 @@ class RayServeQueue(WorkQueue):
                 raise DeadlineExceededError(f"deadline passed before stage {stage!r} answered",
                                             reason=Reason.DEADLINE_EXCEEDED)
             expires = 0.0 if remaining is None else self.wall_clock() + remaining
-            response = handle.remote(StageCall(item, expires))
+            response = handle.remote(StageCall(item, expires, tracing.traceparent()))
             try:
-                return await asyncio.wait_for(_await(response), remaining)
+                answer = await asyncio.wait_for(_await(response), remaining)
+                if not self._reached:
+                    self._up(True)
+                return answer
             except TimeoutError:
                 _cancel(response)
                 if self.metrics:
@@ -177,6 +198,7 @@ class RayServeQueue(WorkQueue):
                 if kind == "retry":
                     log.warning("stage %s: replica lost (%s); no retries left", stage,
                                 type(e).__name__)
+                    self._up(False)
                     raise UnavailableError(f"stage {stage!r} is unavailable",
                                            reason=Reason.STAGE_UNAVAILABLE) from e
                 log.error("stage %s failed: %s", stage, type(e).__name__, exc_info=e)
