@@ -63,6 +63,7 @@ DEFAULT_TENANT = "default"
 #: too: it then answers through the guard (see :meth:`Principal.raw_target`).
 METHOD_SCOPES: dict[str, frozenset[str]] = {
     "Guard": frozenset({GUARD}),
+    "CheckOutput": frozenset({GUARD}),
     "Analyze": frozenset({ANALYZE}),
     "Rewrite": frozenset({REWRITE}),
     "Generate": frozenset({GUARD, TARGET_RAW}),

@@ -6,17 +6,19 @@ from collections.abc import Iterable
 
 from vlmguard.domain import (
     Action,
+    ChatTurn,
     Finding,
     GenerationParams,
     ImageInput,
     Modality,
     ModalityReasoning,
+    OutputAction,
     RewriteResult,
     RiskLevel,
     RiskReport,
 )
 from vlmguard.errors import InvalidArgumentError, Reason
-from vlmguard.v1 import types_pb2
+from vlmguard.v1 import guard_pb2, types_pb2
 
 _MODALITY_TO_PB = {
     Modality.TEXT: types_pb2.MODALITY_TEXT,
@@ -36,6 +38,78 @@ _ACTION_TO_PB = {
     Action.REWRITE: types_pb2.ACTION_REWRITE,
     Action.BLOCK: types_pb2.ACTION_BLOCK,
 }
+_ROLE_FROM_PB = {
+    types_pb2.ROLE_SYSTEM: "system",
+    types_pb2.ROLE_USER: "user",
+    types_pb2.ROLE_ASSISTANT: "assistant",
+}
+_ROLE_TO_PB = {v: k for k, v in _ROLE_FROM_PB.items()}
+_OUTPUT_ACTION_TO_PB = {
+    OutputAction.PASS: guard_pb2.OUTPUT_ACTION_PASS,
+    OutputAction.ANNOTATE: guard_pb2.OUTPUT_ACTION_ANNOTATE,
+    OutputAction.REPLACE: guard_pb2.OUTPUT_ACTION_REPLACE,
+    OutputAction.CUT: guard_pb2.OUTPUT_ACTION_CUT,
+}
+
+
+def turns_from_pb(messages: Iterable[types_pb2.ChatMessage]) -> tuple[ChatTurn, ...]:
+    """Domain turns from the wire.
+
+    Raises:
+        InvalidArgumentError: INVALID_ROLE for a message without a known role.
+    """
+    turns = []
+    for i, m in enumerate(messages):
+        role = _ROLE_FROM_PB.get(m.role)
+        if role is None:
+            raise InvalidArgumentError(
+                f"messages[{i}].role must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT",
+                reason=Reason.INVALID_ROLE)
+        turns.append(ChatTurn(role, m.text, images_from_pb(m.images)))
+    return tuple(turns)
+
+
+def turns_to_pb(turns: Iterable[ChatTurn]) -> list[types_pb2.ChatMessage]:
+    """Wire messages from domain turns (clients)."""
+    return [types_pb2.ChatMessage(
+        role=_ROLE_TO_PB[t.role], text=t.text,
+        images=[types_pb2.Image(data=i.data, mime_type=i.mime_type) for i in t.images])
+        for t in turns]
+
+
+def prompt_from_pb(
+    text: str, images: Iterable[types_pb2.Image], messages: Iterable[types_pb2.ChatMessage]
+) -> tuple[str, tuple[ImageInput, ...], tuple[ChatTurn, ...]]:
+    """(last user turn's text, its images, the earlier turns) of a guard request: its
+    ``text`` and ``images`` (a single turn), or its ``messages`` (a conversation).
+
+    Raises:
+        InvalidArgumentError: MALFORMED_REQUEST when both are set, INVALID_ROLE when the
+            conversation does not end with a user message or a role is unknown.
+    """
+    turns = turns_from_pb(messages)
+    imgs = images_from_pb(images)
+    if not turns:
+        return text, imgs, ()
+    if text or imgs:
+        raise InvalidArgumentError(
+            "set either text and images (one prompt) or messages (a conversation), not both",
+            reason=Reason.MALFORMED_REQUEST)
+    last = turns[-1]
+    if last.role != "user":
+        raise InvalidArgumentError(
+            "the last message of a conversation must be a user message (the prompt to guard)",
+            reason=Reason.INVALID_ROLE)
+    return last.text, last.images, turns[:-1]
+
+
+def last_user_text(turns: tuple[ChatTurn, ...]) -> str:
+    """The text of the conversation's last user message ("" when it has none)."""
+    return next((t.text for t in reversed(turns) if t.role == "user"), "")
+
+
+def output_action_to_pb(a: OutputAction) -> guard_pb2.OutputAction.ValueType:
+    return _OUTPUT_ACTION_TO_PB[a]
 
 
 def images_from_pb(images: Iterable[types_pb2.Image]) -> tuple[ImageInput, ...]:

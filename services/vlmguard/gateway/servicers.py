@@ -18,7 +18,7 @@ from vlmguard.auth import access_var, record_content, record_decision
 from vlmguard.domain import Action, GenerationParams, ImageInput, RiskReport, TargetResult
 from vlmguard.gateway import convert
 from vlmguard.logs import request_id_var
-from vlmguard.pipeline import Call, GuardPipeline
+from vlmguard.pipeline import Call, GuardPipeline, conversation_images
 from vlmguard.v1 import (
     analysis_pb2,
     analysis_pb2_grpc,
@@ -72,17 +72,20 @@ class GuardServicer(_Base, guard_pb2_grpc.GuardServiceServicer):
         self, request: guard_pb2.GuardRequest, context: grpc.aio.ServicerContext
     ) -> guard_pb2.GuardResponse:
         opts = request.options
+        text, images, history = convert.prompt_from_pb(request.text, request.images,
+                                                       request.messages)
         call = Call(
             request_id=request_id_var.get(),
-            text=request.text,
-            images=convert.images_from_pb(request.images),
+            text=text,
+            images=images,
             tenant_id=self._tenant(request.tenant_id),
             deadline=self._deadline(context),
             run_target=opts.run_target,
             params=(convert.params_from_pb(opts.generation) if opts.HasField("generation")
                     else GenerationParams()),
+            history=history,
         )
-        self._note(call.text, call.images)
+        self._note(call.text, conversation_images(call))
         res = await self.pipeline.guard(call)
         self._decided(res.action.value, res.report)
         return guard_pb2.GuardResponse(
@@ -95,6 +98,27 @@ class GuardServicer(_Base, guard_pb2_grpc.GuardServiceServicer):
             tenant_id=res.tenant_id,
             **_target_fields(res.target),
             **convert.rewrite_fields(res.rewrite),  # type: ignore[arg-type]
+        )
+
+    async def CheckOutput(  # noqa: N802 - gRPC method name
+        self, request: guard_pb2.CheckOutputRequest, context: grpc.aio.ServicerContext
+    ) -> guard_pb2.CheckOutputResponse:
+        turns = convert.turns_from_pb(request.messages)
+        report = (convert.report_from_pb(request.request_report, self.categories)
+                  if request.HasField("request_report") else None)
+        call = Call(
+            request_id=request_id_var.get(), text=convert.last_user_text(turns),
+            tenant_id=self._tenant(request.tenant_id), deadline=self._deadline(context),
+            report=report,
+        )
+        self._note(request.output, ())
+        v = await self.pipeline.check_output(call, request.output,
+                                             delivered=request.delivered_chars)
+        self._decided(f"output_{v.action.value}", v.report)
+        return guard_pb2.CheckOutputResponse(
+            request_id=v.request_id, action=convert.output_action_to_pb(v.action),
+            report=convert.report_to_pb(v.report), text=v.text, annotation=v.annotation,
+            categories=list(v.categories), timings_ms=v.timings_ms, tenant_id=v.tenant_id,
         )
 
 

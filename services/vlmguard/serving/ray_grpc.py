@@ -23,6 +23,8 @@ from vlmguard.v1 import analysis_pb2, guard_pb2, rewrite_pb2, target_pb2
 #: (service full name, RPC name, request type, response type) of every RPC the ingress serves.
 RPCS: tuple[tuple[str, str, Any, Any], ...] = (
     ("vlmguard.v1.GuardService", "Guard", guard_pb2.GuardRequest, guard_pb2.GuardResponse),
+    ("vlmguard.v1.GuardService", "CheckOutput", guard_pb2.CheckOutputRequest,
+     guard_pb2.CheckOutputResponse),
     ("vlmguard.v1.ThreatAnalysisService", "Analyze", analysis_pb2.AnalyzeRequest,
      analysis_pb2.AnalyzeResponse),
     ("vlmguard.v1.RewriteService", "Rewrite", rewrite_pb2.RewriteRequest,

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from vlmguard.v1 import types_pb2 as vlmguard_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vlmguard/v1/guard.proto\x12\x0bvlmguard.v1\x1a\x17vlmguard/v1/types.proto\"U\n\x0cGuardOptions\x12\x12\n\nrun_target\x18\x01 \x01(\x08\x12\x31\n\ngeneration\x18\x02 \x01(\x0b\x32\x1d.vlmguard.v1.GenerationParams\"\x93\x01\n\x0cGuardRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\"\n\x06images\x18\x02 \x03(\x0b\x32\x12.vlmguard.v1.Image\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.vlmguard.v1.GuardOptions\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xfe\x03\n\rGuardResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12#\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x13.vlmguard.v1.Action\x12\'\n\x06report\x18\x03 \x01(\x0b\x32\x17.vlmguard.v1.RiskReport\x12\x16\n\x0erewritten_text\x18\x04 \x01(\t\x12\x39\n\x11rewrite_reasoning\x18\x05 \x01(\x0b\x32\x1e.vlmguard.v1.ModalityReasoning\x12\x15\n\rblock_message\x18\x06 \x01(\t\x12\x17\n\x0ftarget_response\x18\x07 \x01(\t\x12=\n\ntimings_ms\x18\x08 \x03(\x0b\x32).vlmguard.v1.GuardResponse.TimingsMsEntry\x12\x11\n\ttenant_id\x18\t \x01(\t\x12\x10\n\x08rewriter\x18\n \x01(\t\x12\x14\n\x0ctarget_model\x18\x0b \x01(\t\x12\x1c\n\x14target_finish_reason\x18\x0c \x01(\t\x12\x1c\n\x14target_prompt_tokens\x18\r \x01(\x05\x12 \n\x18target_completion_tokens\x18\x0e \x01(\x05\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32N\n\x0cGuardService\x12>\n\x05Guard\x12\x19.vlmguard.v1.GuardRequest\x1a\x1a.vlmguard.v1.GuardResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vlmguard/v1/guard.proto\x12\x0bvlmguard.v1\x1a\x17vlmguard/v1/types.proto\"U\n\x0cGuardOptions\x12\x12\n\nrun_target\x18\x01 \x01(\x08\x12\x31\n\ngeneration\x18\x02 \x01(\x0b\x32\x1d.vlmguard.v1.GenerationParams\"\xbf\x01\n\x0cGuardRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\"\n\x06images\x18\x02 \x03(\x0b\x32\x12.vlmguard.v1.Image\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.vlmguard.v1.GuardOptions\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12*\n\x08messages\x18\x06 \x03(\x0b\x32\x18.vlmguard.v1.ChatMessage\"\xfe\x03\n\rGuardResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12#\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x13.vlmguard.v1.Action\x12\'\n\x06report\x18\x03 \x01(\x0b\x32\x17.vlmguard.v1.RiskReport\x12\x16\n\x0erewritten_text\x18\x04 \x01(\t\x12\x39\n\x11rewrite_reasoning\x18\x05 \x01(\x0b\x32\x1e.vlmguard.v1.ModalityReasoning\x12\x15\n\rblock_message\x18\x06 \x01(\t\x12\x17\n\x0ftarget_response\x18\x07 \x01(\t\x12=\n\ntimings_ms\x18\x08 \x03(\x0b\x32).vlmguard.v1.GuardResponse.TimingsMsEntry\x12\x11\n\ttenant_id\x18\t \x01(\t\x12\x10\n\x08rewriter\x18\n \x01(\t\x12\x14\n\x0ctarget_model\x18\x0b \x01(\t\x12\x1c\n\x14target_finish_reason\x18\x0c \x01(\t\x12\x1c\n\x14target_prompt_tokens\x18\r \x01(\x05\x12 \n\x18target_completion_tokens\x18\x0e \x01(\x05\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xc1\x01\n\x12\x43heckOutputRequest\x12\x0e\n\x06output\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.vlmguard.v1.ChatMessage\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x17\n\x0f\x64\x65livered_chars\x18\x05 \x01(\x05\x12/\n\x0erequest_report\x18\x06 \x01(\x0b\x32\x17.vlmguard.v1.RiskReport\"\xbd\x02\n\x13\x43heckOutputResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x19.vlmguard.v1.OutputAction\x12\'\n\x06report\x18\x03 \x01(\x0b\x32\x17.vlmguard.v1.RiskReport\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x12\n\nannotation\x18\x05 \x01(\t\x12\x12\n\ncategories\x18\x06 \x03(\t\x12\x43\n\ntimings_ms\x18\x07 \x03(\x0b\x32/.vlmguard.v1.CheckOutputResponse.TimingsMsEntry\x12\x11\n\ttenant_id\x18\x08 \x01(\t\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\x93\x01\n\x0cOutputAction\x12\x1d\n\x19OUTPUT_ACTION_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTPUT_ACTION_PASS\x10\x01\x12\x1a\n\x16OUTPUT_ACTION_ANNOTATE\x10\x02\x12\x19\n\x15OUTPUT_ACTION_REPLACE\x10\x03\x12\x15\n\x11OUTPUT_ACTION_CUT\x10\x04\x32\xa0\x01\n\x0cGuardService\x12>\n\x05Guard\x12\x19.vlmguard.v1.GuardRequest\x1a\x1a.vlmguard.v1.GuardResponse\x12P\n\x0b\x43heckOutput\x12\x1f.vlmguard.v1.CheckOutputRequest\x1a .vlmguard.v1.CheckOutputResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GUARDRESPONSE_TIMINGSMSENTRY']._loaded_options = None
   _globals['_GUARDRESPONSE_TIMINGSMSENTRY']._serialized_options = b'8\001'
+  _globals['_CHECKOUTPUTRESPONSE_TIMINGSMSENTRY']._loaded_options = None
+  _globals['_CHECKOUTPUTRESPONSE_TIMINGSMSENTRY']._serialized_options = b'8\001'
+  _globals['_OUTPUTACTION']._serialized_start=1376
+  _globals['_OUTPUTACTION']._serialized_end=1523
   _globals['_GUARDOPTIONS']._serialized_start=65
   _globals['_GUARDOPTIONS']._serialized_end=150
   _globals['_GUARDREQUEST']._serialized_start=153
-  _globals['_GUARDREQUEST']._serialized_end=300
-  _globals['_GUARDRESPONSE']._serialized_start=303
-  _globals['_GUARDRESPONSE']._serialized_end=813
-  _globals['_GUARDRESPONSE_TIMINGSMSENTRY']._serialized_start=765
-  _globals['_GUARDRESPONSE_TIMINGSMSENTRY']._serialized_end=813
-  _globals['_GUARDSERVICE']._serialized_start=815
-  _globals['_GUARDSERVICE']._serialized_end=893
+  _globals['_GUARDREQUEST']._serialized_end=344
+  _globals['_GUARDRESPONSE']._serialized_start=347
+  _globals['_GUARDRESPONSE']._serialized_end=857
+  _globals['_GUARDRESPONSE_TIMINGSMSENTRY']._serialized_start=809
+  _globals['_GUARDRESPONSE_TIMINGSMSENTRY']._serialized_end=857
+  _globals['_CHECKOUTPUTREQUEST']._serialized_start=860
+  _globals['_CHECKOUTPUTREQUEST']._serialized_end=1053
+  _globals['_CHECKOUTPUTRESPONSE']._serialized_start=1056
+  _globals['_CHECKOUTPUTRESPONSE']._serialized_end=1373
+  _globals['_CHECKOUTPUTRESPONSE_TIMINGSMSENTRY']._serialized_start=809
+  _globals['_CHECKOUTPUTRESPONSE_TIMINGSMSENTRY']._serialized_end=857
+  _globals['_GUARDSERVICE']._serialized_start=1526
+  _globals['_GUARDSERVICE']._serialized_end=1686
 # @@protoc_insertion_point(module_scope)

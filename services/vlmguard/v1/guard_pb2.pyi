@@ -8,6 +8,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from vlmguard.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +20,42 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _OutputAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OutputActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OutputAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OUTPUT_ACTION_UNSPECIFIED: _OutputAction.ValueType  # 0
+    """Not set. Never returned by the server."""
+    OUTPUT_ACTION_PASS: _OutputAction.ValueType  # 1
+    """Nothing found, or the tenant's output check is off: deliver the answer as it is."""
+    OUTPUT_ACTION_ANNOTATE: _OutputAction.ValueType  # 2
+    """Deliver the answer with `annotation` shown alongside it."""
+    OUTPUT_ACTION_REPLACE: _OutputAction.ValueType  # 3
+    """Deliver `text` (the tenant's output message) instead of the answer."""
+    OUTPUT_ACTION_CUT: _OutputAction.ValueType  # 4
+    """Deliver `text`: the answer up to its first flagged passage (never before
+    `delivered_chars`), then stop; `annotation` says it was cut.
+    """
+
+class OutputAction(_OutputAction, metaclass=_OutputActionEnumTypeWrapper):
+    """What happens to a checked answer."""
+
+OUTPUT_ACTION_UNSPECIFIED: OutputAction.ValueType  # 0
+"""Not set. Never returned by the server."""
+OUTPUT_ACTION_PASS: OutputAction.ValueType  # 1
+"""Nothing found, or the tenant's output check is off: deliver the answer as it is."""
+OUTPUT_ACTION_ANNOTATE: OutputAction.ValueType  # 2
+"""Deliver the answer with `annotation` shown alongside it."""
+OUTPUT_ACTION_REPLACE: OutputAction.ValueType  # 3
+"""Deliver `text` (the tenant's output message) instead of the answer."""
+OUTPUT_ACTION_CUT: OutputAction.ValueType  # 4
+"""Deliver `text`: the answer up to its first flagged passage (never before
+`delivered_chars`), then stop; `annotation` says it was cut.
+"""
+Global___OutputAction: _TypeAlias = OutputAction  # noqa: Y015
 
 @_typing.final
 class GuardOptions(_message.Message):
@@ -61,19 +98,36 @@ class GuardRequest(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """Required. The user's text prompt (UTF-8, non-empty, at most the server's text limit)."""
+    """The user's text prompt (UTF-8, non-empty, at most the server's text limit). Required
+    unless `messages` is set; must be empty when it is.
+    """
     tenant_id: _builtins.str
     """Optional. Tenant whose policy applies; empty means the "default" tenant."""
     request_id: _builtins.str
     """Optional. Caller-chosen request id for tracing; the server generates one when empty."""
     @_builtins.property
     def images(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Image]:
-        """Optional. Images sent with the prompt, at most the server's image limit."""
+        """Optional. Images sent with the prompt, at most the server's image limit; must be empty
+        when `messages` is set.
+        """
 
     @_builtins.property
     def options(self) -> Global___GuardOptions:
         """Optional. Per-request options."""
+
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]:
+        """Optional. A conversation instead of `text` and `images`, oldest message first (system
+        prompts included). The last message must be a user message with text: it is the prompt
+        that is guarded, rewritten and answered. The guard reads it in its context: every image of
+        the conversation, and the system prompts and earlier user messages joined with it (a
+        request split across messages, or a harmful frame set by the system prompt, is seen). With
+        `options.run_target` the target gets the whole conversation with the last message
+        rewritten. Limits: the server's message count, conversation characters and conversation
+        images (INVALID_ARGUMENT/TOO_MANY_TURNS, CONVERSATION_TOO_LONG, TOO_MANY_IMAGES).
+        """
 
     def __init__(
         self,
@@ -83,10 +137,11 @@ class GuardRequest(_message.Message):
         tenant_id: _builtins.str = ...,
         options: Global___GuardOptions | None = ...,
         request_id: _builtins.str = ...,
+        messages: _abc.Iterable[_types_pb2.ChatMessage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "options", b"options", "request_id", b"request_id", "tenant_id", b"tenant_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "messages", b"messages", "options", b"options", "request_id", b"request_id", "tenant_id", b"tenant_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -202,3 +257,138 @@ class GuardResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GuardResponse: _TypeAlias = GuardResponse  # noqa: Y015
+
+@_typing.final
+class CheckOutputRequest(_message.Message):
+    """Request of GuardService.CheckOutput."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DELIVERED_CHARS_FIELD_NUMBER: _builtins.int
+    REQUEST_REPORT_FIELD_NUMBER: _builtins.int
+    output: _builtins.str
+    """Required. The model's answer (the whole answer so far when streaming; empty passes), at
+    most the server's output limit (INVALID_ARGUMENT/TEXT_TOO_LONG).
+    """
+    tenant_id: _builtins.str
+    """Optional. Tenant whose output policy applies; empty means the "default" tenant."""
+    request_id: _builtins.str
+    """Optional. Caller-chosen request id (use the Guard call's to tie the two together)."""
+    delivered_chars: _builtins.int
+    """Optional. Characters (Unicode code points) of `output` already delivered to the user while
+    streaming: a CUT never cuts before them.
+    """
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]:
+        """Optional. The conversation the answer is for, as in GuardRequest.messages (its last user
+        message is the request; after a REWRITE, send the rewritten text). Only the last user
+        message's text is read; images are not read again. Empty: the answer is read alone.
+        """
+
+    @_builtins.property
+    def request_report(self) -> _types_pb2.RiskReport:
+        """Optional. The request's report from GuardResponse.report: its score stands for the
+        request's own risk, so the request is not read again.
+        """
+
+    def __init__(
+        self,
+        *,
+        output: _builtins.str = ...,
+        messages: _abc.Iterable[_types_pb2.ChatMessage] | None = ...,
+        tenant_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        delivered_chars: _builtins.int = ...,
+        request_report: _types_pb2.RiskReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_report", b"request_report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered_chars", b"delivered_chars", "messages", b"messages", "output", b"output", "request_id", b"request_id", "request_report", b"request_report", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckOutputRequest: _TypeAlias = CheckOutputRequest  # noqa: Y015
+
+@_typing.final
+class CheckOutputResponse(_message.Message):
+    """Response of GuardService.CheckOutput."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TimingsMsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    ANNOTATION_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    TIMINGS_MS_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Output only. The request id (the caller's or a generated one)."""
+    action: Global___OutputAction.ValueType
+    """Output only. What to do with the answer."""
+    text: _builtins.str
+    """Output only. What to deliver in place of the checked answer: the answer unchanged for PASS
+    and ANNOTATE, the tenant's output message for REPLACE, the kept start for CUT.
+    """
+    annotation: _builtins.str
+    """Output only. ANNOTATE: the note to show with the answer; CUT: the notice that the answer
+    was cut; empty otherwise.
+    """
+    tenant_id: _builtins.str
+    """Output only. The tenant whose policy was applied."""
+    @_builtins.property
+    def report(self) -> _types_pb2.RiskReport:
+        """Output only. The analysis of the answer; `level` is relative to the tenant's thresholds."""
+
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. Categories that triggered the action, highest score first."""
+
+    @_builtins.property
+    def timings_ms(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Output only. Wall time in milliseconds ("output.analyze", "total")."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        action: Global___OutputAction.ValueType = ...,
+        report: _types_pb2.RiskReport | None = ...,
+        text: _builtins.str = ...,
+        annotation: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        timings_ms: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "annotation", b"annotation", "categories", b"categories", "report", b"report", "request_id", b"request_id", "tenant_id", b"tenant_id", "text", b"text", "timings_ms", b"timings_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckOutputResponse: _TypeAlias = CheckOutputResponse  # noqa: Y015

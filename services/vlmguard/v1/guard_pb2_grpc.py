@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class GuardServiceStub:
-    """The end-to-end guard: analyse the request, decide, rewrite, and optionally call the target.
+    """The end-to-end guard: analyse the request, decide, rewrite, and optionally call the target;
+    and the output check of the model's answer.
     """
 
     def __init__(self, channel):
@@ -41,14 +42,30 @@ class GuardServiceStub:
                 request_serializer=vlmguard_dot_v1_dot_guard__pb2.GuardRequest.SerializeToString,
                 response_deserializer=vlmguard_dot_v1_dot_guard__pb2.GuardResponse.FromString,
                 _registered_method=True)
+        self.CheckOutput = channel.unary_unary(
+                '/vlmguard.v1.GuardService/CheckOutput',
+                request_serializer=vlmguard_dot_v1_dot_guard__pb2.CheckOutputRequest.SerializeToString,
+                response_deserializer=vlmguard_dot_v1_dot_guard__pb2.CheckOutputResponse.FromString,
+                _registered_method=True)
 
 
 class GuardServiceServicer:
-    """The end-to-end guard: analyse the request, decide, rewrite, and optionally call the target.
+    """The end-to-end guard: analyse the request, decide, rewrite, and optionally call the target;
+    and the output check of the model's answer.
     """
 
     def Guard(self, request, context):
         """Guards one request. A BLOCK decision is a normal response, never an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckOutput(self, request, context):
+        """Checks a model's answer (tier 1 on the answer, read alone and with its request) under the
+        tenant's output policy (`output_action`: annotate, replace, cut or off). Needs the same
+        scope as Guard. Call it on the whole answer, or repeatedly on the answer so far while
+        streaming (with `delivered_chars`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -62,6 +79,11 @@ def add_GuardServiceServicer_to_server(servicer, server):
                     request_deserializer=vlmguard_dot_v1_dot_guard__pb2.GuardRequest.FromString,
                     response_serializer=vlmguard_dot_v1_dot_guard__pb2.GuardResponse.SerializeToString,
             ),
+            'CheckOutput': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckOutput,
+                    request_deserializer=vlmguard_dot_v1_dot_guard__pb2.CheckOutputRequest.FromString,
+                    response_serializer=vlmguard_dot_v1_dot_guard__pb2.CheckOutputResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'vlmguard.v1.GuardService', rpc_method_handlers)
@@ -71,7 +93,8 @@ def add_GuardServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class GuardService:
-    """The end-to-end guard: analyse the request, decide, rewrite, and optionally call the target.
+    """The end-to-end guard: analyse the request, decide, rewrite, and optionally call the target;
+    and the output check of the model's answer.
     """
 
     @staticmethod
@@ -91,6 +114,33 @@ class GuardService:
             '/vlmguard.v1.GuardService/Guard',
             vlmguard_dot_v1_dot_guard__pb2.GuardRequest.SerializeToString,
             vlmguard_dot_v1_dot_guard__pb2.GuardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vlmguard.v1.GuardService/CheckOutput',
+            vlmguard_dot_v1_dot_guard__pb2.CheckOutputRequest.SerializeToString,
+            vlmguard_dot_v1_dot_guard__pb2.CheckOutputResponse.FromString,
             options,
             channel_credentials,
             insecure,

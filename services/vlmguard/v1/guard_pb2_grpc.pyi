@@ -28,7 +28,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class GuardServiceStub:
-    """The end-to-end guard: analyse the request, decide, rewrite, and optionally call the target."""
+    """The end-to-end guard: analyse the request, decide, rewrite, and optionally call the target;
+    and the output check of the model's answer.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -36,17 +38,33 @@ class GuardServiceStub:
     def __new__(cls, channel: _aio.Channel) -> GuardServiceAsyncStub: ...
     Guard: _grpc.UnaryUnaryMultiCallable[_guard_pb2.GuardRequest, _guard_pb2.GuardResponse]
     """Guards one request. A BLOCK decision is a normal response, never an error."""
+    CheckOutput: _grpc.UnaryUnaryMultiCallable[_guard_pb2.CheckOutputRequest, _guard_pb2.CheckOutputResponse]
+    """Checks a model's answer (tier 1 on the answer, read alone and with its request) under the
+    tenant's output policy (`output_action`: annotate, replace, cut or off). Needs the same
+    scope as Guard. Call it on the whole answer, or repeatedly on the answer so far while
+    streaming (with `delivered_chars`).
+    """
 
 @_typing.type_check_only
 class GuardServiceAsyncStub(GuardServiceStub):
-    """The end-to-end guard: analyse the request, decide, rewrite, and optionally call the target."""
+    """The end-to-end guard: analyse the request, decide, rewrite, and optionally call the target;
+    and the output check of the model's answer.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Guard: _aio.UnaryUnaryMultiCallable[_guard_pb2.GuardRequest, _guard_pb2.GuardResponse]  # type: ignore[assignment]
     """Guards one request. A BLOCK decision is a normal response, never an error."""
+    CheckOutput: _aio.UnaryUnaryMultiCallable[_guard_pb2.CheckOutputRequest, _guard_pb2.CheckOutputResponse]  # type: ignore[assignment]
+    """Checks a model's answer (tier 1 on the answer, read alone and with its request) under the
+    tenant's output policy (`output_action`: annotate, replace, cut or off). Needs the same
+    scope as Guard. Call it on the whole answer, or repeatedly on the answer so far while
+    streaming (with `delivered_chars`).
+    """
 
 class GuardServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The end-to-end guard: analyse the request, decide, rewrite, and optionally call the target."""
+    """The end-to-end guard: analyse the request, decide, rewrite, and optionally call the target;
+    and the output check of the model's answer.
+    """
 
     @_abc_1.abstractmethod
     def Guard(
@@ -55,5 +73,17 @@ class GuardServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_guard_pb2.GuardResponse, _abc.Awaitable[_guard_pb2.GuardResponse]]:
         """Guards one request. A BLOCK decision is a normal response, never an error."""
+
+    @_abc_1.abstractmethod
+    def CheckOutput(
+        self,
+        request: _guard_pb2.CheckOutputRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_guard_pb2.CheckOutputResponse, _abc.Awaitable[_guard_pb2.CheckOutputResponse]]:
+        """Checks a model's answer (tier 1 on the answer, read alone and with its request) under the
+        tenant's output policy (`output_action`: annotate, replace, cut or off). Needs the same
+        scope as Guard. Call it on the whole answer, or repeatedly on the answer so far while
+        streaming (with `delivered_chars`).
+        """
 
 def add_GuardServiceServicer_to_server(servicer: GuardServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

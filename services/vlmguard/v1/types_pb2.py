@@ -25,19 +25,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vlmguard/v1/types.proto\x12\x0bvlmguard.v1\"3\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\tJ\x04\x08\x03\x10\x04R\x03uri\"\x8a\x01\n\x07\x46inding\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\'\n\x08modality\x18\x03 \x01(\x0e\x32\x15.vlmguard.v1.Modality\x12\x10\n\x08\x65vidence\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x13\n\x0bimage_index\x18\x06 \x01(\x05\"I\n\x11ModalityReasoning\x12\x0f\n\x07textual\x18\x01 \x01(\t\x12\x0e\n\x06visual\x18\x02 \x01(\t\x12\x13\n\x0b\x63ross_modal\x18\x03 \x01(\t\"\xdf\x01\n\nRiskReport\x12%\n\x05level\x18\x01 \x01(\x0e\x32\x16.vlmguard.v1.RiskLevel\x12\r\n\x05score\x18\x02 \x01(\x02\x12&\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x14.vlmguard.v1.Finding\x12\x31\n\treasoning\x18\x04 \x01(\x0b\x32\x1e.vlmguard.v1.ModalityReasoning\x12\x10\n\x08\x61nalyzer\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x1c\n\x14language_unsupported\x18\x07 \x01(\x08\"\\\n\x10GenerationParams\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x0c\n\x04seed\x18\x04 \x01(\x03*e\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x11\n\rMODALITY_TEXT\x10\x01\x12\x12\n\x0eMODALITY_IMAGE\x10\x02\x12\x18\n\x14MODALITY_CROSS_MODAL\x10\x03*|\n\tRiskLevel\x12\x1a\n\x16RISK_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fRISK_LEVEL_NONE\x10\x01\x12\x12\n\x0eRISK_LEVEL_LOW\x10\x02\x12\x15\n\x11RISK_LEVEL_MEDIUM\x10\x03\x12\x13\n\x0fRISK_LEVEL_HIGH\x10\x04*X\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_ALLOW\x10\x01\x12\x12\n\x0e\x41\x43TION_REWRITE\x10\x02\x12\x10\n\x0c\x41\x43TION_BLOCK\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vlmguard/v1/types.proto\x12\x0bvlmguard.v1\"3\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\tJ\x04\x08\x03\x10\x04R\x03uri\"\x8a\x01\n\x07\x46inding\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\'\n\x08modality\x18\x03 \x01(\x0e\x32\x15.vlmguard.v1.Modality\x12\x10\n\x08\x65vidence\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x13\n\x0bimage_index\x18\x06 \x01(\x05\"I\n\x11ModalityReasoning\x12\x0f\n\x07textual\x18\x01 \x01(\t\x12\x0e\n\x06visual\x18\x02 \x01(\t\x12\x13\n\x0b\x63ross_modal\x18\x03 \x01(\t\"\xdf\x01\n\nRiskReport\x12%\n\x05level\x18\x01 \x01(\x0e\x32\x16.vlmguard.v1.RiskLevel\x12\r\n\x05score\x18\x02 \x01(\x02\x12&\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x14.vlmguard.v1.Finding\x12\x31\n\treasoning\x18\x04 \x01(\x0b\x32\x1e.vlmguard.v1.ModalityReasoning\x12\x10\n\x08\x61nalyzer\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x1c\n\x14language_unsupported\x18\x07 \x01(\x08\"\\\n\x10GenerationParams\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x0c\n\x04seed\x18\x04 \x01(\x03\"`\n\x0b\x43hatMessage\x12\x1f\n\x04role\x18\x01 \x01(\x0e\x32\x11.vlmguard.v1.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\"\n\x06images\x18\x03 \x03(\x0b\x32\x12.vlmguard.v1.Image*e\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x11\n\rMODALITY_TEXT\x10\x01\x12\x12\n\x0eMODALITY_IMAGE\x10\x02\x12\x18\n\x14MODALITY_CROSS_MODAL\x10\x03*|\n\tRiskLevel\x12\x1a\n\x16RISK_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fRISK_LEVEL_NONE\x10\x01\x12\x12\n\x0eRISK_LEVEL_LOW\x10\x02\x12\x15\n\x11RISK_LEVEL_MEDIUM\x10\x03\x12\x13\n\x0fRISK_LEVEL_HIGH\x10\x04*X\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_ALLOW\x10\x01\x12\x12\n\x0e\x41\x43TION_REWRITE\x10\x02\x12\x10\n\x0c\x41\x43TION_BLOCK\x10\x03*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vlmguard.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODALITY']._serialized_start=629
-  _globals['_MODALITY']._serialized_end=730
-  _globals['_RISKLEVEL']._serialized_start=732
-  _globals['_RISKLEVEL']._serialized_end=856
-  _globals['_ACTION']._serialized_start=858
-  _globals['_ACTION']._serialized_end=946
+  _globals['_MODALITY']._serialized_start=727
+  _globals['_MODALITY']._serialized_end=828
+  _globals['_RISKLEVEL']._serialized_start=830
+  _globals['_RISKLEVEL']._serialized_end=954
+  _globals['_ACTION']._serialized_start=956
+  _globals['_ACTION']._serialized_end=1044
+  _globals['_ROLE']._serialized_start=1046
+  _globals['_ROLE']._serialized_end=1126
   _globals['_IMAGE']._serialized_start=40
   _globals['_IMAGE']._serialized_end=91
   _globals['_FINDING']._serialized_start=94
@@ -48,4 +50,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RISKREPORT']._serialized_end=533
   _globals['_GENERATIONPARAMS']._serialized_start=535
   _globals['_GENERATIONPARAMS']._serialized_end=627
+  _globals['_CHATMESSAGE']._serialized_start=629
+  _globals['_CHATMESSAGE']._serialized_end=725
 # @@protoc_insertion_point(module_scope)

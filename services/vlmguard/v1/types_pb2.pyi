@@ -112,6 +112,34 @@ ACTION_BLOCK: Action.ValueType  # 3
 """Too risky to answer: the target is not called and `block_message` explains why."""
 Global___Action: _TypeAlias = Action  # noqa: Y015
 
+class _Role:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLE_UNSPECIFIED: _Role.ValueType  # 0
+    """Not set: refused with INVALID_ARGUMENT/INVALID_ROLE."""
+    ROLE_SYSTEM: _Role.ValueType  # 1
+    """Instructions for the model from the application (a system prompt)."""
+    ROLE_USER: _Role.ValueType  # 2
+    """The user."""
+    ROLE_ASSISTANT: _Role.ValueType  # 3
+    """The model's earlier answers."""
+
+class Role(_Role, metaclass=_RoleEnumTypeWrapper):
+    """Who wrote a message of a conversation."""
+
+ROLE_UNSPECIFIED: Role.ValueType  # 0
+"""Not set: refused with INVALID_ARGUMENT/INVALID_ROLE."""
+ROLE_SYSTEM: Role.ValueType  # 1
+"""Instructions for the model from the application (a system prompt)."""
+ROLE_USER: Role.ValueType  # 2
+"""The user."""
+ROLE_ASSISTANT: Role.ValueType  # 3
+"""The model's earlier answers."""
+Global___Role: _TypeAlias = Role  # noqa: Y015
+
 @_typing.final
 class Image(_message.Message):
     """An image attached to a request. The image always reaches the target VLM unchanged."""
@@ -168,10 +196,14 @@ class Finding(_message.Message):
     """
     source: _builtins.str
     """Output only. The detector that produced the finding: "text_risk", "ocr_text_risk",
-    "ocr_joint_risk" or "explicit_image".
+    "ocr_joint_risk", "explicit_image", "context_risk" (the last user turn read with the
+    conversation before it), or one of these after "output_context:" (an answer read with its
+    request, GuardService.CheckOutput).
     """
     image_index: _builtins.int
-    """Output only. Index into the request's images for IMAGE and CROSS_MODAL findings, else -1."""
+    """Output only. Index into the request's images for IMAGE and CROSS_MODAL findings, else -1.
+    For a conversation (`messages`), the images of all its messages count, in message order.
+    """
     def __init__(
         self,
         *,
@@ -309,3 +341,37 @@ class GenerationParams(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GenerationParams: _TypeAlias = GenerationParams  # noqa: Y015
+
+@_typing.final
+class ChatMessage(_message.Message):
+    """One message of a conversation, as in chat-completions APIs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    role: Global___Role.ValueType
+    """Required. Who wrote the message."""
+    text: _builtins.str
+    """Optional. The message's text (may be empty for a message of images only, except the last
+    user message of a guard request).
+    """
+    @_builtins.property
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Image]:
+        """Optional. Images of the message (user messages); every image of a conversation is analysed."""
+
+    def __init__(
+        self,
+        *,
+        role: Global___Role.ValueType = ...,
+        text: _builtins.str = ...,
+        images: _abc.Iterable[Global___Image] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "role", b"role", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015

@@ -132,6 +132,7 @@ def test_tenant_rules() -> None:
 
 @pytest.mark.parametrize(("scopes", "method", "ok"), [
     ({"guard"}, "Guard", True), ({"guard"}, "Analyze", False), ({"analyze"}, "Analyze", True),
+    ({"guard"}, "CheckOutput", True), ({"analyze", "rewrite"}, "CheckOutput", False),
     ({"rewrite"}, "Rewrite", True), ({"analyze"}, "Rewrite", False),
     ({"guard"}, "Generate", True), ({"target_raw"}, "Generate", True),
     ({"analyze"}, "Generate", False),
