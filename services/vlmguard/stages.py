@@ -190,7 +190,7 @@ class AnalyzerRuntime(StageRuntime):
 
 
 def _prompts(items: Sequence[TargetItem]) -> list[TargetPrompt]:
-    return [TargetPrompt(i.text, i.images, i.image_texts, i.params, i.deadline_unix)
+    return [TargetPrompt(i.text, i.images, i.image_texts, i.params, i.deadline_unix, i.history)
             for i in items]
 
 

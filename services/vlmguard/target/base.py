@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vlmguard.config import TargetConfig
-from vlmguard.domain import GenerationParams, ImageInput, TargetResult
+from vlmguard.domain import ChatTurn, GenerationParams, ImageInput, TargetResult
 from vlmguard.errors import ConfigError, FailedPreconditionError, Reason, VLMGuardError
 from vlmguard.plugins import resolve_backend_class
 
@@ -21,6 +21,7 @@ TARGET_BACKENDS: dict[str, str] = {
     "none": "vlmguard.target.base:NoneTargetBackend",
     "smollm2": "vlmguard.target.smollm2:SmolLM2Backend",
     "triton": "vlmguard.target.triton:TritonBackend",
+    "openai": "vlmguard.target.openai:OpenAITargetBackend",
 }
 
 
@@ -36,6 +37,8 @@ class TargetPrompt:
         params: Sampling parameters (zeros mean the backend's defaults).
         deadline_unix: The caller's deadline as wall-clock seconds (``time.time()``; it crosses
             processes through the Redis queue), or None; remote backends bound their calls by it.
+        history: Earlier turns of the conversation (system prompts included), oldest first,
+            for backends that take conversations (``openai``); ``text`` is the last user turn.
     """
 
     text: str
@@ -43,6 +46,7 @@ class TargetPrompt:
     image_texts: tuple[str, ...] = ()
     params: GenerationParams = field(default_factory=GenerationParams)
     deadline_unix: float | None = None
+    history: tuple[ChatTurn, ...] = ()
 
 
 class TargetBackend(ABC):
