@@ -152,7 +152,7 @@ def _figure_rows(ma: dict[str, Any] | None, mb: dict[str, Any] | None) -> list[d
             if d is not None:
                 ci = f"[{100 * d[1]:+.1f}, {100 * d[2]:+.1f}] pp"
         cls = ""
-        if va is not None and vb is not None and vb != va:
+        if va is not None and vb is not None and vb != va and key != "n":
             better = (vb < va) if key in LOWER_IS_BETTER else (vb > va)
             cls = "good" if better else "bad"
             if d is not None and d[1] <= 0 <= d[2]:

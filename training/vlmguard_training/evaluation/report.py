@@ -60,6 +60,8 @@ tr.mark td{font-weight:600;background:#f1f3f5}
 td.wrap{white-space:normal;overflow-wrap:anywhere;min-width:8em}
 td.wide,th.wide{white-space:normal;overflow-wrap:anywhere;text-align:left;min-width:18em}
 details{margin-top:10px}
+table.items th,table.items td{text-align:left}
+.grid.wide>div{flex:1 1 480px}
 .grid{display:flex;flex-wrap:wrap;gap:16px}
 .grid>div{flex:1 1 340px;min-width:0;max-width:100%}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
@@ -70,7 +72,7 @@ th[colspan]{text-align:center}
 tr.total td{font-weight:600;border-top:2px solid #adb5bd}
 .kv{display:grid;grid-template-columns:max-content auto;gap:2px 16px}
 .kv div:nth-child(odd){color:#6c757d}
-.good{color:#2b8a3e}.bad{color:#c92a2a}.muted{color:#adb5bd}.fp{color:#d9480f}
+.good{color:#2b8a3e}.bad{color:#c92a2a}.muted{color:#adb5bd}span.fp{color:#d9480f}
 .legend span{display:inline-block;margin-right:14px;font-size:12px}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
 svg{max-width:100%;height:auto}

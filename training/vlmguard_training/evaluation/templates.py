@@ -96,7 +96,7 @@ figures are inflated and are no evidence of how the guard does on unseen data (m
 <p class=note>Each cell: items of that label that got that action.
 <span class=miss-cell>&nbsp;unsafe allowed (missed)&nbsp;</span>
 <span class=fp-cell>&nbsp;benign/safe rewritten or blocked (false positive)&nbsp;</span></p>
-<div class=grid>
+<div class="grid wide">
 {% for mx in matrices %}<div><h3>{{ mx.name }}</h3><div class=scroll><table>
 <tr><th>label \ action</th>{% for a in mx.actions %}<th>{{ a }}</th>{% endfor %}<th>total</th></tr>
 {% for row in mx.rows %}<tr><td>{{ row.label }}</td>{% for c in row.cells %}
