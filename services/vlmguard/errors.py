@@ -196,4 +196,7 @@ class Reason:
     INVALID_ROLE = "INVALID_ROLE"
     # Training (vlmguard train analyzer): the new head missed a quality gate; nothing written.
     ANALYZER_GATE_FAILED = "ANALYZER_GATE_FAILED"
+    # Pipeline publish: the new model's evaluation missed a recipe gate, or fell behind the
+    # published model by more than the recipe's margin; nothing was published.
+    PIPELINE_GATE_FAILED = "PIPELINE_GATE_FAILED"
     INTERNAL = "INTERNAL"

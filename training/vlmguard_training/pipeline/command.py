@@ -56,6 +56,14 @@ def add_parser(sub: Any) -> None:
     pub.add_argument("--name", required=True, help="publication name (folder under DEST)")
     pub.add_argument("--eval", default=None, metavar="DIR", help="vlmguard eval output")
     pub.add_argument("--dataset", default=None, metavar="DIR", help="merged dataset folder")
+    pub.add_argument("--gate", action="append", default=[], metavar="METRIC:SET<=V",
+                     help="publish only if the evaluation meets it (vlmguard eval --gate "
+                     "format; repeatable); a refusal exits 1 with PIPELINE_GATE_FAILED")
+    pub.add_argument("--max-regression", type=float, default=None, metavar="M",
+                     help="with --gate: also refuse when a gated figure is worse than the "
+                     "published model's (newest under DEST, or --baseline) by more than M")
+    pub.add_argument("--baseline", default=None, metavar="DIR",
+                     help="publication to compare with (default: the newest under DEST)")
     pub.set_defaults(func=cmd_publish)
 
 
@@ -153,6 +161,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     out = publish(Path(args.model), Path(args.dest), args.name,
                   eval_dir=Path(args.eval) if args.eval else None,
-                  dataset=Path(args.dataset) if args.dataset else None)
+                  dataset=Path(args.dataset) if args.dataset else None,
+                  gates=list(getattr(args, "gate", None) or []),
+                  max_regression=getattr(args, "max_regression", None),
+                  baseline=Path(args.baseline) if getattr(args, "baseline", None) else None)
     print(json.dumps({"published": str(out)}))
     return EXIT_OK

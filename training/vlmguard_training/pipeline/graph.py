@@ -258,8 +258,12 @@ def build_steps(recipe: PipelineRecipe, layout: Layout, *, master_addr: str = "1
     if ev.limit:
         eval_args += ["--limit", str(ev.limit)]
     evaluate = Step("eval", "vlmguard", tuple(eval_args), output=layout.eval)
+    pub = recipe.publish
+    gate_args = [a for g in pub.gates for a in ("--gate", g)]
+    if pub.gates and pub.max_regression is not None:
+        gate_args += ["--max-regression", f"{pub.max_regression:g}"]
     publish = Step("publish", "vlmguard",
                    ("pipeline", "publish", "--model", layout.model, "--eval", layout.eval,
                     "--dataset", layout.dataset, "--dest", layout.publish,
-                    "--name", recipe.name))
+                    "--name", recipe.name, *gate_args))
     return [synth, merge, _train_step(recipe, layout, master_addr), evaluate, publish]

@@ -5,6 +5,14 @@ writes ``DEST/NAME/model/`` (the model directory), ``DEST/NAME/eval/metrics.json
 ``DEST/NAME/dataset/`` (the dataset card) and ``DEST/NAME/PUBLISH.json`` (sha256 and size of
 every file, headline metrics). It is assembled in a hidden folder and renamed into place, so a
 reader never sees half a publication and an existing one is never replaced.
+
+Gates (``--gate``, the pipeline recipe's ``publish.gates``; format of ``vlmguard eval --gate``)
+are checked on the new model's ``metrics.json`` first, and with ``--max-regression M`` each
+gated figure is also compared with the published model's (the newest publication under
+``DEST``, whose evaluation is stored with it): worse by more than ``M`` in the gate's
+direction refuses too. A refusal publishes nothing (reason ``PIPELINE_GATE_FAILED``, exit 1)
+and says which figure failed; the manifest of a publication records its gates and the
+comparison.
 """
 
 from __future__ import annotations
@@ -53,15 +61,98 @@ def _headline(metrics: Any) -> dict[str, Any]:
     return {k: v for k, v in overall.items() if isinstance(v, (int, float, str, bool))}
 
 
+def latest_publication(dest: Path) -> Path | None:
+    """The newest finished publication under ``dest`` (by its manifest's ``published_at``,
+    then name), or None."""
+    found: list[tuple[str, str, Path]] = []
+    if not dest.is_dir():
+        return None
+    for d in dest.iterdir():
+        if d.name.startswith(".") or not (d / MANIFEST).is_file():
+            continue
+        m = _read_json(d / MANIFEST)
+        found.append((str((m or {}).get("published_at", "")), d.name, d))
+    return max(found)[2] if found else None
+
+
+def check_publish_gates(eval_dir: Path | None, dest: Path, gates: list[str],
+                        max_regression: float | None,
+                        baseline: Path | None = None) -> dict[str, Any]:
+    """Check the new evaluation against ``gates`` and (with ``max_regression``) the published
+    model's evaluation; the record for the manifest.
+
+    Raises:
+        FailedPreconditionError: a gate failed, a figure regressed beyond the margin, or there
+            is no evaluation to check (reason PIPELINE_GATE_FAILED).
+        InvalidArgumentError: a malformed gate.
+    """
+    from vlmguard_training.evaluation.gates import (
+        check_gates,
+        format_gate_table,
+        parse_gates,
+        regressions,
+    )
+
+    parsed = parse_gates(gates)
+    record: dict[str, Any] = {"gates": [], "baseline": None, "regressions": [],
+                              "max_regression": max_regression}
+    if not parsed:
+        return record
+    metrics = _read_json(eval_dir / "metrics.json") if eval_dir is not None else None
+    if not isinstance(metrics, dict):
+        raise FailedPreconditionError(
+            f"publish gates need the new model's evaluation; no readable metrics.json in "
+            f"{eval_dir}", reason=Reason.PIPELINE_GATE_FAILED)
+    rows = check_gates(metrics, parsed)
+    record["gates"] = rows
+    failed = [r["gate"] for r in rows if not r["passed"]]
+    if failed:
+        raise FailedPreconditionError(
+            f"not published: gate(s) failed: {', '.join(failed)}\n{format_gate_table(rows)}",
+            reason=Reason.PIPELINE_GATE_FAILED)
+    if max_regression is None:
+        return record
+    base = baseline if baseline is not None else latest_publication(dest)
+    old = _read_json(base / "eval" / "metrics.json") if base is not None else None
+    if base is None or not isinstance(old, dict):
+        record["baseline"] = None  # the first publication (or one without an evaluation)
+        return record
+    record["baseline"] = base.name
+    reg = regressions(metrics, old, parsed, max_regression)
+    record["regressions"] = reg
+    worse = [r for r in reg if not r["passed"]]
+    if worse:
+        detail = "; ".join(f"{r['figure']} {r['new']} vs {r['published']} published "
+                           f"(worse by {r['worse_by']:.4g} > {max_regression:g})" for r in worse)
+        raise FailedPreconditionError(
+            f"not published: worse than the published model {base.name}: {detail}",
+            reason=Reason.PIPELINE_GATE_FAILED)
+    return record
+
+
 def publish(model: Path, dest: Path, name: str, *, eval_dir: Path | None = None,
-            dataset: Path | None = None) -> Path:
+            dataset: Path | None = None, gates: list[str] | None = None,
+            max_regression: float | None = None, baseline: Path | None = None) -> Path:
     """Copy ``model`` (plus eval metrics and the dataset card) to ``dest/name``.
+
+    Args:
+        model: The model directory.
+        dest: The publication root.
+        name: The publication's folder name.
+        eval_dir: The new model's ``vlmguard eval`` output.
+        dataset: The merged dataset folder (its card is copied).
+        gates: ``METRIC:SET OP VALUE`` checks on the new evaluation (see
+            :mod:`vlmguard_training.evaluation.gates`).
+        max_regression: How much worse than the published model each gated figure may be
+            (None: no comparison).
+        baseline: The publication to compare with (default: the newest under ``dest``).
 
     Returns:
         The published folder.
 
     Raises:
-        FailedPreconditionError: ``dest/name`` exists (reason PIPELINE_ALREADY_PUBLISHED).
+        FailedPreconditionError: ``dest/name`` exists (reason PIPELINE_ALREADY_PUBLISHED), or
+            the gates refused the model (reason PIPELINE_GATE_FAILED).
         ConfigError: ``model`` is not a rewriter model directory.
     """
     if not (model / MODEL_MARKER).is_file():
@@ -71,6 +162,8 @@ def publish(model: Path, dest: Path, name: str, *, eval_dir: Path | None = None,
         raise FailedPreconditionError(
             f"{final} is already published; publish under another name (never overwritten)",
             reason=Reason.PIPELINE_ALREADY_PUBLISHED)
+    gate_record = check_publish_gates(eval_dir, dest, list(gates or []), max_regression,
+                                      baseline)
     dest.mkdir(parents=True, exist_ok=True)
     tmp = dest / f".{name}.partial-{os.getpid()}"
     if tmp.exists():
@@ -102,6 +195,7 @@ def publish(model: Path, dest: Path, name: str, *, eval_dir: Path | None = None,
                         if isinstance(v, (int, float, str, bool))},
             "files": files,
             "not_published": [n for n in NOT_PUBLISHED if (model / n).exists()],
+            "gates": gate_record,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         try:

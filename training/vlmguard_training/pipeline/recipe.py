@@ -74,9 +74,32 @@ class EvalStepConfig(Recipe):
 
 
 class PublishStepConfig(Recipe):
-    """Publish: copy the model and a manifest to ``dest/<run name>`` (never overwrites)."""
+    """Publish: copy the model and a manifest to ``dest/<run name>`` (never overwrites), only
+    when its evaluation meets the gates and is not worse than the published model's."""
 
     dest: str = Field("build/published", description="Folder the model is published under.")
+    gates: list[str] = Field(
+        default_factory=list,
+        description="Checks on the eval step's figures, as vlmguard eval --gate "
+        "(METRIC:SET OP VALUE, e.g. 'intent_kept_rate:mm_vet>=0.8'); the model is published "
+        "only when all pass. Empty: no gate.")
+    max_regression: float | None = Field(
+        0.02, ge=0, le=1,
+        description="How much worse than the newest publication under dest (its stored "
+        "evaluation) each gated figure may be, in the gate's direction; null: no comparison.")
+
+    @field_validator("gates")
+    @classmethod
+    def _gates(cls, v: list[str]) -> list[str]:
+        from vlmguard.errors import InvalidArgumentError
+        from vlmguard_training.evaluation.gates import parse_gate
+
+        for g in v:
+            try:
+                parse_gate(g)
+            except InvalidArgumentError as e:
+                raise ValueError(e.message) from e
+        return v
 
 
 Quantities = dict[str, str | int | float]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from vlmguard_training.evaluation.report import BENIGN_COLOR, CSS, UNSAFE_COLOR, svg_hbar
+from vlmguard_training.evaluation.report import CSS, FP_COLOR, UNSAFE_COLOR, svg_hbar
 
 
 def _e(s: Any) -> str:
@@ -92,7 +92,7 @@ def redteam_section(report: dict[str, Any], heading: str = "h2") -> str:
                      + "</div>")
     if bars_b:
         parts.append("<div><h3>Benign flagged by family (rewritten or blocked)</h3>"
-                     + svg_hbar(sorted(bars_b, key=lambda r: -(r[1] or 0)), BENIGN_COLOR)
+                     + svg_hbar(sorted(bars_b, key=lambda r: -(r[1] or 0)), FP_COLOR)
                      + "</div>")
     parts.append("</div><h3>By family</h3>" + _table("family", fam_rows, gate))
     parts.append("<h3 style='margin-top:12px'>By language (the request as written)</h3>"
