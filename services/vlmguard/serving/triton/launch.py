@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 PYTHON_ENV_VAR = "VLMGUARD_TRITON_PYTHON_ENV"
 #: Environment variable naming a ``tritonserver`` binary to use instead of the wheel's.
 SERVER_BIN_VAR = "VLMGUARD_TRITONSERVER"
+#: Import package of the ``vlmguard-tritonserver`` distribution (only its location is used).
+TRITON_PACKAGE = "vlmguard_tritonserver"
 #: Name of the stub environment next to the project's venv (``make triton-env``).
 DEFAULT_ENV_NAME = ".venv-triton"
 
@@ -81,21 +83,23 @@ class TritonDist:
 
 
 def find_dist() -> TritonDist:
-    """Locate the Triton distribution inside the installed ``nvidia-pytriton`` wheel.
+    """Locate the Triton distribution: the ``nvidia-pytriton`` wheel's server tree, shipped in
+    ``vlmguard-tritonserver`` (``vlmguard[triton]``; built by scripts/asset_wheels.py, the
+    upstream wheel's numpy<2 requirement is for the stub, which has its own venv).
 
     Raises:
-        ConfigError: the wheel is not installed (reason MISSING_DEPENDENCY).
+        ConfigError: it is not installed (reason MISSING_DEPENDENCY).
     """
     try:
-        spec = importlib.util.find_spec("pytriton")
+        spec = importlib.util.find_spec(TRITON_PACKAGE)
     except (ImportError, ValueError):
         spec = None
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    root = Path(locations[0]) / "tritonserver" if locations else None
+    root = Path(locations[0]) / "pytriton" / "tritonserver" if locations else None
     if root is None or not (root / "bin" / "tritonserver").is_file():
         raise ConfigError(
-            "tritonserver not found: install it with 'pip install --no-deps "
-            "nvidia-pytriton==0.7.0' (or run 'make install')",
+            "tritonserver not found: install it with \"pip install 'vlmguard[triton]'\" "
+            "(or run 'make install')",
             reason=Reason.MISSING_DEPENDENCY,
         )
     libs = root.parent.parent / "nvidia_pytriton.libs"

