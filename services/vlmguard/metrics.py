@@ -12,6 +12,7 @@ from __future__ import annotations
 import platform
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -59,6 +60,7 @@ class Metrics:
         self._analyzer_labels: set[str] = set()
         self._rewriter_labels: set[str] = set()
         self._model_labels: dict[str, tuple[str, str]] = {}
+        self._servers: list[Any] = []
         self.rpc_total = Counter(
             "vlmguard_rpc_requests_total", "RPCs handled, by method and status code.",
             ["method", "code"], registry=r,
@@ -310,7 +312,15 @@ class Metrics:
         host, _, port = listen.rpartition(":")
         server, _thread = start_http_server(int(port), addr=host or "127.0.0.1",
                                             registry=self.registry)
+        self._servers.append(server)
         return int(server.server_port)
+
+    def stop_serving(self) -> None:
+        """Stop the /metrics servers :meth:`serve` started (tests; a process just exits)."""
+        while self._servers:
+            server = self._servers.pop()
+            server.shutdown()
+            server.server_close()
 
 
 def package_version() -> str:

@@ -96,6 +96,8 @@ class StageRuntime(ABC):
 
         async def load() -> None:
             t0 = time.perf_counter()
+            # 0 while loading and after a failed load (an alert waits on it), 1 once served.
+            self.metrics.model_ready.labels(self.stage).set(0)
             try:
                 await asyncio.to_thread(self._load)
             except BaseException as e:
@@ -142,6 +144,8 @@ class StageRuntime(ABC):
     def close(self) -> None:
         """Release the model."""
         self._closed = True
+        if self._task is not None:
+            self.metrics.model_ready.labels(self.stage).set(0)
         self._release()
 
 

@@ -31,7 +31,8 @@ CI_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
 KUBE_VERSION = "1.30.0"
 RELEASE, NAMESPACE = "vg", "guard"
 #: Custom resources: no schema in kubernetes-validate, so their required fields are checked here.
-CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "RayService"}
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "RayService",
+             "PrometheusRule"}
 POD_KINDS = {"Deployment", "StatefulSet", "Job", "DaemonSet", "CronJob"}
 
 
@@ -181,6 +182,19 @@ def _check_crd(d: dict[str, Any], where: str) -> None:
         assert d["apiVersion"] == "monitoring.coreos.com/v1", where
         assert spec["selector"]["matchLabels"], where
         assert all(e["port"] for e in spec["endpoints"]), where
+    elif d["kind"] == "PrometheusRule":
+        # Required fields of the Prometheus Operator v1 CRD: groups with a name and rules with
+        # an expr and either alert or record; durations in Prometheus' syntax.
+        assert d["apiVersion"] == "monitoring.coreos.com/v1", where
+        assert spec["groups"], where
+        for g in spec["groups"]:
+            assert g["name"] and g["rules"], where
+            for rule in g["rules"]:
+                assert isinstance(rule["expr"], str) and rule["expr"].strip(), where
+                assert ("alert" in rule) != ("record" in rule), where
+                assert re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", rule.get("for", "0s")), where
+                assert all(isinstance(v, str) for v in rule.get("labels", {}).values()), where
+                assert all(isinstance(v, str) for v in rule.get("annotations", {}).values())
 
 
 @pytest.mark.parametrize("ci", ci_ids)
