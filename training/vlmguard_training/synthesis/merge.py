@@ -122,6 +122,9 @@ def merge(inputs: list[Path], out: Path) -> dict[str, Any]:
                 shards.append({"dir": str(d), "num_shards": n, "missing_shards": missing})
     settings: list[dict[str, Any]] = [s["recipe_settings"] for s in summaries
                                       if s.get("recipe_settings")]
+    # Earlier settings of a shard resumed with --allow-mixed: its records were made with both.
+    settings += [m for s in summaries for m in s.get("mixed_settings") or []
+                 if isinstance(m, dict)]
     gates_cfg = [json.dumps(s.get("gates"), sort_keys=True) for s in settings]
     if len(set(gates_cfg)) > 1:
         raise InvalidArgumentError("shards were made with different gate settings; merge them "

@@ -221,6 +221,90 @@ def shard_of(key: str, num_shards: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % num_shards
 
 
+#: Recipe settings that change how fast a shard runs, not what it writes: a resume may change
+#: them freely.
+_THROUGHPUT_ONLY = ("name", "concurrency")
+_TEACHER_THROUGHPUT_ONLY = ("concurrency",)
+
+
+def resume_settings(recipe: SynthRecipe, analyzer_name: str) -> dict[str, Any]:
+    """What the records of a folder depend on: the recipe's settings but its throughput
+    knobs, and the tier-1 analyzer that gave the evidence and ran the gates."""
+    rs = {k: v for k, v in recipe.settings().items() if k not in _THROUGHPUT_ONLY}
+    rs["teacher"] = {k: v for k, v in rs["teacher"].items()
+                     if k not in _TEACHER_THROUGHPUT_ONLY}
+    return {**rs, "analyzer": analyzer_name}
+
+
+def settings_path(out: Path, shard: int, num_shards: int) -> Path:
+    """``OUT/shard-<I>-of-<N>.settings.json``: what the shard's records were made with,
+    written before the first record."""
+    return out / f"shard-{shard}-of-{num_shards}.settings.json"
+
+
+def check_resume(out: Path, current: dict[str, Any], shard: int, num_shards: int, *,
+                 allow_mixed: bool = False) -> list[dict[str, Any]]:
+    """Refuse to add records to a folder whose shards were made with other settings.
+
+    Every ``shard-*.settings.json`` of ``out`` is read (another shard of the same folder counts:
+    a merge would mix them). With ``allow_mixed`` the run goes on and every earlier setting is
+    kept on record (the summary's ``mixed_settings``, which the merge refuses to hide).
+
+    Returns:
+        The distinct earlier settings that differ from ``current`` (empty when none).
+
+    Raises:
+        InvalidArgumentError: another setting was used and ``allow_mixed`` is off.
+    """
+    earlier: list[dict[str, Any]] = []
+    for p in sorted(out.glob("shard-*-of-*.settings.json")):
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise InvalidArgumentError(f"{p} is unreadable ({e}); move it away") from e
+        for s in [data.get("settings"), *data.get("earlier", [])]:
+            if isinstance(s, dict) and s != current and s not in earlier:
+                earlier.append(s)
+    # Folders written before the settings files existed: their summaries' recipe settings.
+    for p in sorted(out.glob("shard-*-of-*.summary.json")):
+        if p.with_name(p.name.replace(".summary.json", ".settings.json")).exists():
+            continue
+        try:
+            rs = json.loads(p.read_text(encoding="utf-8")).get("recipe_settings")
+        except (OSError, ValueError):
+            continue
+        if isinstance(rs, dict):
+            old = {k: v for k, v in rs.items() if k not in _THROUGHPUT_ONLY}
+            if isinstance(old.get("teacher"), dict):
+                old["teacher"] = {k: v for k, v in old["teacher"].items()
+                                  if k not in _TEACHER_THROUGHPUT_ONLY}
+            now = {k: v for k, v in current.items() if k != "analyzer"}
+            if old != now and old not in earlier:
+                earlier.append(old)
+    if earlier and not allow_mixed:
+        diff = sorted({k for s in earlier for k in set(s) | set(current)
+                       if s.get(k) != current.get(k)})
+        raise InvalidArgumentError(
+            f"{out} holds records made with other settings ({', '.join(diff)} differ); "
+            "resuming would mix them, and the dataset card would state the new ones for all. "
+            "Use a new --out, or --allow-mixed to add to it anyway (both settings are kept on "
+            "record and merge refuses shards with mixed gate settings).")
+    path = settings_path(out, shard, num_shards)
+    mine: dict[str, Any] = {}
+    if path.is_file():
+        mine = json.loads(path.read_text(encoding="utf-8"))
+    history = [s for s in [mine.get("settings"), *mine.get("earlier", [])]
+               if isinstance(s, dict) and s != current]
+    for s in earlier:
+        if s not in history:
+            history.append(s)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"settings": current, "earlier": history}, indent=2,
+                              sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return earlier
+
+
 def shard_path(out: Path, shard: int, num_shards: int) -> Path:
     """The JSONL file of one shard's accepted records."""
     return out / f"shard-{shard}-of-{num_shards}.jsonl"
@@ -432,6 +516,7 @@ def run_shard(
     *,
     embedder: Embedder | None = None,
     progress: bool = True,
+    allow_mixed: bool = False,
 ) -> dict[str, Any]:
     """Synthesize the records of one shard (skipping finished items) and write its summary.
 
@@ -445,13 +530,20 @@ def run_shard(
         taxonomy: Risk taxonomy.
         embedder: Sentence embedder of ``keeps_intent`` (default: the analyzer's).
         progress: Show a progress bar (rate and ETA) on stderr.
+        allow_mixed: Add to a folder made with other settings (see :func:`check_resume`).
 
     Returns:
         The summary (also written to ``shard-<I>-of-<N>.summary.json``).
+
+    Raises:
+        InvalidArgumentError: ``out`` holds records made with other settings and
+            ``allow_mixed`` is off.
     """
     if not 0 <= shard < num_shards:
         raise InvalidArgumentError(f"shard {shard} is not in [0, {num_shards})")
     out.mkdir(parents=True, exist_ok=True)
+    current = resume_settings(recipe, str(getattr(analyzer, "name", "")))
+    mixed = check_resume(out, current, shard, num_shards, allow_mixed=allow_mixed)
     acc_path = shard_path(out, shard, num_shards)
     rej_path = rejected_path(out, shard, num_shards)
     accepted, _ = read_records(acc_path)
@@ -485,6 +577,9 @@ def run_shard(
     summary.update({
         "shard": shard, "num_shards": num_shards, "recipe": recipe.name,
         "recipe_settings": recipe.settings(), "teacher": ateacher.id,
+        # Settings of records already in the folder that differ (--allow-mixed): the merge
+        # reads them, so a card never states one setting for records made with another.
+        "mixed_settings": mixed,
         "items_in_shard": len(seeds), "written_this_run": len(todo),
         "this_run": {"wall_s": round(wall, 3),
                      "items_per_min": round(60 * len(todo) / wall, 2) if wall > 0 else None,
@@ -545,6 +640,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--num-shards", type=int, default=None,
                    help="shard count (default: the recipe's num_shards)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="add to an OUT made with other settings (normally refused: the records "
+                   "would mix them); both are kept on record and merge refuses mixed gates")
     p.set_defaults(func=cmd_synth)
     msub = p.add_subparsers(dest="synth_command", metavar="{merge}")
     m = msub.add_parser(
@@ -625,7 +723,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     analyzer = Tier1Analyzer.from_config(cfg.analyzer, cfg.taxonomy, cfg.limits)
     teacher = build_teacher(recipe, cfg.taxonomy, analyzer.name)
     summary = run_shard(recipe, Path(args.out), shard, num_shards, analyzer, teacher,
-                        cfg.taxonomy, progress=not args.no_progress)
+                        cfg.taxonomy, progress=not args.no_progress,
+                        allow_mixed=getattr(args, "allow_mixed", False))
     print(json.dumps({k: summary[k] for k in ("shard", "num_shards", "records", "accepted",
                                               "rejected", "written_this_run")}))
     return 0

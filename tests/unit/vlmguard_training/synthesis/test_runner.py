@@ -229,3 +229,36 @@ def test_validate_reports_schema_problems() -> None:
         "optimized.rewritten_prompt: empty", "optimized.guidance_categories: unknown category "
         "'nope'", "optimized.unchanged: wrong type"]
     assert validate("hindsight", {"categories": []}) != []
+
+
+def test_resume_with_other_settings_is_refused_unless_allowed(tmp_path: Path,
+                                                              bench: Path) -> None:
+    from vlmguard_training.synthesis.merge import merge
+
+    out = tmp_path / "out"
+    sets = {"vlguard_test": 4}
+    first = load_recipe(_recipe(tmp_path, bench, sets))
+    a = _analyzer()
+    run_shard(first, out, 0, 1, a, EvidenceTeacher(TAX, a.name), TAX, progress=False)
+    before = shard_path(out, 0, 1).read_text(encoding="utf-8")
+    # Another gate threshold (the case the dataset card would then misstate) is refused;
+    # a throughput knob is not.
+    other = first.model_copy(update={"gates": first.gates.model_copy(
+        update={"min_intent_similarity": 0.1})})
+    with pytest.raises(InvalidArgumentError, match="gates"):
+        run_shard(other, out, 0, 1, a, EvidenceTeacher(TAX, a.name), TAX, progress=False)
+    assert shard_path(out, 0, 1).read_text(encoding="utf-8") == before  # nothing written
+    faster = first.model_copy(update={"concurrency": 8, "name": "renamed"})
+    run_shard(faster, out, 0, 1, a, EvidenceTeacher(TAX, a.name), TAX, progress=False)
+    # Another shard of the same folder counts too (a merge would mix them).
+    with pytest.raises(InvalidArgumentError, match="other settings"):
+        run_shard(other, out, 1, 2, a, EvidenceTeacher(TAX, a.name), TAX, progress=False)
+    # --allow-mixed goes on, keeps both on record, and the merge will not hide the mix.
+    bigger = load_recipe(_recipe(tmp_path, bench, {"vlguard_test": 6}))
+    bigger = bigger.model_copy(update={"gates": other.gates})
+    summary = run_shard(bigger, out, 0, 1, a, EvidenceTeacher(TAX, a.name), TAX,
+                        progress=False, allow_mixed=True)
+    assert shard_path(out, 0, 1).read_text(encoding="utf-8").startswith(before)
+    assert summary["mixed_settings"] and summary["mixed_settings"][0]["sets"] == sets
+    with pytest.raises(InvalidArgumentError, match="different gate settings"):
+        merge([out], tmp_path / "dataset")
