@@ -101,6 +101,18 @@ class AuthConfig(_Frozen):
     )
 
 
+def check_listen(value: str) -> str:
+    """A listen address ``HOST:PORT`` (IPv6 hosts in brackets, ``[::]:50051``; port 0 picks a
+    free one). Refused here rather than at bind time, after the models have loaded."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or " " in host:
+        raise ValueError("must be HOST:PORT with a port 0-65535, e.g. 127.0.0.1:50051 or "
+                         "0.0.0.0:50051")
+    return value
+
+
 class ServerConfig(_Frozen):
     """The gRPC gateway."""
 
@@ -119,6 +131,11 @@ class ServerConfig(_Frozen):
         1024 * 1024, ge=0, description="After a request at least this large, give freed heap "
         "memory back to the system (glibc malloc_trim, at most once a second); 0 never does.",
     )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_address(cls, v: str) -> str:
+        return check_listen(v)
 
 
 class LimitsConfig(_Frozen):
@@ -189,6 +206,11 @@ class MetricsConfig(_Frozen):
         "tenants of policy.tenants first, then those the keys file binds keys to, as they "
         "call); other tenants are counted as 'other', so callers cannot grow the series.",
     )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_address(cls, v: str) -> str:
+        return check_listen(v)
 
 
 class TracingConfig(_Frozen):
@@ -518,6 +540,18 @@ class RewriterConfig(_Frozen):
     )
     openai: OpenAIRewriterConfig = Field(
         default_factory=OpenAIRewriterConfig, description="Endpoint for backend 'openai'.",
+    )
+    images: bool = Field(
+        True, description="Tier 2 sees the request's images, not only their OCR text: as image "
+        "parts (data URLs) for the 'openai' backend (turn off for an endpoint serving a "
+        "text-only model), through the processor for an image-text-to-text model (a "
+        "rewriter trained with kind 'vlm') with the 'transformers' backend; a text model "
+        "reads the OCR text alone either way.",
+    )
+    image_max_side: int = Field(
+        768, ge=28, le=4096, description="Longest side, in pixels, of each image given to tier "
+        "2 (reduced and re-encoded as PNG first; the model's own processor may reduce it "
+        "further).",
     )
 
 
@@ -1176,5 +1210,6 @@ def load_config(
             if loc.endswith("url") and isinstance(raw, str):
                 raw = redact_url(raw)  # never echo a password
             got = json.dumps(raw, default=str)[:80]
-            lines.append(f"{loc}: {err['msg']} (got {got})")
+            msg = str(err["msg"]).removeprefix("Value error, ")  # pydantic's prefix says nothing
+            lines.append(f"{loc}: {msg} (got {got})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from e

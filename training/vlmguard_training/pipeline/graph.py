@@ -264,6 +264,6 @@ def build_steps(recipe: PipelineRecipe, layout: Layout, *, master_addr: str = "1
         gate_args += ["--max-regression", f"{pub.max_regression:g}"]
     publish = Step("publish", "vlmguard",
                    ("pipeline", "publish", "--model", layout.model, "--eval", layout.eval,
-                    "--dataset", layout.dataset, "--dest", layout.publish,
+                    "--dataset", layout.dataset, "--out", layout.publish,
                     "--name", recipe.name, *gate_args))
     return [synth, merge, _train_step(recipe, layout, master_addr), evaluate, publish]

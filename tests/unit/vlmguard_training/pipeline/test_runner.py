@@ -126,7 +126,7 @@ def test_steps_chain_the_cli_commands(tmp_path: Path) -> None:
     assert ev.args[ev.args.index("--sets") + 1] == "mm_vet"
     assert ev.args[ev.args.index("--limit") + 1] == "3"
     assert pub.argv()[:3] == ["vlmguard", "pipeline", "publish"]
-    assert pub.args[pub.args.index("--dest") + 1] == str(tmp_path / "pub")
+    assert pub.args[pub.args.index("--out") + 1] == str(tmp_path / "pub")
     # Every command parses with the real CLI parser (pipeline publish is ours; the others are
     # checked against the parser when their subcommands exist).
     from vlmguard.cli import build_parser
