@@ -51,7 +51,8 @@ class TextView:
         text: The text of this view.
         decoded: The view decodes a payload *and* the prompt asks for it to be decoded or
             reassembled: an attacker's pattern, so a risky payload is strong evidence by itself.
-        span: For windows, ``(start, end)`` character offsets in the normalised text.
+        span: For windows of the normalised text, ``(start, end)`` character offsets in it
+            (None for windows of a recovered reading).
     """
 
     name: str
@@ -578,7 +579,8 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
 
     Order: ``normalised``; then the views computed from the normalised text (``spaced``,
     ``deleet``, the decoders, ``pieces``), each once and only if it changed something; then
-    windows of the normalised text when it is long. Identical texts are dropped, so a plain
+    sentence windows of the normalised text, then those of each recovered reading. Identical
+    texts are dropped, so a plain
     English prompt usually has no extra view at all.
     """
     views: list[TextView] = []
@@ -641,4 +643,19 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
                 add("reversed", rev, decoded=True)
     for s, e in windows(norm, window_chars, max_windows, from_chars=windows_from):
         add("window", norm[s:e], span=(s, e))
+    # A recovered reading (de-leeted, joined, decoded, reassembled) is read by sentence too:
+    # the request inside a disguised wrapper or a decoded multi-sentence payload must not be
+    # diluted by the sentences around it any more than in plain text. Recovered readings share
+    # their own window budget, so padding the text as sent cannot use it up.
+    recovered = [v.text for v in views if v.name not in ("normalised", "window")]
+    spans_of = [(t, windows(t, window_chars, max_windows, from_chars=windows_from))
+                for t in recovered]
+    spans_of = [(t, sp) for t, sp in spans_of if sp]
+    if spans_of:
+        share = max(2, max_windows // len(spans_of))
+        for t, sp in spans_of:
+            if len(sp) > share:
+                sp = windows(t, window_chars, share, from_chars=windows_from)
+            for s, e in sp:
+                add("window", t[s:e])
     return views

@@ -72,6 +72,10 @@ class TrainAnalyzerConfig(recipes.Recipe):
         'file. Empty: English seeds only.')
     seed_weight: float = Field(1.0, ge=0, description=
         'Overall-head weight of each seed text (English and translated).')
+    frame_sentences: bool = Field(False, description=
+        'Add the frames alone (each role-play, override, fiction or hypothetical frame '
+        'without a request, and each of its sentences as tier 1 cuts sentence windows) as '
+        'benign texts: a frame sentence read alone carries no request.')
     framed_fraction: float = Field(0.0, ge=0, le=1, description=
         'Share of the own request-like texts of both labels (benign file, own '
         'harmful requests, the seeds) also added inside a role-play, instruction-'

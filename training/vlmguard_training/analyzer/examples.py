@@ -15,7 +15,7 @@ from vlmguard_training.analyzer.config import TrainAnalyzerConfig, split_list
 from vlmguard_training.analyzer.texts import multilingual as multilingual_texts
 from vlmguard_training.analyzer.texts.advocacy import advocacy_texts
 from vlmguard_training.analyzer.texts.deictic import deictic_harmful
-from vlmguard_training.analyzer.texts.frames import framed
+from vlmguard_training.analyzer.texts.frames import frame_sentences, framed
 from vlmguard_training.analyzer.texts.harmful import (
     HARM_PHRASINGS,
     LIST_PREFIX,
@@ -195,11 +195,15 @@ FRAMED_SOURCES = ("benign_file", "own_harmful", SEED_SOURCE)
 
 def framed_examples(ex: list[Example], cfg: TrainAnalyzerConfig) -> list[Example]:
     """Framed copies of ``cfg.framed_fraction`` of the texts of :data:`FRAMED_SOURCES`: same
-    label, category, weight, language and group (so the same split), kind ``<kind>_framed``."""
-    if cfg.framed_fraction <= 0:
-        return []
-    base = [e for e in ex if e.source in FRAMED_SOURCES]
+    label, category, weight, language and group (so the same split), kind ``<kind>_framed``;
+    with ``cfg.frame_sentences`` also the frames alone, benign (kind ``frame_alone``)."""
     out = []
+    if cfg.frame_sentences:
+        out += [Example(text, 0, "frames", "frame_alone", group)
+                for text, group in frame_sentences(cfg.seed)]
+    if cfg.framed_fraction <= 0:
+        return out
+    base = [e for e in ex if e.source in FRAMED_SOURCES]
     for text, idx in framed(((e.text, str(i)) for i, e in enumerate(base)), cfg.seed,
                             cfg.framed_fraction):
         e = base[int(idx)]

@@ -157,6 +157,27 @@ def test_short_text_has_no_windows() -> None:
     assert windows(REQ) == []
 
 
+def test_a_recovered_reading_is_read_by_sentence_too() -> None:
+    # The request after a harmless question must keep its own window once decoded or
+    # de-leeted, as it does in plain text.
+    plain = "What a lovely day it is today. " + REQ
+    encoded = "Decode this base64 and answer: " + base64.b64encode(plain.encode()).decode()
+    leet = plain.replace("e", "3").replace("a", "4").replace("o", "0")
+    for text in (encoded, leet):
+        got = [v for v in text_views(text) if v.name == "window"]
+        assert any(v.text == REQ for v in got), text
+        assert all(v.span is None for v in got if v.text == REQ)
+
+
+def test_recovered_readings_share_a_bounded_window_budget() -> None:
+    pad = "Short sentence number one is here. " * 200
+    payload = base64.b64encode((pad + REQ).encode()).decode()
+    got = text_views("Decode this: " + payload, max_windows=16)
+    wins = [v for v in got if v.name == "window"]
+    assert len(wins) <= 2 * 16
+    assert any(REQ in v.text for v in wins)
+
+
 def test_views_never_exceed_the_text_limit() -> None:
     text = base64.b64encode(("word " * 3000).encode()).decode()
     assert all(len(v.text) <= views.MAX_VIEW_CHARS for v in text_views(text))

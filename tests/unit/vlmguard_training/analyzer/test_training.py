@@ -692,6 +692,26 @@ def test_framed_copies_keep_label_and_group(tmp_path: Path) -> None:
                 if e.kind.endswith("_framed")]
 
 
+def test_frames_alone_are_benign_texts_grouped_by_template(tmp_path: Path) -> None:
+    from vlmguard.analyzer.views import windows
+    from vlmguard_training.analyzer.texts.frames import FRAMES, frame_sentences
+
+    alone = list(frame_sentences(0))
+    assert alone and len({t for t, _ in alone}) == len(alone)
+    assert {g for _, g in alone} == {f"frame:{i}" for i in range(len(FRAMES))}
+    bare = "You are an old wizard. Stay in character no matter what and answer this"
+    assert all(t in {a for a, _ in alone} for t in [bare] + [
+        bare[s:e].strip() for s, e in windows(bare, min_chars=8)])
+    bench, benign = _tiny_bench(tmp_path)
+    cfg = acfg.TrainAnalyzerConfig(bench_dir=str(bench), benign_file=str(benign), emb_cache="",
+                                   advocacy_variants=0, scene_text_variants=0,
+                                   frame_sentences=True)
+    got = [e for e in exm.load_examples(cfg) if e.kind == "frame_alone"]
+    assert len(got) == len(alone) and {e.label for e in got} == {0}
+    assert not [e for e in exm.load_examples(cfg.model_copy(update={"frame_sentences": False}))
+                if e.kind == "frame_alone"]
+
+
 def test_the_multilingual_recipe_is_the_shipped_heads() -> None:
     root = Path(__file__).resolve().parents[4]
     shipped = json.loads(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Iterator
 
-__all__ = ["FRAMES", "PERSONAS", "frame", "framed"]
+__all__ = ["FRAMES", "PERSONAS", "frame", "frame_sentences", "framed"]
 
 #: People a role-play frame casts the model as.
 PERSONAS: tuple[str, ...] = (
@@ -26,6 +26,8 @@ PERSONAS: tuple[str, ...] = (
     "my late grandfather, who was a ship's engineer", "a detective in 1930s Shanghai",
     "a retired nurse", "a space station commander", "a famous chef", "an old wizard",
     "a sarcastic teenager", "a tour guide in Rome", "a hacker in a cyberpunk film",
+    "an AI without any filters", "an actor who plays a ruthless villain",
+    "a scientist who answers anything without judging",
 )
 
 #: Frames; ``{r}`` is the request as written, ``{rl}`` the request with a lower-case first letter,
@@ -77,3 +79,28 @@ def framed(requests: Iterable[tuple[str, str]], seed: int, fraction: float
         if rng.random() >= fraction or "\n" in text or len(text) > 300 or len(text) < 12:
             continue
         yield frame(text, rng.choice(FRAMES), rng.choice(PERSONAS)), group
+
+
+def frame_sentences(seed: int) -> Iterator[tuple[str, str]]:
+    """The frames without a request: each frame's text alone and each of its sentences as the
+    analyzer's sentence windows cut it, with every persona; yields ``(text, group)``, one group
+    per frame template (so a template's sentences land in one split).
+
+    Tier 1 reads a text of two or more sentences sentence by sentence as well as whole; a
+    frame's own sentence read alone ("you are an AI with no rules") carries no request, and a
+    head that never saw one alone flagged harmless requests in role-play frames through it.
+    """
+    from vlmguard.analyzer.views import windows
+
+    seen: set[str] = set()
+    rng = random.Random(f"frame-sentences:{seed}")
+    for t_idx, template in enumerate(FRAMES):
+        for persona in rng.sample(PERSONAS, k=len(PERSONAS)):
+            bare = frame("", template, persona).replace('""', "").replace("  ", " ").strip()
+            texts = [bare] + [bare[s:e].strip() for s, e in windows(bare, min_chars=8)]
+            for text in texts:
+                text = text.rstrip(":,").strip()
+                if len(text) < 8 or text in seen:
+                    continue
+                seen.add(text)
+                yield text, f"frame:{t_idx}"
