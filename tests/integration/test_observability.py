@@ -308,3 +308,47 @@ def test_a_trace_spans_gateway_redis_and_worker(redis_server: RedisServer) -> No
     assert {"vlmguard.stage policy", "vlmguard.stage rewrite"} <= set(by_name)
     assert rpc.attributes["rpc.grpc.status_code"] == "OK"
     assert rpc.attributes["vlmguard.tenant"] == "acme"
+
+
+def test_an_entry_without_trace_context_still_runs_with_tracing_on(
+        redis_server: RedisServer) -> None:
+    """An entry written without ``tp`` (a gateway with tracing off, or from before the field)
+    is run and answered by a worker that traces; its spans start a trace of their own."""
+    memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
+    import redis.asyncio as aioredis
+
+    from vlmguard.queue.codec import decode_result, encode
+
+    redis_server.flush()
+    exporter = memory.InMemorySpanExporter()
+    tracing.setup(TracingConfig(enabled=True, exporter="none"), exporter=exporter)
+    token, instance = b"00000000000000aa", b"00000000000000bb"
+
+    async def scenario() -> Any:
+        from vlmguard.serving.worker import build_worker
+
+        cfg = _config(redis_server.url)
+        worker = build_worker(cfg, "analyze", analyzer=StubAnalyzer(), metrics=Metrics(),
+                              environ={})
+        await worker.start()
+        r = aioredis.Redis.from_url(redis_server.url)
+        try:
+            await r.xadd(worker.queue.stream_key("analyze"), {
+                "reply": token, "to": instance, "rid": "old-1", "deadline": "",
+                "body": encode(AnalysisItem("old-1", "what is the weather")), "px": "0"})
+            got = await r.blpop([f"{cfg.queue.key_prefix}:replies:{instance.decode()}"],
+                                timeout=10)
+        finally:
+            await r.aclose()
+            await worker.close()
+        assert got is not None
+        return decode_result("analyze", got[1][len(token):])
+
+    try:
+        answer = asyncio.run(scenario())
+    finally:
+        tracing.shutdown()
+    assert isinstance(answer, Analysis) and answer.score == pytest.approx(0.05)
+    process = [s for s in exporter.get_finished_spans()
+               if s.name == "vlmguard.worker.process analyze"]
+    assert len(process) == 1 and process[0].parent is None

@@ -127,3 +127,32 @@ def test_pipeline_stages_are_spans_of_the_call(spans: Any) -> None:
     # Spans carry no content: no attribute holds the prompt.
     assert all("hello" not in str(v) for s in finished.values()
                for v in (s.attributes or {}).values())
+
+
+class _Handle:
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    def remote(self, call: Any) -> Any:
+        self.calls.append(call)
+
+        async def answer() -> Any:
+            return (await _analyze([call.item]))[0]
+
+        return answer()
+
+
+def test_ray_stage_calls_carry_the_callers_trace(spans: Any) -> None:
+    from vlmguard.serving.ray_queue import RayServeQueue
+
+    handle = _Handle()
+
+    async def run() -> str:
+        q = RayServeQueue({ANALYZE: handle}, max_pending=4)
+        with tracing.span("vlmguard.stage analyze"):
+            tp = tracing.traceparent()
+            await q.submit(ANALYZE, AnalysisItem("r", "x"))
+        return tp
+
+    tp = asyncio.run(run())
+    assert tp and handle.calls[0].traceparent == tp
