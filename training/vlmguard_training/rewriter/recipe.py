@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from vlmguard_training.recipe import Recipe, read_yaml
 
@@ -92,6 +92,20 @@ class TrainRecipe(Recipe):
     bf16: bool = Field(False, description="bfloat16 autocast (GPU); ignored without CUDA.")
     seed: int = Field(0, description="Training seed.")
     dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
+    report_to: list[str] = Field(
+        default_factory=list,
+        description="Experiment trackers the trainer reports to (transformers report_to: e.g. "
+        "[tensorboard], [mlflow], [wandb]; the integration's package must be installed and "
+        "configured). Default none: only OUT/metrics.jsonl and one line per log step.")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v: Any) -> Any:
+        if v is None or v == "none" or v == ["none"]:
+            return []
+        if isinstance(v, str):
+            return [v]
+        return v
 
 
 class RewriterRecipe(Recipe):

@@ -138,6 +138,22 @@ class _MetricsLog:
             print(json.dumps(row), flush=True)
 
 
+def quiet_default_loggers(trainer: Any, progress: bool) -> None:
+    """Leave the per-step line to :class:`_MetricsLog`: the trainer's own printer (or its
+    progress bar's text copy of every log) would repeat each metric. The bar itself stays."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class _BarOnly(ProgressCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None,
+                   **kw: Any) -> None:
+            return None
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(_BarOnly)
+
+
 def _callback(log: _MetricsLog) -> Any:
     from transformers import TrainerCallback
 
@@ -378,7 +394,8 @@ def train(recipe: RewriterRecipe, *, resume: bool = False, force: bool = False,
         max_length=t.max_length, assistant_only_loss=True, packing=False,
         chat_template_path=template_path,
         include_num_input_tokens_seen="non_padding",
-        report_to=[], disable_tqdm=not progress, save_only_model=False,
+        report_to=list(t.report_to) or "none", disable_tqdm=not progress,
+        save_only_model=False,
         # Text LoRA uses every trainable parameter each step; the VLM case is left to TRL
         # (text-only batches leave the vision tower without gradients).
         ddp_find_unused_parameters=False if recipe.kind == "causal_lm" else None,
@@ -399,6 +416,7 @@ def train(recipe: RewriterRecipe, *, resume: bool = False, force: bool = False,
         eval_dataset=rows(ds.eval) if ds.eval else None, processing_class=processing,
         peft_config=peft_config, callbacks=[_callback(log)],
     )
+    quiet_default_loggers(trainer, progress)
     if use_prefix:
         trainer.prefix_ids = _prefix_ids(tok, template, recipe)
         trainer.prefix_refresh = t.prefix_refresh
