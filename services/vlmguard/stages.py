@@ -30,8 +30,15 @@ from vlmguard.errors import ConfigError, Reason, UnavailableError, VLMGuardError
 from vlmguard.metrics import Metrics
 from vlmguard.queue.base import StageSpec
 from vlmguard.queue.inproc import InProcessQueue
-from vlmguard.rewriter.backends import Generation, RewriterBackend, build_rewriter_backend
+from vlmguard.rewriter.backends import (
+    Generation,
+    Messages,
+    RewriterBackend,
+    build_rewriter_backend,
+    reads_images,
+)
 from vlmguard.rewriter.format import PROMPT_VERSION, build_rewriter_messages
+from vlmguard.rewriter.vlm import encode_for_rewriter, with_images
 from vlmguard.target.base import TargetBackend, TargetPrompt, build_target_backend
 
 log = logging.getLogger(__name__)
@@ -253,6 +260,7 @@ class RewriterRuntime(StageRuntime):
         self.backend = backend
         self.cfg = cfg.rewriter
         self.taxonomy = cfg.taxonomy
+        self.limits = cfg.limits
         self.name = backend.name
 
     def _load(self) -> None:
@@ -268,11 +276,22 @@ class RewriterRuntime(StageRuntime):
         await self.ready.wait()
         if self.error is not None:
             return self._not_ready(items, "the tier-2 rewriter failed to load")
-        convs = [build_rewriter_messages(i.text, i.evidence, self.taxonomy) for i in items]
+        convs: list[Messages] = [build_rewriter_messages(i.text, i.evidence, self.taxonomy)
+                                 for i in items]
+        if self.cfg.images and reads_images(self.backend) and any(i.images for i in items):
+            # Decoding and re-encoding the images costs milliseconds each: off the loop.
+            convs = await asyncio.to_thread(self._with_images, convs, items)
         out = await self.backend.generate(convs, max_new_tokens=self.cfg.max_new_tokens)
         n = sum(g.completion_tokens for g in out if not isinstance(g, VLMGuardError))
         self.metrics.rewriter_tokens.labels(self.cfg.backend).inc(n)
         return out
+
+    def _with_images(self, convs: list[Messages],
+                     items: Sequence[RewriteItem]) -> list[Messages]:
+        """Each conversation with its request's images as parts of the user message."""
+        return [with_images(c, encode_for_rewriter(i.images, self.limits,
+                                                   self.cfg.image_max_side))
+                if i.images else c for c, i in zip(convs, items, strict=True)]
 
     def _release(self) -> None:
         self.backend.close()

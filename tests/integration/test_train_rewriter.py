@@ -215,3 +215,24 @@ def test_vlm_lora_trains_on_images(workdir: Path, tokenizer_dir: Path, config_fi
     adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     assert any("visual" in k for k in adapter)  # the vision tower got adapters too
     assert any(float(v.abs().max()) > 0 for k, v in adapter.items() if "lora_B" in k)
+    # Served as tier 2 with the image: the transformers backend loads the adapter on its base
+    # as an image-text-to-text model, and the image reaches it as pixel values.
+    from vlmguard.config import RewriterConfig
+    from vlmguard.domain import RewriterEvidence
+    from vlmguard.errors import VLMGuardError
+    from vlmguard.rewriter.format import build_rewriter_messages
+    from vlmguard.rewriter.hf import HFRewriterBackend
+    from vlmguard.rewriter.vlm import with_images
+
+    backend = HFRewriterBackend(RewriterConfig(kind="generative", model_path=str(out),
+                                               threads=1, max_new_tokens=4))
+    assert backend.reads_images
+    backend.load()
+    assert "adapter" in backend.layout
+    conv = with_images(build_rewriter_messages("What is shown here?", RewriterEvidence(),
+                                               taxonomy), [Path(images[0]).read_bytes()])
+    assert "pixel_values" in backend.vlm_inputs([conv])
+    (gen,) = backend.generate_sync([conv], max_new_tokens=4)
+    assert not isinstance(gen, VLMGuardError), gen
+    assert gen.prompt_tokens > 16  # the image's placeholder tokens are in the prompt
+    backend.close()

@@ -6,6 +6,11 @@ conversation. It stops each output at the closing ``</rewrite>`` delimiter (kept
 at ``max_new_tokens``. Parsing and the fallback are the role's job
 (:mod:`vlmguard.rewriter.generative`), never the backend's.
 
+A backend whose ``reads_images`` attribute is true gets the request's images as image parts of
+the user message (:mod:`vlmguard.rewriter.vlm`: OpenAI-style ``image_url`` parts with data URLs,
+before the text); every other backend gets text-only messages, whose user message carries the
+images' OCR text either way.
+
 Backends by name (:data:`REWRITER_BACKENDS`, imported lazily so the gateway imports torch only when
 the configured backend needs it): ``transformers`` (local, batched, CPU/GPU), and ``openai`` (any
 OpenAI-compatible chat-completions server: vLLM, SGLang, ``transformers serve``, hosted APIs). A
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from vlmguard.config import RewriterConfig
 from vlmguard.domain import TargetResult
@@ -29,8 +34,9 @@ log = logging.getLogger(__name__)
 REWRITE_STOP = "</rewrite>"
 _REWRITE_OPEN = "<rewrite>"
 
-#: One conversation: ``[{"role": ..., "content": ...}, ...]``.
-Messages = Sequence[Mapping[str, str]]
+#: One conversation: ``[{"role": ..., "content": ...}, ...]``; a content is a string, or for a
+#: backend that reads images, a list of OpenAI-style parts (``text`` and ``image_url``).
+Messages = Sequence[Mapping[str, Any]]
 #: One generation: the text (up to and including the stop delimiter), finish reason
 #: (``stop``, ``length``, or ``budget`` when guided decoding closed the rewrite because the
 #: token budget ran out) and token counts. The target's result type is reused so that it
@@ -67,6 +73,12 @@ class RewriterBackend(Protocol):
 
     def close(self) -> None:
         """Release the model or connections."""
+
+
+def reads_images(backend: Any) -> bool:
+    """Whether ``backend`` takes image parts in its messages (its ``reads_images``; a backend
+    without the attribute gets text-only messages)."""
+    return bool(getattr(backend, "reads_images", False))
 
 
 def close_rewrite(text: str, finish_reason: str) -> str:

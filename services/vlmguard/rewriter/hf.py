@@ -6,9 +6,10 @@ Model directories (``rewriter.model_path``; empty uses the packaged demo rewrite
   is used by the tokenizer), or
 - a rewriter directory written by ``vlmguard train rewriter``: ``vlmguard_rewriter.json`` =
   ``{"format_version": 1, "base_model": "<path>" | "smollm2", "adapter": "adapter" | null,
-  "kind": "causal_lm", "prompt_version": ..., "chat_template": "<file>" | null}``. The base is a
-  model directory (relative paths are taken from the rewriter directory) or ``smollm2``, the
-  SmolLM2-135M-Instruct converted by :mod:`vlmguard.hf_models` (the target's cache too).
+  "kind": "causal_lm" | "vlm", "prompt_version": ..., "chat_template": "<file>" | null}``.
+  The base is a model directory (relative paths are taken from the rewriter directory) or
+  ``smollm2``, the SmolLM2-135M-Instruct converted by :mod:`vlmguard.hf_models` (the target's
+  cache too).
   The PEFT adapter is applied and, with ``rewriter.merge_adapter`` (default), merged into the
   base weights, which makes generation as fast as a plain model.
 
@@ -16,6 +17,12 @@ Generation: the prompt is the model's chat template over the rewriter messages
 (``add_generation_prompt=True``); a batch is left-padded and generated together with the KV
 cache, greedily; each row stops at the closing delimiter (``stop_strings``), an end-of-turn
 token or ``max_new_tokens``. Calls run in a worker thread, one batch at a time.
+
+An image-text-to-text model (kind ``vlm``, or a full model directory with an image processor:
+the Qwen2-VL family ``vlmguard train rewriter`` trains) reads the request's images: the
+backend says so (``reads_images``), the stage puts them in the user message as image parts
+(:mod:`vlmguard.rewriter.vlm`), and the model's processor turns the conversation into token ids
+and pixel values, with the image placeholders where the trainer put them.
 """
 
 from __future__ import annotations
@@ -38,6 +45,13 @@ from vlmguard.rewriter.format import (
     format_step,
     imitates_delimiter,
     trim_unfinished_rewrite,
+)
+from vlmguard.rewriter.vlm import (
+    is_vlm_dir,
+    load_processor,
+    pil_images,
+    processor_messages,
+    text_messages,
 )
 
 log = logging.getLogger(__name__)
@@ -68,6 +82,8 @@ class HFRewriterBackend:
         self._gen_lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
+        #: The image-text-to-text model's processor (None for a text model).
+        self._processor: Any = None
         self._stop_ids: list[int] = []
         self._pad_id = 0
         self._max_context = MAX_CONTEXT_TOKENS
@@ -77,11 +93,28 @@ class HFRewriterBackend:
         self.loaded_from: Path | None = None
         self.layout = ""
         self.load_seconds: float | None = None
-        self.model_dir()  # a bad path fails at startup, not on the first request
+        # A bad path fails at startup, not on the first request; what the directory holds
+        # says whether the model reads images before it is loaded.
+        self._vlm = self._holds_vlm(self.model_dir())
 
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def reads_images(self) -> bool:
+        """Whether the model reads the images (an image-text-to-text model)."""
+        return self._vlm
+
+    @staticmethod
+    def _holds_vlm(path: Path) -> bool:
+        if (path / REWRITER_META).is_file():
+            try:
+                meta = json.loads((path / REWRITER_META).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return False  # load() reports the unreadable file
+            return isinstance(meta, dict) and meta.get("kind") == "vlm"
+        return is_vlm_dir(path)
 
     @property
     def loaded(self) -> bool:
@@ -130,6 +163,9 @@ class HFRewriterBackend:
             t0 = time.perf_counter()
             if (path / REWRITER_META).is_file():
                 model, tok, layout = self._load_rewriter_dir(path)
+            elif self._vlm:
+                model, tok = self._load_vlm(path, path)
+                layout = "full(image-text-to-text)"
             else:
                 model, tok = _load_full(path)
                 layout = "full"
@@ -149,11 +185,8 @@ class HFRewriterBackend:
         if not isinstance(meta, dict) or meta.get("format_version") != 1:
             raise ConfigError(f"rewriter.model_path: {REWRITER_META} needs format_version 1")
         kind = meta.get("kind", "causal_lm")
-        if kind != "causal_lm":
-            raise ConfigError(
-                f"rewriter.model_path: kind {kind!r} is not served by the transformers text "
-                "backend (only 'causal_lm'; serve a VLM rewriter through the openai backend)"
-            )
+        if kind not in ("causal_lm", "vlm"):
+            raise ConfigError(f"rewriter.model_path: unknown kind {kind!r} (causal_lm or vlm)")
         trained_on = meta.get("prompt_version")
         if trained_on and trained_on != PROMPT_VERSION:
             log.warning("tier-2 model was trained on prompt format %s, this build writes %s: "
@@ -165,8 +198,11 @@ class HFRewriterBackend:
             raise ConfigError(f"rewriter.model_path: {REWRITER_META} has no base_model")
         if not adapter and (path / "config.json").is_file():
             # A full fine-tune: the weights are in the rewriter directory itself.
-            model, tok = _load_full(path)
+            model, tok = self._load_vlm(path, path) if kind == "vlm" else _load_full(path)
             layout = f"full(from {base})"
+        elif base == "smollm2" and kind == "vlm":
+            raise ConfigError("rewriter.model_path: a 'vlm' rewriter needs a base model "
+                              "directory, not smollm2")
         elif base == "smollm2":
             model, tok = self._load_smollm2()
             layout = f"base={base}"
@@ -176,7 +212,11 @@ class HFRewriterBackend:
                 base_path = path / base_path
             if not (base_path / "config.json").is_file():
                 raise ConfigError("rewriter.model_path: base_model is not a model directory")
-            model, tok = _load_full(base_path)
+            if kind == "vlm":
+                # The processor of a LoRA rewriter is its base's (the adapter has none).
+                model, tok = self._load_vlm(base_path, path if is_vlm_dir(path) else base_path)
+            else:
+                model, tok = _load_full(base_path)
             layout = f"base={base}"
         if adapter:
             adapter_dir = path / str(adapter)
@@ -197,6 +237,25 @@ class HFRewriterBackend:
                 break
         return model, tok, layout
 
+    def _load_vlm(self, model_path: Path, processor_path: Path) -> tuple[Any, Any]:
+        """An image-text-to-text model and its processor's tokenizer (the processor is kept)."""
+        import torch
+        from transformers import AutoModelForImageTextToText
+
+        try:
+            processor = load_processor(processor_path)
+            model = AutoModelForImageTextToText.from_pretrained(
+                str(model_path), local_files_only=True, dtype=torch.float32)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"rewriter.model_path: cannot load the image-text-to-text model "
+                              f"in {model_path.name} ({type(e).__name__})") from e
+        tok = getattr(processor, "tokenizer", None)
+        if tok is None or getattr(processor, "image_processor", None) is None:
+            raise ConfigError(f"rewriter.model_path: {processor_path.name} has no image "
+                              "processor and tokenizer")
+        self._processor = processor
+        return model, tok
+
     def _load_smollm2(self) -> tuple[Any, Any]:
         """SmolLM2-135M-Instruct through the shared converted cache."""
         from vlmguard.hf_models import find_packaged_gguf, load_gguf_cached
@@ -216,7 +275,7 @@ class HFRewriterBackend:
     def prompt_ids(self, messages: Messages) -> list[int]:
         """Token ids of the chat-templated prompt (with the generation prompt)."""
         text = self._tokenizer.apply_chat_template(
-            [dict(m) for m in messages], add_generation_prompt=True, tokenize=False)
+            text_messages(messages), add_generation_prompt=True, tokenize=False)
         ids: list[int] = self._tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
 
@@ -240,6 +299,9 @@ class HFRewriterBackend:
             log.exception("tier-2 rewriter failed to load")
             return [UnavailableError("the tier-2 rewriter failed to load",
                                      reason=Reason.REWRITER_NOT_READY) for _ in conversations]
+        if self._processor is not None:
+            with self._gen_lock:
+                return self._run_vlm(list(conversations), max_new_tokens)
         results: list[Generation | VLMGuardError | None] = [None] * len(conversations)
         ready: list[tuple[int, list[int]]] = []
         budget = self._max_context - max_new_tokens
@@ -324,10 +386,17 @@ class HFRewriterBackend:
                                        generation_config=gen_cfg, tokenizer=self._tokenizer,
                                        **extra)
         elapsed = time.perf_counter() - t0
-        new = out[:, width:]
-        results: list[Generation | VLMGuardError] = []
-        total = 0
-        for row, ids in enumerate(batch):
+        results = self._decode_rows(out[:, width:], [len(ids) for ids in batch], guide)
+        log.debug("tier-2 batch=%d new_tokens=%d in %.2f s (forced %d, banned %d)", len(batch),
+                  sum(r.completion_tokens for r in results), elapsed,
+                  guide.forced_tokens if guide else 0, guide.banned_tokens if guide else 0)
+        return list(results)
+
+    def _decode_rows(self, new: Any, prompt_lens: list[int],
+                     guide: FormatGuide | None) -> list[Generation]:
+        """Each row's generation: cut at its stop token or the closing delimiter."""
+        results: list[Generation] = []
+        for row, prompt_len in enumerate(prompt_lens):
             tokens = [int(t) for t in new[row].tolist()]
             finish = "length"
             for pos, t in enumerate(tokens):
@@ -343,13 +412,78 @@ class HFRewriterBackend:
                 if guide is not None and row in guide.budget_closed:
                     # The budget closed the rewrite: drop its unfinished last sentence.
                     text, finish = trim_unfinished_rewrite(text), "budget"
-            total += len(tokens)
             results.append(Generation(text=text, model=self.name, finish_reason=finish,
-                                      prompt_tokens=len(ids), completion_tokens=len(tokens)))
-        log.debug("tier-2 batch=%d new_tokens=%d in %.2f s (forced %d, banned %d)", len(batch),
-                  total, elapsed, guide.forced_tokens if guide else 0,
-                  guide.banned_tokens if guide else 0)
+                                      prompt_tokens=prompt_len, completion_tokens=len(tokens)))
         return results
+
+    # ------------------------------------------------ image-text-to-text models
+
+    def _run_vlm(self, convs: list[Messages], max_new: int) -> list[Generation | VLMGuardError]:
+        """A batch on the image-text-to-text model; one by one when the batch fails, so a
+        failing request fails alone."""
+        try:
+            return self._generate_vlm(convs, max_new)
+        except _PromptTooLongError as e:
+            if len(convs) == 1:
+                return [UnavailableError(str(e), reason=Reason.REWRITER_FAILED)]
+        except Exception:
+            if len(convs) == 1:
+                log.exception("tier-2 generation failed")
+                return [UnavailableError("the tier-2 rewriter failed on this request",
+                                         reason=Reason.REWRITER_FAILED)]
+            log.warning("batched tier-2 generation failed; retrying %d one by one", len(convs),
+                        exc_info=True)
+        out: list[Generation | VLMGuardError] = []
+        for conv in convs:
+            out.extend(self._run_vlm([conv], max_new))
+        return out
+
+    def vlm_inputs(self, convs: Sequence[Messages]) -> Any:
+        """The processor's batch for conversations whose user messages may hold image parts:
+        token ids with the image placeholders expanded, attention mask, pixel values and image
+        grid (left-padded)."""
+        texts: list[str] = []
+        images: list[Any] = []
+        for conv in convs:
+            msgs, pngs = processor_messages(conv)
+            texts.append(self._processor.apply_chat_template(msgs, add_generation_prompt=True,
+                                                             tokenize=False))
+            images.extend(pil_images(pngs))
+        return self._processor(text=texts, images=images or None, padding=True,
+                               return_tensors="pt")
+
+    def _generate_vlm(self, convs: list[Messages],
+                      max_new: int) -> list[Generation | VLMGuardError]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        inputs = self.vlm_inputs(convs)
+        width = int(inputs["input_ids"].shape[1])
+        budget = self._max_context - max_new
+        if width > budget:
+            raise _PromptTooLongError(
+                f"the tier-2 prompt is {width} tokens; the model fits {budget}")
+        gen_cfg = GenerationConfig(
+            max_new_tokens=max_new, do_sample=False, use_cache=True,
+            pad_token_id=self._pad_id, eos_token_id=list(self._stop_ids) or None,
+            stop_strings=[self.stop],
+        )
+        extra: dict[str, Any] = {}
+        guide: FormatGuide | None = None
+        if self.cfg.guided_format and self.stop == REWRITE_STOP:
+            guide = FormatGuide(self._tokenizer, width, self._stop_ids,
+                                reasoning_max_chars=self.cfg.reasoning_max_chars,
+                                max_new_tokens=max_new)
+            extra["logits_processor"] = LogitsProcessorList([guide])
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self._model.generate(**inputs, generation_config=gen_cfg,
+                                       tokenizer=self._tokenizer, **extra)
+        prompt_lens = [int(n) for n in inputs["attention_mask"].sum(dim=1).tolist()]
+        results = self._decode_rows(out[:, width:], prompt_lens, guide)
+        log.debug("tier-2 image-text batch=%d new_tokens=%d in %.2f s", len(convs),
+                  sum(r.completion_tokens for r in results), time.perf_counter() - t0)
+        return list(results)
 
     def _system_ids(self, conv: Messages) -> list[int]:
         """Token ids of the system message alone, as the chat template renders it first."""
@@ -399,6 +533,11 @@ class HFRewriterBackend:
             self._prefix = None
             self._model = None
             self._tokenizer = None
+            self._processor = None
+
+
+class _PromptTooLongError(Exception):
+    """A batch's prompt does not fit the model's context with the new-token budget."""
 
 
 class FormatGuide:

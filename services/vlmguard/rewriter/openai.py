@@ -27,7 +27,9 @@ class OpenAIRewriterBackend:
 
     Each conversation is one request (``temperature`` 0, ``stop`` = the closing delimiter,
     ``max_tokens``); a batch runs concurrently, at most ``openai.max_concurrency`` at once, so
-    the server's own continuous batching sees them together.
+    the server's own continuous batching sees them together. With ``rewriter.images`` the
+    request's images go in the user message as ``image_url`` parts (PNG data URLs), as the
+    chat-completions API takes them.
 
     Args:
         cfg: Rewriter configuration (``openai`` section, ``timeout_s``).
@@ -54,6 +56,11 @@ class OpenAIRewriterBackend:
     def name(self) -> str:
         return f"openai:{self._model}"
 
+    @property
+    def reads_images(self) -> bool:
+        """Whether the endpoint is sent the images (``rewriter.images``)."""
+        return self.cfg.images
+
     def load(self) -> None:
         """Nothing to load: the endpoint is checked by the first call (failures fall back)."""
         import httpx  # noqa: F401 - fail at startup, not on the first call, if it is missing
@@ -74,7 +81,7 @@ class OpenAIRewriterBackend:
         return list(await asyncio.gather(
             *(self._one(client, list(c), max_new_tokens) for c in conversations)))
 
-    async def _one(self, client: Any, messages: list[Mapping[str, str]],
+    async def _one(self, client: Any, messages: list[Mapping[str, Any]],
                    max_new_tokens: int) -> Generation | VLMGuardError:
         import httpx
 

@@ -1,9 +1,6 @@
-"""Qwen2-VL helpers: an image-only processor, loading, samples, and a tiny random model.
-
-The stock ``Qwen2VLProcessor`` type-checks a video processor, which needs torchvision (it does
-not import on CPU-only machines here). :class:`Qwen2VLImageOnlyProcessor` drops the video slot;
-:func:`register_processor` must run before ``AutoProcessor.from_pretrained``, or AutoProcessor
-silently returns only the tokenizer. :func:`build_tiny_qwen2_vl` makes a consistent ~3 M
+"""Qwen2-VL helpers: samples and a tiny random model; the image-only processor and its loading
+come from the serving package (:mod:`vlmguard.rewriter.vlm`), so a trained rewriter is served
+with the processor it was trained with. :func:`build_tiny_qwen2_vl` makes a consistent ~3 M
 parameter model for tests and smoke runs (no hub).
 """
 
@@ -12,55 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vlmguard.rewriter.vlm import (  # noqa: F401 - re-exported for the trainer and tests
+    QWEN2_VL_SPECIAL_TOKENS,
+    load_processor,
+    register_processor,
+)
 from vlmguard_training.rewriter.templates import qwen2_vl_template
-
-#: Special tokens the Qwen2-VL chat template and processor use.
-QWEN2_VL_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                           "<|image_pad|>", "<|video_pad|>")
-
-
-def _processor_class() -> type:
-    from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
-
-    class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):  # type: ignore[misc]
-        """Qwen2-VL processor without the video processor (images and text only)."""
-
-        def __init__(self, image_processor: Any = None, tokenizer: Any = None,
-                     chat_template: str | None = None, **kwargs: Any) -> None:
-            super().__init__(image_processor, tokenizer, None, chat_template=chat_template,
-                             **kwargs)
-
-    return Qwen2VLImageOnlyProcessor
-
-
-_REGISTERED: dict[str, type] = {}
-
-
-def register_processor() -> type:
-    """Register :class:`Qwen2VLImageOnlyProcessor` for Qwen2-VL configs (idempotent).
-
-    Returns:
-        The processor class.
-    """
-    if "cls" not in _REGISTERED:
-        import transformers
-        from transformers import AutoProcessor, Qwen2VLConfig
-
-        cls = _processor_class()
-        cls.__name__ = cls.__qualname__ = "Qwen2VLImageOnlyProcessor"
-        # AutoProcessor resolves processor_class names through the transformers namespace.
-        setattr(transformers, "Qwen2VLImageOnlyProcessor", cls)  # noqa: B010
-        AutoProcessor.register(Qwen2VLConfig, cls, exist_ok=True)
-        _REGISTERED["cls"] = cls
-    return _REGISTERED["cls"]
-
-
-def load_processor(path: str | Path) -> Any:
-    """The processor of a Qwen2-VL model directory (image-only, registered first)."""
-    from transformers import AutoProcessor
-
-    register_processor()
-    return AutoProcessor.from_pretrained(str(path), local_files_only=True)
 
 
 def load_image(path: str) -> Any:
