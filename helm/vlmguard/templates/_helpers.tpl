@@ -246,7 +246,7 @@ checksum/config: {{ include "vlmguard.configYaml" . | sha256sum }}
 {{- end -}}
 {{- $server := merge (dict "listen" (printf "0.0.0.0:%d" (int .Values.gateway.grpcPort)) "auth" $auth) (get $c "server" | default dict) -}}
 {{- $_ := set $c "server" $server -}}
-{{- $_ := set $c "metrics" (dict "enabled" (not (include "vlmguard.rayMode" .)) "listen" (printf "0.0.0.0:%d" (int .Values.gateway.metricsPort))) -}}
+{{- $_ := set $c "metrics" (dict "enabled" (not (include "vlmguard.rayMode" .)) "listen" (printf "0.0.0.0:%d" (int .Values.gateway.metricsPort)) "max_tenant_labels" (int .Values.gateway.metricsMaxTenantLabels)) -}}
 {{- if .Values.triton.enabled -}}
 {{- $target := deepCopy (get $c "target" | default dict) -}}
 {{- if eq ($target.backend | default "none") "none" -}}
