@@ -33,8 +33,9 @@ Sets: without --sets, every set in the bench folder except the training-seed set
 tier-1 head was trained on: their figures would be inflated). Naming a training-seed set is
 refused unless --allow-training-sets; the report then marks it.
 
-Gates: --gate METRIC:SET OP VALUE (repeatable), e.g. recall:figstep_safebench>=0.95,
-fpr:mm_vet<=0.03, p99_ms:overall<=2000; SET may be "overall". Their table is printed and
+Gates: --gate 'METRIC:SET OP VALUE' (repeatable; quoted: < and > are shell redirections),
+e.g. 'recall:figstep_safebench>=0.95', 'fpr:mm_vet<=0.03', 'p99_ms:overall<=2000'; SET may
+be "overall". Their table is printed and
 written to metrics.json and the report.
 
 Exit codes: 0 done (and every gate passed), 1 error, 2 usage error, 3 a gate failed or could
@@ -69,7 +70,7 @@ examples:
   vlmguard eval --bench-dir ../shared/bench --addr 127.0.0.1:50051 --out /tmp/eval-srv
   vlmguard eval --bench-dir ../shared/bench --limit 20 --out /tmp/eval-quick
   vlmguard eval --bench-dir ../shared/bench --sets figstep_safebench,mm_vet --out /tmp/e \\
-      --gate recall:figstep_safebench>=0.95 --gate fpr:mm_vet<=0.03
+      --gate 'recall:figstep_safebench>=0.95' --gate 'fpr:mm_vet<=0.03'
   vlmguard eval --compare /tmp/eval-a /tmp/eval-b                 # text, writes nothing
   vlmguard eval --compare /tmp/eval-a /tmp/eval-b --out /tmp/cmp  # also /tmp/cmp/compare.html
 """

@@ -159,12 +159,14 @@ def format_gate_table(rows: Sequence[dict[str, Any]]) -> str:
     def num(x: float | None, metric: str) -> str:
         if x is None:
             return "-"
-        return f"{x:,.0f} ms" if metric in LATENCY_METRICS else f"{x:.4g}"
+        if metric in LATENCY_METRICS:
+            return f"{x:,.0f} ms"
+        return f"{x:.3f}" if metric == "auc" else f"{100 * x:.1f}%"
 
     lines = [f"{'gate':<34} {'value':>10} {'95% CI':>17} {'n':>6}  result"]
     for r in rows:
         ci = r.get("ci95")
-        ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
+        ci_s = f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]%" if ci else "-"
         n = "-" if r.get("n") is None else str(r["n"])
         res = "pass" if r["passed"] else "FAIL" + (f" ({r['note']})" if r.get("note") else "")
         lines.append(f"{r['gate']:<34} {num(r['value'], r['metric']):>10} {ci_s:>17} {n:>6}  "

@@ -8,6 +8,7 @@ self-contained: inline CSS, inline SVG, no scripts, no external URLs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 from jinja2 import DictLoader, Environment, StrictUndefined
@@ -58,9 +59,11 @@ figures are inflated and are no evidence of how the guard does on unseen data (m
 <th>limit</th><th>result</th></tr>
 {% for g in gates %}<tr><td>{{ g.metric }}</td><td>{{ g.set }}</td>
 <td>{% if g.value is none %}<span class=muted>-</span>{% elif g.metric.endswith("_ms") %}
-{{ "{:,.0f}".format(g.value) }} ms{% else %}{{ "%.4g" | format(g.value) }}{% endif %}</td>
+{{ "{:,.0f}".format(g.value) }} ms{% elif g.metric == "auc" %}{{ "%.3f" | format(g.value) }}
+{% else %}{{ g.value | pct }}{% endif %}</td>
 <td>{{ g.ci95 | ci if g.ci95 else "-" }}</td><td>{{ g.n if g.n is not none else "-" }}</td>
-<td>{{ g.op }} {{ "%g" | format(g.limit) }}</td>
+<td>{{ g.op }} {% if g.metric.endswith("_ms") %}{{ "%g" | format(g.limit) }} ms{% elif
+ g.metric == "auc" %}{{ "%g" | format(g.limit) }}{% else %}{{ g.limit | pct }}{% endif %}</td>
 <td class="{{ 'good' if g.passed else 'bad' }}">{{ "pass" if g.passed else "FAIL" }}
 {% if g.note %}<small>({{ g.note }})</small>{% endif %}</td></tr>{% endfor %}
 </table></div></section>
@@ -246,16 +249,26 @@ flagged in A and allowed in B; worse: the reverse. Intervals assume independent 
 """
 
 
+def fmt_pct(x: float | None) -> str:
+    """``12.3%`` (``-`` when not measured)."""
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def fmt_ci(ci: Sequence[float] | None) -> str:
+    """A 95% interval of a rate, ``[4.1, 30.2]%``."""
+    if not ci:
+        return ""
+    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]%"
+
+
 @cache
 def environment() -> Environment:
     """The Jinja2 environment of both pages (autoescape on, undefined names are errors)."""
-    from vlmguard_training.evaluation import report
-
     env = Environment(loader=DictLoader({"macros": MACROS, "sweep": SWEEP,
                                          "report.html": "{% from 'sweep' import sweep %}"
                                          + REPORT, "compare.html": COMPARE}),
                       autoescape=True, undefined=StrictUndefined, trim_blocks=True,
                       lstrip_blocks=True)
-    env.filters["pct"] = report.fmt_pct
-    env.filters["ci"] = report.fmt_ci
+    env.filters["pct"] = fmt_pct
+    env.filters["ci"] = fmt_ci
     return env
