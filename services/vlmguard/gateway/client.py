@@ -1,6 +1,7 @@
 """Client-side helpers shared by the client commands (``vlmguard guard``, ``analyze``,
 ``rewrite``, ``generate``) and ``vlmguard eval``: one way to connect, call an RPC, read its
-error, and turn its answer into plain JSON."""
+error, and turn its answer into plain JSON; conversations (:func:`chat_messages`) and the
+output check (``check-output``, :func:`check_output_json`) for clients of those."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ RPCS: dict[str, tuple[str, str, str]] = {
     "analyze": ("analysis_pb2_grpc", "ThreatAnalysisServiceStub", "Analyze"),
     "rewrite": ("rewrite_pb2_grpc", "RewriteServiceStub", "Rewrite"),
     "generate": ("target_pb2_grpc", "TargetServiceStub", "Generate"),
+    "check-output": ("guard_pb2_grpc", "GuardServiceStub", "CheckOutput"),
 }
 
 #: Largest message a client sends (images inline): above the server's default limit, so the
@@ -211,5 +213,47 @@ def generate_json(resp: Any, trailing: dict[str, str]) -> dict[str, Any]:
         "finish_reason": resp.finish_reason,
         "prompt_tokens": resp.prompt_tokens,
         "completion_tokens": resp.completion_tokens,
+        "timings_ms": _timings(resp.timings_ms),
+    }
+
+
+def chat_messages(turns: list[dict[str, Any]], base: Path | None = None) -> list[Any]:
+    """``types_pb2.ChatMessage`` messages of a conversation written as JSON: ``[{"role":
+    "system" | "user" | "assistant", "content": "...", "images": ["photo.png", ...]}, ...]``
+    (``text`` is taken for ``content`` too; image paths are relative to ``base``).
+
+    Raises:
+        ValueError: a message without a known role or with a non-text content.
+        FileNotFoundError, IsADirectoryError, PermissionError: an image cannot be read.
+    """
+    from vlmguard.v1 import types_pb2
+
+    roles = {"system": types_pb2.ROLE_SYSTEM, "user": types_pb2.ROLE_USER,
+             "assistant": types_pb2.ROLE_ASSISTANT}
+    out = []
+    for i, t in enumerate(turns):
+        role = roles.get(str(t.get("role", "")) if isinstance(t, dict) else "")
+        if role is None:
+            raise ValueError(f"message {i}: role must be system, user or assistant")
+        text = t.get("content", t.get("text", ""))
+        if not isinstance(text, str):
+            raise ValueError(f"message {i}: content must be a string")
+        paths = [str(base / p) if base is not None else str(p) for p in t.get("images") or []]
+        out.append(types_pb2.ChatMessage(role=role, text=text, images=read_images(paths)))
+    return out
+
+
+def check_output_json(resp: Any) -> dict[str, Any]:
+    """A ``CheckOutputResponse``."""
+    from vlmguard.v1 import guard_pb2
+
+    return {
+        "request_id": resp.request_id,
+        "tenant_id": resp.tenant_id,
+        "output_action": _enum(guard_pb2.OutputAction, resp.action, "OUTPUT_ACTION_"),
+        "categories": list(resp.categories),
+        **report_json(resp.report),
+        "text": resp.text,
+        "annotation": resp.annotation,
         "timings_ms": _timings(resp.timings_ms),
     }
