@@ -166,8 +166,8 @@ async def _serve(cfg: Any) -> int:
         + (f"  metrics: http://{cfg.metrics.listen}/metrics" if gw.metrics_port else "")
         + "\n\nTry it from another shell:\n"
         f"  .venv/bin/vlmguard guard --addr {addr} --text 'What is the capital of France?'\n"
-        f"  .venv/bin/vlmguard guard --addr {addr} --image photo.png --text 'What is in this "
-        "image?' --json\n"
+        f"  .venv/bin/vlmguard guard --addr {addr} --image examples/chart.png --text 'Which "
+        "month had the most rain?' --json\n"
         f"  grpcurl{plain}{auth} -d '{{\"text\": \"hello\"}}' {addr} "
         "vlmguard.v1.GuardService/Guard\n"
         "Stop with Ctrl-C.\n",
@@ -823,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="VLMGuard: a safety layer in front of vision-language models. It analyses "
         "the threat in text + images and rewrites the prompt so the model answers safely.",
         epilog="Configuration: defaults < --config FILE < VLMGUARD_<SECTION>__<FIELD> "
-        "environment variables < flags. See README.md for every key.",
+        "environment variables < flags. Every key: docs/config.md.",
     )
     from vlmguard import __version__
 

@@ -9,8 +9,8 @@ wrapped in :class:`~vlmguard.serving.ray_queue.RayServeQueue`; stage replicas ba
 (``vlmguard.serving.ray_app:app``, ``args: {config_path: ...}``), and :class:`LocalRayServe`
 runs it on a local Ray for ``vlmguard serve --ray``.
 
-Limits of Ray's gRPC proxy (documented in README.md): it does not forward the client's deadline
-(the server's default timeout bounds the stage calls), it cannot send
+Limits of Ray's gRPC proxy (documented in docs/operating.md, "Ray Serve"): it does not
+forward the client's deadline (the server's default timeout bounds the stage calls), it cannot send
 initial metadata (the request id comes back as trailing metadata ``x-request-id``, besides the
 response's ``request_id``), and it binds all interfaces.
 """
