@@ -206,8 +206,7 @@ def render_compare(a: dict[str, Any], b: dict[str, Any], items_a: list[dict[str,
     set and overall, and the items whose decision changed."""
     from markupsafe import Markup
 
-    from vlmguard_training.evaluation.report import CSS, slug
-    from vlmguard_training.evaluation.templates import environment
+    from vlmguard_training.evaluation.report import CSS, environment, slug
 
     sets = list(a.get("sets", {}))
     sets += [s for s in b.get("sets", {}) if s not in sets]

@@ -25,6 +25,7 @@ from vlmguard_training.evaluation.metrics import (
     percentile,
     roc_points,
 )
+from vlmguard_training.evaluation.templates import environment
 
 UNSAFE_COLOR = "#c92a2a"
 BENIGN_COLOR = "#2b8a3e"
@@ -266,21 +267,6 @@ def _legend(items: Sequence[tuple[str, str]]) -> str:
         f'<span><i style="background:{c}"></i>{_e(n)}</span>' for n, c in items) + "</div>"
 
 
-# -- formatting (also the templates' filters) ------------------------------------------------
-
-
-def fmt_pct(x: float | None) -> str:
-    """``12.3%`` (``-`` when not measured)."""
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def fmt_ci(ci: Sequence[float] | None) -> str:
-    """A 95% interval of a rate, ``[4.1, 30.2]%``."""
-    if not ci:
-        return ""
-    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]%"
-
-
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-") or "x"
 
@@ -430,8 +416,6 @@ def render_report(metrics: dict[str, Any], records: list[dict[str, Any]],
         texts: (set, id) -> prompt text of the listed misses and false positives; shown only
             when the run's settings ask for it (``show_prompts``), else ignored.
     """
-    from vlmguard_training.evaluation.templates import environment
-
     settings = metrics.get("settings", {})
     thresholds = _policy_thresholds(settings)
     analyzer = metrics.get("analyzer")
