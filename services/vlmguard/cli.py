@@ -2,9 +2,9 @@
 
 Subcommands: ``serve`` (the gateway; ``make run`` starts it with the embedded defaults),
 ``worker`` (one stage consuming the Redis queue), the clients of the API (``guard``,
-``analyze``, ``rewrite``, ``generate``: one per RPC), ``check-config`` (validate and print the
-effective configuration), ``keys hash`` (a keys-file entry for an API key) and
-``triton-repo``. The offline commands (``eval``, ``redteam``, ``synth``, ``train``,
+``analyze``, ``rewrite``, ``generate``, ``check-output``: one per RPC), ``check-config``
+(validate and print the effective configuration), ``keys hash`` (a keys-file entry for an API
+key) and ``triton-repo``. The offline commands (``eval``, ``redteam``, ``synth``, ``train``,
 ``pipeline``) come from the ``vlmguard-training`` distribution when it is installed
 (entry-point group ``vlmguard.commands``).
 
@@ -244,6 +244,8 @@ async def _worker(cfg: Any, stage: str, metrics_listen: str | None) -> int:
 def _connection(args: argparse.Namespace) -> Any:
     from vlmguard.gateway.client import Connection
 
+    if args.ca_file and not Path(args.ca_file).is_file():
+        raise UsageError(f"cannot read --ca-file {args.ca_file}: no such file")
     return Connection(addr=args.addr, timeout_s=args.timeout,
                       api_key=args.api_key or os.environ.get("VLMGUARD_CLIENT_API_KEY", ""),
                       ca_file=args.ca_file)
@@ -257,8 +259,6 @@ def _client_inputs(args: argparse.Namespace) -> tuple[str, list[Any]]:
     """
     from vlmguard.gateway.client import read_images
 
-    if args.ca_file and not Path(args.ca_file).is_file():
-        raise UsageError(f"cannot read --ca-file {args.ca_file}: no such file")
     try:
         images = read_images(args.image or [])
     except OSError as e:
@@ -358,6 +358,33 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return _run_client(args, "generate", req, generate_json, _print_generate)
 
 
+def _cmd_check_output(args: argparse.Namespace) -> int:
+    from vlmguard.gateway.client import chat_messages, check_output_json
+    from vlmguard.v1 import guard_pb2, types_pb2
+
+    if [args.text, args.output].count("-") > 1:
+        raise UsageError("only one of --text and --output may read standard input ('-')")
+    if args.text and args.messages:
+        raise UsageError("give the request as --text or as --messages FILE, not both")
+    output = sys.stdin.read() if args.output == "-" else args.output
+    text = sys.stdin.read() if args.text == "-" else args.text
+    messages = [types_pb2.ChatMessage(role=types_pb2.ROLE_USER, text=text)] if text else []
+    if args.messages:
+        path = Path(args.messages)
+        try:
+            turns = json.loads(path.read_text())
+            messages = chat_messages(turns if isinstance(turns, list) else [], path.parent)
+        except OSError as e:
+            raise UsageError(f"cannot read {e.filename}: {e.strerror}") from e
+        except ValueError as e:  # not JSON, or a message without a known role
+            raise UsageError(f"--messages {args.messages}: {e}") from e
+    req = guard_pb2.CheckOutputRequest(output=output, messages=messages, tenant_id=args.tenant,
+                                       request_id=args.request_id,
+                                       delivered_chars=args.delivered_chars)
+    return _run_client(args, "check-output", req, lambda r, _t: check_output_json(r),
+                       _print_check_output)
+
+
 def _print_report(r: dict[str, Any]) -> None:
     lang = f", language {r['language']}" if r.get("language") else ""
     if r.get("language_unsupported"):
@@ -418,6 +445,19 @@ def _print_rewrite(r: dict[str, Any]) -> None:
     _print_decision(r)
     if r["rewriter"]:
         print(f"rewriter:   {r['rewriter']}")
+    _print_tail(r)
+
+
+def _print_check_output(r: dict[str, Any]) -> None:
+    print(f"output:     {r['output_action']}"
+          + (f" ({', '.join(r['categories'])})" if r["categories"] else ""))
+    _print_report(r)
+    if r["output_action"] in ("REPLACE", "CUT"):  # otherwise the answer as it is
+        print("deliver instead:")
+        _print_block(r["text"])
+    if r["annotation"]:
+        print("annotation:")
+        _print_block(r["annotation"])
     _print_tail(r)
 
 
@@ -754,13 +794,16 @@ def _check_listen(pairs: list[tuple[str, str, str]]) -> None:
 # -- parser --------------------------------------------------------------------------------
 
 
-def _client_args(p: argparse.ArgumentParser, *, text_help: str) -> None:
+def _client_args(p: argparse.ArgumentParser, *, text_help: str,
+                 text_required: bool = True) -> None:
     """Flags every client command shares: where to call, what to send, how to print."""
     p.add_argument("--addr", default="127.0.0.1:50051", metavar="HOST:PORT",
                    help="server address")
-    p.add_argument("--text", required=True, help=text_help + " ('-' reads standard input)")
-    p.add_argument("--image", action="append", metavar="PATH",
-                   help="an image file (PNG, JPEG, WebP, GIF); repeat for several")
+    p.add_argument("--text", required=text_required, default="",
+                   help=text_help + " ('-' reads standard input)")
+    if text_required:  # check-output sends no images (Guard read the request's)
+        p.add_argument("--image", action="append", metavar="PATH",
+                       help="an image file (PNG, JPEG, WebP, GIF); repeat for several")
     p.add_argument("--tenant", default="", help="tenant id (empty: the server's default tenant)")
     p.add_argument("--request-id", default="", metavar="ID",
                    help="request id to send (empty: the server makes one)")
@@ -774,7 +817,8 @@ def _client_args(p: argparse.ArgumentParser, *, text_help: str) -> None:
 
 
 def _add_client_parsers(sub: Any) -> None:
-    """``guard``, ``analyze``, ``rewrite``, ``generate``: one command per RPC of the API."""
+    """``guard``, ``analyze``, ``rewrite``, ``generate``, ``check-output``: one command per
+    RPC of the API."""
     p = sub.add_parser("guard", help="call GuardService.Guard on a running server",
                        description="Send a prompt (and optional images) to a running VLMGuard "
                        "server and print the decision, findings and rewritten prompt; with "
@@ -815,6 +859,22 @@ def _add_client_parsers(sub: Any) -> None:
     p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling (0: off)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (0: unset)")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("check-output", help="call GuardService.CheckOutput: check a model's answer",
+                       description="Check a model's answer under the tenant's output policy "
+                       "(tier 1 on the answer, alone and with its request): PASS, ANNOTATE, "
+                       "REPLACE or CUT, and the text to deliver in its place.")
+    _client_args(p, text_help="the request the answer is for (empty: the answer is read alone)",
+                 text_required=False)
+    p.add_argument("--messages", default="", metavar="FILE",
+                   help='the conversation instead of --text: a JSON list of {"role": "system" | '
+                   '"user" | "assistant", "content": "..."}')
+    p.add_argument("--output", required=True,
+                   help="the model's answer ('-' reads standard input)")
+    p.add_argument("--delivered-chars", type=int, default=0, metavar="N",
+                   help="characters of the answer already shown to the user while streaming "
+                   "(a CUT never cuts before them)")
+    p.set_defaults(func=_cmd_check_output)
 
 
 def build_parser() -> argparse.ArgumentParser:

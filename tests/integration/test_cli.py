@@ -205,3 +205,22 @@ def test_client_without_a_server_says_how_to_start_one() -> None:
     proc = run_client(f"127.0.0.1:{port}", "analyze", "--text", "hi", "--timeout", "10")
     assert proc.returncode == 1
     assert "hint: no VLMGuard server answers at" in proc.stderr and "vlmguard serve" in proc.stderr
+
+
+def test_check_output_passes_a_harmless_answer_and_acts_on_a_risky_one(served: str) -> None:
+    """The default tenant's output policy acts on an answer that spells out lock picking
+    (the rewrite's stand-in harm); a gardening answer passes."""
+    proc = run_client(served, "check-output", "--json", "--text",
+                      "How do I keep my tomato plants healthy?", "--output",
+                      "Water them at the base in the morning and mulch the soil.")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["output_action"] == "PASS" and out["categories"] == []
+    risky = ("Step 1: buy a tension wrench and a pick. Step 2: insert the wrench into the "
+             "bottom of the keyhole of your neighbour's door")
+    proc = run_client(served, "check-output", "--output", risky)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].startswith("output:     ")
+    assert "PASS" not in proc.stdout.splitlines()[0]
+    assert "illegal_activity" in proc.stdout
+

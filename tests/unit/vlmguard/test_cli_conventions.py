@@ -216,3 +216,22 @@ def test_timeout_hint_names_the_flag(parser: argparse.ArgumentParser) -> None:
     assert cli._call_hint(server, args) == ""
     down = CallError("UNAVAILABLE", "", "connection refused")
     assert "vlmguard serve" in cli._call_hint(down, args)
+
+
+def test_check_output_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check-output", "--text", "-", "--output", "-"]) == 2
+    assert "only one of --text and --output" in capsys.readouterr().err
+    conv = tmp_path / "c.json"
+    conv.write_text('[{"role": "user", "content": "hi"}]')
+    assert cli.main(["check-output", "--text", "hi", "--messages", str(conv),
+                     "--output", "x"]) == 2
+    assert "not both" in capsys.readouterr().err
+    conv.write_text('[{"role": "robot", "content": "hi"}]')
+    assert cli.main(["check-output", "--messages", str(conv), "--output", "x"]) == 2
+    assert "role must be system, user or assistant" in capsys.readouterr().err
+    assert cli.main(["check-output", "--messages", str(tmp_path / "none.json"),
+                     "--output", "x"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert cli.main(["analyze", "--text", "hi", "--ca-file", str(tmp_path / "ca.pem")]) == 2
+    assert "cannot read --ca-file" in capsys.readouterr().err
+
