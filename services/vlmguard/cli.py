@@ -892,8 +892,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the gRPC gateway (embedded default: one process)",
-                       description="Run the gRPC gateway with the tier-1 analyzer, template "
-                       "rewriter and the configured target, in one process.")
+                       description="Run the gRPC gateway. With the in-process queue (the "
+                       "default) every stage runs in this process: the tier-1 analyzer, the "
+                       "rewriter of rewriter.kind (template, or the tier-2 generative model) and "
+                       "the target of target.backend; with queue.url set it only enqueues and "
+                       "`vlmguard worker` processes run the stages. Listen addresses are checked "
+                       "before any model loads; SIGTERM drains.")
     _config_args(p)
     p.add_argument("--listen", metavar="HOST:PORT", type=_listen_flag,
                    help="gRPC listen address (server.listen; default 127.0.0.1:50051; port 0 "
@@ -903,7 +907,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
     p.add_argument("--target", metavar="BACKEND",
                    help=f"target backend (target.backend): {_target_choices()}")
-    p.add_argument("--log-format", choices=["text", "json"], help="log format")
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="log format (logging.format; default text)")
     p.add_argument("--http", metavar="HOST:PORT",
                    help="also serve the OpenAI-compatible HTTP front door here (http.listen; "
                    "upstream: target.openai)")
