@@ -66,6 +66,10 @@ def test_front_door_deployment_service_ingress_and_secret() -> None:
     policy = _named(docs, "NetworkPolicy", "vg-vlmguard-front-door")
     assert policy["spec"]["ingress"][0]["from"] == _ci()["frontDoor"]["from"]
     assert _ci()["frontDoor"]["upstreamEgress"][0] in policy["spec"]["egress"]
+    # Redis (queue.mode redis) admits the front-door pods, which enqueue like the gateway.
+    redis = _named(docs, "NetworkPolicy", "vg-vlmguard-redis")
+    peers = [p["podSelector"]["matchLabels"] for p in redis["spec"]["ingress"][0]["from"]]
+    assert dep["spec"]["selector"]["matchLabels"] in peers
 
 
 def test_existing_secret_is_used_as_is() -> None:
