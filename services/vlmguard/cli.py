@@ -142,7 +142,14 @@ async def _serve(cfg: Any) -> int:
     log = logging.getLogger("vlmguard.serve")
     t0 = time.perf_counter()
     tracing.setup(cfg.tracing)
-    gw = await build_gateway(cfg)
+    try:
+        gw = await build_gateway(cfg)
+    except RuntimeError as e:  # grpc's bind failure: a port taken since the check before loading
+        if "bind" not in str(e).lower():
+            raise
+        raise StartupError(_bind_problem(cfg.server.listen, "server.listen", "--listen")
+                           or f"cannot listen on {cfg.server.listen} (server.listen): {e}"
+                           ) from None
     await gw.start()
     front = None
     if cfg.http.listen:  # the OpenAI-compatible HTTP front door (vlmguard.http)

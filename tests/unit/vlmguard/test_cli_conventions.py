@@ -235,3 +235,18 @@ def test_check_output_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli.main(["analyze", "--text", "hi", "--ca-file", str(tmp_path / "ca.pem")]) == 2
     assert "cannot read --ca-file" in capsys.readouterr().err
 
+
+@pytest.mark.parametrize("good", ["127.0.0.1:50051", "0.0.0.0:0", "[::]:50051", "localhost:1"])
+def test_listen_addresses_accepted(good: str) -> None:
+    from vlmguard.config import check_listen
+
+    assert check_listen(good) == good
+
+
+@pytest.mark.parametrize("bad", ["foo", ":50051", "127.0.0.1:", "a:70000", "a:port", "a b:1"])
+def test_listen_addresses_refused(bad: str) -> None:
+    from vlmguard.config import check_listen
+
+    with pytest.raises(ValueError, match="must be HOST:PORT"):
+        check_listen(bad)
+
