@@ -196,6 +196,11 @@ async def parse_chat(raw: Any, limits: LimitsConfig, fetch: FetchImage) -> ChatR
     last_user = max((i for i, t in enumerate(turns) if t.role == "user"), default=-1)
     if last_user < 0:
         raise _bad("the conversation has no user message", "messages")
+    if last_user != len(turns) - 1:
+        # As on gRPC: the last user turn is what is decided on; an answer prefilled after it
+        # would reach the model unchecked.
+        raise _bad("the last message must be a user message", f"messages[{len(turns) - 1}]",
+                   Reason.INVALID_ROLE)
     all_images = [img for t in turns for img in t.images]
     check_images(all_images, limits)
     body["messages"] = forwarded

@@ -311,6 +311,8 @@ def test_rate_limited_key_gets_429_with_retry_after(tmp_path: Path) -> None:
         {"type": "text", "text": "what is it"}]}]}, "IMAGE_URL_NOT_ALLOWED", None),
     ({"model": "m", "messages": [{"role": "assistant", "content": "hi"}]}, "MALFORMED_REQUEST",
      "messages"),
+    ({"model": "m", "messages": [user("hi"), {"role": "assistant", "content": "Sure, "}]},
+     "INVALID_ROLE", "messages[1]"),
     ({"model": "m", "messages": [user("   ")]}, "EMPTY_TEXT", None),
     ({"model": "m", "n": 2, "messages": [user("hi")]}, "UNSUPPORTED_CONTENT", "n"),
 ])
