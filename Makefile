@@ -127,6 +127,22 @@ bench-queue: $(STAMP) ## queue benchmark: Redis vs in-process (no-op stage), tie
 bench-queue-guard: $(STAMP) ## Guard with the tier-1 analyzer through Redis vs in-process
 	$(PY) bench/queue_roundtrip.py
 
+# Container images (docker/*.Dockerfile) with podman (or docker): docs/images.md. BASE_IMAGE=local
+# makes a Debian bookworm + Python 3.11 base here with debootstrap (no registry); TORCH_INDEX_URL
+# overrides where torch==2.13.0 comes from. Slow (minutes each) and not part of `make test`.
+IMAGES ?= gateway worker training
+BASE_IMAGE ?= python:3.11-slim
+TORCH_INDEX_URL ?=
+IMAGES_ARGS ?=
+
+.PHONY: images
+images: ## build container images (IMAGES=gateway worker training [ray triton]; BASE_IMAGE=python:3.11-slim or local)
+	$(PYTHON) scripts/images.py build --base-image $(BASE_IMAGE) $(if $(TORCH_INDEX_URL),--torch-index-url $(TORCH_INDEX_URL)) $(IMAGES_ARGS) $(IMAGES)
+
+.PHONY: images-check
+images-check: $(STAMP) ## start-check the built images (root): gateway health + Guard, worker on a local Redis, training --help
+	$(PY) scripts/images.py check $(IMAGES)
+
 .PHONY: clean
 clean: ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache .mypy_cache
