@@ -207,32 +207,45 @@ class OpenAIUpstream:
         self.cfg = cfg
         self.base_url = cfg.base_url.rstrip("/")
         key = read_api_key(cfg, environ)
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._headers = {"accept": "application/json", "user-agent": "vlmguard"}
+        if key:
+            self._headers["authorization"] = f"Bearer {key}"
+        self._given_transport = transport
+        self._transport: httpx.AsyncBaseTransport | None = None
+        self._urls = {path: httpx.URL(self.base_url + path)
+                      for path in ("/chat/completions", "/models")}
         #: Attempts that were retried, by cause (tests and metrics).
         self.retries = 0
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            n = self.cfg.max_concurrency
-            self._client = httpx.AsyncClient(
-                headers=self._headers, transport=self._transport, follow_redirects=False,
-                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
-                timeout=httpx.Timeout(self.cfg.timeout_s, connect=self.cfg.connect_timeout_s))
-        return self._client
+    def _http(self) -> httpx.AsyncBaseTransport:
+        """The connection pool. Requests go to the transport itself, not through an
+        ``httpx.AsyncClient``: the client's URL merging, cookie jar and redirect machinery cost
+        about a millisecond per call and none of it applies here (no redirects are followed)."""
+        if self._transport is None:
+            if self._given_transport is not None:
+                self._transport = self._given_transport
+            else:
+                n = self.cfg.max_concurrency
+                self._transport = httpx.AsyncHTTPTransport(
+                    limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+                    proxy=_env_proxy(self.base_url))
+        return self._transport
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.aclose()
 
     async def _send(self, method: str, path: str, body: Any, deadline_unix: float | None,
                     *, stream: bool) -> tuple[httpx.Response, float]:
         """One request with the retry policy; returns an OK response (its body unread when
         ``stream``) and the timeout its attempt ran under."""
-        client = self._http()
-        url = self.base_url + path
+        transport = self._http()
+        url = self._urls[path]
+        payload = None if body is None else json.dumps(body).encode()
+        headers = dict(self._headers)
+        if payload is not None:
+            headers["content-type"] = "application/json"
         attempt = 0
         while True:
             timeout = self.cfg.timeout_s
@@ -241,16 +254,17 @@ class OpenAIUpstream:
                 if left <= 0:
                     raise _deadline_error()
                 timeout = min(timeout, left)
-            request = client.build_request(
-                method, url, json=body,
-                timeout=httpx.Timeout(timeout, connect=min(self.cfg.connect_timeout_s, timeout),
-                                      pool=timeout))
+            limits = httpx.Timeout(timeout, connect=min(self.cfg.connect_timeout_s, timeout),
+                                   pool=timeout)
+            request = httpx.Request(method, url, headers=headers, content=payload,
+                                    extensions={"timeout": limits.as_dict()})
             retry_after: float | None = None
             try:
                 # httpx bounds each read; this bounds the whole attempt (a server that trickles
                 # bytes, or a transport without timeouts, cannot outlive the deadline).
                 async with asyncio.timeout(timeout):
-                    resp = await client.send(request, stream=True)
+                    resp = await transport.handle_async_request(request)
+                    resp.request = request
                     if not stream and resp.status_code < 400:
                         try:
                             await resp.aread()
@@ -348,11 +362,28 @@ class OpenAIUpstream:
 
     async def ready(self, timeout_s: float = 2.0) -> bool:
         """Whether the server answers its model list within ``timeout_s`` (no retries)."""
+        request = httpx.Request("GET", self._urls["/models"], headers=self._headers,
+                                extensions={"timeout": httpx.Timeout(timeout_s).as_dict()})
         try:
-            resp = await self._http().get(self.base_url + "/models", timeout=timeout_s)
-        except httpx.HTTPError:
+            async with asyncio.timeout(timeout_s):
+                resp = await self._http().handle_async_request(request)
+                await resp.aclose()
+        except (httpx.HTTPError, TimeoutError):
             return False
         return resp.status_code == 200
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment sets for ``url`` (``HTTPS_PROXY``, ``NO_PROXY``...), as an
+    ``httpx.AsyncClient`` would use it."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
 
 
 def chat_text(answer: Mapping[str, Any]) -> tuple[str, str]:

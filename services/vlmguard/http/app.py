@@ -203,6 +203,10 @@ def build_app(door: FrontDoor) -> Starlette:
                             res.report.score)
             door.metrics.http_guard_actions.labels("request", action).inc()
             headers[ACTION_HEADER] = action
+            # The guard's own time, so callers (and bench/front_door.py) can tell it from the
+            # front door's and the upstream's.
+            timing = f"guard;dur={res.timings_ms.get('total', 0.0):.2f}"
+            headers["server-timing"] = timing
             if res.action is Action.BLOCK:
                 return _block(chat, rid, res.rewrite.block_message, headers)
             rewritten = res.rewrite.rewritten_text if res.action is Action.REWRITE else None
@@ -222,7 +226,9 @@ def build_app(door: FrontDoor) -> Starlette:
             t_up = time.perf_counter()
             answer = await door.upstream.chat(forward, deadline_unix=deadline_unix)
             door.metrics.http_upstream_latency.observe(time.perf_counter() - t_up)
-            await _check_answer(door, check, answer)
+            output_ms = await _check_answer(door, check, answer)
+            if output_ms is not None:
+                headers["server-timing"] = f"{timing}, output;dur={output_ms:.2f}"
             return JSONResponse(answer, headers=headers)
         except Exception as e:
             if not isinstance(e, VLMGuardError):
@@ -303,23 +309,26 @@ def _with_note(text: str, note: str) -> str:
     return f"{text}\n\n{note}" if text and note else (text or note)
 
 
-async def _check_answer(door: FrontDoor, call: Call, answer: dict[str, Any]) -> None:
-    """The output check on a whole answer, applied to it in place."""
+async def _check_answer(door: FrontDoor, call: Call, answer: dict[str, Any]) -> float | None:
+    """The output check on a whole answer, applied to it in place; its time in ms (None when
+    nothing was checked)."""
     enabled, _ = _output_enabled(door, call)
     if not enabled:
-        return
+        return None
     try:
         choice = answer["choices"][0]
         message = choice["message"]
         text = message.get("content") or ""
     except (KeyError, IndexError, TypeError, AttributeError):
-        return  # no text answer (e.g. a tool call only): nothing to read
+        return None  # no text answer (e.g. a tool call only): nothing to read
     if not isinstance(text, str) or not text:
-        return
+        return None
+    t0 = time.perf_counter()
     verdict = await door.pipeline.check_output(call, text)
+    took = (time.perf_counter() - t0) * 1000
     door.metrics.http_guard_actions.labels("answer", verdict.action.value.lower()).inc()
     if verdict.action is OutputAction.PASS:
-        return
+        return took
     if verdict.action is OutputAction.ANNOTATE:
         message["content"] = _with_note(text, verdict.annotation)
     elif verdict.action is OutputAction.REPLACE:
@@ -330,6 +339,7 @@ async def _check_answer(door: FrontDoor, call: Call, answer: dict[str, Any]) -> 
         choice["finish_reason"] = CONTENT_FILTER
     answer["vlmguard"] = {"output_action": verdict.action.value.lower(),
                           "categories": list(verdict.categories)}
+    return took
 
 
 async def _relay(door: FrontDoor, stream: UpstreamStream, call: Call, chat: ChatRequest,

@@ -128,6 +128,7 @@ def test_allowed_request_is_forwarded_unchanged_and_answered_as_the_upstream_wro
     assert sent["temperature"] == 0.3 and sent["max_tokens"] == 12 and sent["stream"] is False
     assert r.json()["choices"][0]["message"]["content"] == f"You said: {BENIGN}"
     assert "vlmguard" not in r.json()
+    assert r.headers["server-timing"].startswith("guard;dur=")
 
 
 def test_rewrite_replaces_the_last_user_text_and_keeps_images_and_earlier_turns() -> None:
