@@ -314,9 +314,10 @@ def build(bundle: Bundle, wheels: dict[str, Path], out: Path,
         dupes = sorted({t for t in targets if targets.count(t) > 1})
         if dupes:
             raise AssetError(f"bundle {bundle.name}: two sources write {dupes[:5]}")
-        tag = tags[0] if len(tags) == 1 else ANY_TAG
         if len(tags) > 1:
             raise AssetError(f"bundle {bundle.name} mixes platform tags {tags}")
+        # A bundle holding any platform-specific file is a platform wheel of that platform.
+        tag = tags[0] if tags else ANY_TAG
         out.mkdir(parents=True, exist_ok=True)
         dest = out / f"{bundle.package}-{bundle.version}-{tag}.whl"
         tmp = dest.with_name(dest.name + ".part")
