@@ -526,7 +526,8 @@ class GuardPipeline:
         request = "" if is_blank(call.text) else call.text
         texts = [answer]
         if request:
-            texts.append(f"{_tail(request, _OUTPUT_REQUEST_CHARS)}\n{answer}")
+            texts.append(f"{_tail(request, _OUTPUT_REQUEST_CHARS)}\n"
+                         f"{answer[:_OUTPUT_JOINED_ANSWER_CHARS]}")
             if call.report is None:
                 texts.append(request)
         read = await self._read(call, texts, timings, "output.analyze")
@@ -647,6 +648,10 @@ class GuardPipeline:
 
 #: The request's last user turn, as much as the output check joins before the answer (its end).
 _OUTPUT_REQUEST_CHARS = 400
+#: The answer's start, as much as is joined after the request: the encoder reads about 1,000
+#: characters of a text, and the rest of the answer is read passage by passage on its own
+#: already (the joined text's passages would be the same ones again).
+_OUTPUT_JOINED_ANSWER_CHARS = 800
 #: Passages of an answer read to find where to cut it: about this long, at most this many.
 _PASSAGE_CHARS = 400
 _MAX_PASSAGES = 16

@@ -371,3 +371,14 @@ def test_passages_cover_the_text_in_sentences_and_are_bounded() -> None:
     assert all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
     assert passages(text, len(text)) == []
     assert passages("short. text.", 3) == [(3, 12)]
+
+
+def test_the_joined_reading_holds_the_request_end_and_the_answer_start_only() -> None:
+    h = Harness()
+    request, answer = "R" * 1000 + " the question?", "A" * 5000
+    h.run(lambda p: p.check_output(Call("r", request), answer))
+    texts = [i.text for i in h.items]  # the answer, the joined reading, the request
+    assert len(texts) == 3 and answer in texts and request in texts
+    joined = next(t for t in texts if t not in (answer, request))
+    assert joined.startswith("… ") and "the question?\n" in joined
+    assert joined.endswith("A" * 800) and len(joined) <= 400 + 1 + 800
