@@ -426,8 +426,8 @@ class GuardPipeline:
         self._observe(REWRITE, timings[REWRITE])
         return result
 
-    async def check_output(self, call: Call, answer: str, *,
-                           delivered: int = 0) -> OutputVerdict:
+    async def check_output(self, call: Call, answer: str, *, delivered: int = 0,
+                           checked: int = 0) -> OutputVerdict:
         """The output check: tier 1 on a model's answer, under the tenant's ``output_action``.
 
         The answer is read alone (with its views: a long answer passage by passage) and, when
@@ -444,10 +444,15 @@ class GuardPipeline:
             answer: The model's answer (the whole answer so far, when streaming).
             delivered: Characters of ``answer`` the caller has already sent on (streaming): a
                 CUT never cuts before them.
+            checked: Characters of ``answer`` an earlier check of the same answer read and did
+                not replace or cut (streaming): only the rest is read, from a sentence at least
+                400 characters before it (a risk split across the two reads is read whole), so
+                checking a stream every window costs about one reading of the answer, not one
+                per window. The report then covers the part read.
 
         Raises:
             InvalidArgumentError: TEXT_TOO_LONG (``limits.max_output_chars``) or a
-                ``delivered`` outside the answer.
+                ``delivered`` or ``checked`` outside the answer.
             UNAVAILABLE / DEADLINE_EXCEEDED errors of the analyzer stage (the output check
                 never fails open: there is no unchecked answer to give instead).
         """
@@ -455,9 +460,10 @@ class GuardPipeline:
             raise InvalidArgumentError(
                 f"the answer is {len(answer)} characters; the output check reads at most "
                 f"{self.limits.max_output_chars}", reason=Reason.TEXT_TOO_LONG)
-        if not 0 <= delivered <= len(answer):
-            raise InvalidArgumentError("delivered must be between 0 and the answer's length",
-                                       reason=Reason.MALFORMED_REQUEST)
+        if not (0 <= delivered <= len(answer) and 0 <= checked <= len(answer)):
+            raise InvalidArgumentError(
+                "delivered and checked must be between 0 and the answer's length",
+                reason=Reason.MALFORMED_REQUEST)
         tenant_id, pol = self.policy.tenant(call.tenant_id)
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -466,7 +472,9 @@ class GuardPipeline:
                                         _NOT_CHECKED, Decision(Action.ALLOW, RiskLevel.NONE, ()),
                                         "", timings)
         self._check_deadline(call, ANALYZE)
-        analysis = await self._output_analysis(call, answer, timings)
+        start = recheck_start(answer, checked)
+        analysis = await self._output_analysis(call, answer[start:], timings,
+                                               with_request=start == 0)
         decision = self._output_decision(analysis, pol)
         action, text, note = OutputAction.PASS, answer, ""
         if decision.action is not Action.ALLOW:
@@ -486,9 +494,10 @@ class GuardPipeline:
         self._observe("output", timings["total"])
         log.info(
             "output check action=%s level=%s score=%.3f categories=%s answer_chars=%d "
-            "answer_hash=%s delivered=%d",
+            "answer_hash=%s delivered=%d read_from=%d",
             action.value, decision.level.value, analysis.score,
             ",".join(decision.triggered) or "-", len(answer), short_hash(answer), delivered,
+            start,
         )
         return self._output_verdict(call, tenant_id, text, action, analysis, decision, note,
                                     timings)
@@ -519,11 +528,11 @@ class GuardPipeline:
             timings[label] = (time.perf_counter() - t0) * 1000
         return list(results)
 
-    async def _output_analysis(self, call: Call, answer: str,
-                               timings: dict[str, float]) -> Analysis:
-        """The answer's analysis: alone, and joined after the request where that adds risk
-        beyond both parts."""
-        request = "" if is_blank(call.text) else call.text
+    async def _output_analysis(self, call: Call, answer: str, timings: dict[str, float],
+                               with_request: bool = True) -> Analysis:
+        """The answer's analysis: alone, and (``with_request``: it is the answer's start)
+        joined after the request where that adds risk beyond both parts."""
+        request = "" if is_blank(call.text) or not with_request else call.text
         texts = [answer]
         if request:
             texts.append(f"{_tail(request, _OUTPUT_REQUEST_CHARS)}\n"
@@ -660,6 +669,25 @@ _SENTENCE_END = re.compile(r"(?<=[.!?。！？\n])\s+")
 _NOT_CHECKED = Analysis(score=0.0, findings=(), reasoning=ModalityReasoning(
     "The output check is off for this tenant or the answer is empty.", "", ""),
     analyzer="off", category_scores={})
+
+
+#: How far before the part a stream's earlier check read the next check starts reading.
+_RECHECK_OVERLAP_CHARS = 400
+
+
+def recheck_start(answer: str, checked: int) -> int:
+    """Where a check of a growing answer starts reading when ``checked`` characters of it were
+    read before: at a sentence start at least :data:`_RECHECK_OVERLAP_CHARS` before them (else
+    at a word), 0 while that is the beginning."""
+    target = checked - _RECHECK_OVERLAP_CHARS
+    if target <= 0:
+        return 0
+    ends = [m.end() for m in _SENTENCE_END.finditer(answer, max(0, target - _PASSAGE_CHARS),
+                                                     target + 1) if m.end() <= target]
+    if ends:
+        return ends[-1]
+    space = answer.rfind(" ", 0, target)
+    return space + 1 if space > 0 else 0
 
 
 def _tail(text: str, limit: int) -> str:

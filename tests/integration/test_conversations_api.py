@@ -111,6 +111,12 @@ def test_check_output_follows_the_tenants_output_action(make_gateway: Any) -> No
     assert cut.text == "Pipes come in many sizes." and cut.annotation
     expect(lambda: check(gw.channel, "abc", delivered_chars=5),
            grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST")
+    # Streaming: the second check reads only past what the first one passed (with overlap).
+    safe = "Pipes come in many sizes and materials. " * 30
+    first = check(gw.channel, safe)
+    assert first.action == guard_pb2.OUTPUT_ACTION_PASS
+    more = check(gw.channel, safe + HARMFUL_ANSWER, checked_chars=len(safe))
+    assert more.action == guard_pb2.OUTPUT_ACTION_ANNOTATE
 
 
 def test_check_output_through_the_ray_ingress(ray_guard: Any) -> None:

@@ -113,7 +113,8 @@ class GuardServicer(_Base, guard_pb2_grpc.GuardServiceServicer):
         )
         self._note(request.output, ())
         v = await self.pipeline.check_output(call, request.output,
-                                             delivered=request.delivered_chars)
+                                             delivered=request.delivered_chars,
+                                             checked=request.checked_chars)
         self._decided(f"output_{v.action.value}", v.report)
         return guard_pb2.CheckOutputResponse(
             request_id=v.request_id, action=convert.output_action_to_pb(v.action),

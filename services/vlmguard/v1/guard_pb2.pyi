@@ -270,6 +270,7 @@ class CheckOutputRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DELIVERED_CHARS_FIELD_NUMBER: _builtins.int
     REQUEST_REPORT_FIELD_NUMBER: _builtins.int
+    CHECKED_CHARS_FIELD_NUMBER: _builtins.int
     output: _builtins.str
     """Required. The model's answer (the whole answer so far when streaming; empty passes), at
     most the server's output limit (INVALID_ARGUMENT/TEXT_TOO_LONG).
@@ -281,6 +282,12 @@ class CheckOutputRequest(_message.Message):
     delivered_chars: _builtins.int
     """Optional. Characters (Unicode code points) of `output` already delivered to the user while
     streaming: a CUT never cuts before them.
+    """
+    checked_chars: _builtins.int
+    """Optional. Characters (Unicode code points) of `output` that an earlier CheckOutput of the
+    same answer read and did not replace or cut (streaming): only the rest is read, from a
+    sentence at least 400 characters before it, so checking a stream every window costs about
+    one reading of the answer. The report then covers the part read.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ChatMessage]:
@@ -304,10 +311,11 @@ class CheckOutputRequest(_message.Message):
         request_id: _builtins.str = ...,
         delivered_chars: _builtins.int = ...,
         request_report: _types_pb2.RiskReport | None = ...,
+        checked_chars: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request_report", b"request_report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered_chars", b"delivered_chars", "messages", b"messages", "output", b"output", "request_id", b"request_id", "request_report", b"request_report", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_chars", b"checked_chars", "delivered_chars", b"delivered_chars", "messages", b"messages", "output", b"output", "request_id", b"request_id", "request_report", b"request_report", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -44,6 +44,7 @@ from vlmguard.pipeline import (
     conversation_context,
     conversation_images,
     passages,
+    recheck_start,
     validate_call,
 )
 from vlmguard.queue.base import StageSpec
@@ -382,3 +383,29 @@ def test_the_joined_reading_holds_the_request_end_and_the_answer_start_only() ->
     joined = next(t for t in texts if t not in (answer, request))
     assert joined.startswith("… ") and "the question?\n" in joined
     assert joined.endswith("A" * 800) and len(joined) <= 400 + 1 + 800
+
+
+def test_a_stream_check_reads_only_past_what_was_checked_with_an_overlap() -> None:
+    h = Harness()
+    first = "".join(f"Sentence {i} is harmless. " for i in range(60))  # 1,500 characters
+    answer = first + "Then add the poison for the neighbour."
+    v = h.run(lambda p: p.check_output(Call("r", "q"), answer, checked=len(first)))
+    assert v.action is OutputAction.ANNOTATE  # the new sentence is read
+    read = [i.text for i in h.items]
+    assert len(read) == 1  # not joined with the request: the answer's start was read before
+    start = recheck_start(answer, len(first))
+    assert read[0] == answer[start:] and read[0].startswith("Sentence ")
+    assert len(first) - start >= 400 and start > 0
+    assert recheck_start(answer, 300) == 0 and recheck_start(answer, 0) == 0
+    with pytest.raises(InvalidArgumentError):
+        h.run(lambda p: p.check_output(Call("r", "q"), "abc", checked=4))
+
+
+def test_a_risk_split_across_two_stream_checks_is_read_whole() -> None:
+    h = Harness()
+    answer = "Here is what you do about the neighbour. " + "x " * 10 + "Use poison."
+    boundary = answer.index("Use")
+    first = h.run(lambda p: p.check_output(Call("r", "q"), answer[:boundary]))
+    assert first.action is OutputAction.PASS
+    second = h.run(lambda p: p.check_output(Call("r", "q"), answer, checked=boundary))
+    assert second.action is OutputAction.ANNOTATE
