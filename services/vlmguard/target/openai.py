@@ -56,6 +56,8 @@ class OpenAITargetBackend(TargetBackend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._upstream: OpenAIUpstream | None = None
+        #: The httpx transport of the upstream client (None: a connection pool; tests set one).
+        self.transport: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -67,7 +69,8 @@ class OpenAITargetBackend(TargetBackend):
         """
         with self._lock:
             if self._upstream is None:
-                upstream = OpenAIUpstream(self.ocfg)  # config errors surface here
+                # config errors surface here
+                upstream = OpenAIUpstream(self.ocfg, transport=self.transport)
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="openai-target",
                                           daemon=True)

@@ -174,3 +174,26 @@ def test_target_sends_the_conversation_before_the_last_turn() -> None:
     assert messages[0]["content"] == "Be brief."
     assert messages[1]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert messages[3]["content"] == "And now?"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_generate_batch_answers_each_prompt_and_fails_alone(stream: bool) -> None:
+    fake = FakeOpenAI(answer=lambda body: "Paris is the capital.",
+                      statuses=[])
+    backend = OpenAITargetBackend(TargetConfig(backend="openai", max_new_tokens=9,
+                                               openai=cfg(stream=stream)))
+    backend.transport = fake.transport
+    try:
+        backend.load()  # no model configured: the first one the server lists
+        assert backend.name == "fake-model"
+        ok = TargetPrompt("Capital of France?", deadline_unix=time.time() + 30)
+        late = TargetPrompt("Too late", deadline_unix=time.time() - 1)
+        first, second = backend.generate_batch([ok, late])
+    finally:
+        backend.close()
+    assert not isinstance(first, VLMGuardError)
+    assert first.text == "Paris is the capital."
+    assert first.model == "fake-model" and first.finish_reason == "stop"
+    assert isinstance(second, VLMGuardError) and second.reason == Reason.DEADLINE_EXCEEDED
+    (sent,) = fake.requests  # the late prompt was never sent
+    assert sent["max_tokens"] == 9 and sent["stream"] is stream
