@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+from typing import Any
 
 import pytest
 
@@ -14,12 +16,16 @@ from vlmguard.domain import (
     TARGET,
     Analysis,
     AnalysisItem,
+    ChatTurn,
     Finding,
     GenerationParams,
     ImageEvidence,
     ImageInput,
+    ImageText,
     Modality,
     ModalityReasoning,
+    RewriteItem,
+    RewriterEvidence,
     TargetItem,
     TargetResult,
 )
@@ -56,9 +62,29 @@ def _analysis() -> Analysis:
     TargetItem("rewritten", (IMG,), ("ocr",), GenerationParams(64, 0.7, 0.9, 3)),
     TargetItem("with a deadline", (), (), GenerationParams(), 1_790_000_000.25),
     TargetResult("answer", "smollm2", "length", 10, 64),
+    # Conversations: the analyzer's context, the target's earlier turns, the rewriter's images.
+    AnalysisItem("req-2", "and now?", (IMG,), "system prompt\nearlier turn"),
+    TargetItem("last", (IMG,), ("",), GenerationParams(), None,
+               (ChatTurn("system", "s"), ChatTurn("user", "u", (IMG,)),
+                ChatTurn("assistant", "a"))),
+    RewriteItem("req-3", "q", RewriterEvidence((ImageText(0, "ocr"),), (), 0.5), (IMG,)),
 ])
 def test_round_trip(obj: object) -> None:
     assert decode(encode(obj)) == obj
+
+
+def test_items_from_before_conversations_decode_as_single_turns() -> None:
+    """Items a gateway of the previous release queued (no context, history or image inputs)."""
+    cases: list[tuple[Any, str, dict[str, Any]]] = [
+        (AnalysisItem("r", "t", (), "ctx"), "context", {"context": ""}),
+        (TargetItem("t", (), (), GenerationParams(), None, (ChatTurn("user", "u"),)),
+         "history", {"history": ()}),
+        (RewriteItem("r", "t", RewriterEvidence(), (IMG,)), "image_inputs", {"images": ()}),
+    ]
+    for obj, key, single_turn in cases:
+        doc = json.loads(encode(obj))
+        del doc["v"][key]
+        assert decode(json.dumps(doc).encode()) == dataclasses.replace(obj, **single_turn)
 
 
 def test_image_evidence_from_before_the_sign_detector_decodes() -> None:
