@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -159,3 +166,37 @@ def test_openai_target_through_grpc_generate(served: Served) -> None:
                                options=guard_pb2.GuardOptions(run_target=True)),
         timeout=120, metadata=md)
     assert blocked.action == types_pb2.ACTION_BLOCK and not blocked.target_response
+
+
+def test_vlmguard_serve_http_serves_the_front_door_and_drains_on_sigterm(
+        served: Served, tmp_path: Path) -> None:
+    config = tmp_path / "guard.json"
+    config.write_text(json.dumps({"target": {"openai": {"base_url": served.upstream + "/v1"}},
+                                  "analyzer": {"threads": 1}}))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlmguard.cli", "serve", "--config", str(config), "--listen",
+         "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-metrics"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        url, lines = "", []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not url:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"OpenAI-compatible front door on (\S+)", line)
+            url = m.group(1) if m else ""
+        assert url, "the front door did not start:\n" + "".join(lines[-30:])
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        answer = client.chat.completions.create(
+            model=served.model, messages=[{"role": "user", "content": BENIGN}], max_tokens=2)
+        assert answer.choices[0].message.content
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, "serve did not drain and exit 0 on SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
