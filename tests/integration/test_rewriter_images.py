@@ -118,6 +118,37 @@ def test_images_off_gives_text_only_messages(tiny_vl: Path) -> None:
     assert "pixel_values" not in calls[0]
 
 
+def test_guard_over_grpc_gives_the_conversations_images_to_tier_2(
+        tiny_vl: Path, make_gateway: Any) -> None:
+    from vlmguard.v1 import guard_pb2, guard_pb2_grpc, types_pb2
+
+    gw = make_gateway({"rewriter": {"kind": "generative", "backend": "transformers",
+                                    "model_path": str(tiny_vl), "tier2": "always",
+                                    "max_new_tokens": 4, "threads": 1}})
+    backend = gw.gw.rewriter.backend
+    seen: list[Any] = []
+    original = backend.vlm_inputs
+
+    def spy(convs: Any) -> Any:
+        inputs = original(convs)
+        seen.append(inputs.get("pixel_values"))
+        return inputs
+
+    backend.vlm_inputs = spy
+    stub = guard_pb2_grpc.GuardServiceStub(gw.channel)
+    user, assistant = types_pb2.ROLE_USER, types_pb2.ROLE_ASSISTANT
+    for colour in ("red", "blue"):
+        resp = stub.Guard(guard_pb2.GuardRequest(messages=[
+            types_pb2.ChatMessage(role=user, text="Look at this.",  # type: ignore[arg-type]
+                                  images=[types_pb2.Image(data=png(colour).data)]),
+            types_pb2.ChatMessage(role=assistant, text="I see it."),  # type: ignore[arg-type]
+            types_pb2.ChatMessage(role=user, text="What colour is it?"),  # type: ignore[arg-type]
+        ]), timeout=120)
+        assert resp.rewriter  # tier 2 ran (its output or the counted template fallback)
+    assert len(seen) == 2 and all(p is not None for p in seen)  # the earlier turn's image
+    assert not bool((seen[0] == seen[1]).all())
+
+
 # -- the openai backend --------------------------------------------------------------------
 
 
