@@ -113,7 +113,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        port = int(self.server.server_address[1])
+        address: Any = self.server.server_address
+        port = int(address[1])
         routes = {
             "/img.png": (200, {"content-type": "image/png"}, PNG),
             "/to-private": (302, {"location": f"http://evil.test:{port}/img.png"}, b""),
