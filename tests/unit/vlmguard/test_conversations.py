@@ -78,7 +78,8 @@ class FakeOCR:
         class R:
             text: str
 
-        return R(self.text_by_color.get(tuple(int(v) for v in image[0, 0]), ""))
+        r, g, b = (int(v) for v in image[0, 0])
+        return R(self.text_by_color.get((r, g, b), ""))
 
 
 def png(color: tuple[int, int, int]) -> ImageInput:
