@@ -44,6 +44,8 @@ package-check: $(STAMP) ## build the wheels, install each distribution into a fr
 .PHONY: dist
 dist: $(STAMP) ## build every wheel into dist/: vlmguard, vlmguard-training and the asset wheels
 	$(PY) scripts/asset_wheels.py build --out $(DIST)
+	# setuptools reuses build/lib: a module deleted since the last build would ship again.
+	rm -rf build training/build
 	$(PIP) wheel -q --no-deps -w $(DIST) . ./training
 
 $(BUF):

@@ -176,5 +176,7 @@ def test_vlmguard_training_adds_the_offline_commands(
             assert command in top, command
             assert "usage: vlmguard" in _cli(venv, command, "--help", cwd=workdir)
         _python(venv, "import vlmguard_training, trl, peft, jinja2", cwd=workdir)
+        assert list((venv / "lib").glob(
+            "python3*/site-packages/vlmguard_training-*.dist-info/**/LICENSE*"))
     finally:
         shutil.rmtree(venv, ignore_errors=True)

