@@ -232,6 +232,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                    *pip_args, *[a for v in volumes for a in ("--volume", v)]]
             if args.torch_index_url and name in ("worker", "training", "ray"):
                 cmd += ["--build-arg", f"TORCH_INDEX_URL={args.torch_index_url}"]
+            if args.no_cache:
+                cmd += ["--no-cache"]
             cmd += ["-t", ref, str(ctx)]
             log(f"building {ref} (base {base})")
             t0 = time.monotonic()
@@ -248,6 +250,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                 return 1
             size = image_size(eng, ref)
             results[name] = {"ref": ref, "base": base, "build_s": round(seconds, 1),
+                             "cold": bool(args.no_cache), "git_rev": args.git_rev or "tree",
                              "size_bytes": size, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                            time.gmtime())}
             save_results(results)
@@ -274,9 +277,9 @@ class Chrooted:
     """One image started the way a runtime would start it, with chroot.
 
     A container is created (storage only) and mounted, so it has its own writable layer; each
-    process runs in a private mount namespace (/proc, /dev, /dev/shm and the bind mounts vanish
-    with it) as the image's user, with the image's environment and working directory, on the
-    host network.
+    process runs in a private mount namespace (/proc, /dev, /dev/shm, /sys read-only and the
+    bind mounts vanish with it) as the image's user, with the image's environment and working
+    directory, on the host network.
     """
 
     def __init__(self, eng: str, ref: str, binds: dict[str, str] | None = None) -> None:
@@ -331,6 +334,7 @@ class Chrooted:
             f"mount -t proc proc {shlex.quote(self.rootfs)}/proc",
             f"mount --bind /dev {shlex.quote(self.rootfs)}/dev",
             f"mount -t tmpfs -o mode=1777 shm {shlex.quote(self.rootfs)}/dev/shm",
+            f"mount --bind -o ro /sys {shlex.quote(self.rootfs)}/sys",
         ]
         for host, inside in self.binds.items():
             target = f"{self.rootfs}{inside}"
@@ -634,7 +638,42 @@ def check_worker(eng: str, ref: str, refs: dict[str, str], work: Path) -> list[s
                 client.close()
             for c in reversed(stack):
                 c.__exit__(None, None, None)
+    notes += check_worker_inproc(eng, ref, work)
     return notes
+
+
+def check_worker_inproc(eng: str, ref: str, work: Path) -> list[str]:
+    """The worker image as the one-process gateway (queue.url empty: tier 1 in process), which
+    the chart deploys as the gateway when queue.mode is inproc."""
+    import yaml
+
+    listen, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    cfg_dir = work / "inproc-etc"
+    cfg_dir.mkdir()
+    cfg = gateway_config(listen, metrics, "")
+    del cfg["queue"]
+    (cfg_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with Chrooted(eng, ref, {str(cfg_dir): "/etc/vlmguard"}) as ctr:
+        logf = work / "inproc.log"
+        t0 = time.monotonic()
+        p = ctr.start([*ctr.entrypoint, "serve", "--config", "/etc/vlmguard/config.yaml"], logf)
+        client = Client(listen)
+        try:
+            wait_for("one-process gateway: GuardService SERVING",
+                     lambda: client.status("vlmguard.v1.GuardService") == "SERVING", 300, [p],
+                     [logf])
+            ready = time.monotonic() - t0
+            benign, risky = client.guard(BENIGN), client.guard(RISKY)
+            if action_name(benign) != "ACTION_ALLOW" or action_name(risky) == "ACTION_ALLOW":
+                raise CheckError(f"one-process gateway: benign {action_name(benign)}, risky "
+                                 f"{action_name(risky)}")
+        finally:
+            client.close()
+            stop(p)
+        if p.returncode != 0:
+            raise CheckError(f"one-process gateway exited {p.returncode}:\n{tail(logf)}")
+    return [f"`serve` in process (queue.url empty): SERVING after {ready:.1f} s, benign "
+            f"ACTION_ALLOW, risky {action_name(risky)}, SIGTERM exit 0"]
 
 
 # Walks the CLI inside the image: every command path that has a parser of its own.
@@ -684,6 +723,115 @@ def check_training(eng: str, ref: str, work: Path) -> list[str]:
     return notes
 
 
+# A Python-backend model that upper-cases a string tensor: it runs the image's stub with its
+# numpy<2 environment (under numpy 2 the stub corrupts BYTES tensors).
+_ECHO_CONFIG = """name: "echo"
+backend: "python"
+max_batch_size: 0
+input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_STRING dims: [ 1 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
+_ECHO_MODEL = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+            out = np.array([t.upper() for t in text.reshape(-1)], dtype=object)
+            responses.append(pb_utils.InferenceResponse(
+                [pb_utils.Tensor("OUT", out.reshape(text.shape))]))
+        return responses
+"""
+
+
+def check_triton(eng: str, ref: str, work: Path) -> list[str]:
+    import urllib.request
+
+    repo = work / "models"
+    (repo / "echo" / "1").mkdir(parents=True)
+    (repo / "echo" / "config.pbtxt").write_text(_ECHO_CONFIG)
+    (repo / "echo" / "1" / "model.py").write_text(_ECHO_MODEL)
+    os.chmod(work, 0o755)
+    http, grpc_port, metrics = free_port(), free_port(), free_port()
+    notes: list[str] = []
+    with Chrooted(eng, ref, {str(repo): "/models"}) as ctr:
+        r = ctr.run(["python", "-c", "import numpy; print(numpy.__version__)"])
+        notes.append(f"numpy {r.stdout.strip()} in the image (the stub needs 1.x)")
+        logf = work / "triton.log"
+        t0 = time.monotonic()
+        p = ctr.start([*ctr.entrypoint, "--model-repository", "/models", "--host", "127.0.0.1",
+                       "--grpc-port", str(grpc_port), "--http-port", str(http),
+                       "--metrics-port", str(metrics)], logf)
+        try:
+            wait_for("Triton ready", lambda: http_ok(f"http://127.0.0.1:{http}/v2/health/ready"),
+                     180, [p], [logf])
+            notes.append(f"/v2/health/ready after {time.monotonic() - t0:.1f} s")
+            body = json.dumps({"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES",
+                                           "data": ["hello triton"]}]}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{http}/v2/models/echo/infer",
+                                         data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                out = json.loads(resp.read())["outputs"][0]["data"]
+            if out != ["HELLO TRITON"]:
+                raise CheckError(f"echo model answered {out!r}")
+            notes.append("Python-backend model answered a BYTES request correctly")
+            hc = ctr.healthcheck
+            if hc:
+                r = ctr.run(hc, env={"VLMGUARD_HEALTH_ADDR": f"127.0.0.1:{http}"})
+                if r.returncode != 0:
+                    raise CheckError(f"HEALTHCHECK failed: {r.stdout}{r.stderr}")
+                notes.append("HEALTHCHECK passes")
+        finally:
+            stop(p)
+    return notes
+
+
+def check_ray(eng: str, ref: str, work: Path) -> list[str]:
+    """`vlmguard serve --ray` (the image's default command) on a one-node Ray inside the
+    image: the Serve gRPC proxy's health, then a Guard call answered by the analyzer replica."""
+    import yaml
+
+    grpc_port = free_port()
+    cfg_dir = work / "ray-etc"
+    cfg_dir.mkdir()
+    (cfg_dir / "config.yaml").write_text(yaml.safe_dump({
+        "metrics": {"enabled": False},
+        "analyzer": {"threads": 1},
+        "ray": {"grpc_port": grpc_port, "http_port": free_port(),
+                "ingress": {"num_replicas": 1, "num_cpus": 0.25},
+                "stages": {"analyze": {"min_replicas": 1, "max_replicas": 1, "num_cpus": 1}}},
+    }))
+    notes: list[str] = []
+    with Chrooted(eng, ref, {str(cfg_dir): "/etc/vlmguard"}) as ctr:
+        logf = work / "ray.log"
+        t0 = time.monotonic()
+        p = ctr.start(list(ctr.config.get("Cmd") or []), logf)
+        client = Client(f"127.0.0.1:{grpc_port}")
+        try:
+            wait_for("Ray Serve gRPC health", lambda: client.status() == "SERVING", 420, [p],
+                     [logf])
+            notes.append(f"Serve gRPC proxy health SERVING after {time.monotonic() - t0:.1f} s")
+            benign, risky = client.guard(BENIGN), client.guard(RISKY)
+            if action_name(benign) != "ACTION_ALLOW" or action_name(risky) == "ACTION_ALLOW":
+                raise CheckError(f"benign {action_name(benign)}, risky {action_name(risky)}")
+            notes.append(f"Guard: benign ACTION_ALLOW, risky {action_name(risky)} "
+                         f"(analyzer {risky.report.analyzer})")
+            hc = ctr.healthcheck
+            if hc:
+                r = ctr.run(hc, env={"VLMGUARD_HEALTH_ADDR": f"127.0.0.1:{grpc_port}"})
+                if r.returncode != 0:
+                    raise CheckError(f"HEALTHCHECK failed: {r.stdout}{r.stderr}")
+                notes.append("HEALTHCHECK passes")
+        finally:
+            client.close()
+            stop(p, grace=30)
+    return notes
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise SystemExit("check needs root (chroot and mounts)")
@@ -697,9 +845,6 @@ def cmd_check(args: argparse.Namespace) -> int:
             log(f"{name}: no image {image_ref(name, tag)} (make images first)")
             failures += 1
             continue
-        if name not in ("gateway", "worker", "training"):
-            log(f"{name}: no start check for this image")
-            continue
         with tempfile.TemporaryDirectory(prefix=f"vlmguard-check-{name}-") as tmp:
             work = Path(tmp)
             t0 = time.monotonic()
@@ -708,8 +853,12 @@ def cmd_check(args: argparse.Namespace) -> int:
                     notes = check_gateway(eng, refs[name], work)
                 elif name == "worker":
                     notes = check_worker(eng, refs[name], refs, work)
-                else:
+                elif name == "training":
                     notes = check_training(eng, refs[name], work)
+                elif name == "triton":
+                    notes = check_triton(eng, refs[name], work)
+                else:
+                    notes = check_ray(eng, refs[name], work)
                 status = "ok"
             except (CheckError, subprocess.SubprocessError, OSError) as e:
                 notes, status = [f"FAILED: {e}"], "FAILED"
@@ -756,12 +905,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="do not pass this machine's pip indexes and CA bundle to the build")
     b.add_argument("--git-rev", default="",
                    help="build from a clean `git archive` of this commit instead of the tree")
+    b.add_argument("--no-cache", action="store_true",
+                   help="rebuild every layer (a cold build's time)")
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("check", help="start-check built images (root)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     c.add_argument("images", nargs="*", choices=ALL_IMAGES, default=list(DEFAULT_IMAGES),
-                   metavar="IMAGE", help="images to check: gateway, worker, training")
+                   metavar="IMAGE", help=f"images to check: {', '.join(ALL_IMAGES)}")
     c.add_argument("--keep-logs", action="store_true",
                    help="copy the logs of a failed check to .cache/images/")
     c.set_defaults(func=cmd_check)
