@@ -22,6 +22,7 @@ def text_image(lines: list[str], size: tuple[int, int] = (760, 360), fmt: str = 
     """A white image with black typed text (a harmless stand-in for typographic images)."""
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont
     try:
         font = ImageFont.truetype("DejaVuSans-Bold.ttf", 34)
     except OSError:
