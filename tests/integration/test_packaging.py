@@ -91,7 +91,10 @@ def _venv(workdir: Path, name: str, requirements: list[str]) -> Path:
     venv = workdir / name
     t0 = time.perf_counter()
     _run([sys.executable, "-m", "venv", venv])
-    _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "-c", LOCK, *requirements])
+    # --no-compile: byte-compiling torch and transformers is most of an install's CPU time,
+    # and the smoke imports compile what they use anyway.
+    _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-compile", "-c", LOCK,
+          *requirements])
     print(f"\n{name}: installed in {time.perf_counter() - t0:.1f} s, venv {_du_mb(venv):.0f} MB")
     return venv
 
