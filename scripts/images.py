@@ -149,11 +149,12 @@ def pip_build_options(settings: dict[str, str]) -> tuple[list[str], list[str]]:
 # -- build ------------------------------------------------------------------------------------
 
 
-def make_local_base(eng: str, mirror: str) -> str:
-    """A Python 3.11 base image made here: debootstrap + docker/python-base.Dockerfile."""
-    if image_exists(eng, PYTHON_LOCAL):
+def make_local_base(eng: str, mirror: str, refresh: bool = False) -> str:
+    """A Python 3.11 base image made here: debootstrap + docker/python-base.Dockerfile
+    (reused when present, unless ``refresh``)."""
+    if image_exists(eng, PYTHON_LOCAL) and not refresh:
         return PYTHON_LOCAL
-    if not image_exists(eng, DEBIAN_LOCAL):
+    if refresh or not image_exists(eng, DEBIAN_LOCAL):
         if not shutil.which("debootstrap"):
             raise SystemExit("--base-image local needs debootstrap (apt-get install debootstrap)")
         with tempfile.TemporaryDirectory(prefix="vlmguard-rootfs-", dir="/var/tmp") as tmp:
@@ -161,9 +162,12 @@ def make_local_base(eng: str, mirror: str) -> str:
             log(f"debootstrap bookworm from {mirror}")
             sh(["nice", "-n", "10", "debootstrap", "--variant=minbase", "bookworm", str(rootfs),
                 mirror], stdout=subprocess.DEVNULL)
-            # The downloaded .deb files are not part of a base image.
+            # The downloaded .deb files and package lists are not part of a base image (a
+            # Dockerfile that installs packages runs apt-get update first).
             for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):
                 deb.unlink()
+            for lst in (rootfs / "var/lib/apt/lists").glob("*_*"):
+                lst.unlink()
             tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
             sh([eng, "import", "-", DEBIAN_LOCAL], stdin=tar.stdout, stdout=subprocess.DEVNULL)
             tar.wait()
@@ -217,7 +221,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     eng = args.engine or engine()
     base = args.base_image
     if base == "local":
-        base = make_local_base(eng, args.debian_mirror)
+        base = make_local_base(eng, args.debian_mirror, refresh=args.refresh_base)
     pip_args, volumes = pip_build_options(host_pip_settings()) if args.host_pip else ([], [])
     if volumes and eng != "podman":
         raise SystemExit("this machine's pip reads local folders; only podman can mount them "
@@ -836,6 +840,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise SystemExit("check needs root (chroot and mounts)")
     eng = args.engine or engine()
+    if eng != "podman":
+        raise SystemExit("check needs podman: it creates and mounts containers (podman create, "
+                         "podman mount) to start them without a runtime")
     tag = args.tag or version()
     results = load_results()
     refs = {n: image_ref(n, tag) for n in ALL_IMAGES if image_exists(eng, image_ref(n, tag))}
@@ -899,6 +906,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="BASE_IMAGE of every Dockerfile; 'local' makes a Debian bookworm + "
                    "Python 3.11 base here with debootstrap (no registry needed)")
     b.add_argument("--debian-mirror", default=DEBIAN_MIRROR, help="mirror for debootstrap")
+    b.add_argument("--refresh-base", action="store_true",
+                   help="with --base-image local: make the base again even if present")
     b.add_argument("--torch-index-url", default="",
                    help="index torch==2.13.0 comes from (default: each Dockerfile's own)")
     b.add_argument("--no-host-pip", dest="host_pip", action="store_false",
