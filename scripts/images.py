@@ -251,6 +251,9 @@ def cmd_build(args: argparse.Namespace) -> int:
                 log(f"{ref}: build FAILED after {seconds:.0f} s (log: {logfile})")
                 print(subprocess.run(["tail", "-n", "30", str(logfile)], text=True,
                                      capture_output=True).stdout, file=sys.stderr)
+                if "initializing source docker://" in logfile.read_text(errors="replace"):
+                    log(f"{base} could not be pulled: without a registry, build with "
+                        "--base-image local (make images BASE_IMAGE=local)")
                 return 1
             size = image_size(eng, ref)
             results[name] = {"ref": ref, "base": base, "build_s": round(seconds, 1),
