@@ -511,7 +511,9 @@ def test_images_match_the_dockerfiles() -> None:
         assert f"image: {values['image'][image]['repository']}:" in text.replace(
             "# image: ", "image: "), dockerfile
         assert re.search(rf"^USER {uid}:{uid}$", text, re.M), dockerfile
-        assert re.search(r"^FROM python:3\.11-slim AS", text, re.M), dockerfile
+        # The base is a build argument whose default is the public Python image.
+        assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", text, re.M), dockerfile
+        assert re.search(r"^FROM \$\{BASE_IMAGE\} AS", text, re.M), dockerfile
     gateway = (ROOT / "docker" / "gateway.Dockerfile").read_text()
     installs = [x for x in re.split(r"\n(?=[A-Z]+ )", gateway) if "pip install" in x]
     assert installs and not any("torch" in x.split("&&")[0] or "[models]" in x
@@ -726,10 +728,12 @@ def test_training_image_matches_its_dockerfile() -> None:
     assert f"# Chart: pipeline.image (image: {repo}:<appVersion>)" in text
     uid = values["podSecurityContext"]["runAsUser"]
     assert re.search(rf"^USER {uid}:{uid}$", text, re.M)
-    assert re.search(r"^FROM python:3\.11-slim AS build$", text, re.M)
-    assert re.search(r"^FROM python:3\.11-slim AS runtime$", text, re.M)
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", text, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\} AS build$", text, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\} AS runtime$", text, re.M)
     assert "torch==2.13.0" in text and "-c requirements.lock" in text and "./training" in text
-    assert "COPY training /app/training" in text and "WORKDIR /app" in text
+    # Jobs name recipes relative to the working directory (training/recipes/...).
+    assert "COPY training/recipes /app/training/recipes" in text and "WORKDIR /app" in text
     from vlmguard_training.pipeline.recipe import KubernetesConfig
 
     assert KubernetesConfig().image.rsplit(":", 1)[0] == repo
