@@ -145,14 +145,14 @@ def run_client(addr: str, command: str, *args: str) -> subprocess.CompletedProce
 
 
 def test_quickstart_samples_give_the_documented_actions(served: str) -> None:
-    """The README's tour: the drawn typographic list is rewritten (found through OCR, across
-    modalities), the chart question passes unchanged."""
+    """The README's tour: the drawn typographic list is rewritten (found through OCR), the chart
+    question passes unchanged."""
     proc = run_guard(served, "--json", "--image", str(EXAMPLES / "typographic_list.png"),
                      "--text", TYPOGRAPHIC_PROMPT)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["action"] == "REWRITE"
-    assert out["findings"][0]["modality"] == "CROSS_MODAL"
+    assert out["findings"][0]["modality"] in ("IMAGE", "CROSS_MODAL")
     assert out["findings"][0]["category"] == "illegal_activity"
     assert TYPOGRAPHIC_PROMPT in out["rewritten_text"]
     assert out["finish_reason"] == "" and out["completion_tokens"] == 0  # no target run
