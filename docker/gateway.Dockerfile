@@ -22,9 +22,10 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md requirements.lock ./
 COPY services ./services
-# No extras: grpcio, pydantic, redis, pillow, numpy... (pyproject [project].dependencies).
-RUN pip install -c requirements.lock . \
-    && python -c "import vlmguard.gateway.server, sys; assert 'torch' not in sys.modules" \
+# The core (grpcio, pydantic, redis, pillow, numpy...) and [http] for the OpenAI-compatible front
+# door (vlmguard serve --http); no model extras.
+RUN pip install -c requirements.lock ".[http]" \
+    && python -c "import vlmguard.gateway.server, vlmguard.http.app, sys; assert 'torch' not in sys.modules" \
     && ! python -c "import torch" 2>/dev/null
 
 FROM ${BASE_IMAGE} AS runtime

@@ -529,10 +529,14 @@ def check_gateway(eng: str, ref: str, work: Path) -> list[str]:
     notes: list[str] = []
     with local_redis(work) as redis_url:
         listen, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        front_door = f"127.0.0.1:{free_port()}"
         cfg_dir = work / "gateway-etc"
         cfg_dir.mkdir()
         (cfg_dir / "config.yaml").write_text(yaml.safe_dump(
-            gateway_config(listen, metrics, redis_url)))
+            {**gateway_config(listen, metrics, redis_url), "http": {"listen": front_door},
+             # The front door's upstream; never called by the checks below.
+             "target": {"backend": "none",
+                        "openai": {"base_url": "http://127.0.0.1:9/v1", "model": "upstream"}}}))
         with Chrooted(eng, ref, {str(cfg_dir): "/etc/vlmguard"}) as ctr:
             r = ctr.run(["python", "-c", "import importlib.util as u, sys; "
                          "sys.exit(u.find_spec('torch') is not None)"])
@@ -564,6 +568,19 @@ def check_gateway(eng: str, ref: str, work: Path) -> list[str]:
                 if not http_ok(f"http://{metrics}/metrics"):
                     raise CheckError("/metrics did not answer 200")
                 notes.append("/metrics 200")
+                # The OpenAI-compatible front door runs in the same process (the [http] extra);
+                # its upstream is down here, so it is live but not ready.
+                import urllib.error
+
+                if not http_ok(f"http://{front_door}/healthz"):
+                    raise CheckError(f"front door /healthz did not answer 200:\n{tail(logf)}")
+                try:
+                    http_ok(f"http://{front_door}/readyz")
+                    raise CheckError("front door /readyz answered 200 with its upstream down")
+                except urllib.error.HTTPError as e:
+                    if e.code != 503:
+                        raise CheckError(f"front door /readyz answered {e.code}, not 503") from e
+                notes.append("front door /healthz 200, /readyz 503 with its upstream down")
             finally:
                 client.close()
                 stop(p)

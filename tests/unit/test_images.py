@@ -74,11 +74,11 @@ def test_installs_take_no_manual_no_deps_step(name: str) -> None:
         assert any("-c requirements.lock" in line and "pip install" in line for line in installs)
 
 
-def test_gateway_installs_the_package_alone_and_checks_for_torch() -> None:
+def test_gateway_installs_the_package_with_the_front_door_only_and_checks_for_torch() -> None:
     _, (build, _runtime) = _stages("gateway")
     body = _instructions(build)
     installs = [i.strip() for i in re.findall(r"pip install ([^&\n]*)", body)]
-    assert installs == ["-c requirements.lock ."]
+    assert installs == ['-c requirements.lock ".[http]"']
     assert "assert 'torch' not in sys.modules" in body
 
 
