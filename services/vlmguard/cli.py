@@ -141,6 +141,11 @@ async def _serve(cfg: Any) -> int:
 
     log = logging.getLogger("vlmguard.serve")
     t0 = time.perf_counter()
+    if cfg.http.listen and not cfg.target.openai.base_url:
+        # Found before the gRPC server exists, so the error is one line, not a teardown trace.
+        raise StartupError("http.listen (--http) is set but target.openai.base_url is not: the "
+                           "front door needs the upstream it forwards to; set "
+                           "target.openai.base_url (e.g. http://vllm:8000/v1)")
     tracing.setup(cfg.tracing)
     try:
         gw = await build_gateway(cfg)

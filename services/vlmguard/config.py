@@ -1091,6 +1091,10 @@ class VLMGuardConfig(_Frozen):
             raise ValueError("limits.max_request_pixels must be <= "
                              "limits.max_tenant_pending_pixels (else a valid request could "
                              "never be admitted)")
+        if self.http.listen and not self.target.openai.base_url:
+            raise ValueError("http.listen is set but target.openai.base_url is not: the "
+                             "front door needs the upstream it forwards to (e.g. "
+                             "http://vllm:8000/v1)")
         return self
 
     @model_validator(mode="after")

@@ -620,3 +620,11 @@ def test_custom_taxonomy_in_yaml_replaces_defaults_and_policy_checks_against_it(
     data["policy"]["tenants"]["default"]["categories"] = {"privacy": {"rewrite": 0.2}}
     with pytest.raises(ConfigError):
         load_config(_write(tmp_path, data, "b.yaml"), environ={})
+
+
+def test_a_front_door_without_its_upstream_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"target\.openai\.base_url"):
+        VLMGuardConfig.model_validate({"http": {"listen": "127.0.0.1:8080"}})
+    ok = VLMGuardConfig.model_validate({"http": {"listen": "127.0.0.1:8080"},
+                                        "target": {"openai": {"base_url": "http://vllm:8000/v1"}}})
+    assert ok.http.listen == "127.0.0.1:8080"
