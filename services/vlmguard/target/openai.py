@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 from collections.abc import Coroutine, Sequence
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -24,6 +23,7 @@ from vlmguard.config import TargetConfig
 from vlmguard.domain import TargetResult
 from vlmguard.errors import DeadlineExceededError, Reason, UnavailableError, VLMGuardError
 from vlmguard.target.base import TargetBackend, TargetPrompt, render_user_message
+from vlmguard.target.loop import ClientLoop
 from vlmguard.upstream import (
     OpenAIUpstream,
     chat_text,
@@ -53,8 +53,7 @@ class OpenAITargetBackend(TargetBackend):
         self.model = self.ocfg.model
         self.name = self.model or "openai"
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = ClientLoop("openai-target", "the openai target")
         self._upstream: OpenAIUpstream | None = None
         #: The httpx transport of the upstream client (None: a connection pool; tests set one).
         self.transport: Any = None
@@ -71,11 +70,8 @@ class OpenAITargetBackend(TargetBackend):
             if self._upstream is None:
                 # config errors surface here
                 upstream = OpenAIUpstream(self.ocfg, transport=self.transport)
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="openai-target",
-                                          daemon=True)
-                thread.start()
-                self._loop, self._thread, self._upstream = loop, thread, upstream
+                self._loop.start()
+                self._upstream = upstream
         if not self.model:
             self._discover_model()
 
@@ -96,31 +92,11 @@ class OpenAITargetBackend(TargetBackend):
 
     def close(self) -> None:
         with self._lock:
-            loop, upstream = self._loop, self._upstream
-            self._loop = self._upstream = None
-            if loop is None:
-                return
-            if upstream is not None:
-                try:
-                    asyncio.run_coroutine_threadsafe(upstream.aclose(), loop).result(5)
-                except Exception:  # best-effort shutdown
-                    log.debug("closing the openai target client failed", exc_info=True)
-            loop.call_soon_threadsafe(loop.stop)
-            if self._thread is not None:
-                self._thread.join(5)
-                self._thread = None
+            upstream, self._upstream = self._upstream, None
+            self._loop.stop(upstream.aclose if upstream is not None else None)
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        loop = self._loop
-        if loop is None:
-            coro.close()
-            raise UnavailableError("the openai target is closed", reason=Reason.TARGET_NOT_READY)
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            return fut.result(timeout)
-        except FutureTimeout:
-            fut.cancel()
-            raise
+        return self._loop.run(coro, timeout)
 
     # --------------------------------------------------------------- generation
 

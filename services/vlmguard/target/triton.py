@@ -25,7 +25,6 @@ import random
 import threading
 import time
 from collections.abc import Coroutine, Sequence
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +42,7 @@ from vlmguard.errors import (
     VLMGuardError,
 )
 from vlmguard.target.base import TargetBackend, TargetPrompt, render_user_message
+from vlmguard.target.loop import ClientLoop
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,7 @@ class TritonBackend(TargetBackend):
         self.tcfg = cfg.triton
         self.name = self.tcfg.model_name
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = ClientLoop("triton-client", "the triton target")
         self._client: Any = None
         self._sem: asyncio.Semaphore | None = None
         #: ``image_text_to_text`` or ``causal_lm`` once known (from the model's config).
@@ -106,7 +105,7 @@ class TritonBackend(TargetBackend):
         """
         with self._lock:
             if self._client is None:
-                self._start_loop()
+                self._loop.start()
                 self._client = self._run(self._make_client(), timeout=30)
         deadline = time.monotonic() + self.tcfg.ready_timeout_s
         while True:
@@ -127,38 +126,11 @@ class TritonBackend(TargetBackend):
     def close(self) -> None:
         """Close the channel and stop the private loop."""
         with self._lock:
-            loop, client = self._loop, self._client
-            self._client = None
-            self._loop = None
-            if loop is None:
-                return
-            if client is not None:
-                try:
-                    asyncio.run_coroutine_threadsafe(client.close(), loop).result(5)
-                except Exception:  # best-effort shutdown
-                    log.debug("closing the triton client failed", exc_info=True)
-            loop.call_soon_threadsafe(loop.stop)
-            if self._thread is not None:
-                self._thread.join(5)
-                self._thread = None
-
-    def _start_loop(self) -> None:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="triton-client", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
+            client, self._client = self._client, None
+            self._loop.stop(client.close if client is not None else None)
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        loop = self._loop
-        if loop is None:
-            coro.close()
-            raise UnavailableError("the triton target is closed", reason=Reason.TARGET_NOT_READY)
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            return fut.result(timeout)
-        except FutureTimeout:
-            fut.cancel()
-            raise
+        return self._loop.run(coro, timeout)
 
     async def _make_client(self) -> Any:
         try:
