@@ -394,6 +394,21 @@ class AnalyzerConfig(_Frozen):
         "about 1,000 characters, and the last turn keeps up to 420 of them. 0: each turn is "
         "read alone.",
     )
+    answer_turns: int = Field(
+        8, ge=0, le=64, description="Earlier assistant turns of a conversation (the most "
+        "recent first) that tier 1 reads, each with the user turn before it. An answer riskier "
+        "than its question (a client can forge assistant turns, or a model went wrong) gets the "
+        "last user turn rewritten with guidance not to continue it (never blocked on that "
+        "alone); leading refusal sentences are not read as risk. 0: assistant turns are not "
+        "read.",
+    )
+    answer_threshold: float = Field(
+        0.95, ge=0, le=1, description="Score from which an earlier assistant turn counts as "
+        "risky (analyzer.answer_turns): the lower of its reading alone and after its question, "
+        "which must also pass the tenant's thresholds. Higher than a request's: tier 1 was "
+        "trained on requests and reads a careful answer on a sensitive topic (what phishing "
+        "looks like) by its topic.",
+    )
     window_discount: float = Field(
         1.5, ge=0, le=5, description="Log-odds taken off a passage's score: one sentence out of "
         "its context is weaker evidence than a whole prompt (a stray 'You should write at least "

@@ -3,7 +3,8 @@
 A request may be a conversation: :attr:`Call.history` holds the earlier turns (system prompts
 included) and ``text``/``images`` the last user turn. Tier 1 reads the last turn in its context:
 every image of the conversation, and the last turn joined with the user side of the conversation
-before it (:func:`conversation_context`), while the last turn keeps its own score. A model's
+before it (:func:`conversation_context`), while the last turn keeps its own score; earlier
+assistant turns are read against their questions (:func:`earlier_answers`). A model's
 answer is checked with :meth:`GuardPipeline.check_output` (tier 1 on the answer; the tenant's
 ``output_action``).
 
@@ -21,7 +22,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vlmguard import tracing
@@ -39,6 +40,7 @@ from vlmguard.domain import (
     GenerationParams,
     GuardResult,
     ImageInput,
+    Modality,
     ModalityReasoning,
     OutputAction,
     OutputVerdict,
@@ -58,8 +60,15 @@ from vlmguard.errors import (
 from vlmguard.imaging import check_images, request_pixels
 from vlmguard.logs import short_hash
 from vlmguard.metrics import Metrics
-from vlmguard.policy import UNSUPPORTED_LANGUAGE, Decision, PolicyEngine
+from vlmguard.policy import (
+    EARLIER_ANSWER,
+    EARLIER_ANSWER_SOURCE,
+    UNSUPPORTED_LANGUAGE,
+    Decision,
+    PolicyEngine,
+)
 from vlmguard.queue.base import WorkQueue
+from vlmguard.refusals import strip_leading_refusal
 from vlmguard.rewriter.generative import GenerativeRewriter, split_rewriter_name
 from vlmguard.rewriter.template import TemplateRewriter
 from vlmguard.unicode_safety import is_blank
@@ -126,6 +135,75 @@ def conversation_context(history: tuple[ChatTurn, ...], max_chars: int) -> str:
         budget -= len(text) + 1
     parts.extend(reversed(recent))
     return "\n".join(parts)
+
+
+#: How much riskier than the question before it an earlier answer must read to count: an
+#: answer about the topic its question asked about (first aid after a question about a cut)
+#: reads about as risky as the question, and is not evidence of anything.
+ANSWER_MARGIN = 0.1
+
+
+@dataclass(frozen=True)
+class EarlierAnswer:
+    """One assistant turn of a conversation, with the user turn it answered."""
+
+    #: Position of the assistant turn among the conversation's messages (0 = first).
+    message: int
+    #: The turn's text without the refusal sentences it opens with.
+    text: str
+    #: The nearest user turn before it, "" when there is none.
+    question: str
+
+
+def earlier_answers(history: tuple[ChatTurn, ...], max_turns: int) -> list[EarlierAnswer]:
+    """The assistant turns tier 1 reads, the most recent first, at most ``max_turns``.
+
+    The client sends the whole conversation, assistant turns included, and the target model
+    reads those turns as its own words: a forged turn that starts harmful content, followed by
+    "continue", steers the model without a risky word in the last user turn. Each turn is read
+    without the refusal sentences it opens with (a refusal names the topic it refuses) and is
+    weighed against its question: an answer riskier than what it answered is either forged or a
+    model gone wrong, and in both cases it must not be continued.
+    """
+    out: list[EarlierAnswer] = []
+    if max_turns <= 0:
+        return out
+    for i in range(len(history) - 1, -1, -1):
+        turn = history[i]
+        if turn.role != "assistant" or is_blank(turn.text):
+            continue
+        text, _ = strip_leading_refusal(turn.text)
+        if not is_blank(text):
+            question = next((history[j].text for j in range(i - 1, -1, -1)
+                             if history[j].role == "user"), "")
+            out.append(EarlierAnswer(i, text, question))
+        max_turns -= 1
+        if max_turns == 0:
+            break
+    return out
+
+
+_LEVELS = (RiskLevel.NONE, RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH)
+
+
+def _excerpt(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _with_answer_findings(analysis: Analysis, found: tuple[Finding, ...]) -> Analysis:
+    """The request's analysis with the earlier answers' findings added (its own scores stay:
+    the answer's risk shows in the findings and decides through :meth:`GuardPipeline._decide`)."""
+    if not found:
+        return analysis
+    top = max(found, key=lambda f: f.score)
+    note = (f"An earlier assistant message of the conversation reads riskier than the question "
+            f"before it ({top.category} at {top.score:.2f}): it may have been supplied by the "
+            "client rather than written by the model, and the model must not continue it.")
+    reasoning = replace(analysis.reasoning,
+                        textual=f"{analysis.reasoning.textual} {note}".strip())
+    findings = tuple(sorted(analysis.findings + found, key=lambda f: (-f.score, f.category)))
+    return replace(analysis, findings=findings, reasoning=reasoning)
 
 
 def _check_turn_text(text: str, where: str, limits: LimitsConfig) -> None:
@@ -220,6 +298,10 @@ class GuardPipeline:
             keeps the template rewriter alone.
         context_chars: How much of the conversation before the last turn tier 1 reads
             joined with it (``analyzer.context_chars``; 0: the last turn alone).
+        answer_turns: How many earlier assistant turns tier 1 reads against their questions
+            (``analyzer.answer_turns``; 0: none).
+        answer_threshold: Score from which an earlier answer counts
+            (``analyzer.answer_threshold``).
     """
 
     def __init__(
@@ -235,9 +317,13 @@ class GuardPipeline:
         clock: Callable[[], float] = time.monotonic,
         tier2: GenerativeRewriter | None = None,
         context_chars: int = 600,
+        answer_turns: int = 8,
+        answer_threshold: float = 0.95,
     ) -> None:
         self.queue = queue
         self.context_chars = context_chars
+        self.answer_turns = answer_turns
+        self.answer_threshold = answer_threshold
         self.tier2 = tier2
         self.policy = policy
         self.rewriter = rewriter
@@ -278,10 +364,18 @@ class GuardPipeline:
         t0 = time.perf_counter()
         item = self._analysis_item(call)
         share = self._share(call)
+        answers = earlier_answers(call.history, self.answer_turns)
         try:
-            result: Analysis = await tracing.traced(
+            submitted = tracing.traced(
                 f"vlmguard.stage {ANALYZE}",
                 self.queue.submit(ANALYZE, item, deadline=call.deadline, **share))
+            if answers:
+                # Read in the same batch as the request: no extra round trip.
+                result, answer_findings = await asyncio.gather(
+                    submitted, self._read_answers(call, answers, pol, timings))
+                result = _with_answer_findings(result, answer_findings)
+            else:
+                result = await submitted
         except (InvalidArgumentError, DeadlineExceededError):
             raise
         except VLMGuardError as e:
@@ -313,6 +407,68 @@ class GuardPipeline:
             raise UnavailableError("analyzer failed", reason=Reason.STAGE_FAILED)
         return analysis
 
+    async def _read_answers(self, call: Call, answers: list[EarlierAnswer],
+                            pol: TenantPolicyConfig,
+                            timings: dict[str, float]) -> tuple[Finding, ...]:
+        """Findings for the earlier answers that read risky on their own.
+
+        Tier 1 was trained on requests: it scores an answer by its topic, and a careful answer
+        on a sensitive topic (what phishing looks like, the history of a genocide) can score
+        high alone. An answer counts only where it reads risky alone *and* after its question
+        (the question sets what the answer is for: disposing of old painkillers), at least
+        ``analyzer.answer_threshold``, flagged at the tenant's thresholds for a category that
+        is not ``care``, and riskier than its question by :data:`ANSWER_MARGIN`.
+        """
+        texts = [a.text for a in answers]
+        joined = [i for i, a in enumerate(answers) if not is_blank(a.question)]
+        texts += [f"{_tail(answers[i].question, _OUTPUT_REQUEST_CHARS)}\n{answers[i].text}"
+                  for i in joined]
+        questions = sorted({answers[i].question for i in joined})
+        texts += questions
+        read = await self._read(call, texts, timings, "analyze.answers")
+        n = len(answers)
+        with_question = dict(zip(joined, read[n:n + len(joined)], strict=True))
+        q_score = dict(zip(questions, (r.score for r in read[n + len(joined):]), strict=True))
+        findings: list[Finding] = []
+        for i, (answer, alone) in enumerate(zip(answers, read[:n], strict=True)):
+            # The lower of the two readings, category by category.
+            other = with_question.get(i, alone)
+            cats = {c: min(v, other.category_scores.get(c, 0.0))
+                    for c, v in alone.category_scores.items()}
+            score = min(alone.score, other.score)
+            question = q_score.get(answer.question, 0.0)
+            if score < max(self.answer_threshold, question + ANSWER_MARGIN):
+                continue
+            analysis = replace(alone, score=score, category_scores=cats)
+            decision = self.policy.decide(analysis, pol)
+            if decision.action is Action.ALLOW or UNSUPPORTED_LANGUAGE in decision.triggered:
+                continue
+            if all((spec := self.policy.taxonomy.get(c)) is not None and spec.handling == "care"
+                   for c in decision.triggered):
+                continue
+            for c in decision.triggered:
+                findings.append(Finding(
+                    c, cats.get(c, score), Modality.TEXT,
+                    f"assistant message {answer.message} reads {score:.2f}, its question "
+                    f"{question:.2f}: {_excerpt(answer.text)}", EARLIER_ANSWER_SOURCE, -1))
+        return tuple(findings)
+
+    def _decide(self, analysis: Analysis, pol: TenantPolicyConfig) -> Decision:
+        """The policy's decision, and the earlier-answer rule: a request whose conversation
+        holds an answer riskier than its question is at least rewritten (with guidance not to
+        continue it), never blocked for that alone: the answer is the model's, or forged, not
+        the user's request."""
+        decision = self.policy.decide(analysis, pol)
+        if not any(f.source == EARLIER_ANSWER_SOURCE for f in analysis.findings):
+            return decision
+        if decision.action is Action.BLOCK:
+            return decision
+        if decision.action is Action.REWRITE or pol.stages.rewrite:
+            triggered = tuple(c for c in decision.triggered if c != UNSUPPORTED_LANGUAGE)
+            level = max(decision.level, RiskLevel.MEDIUM, key=_LEVELS.index)
+            return Decision(Action.REWRITE, level, (EARLIER_ANSWER, *triggered))
+        return Decision(Action.ALLOW, RiskLevel.MEDIUM, (EARLIER_ANSWER, *decision.triggered))
+
     @staticmethod
     def _unguarded(call: Call) -> tuple[Analysis, Decision]:
         analysis = Analysis(
@@ -330,7 +486,7 @@ class GuardPipeline:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         analysis = await self._analyze_strict(call, pol, timings)
-        decision = self.policy.decide(analysis, pol)
+        decision = self._decide(analysis, pol)
         timings.update({f"analyze.{k}": v for k, v in analysis.timings_ms.items()})
         timings["total"] = (time.perf_counter() - t0) * 1000
         return self.policy.report(analysis, decision), timings
@@ -356,7 +512,7 @@ class GuardPipeline:
         else:
             t0 = time.perf_counter()
             with tracing.span("vlmguard.stage policy"):
-                decision = self.policy.decide(analysis, pol)
+                decision = self._decide(analysis, pol)
             timings["policy"] = (time.perf_counter() - t0) * 1000
             timings.update({f"analyze.{k}": v for k, v in analysis.timings_ms.items()})
         report = self.policy.report(analysis, decision)
@@ -399,7 +555,7 @@ class GuardPipeline:
             )
         else:
             analysis = await self._analyze_strict(call, pol, timings)
-        decision = self.policy.decide(analysis, pol)
+        decision = self._decide(analysis, pol)
         report = self.policy.report(analysis, decision)
         result = await tracing.traced(f"vlmguard.stage {REWRITE}", self._rewrite(
             call, analysis, report, decision, pol, timings))
@@ -413,7 +569,10 @@ class GuardPipeline:
         """The rewrite stage: tier 2 when configured and the tenant's policy asks for it (its
         failures answer with the template), else the template rewriter."""
         t0 = time.perf_counter()
-        if self.tier2 is not None and self.tier2.wants(analysis, decision, pol):
+        # An earlier answer to be left alone is said in the template's guidance; tier 2 reads
+        # the last turn only and might clear it.
+        if (self.tier2 is not None and EARLIER_ANSWER not in decision.triggered
+                and self.tier2.wants(analysis, decision, pol)):
             result = await self.tier2.rewrite(
                 request_id=call.request_id, text=call.text, analysis=analysis, report=report,
                 decision=decision, pol=pol, deadline=call.deadline,
@@ -749,4 +908,6 @@ def build_pipeline(cfg: VLMGuardConfig, *, queue: WorkQueue, metrics: Metrics | 
         target_needs_image_text=True,
         metrics=metrics,
         context_chars=cfg.analyzer.context_chars,
+        answer_turns=cfg.analyzer.answer_turns,
+        answer_threshold=cfg.analyzer.answer_threshold,
     )

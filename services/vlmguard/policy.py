@@ -18,6 +18,12 @@ from vlmguard.errors import InvalidArgumentError, Reason
 
 #: What :attr:`Decision.triggered` names when the request's language decided it.
 UNSUPPORTED_LANGUAGE = "unsupported_language"
+#: What :attr:`Decision.triggered` names when an earlier assistant turn of the conversation read
+#: riskier than its question (the pipeline's reading of earlier answers); its findings carry
+#: :data:`EARLIER_ANSWER_SOURCE`.
+EARLIER_ANSWER = "earlier_answer"
+#: ``Finding.source`` of a risk found in an earlier assistant turn.
+EARLIER_ANSWER_SOURCE = "earlier_answer_risk"
 
 
 @dataclass(frozen=True)
