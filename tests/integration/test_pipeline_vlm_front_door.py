@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,8 @@ def _recipe(tmp_path: Path, base: Path) -> Path:
     raw["retries"] = 0  # a failure shows at once, with its log
     for step in ("synth", "train"):
         raw[step]["recipe"] = str(ROOT / raw[step]["recipe"])
-    raw["train"]["overrides"]["base_model"] = str(base)
+    # Relative to the working directory, as in the shipped recipe: the run records it absolute.
+    raw["train"]["overrides"]["base_model"] = os.path.relpath(base, ROOT)
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -27,6 +28,8 @@ K8S_WORK_ROOT = "/data/work"
 K8S_BENCH = "/data/bench"
 K8S_RECIPES = "/etc/vlmguard/pipeline"
 K8S_PUBLISH = "/data/publish"
+#: The training recipes' name of the packaged SmolLM2 base (not a folder).
+SMOLLM2 = "smollm2"
 #: File names of the materialised step recipes.
 SYNTH_RECIPE, TRAIN_RECIPE, EVAL_CONFIG = "synth.yaml", "train.yaml", "eval-config.yaml"
 
@@ -40,17 +43,21 @@ class Layout:
         bench: Benchmark sets.
         recipes: Folder holding the materialised step recipes.
         publish: Folder models are published under.
+        cwd: The working directory of the step processes when the runner knows it (local
+            runs: its own); empty for Jobs, whose paths are left as written.
     """
 
     work: str
     bench: str
     recipes: str
     publish: str
+    cwd: str = ""
 
     @classmethod
     def local(cls, recipe: PipelineRecipe) -> Layout:
         work = Path(recipe.work_dir) / recipe.name
-        return cls(str(work), recipe.bench_dir, str(work / "recipes"), recipe.publish.dest)
+        return cls(str(work), recipe.bench_dir, str(work / "recipes"), recipe.publish.dest,
+                   cwd=str(Path.cwd()))
 
     @classmethod
     def kubernetes(cls, recipe: PipelineRecipe) -> Layout:
@@ -182,12 +189,30 @@ def placeholders(layout: Layout) -> dict[str, str]:
             "dataset_dir": layout.dataset}
 
 
+def absolute_base_model(train: dict[str, Any], layout: Layout) -> dict[str, Any]:
+    """The training recipe with a relative ``base_model`` directory made absolute against the
+    layout's working directory (when it has one).
+
+    The trainer records ``base_model`` in the model it writes, and the model is served later
+    from elsewhere (its publication, another working directory), where a relative path would be
+    read against the model folder. ``smollm2`` names the packaged model, not a folder.
+    """
+    base = train.get("base_model")
+    if not layout.cwd or not isinstance(base, str) or not base.strip() or base == SMOLLM2:
+        return train
+    path = Path(base).expanduser()
+    if path.is_absolute():
+        return train
+    return {**train, "base_model": os.path.normpath(Path(layout.cwd) / path)}
+
+
 def step_files(recipe: PipelineRecipe, layout: Layout) -> dict[str, str]:
     """The materialised step recipes: file name -> YAML text.
 
     Overrides are applied with :func:`apply_overrides`; ``{bench_dir}``, ``{work_dir}``,
     ``{model_dir}`` and ``{dataset_dir}`` in their strings (and in the eval config) become the
-    layout's paths, so one pipeline recipe serves both executors.
+    layout's paths, so one pipeline recipe serves both executors. A local run's relative
+    ``base_model`` becomes absolute (:func:`absolute_base_model`).
 
     Raises:
         ConfigError: a step recipe cannot be read.
@@ -198,8 +223,9 @@ def step_files(recipe: PipelineRecipe, layout: Layout) -> dict[str, str]:
     synth["bench_dir"] = layout.bench
     synth["num_shards"] = recipe.synth.num_shards
     synth["name"] = f"{recipe.name}-synth"
-    train = apply_overrides(_read_yaml(recipe.train.recipe, "training"),
-                            _substitute(recipe.train.overrides, subst))
+    train = absolute_base_model(apply_overrides(_read_yaml(recipe.train.recipe, "training"),
+                                                _substitute(recipe.train.overrides, subst)),
+                                layout)
     eval_cfg = _substitute(recipe.eval.config, subst)
     dump = lambda d: yaml.safe_dump(d, sort_keys=False)  # noqa: E731
     return {SYNTH_RECIPE: dump(synth), TRAIN_RECIPE: dump(train), EVAL_CONFIG: dump(eval_cfg)}
