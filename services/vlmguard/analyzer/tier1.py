@@ -164,6 +164,7 @@ VIEW_DESCRIPTIONS = {
     "pieces": "with its string pieces put back together",
     "window": "in one passage of the long text",
     "multilingual": "read by the multilingual model",
+    "continued": "read as the continuation of the prompt's unfinished sentence",
 }
 
 
@@ -184,6 +185,66 @@ def _boost(s: _Scored, logit: float) -> _Scored:
     boosted = 1.0 / (1.0 + float(np.exp(-(np.log(p / (1 - p)) + logit))))
     scale = boosted / s.overall
     return _Scored(boosted, {c: min(1.0, v * scale) for c, v in s.categories.items()}, s.view)
+
+
+_ENDS_SENTENCE = re.compile(r"[.!?\u3002\uff01\uff1f:;)\]\"'\u201d\u2019]\s*$")
+_TRAILING_ELLIPSIS = re.compile(r"(?:\.{2,}|\u2026)\s*$")
+_LEADING_ELLIPSIS = re.compile(r"^\s*(?:\.{2,}|\u2026)\s*")
+_SENTENCE_START = re.compile(r"(?:^|[.!?\u3002\n])\s*([^.!?\u3002\n]*)$")
+
+
+# A prompt that hands the request over to the image's text: "answer the request in the image",
+# "follow the instructions in this picture", "do what it says", "fill in the list".
+_IMAGE_WORDS = (r"(?:image|picture|photo|photograph|pic|screenshot|figure|drawing|sign|note|"
+                r"card|poster|page|list|text|writing|words|instructions?|request|question|"
+                r"task|prompt)s?")
+_DIRECTS_TO_IMAGE = re.compile(
+    r"\b(?:answer|follow|do|respond|reply|complete|fill\s+in|carry\s+out|execute|perform|obey|"
+    r"act\s+on|comply\s+with|solve|generate)\b"
+    rf"[^.?!\n]{{0,60}}?\b{_IMAGE_WORDS}\b"
+    r"|\bwhat\s+(?:it|the\s+\w+|this\s+\w+)\s+(?:says|asks|tells|wants|requests)\b",
+    re.IGNORECASE,
+)
+
+
+def directs_to_image(prompt: str) -> bool:
+    """Whether the prompt hands its request over to an image's text ("answer the request in
+    the image", "do what it says"). Such an image's text is the request, and is read as a
+    prompt is: sentence by sentence as well as whole, so a risky sentence among harmless ones
+    is not diluted. Other images' text (charts, documents, signs a question is about) is read
+    whole: read by sentence, their many short lines flag harmless pictures."""
+    return bool(_DIRECTS_TO_IMAGE.search(prompt))
+
+
+def continuation(prompt: str, image_text: str, keep: int = 120) -> tuple[str, str] | None:
+    """``(sentence, whole)``: the prompt's unfinished last sentence continued by an image's
+    text, and the whole prompt so continued; None when the image's text does not continue it.
+
+    A sentence that the prompt leaves unfinished ("How should I safely get rid of old ...")
+    and the image's text picks up ("... painkillers from my late father?") is one request
+    split across the two; the image's text alone is a fragment whose topic words read louder
+    than the request they belong to. The prompt's sentence is unfinished when it ends without
+    sentence punctuation or with an ellipsis; the image's text picks it up when it starts with
+    an ellipsis or a lower-case letter. The joined sentence keeps the prompt's last ``keep``
+    characters only, so padding before it cannot dilute it.
+    """
+    head = prompt.rstrip()
+    tail = image_text.strip()
+    if not head or not tail:
+        return None
+    ellipsis_end = _TRAILING_ELLIPSIS.search(head)
+    unfinished = ellipsis_end is not None or not _ENDS_SENTENCE.search(head)
+    picks_up = _LEADING_ELLIPSIS.match(tail) is not None or tail[0].islower()
+    if not (unfinished and picks_up):
+        return None
+    if ellipsis_end is not None:
+        head = head[: ellipsis_end.start()].rstrip()
+    m = _SENTENCE_START.search(head)
+    sentence = (m.group(1) if m else head).strip()[-keep:]
+    rest = _LEADING_ELLIPSIS.sub("", tail)
+    if not sentence:
+        return None
+    return f"{sentence} {rest}".strip(), f"{head} {rest}"
 
 
 def _joint_prompt(text: str, keep: int = 200) -> str:
@@ -393,6 +454,7 @@ class Tier1Analyzer:
         views_of: dict[tuple[int, int], TextView] = {}
         normalised: dict[int, TextView] = {}
         ocr_views: dict[int, TextView] = {}  # position in texts -> view of an image's text
+        continued_views: dict[int, TextView] = {}  # position in texts -> continued sentence
         languages: dict[int, tuple[str, bool]] = {}
         ml_texts: list[str] = []
         ml_slots: list[int] = []
@@ -446,12 +508,26 @@ class Tier1Analyzer:
                 if ev.ocr_text:
                     texts.append(ev.ocr_text)
                     slots.append((i, "ocr", ev.index))
-                    texts.append(f"{_joint_prompt(item.text)}\n{ev.ocr_text}")
+                    # The image's text finishing the prompt's sentence is read as that
+                    # sentence, and the prompt joined with it as one text.
+                    cont = continuation(item.text, ev.ocr_text)
+                    own_text = ev.ocr_text
+                    if cont is not None:
+                        own_text = cont[0]
+                        texts.append(own_text)
+                        slots.append((i, "continued", ev.index))
+                        continued_views[len(texts) - 1] = TextView("continued", own_text)
+                    texts.append(_joint_prompt(cont[1]) if cont is not None
+                                 else f"{_joint_prompt(item.text)}\n{ev.ocr_text}")
                     slots.append((i, "joint", ev.index))
                     # The same disguises work in typed text (an encoded or leet request in the
                     # picture): the image's text counts with its riskiest reading too.
                     if self.cfg.text_views:
-                        for view in self._views(ev.ocr_text, windows=False):
+                        directed = directs_to_image(item.text)
+                        # OCR breaks the text into its printed lines; a request the prompt
+                        # points at is read by its sentences, not by its lines.
+                        for view in self._views(" ".join(own_text.split()) if directed
+                                                else own_text, windows=directed):
                             texts.append(view.text)
                             slots.append((i, "ocrview", ev.index))
                             ocr_views[len(texts) - 1] = view
@@ -474,6 +550,8 @@ class Tier1Analyzer:
                 s = _Scored(s.overall, s.categories, normalised[i])
             elif kind == "view":
                 s = self._weigh(s, views_of[(i, idx)])
+            elif kind == "continued":
+                s = _Scored(s.overall, s.categories, continued_views[pos])
             by_item.setdefault(i, []).append((kind, idx, s))
         for i, item in enumerate(items):
             if results[i] is not None:
@@ -548,6 +626,11 @@ class Tier1Analyzer:
             if k == "view" and s.overall > text_s.overall:
                 text_s = s
         ocr_s = {idx: s for k, idx, s in scored if k == "ocr"}
+        for k, idx, s in scored:
+            # An image's text that finishes the prompt's sentence is read as that sentence:
+            # its score stands for the image's text, lower or higher.
+            if k == "continued":
+                ocr_s[idx] = s
         for k, idx, s in scored:
             if k == "ocrview" and s.overall > ocr_s[idx].overall:
                 ocr_s[idx] = s
