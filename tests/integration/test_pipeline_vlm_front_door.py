@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -37,6 +38,7 @@ from tests.support.vlm_front_door import (
     ask_front_door,
     data_url,
     image_parts,
+    pixel_sum,
     read_spy,
     tiny_qwen2_vl,
 )
@@ -166,7 +168,10 @@ def test_pipeline_trains_a_vlm_on_images_and_its_publication_serves_behind_the_f
     assert len(served) == 2 and all(r["convs"] == 1 for r in served), served
     a, b = served
     assert a["pixel_shape"] and a["pixel_shape"] == b["pixel_shape"] and a["grid"] == b["grid"]
-    assert a["pixel_sum"] != b["pixel_sum"]  # the rewriter saw each image's own pixels
+    # The rewriter saw each image's own pixels (as its processor makes them of that image).
+    assert a["pixel_sum"] != b["pixel_sum"]
+    for row, png in ((a, first), (b, second)):
+        assert math.isclose(row["pixel_sum"], pixel_sum(base, png), rel_tol=1e-9, abs_tol=1e-6)
     assert a["input_ids"] == b["input_ids"]  # and nothing else changed in its prompt
     assert len(upstream.requests) == 2
     assert [image_parts(body) for body in upstream.requests] == [[data_url(first)],

@@ -66,6 +66,21 @@ def describe_inputs(batch: Any, n_convs: int) -> dict[str, Any]:
     }
 
 
+def pixel_sum(model_dir: Path, png: bytes) -> float:
+    """The sum of the pixel values the processor of ``model_dir`` makes of one image, computed
+    here: what a rewriter given that image (and no other) must have been given."""
+    import io
+
+    from PIL import Image
+
+    from vlmguard.rewriter.vlm import load_processor
+
+    with Image.open(io.BytesIO(png)) as im:
+        rgb = im.convert("RGB")
+    got = load_processor(model_dir).image_processor(images=[rgb], return_tensors="pt")
+    return float(got["pixel_values"].double().sum())
+
+
 def record_vlm_inputs(backend: Any, sink: Callable[[dict[str, Any]], None]) -> None:
     """Wrap ``backend.vlm_inputs`` so that each batch it builds is described to ``sink``."""
     inner = backend.vlm_inputs
