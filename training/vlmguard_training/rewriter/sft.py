@@ -439,7 +439,9 @@ def train(recipe: RewriterRecipe, *, resume: bool = False, force: bool = False,
 
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "base_model": recipe.base_model if recipe.base_model == SMOLLM2 else str(base),
+        # Absolute: the server reads a relative base against the model folder, not the cwd.
+        "base_model": (recipe.base_model if recipe.base_model == SMOLLM2
+                       else str(Path(base).resolve())),
         "adapter": ADAPTER_DIR if recipe.finetune == "lora" else None,
         "kind": recipe.kind,
         "prompt_version": PROMPT_VERSION,
