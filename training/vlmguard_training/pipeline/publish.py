@@ -96,9 +96,16 @@ def check_publish_gates(eval_dir: Path | None, dest: Path, gates: list[str],
     parsed = parse_gates(gates)
     record: dict[str, Any] = {"gates": [], "baseline": None, "regressions": [],
                               "max_regression": max_regression}
+    metrics = _read_json(eval_dir / "metrics.json") if eval_dir is not None else None
+    overall = metrics.get("overall") if isinstance(metrics, dict) else None
+    if isinstance(overall, dict) and overall.get("n", 0) and \
+            overall.get("n_errors", 0) >= overall["n"]:
+        # Whatever the gates say: an evaluation in which nothing ran says nothing of the model.
+        raise FailedPreconditionError(
+            f"not published: every item of the evaluation failed ({overall['n_errors']} of "
+            f"{overall['n']}; see {eval_dir}/items.jsonl)", reason=Reason.PIPELINE_GATE_FAILED)
     if not parsed:
         return record
-    metrics = _read_json(eval_dir / "metrics.json") if eval_dir is not None else None
     if not isinstance(metrics, dict):
         raise FailedPreconditionError(
             f"publish gates need the new model's evaluation; no readable metrics.json in "

@@ -136,8 +136,12 @@ def test_publish_gate_refuses_an_evaluation_whose_items_failed(tmp_path: Path) -
     with pytest.raises(FailedPreconditionError) as e:
         publish(model, dest, "r1", eval_dir=failed, gates=gates)
     assert e.value.reason == Reason.PIPELINE_GATE_FAILED
-    assert "tier2_rate:mm_vet" in e.value.message
+    assert "every item of the evaluation failed (2 of 2" in e.value.message
     assert not dest.exists() or not any(dest.iterdir())
+    # ... whatever the gates say (pipeline-tiny.yaml has none).
+    with pytest.raises(FailedPreconditionError) as e:
+        publish(model, dest, "r1", eval_dir=failed, gates=[])
+    assert e.value.reason == Reason.PIPELINE_GATE_FAILED
     # Tier 2 answered both items (here through its template fallback): published.
     ran = _eval_dir(tmp_path / "ran", _items(None))
     out = publish(model, dest, "r1", eval_dir=ran, gates=gates)
