@@ -225,8 +225,10 @@ def continuation(prompt: str, image_text: str, keep: int = 120) -> tuple[str, st
     split across the two; the image's text alone is a fragment whose topic words read louder
     than the request they belong to. The prompt's sentence is unfinished when it ends without
     sentence punctuation or with an ellipsis; the image's text picks it up when it starts with
-    an ellipsis or a lower-case letter. The joined sentence keeps the prompt's last ``keep``
-    characters only, so padding before it cannot dilute it.
+    an ellipsis or a lower-case letter; and one of the two ellipses must be there (a prompt
+    without a full stop next to an image whose text starts in lower case is common and says
+    nothing: "do what the note says" + "buy milk"). The joined sentence keeps the prompt's last
+    ``keep`` characters only, so padding before it cannot dilute it.
     """
     head = prompt.rstrip()
     tail = image_text.strip()
@@ -234,8 +236,9 @@ def continuation(prompt: str, image_text: str, keep: int = 120) -> tuple[str, st
         return None
     ellipsis_end = _TRAILING_ELLIPSIS.search(head)
     unfinished = ellipsis_end is not None or not _ENDS_SENTENCE.search(head)
-    picks_up = _LEADING_ELLIPSIS.match(tail) is not None or tail[0].islower()
-    if not (unfinished and picks_up):
+    leading = _LEADING_ELLIPSIS.match(tail) is not None
+    picks_up = leading or tail[0].islower()
+    if not (unfinished and picks_up and (leading or ellipsis_end is not None)):
         return None
     if ellipsis_end is not None:
         head = head[: ellipsis_end.start()].rstrip()
