@@ -17,6 +17,7 @@ preprocessing functions import cv2 when called).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import unicodedata
@@ -162,11 +163,16 @@ class OCRLine:
         text: Normalised text of the line.
         score: Recognition confidence in [0, 1].
         box: ``(x0, y0, x1, y1)`` in the input image's pixels.
+        angle: Slope of the line's baseline, in radians (0: level; the detector's box is a
+            quadrilateral that follows rotated text).
+        height: The line's own height across its baseline (0: unknown, use ``box``'s).
     """
 
     text: str
     score: float
     box: tuple[float, float, float, float]
+    angle: float = 0.0
+    height: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -523,8 +529,21 @@ def _mass(lines: list[OCRLine]) -> float:
     return sum(ln.score * len(ln.text.replace(" ", "")) for ln in lines)
 
 
+#: Below this baseline slope (radians, ~1.5 degrees) text is read as level.
+_LEVEL = 0.026
+
+
 def _rows(lines: list[OCRLine]) -> str:
-    """Join lines in reading order: boxes whose vertical centres overlap form one row."""
+    """Join lines in reading order: boxes whose vertical centres overlap form one row.
+
+    Rotated text (the lines' median baseline slope over :data:`_LEVEL`) is ordered in its own
+    frame: the upright boxes of tilted lines are tall and overlap, so by their centres a
+    paragraph tilted by 10 degrees came out as one row, its lines in reverse order.
+    """
+    slopes = [ln.angle for ln in lines if ln.height > 0]
+    tilt = float(np.median(slopes)) if slopes else 0.0
+    if abs(tilt) >= _LEVEL:
+        return _rows_rotated(lines, tilt)
     rows: list[list[OCRLine]] = []
     for line in sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2):
         centre = (line.box[1] + line.box[3]) / 2
@@ -538,6 +557,30 @@ def _rows(lines: list[OCRLine]) -> str:
     return "\n".join(
         " ".join(ln.text for ln in sorted(row, key=lambda ln: ln.box[0])) for row in rows
     )
+
+
+def _rows_rotated(lines: list[OCRLine], tilt: float) -> str:
+    """:func:`_rows` in the frame of text whose baselines slope by ``tilt`` radians."""
+    cos, sin = math.cos(tilt), math.sin(tilt)
+
+    def along(ln: OCRLine) -> tuple[float, float]:
+        # The box centre's coordinates along the baseline and across it.
+        x, y = (ln.box[0] + ln.box[2]) / 2, (ln.box[1] + ln.box[3]) / 2
+        return x * cos + y * sin, -x * sin + y * cos
+
+    placed = sorted(((along(ln), ln) for ln in lines), key=lambda p: p[0][1])
+    rows: list[list[tuple[tuple[float, float], OCRLine]]] = []
+    for pos, line in placed:
+        if rows:
+            (_, last_v), last = rows[-1][-1]
+            half = max(last.height or last.box[3] - last.box[1],
+                       line.height or line.box[3] - line.box[1]) / 2
+            if abs(pos[1] - last_v) < half * 0.6:
+                rows[-1].append((pos, line))
+                continue
+        rows.append([(pos, line)])
+    return "\n".join(" ".join(ln.text for _, ln in sorted(row, key=lambda p: p[0][0]))
+                     for row in rows)
 
 
 class OCRReader:
@@ -857,6 +900,12 @@ class OCRReader:
             pts = np.asarray(box, dtype=np.float64).reshape(-1, 2)
             # A second read's canvas may be larger (rotation): clip to the input image.
             pts = np.clip(pts @ back[:, :2].T + back[:, 2], 0, bounds)
+            angle, height = 0.0, 0.0
+            if len(pts) == 4:  # top-left, top-right, bottom-right, bottom-left
+                top = pts[1] - pts[0]
+                angle = math.atan2(float(top[1]), float(top[0]))
+                height = float((np.linalg.norm(pts[3] - pts[0])
+                                + np.linalg.norm(pts[2] - pts[1])) / 2)
             lines.append(
                 OCRLine(
                     text=text.replace("\n", " "),
@@ -865,6 +914,8 @@ class OCRReader:
                         float(pts[:, 0].min()), float(pts[:, 1].min()),
                         float(pts[:, 0].max()), float(pts[:, 1].max()),
                     ),
+                    angle=angle,
+                    height=height,
                 )
             )
         return lines
