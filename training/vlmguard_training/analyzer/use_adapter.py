@@ -24,7 +24,8 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,25 @@ log = logging.getLogger(__name__)
 LOWER_CACHE = "use-m3.lower-features.npz"
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` for the block, restored after. The steps here are
+    small matrix products: with several threads on a busy machine they spend their time waiting
+    for each other (a 30-step fine-tune took 43 s with 2 threads under load, 1.6 s with one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def lower_features(texts: Sequence[str], cache_dir: str = "", progress: bool = True,
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-text sums of USE's normalised token features and token counts, cached by text hash.
+                   threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Per-text sums of USE's normalised token features and token counts, cached by text hash
+    (``threads``: torch threads while computing them).
 
     Returns:
         ``(sums (N, 1280), counts (N,))`` float32, in the order of ``texts``.
@@ -64,8 +81,8 @@ def lower_features(texts: Sequence[str], cache_dir: str = "", progress: bool = T
     missing = sorted({t for t in texts if key(t) not in cached})
     if missing:
         model, tok = USETorch(), Tokenizer()
-        with tqdm(total=len(missing), desc="USE token features", unit="text",
-                  disable=not progress) as bar:
+        with _torch_threads(threads), tqdm(total=len(missing), desc="USE token features",
+                                           unit="text", disable=not progress) as bar:
             chunk = 2048
             for start in range(0, len(missing), chunk):
                 part = missing[start:start + chunk]
@@ -116,6 +133,7 @@ def finetune_upper(
     benign_weight: float = 2.0,
     anchor: float = 0.0,
     seed: int = 0,
+    threads: int = 1,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Fine-tune USE's upper layers as an unsafe/benign classifier, translations held to their
@@ -137,12 +155,36 @@ def finetune_upper(
         epochs: Passes over the classification examples.
         lr: Peak learning rate (one-cycle, 10% warm-up, AdamW without weight decay).
         seed: Seed of the shuffling and the classifier's initialisation.
+        threads: torch threads while training.
         progress: Called as ``progress(step, steps, loss)`` after each step.
 
     Returns:
         ``(arrays, figures)``: the upper weights (float32, keys of ``UPPER_KEYS``) and the
         training figures.
     """
+    with _torch_threads(threads):
+        return _finetune(sums, counts, labels, weights, pairs, epochs=epochs, lr=lr,
+                         batch_size=batch_size, consistency=consistency,
+                         benign_weight=benign_weight, anchor=anchor, seed=seed,
+                         progress=progress)
+
+
+def _finetune(
+    sums: np.ndarray,
+    counts: np.ndarray,
+    labels: Sequence[int],
+    weights: Sequence[float],
+    pairs: np.ndarray,
+    *,
+    epochs: float,
+    lr: float,
+    batch_size: int,
+    consistency: float,
+    benign_weight: float,
+    anchor: float,
+    seed: int,
+    progress: Callable[[int, int, float], None] | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     import torch
 
     from vlmguard.errors import ConfigError
@@ -258,12 +300,9 @@ def train_use_adapter(cfg: TrainAnalyzerConfig, ex: Sequence[Example],
 
     from vlmguard.analyzer.models.multilingual import USE_ADAPTER_FILE
 
-    if cfg.threads > 0:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
+    threads = cfg.threads if cfg.threads > 0 else 1  # see _torch_threads
     fit = [e for e in ex if e.split == "train" and e.weight > 0]
-    sums, counts = lower_features([e.text for e in fit], cfg.emb_cache, cfg.progress)
+    sums, counts = lower_features([e.text for e in fit], cfg.emb_cache, cfg.progress, threads)
     with tqdm(desc="USE upper-layer fine-tune", unit="step", disable=not cfg.progress) as bar:
         def progress(step: int, steps: int, loss: float) -> None:
             bar.total = steps
@@ -275,7 +314,7 @@ def train_use_adapter(cfg: TrainAnalyzerConfig, ex: Sequence[Example],
             sums, counts, [e.label for e in fit], [e.weight for e in fit], parallel_pairs(fit),
             epochs=cfg.encoder_epochs, lr=cfg.encoder_lr, consistency=cfg.encoder_consistency,
             anchor=cfg.encoder_anchor, benign_weight=cfg.benign_weight, seed=cfg.seed,
-            progress=progress)
+            threads=threads, progress=progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / USE_ADAPTER_FILE
     savez: Any = np.savez  # numpy's stub types the ** arrays as its keyword flags

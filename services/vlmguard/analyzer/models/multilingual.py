@@ -338,8 +338,8 @@ def use_embedder_for(head: Any, directory: Path, threads: int = 0) -> USEEmbedde
     if not path.is_file():
         raise ConfigError(f"the multilingual head in {directory} was fitted on fine-tuned USE "
                           f"layers, but {path} is missing")
-    embedder = USEEmbedder(threads=threads, adapter=path)
-    if embedder.adapter_sha256 != recorded.get("sha256"):
+    # Checked before the arrays are read: a file that is not the head's is never applied.
+    if hashlib.sha256(path.read_bytes()).hexdigest() != recorded.get("sha256"):
         raise ConfigError(f"{path} is not the adapter the head in {directory} was fitted on "
                           "(sha256 differs from meta.json use_adapter.sha256)")
-    return embedder
+    return USEEmbedder(threads=threads, adapter=path)

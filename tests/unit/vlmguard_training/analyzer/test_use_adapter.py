@@ -125,9 +125,9 @@ def test_finetune_pulls_translations_to_their_seed_and_separates_labels(tmp_path
     labels = [1, 1, 1, 0, 0, 0]
     pairs = np.array([[1, 0], [2, 0], [4, 3], [5, 3]])
     before = embed_upper(None, sums, counts)
-    arrays, fig = finetune_upper(sums, counts, labels, [1.0] * 6, pairs, epochs=60, lr=1e-3,
+    arrays, fig = finetune_upper(sums, counts, labels, [1.0] * 6, pairs, epochs=30, lr=1e-3,
                                  batch_size=6, consistency=5.0)
-    assert set(arrays) == set(UPPER_KEYS) and fig["steps"] == 60
+    assert set(arrays) == set(UPPER_KEYS) and fig["steps"] == 30
     assert fig["consistency_last"] < fig["consistency_first"]
     after = embed_upper(arrays, sums, counts)
     gap_before = 1 - _cos(before[pairs[:, 0]], before[pairs[:, 1]])

@@ -29,6 +29,16 @@ def plain() -> USEEmbedder:
     return USEEmbedder(threads=1)
 
 
+@pytest.fixture(scope="module")
+def adapter_file(plain: USEEmbedder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _adapter(plain, tmp_path_factory.mktemp("adapter") / USE_ADAPTER_FILE)
+
+
+@pytest.fixture(scope="module")
+def adapted(adapter_file: Path) -> USEEmbedder:
+    return USEEmbedder(threads=1, adapter=adapter_file)
+
+
 def _adapter(plain: USEEmbedder, path: Path, **override: np.ndarray) -> Path:
     """An adapter that scales the DAN's last layer (a real change of the output space)."""
     backend = plain._use._model
@@ -38,10 +48,9 @@ def _adapter(plain: USEEmbedder, path: Path, **override: np.ndarray) -> Path:
     return path
 
 
-def test_adapter_replaces_upper_layers(plain: USEEmbedder, tmp_path: Path) -> None:
-    path = _adapter(plain, tmp_path / USE_ADAPTER_FILE)
-    adapted = USEEmbedder(threads=1, adapter=path)
-    assert adapted.adapter_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+def test_adapter_replaces_upper_layers(plain: USEEmbedder, adapted: USEEmbedder,
+                                       adapter_file: Path) -> None:
+    assert adapted.adapter_sha256 == hashlib.sha256(adapter_file.read_bytes()).hexdigest()
     assert adapted.name != plain.name and adapted.name.startswith(plain.name)
     a, b = adapted.embed(TEXTS), plain.embed(TEXTS)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
@@ -73,17 +82,18 @@ def _head(path: Path, sha: str | None) -> None:
              np.zeros(len(cats)), version="t", meta=meta).save(path)
 
 
-def test_load_multilingual_uses_the_heads_adapter(plain: USEEmbedder, tmp_path: Path) -> None:
+def test_load_multilingual_uses_the_heads_adapter(adapted: USEEmbedder, adapter_file: Path,
+                                                  tmp_path: Path) -> None:
     head_dir = tmp_path / "head"
     head_dir.mkdir()
-    path = _adapter(plain, head_dir / USE_ADAPTER_FILE)
-    _head(head_dir, hashlib.sha256(path.read_bytes()).hexdigest())
+    (head_dir / USE_ADAPTER_FILE).write_bytes(adapter_file.read_bytes())
+    _head(head_dir, adapted.adapter_sha256)
     cfg = AnalyzerConfig(multilingual_head_path=str(head_dir), threads=1)
     loaded = load_multilingual(cfg, TaxonomyConfig().ids)
     assert loaded is not None
     embedder = loaded[0]
-    np.testing.assert_allclose(embedder.embed(TEXTS),
-                               USEEmbedder(threads=1, adapter=path).embed(TEXTS), atol=1e-6)
+    assert embedder.name == adapted.name
+    np.testing.assert_allclose(embedder.embed(TEXTS), adapted.embed(TEXTS), atol=1e-6)
     assert json.loads((head_dir / "meta.json").read_text())["use_adapter"]["file"] == \
         USE_ADAPTER_FILE
 
@@ -94,7 +104,7 @@ def test_load_multilingual_refuses_a_mismatched_adapter(plain: USEEmbedder,
     _head(tmp_path, "0" * 64)
     with pytest.raises(ConfigError, match="is missing"):
         load_multilingual(cfg)
-    _adapter(plain, tmp_path / USE_ADAPTER_FILE)
+    (tmp_path / USE_ADAPTER_FILE).write_bytes(b"PK")  # checked by hash before it is read
     with pytest.raises(ConfigError, match="sha256 differs"):
         load_multilingual(cfg)
     _head(tmp_path, None)  # an adapter file the meta does not record
