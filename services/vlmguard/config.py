@@ -347,6 +347,12 @@ class AnalyzerConfig(_Frozen):
         "scale when a third or more of a document-like image's ink lies outside the text "
         "found (small print on a page larger than ocr_det_side).",
     )
+    ocr_retry_merged_lines: bool = Field(
+        True, description="With ocr_robust: read a second time at a larger detection scale "
+        "when, on a document-like image the detector had to shrink, one line's box is taller "
+        "than the others for letters as wide as theirs (two lines of small print merged into "
+        "one box, read as one garbled line).",
+    )
     ocr_retry_det_side: int = Field(
         960, ge=64, description="With ocr_robust: longest detector input side of a second "
         "read that looks closer (its cost grows with the square; 960 read as much as 1280 on "

@@ -208,7 +208,7 @@ class OCRResult:
         steps: What was done beyond a plain read, in order, for evidence and metrics:
             ``"impulses"`` / ``"denoise"`` (the image was cleaned before reading), then for a
             second read ``"retry:<why>"`` (``low_confidence``, ``small_text``, ``no_text``,
-            ``original``) and ``"kept:first"`` or ``"kept:retry"`` (which read is
+            ``merged_lines``, ``original``) and ``"kept:first"`` or ``"kept:retry"`` (which read is
             returned).
         retried: Whether a second read ran.
         quality: The image statistics, when they were computed.
@@ -252,6 +252,10 @@ class Robustness:
         flat_background: See ``retry_no_text``.
         min_ink: See ``retry_no_text`` (a blank page is not read again).
         unread_ink: See ``retry_no_text`` (:func:`unread_ink`).
+        retry_merged_lines: A second read at a raised detection scale when, on a
+            document-like page (as for ``retry_no_text``) that the detector had to shrink, a
+            line's box is taller than the others for letters as wide as theirs
+            (:func:`merged_lines`): two lines of small print merged into one box.
         retry_det_side: Longest detector input side of a second read that enlarges (its
             cost grows with the square; 960 read as much as 1280 on the bench at half the
             p99).
@@ -266,6 +270,7 @@ class Robustness:
     flat_background: float = 0.95
     min_ink: float = 0.0002
     unread_ink: float = 0.3
+    retry_merged_lines: bool = True
     retry_det_side: int = 960
 
 
@@ -433,6 +438,36 @@ def denoise(grey: np.ndarray, sigma: float) -> np.ndarray:
     # Grey levels closer than ~2.5 sigma are smoothed together, farther ones (strokes) kept:
     # a fixed strength (50) smoothed grey-on-grey text of 25-45 levels away (bench/RESULTS.md).
     return cv2.bilateralFilter(grey, 5, max(10.0, 2.5 * sigma), 5)
+
+
+#: A line this much taller than the page's median line, relative to how much wider its letters
+#: are, holds two lines (a heading is taller *and* wider-lettered: about 1).
+MERGED_RATIO = 1.35
+
+
+def merged_lines(found: list[tuple[Any, str, float]]) -> bool:
+    """Whether one of the detector's boxes holds two lines of text: its height over the other
+    boxes' median height is at least :data:`MERGED_RATIO` times its letter width (box width per
+    character) over theirs. Two lines in one box are read as one line, garbled."""
+    sizes = []
+    for box, text, _ in found:
+        pts = np.asarray(box, dtype=np.float64).reshape(-1, 2)
+        n = len(str(text).strip())
+        if n < 3:
+            continue
+        height = float(pts[:, 1].max() - pts[:, 1].min())
+        width = float(pts[:, 0].max() - pts[:, 0].min())
+        sizes.append((height, width / n))
+    if len(sizes) < 2:
+        return False
+    arr = np.asarray(sizes)
+    for i, (height, letter) in enumerate(arr):
+        others = np.delete(arr, i, axis=0)  # a merged box must not set its own reference
+        med_h, med_w = float(np.median(others[:, 0])), float(np.median(others[:, 1]))
+        if med_h > 0 and med_w > 0 and letter > 0 \
+                and (height / med_h) / (letter / med_w) >= MERGED_RATIO:
+            return True
+    return False
 
 
 def line_height(boxes: list[Any]) -> float:
@@ -697,6 +732,7 @@ class OCRReader:
                 small_text_px=cfg.ocr_small_text_px,
                 retry_below=cfg.ocr_retry_below,
                 retry_no_text=cfg.ocr_retry_no_text,
+                retry_merged_lines=cfg.ocr_retry_merged_lines,
                 retry_det_side=cfg.ocr_retry_det_side,
             ),
         )
@@ -794,7 +830,7 @@ class OCRReader:
                              quality=quality)
 
         src = bgr if why == ["original"] else first_src
-        if why == ["no_text"]:
+        if why in (["no_text"], ["merged_lines"]):
             # Small print in a wide margin: the detector shrank the whole page, print and
             # margin alike. Reading only the region that holds the ink keeps the print near
             # its own size (a 1,600-pixel canvas with 10-pixel print: 4 px at the detector
@@ -810,7 +846,7 @@ class OCRReader:
                     crop_lines = self._lines(cropped, _compose(back, shift), (h, w))
                     keep_crop = _mass(crop_lines) > _mass(first_lines)
                     lines = crop_lines if keep_crop else first_lines
-                    steps += ["retry:no_text", "crop",
+                    steps += [f"retry:{why[0]}", "crop",
                               "kept:retry" if keep_crop else "kept:first"]
                     return OCRResult(lines=tuple(lines), text=_rows(lines), steps=tuple(steps),
                                      retried=True, quality=quality)
@@ -820,7 +856,8 @@ class OCRReader:
             src = (bgr if steps else self._cv2.cvtColor(
                 denoise(full_grey(), quality.noise_sigma), self._cv2.COLOR_GRAY2BGR))
         zoom = 1.0
-        if "no_text" in why or "small_text" in why:
+        finer = bool({"no_text", "small_text", "merged_lines"} & set(why))
+        if finer:
             zoom = self._zoom(max(bgr.shape[:2]))[0]
         affine = np.array([[zoom, 0, 0], [0, zoom, 0]])
         if zoom != 1.0:
@@ -830,7 +867,7 @@ class OCRReader:
                                    interpolation=self._cv2.INTER_CUBIC)
             affine = np.array([[src.shape[1] / bgr.shape[1], 0, 0],
                                [0, src.shape[0] / bgr.shape[0], 0]])
-        second = self._run(src, retry="no_text" in why or "small_text" in why)
+        second = self._run(src, retry=finer)
         back2 = _compose(back, self._cv2.invertAffineTransform(affine))
         first_lines = self._lines(found, back, (h, w))
         second_lines = self._lines(second, back2, (h, w))
@@ -868,6 +905,14 @@ class OCRReader:
                 and self._zoom(side)[1] >= _MIN_GAIN
                 and unread_ink(page(), boxes, quality.noise_sigma) >= rb.unread_ink):
             return ["no_text"]
+        # Small print on a document-like page: at the detector's scale two close lines merge
+        # into one box, read as one confident, garbled line; a finer read of the inked region
+        # reads them apart. Only then: a finer read of every small-print page cost x3.
+        if (rb.retry_merged_lines and len(found) >= 2
+                and quality.flat_background >= rb.flat_background
+                and quality.ink_fraction >= rb.min_ink
+                and self._zoom(side)[1] >= _MIN_GAIN and merged_lines(found)):
+            return ["merged_lines"]
         if not found:
             # Cleaning made a grey copy: text that differed from the page in colour only, in
             # too few pixels to set the colour axis (:func:`to_grey`), is gone from it. A

@@ -82,3 +82,20 @@ def test_level_lines_on_one_row_are_joined_left_to_right() -> None:
     left = OCRLine("hello", 0.9, (10.0, 12.0, 90.0, 42.0), angle=0.0, height=30.0)
     below = OCRLine("next line", 0.9, (10.0, 60.0, 150.0, 90.0))
     assert _rows([below, right, left]) == "hello world\nnext line"
+
+
+def _found(h: float, w: float, text: str, y: float = 0.0) -> tuple[Any, str, float]:
+    return ([[0, y], [w, y], [w, y + h], [0, y + h]], text, 0.95)
+
+
+def test_two_lines_merged_into_one_box_are_told_from_a_heading() -> None:
+    from vlmguard.analyzer.models.ocr import merged_lines
+
+    body = [_found(22, 250, "a line of small print in the same font", 40),
+            _found(22, 76, "customers.", 70)]
+    # One box half again as tall for letters as wide as the others': two lines read as one.
+    assert merged_lines([_found(33, 222, "restaurant from different invented", 0), *body])
+    # A heading is taller *and* wider-lettered: one line.
+    assert not merged_lines([_found(40, 330, "Quarterly report 2024", 0), *body])
+    assert not merged_lines(body)
+    assert not merged_lines(body[:1])
