@@ -170,7 +170,8 @@ class TrainAnalyzerConfig(recipes.Recipe):
     @model_validator(mode="after")
     def _frozen_use(self) -> TrainAnalyzerConfig:
         if self.encoder == "use-m3" and self.encoder_from:
-            raise ValueError("encoder_from is a MiniLM adapter; the use-m3 encoder is frozen")
+            raise ValueError("encoder_from is a MiniLM adapter; the use-m3 encoder is frozen "
+                             "or fine-tuned by this run (encoder_epochs)")
         return self
 
 

@@ -41,7 +41,10 @@ Encoder (``encoder_epochs`` > 0, the default): before the head is fitted, a LoRA
 MiniLM is fine-tuned as an unsafe/benign classifier on the training split only
 (:mod:`vlmguard_training.analyzer.encoder`); the head is then fitted on the adapted embeddings
 and the adapter ships in ``<out>/encoder``. Frozen MiniLM embeddings capture topic more than
-intent.
+intent. With ``encoder: use-m3`` the layers of Universal Sentence Encoder multilingual v3 above
+its token embeddings are fine-tuned instead, with a term that holds each translated training
+seed to its English seed (:mod:`vlmguard_training.analyzer.use_adapter`), and ship as
+``<out>/encoder.npz`` (sha256 in meta.json ``use_adapter``), read by the numpy serving path.
 
 Model (:mod:`vlmguard.analyzer.models.risk_head`): a linear logistic regression is one feature;
 nearest-neighbour evidence (top-k mean and max cosine to compressed unsafe and benign exemplars
