@@ -566,18 +566,23 @@ def _mass(lines: list[OCRLine]) -> float:
 
 #: Below this baseline slope (radians, ~1.5 degrees) text is read as level.
 _LEVEL = 0.026
+#: Lines within this slope (radians, ~3 degrees) of the median are tilted as one block.
+_SAME_TILT = 0.05
 
 
 def _rows(lines: list[OCRLine]) -> str:
     """Join lines in reading order: boxes whose vertical centres overlap form one row.
 
-    Rotated text (the lines' median baseline slope over :data:`_LEVEL`) is ordered in its own
-    frame: the upright boxes of tilted lines are tall and overlap, so by their centres a
-    paragraph tilted by 10 degrees came out as one row, its lines in reverse order.
+    Rotated text (the lines' median baseline slope over :data:`_LEVEL`, two thirds of them
+    within :data:`_SAME_TILT` of it) is ordered in its own frame: the upright boxes of tilted
+    lines are tall and overlap, so by their centres a paragraph tilted by 10 degrees came out
+    as one row, its lines in reverse order.
     """
-    slopes = [ln.angle for ln in lines if ln.height > 0]
-    tilt = float(np.median(slopes)) if slopes else 0.0
-    if abs(tilt) >= _LEVEL:
+    slopes = np.asarray([ln.angle for ln in lines if ln.height > 0])
+    tilt = float(np.median(slopes)) if slopes.size else 0.0
+    # Only text tilted as one block: scene text at scattered angles (signs, labels in a
+    # photo) keeps the upright order, in which it was read and measured.
+    if abs(tilt) >= _LEVEL and np.mean(np.abs(slopes - tilt) <= _SAME_TILT) >= 2 / 3:
         return _rows_rotated(lines, tilt)
     rows: list[list[OCRLine]] = []
     for line in sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2):

@@ -99,3 +99,15 @@ def test_two_lines_merged_into_one_box_are_told_from_a_heading() -> None:
     assert not merged_lines([_found(40, 330, "Quarterly report 2024", 0), *body])
     assert not merged_lines(body)
     assert not merged_lines(body[:1])
+
+
+def test_scene_text_at_scattered_angles_keeps_the_upright_order() -> None:
+    import math
+
+    from vlmguard.analyzer.models.ocr import OCRLine, _rows
+
+    # Labels in a photo, each at its own tilt: not one rotated block.
+    labels = [OCRLine(t, 0.9, (10.0, 40.0 * i, 200.0, 40.0 * i + 30), angle=math.radians(a),
+                      height=30.0)
+              for i, (t, a) in enumerate([("top sign", 0), ("middle", 9), ("bottom", 17)])]
+    assert _rows(labels[::-1]) == "top sign\nmiddle\nbottom"
