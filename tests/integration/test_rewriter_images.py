@@ -8,12 +8,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -152,38 +149,12 @@ def test_guard_over_grpc_gives_the_conversations_images_to_tier_2(
 # -- the openai backend --------------------------------------------------------------------
 
 
-class _Capture(BaseHTTPRequestHandler):
-    bodies: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).bodies.append(body)
-        answer = {"choices": [{"message": {"content": "<rewrite>ok" + REWRITE_STOP},
-                               "finish_reason": "stop"}],
-                  "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
-        data = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture()
 def endpoint() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    _Capture.bodies = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Capture)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", _Capture.bodies
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    from tests.support.vlm_front_door import LoopbackUpstream
+
+    with LoopbackUpstream("<rewrite>ok" + REWRITE_STOP) as upstream:
+        yield upstream.base_url, upstream.requests
 
 
 def test_openai_backend_sends_the_images_as_image_parts(

@@ -243,93 +243,21 @@ def _served_through_the_front_door(model_dir: Path, image: bytes) -> None:
     """The trained VLM rewriter as tier 2 of a gateway, called by the official openai SDK through
     the OpenAI-compatible front door with an image part: the image reaches the rewriter as pixel
     values (another image, other pixels), and the guarded request reaches the upstream."""
-    import asyncio
-    import base64
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    import openai
-
-    from vlmguard.config import load_config
-    from vlmguard.gateway.server import build_gateway
-    from vlmguard.http.server import start_for_gateway
-    from vlmguard.rewriter.hf import HFRewriterBackend
-
-    upstream: list[dict[str, Any]] = []
-
-    class Upstream(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            upstream.append(body)
-            data = json.dumps({
-                "id": "up-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": "A red square."}}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
-            }).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    cfg = load_config(None, environ={}, overrides={
-        "server": {"listen": "127.0.0.1:0"}, "metrics": {"enabled": False},
-        "rewriter": {"kind": "generative", "backend": "transformers",
-                     "model_path": str(model_dir), "tier2": "always", "max_new_tokens": 4,
-                     "threads": 1, "load_in_background": False},
-        "target": {"backend": "openai", "openai": {
-            "base_url": f"http://127.0.0.1:{server.server_address[1]}/v1", "model": "up"}},
-    })
-    backend = HFRewriterBackend(cfg.rewriter)
-    pixels: list[float] = []
-    inputs = backend.vlm_inputs
-
-    def spy(convs: Any) -> Any:
-        got = inputs(convs)
-        pixels.append(float(got["pixel_values"].sum()) if "pixel_values" in got else float("nan"))
-        return got
-
-    backend.vlm_inputs = spy  # type: ignore[method-assign]
     from PIL import Image
 
+    from tests.support.vlm_front_door import LoopbackUpstream, ask_front_door, image_parts
+
     other = _png(Image.new("RGB", (96, 64), "blue"))
-
-    async def run() -> list[Any]:
-        gw = await build_gateway(cfg, rewriter_backend=backend)
-        await gw.start(serve_metrics=False)
-        front = await start_for_gateway(gw, "127.0.0.1:0")
-        try:
-            client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{front.port}/v1",
-                                        api_key="unused", timeout=120)
-            answers = []
-            for png in (image, other):
-                url = "data:image/png;base64," + base64.b64encode(png).decode()
-                answers.append(await client.chat.completions.create(model="up", messages=[
-                    {"role": "user", "content": [
-                        {"type": "text", "text": "What is shown in this picture?"},
-                        {"type": "image_url", "image_url": {"url": url}}]}]))
-            await client.close()
-            return answers
-        finally:
-            await front.stop()
-            await gw.stop()
-
-    try:
-        answers = asyncio.run(run())
-    finally:
-        server.shutdown()
-    assert [a.choices[0].message.content for a in answers] == ["A red square."] * 2
-    assert len(pixels) == 2 and all(p == p for p in pixels), pixels  # pixel values, both calls
+    batches: list[dict[str, Any]] = []
+    with LoopbackUpstream("A red square.") as upstream:
+        answers = ask_front_door(model_dir, upstream, "What is shown in this picture?",
+                                 [image, other], batches.append)
+    assert answers == ["A red square."] * 2
+    pixels = [b["pixel_sum"] for b in batches]
+    assert len(pixels) == 2 and all(p is not None for p in pixels), pixels  # both calls
     assert pixels[0] != pixels[1]  # only the image changed: the rewriter saw it
-    assert len(upstream) == 2
-    assert any(part.get("type") == "image_url"  # the image passes through unchanged
-               for part in upstream[0]["messages"][-1]["content"])
+    assert len(upstream.requests) == 2
+    assert image_parts(upstream.requests[0])  # the image passes through unchanged
 
 
 def _png(img: Any) -> bytes:
