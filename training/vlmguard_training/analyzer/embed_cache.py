@@ -7,7 +7,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,8 +24,31 @@ class Embedder(Protocol):
         ...
 
 
-def _text_key(text: str) -> str:
+def text_key(text: str) -> str:
+    """A cache key for ``text``: a hash, so caches never hold the texts themselves."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def read_cache(path: Path | None, field: str) -> dict[str, np.ndarray]:
+    """The rows of a ``keys`` + ``field`` .npz cache by key ({} when absent or unreadable)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return dict(zip(z["keys"].tolist(), z[field], strict=True))
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("ignoring unreadable cache %s: %s", path, e)
+        return {}
+
+
+def write_cache(path: Path, cached: dict[str, np.ndarray], field: str) -> None:
+    """Write ``cached`` as a ``keys`` + ``field`` .npz, replacing ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = sorted(cached)
+    tmp = path.with_suffix(".tmp.npz")
+    arrays: dict[str, Any] = {"keys": np.array(keys), field: np.stack([cached[k] for k in keys])}
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
 
 
 def _cache_file(cache_dir: str, embedder: Embedder) -> Path | None:
@@ -47,30 +70,20 @@ def embed_all(
     from tqdm import tqdm
 
     cache_path = _cache_file(cache_dir, embedder)
-    cached: dict[str, np.ndarray] = {}
-    if cache_path is not None and cache_path.is_file():
-        try:
-            with np.load(cache_path, allow_pickle=False) as z:
-                cached = dict(zip(z["keys"].tolist(), z["emb"], strict=True))
-        except (OSError, ValueError, KeyError) as e:
-            log.warning("ignoring unreadable embedding cache %s: %s", cache_path, e)
+    cached = read_cache(cache_path, "emb")
     # Embed each distinct missing text once, shortest first (less padding); then scatter back.
     unique = sorted(set(texts), key=lambda t: (len(t), t))
-    missing = [t for t in unique if _text_key(t) not in cached]
+    missing = [t for t in unique if text_key(t) not in cached]
     chunk = max(batch_size, 1) * 4
     with tqdm(total=len(missing), desc="embedding", unit="text",
               disable=not missing or not progress) as bar:
         for start in range(0, len(missing), chunk):
             batch = missing[start:start + chunk]
             vecs = np.asarray(embedder.embed(batch, batch_size=batch_size), np.float32)
-            cached.update((_text_key(t), v) for t, v in zip(batch, vecs, strict=True))
+            cached.update((text_key(t), v) for t, v in zip(batch, vecs, strict=True))
             bar.update(len(batch))
     if cache_path is not None and missing:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        keys = sorted(cached)
-        tmp = cache_path.with_suffix(".tmp.npz")
-        np.savez(tmp, keys=np.array(keys), emb=np.stack([cached[k] for k in keys]))
-        tmp.replace(cache_path)
+        write_cache(cache_path, cached, "emb")
     if not texts:
         return np.zeros((0, 0), np.float32)
-    return np.stack([cached[_text_key(t)] for t in texts]).astype(np.float32)
+    return np.stack([cached[text_key(t)] for t in texts]).astype(np.float32)

@@ -20,7 +20,6 @@ embedder (:class:`vlmguard.analyzer.models.multilingual.USEEmbedder`) loads over
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -65,19 +64,12 @@ def lower_features(texts: Sequence[str], cache_dir: str = "", progress: bool = T
     """
     from tqdm import tqdm
 
+    from vlmguard_training.analyzer.embed_cache import read_cache, write_cache
+    from vlmguard_training.analyzer.embed_cache import text_key as key
     from vlmguard_training.analyzer.use_torch import FEAT_DIM, Tokenizer, USETorch, encode_lower
 
-    def key(t: str) -> str:
-        return hashlib.sha256(t.encode("utf-8")).hexdigest()[:32]
-
     path = Path(cache_dir) / LOWER_CACHE if cache_dir else None
-    cached: dict[str, np.ndarray] = {}
-    if path is not None and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                cached = dict(zip(z["keys"].tolist(), z["feat"], strict=True))
-        except (OSError, ValueError, KeyError) as e:
-            log.warning("ignoring unreadable feature cache %s: %s", path, e)
+    cached = read_cache(path, "feat")
     missing = sorted({t for t in texts if key(t) not in cached})
     if missing:
         model, tok = USETorch(), Tokenizer()
@@ -91,11 +83,7 @@ def lower_features(texts: Sequence[str], cache_dir: str = "", progress: bool = T
                 cached.update((key(t), f) for t, f in zip(part, feat, strict=True))
                 bar.update(len(part))
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            keys = sorted(cached)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, keys=np.array(keys), feat=np.stack([cached[k] for k in keys]))
-            tmp.replace(path)
+            write_cache(path, cached, "feat")
     if not texts:
         return np.zeros((0, FEAT_DIM), np.float32), np.zeros(0, np.float32)
     feat = np.stack([cached[key(t)] for t in texts]).astype(np.float32)
