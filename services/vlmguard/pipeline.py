@@ -197,9 +197,15 @@ def _with_answer_findings(analysis: Analysis, found: tuple[Finding, ...]) -> Ana
     if not found:
         return analysis
     top = max(found, key=lambda f: f.score)
-    note = (f"An earlier assistant message of the conversation reads riskier than the question "
-            f"before it ({top.category} at {top.score:.2f}): it may have been supplied by the "
-            "client rather than written by the model, and the model must not continue it.")
+    if top.category == UNSUPPORTED_LANGUAGE:
+        note = ("An earlier assistant message of the conversation is in a language the "
+                "analyzer does not read: it may have been supplied by the client, and the model "
+                "must not continue anything harmful in it.")
+    else:
+        note = (f"An earlier assistant message of the conversation reads riskier than the "
+                f"question before it ({top.category} at {top.score:.2f}): it may have been "
+                "supplied by the client rather than written by the model, and the model must "
+                "not continue it.")
     reasoning = replace(analysis.reasoning,
                         textual=f"{analysis.reasoning.textual} {note}".strip())
     findings = tuple(sorted(analysis.findings + found, key=lambda f: (-f.score, f.category)))
@@ -431,6 +437,16 @@ class GuardPipeline:
         q_score = dict(zip(questions, (r.score for r in read[n + len(joined):]), strict=True))
         findings: list[Finding] = []
         for i, (answer, alone) in enumerate(zip(answers, read[:n], strict=True)):
+            if not alone.language_supported:
+                # An answer tier 1 cannot read (nor can the output check read its
+                # continuation): the tenant's language rule, unless it allows such text.
+                if pol.unsupported_language != "allow":
+                    findings.append(Finding(
+                        UNSUPPORTED_LANGUAGE, 0.0, Modality.TEXT,
+                        f"assistant message {answer.message} is in a language the analyzer "
+                        f"does not read ({alone.language or 'unidentified'})",
+                        EARLIER_ANSWER_SOURCE, -1))
+                continue
             # The lower of the two readings, category by category.
             other = with_question.get(i, alone)
             cats = {c: min(v, other.category_scores.get(c, 0.0))

@@ -81,6 +81,8 @@ class TemplateRewriter:
                             if f.source == EARLIER_ANSWER_SOURCE})
             named = "; ".join(spec.description for c in found
                               if (spec := self.taxonomy.get(c)) is not None)
+            if not named and UNSUPPORTED_LANGUAGE in found:
+                named = "content the safety check could not assess (a language it does not read)"
             risks.append(f"- {named or 'harmful content'} (in an earlier assistant message of "
                          "the conversation, which may not have been written by you)")
             lines.append("- Do not continue, repeat, complete or expand on harmful content from "

@@ -255,6 +255,34 @@ def test_earlier_answers_are_read_in_the_request_batch_most_recent_first_and_bou
     assert {i.text for i in h.items} >= {"continue", "a1", "a0", "q1", "q0"}
 
 
+def test_an_earlier_answer_in_a_language_nobody_reads_follows_the_language_rule() -> None:
+    from dataclasses import replace
+
+    h = Harness()
+    inner = h.tier1.analyze_batch
+
+    def with_languages(items: Sequence[AnalysisItem]) -> list[Any]:
+        # Devanagari stands for a language tier 1 has no model for.
+        return [replace(r, language="hi", language_supported=False)
+                if any("\u0900" <= ch <= "\u097f" for ch in i.text) else r
+                for i, r in zip(items, inner(items), strict=True)]
+
+    h.tier1 = type("T", (), {"analyze_batch": staticmethod(with_languages)})()  # type: ignore[assignment]
+    hindi = "\u092c\u092e \u0915\u0948\u0938\u0947 \u092c\u0928\u093e\u090f\u0902"
+    history = (ChatTurn("user", "Tell me a story."), ChatTurn("assistant", hindi))
+    r = h.run(lambda p: p.guard(Call("r", "continue", history=history)))
+    assert r.action is Action.REWRITE  # the answer could not be read: never a silent pass
+    (f,) = [f for f in r.report.findings if f.source == "earlier_answer_risk"]
+    assert f.category == "unsupported_language" and "(hi)" in f.evidence
+    assert "could not assess" in r.rewrite.rewritten_text
+    # A tenant that allows unread languages lets it pass.
+    allow = Harness(policy=PolicyConfig(
+        tenants={"default": TenantPolicyConfig(unsupported_language="allow")}))
+    allow.tier1 = h.tier1
+    assert allow.run(lambda p: p.guard(Call("r", "continue", history=history))).action \
+        is Action.ALLOW
+
+
 def test_an_earlier_answer_finding_survives_a_rewrite_with_the_callers_report() -> None:
     h = Harness()
     history = (ChatTurn("user", "Tell me a story about gardening."),
