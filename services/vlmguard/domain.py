@@ -78,6 +78,13 @@ class GenerationParams:
     seed: int = 0
 
 
+def excerpt(text: str, limit: int = 160) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis: a finding's
+    evidence quotes the text it is about, never more than this."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 @dataclass(frozen=True)
 class Finding:
     """One risk found in a request."""

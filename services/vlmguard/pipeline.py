@@ -49,6 +49,7 @@ from vlmguard.domain import (
     RiskReport,
     TargetItem,
     TargetResult,
+    excerpt,
 )
 from vlmguard.errors import (
     DeadlineExceededError,
@@ -184,11 +185,6 @@ def earlier_answers(history: tuple[ChatTurn, ...], max_turns: int) -> list[Earli
 
 
 _LEVELS = (RiskLevel.NONE, RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH)
-
-
-def _excerpt(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _with_answer_findings(analysis: Analysis, found: tuple[Finding, ...]) -> Analysis:
@@ -466,7 +462,7 @@ class GuardPipeline:
                 findings.append(Finding(
                     c, cats.get(c, score), Modality.TEXT,
                     f"assistant message {answer.message} reads {score:.2f}, its question "
-                    f"{question:.2f}: {_excerpt(answer.text)}", EARLIER_ANSWER_SOURCE, -1))
+                    f"{question:.2f}: {excerpt(answer.text)}", EARLIER_ANSWER_SOURCE, -1))
         return tuple(findings)
 
     def _decide(self, analysis: Analysis, pol: TenantPolicyConfig) -> Decision:

@@ -30,6 +30,7 @@ from vlmguard.domain import (
     ImageEvidence,
     Modality,
     ModalityReasoning,
+    excerpt,
 )
 from vlmguard.errors import InvalidArgumentError, UnavailableError, VLMGuardError
 from vlmguard.imaging import decode_reduced
@@ -258,11 +259,6 @@ def _joint_prompt(text: str, keep: int = 200) -> str:
     if len(text) <= 2 * keep + 20:
         return text
     return f"{text[:keep]} … {text[-keep:]}"
-
-
-def _excerpt(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Tier1Analyzer:
@@ -664,33 +660,33 @@ class Tier1Analyzer:
                     findings.append(Finding(c, v, modality, evidence, source, idx))
 
         if text_s.view is None:
-            add(text_s, Modality.TEXT, "text_risk", _excerpt(item.text), -1)
+            add(text_s, Modality.TEXT, "text_risk", excerpt(item.text), -1)
         else:
             add(text_s, Modality.TEXT, f"text_risk:{text_s.view.name}",
-                _excerpt(f"{VIEW_DESCRIPTIONS.get(text_s.view.name, text_s.view.name)}: "
-                         f"{text_s.view.text}"), -1)
+                excerpt(f"{VIEW_DESCRIPTIONS.get(text_s.view.name, text_s.view.name)}: "
+                        f"{text_s.view.text}"), -1)
         context_s = next((s for k, _, s in scored if k == "context"), None)
         if context_s is not None and context_s.overall > text_s.overall:
             # The conversation carries risk the last turn alone does not: it counts (the last
             # turn's own score stays in the reasoning).
             add(context_s, Modality.TEXT, "context_risk",
-                _excerpt(f"the last turn read with the conversation before it: "
-                         f"{item.context} / {item.text}", 200), -1)
+                excerpt(f"the last turn read with the conversation before it: "
+                        f"{item.context} / {item.text}", 200), -1)
         else:
             context_s = None
         for idx, s in ocr_s.items():
             if s.view is None:
-                add(s, Modality.IMAGE, "ocr_text_risk", _excerpt(ocr_text[idx], 200), idx)
+                add(s, Modality.IMAGE, "ocr_text_risk", excerpt(ocr_text[idx], 200), idx)
             else:
                 add(s, Modality.IMAGE, f"ocr_text_risk:{s.view.name}",
-                    _excerpt(f"{VIEW_DESCRIPTIONS.get(s.view.name, s.view.name)}: "
-                             f"{s.view.text}", 200), idx)
+                    excerpt(f"{VIEW_DESCRIPTIONS.get(s.view.name, s.view.name)}: "
+                            f"{s.view.text}", 200), idx)
         for idx, s in joint_s.items():
             # The joined text only counts as cross-modal evidence when it adds risk beyond
             # either part alone; otherwise the TEXT / IMAGE findings already say it.
             if s.overall > max(text_s.overall, ocr_s[idx].overall):
                 add(s, Modality.CROSS_MODAL, "ocr_joint_risk",
-                    _excerpt(f"prompt + text in image {idx + 1}: {ocr_text[idx]}", 200), idx)
+                    excerpt(f"prompt + text in image {idx + 1}: {ocr_text[idx]}", 200), idx)
         for ev in images:
             if ev.explicit_labels:
                 top = max(score for _, score in ev.explicit_labels)

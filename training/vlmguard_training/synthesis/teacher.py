@@ -20,6 +20,7 @@ from vlmguard.domain import (
     RewriterEvidence,
     RiskLevel,
     RiskReport,
+    excerpt,
 )
 from vlmguard.rewriter.format import benign_rewrite, evidence_from_analysis
 from vlmguard.rewriter.template import TemplateRewriter
@@ -149,11 +150,6 @@ class Teacher(Protocol):
     def optimize(self, seed: Seed, analysis: Analysis, report: CausalReport) -> Optimized: ...
 
 
-def _excerpt(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class EvidenceTeacher:
     """Deterministic teacher from tier-1 evidence and taxonomy guidance (no model).
 
@@ -231,7 +227,7 @@ class EvidenceTeacher:
         visual: list[str] = []
         for im in analysis.images:
             if im.ocr_text:
-                visual.append(f"image {im.index + 1} text: {_excerpt(im.ocr_text)}")
+                visual.append(f"image {im.index + 1} text: {excerpt(im.ocr_text)}")
             if im.explicit_labels:
                 visual.append(f"image {im.index + 1} detector labels: "
                               + ", ".join(f"{n} ({s:.2f})" for n, s in im.explicit_labels[:4]))
