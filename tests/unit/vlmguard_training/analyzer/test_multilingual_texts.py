@@ -34,7 +34,10 @@ def test_seeds_are_well_formed_and_cover_the_taxonomy() -> None:
     seeds = ml.load_seeds()
     ids = set(TaxonomyConfig().ids)
     assert len(seeds) >= 150 and len(SEED_IDS) == len(set(SEED_IDS))
-    assert all(s.seed == f"mh{n:03d}" for n, s in enumerate(seeds, 1))  # mh001.., no gaps
+    dev_side = [s for s in seeds if not s.seed.startswith(ml.TRAIN_ONLY_PREFIX)]
+    train_only = seeds[len(dev_side):]  # seeds.jsonl first, then seeds_train.jsonl
+    assert all(s.seed == f"mh{n:03d}" for n, s in enumerate(dev_side, 1))  # mh001.., no gaps
+    assert all(s.seed == f"mt{n:03d}" for n, s in enumerate(train_only, 1))
     assert len({s.text.casefold() for s in seeds}) == len(seeds)
     for s in seeds:
         assert s.lang == "en" and s.text.strip() == s.text and s.text
@@ -72,9 +75,12 @@ def test_seed_split_is_stable_and_about_thirty_percent_dev() -> None:
         "print(''.join('d' if seed_split(s.seed) == 'dev' else 't' for s in load_seeds()))"
     )
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    here = "".join("d" if ml.seed_split(s) == "dev" else "t" for s in SEED_IDS)
-    assert fresh.stdout.strip() == here
-    assert {ml.seed_split(s) for s in SEED_IDS} == {"dev", "train"}
+    assert fresh.stdout.strip() == "".join(
+        "d" if ml.seed_split(s) == "dev" else "t" for s in SEED_IDS
+    )
+    hashed = [s for s in SEED_IDS if not s.startswith(ml.TRAIN_ONLY_PREFIX)]
+    here = "".join("d" if ml.seed_split(s) == "dev" else "t" for s in hashed)
+    assert {ml.seed_split(s) for s in hashed} == {"dev", "train"}
     assert 0.2 <= here.count("d") / len(here) <= 0.4
     # Over many ids the hash gives the agreed fraction.
     many = [ml.seed_split(f"x{i}") for i in range(5000)]
@@ -90,7 +96,31 @@ def test_language_constants() -> None:
     assert {"hi", "vi"}.isdisjoint(ml.SUPPORTED)
     # Every data file in the folder is the seed file or a known language's translations.
     files = {p.stem for p in DATA.glob("*.jsonl")}
-    assert files == {"seeds", *ml.LANGUAGES}
+    assert files == {"seeds", "seeds_train", *ml.LANGUAGES}
+
+
+def test_train_only_seeds_never_reach_the_dev_split() -> None:
+    train_only = [s.seed for s in ml.load_seeds() if s.seed.startswith(ml.TRAIN_ONLY_PREFIX)]
+    assert len(train_only) >= 200
+    assert {ml.seed_split(s) for s in train_only} == {"train"}
+    # The dev seeds that figures are measured on are the hashed share of seeds.jsonl alone.
+    dev = [s for s in SEED_IDS if ml.seed_split(s) == "dev"]
+    assert dev and all(s.startswith("mh") for s in dev)
+
+
+def test_a_train_only_id_in_the_dev_seed_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "seeds.jsonl").write_text(
+        json.dumps({"seed": "mt001", "label": "benign", "category": "", "kind": "everyday",
+                    "text": "What breed is this dog?"}) + "\n", encoding="utf-8")
+    monkeypatch.setattr(ml, "_DIR", tmp_path)
+    ml._seeds.cache_clear()
+    try:
+        with pytest.raises(InvalidArgumentError, match=r"belong in seeds_train\.jsonl"):
+            ml.load_seeds()
+    finally:
+        ml._seeds.cache_clear()
 
 
 @pytest.mark.parametrize("lang", ml.LANGUAGES)

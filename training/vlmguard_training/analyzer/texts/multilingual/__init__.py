@@ -6,6 +6,10 @@ translations, one JSONL file per language in this folder.
 trains on the ``train`` seeds only and ``vlmguard redteam`` measures on the ``dev`` seeds only, so
 the split is decided per seed (every translation of a seed lands on the same side) by a stable
 hash, never by Python's per-process ``hash()``.
+
+``seeds_train.jsonl`` holds more seeds of the same form, written later as training material
+only: their ids start with :data:`TRAIN_ONLY_PREFIX` and they are always ``train``, so adding
+them grows what the heads learn from without changing the dev seeds that figures are measured on.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ LABELS: tuple[str, ...] = ("unsafe", "benign")
 KINDS: tuple[str, ...] = ("harmful", "sensitive", "everyday", "frame")
 #: Share of seeds in the development split (measured by redteam, never trained on).
 DEV_FRACTION = 0.3
+#: Id prefix of the train-only seeds (``seeds_train.jsonl``); the hashed split never sees them.
+TRAIN_ONLY_PREFIX = "mt"
+#: The seed files, and whether their seeds are train-only.
+_SEED_FILES: tuple[tuple[str, bool], ...] = (("seeds.jsonl", False), ("seeds_train.jsonl", True))
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,10 @@ class MultilingualText:
 
 
 def seed_split(seed: str) -> str:
-    """``"dev"`` for a stable ~30% of seed ids, ``"train"`` for the rest (same in every process)."""
+    """``"dev"`` for a stable ~30% of seed ids, ``"train"`` for the rest (same in every process);
+    the train-only seeds are always ``"train"``."""
+    if seed.startswith(TRAIN_ONLY_PREFIX):
+        return "train"
     digest = hashlib.sha256(f"multilingual:{seed}".encode()).digest()
     bucket = int.from_bytes(digest[:8], "big") / 2**64
     return "dev" if bucket < DEV_FRACTION else "train"
@@ -80,26 +91,35 @@ def _read_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict[str, str]]:
 
 @cache
 def _seeds() -> tuple[MultilingualText, ...]:
-    rows = _read_jsonl(_DIR / "seeds.jsonl", ("seed", "label", "category", "kind", "text"))
     seeds: dict[str, MultilingualText] = {}
-    for row in rows:
-        if row["seed"] in seeds:
-            raise InvalidArgumentError(f"seeds.jsonl: seed {row['seed']} appears twice")
-        if row["label"] not in LABELS or row["kind"] not in KINDS:
-            raise InvalidArgumentError(
-                f"seeds.jsonl: seed {row['seed']} has an unknown label or kind"
-            )
-        # Harmful seeds are exactly the unsafe ones: the kind refines the label, never contradicts.
-        if (row["label"] == "unsafe") != (row["kind"] == "harmful"):
-            raise InvalidArgumentError(
-                f"seeds.jsonl: seed {row['seed']} has kind {row['kind']} with label {row['label']}"
-            )
-        seeds[row["seed"]] = MultilingualText(lang="en", **row)
+    for name, train_only in _SEED_FILES:
+        path = _DIR / name
+        if not path.is_file():
+            continue
+        for row in _read_jsonl(path, ("seed", "label", "category", "kind", "text")):
+            if row["seed"] in seeds:
+                raise InvalidArgumentError(f"{name}: seed {row['seed']} appears twice")
+            if row["seed"].startswith(TRAIN_ONLY_PREFIX) != train_only:
+                raise InvalidArgumentError(
+                    f"{name}: seed {row['seed']}: ids starting with {TRAIN_ONLY_PREFIX!r} belong "
+                    "in seeds_train.jsonl, and only there"
+                )
+            if row["label"] not in LABELS or row["kind"] not in KINDS:
+                raise InvalidArgumentError(
+                    f"{name}: seed {row['seed']} has an unknown label or kind"
+                )
+            # Harmful seeds are exactly the unsafe ones: the kind refines the label, never
+            # contradicts it.
+            if (row["label"] == "unsafe") != (row["kind"] == "harmful"):
+                raise InvalidArgumentError(
+                    f"{name}: seed {row['seed']} has kind {row['kind']} with label {row['label']}"
+                )
+            seeds[row["seed"]] = MultilingualText(lang="en", **row)
     return tuple(seeds.values())
 
 
 def load_seeds() -> list[MultilingualText]:
-    """The English seeds (lang ``"en"``), in file order."""
+    """The English seeds (lang ``"en"``) of both seed files, in file order."""
     return list(_seeds())
 
 
@@ -136,5 +156,6 @@ def load_translations(langs: tuple[str, ...] | list[str] | None = None) -> list[
 
 __all__ = [
     "DEV_FRACTION", "KINDS", "KNOWN_LANGUAGES", "LABELS", "LANGUAGES", "SUPPORTED",
+    "TRAIN_ONLY_PREFIX",
     "MultilingualText", "load_seeds", "load_translations", "seed_split",
 ]
