@@ -6,7 +6,10 @@ encoder, the head and the explicit detector, and each is served by its own real 
 gateway on a free loopback port; requests take turns (rotating order) so load hits both alike.
 
 Modes: ``text`` (MM-Vet and FigStep prompts, text only), ``long`` (an 8,000-character text:
-harmless paragraphs with one prompt inside), ``image`` (the prompt with its image). Each mode
+four harmless paragraphs repeated, one prompt inside), ``long_distinct`` (the same length, every
+sentence different, as a real document is: repeated sentences are read once, so ``long`` shows
+the cost of padding and ``long_distinct`` the cost of reading 8,000 characters), ``image`` (the
+prompt with its image). Each mode
 is measured by direct call (``analyze_batch([item])``) and through the service (Analyze, one
 request at a time). Bench items are read from ../shared/bench in place, never copied.
 
@@ -54,6 +57,33 @@ def long_text(prompt: str, rng: random.Random, size: int = 8000) -> str:
     return "".join(parts)[:size]
 
 
+_SUBJECTS = ("The committee", "My neighbour", "Our teacher", "The old ferry", "A small bakery",
+             "The city council", "Her brother", "The museum guide", "A group of hikers",
+             "The night train", "Grandfather", "The library", "The football club")
+_VERBS = ("talked about", "repainted", "visited", "planned", "wrote a letter about",
+          "took photos of", "argued over", "cleaned", "measured", "forgot about", "celebrated")
+_OBJECTS = ("the garden fence", "the spring market", "a broken bicycle", "the harbour wall",
+            "an exhibition of maps", "the bus timetable", "a recipe for plum cake",
+            "the village choir", "the roof of the school", "a list of birthdays",
+            "the new playground", "a box of old records")
+_WHEN = ("last Tuesday", "after lunch", "before the rain started", "in early March",
+         "during the holidays", "on a quiet Sunday", "while the kettle boiled", "at dawn")
+
+
+def distinct_long_text(prompt: str, rng: random.Random, size: int = 8000) -> str:
+    """About ``size`` characters of harmless sentences, no two alike, with ``prompt`` inside."""
+    seen: set[str] = set()
+    parts: list[str] = []
+    while sum(map(len, parts)) < size - len(prompt) - 200:
+        s = (f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} "
+             f"{rng.choice(_WHEN)}. ")
+        if s not in seen:
+            seen.add(s)
+            parts.append(s)
+    parts.insert(rng.randrange(len(parts) + 1), prompt + " ")
+    return "".join(parts)[:size]
+
+
 def _pct(xs: list[float]) -> dict[str, float]:
     a = np.asarray(xs)
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
@@ -92,6 +122,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     modes: dict[str, list[tuple[str, tuple[bytes, ...]]]] = {
         "text": [(t, ()) for t, _ in items],
         "long": [(long_text(t, rng), ()) for t, _ in items],
+        "long_distinct": [(distinct_long_text(t, rng), ()) for t, _ in items],
         "image": [(t, (img,)) for t, img in items],
     }
     out: dict[str, dict[str, list[float]]] = {}
@@ -131,7 +162,7 @@ def _table(res: dict[str, Any]) -> str:
     lat = res["latency_ms"]
     lines = ["| mode | path | before p50 | after p50 | ratio | before p99 | after p99 |",
              "|---|---|---|---|---|---|---|"]
-    for mode in ("text", "long", "image"):
+    for mode in ("text", "long", "long_distinct", "image"):
         for path in ("direct", "service"):
             b, a = lat[f"{mode}/{path}/before"], lat[f"{mode}/{path}/after"]
             lines.append(f"| {mode} | {path} | {b['p50']:.1f} | {a['p50']:.1f} | "
