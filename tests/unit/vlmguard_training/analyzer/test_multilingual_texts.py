@@ -179,3 +179,21 @@ def test_malformed_translation_files_fail_clearly(
                 ml.load_translations(["fr"])
     finally:
         ml._seeds.cache_clear()
+
+
+def test_no_training_seed_rewords_a_dev_seed() -> None:
+    """A training seed that rewords a dev seed (same words, another order or spelling) would put
+    the dev item in training and flatter every figure measured on it."""
+    import difflib
+
+    seeds = ml.load_seeds()
+    dev = [s.text.casefold() for s in seeds if ml.seed_split(s.seed) == "dev"]
+    train = [(s.seed, s.text.casefold()) for s in seeds if ml.seed_split(s.seed) == "train"]
+    close = []
+    for d in dev:
+        m = difflib.SequenceMatcher(None, "", d)  # b (cached) is the dev seed
+        for seed, t in train:
+            m.set_seq1(t)
+            if m.real_quick_ratio() >= 0.8 and m.quick_ratio() >= 0.8 and m.ratio() >= 0.8:
+                close.append((seed, t, d))
+    assert not close, close
