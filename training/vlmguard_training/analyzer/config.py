@@ -74,6 +74,11 @@ class TrainAnalyzerConfig(recipes.Recipe):
         'file. Empty: English seeds only.')
     seed_weight: float = Field(1.0, ge=0, description=
         'Overall-head weight of each seed text (English and translated).')
+    seed_train_only: bool = Field(True, description=
+        'Also add the train-only seeds (seeds_train.jsonl, ids mt...) of seed_kinds. The '
+        'English head keeps them out: refitted on them it flagged fewer harmless red-team '
+        'requests but scored clearly harmful ones lower (blocked 175 -> 28 of 462 English red-'
+        'team cases) and MOSSBench worse (bench/RESULTS.md).')
     frame_sentences: bool = Field(False, description=
         'Add the frames alone (each role-play, override, fiction or hypothetical frame '
         'without a request, and each of its sentences as tier 1 cuts sentence windows) as '

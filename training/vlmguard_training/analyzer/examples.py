@@ -182,6 +182,8 @@ def seed_examples(cfg: TrainAnalyzerConfig, split: str,
     for t in texts:
         if t.kind not in kinds or multilingual_texts.seed_split(t.seed) != split:
             continue
+        if not cfg.seed_train_only and t.seed.startswith(multilingual_texts.TRAIN_ONLY_PREFIX):
+            continue
         label = 1 if t.label == "unsafe" else 0
         cat = t.category if label and t.category in known else None
         out.append(Example(t.text, label, SEED_SOURCE, t.kind, f"{SEED_SOURCE}:{t.seed}", cat,

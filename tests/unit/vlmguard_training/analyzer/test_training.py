@@ -588,6 +588,13 @@ def test_seed_examples_are_train_seeds_grouped_per_seed(tmp_path: Path) -> None:
     dev = exm.seed_examples(cfg, "dev")
     assert dev and not {e.group for e in dev} & set(per_group)
     assert exm.seed_examples(cfg.model_copy(update={"seed_kinds": ""}), "train") == []
+    # seed_train_only: the train-only seeds (ids mt...) join by default; off, only the hashed
+    # train share of seeds.jsonl does.
+    prefix = f"{exm.SEED_SOURCE}:{mt.TRAIN_ONLY_PREFIX}"
+    assert any(e.group.startswith(prefix) for e in ex)
+    without = exm.seed_examples(cfg.model_copy(update={"seed_train_only": False}), "train")
+    assert without and not any(e.group.startswith(prefix) for e in without)
+    assert {e.group for e in without} < {e.group for e in ex}
     supported = exm.seed_languages(cfg.model_copy(update={"seed_languages": "supported"}))
     assert "en" not in supported and not set(supported) - set(mt.SUPPORTED)
     assert not {"hi", "vi"} & set(supported)
