@@ -486,13 +486,30 @@ class Tier1Analyzer:
                 slots.append((i, "view", v_idx))
             if self.multilingual is not None:
                 languages[i], foreign = self._language(item.text, item_views)
-                if foreign and languages[i][1]:
+                whole_foreign = foreign and languages[i][1]
+                routed: set[str] = set()
+                if whole_foreign:
                     # Another language the multilingual head reads: it scores the text and
                     # each passage of a long one (the English head still scores them too).
-                    for text in [item.text] + [v.text for v in item_views
-                                               if v.name in ("normalised", "window")]:
-                        ml_texts.append(text)
-                        ml_slots.append(i)
+                    routed.add(item.text)
+                for view in item_views:
+                    if whole_foreign and view.name in ("normalised", "window"):
+                        routed.add(view.text)
+                    elif view.name != "normalised":
+                        # A passage or a decoded payload in another language inside a text
+                        # read as English (a French request padded with English text, base64
+                        # of a Russian one) is read in its own language: the English head
+                        # cannot read it, and the text's language was decided by the rest.
+                        lang, supported = self._view_language(view.text)
+                        if supported:
+                            routed.add(view.text)
+                        elif lang and languages[i][1]:
+                            # A passage in a language no head reads follows the tenant's
+                            # unsupported-language rule, as a whole text in it would.
+                            languages[i] = (lang, False)
+                for text in routed:
+                    ml_texts.append(text)
+                    ml_slots.append(i)
             if item.context:
                 # A conversation: the last turn read after the turns before it, so a request
                 # split across turns or framed by the system prompt is read whole.
@@ -586,6 +603,15 @@ class Tier1Analyzer:
         guess = self.multilingual.languages.identify(norm)
         foreign = bool(getattr(guess, "maybe_foreign", guess.lang not in ("en", "und")))
         return (str(guess.lang), bool(guess.supported)), foreign
+
+    def _view_language(self, text: str) -> tuple[str, bool]:
+        """(language, supported) of a passage or decoded view when it is confidently in a
+        language other than English, else ("", False)."""
+        assert self.multilingual is not None
+        guess = self.multilingual.languages.identify(text)
+        if guess.lang in ("en", "und"):
+            return "", False
+        return str(guess.lang), bool(guess.supported)
 
     def _views(self, text: str, windows: bool = True) -> list[TextView]:
         """The text's views (:mod:`vlmguard.analyzer.views`), sentence windows only with
