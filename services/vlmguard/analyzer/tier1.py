@@ -487,14 +487,15 @@ class Tier1Analyzer:
             if self.multilingual is not None:
                 languages[i], foreign = self._language(item.text, item_views)
                 whole_foreign = foreign and languages[i][1]
-                routed: set[str] = set()
+                # Ordered and without repeats: the readings keep the order of the views.
+                routed: dict[str, None] = {}
                 if whole_foreign:
                     # Another language the multilingual head reads: it scores the text and
                     # each passage of a long one (the English head still scores them too).
-                    routed.add(item.text)
+                    routed[item.text] = None
                 for view in item_views:
                     if whole_foreign and view.name in ("normalised", "window"):
-                        routed.add(view.text)
+                        routed[view.text] = None
                     elif view.name != "normalised":
                         # A passage or a decoded payload in another language inside a text
                         # read as English (a French request padded with English text, base64
@@ -502,7 +503,7 @@ class Tier1Analyzer:
                         # cannot read it, and the text's language was decided by the rest.
                         lang, supported = self._view_language(view.text)
                         if supported:
-                            routed.add(view.text)
+                            routed[view.text] = None
                         elif lang and languages[i][1]:
                             # A passage in a language no head reads follows the tenant's
                             # unsupported-language rule, as a whole text in it would.
