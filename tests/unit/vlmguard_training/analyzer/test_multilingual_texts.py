@@ -108,14 +108,19 @@ def test_train_only_seeds_never_reach_the_dev_split() -> None:
     assert dev and all(s.startswith("mh") for s in dev)
 
 
-def test_a_train_only_id_in_the_dev_seed_file_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _one_seed_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: str) -> None:
+    """The seed folder replaced by one holding a seeds.jsonl of one everyday seed ``seed``."""
     (tmp_path / "seeds.jsonl").write_text(
-        json.dumps({"seed": "mt001", "label": "benign", "category": "", "kind": "everyday",
+        json.dumps({"seed": seed, "label": "benign", "category": "", "kind": "everyday",
                     "text": "What breed is this dog?"}) + "\n", encoding="utf-8")
     monkeypatch.setattr(ml, "_DIR", tmp_path)
     ml._seeds.cache_clear()
+
+
+def test_a_train_only_id_in_the_dev_seed_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _one_seed_folder(tmp_path, monkeypatch, "mt001")
     try:
         with pytest.raises(InvalidArgumentError, match=r"belong in seeds_train\.jsonl"):
             ml.load_seeds()
@@ -157,12 +162,8 @@ def test_load_translations_joins_all_languages_and_rejects_bad_input() -> None:
 def test_malformed_translation_files_fail_clearly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "seeds.jsonl").write_text(
-        json.dumps({"seed": "mh001", "label": "benign", "category": "", "kind": "everyday",
-                    "text": "What breed is this dog?"}) + "\n", encoding="utf-8")
-    monkeypatch.setattr(ml, "_DIR", tmp_path)
+    _one_seed_folder(tmp_path, monkeypatch, "mh001")
     monkeypatch.setattr(ml, "LANGUAGES", ("fr",))
-    ml._seeds.cache_clear()
     try:
         fr = tmp_path / "fr.jsonl"
         line = {"seed": "mh001", "lang": "fr", "text": "De quelle race est ce chien ?"}
