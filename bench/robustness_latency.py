@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +50,21 @@ PARAGRAPHS = (
 )
 
 
-def long_text(prompt: str, rng: random.Random, size: int = 8000) -> str:
-    """About ``size`` characters of harmless paragraphs with ``prompt`` somewhere inside."""
+def _around(prompt: str, rng: random.Random, size: int, filler: Iterator[str]) -> str:
+    """About ``size`` characters of ``filler``'s parts with ``prompt`` at a random place among
+    them (a part is drawn only when it is needed, so the rng sees the same calls as a loop)."""
     parts: list[str] = []
-    while sum(map(len, parts)) < size - len(prompt) - 200:
-        parts.append(rng.choice(PARAGRAPHS))
+    total = 0
+    while total < size - len(prompt) - 200:
+        parts.append(next(filler))
+        total += len(parts[-1])
     parts.insert(rng.randrange(len(parts) + 1), prompt + " ")
     return "".join(parts)[:size]
+
+
+def long_text(prompt: str, rng: random.Random, size: int = 8000) -> str:
+    """About ``size`` characters of harmless paragraphs with ``prompt`` somewhere inside."""
+    return _around(prompt, rng, size, (rng.choice(PARAGRAPHS) for _ in itertools.count()))
 
 
 _SUBJECTS = ("The committee", "My neighbour", "Our teacher", "The old ferry", "A small bakery",
@@ -70,18 +80,19 @@ _WHEN = ("last Tuesday", "after lunch", "before the rain started", "in early Mar
          "during the holidays", "on a quiet Sunday", "while the kettle boiled", "at dawn")
 
 
-def distinct_long_text(prompt: str, rng: random.Random, size: int = 8000) -> str:
-    """About ``size`` characters of harmless sentences, no two alike, with ``prompt`` inside."""
+def _distinct_sentences(rng: random.Random) -> Iterator[str]:
     seen: set[str] = set()
-    parts: list[str] = []
-    while sum(map(len, parts)) < size - len(prompt) - 200:
+    while True:
         s = (f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} "
              f"{rng.choice(_WHEN)}. ")
         if s not in seen:
             seen.add(s)
-            parts.append(s)
-    parts.insert(rng.randrange(len(parts) + 1), prompt + " ")
-    return "".join(parts)[:size]
+            yield s
+
+
+def distinct_long_text(prompt: str, rng: random.Random, size: int = 8000) -> str:
+    """About ``size`` characters of harmless sentences, no two alike, with ``prompt`` inside."""
+    return _around(prompt, rng, size, _distinct_sentences(rng))
 
 
 def _pct(xs: list[float]) -> dict[str, float]:
