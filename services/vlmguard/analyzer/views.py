@@ -18,13 +18,13 @@ import binascii
 import functools
 import importlib.resources
 import json
-import math
 import re
 import unicodedata
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
+
+from vlmguard.analyzer.words import WORD, segment, vocab, word_ratio
 
 #: Longest text a single view may carry (the service's text limit; views never grow past it).
 MAX_VIEW_CHARS = 8000
@@ -164,72 +164,10 @@ def normalise(text: str, collapse: bool = True) -> str:
     return re.sub(r"[^\S\n]+", " ", t).strip() if collapse else t
 
 
-# -- words ----------------------------------------------------------------------------------
+# -- words -------------------------------------------------------------------------------
 
-
-@functools.lru_cache(maxsize=1)
-def _vocab() -> dict[str, int]:
-    """English whole words with a frequency rank (the encoder's word list is roughly ordered by
-    frequency after its first ~2,000 entries of symbols and sub-words)."""
-    words: dict[str, int] = {}
-    path = _vocab_path()
-    if path is None:
-        return words
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        w = line.strip()
-        if w.isascii() and w.isalpha() and (len(w) > 1 or w in ("a", "i")):
-            words.setdefault(w, max(i - 1990, 1))
-    return words
-
-
-def _vocab_path() -> Path | None:
-    try:
-        from vlmguard.analyzer.models.embedder import default_minilm_path
-
-        p = default_minilm_path() / "vocab.txt"
-    except Exception:  # no encoder package: the views that need words are skipped
-        return None
-    return p if p.is_file() else None
-
-
-_WORD = re.compile(r"[A-Za-z]+")
-
-
-def word_ratio(text: str) -> float:
-    """Share of the Latin-letter words in ``text`` that are English words (0 when none)."""
-    vocab = _vocab()
-    words = [w.lower() for w in _WORD.findall(text)]
-    if not words or not vocab:
-        return 0.0
-    return sum(1 for w in words if w in vocab) / len(words)
-
-
-def segment(letters: str) -> str:
-    """Letters run together ("howtomakeit") split into the likeliest English words by dynamic
-    programming over word costs ~ log(frequency rank); unknown stretches cost more per letter."""
-    vocab = _vocab()
-    s = letters.lower()
-    n = len(s)
-    if not vocab or n == 0 or n > 400:
-        return letters
-    best = [0.0] + [math.inf] * n
-    back = [0] * (n + 1)
-    for end in range(1, n + 1):
-        for start in range(max(0, end - 20), end):
-            w = s[start:end]
-            rank = vocab.get(w)
-            # An unknown stretch costs more per letter than known words, but a word missing
-            # from the list ("bake") still beats two rare fragments ("ba ke").
-            cost = (math.log(rank + 1) + 2.0) if rank is not None else 8.0 + 3.0 * len(w)
-            if best[start] + cost < best[end]:
-                best[end] = best[start] + cost
-                back[end] = start
-    out: list[str] = []
-    end = n
-    while end > 0:
-        out.append(letters[back[end]:end])
-        end = back[end]
-    return " ".join(reversed(out))
+_vocab = vocab  # the names the views below use
+_WORD = WORD
 
 
 # Three or more single letters/digits separated by one separator each ("b o m b", "b.o.m.b",

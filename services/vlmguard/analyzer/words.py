@@ -1,0 +1,79 @@
+"""English words for the text views: the sentence encoder's own word list with a frequency rank,
+how much of a text reads as English words, and segmentation of letters run together.
+
+Pure Python; the word list is read once from the encoder package (no list: every function here
+answers "no words", and the views that need words are skipped).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from pathlib import Path
+
+
+@functools.lru_cache(maxsize=1)
+def vocab() -> dict[str, int]:
+    """English whole words with a frequency rank (the encoder's word list is roughly ordered by
+    frequency after its first ~2,000 entries of symbols and sub-words)."""
+    words: dict[str, int] = {}
+    path = vocab_path()
+    if path is None:
+        return words
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        w = line.strip()
+        if w.isascii() and w.isalpha() and (len(w) > 1 or w in ("a", "i")):
+            words.setdefault(w, max(i - 1990, 1))
+    return words
+
+
+def vocab_path() -> Path | None:
+    """The encoder package's vocab.txt, or None without the package."""
+    try:
+        from vlmguard.analyzer.models.embedder import default_minilm_path
+
+        p = default_minilm_path() / "vocab.txt"
+    except Exception:  # no encoder package: the views that need words are skipped
+        return None
+    return p if p.is_file() else None
+
+
+WORD = re.compile(r"[A-Za-z]+")
+
+
+def word_ratio(text: str) -> float:
+    """Share of the Latin-letter words in ``text`` that are English words (0 when none)."""
+    known = vocab()
+    words = [w.lower() for w in WORD.findall(text)]
+    if not words or not known:
+        return 0.0
+    return sum(1 for w in words if w in known) / len(words)
+
+
+def segment(letters: str) -> str:
+    """Letters run together ("howtomakeit") split into the likeliest English words by dynamic
+    programming over word costs ~ log(frequency rank); unknown stretches cost more per letter."""
+    words = vocab()
+    s = letters.lower()
+    n = len(s)
+    if not words or n == 0 or n > 400:
+        return letters
+    best = [0.0] + [math.inf] * n
+    back = [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(max(0, end - 20), end):
+            w = s[start:end]
+            rank = words.get(w)
+            # An unknown stretch costs more per letter than known words, but a word missing
+            # from the list ("bake") still beats two rare fragments ("ba ke").
+            cost = (math.log(rank + 1) + 2.0) if rank is not None else 8.0 + 3.0 * len(w)
+            if best[start] + cost < best[end]:
+                best[end] = best[start] + cost
+                back[end] = start
+    out: list[str] = []
+    end = n
+    while end > 0:
+        out.append(letters[back[end]:end])
+        end = back[end]
+    return " ".join(reversed(out))
