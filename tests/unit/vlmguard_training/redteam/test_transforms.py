@@ -50,7 +50,7 @@ def test_select_by_family_and_name() -> None:
     assert {t.family for t in select(["encoding"])} == {"encoding"}
     assert [t.name for t in select(None, ["rot13"])] == ["rot13"]
     both = {t.name for t in select(["padding"], ["rot13"])}
-    assert both == {"pad_before", "pad_after", "pad_around", "rot13"}
+    assert both == {"pad_before", "pad_after", "pad_around", "pad_long", "rot13"}
     with pytest.raises(Exception, match="unknown transform family"):
         select(["nope"])
     with pytest.raises(Exception, match="unknown transform"):
@@ -188,3 +188,97 @@ def test_letter_tricks_vary_their_intensity_per_case(fn: object, lo: float, hi: 
             a != b for a, b in zip(text, out, strict=True))
         shares.append(changed)
     assert max(shares) > 1.3 * min(shares)  # a few letters in some cases, most in others
+
+
+# -- letter forms and word games ------------------------------------------------------------
+
+def test_small_caps_and_regional_letters_name_the_same_letters() -> None:
+    out = tf.small_caps(TEXT, _rng()).text
+    assert out != TEXT and len(out) == len(TEXT)
+    for src, dst in zip(TEXT, out, strict=True):
+        if src != dst:
+            assert unicodedata.name(dst).endswith(f"SMALL CAPITAL {src.upper()}")
+    flags = tf.regional_letters(TEXT, _rng()).text.replace("\u200b", "")
+    back = "".join(chr(ord(c) - 0x1F1E6 + 97) if 0x1F1E6 <= ord(c) <= 0x1F1FF else c
+                   for c in flags)
+    assert back == TEXT.lower()
+
+
+def test_upside_down_turns_back_with_its_own_table() -> None:
+    out = tf.upside_down(TEXT, _rng()).text
+    turn = {v: k for k, v in tf.UPSIDE_DOWN.items()}
+    assert "".join(turn.get(c, c) for c in reversed(out)) == TEXT.lower()
+
+
+def test_separators_and_marks_keep_every_letter() -> None:
+    for fn in (tf.symbol_separated, tf.dotted_letters, tf.combining_marks):
+        out = fn(TEXT, _rng(3)).text
+        letters = "".join(c for c in unicodedata.normalize("NFD", out) if c.isalpha())
+        assert letters == "".join(c for c in TEXT if c.isalpha()), fn.__name__
+
+
+def test_typos_disemvowel_and_run_together() -> None:
+    out = tf.typos(TEXT, _rng()).text
+    assert out != TEXT and len(out.split()) == len(TEXT.split())
+    assert all(abs(len(a) - len(b)) <= 1 for a, b in zip(out.split(), TEXT.split(), strict=True))
+    assert tf.disemvowel(TEXT, _rng()).text == "".join(c for c in TEXT
+                                                       if c.lower() not in "aeiou")
+    styles = {tf.run_together(TEXT, _rng(n)).text for n in range(12)}
+    assert {s.replace("_", "").lower() for s in styles} == {"".join(TEXT.split()).lower()}
+    assert len(styles) == 3
+
+
+def test_ciphers_decode_back() -> None:
+    out = _payload(tf.caesar(TEXT, _rng()).text)
+    shift = int(re.search(r"shift (\d+)", tf.caesar(TEXT, _rng()).text).group(1))  # type: ignore[union-attr]
+    assert shift != 13 and tf._caesar(out, 26 - shift) == TEXT
+    at = _payload(tf.atbash(TEXT, _rng()).text)
+    assert tf.atbash(at, _rng()).text.endswith(TEXT)
+    code = _payload(tf.morse(TEXT, _rng()).text)
+    inv = {v: k for k, v in tf.MORSE.items()}
+    assert " ".join("".join(inv[c] for c in w.split()) for w in code.split(" / ")) == (
+        "".join(c for c in TEXT.lower() if c in tf.MORSE or c == " "))
+    bits = _payload(tf.binary(TEXT, _rng()).text)
+    assert bytes(int(b, 2) for b in bits.split()).decode() == TEXT
+
+
+def test_char_codes_and_double_base64_decode_back() -> None:
+    import html
+
+    seen = set()
+    for n in range(12):
+        payload = _payload(tf.char_codes(TEXT, _rng(n)).text)
+        if payload.startswith("&#"):
+            assert html.unescape(payload) == TEXT
+            seen.add("html")
+        elif payload.startswith("\\u"):
+            assert "".join(chr(int(h, 16)) for h in payload.split("\\u")[1:]) == TEXT
+            seen.add("escape")
+        else:
+            assert "".join(chr(int(d)) for d in payload.split()) == TEXT
+            seen.add("decimal")
+        twice = _payload(tf.double_base64(TEXT, _rng(n)).text)
+        inner = (base64.b64decode(twice) if not re.fullmatch(r"[0-9a-f]+", twice)
+                 else bytes.fromhex(twice))
+        assert base64.b64decode(inner).decode() == TEXT
+    assert seen == {"html", "escape", "decimal"}
+
+
+def test_word_games_keep_the_words() -> None:
+    back = tf.words_backwards(TEXT, _rng()).text.split("\n", 1)[1]
+    assert " ".join(w[::-1] for w in back.split()) == TEXT
+    pig = tf.pig_latin(TEXT, _rng()).text.split("\n", 1)[1]
+    assert len(pig.split()) == len(TEXT.split()) and all(
+        w.rstrip("?.!,").endswith("ay") for w in pig.split())
+    for n in range(4):
+        listed = tf.word_list(TEXT, _rng(n)).text
+        words = re.findall(r"[\"']([^\"']+)[\"']", listed)
+        assert " ".join(words) == TEXT
+    lines = tf.acrostic(TEXT, _rng()).text.split("\n")[1:]
+    assert " ".join(line.split()[0] for line in lines) == TEXT
+
+
+def test_long_padding_keeps_the_request_whole() -> None:
+    for n in range(5):
+        out = tf.pad_long(TEXT, _rng(n)).text
+        assert TEXT in out and 3000 <= len(out) - len(TEXT) <= 7100
