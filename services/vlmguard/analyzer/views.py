@@ -24,6 +24,8 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from vlmguard.analyzer import ciphers, wordplay
+from vlmguard.analyzer.letterforms import fold_letterlike, strip_symbols, upside_down
 from vlmguard.analyzer.words import WORD, segment, vocab, word_ratio
 
 #: Longest text a single view may carry (the service's text limit; views never grow past it).
@@ -157,11 +159,21 @@ def fold_confusables(text: str) -> str:
 def normalise(text: str, collapse: bool = True) -> str:
     """Invisible characters removed, Unicode NFKC (full-width and styled letters to plain ones),
     look-alike letters folded to Latin, and (``collapse``) whitespace runs collapsed."""
-    t = strip_invisible(text)
+    # Letter-like symbols (small capitals, regional indicators, enclosed letters) first: NFKC
+    # turns some of them into something else ("(a)" for a parenthesised a).
+    t = strip_invisible(fold_letterlike(text))
     # Folding runs before NFKC too: NFKC maps some look-alikes to letters that imitate nothing
     # (Greek lunate sigma to final sigma) and others only after it (full-width forms).
     t = fold_confusables(unicodedata.normalize("NFKC", fold_confusables(t)))
+    t = _LATIN_DECORATION.sub("", t)
     return re.sub(r"[^\S\n]+", " ", t).strip() if collapse else t
+
+
+# Combining marks left on a Latin letter after NFKC composed every accented letter that exists
+# (strike-through, underline, an acute on a "b"): decoration, not spelling. Marks on letters of
+# other scripts (Devanagari, Thai and Arabic vowel signs) are spelling and stay.
+_LATIN_DECORATION = re.compile(r"(?<=[A-Za-z])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff"
+                               r"\u20d0-\u20ff\ufe20-\ufe2f]+")
 
 
 # -- words -------------------------------------------------------------------------------
@@ -284,10 +296,14 @@ def deleet(text: str) -> str:
 _DECODE_HINT = re.compile(
     r"(decod|decrypt|decipher|base ?64|base ?32|b64|hex|rot ?-?13|caesar|cipher|encod|"
     r"revers|backward|mirror|concat|combine|join|assembl|a ?\+ ?b|put together|string|variable|"
-    r"\bstr\b)",
+    r"\bstr\b|morse|binary|ascii|html|entit|escape|unicode|atbash|pig ?latin|flip|spelled|"
+    r"first (?:word|letter)|each line|(?:words?|letters?) together|translat)",
     re.IGNORECASE,
 )
 
+
+#: Word-level recoveries of slips a reader fixes unasked: never "asked to decode" evidence.
+_UNASKED_WORDPLAY = frozenset({"spelling", "vowels", "joined"})
 
 _REVERSE_HINT = re.compile(r"(revers|backward|mirror|right to left|last word first)",
                            re.IGNORECASE)
@@ -537,6 +553,9 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
         views.append(TextView(name, t, decoded, span))
 
     norm = normalise(text)
+    # Upside-down text read the right way up stands in for the text as sent, as the other
+    # letter disguises do: every later view works on what it says.
+    norm = upside_down(norm) or norm
     add("normalised", norm)
     hint = asks_to_decode(norm)
     # Spaced-out letters are joined before whitespace is collapsed: a wider gap marks where a
@@ -545,6 +564,15 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     add("spaced", joined)
     base = joined
     add("deleet", deleet(base))
+    symbols = strip_symbols(norm)
+    if symbols is not None:
+        # Emoji or bullets between the words or letters: the words without them.
+        add("symbols", symbols)
+        add("deleet", deleet(" ".join(join_spaced(symbols).split())))
+    for name, recover in wordplay.RECOVERIES:
+        # Word games (words backwards, Pig Latin, a word list, an acrostic) are asked to be
+        # undone; spelling slips (typos, vowels left out, words run together) are just read.
+        add(name, recover(norm), decoded=hint and name not in _UNASKED_WORDPLAY)
     decoders: Iterable[tuple[str, Callable[[str], tuple[str, list[str]] | None]]] = (
         ("base64", lambda t: _substitute(t, _B64, _b64)),
         ("base32", lambda t: _substitute(t, _B32, _b32)),
@@ -554,12 +582,20 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
         ("reversed", lambda t: _by_segment(t, _reverse_chars)),
         ("pieces", lambda t: (lambda p: (p, [p]) if p is not None else None)(
             reassemble_pieces(t))),
+        *ciphers.DECODERS,
     )
+    decoders = tuple(decoders)
     for name, decode in decoders:
         found = decode(norm)
         if found is None:
             continue
         full, payloads = found
+        # A payload encoded twice (base64 of base64, hex of base64): its own payloads too.
+        # (ROT13, reversal and reassembly undo themselves or need the prompt's own words.)
+        inner = [p for p in ciphers.nested("\n".join(payloads), [
+            d for n, d in decoders if n not in ("rot13", "reversed", "pieces")], depth=1)
+            if p not in payloads]
+        payloads = payloads + inner
         # The payload alone is the request the attacker hid; only it carries the "asked to
         # decode" evidence (the wrapper's own words would add it to a harmless payload too).
         for payload in payloads:
