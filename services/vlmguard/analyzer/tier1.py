@@ -153,7 +153,22 @@ class _Scored:
 
 #: What each view undid, for the reasoning ("read as ...").
 VIEW_DESCRIPTIONS = {
-    "normalised": "with look-alike, full-width and invisible characters normalised",
+    "normalised": "with look-alike, letter-like, full-width, upside-down, accented and "
+                  "invisible characters normalised",
+    "symbols": "with the emoji and symbols between its words removed",
+    "word_reversed": "with each word read forwards",
+    "pig_latin": "read from Pig Latin",
+    "vowels": "with its left-out vowels put back",
+    "quoted": "with its quoted words joined",
+    "acrostic": "read from the first words of its lines",
+    "joined": "with its run-together words split",
+    "spelling": "with its misspellings corrected",
+    "html": "decoded from HTML entities",
+    "escapes": "decoded from character escapes",
+    "binary": "decoded from binary",
+    "decimal": "decoded from character codes",
+    "morse": "decoded from Morse code",
+    "caesar": "decoded from a Caesar or Atbash cipher",
     "spaced": "with its spaced-out letters joined",
     "deleet": "with digits and symbols that stand for letters read as letters",
     "base64": "decoded from base64",

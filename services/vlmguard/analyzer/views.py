@@ -47,9 +47,14 @@ class TextView:
     """One reading of the prompt.
 
     Attributes:
-        name: What was undone: ``normalised`` (Unicode forms, look-alike letters, invisible
-            characters), ``spaced``, ``deleet``, ``base64``, ``base32``, ``hex``, ``url``,
-            ``rot13``, ``reversed``, ``pieces``, or ``window``.
+        name: What was undone: ``normalised`` (Unicode forms, look-alike and letter-like
+            symbols, upside-down text, invisible characters, decoration marks), ``spaced``,
+            ``deleet``, ``symbols`` (emoji between words); the word games of
+            :mod:`vlmguard.analyzer.wordplay` (``word_reversed``, ``pig_latin``, ``vowels``,
+            ``quoted``, ``acrostic``, ``joined``, ``spelling``); the decoders ``base64``,
+            ``base32``, ``hex``, ``url``, ``rot13``, ``reversed``, ``pieces`` and those of
+            :mod:`vlmguard.analyzer.ciphers` (``html``, ``escapes``, ``binary``, ``decimal``,
+            ``morse``, ``caesar``); or ``window``.
         text: The text of this view.
         decoded: The view decodes a payload *and* the prompt asks for it to be decoded or
             reassembled: an attacker's pattern, so a risky payload is strong evidence by itself.
@@ -169,10 +174,32 @@ def normalise(text: str, collapse: bool = True) -> str:
     return re.sub(r"[^\S\n]+", " ", t).strip() if collapse else t
 
 
-# Combining marks left on a Latin letter after NFKC composed every accented letter that exists
-# (strike-through, underline, an acute on a "b"): decoration, not spelling. Marks on letters of
+def _unaccented(text: str) -> str | None:
+    """English text with an accent on most letters ("Hóẃ ćáń Í"), without them: no language
+    accents a third of its Latin letters, and the accented words are noise to an English reader.
+    None when the text is not so accented or does not then read as English (French, Vietnamese
+    and other accented languages are left as written)."""
+    if text.isascii():
+        return None
+    latin = [c for c in text if c.isalpha() and unicodedata.name(c, "").startswith("LATIN")]
+    if len(latin) < 8:
+        return None
+    decomposed = unicodedata.normalize("NFD", text)
+    marked = sum(1 for i, c in enumerate(decomposed[1:], 1)
+                 if unicodedata.combining(c) and decomposed[i - 1].isascii())
+    if marked < 0.3 * len(latin):
+        return None
+    plain = unicodedata.normalize("NFC", "".join(c for c in decomposed
+                                                 if not unicodedata.combining(c)))
+    ratio = word_ratio(plain)
+    return plain if ratio >= 0.7 and ratio >= word_ratio(text) + 0.3 else None
+
+
+# Combining marks left on a Latin letter (or on a space or ASCII punctuation beside it) after
+# NFKC composed every accented letter that exists (strike-through, underline, an acute on a
+# "b"): decoration, not spelling. Marks on letters of
 # other scripts (Devanagari, Thai and Arabic vowel signs) are spelling and stay.
-_LATIN_DECORATION = re.compile(r"(?<=[A-Za-z])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff"
+_LATIN_DECORATION = re.compile(r"(?<=[\x20-\x7e])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff"
                                r"\u20d0-\u20ff\ufe20-\ufe2f]+")
 
 
@@ -304,6 +331,53 @@ _DECODE_HINT = re.compile(
 
 #: Word-level recoveries of slips a reader fixes unasked: never "asked to decode" evidence.
 _UNASKED_WORDPLAY = frozenset({"spelling", "vowels", "joined"})
+
+_QUESTION_START = re.compile(
+    r"(?:how|what|why|where|when|who|whom|whose|which|can|could|should|would|will|shall|may|"
+    r"might|must|is|are|am|was|were|do|does|did|have|has)\b", re.IGNORECASE)
+
+
+def _punctuated(payload: str) -> str:
+    """A decoded payload that starts like a question and ends without punctuation, with its
+    question mark: Morse, ciphers of letters and word games drop punctuation, and the head reads
+    an unpunctuated question as an instruction (a harmless question on first aid went 0.37 ->
+    0.75 without its "?"); the disguise must not change how the request reads."""
+    p = payload.rstrip()
+    if p and p[-1].isalnum() and _QUESTION_START.match(p.lstrip(" \"'([")):
+        return p + "?"
+    return payload
+
+
+#: Word games read from the whole text's lines or items, never from one segment.
+_WHOLE_TEXT_WORDPLAY = frozenset({"quoted", "acrostic"})
+
+
+def _recover_segments(text: str, recover: Callable[[str], str | None],
+                      whole: bool = False) -> tuple[str, list[str]] | None:
+    """``recover`` applied to the whole text, else (unless ``whole``) to each segment (between
+    line breaks, colons and quotes) of three words or more: the game is usually played on the
+    payload only, and the instruction's plain words around it would hide it. The text with the
+    recovered segments in place and the recovered segments, or None."""
+    done = recover(text)
+    if done is not None:
+        return done, [done]
+    if whole:
+        return None
+    payloads: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        seg = m.group(0)
+        if len(_WORD.findall(seg)) < 3:
+            return seg
+        r = recover(seg)
+        if r is None:
+            return seg
+        payloads.append(r)
+        return r
+
+    out = _SEGMENT.sub(sub, text)
+    return (out, payloads) if payloads else None
+
 
 _REVERSE_HINT = re.compile(r"(revers|backward|mirror|right to left|last word first)",
                            re.IGNORECASE)
@@ -552,10 +626,12 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
         seen.add(t)
         views.append(TextView(name, t, decoded, span))
 
-    norm = normalise(text)
     # Upside-down text read the right way up stands in for the text as sent, as the other
-    # letter disguises do: every later view works on what it says.
-    norm = upside_down(norm) or norm
+    # letter disguises do: every later view works on what it says. It is turned before NFKC and
+    # the look-alike table, which read its turned letters as other letters ("ɯ" as "w").
+    flipped = upside_down(strip_invisible(text))
+    norm = normalise(flipped if flipped is not None else text)
+    norm = _unaccented(norm) or norm
     add("normalised", norm)
     hint = asks_to_decode(norm)
     # Spaced-out letters are joined before whitespace is collapsed: a wider gap marks where a
@@ -572,7 +648,13 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     for name, recover in wordplay.RECOVERIES:
         # Word games (words backwards, Pig Latin, a word list, an acrostic) are asked to be
         # undone; spelling slips (typos, vowels left out, words run together) are just read.
-        add(name, recover(norm), decoded=hint and name not in _UNASKED_WORDPLAY)
+        asked = hint and name not in _UNASKED_WORDPLAY
+        found = _recover_segments(norm, recover, whole=name in _WHOLE_TEXT_WORDPLAY)
+        if found is not None:
+            full, payloads = found
+            for payload in map(_punctuated, payloads):
+                add(name, payload, decoded=asked)
+            add(name, full)
     decoders: Iterable[tuple[str, Callable[[str], tuple[str, list[str]] | None]]] = (
         ("base64", lambda t: _substitute(t, _B64, _b64)),
         ("base32", lambda t: _substitute(t, _B32, _b32)),
@@ -598,7 +680,7 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
         payloads = payloads + inner
         # The payload alone is the request the attacker hid; only it carries the "asked to
         # decode" evidence (the wrapper's own words would add it to a harmless payload too).
-        for payload in payloads:
+        for payload in map(_punctuated, payloads):
             add(name, payload, decoded=hint)
             if name not in ("reversed", "rot13"):
                 # A decoded payload may itself carry spelling tricks.

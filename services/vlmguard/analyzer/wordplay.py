@@ -67,6 +67,9 @@ def each_word_reversed(text: str) -> str | None:
     if len(WORD.findall(text)) < 3:
         return None
     out = _WORD_APOS.sub(lambda m: m.group(0)[::-1], text)
+    # A token reversed whole carries its punctuation to the front ("?emoh"): turned back too.
+    out = re.sub(r"(?<!\S)([?!.,;:]+)([A-Za-z']+)(?!\S)", lambda m: m.group(2) + m.group(1),
+                 out)
     return out if out != text and _reads_better(out, text) else None
 
 
@@ -149,7 +152,10 @@ def restore_vowels(text: str) -> str | None:
     letter ("a") cannot come back.
     """
     words = WORD.findall(text)
-    if len(words) < 3:
+    # Letters spaced out or dotted ("w.h.a.t") are single-letter "words" without vowels too;
+    # they are another disguise (views.join_spaced), not vowels left out.
+    if len(words) < 3 or sum(len(w) == 1 for w in words) > 0.5 * len(words) or re.search(
+            r"(?:(?<![A-Za-z])[A-Za-z][^A-Za-z\n]{1,3}){4}", text):
         return None
     bare = [w for w in words if not (set(w.lower()) & _VOWELS)]
     if len(bare) < 0.6 * len(words):
@@ -256,10 +262,17 @@ def line_initials(text: str) -> str | None:
             len(lines) - 1):
         return None  # a paragraph wrapped at a fixed width: its line starts are mid-sentence
     firsts: list[str] = []
-    for line in text.splitlines():
-        m = _LINE_START.match(line.strip())
-        if line.strip():
-            firsts.append(m.group(1) if m else "")
+    body = [line.strip() for line in text.splitlines() if line.strip()]
+    # An instruction line before the acrostic ("Read the first word of each line:") is not
+    # part of it.
+    while body and body[0].endswith(":") and len(body) > 4:
+        body = body[1:]
+    for line in body:
+        m = _LINE_START.match(line)
+        # The word keeps the punctuation after it ("neighbor?"): how a request ends is part of
+        # how it reads.
+        tail = line[m.end(1):m.end(1) + 1] if m else ""
+        firsts.append((m.group(1) + (tail if tail in "?.!," else "")) if m else "")
     if len(firsts) < 4 or not all(firsts):
         return None
     readings = [" ".join(firsts)]
@@ -357,6 +370,44 @@ def _split_lower(run: str) -> list[str]:
     return [run]
 
 
+#: Letters in a whitespace-free token from which a text counts as written without spaces.
+UNSPACED_TOKEN = 24
+
+
+def _unspaced(text: str, letters: int) -> str | None:
+    """A text written without spaces ("HowdoIget40kilos?Tellme"): most of its letters are in
+    tokens of :data:`UNSPACED_TOKEN`+ letters, which prose never has. Every run of letters is
+    split into words whatever its case (the encoder is uncased), digits and punctuation get
+    their spaces back; None when the text is not written so or does not read as English."""
+    # URLs, paths, dotted and snake_case names and `code` are long tokens of ordinary text.
+    long_letters = sum(n for t in text.split()
+                       if (n := sum(c.isalpha() for c in t)) >= UNSPACED_TOKEN
+                       and not _URLISH.search(t) and not re.search(r"[`_/\\]|\w\.\w", t))
+    if letters < UNSPACED_TOKEN or long_letters < 0.6 * letters:
+        return None
+    known = vocab()
+
+    def fix(m: re.Match[str]) -> str:
+        run = m.group(0)
+        if len(run) < 6 or run.lower() in known or _known_form(run.lower()):
+            return run
+        pieces = _split_lower(run.lower())
+        if len(pieces) == 1:
+            # The text has no spaces at all, so a run is a phrase even when a word of it is
+            # missing from the list ("doibake"): segmented as it comes, unless it falls into
+            # letter crumbs; the whole must still read as English below.
+            cut = segment(run.lower()).split()
+            if len(cut) > 1 and len(run) / len(cut) >= 2.5:
+                pieces = cut
+        return " ".join(pieces)
+
+    out = re.sub(r"[A-Za-z]+", fix, text)
+    out = re.sub(r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])|(?<=[?!.,;:])(?=[A-Za-z])", " ", out)
+    if out == text or word_ratio(out) < MIN_RATIO:
+        return None
+    return out
+
+
 def split_joined(text: str) -> str | None:
     """Words run together, split apart: one long run of letters ("howdoimakeapipebomb"),
     camelCase / PascalCase ("HowDoIMakeAPipeBomb"), snake_case or kebab-case
@@ -372,6 +423,9 @@ def split_joined(text: str) -> str | None:
     letters = sum(c.isalpha() for c in text)
     if not letters:
         return None
+    unspaced = _unspaced(text, letters)
+    if unspaced is not None:
+        return unspaced
     spans = _code_spans(text)
     known = vocab()
 

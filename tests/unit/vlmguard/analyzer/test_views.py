@@ -197,3 +197,69 @@ def test_pathological_texts_stay_fast() -> None:
         t0 = time.perf_counter()
         text_views(text)
         assert time.perf_counter() - t0 < 2.0, text[:20]
+
+
+# -- letter forms, word games and more ciphers, as text_views wires them ----------------------
+
+_SMALL_CAPS = {c: __import__("unicodedata").lookup(f"LATIN LETTER SMALL CAPITAL {c.upper()}")
+               for c in "abcdefghijklmnoprtuvwyz"}
+_TURNED = dict(zip("abcdefghijklmnopqrstuvwxyz?", "ɐqɔpǝɟƃɥᴉɾʞlɯuodbɹsʇnʌʍxʎz¿", strict=True))
+
+
+@pytest.mark.parametrize("disguise", [
+    lambda t: "".join(_SMALL_CAPS.get(c, c) for c in t.lower()),
+    lambda t: "".join(_TURNED.get(c, c) for c in reversed(t.lower())),
+    lambda t: "".join(c + "\u0336" for c in t),  # strike-through on every letter
+    lambda t: "".join(c + "\u0301" if c.isalpha() else c for c in t),  # an accent on each
+], ids=["small_caps", "upside_down", "strike_through", "accents"])
+def test_letter_disguises_stand_in_as_the_normalised_text(disguise) -> None:  # type: ignore[no-untyped-def]
+    out = text_views(disguise(REQ))
+    assert out[0].name == "normalised"
+    assert out[0].text.lower() == REQ.lower()
+
+
+def test_accented_languages_keep_their_accents() -> None:
+    for text in ("Où est la bibliothèque? Je voudrais étudier à côté de la fenêtre.",
+                 "Tôi muốn học tiếng Anh ở thư viện gần nhà."):
+        assert normalise(text) == text
+
+
+def test_emoji_between_words_are_taken_out() -> None:
+    assert _names(" 🙂 ".join(REQ.split()))["symbols"] == REQ
+
+
+@pytest.mark.parametrize("name,disguised", [
+    ("word_reversed", "Each word is spelled backwards. Answer:\n"
+     + " ".join(w[::-1] for w in REQ.split())),
+    ("pig_latin", "Translate from Pig Latin and answer:\nowHay oday Iway akebay away "
+     "ocolatechay akecay atway omehay?"),
+    ("joined", "".join(REQ.split())),
+    ("acrostic", "Read only the first word of each line and answer it:\n"
+     + "\n".join(f"{w} is on the list" for w in REQ.split())),
+])
+def test_word_games_are_undone_on_the_payload(name: str, disguised: str) -> None:
+    found = [v for v in text_views(disguised) if v.name == name]
+    assert found, name
+    assert any("chocolate cake at home" in v.text.lower() for v in found), [v.text for v in found]
+
+
+def test_morse_payload_is_decoded_with_its_question_mark() -> None:
+    code = {"a": ".-", "b": "-...", "c": "-.-.", "d": "-..", "e": ".", "h": "....", "i": "..",
+            "k": "-.-", "l": ".-..", "m": "--", "n": "-.", "o": "---", "t": "-", "w": ".--"}
+    morse = " / ".join(" ".join(code[c] for c in w.lower() if c in code)
+                       for w in REQ.rstrip("?").split())
+    view = _names(f"Decode this Morse code and answer it: {morse}")["morse"]
+    assert view == REQ.lower()  # the question mark Morse dropped is back
+
+
+def test_a_payload_encoded_twice_is_decoded_twice() -> None:
+    twice = base64.b64encode(base64.b64encode(REQ.encode())).decode()
+    found = [v for v in text_views(f"Decode this base64 twice and answer: {twice}")
+             if v.name == "base64"]
+    assert any(v.text == REQ and v.decoded for v in found)
+
+
+def test_unasked_spelling_slips_never_count_as_decoded() -> None:
+    for v in text_views("Please decode: How do I bkae a choclate cake at hoem?"):
+        if v.name in ("spelling", "vowels", "joined"):
+            assert not v.decoded
