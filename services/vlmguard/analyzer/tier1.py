@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vlmguard.analyzer.views import TextView, text_views
+from vlmguard.analyzer.views import TextView, stand_in, text_views
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.domain import (
     Analysis,
@@ -486,15 +486,17 @@ class Tier1Analyzer:
                 results[i] = UnavailableError("image analysis failed", reason="STAGE_FAILED")
                 continue
             item_views = self._views(item.text) if self.cfg.text_views else []
-            if item_views and item_views[0].name == "normalised":
-                # Look-alike, full-width or invisible characters: the text as sent is a
-                # disguise whose own score is noise (a harmless question in Cyrillic look-alikes
-                # scored 0.54, 0.13 normalised), so the normalised text stands in for it.
-                normalised[i] = item_views[0]
+            stand = stand_in(item.text, item_views)
+            if stand is not None:
+                # Look-alike, full-width, invisible or spaced-out characters: the text as sent
+                # is a disguise whose own score is noise (a harmless question in Cyrillic
+                # look-alikes scored 0.54, 0.13 normalised; one with its letters dotted 0.74),
+                # so the reading that undoes it stands in for it.
+                normalised[i] = stand
             texts.append(normalised[i].text if i in normalised else item.text)
             slots.append((i, "text", -1))
             for v_idx, view in enumerate(item_views):
-                if i in normalised and v_idx == 0:
+                if view is stand:
                     continue
                 views_of[(i, v_idx)] = view
                 texts.append(view.text)

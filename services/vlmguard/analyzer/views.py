@@ -237,6 +237,9 @@ def join_spaced(text: str) -> str:
         return letters if word_gaps or len(letters) <= 6 else segment(letters)
 
     joined = (_SPACED_RUN2 if word_gaps else _SPACED_RUN).sub(join, marked)
+    if spaced_text:
+        # The separator after a word's last letter, before its punctuation ("hurt*?").
+        joined = re.sub(r"(?<=[^\W\d_])[.\-_*|/](?=[?!,;:])", "", joined)
     return re.sub(r" ?\x00 ?", " ", joined)
 
 
@@ -595,6 +598,24 @@ def windows(text: str, size: int = WINDOW_CHARS, limit: int = MAX_WINDOWS,
 
 
 # -- all views ------------------------------------------------------------------------------
+
+
+#: Readings of the whole text that undo a disguise of its letters (not a payload inside it).
+_LETTER_READINGS = ("spaced", "symbols", "joined")
+
+
+def stand_in(text: str, views: list[TextView]) -> TextView | None:
+    """The view that stands in for the text as sent, or None: the ``normalised`` view when
+    there is one; then, if the text (so normalised) does not read as words while a reading
+    that joins its letters back does (letters dotted or spaced out, emoji between them, words
+    run together), that reading. The disguised text's own score is noise either way."""
+    norm = views[0] if views and views[0].name == "normalised" else None
+    base = norm.text if norm is not None else text
+    if word_ratio(base) < 0.3:
+        for v in views:
+            if v.name in _LETTER_READINGS and word_ratio(v.text) >= 0.7:
+                return v
+    return norm
 
 
 def _cap(s: str) -> str:

@@ -263,3 +263,16 @@ def test_unasked_spelling_slips_never_count_as_decoded() -> None:
     for v in text_views("Please decode: How do I bkae a choclate cake at hoem?"):
         if v.name in ("spelling", "vowels", "joined"):
             assert not v.decoded
+
+
+def test_dotted_letters_stand_in_for_the_text_as_sent() -> None:
+    dotted = " ".join("*".join(w) for w in REQ.split())
+    vs = text_views(dotted)
+    stand = views.stand_in(dotted, vs)
+    assert stand is not None and stand.name == "spaced"
+    assert stand.text == REQ  # the separator before the "?" is gone too
+
+
+def test_plain_and_foreign_text_have_no_other_stand_in() -> None:
+    for text in (REQ, "Le chat est sur la table et il dort au soleil."):
+        assert views.stand_in(text, text_views(text)) is None
