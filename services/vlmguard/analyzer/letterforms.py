@@ -230,10 +230,13 @@ def _unflip_line(line: str, evidence: frozenset[str]) -> str:
         return line
     whole = _unflip(line)
     start, end = tokens[0].start(), tokens[-1].end()
-    if start == 0 and end == len(line.rstrip()):
-        return whole
-    part = line[:start] + _unflip(line[start:end]) + line[end:]
-    return part if word_ratio(part) > word_ratio(whole) else whole
+    best = whole
+    if not (start == 0 and end == len(line.rstrip())):
+        part = line[:start] + _unflip(line[start:end]) + line[end:]
+        best = part if word_ratio(part) > word_ratio(whole) else whole
+    # A line that reads better as written (plain words with a few turned letters sprinkled in)
+    # stays as written: turning it would hide what it says.
+    return best if word_ratio(best) >= word_ratio(line) else line
 
 
 def upside_down(text: str) -> str | None:

@@ -654,6 +654,9 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     norm = normalise(flipped if flipped is not None else text)
     norm = _unaccented(norm) or norm
     add("normalised", norm)
+    if flipped is not None:
+        # The text as written is read too: whatever of it was not upside down.
+        add("normalised", normalise(text))
     hint = asks_to_decode(norm)
     # Spaced-out letters are joined before whitespace is collapsed: a wider gap marks where a
     # word ends ("h o w   t o").
