@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vlmguard.analyzer.views import TextView, stand_in, text_views
+from vlmguard.analyzer.views import PASSAGE_VIEWS, TextView, stand_in, text_views
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.domain import (
     Analysis,
@@ -502,7 +502,8 @@ class Tier1Analyzer:
                 texts.append(view.text)
                 slots.append((i, "view", v_idx))
             if self.multilingual is not None:
-                languages[i], foreign = self._language(item.text, item_views)
+                languages[i], foreign = self._language(
+                    stand.text if stand is not None else item.text)
                 whole_foreign = foreign and languages[i][1]
                 # Ordered and without repeats: the readings keep the order of the views.
                 routed: dict[str, None] = {}
@@ -513,7 +514,7 @@ class Tier1Analyzer:
                 for view in item_views:
                     if whole_foreign and view.name in ("normalised", "window"):
                         routed[view.text] = None
-                    elif view.name != "normalised":
+                    elif view.name in PASSAGE_VIEWS:
                         # A passage or a decoded payload in another language inside a text
                         # read as English (a French request padded with English text, base64
                         # of a Russian one) is read in its own language: the English head
@@ -611,14 +612,14 @@ class Tier1Analyzer:
             return _boost(s, -self.cfg.window_discount)
         return s
 
-    def _language(self, text: str, views: list[TextView]) -> tuple[tuple[str, bool], bool]:
-        """((language, supported), maybe foreign) of the text, identified on its normalised view
-        (look-alike letters from another script must not make English text look Russian).
+    def _language(self, text: str) -> tuple[tuple[str, bool], bool]:
+        """((language, supported), maybe foreign) of the text, identified on the reading that
+        stands in for it (look-alike letters from another script must not make English text
+        look Russian, nor dotted letters make it look Kabyle).
         Maybe foreign: not confidently English (a short Spanish request may be guessed English
         by default), so the multilingual head reads it as well."""
         assert self.multilingual is not None
-        norm = next((v.text for v in views if v.name == "normalised"), text)
-        guess = self.multilingual.languages.identify(norm)
+        guess = self.multilingual.languages.identify(text)
         foreign = bool(getattr(guess, "maybe_foreign", guess.lang not in ("en", "und")))
         return (str(guess.lang), bool(guess.supported)), foreign
 

@@ -602,6 +602,17 @@ def windows(text: str, size: int = WINDOW_CHARS, limit: int = MAX_WINDOWS,
 
 #: Readings of the whole text that undo a disguise of its letters (not a payload inside it).
 _LETTER_READINGS = ("spaced", "symbols", "joined")
+#: Views that may be in another language than the text around them: its passages and the
+#: payloads decoded from it (the other views re-read the text's own words).
+PASSAGE_VIEWS = frozenset({"window", "base64", "base32", "hex", "url", "rot13", "reversed",
+                           "pieces", "html", "escapes", "binary", "decimal", "morse", "caesar"})
+
+
+def _letter_reading(base: str, views: list[TextView]) -> TextView | None:
+    if word_ratio(base) >= 0.3:
+        return None
+    return next((v for v in views
+                 if v.name in _LETTER_READINGS and word_ratio(v.text) >= 0.7), None)
 
 
 def stand_in(text: str, views: list[TextView]) -> TextView | None:
@@ -610,12 +621,8 @@ def stand_in(text: str, views: list[TextView]) -> TextView | None:
     that joins its letters back does (letters dotted or spaced out, emoji between them, words
     run together), that reading. The disguised text's own score is noise either way."""
     norm = views[0] if views and views[0].name == "normalised" else None
-    base = norm.text if norm is not None else text
-    if word_ratio(base) < 0.3:
-        for v in views:
-            if v.name in _LETTER_READINGS and word_ratio(v.text) >= 0.7:
-                return v
-    return norm
+    letters = _letter_reading(norm.text if norm is not None else text, views)
+    return letters if letters is not None else norm
 
 
 def _cap(s: str) -> str:
@@ -651,16 +658,17 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     # letter disguises do: every later view works on what it says. It is turned before NFKC and
     # the look-alike table, which read its turned letters as other letters ("ɯ" as "w").
     flipped = upside_down(strip_invisible(text))
-    norm = normalise(flipped if flipped is not None else text)
-    norm = _unaccented(norm) or norm
+    # Whitespace kept as sent for joining spaced-out letters below (a wider gap marks where a
+    # word ends, "h o w   t o").
+    kept = normalise(flipped if flipped is not None else text, collapse=False)
+    kept = _unaccented(kept) or kept
+    norm = re.sub(r"[^\S\n]+", " ", kept).strip()
     add("normalised", norm)
     if flipped is not None:
         # The text as written is read too: whatever of it was not upside down.
         add("normalised", normalise(text))
     hint = asks_to_decode(norm)
-    # Spaced-out letters are joined before whitespace is collapsed: a wider gap marks where a
-    # word ends ("h o w   t o").
-    joined = " ".join(join_spaced(normalise(text, collapse=False)).split())
+    joined = " ".join(join_spaced(kept).split())
     add("spaced", joined)
     base = joined
     add("deleet", deleet(base))
@@ -721,8 +729,11 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
             rev = " ".join(reversed(words))
             if word_ratio(rev) >= 0.7:
                 add("reversed", rev, decoded=True)
-    for s, e in windows(norm, window_chars, max_windows, from_chars=windows_from):
-        add("window", norm[s:e], span=(s, e))
+    # Passages of a text whose letters are disguised are noise (and read as some other
+    # language); its letters joined back are read by passage below instead.
+    if _letter_reading(norm, views) is None:
+        for s, e in windows(norm, window_chars, max_windows, from_chars=windows_from):
+            add("window", norm[s:e], span=(s, e))
     # A recovered reading (de-leeted, joined, decoded, reassembled) is read by sentence too:
     # the request inside a disguised wrapper or a decoded multi-sentence payload must not be
     # diluted by the sentences around it any more than in plain text. Recovered readings share

@@ -5,6 +5,7 @@ like an English-only head: each disguise must be undone by the analyzer to be se
 from __future__ import annotations
 
 import base64
+import unicodedata
 from dataclasses import dataclass
 
 import pytest
@@ -202,3 +203,30 @@ def test_a_passage_in_an_unsupported_language_follows_the_tenant_rule() -> None:
     _, pol = engine.tenant("")
     d = engine.decide(r, pol)
     assert d.action is Action.REWRITE and d.triggered == (UNSUPPORTED_LANGUAGE,)
+
+
+class DisguiseAsForeign(FakeLanguages):
+    """A language guesser that reads dotted or heavily accented letters as some language it
+    does not support (py3langid guessed Kabyle and Yoruba for them)."""
+
+    def identify(self, text: str) -> Guess:
+        if "h.o.w" in text.lower() or "\u0301" in unicodedata.normalize("NFD", text):
+            return Guess("kab", 0.99, False)
+        return super().identify(text)
+
+
+def test_letter_disguises_are_identified_as_the_language_they_spell() -> None:
+    """Dotted or accented English is English: its language is identified on the reading that
+    stands in for it, and the letters' own passages are not read as another language."""
+    m = KeywordModel(CATS, _english)
+    ml = KeywordModel(CATS, _french)
+    a = Tier1Analyzer(AnalyzerConfig(), TAX, LimitsConfig(), embedder=m, head=m,  # type: ignore[arg-type]
+                      ocr=None, explicit=None,
+                      multilingual=Multilingual(ml, ml, DisguiseAsForeign()))
+    garden = "How do I water my garden?"
+    for text in (" ".join(".".join(w) for w in garden.split(" ")),
+                 "".join(c + "\u0301" if c.isalpha() else c for c in garden)):
+        r = _one(a, text)
+        assert r.language == "en" and r.language_supported, text
+    harmful = _one(a, " ".join(".".join(w) for w in REQUEST.split()))
+    assert harmful.score >= 0.5 and harmful.language == "en"
