@@ -514,17 +514,20 @@ class Tier1Analyzer:
                 for view in item_views:
                     if whole_foreign and view.name in ("normalised", "window"):
                         routed[view.text] = None
-                    elif view.name in PASSAGE_VIEWS:
+                    elif view.name != "normalised" and view is not stand:
                         # A passage or a decoded payload in another language inside a text
                         # read as English (a French request padded with English text, base64
-                        # of a Russian one) is read in its own language: the English head
-                        # cannot read it, and the text's language was decided by the rest.
+                        # of a Russian one), or a disguise taken off a translated request, is
+                        # read in its own language: the English head cannot read it, and the
+                        # text's language was decided by the rest.
                         lang, supported = self._view_language(view.text)
                         if supported:
                             routed[view.text] = None
-                        elif lang and languages[i][1]:
+                        elif lang and languages[i][1] and view.name in PASSAGE_VIEWS:
                             # A passage in a language no head reads follows the tenant's
-                            # unsupported-language rule, as a whole text in it would.
+                            # unsupported-language rule, as a whole text in it would (the
+                            # other views re-read the text's own letters: noise to a language
+                            # guesser when they are half undone).
                             languages[i] = (lang, False)
                 for text in routed:
                     ml_texts.append(text)
