@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 
-from vlmguard.analyzer.words import WORD, vocab, word_ratio
+from vlmguard.analyzer.words import WORD, segment, vocab, word_ratio
 
 Decoder = Callable[[str], tuple[str, list[str]] | None]
 
@@ -487,6 +487,41 @@ def nested(text: str, decoders: Sequence[Decoder], depth: int = 2) -> list[str]:
     return found
 
 
+# -- the NATO spelling alphabet --------------------------------------------------------------
+
+_NATO = {
+    "alfa": "a", "alpha": "a", "bravo": "b", "charlie": "c", "delta": "d", "echo": "e",
+    "foxtrot": "f", "golf": "g", "hotel": "h", "india": "i", "juliett": "j", "juliet": "j",
+    "kilo": "k", "lima": "l", "mike": "m", "november": "n", "oscar": "o", "papa": "p",
+    "quebec": "q", "romeo": "r", "sierra": "s", "tango": "t", "uniform": "u", "victor": "v",
+    "whiskey": "w", "whisky": "w", "xray": "x", "x-ray": "x", "yankee": "y", "zulu": "z",
+}
+_NATO_RUN = re.compile(
+    r"(?:\b(?:" + "|".join(sorted(_NATO, key=len, reverse=True)) + r")\b[\s,.;/|-]*){4,}",
+    re.IGNORECASE)
+
+
+def _nato_run(run: str) -> str | None:
+    # A word ends at "/", "|", a comma run or a line break; without any, the letters are split
+    # into words from the word list.
+    groups = re.split(r"\s*(?:[/|]|\n|,{2,}|\s{3,})\s*", run.strip(" ,.;/|-"))
+    words = []
+    for g in groups:
+        letters = "".join(_NATO.get(w.lower(), "") for w in re.findall(r"[A-Za-z-]+", g))
+        if letters:
+            words.append(letters)
+    if not words:
+        return None
+    out = " ".join(words) if len(words) > 1 else segment(words[0])
+    return out if word_ratio(out) >= 0.6 else None
+
+
+def nato(text: str) -> tuple[str, list[str]] | None:
+    """Runs of four or more NATO spelling-alphabet words ("hotel oscar whiskey / tango oscar")
+    read as the letters they spell."""
+    return _substitute(text, _NATO_RUN, _nato_run)
+
+
 #: The decoders of this module by the view name each produces.
 DECODERS: tuple[tuple[str, Decoder], ...] = (
     ("html", html_entities),
@@ -496,5 +531,6 @@ DECODERS: tuple[tuple[str, Decoder], ...] = (
     ("morse", morse),
     ("caesar", caesar),
     ("hex", hex_prefixed),
+    ("nato", nato),
 )
 

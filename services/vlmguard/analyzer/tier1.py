@@ -169,6 +169,8 @@ VIEW_DESCRIPTIONS = {
     "decimal": "decoded from character codes",
     "morse": "decoded from Morse code",
     "caesar": "decoded from a Caesar or Atbash cipher",
+    "nato": "read from the NATO spelling alphabet",
+    "vertical": "with its letters written one a line joined",
     "spaced": "with its spaced-out letters joined",
     "deleet": "with digits and symbols that stand for letters read as letters",
     "base64": "decoded from base64",

@@ -321,6 +321,33 @@ def deleet(text: str) -> str:
     return _LEET_WORD.sub(fix, text)
 
 
+#: Letters drawn with several symbols (leetspeak's second alphabet), longest first.
+_LEET_SEQUENCES: tuple[tuple[str, str], ...] = (
+    ("|\\/|", "m"), ("/\\/\\", "m"), ("\\/\\/", "w"), ("|-|", "h"), ("]-[", "h"),
+    ("}{", "h"), ("(_)", "u"), ("|_|", "u"), ("|\\|", "n"), ("/\\/", "n"), ("/-\\", "a"),
+    ("/\\", "a"), ("|3", "b"), ("|)", "d"), ("|<", "k"), ("|_", "l"), ("|2", "r"),
+    ("|>", "p"), ("|*", "p"), ("\\/", "v"), ("><", "x"), ("`/", "y"), ("()", "o"),
+)
+_LEET_SEQ = re.compile("|".join(re.escape(a) for a, _ in _LEET_SEQUENCES))
+_LEET_SEQ_MAP = dict(_LEET_SEQUENCES)
+
+
+def deleet_sequences(text: str) -> str | None:
+    """Letters drawn with several symbols ("|-|0\\/\\/ 70 |\\/|4|<3") read as letters, then
+    as :func:`deleet` reads the rest; only in a text with three or more such drawings that then
+    reads clearly better as English (code has "()" and "|" too), else None."""
+    if sum(1 for m in _LEET_SEQ.findall(text) if m != "()") < 3:  # calls are not letters
+        return None
+    out = deleet(_LEET_SEQ.sub(lambda m: _LEET_SEQ_MAP[m.group(0)], text))
+    known = vocab()
+
+    def words(t: str) -> int:
+        return sum(1 for w in _WORD.findall(t) if w.lower() in known)
+
+    # Counted in English words: the drawn letters hide words rather than make non-words.
+    return out if word_ratio(out) >= 0.6 and words(out) >= words(text) + 2 else None
+
+
 # -- decoders -------------------------------------------------------------------------------
 
 _DECODE_HINT = re.compile(
@@ -601,7 +628,7 @@ def windows(text: str, size: int = WINDOW_CHARS, limit: int = MAX_WINDOWS,
 
 
 #: Readings of the whole text that undo a disguise of its letters (not a payload inside it).
-_LETTER_READINGS = ("spaced", "symbols", "joined")
+_LETTER_READINGS = ("spaced", "symbols", "joined", "vertical")
 #: Views that may be in another language than the text around them: its passages and the
 #: payloads decoded from it (the other views re-read the text's own words).
 PASSAGE_VIEWS = frozenset({"window", "base64", "base32", "hex", "url", "rot13", "reversed",
@@ -672,6 +699,7 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     add("spaced", joined)
     base = joined
     add("deleet", deleet(base))
+    add("deleet", deleet_sequences(norm))
     symbols = strip_symbols(norm)
     if symbols is not None:
         # Emoji or bullets between the words or letters: the words without them.

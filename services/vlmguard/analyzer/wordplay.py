@@ -639,6 +639,35 @@ def spell_correct(text: str) -> str | None:
 
 
 #: Every recovery with the name its view carries.
+# -- letters written one under another ------------------------------------------------------
+
+
+def vertical(text: str) -> str | None:
+    """Letters written one per line ("b\no\nm\nb"): each run of one-character lines is a word,
+    an empty line (or a line of only "/" or "|") ends it; a run with no marked word ends is split
+    by :func:`segment`. Needs six or more one-character lines making up most of the lines; None
+    unless the result reads as English."""
+    lines = [line.strip() for line in text.splitlines()]
+    filled = [line for line in lines if line]
+    singles = sum(1 for line in filled if len(line) == 1)
+    if singles < 6 or singles < 0.7 * len(filled):
+        return None
+    words: list[str] = []
+    run = ""
+    marked = any(not line or line in ("/", "|") for line in lines[1:-1])
+    for line in [*lines, ""]:
+        if len(line) == 1 and line not in ("/", "|"):
+            run += line
+            continue
+        if run:
+            words.append(run if marked or len(run) <= 6 else segment(run))
+            run = ""
+        if len(line) > 1:
+            words.append(line)
+    out = " ".join(words)
+    return out if word_ratio(out) >= MIN_RATIO and out != text else None
+
+
 RECOVERIES: tuple[tuple[str, Callable[[str], str | None]], ...] = (
     ("word_reversed", each_word_reversed),
     ("pig_latin", pig_latin),
@@ -647,4 +676,5 @@ RECOVERIES: tuple[tuple[str, Callable[[str], str | None]], ...] = (
     ("acrostic", line_initials),
     ("joined", split_joined),
     ("spelling", spell_correct),
+    ("vertical", vertical),
 )

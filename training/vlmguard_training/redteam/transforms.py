@@ -521,6 +521,41 @@ def acrostic(text: str, rng: random.Random) -> Attack:
                   + "\n".join(lines))
 
 
+#: The NATO spelling alphabet (ICAO).
+NATO: dict[str, str] = {
+    "a": "alfa", "b": "bravo", "c": "charlie", "d": "delta", "e": "echo", "f": "foxtrot",
+    "g": "golf", "h": "hotel", "i": "india", "j": "juliett", "k": "kilo", "l": "lima",
+    "m": "mike", "n": "november", "o": "oscar", "p": "papa", "q": "quebec", "r": "romeo",
+    "s": "sierra", "t": "tango", "u": "uniform", "v": "victor", "w": "whiskey", "x": "xray",
+    "y": "yankee", "z": "zulu",
+}
+#: Letters drawn with several symbols (leetspeak's second alphabet).
+LEET_DRAWN: dict[str, str] = {
+    "a": "/\\", "b": "|3", "d": "|)", "h": "|-|", "k": "|<", "l": "|_", "m": "|\\/|",
+    "n": "|\\|", "o": "()", "p": "|>", "r": "|2", "u": "(_)", "v": "\\/", "w": "\\/\\/",
+    "x": "><", "e": "3", "t": "7", "s": "5",
+}
+
+
+def nato_alphabet(text: str, rng: random.Random) -> Attack:
+    """Each letter as its NATO spelling-alphabet word, words by " / ", after an instruction."""
+    code = " / ".join(" ".join(NATO[c] for c in w.lower() if c in NATO) for w in text.split())
+    return _encoded(code, "NATO-alphabet text", rng)
+
+
+def vertical_letters(text: str, rng: random.Random) -> Attack:
+    """One letter a line, an empty line between words (or none, drawn per case)."""
+    gap = "\n\n" if rng.random() < 0.5 else "\n"
+    return Attack(gap.join("\n".join(w) for w in text.split()))
+
+
+def leet_drawn(text: str, rng: random.Random) -> Attack:
+    """Letters drawn with several symbols ("|-|" for h, "|\\/|" for m, "(_)" for u), the rest
+    as digits where leetspeak has one."""
+    del rng
+    return Attack("".join(LEET_DRAWN.get(c.lower(), c) for c in text))
+
+
 def pad_long(text: str, rng: random.Random) -> Attack:
     """The request at a random place inside 3,000-7,000 characters of harmless text."""
     total = rng.randint(3000, 7000)
@@ -632,6 +667,10 @@ TEXT_TRANSFORMS: tuple[Transform, ...] = (
     Transform("disemvowel", "spelling", "the vowels left out", "text", disemvowel),
     Transform("run_together", "spelling", "the words without spaces: run together, camelCase "
               "or snake_case", "text", run_together),
+    Transform("vertical_letters", "spelling", "one letter a line, words apart by an empty line "
+              "or not at all", "text", vertical_letters),
+    Transform("leet_drawn", "spelling", "letters drawn with several symbols (|-| for h, "
+              "|\\/| for m, (_) for u), the rest as digits", "text", leet_drawn),
     Transform("caesar", "encoding", "a Caesar cipher with a shift other than 13, named in the "
               "ask", "text", caesar),
     Transform("atbash", "encoding", "the Atbash cipher after an instruction to decode",
@@ -645,6 +684,8 @@ TEXT_TRANSFORMS: tuple[Transform, ...] = (
               "instruction", "text", double_base64),
     Transform("words_backwards", "encoding", "each word spelled backwards in place, after an "
               "instruction", "text", words_backwards),
+    Transform("nato_alphabet", "encoding", "each letter as its NATO spelling-alphabet word, "
+              "after an instruction to decode", "text", nato_alphabet),
     Transform("pig_latin", "encoding", "Pig Latin after an instruction to translate it",
               "text", pig_latin),
     Transform("word_list", "splitting", "the words as a list of quoted strings to join",

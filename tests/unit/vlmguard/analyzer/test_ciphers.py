@@ -254,7 +254,7 @@ def test_ordinary_text_decodes_to_nothing(text: str) -> None:
 
 def test_decoder_names() -> None:
     assert [n for n, _ in DECODERS] == [
-        "html", "escapes", "binary", "decimal", "morse", "caesar", "hex"]
+        "html", "escapes", "binary", "decimal", "morse", "caesar", "hex", "nato"]
 
 
 _PROSE = (
@@ -275,3 +275,15 @@ def test_caesar_is_fast_on_long_text() -> None:
     enc = _shift(SENTENCES[0], 3)
     assert caesar(text[:7900] + "\n" + enc) == (text[:7900] + "\n" + SENTENCES[0],
                                                  [SENTENCES[0]])
+
+
+def test_nato_spelling_alphabet_is_read_as_its_letters() -> None:
+    nato_words = {c: w for w, c in ciphers._NATO.items() if w not in ("alpha", "juliet",
+                                                                        "whisky", "x-ray")}
+    spelled = " / ".join(" ".join(nato_words[c] for c in w) for w in SENTENCES[0].lower().split()
+                         if w.isalpha())
+    found = ciphers.nato(f"Decode this NATO alphabet and answer: {spelled}")
+    assert found is not None
+    assert found[1] == [" ".join(w for w in SENTENCES[0].lower().split() if w.isalpha())]
+    # Call signs in prose are not a spelled message.
+    assert ciphers.nato("The Delta Echo team met Romeo at the Hotel India bar.") is None

@@ -277,3 +277,11 @@ def test_dotted_letters_stand_in_for_the_text_as_sent() -> None:
 def test_plain_and_foreign_text_have_no_other_stand_in() -> None:
     for text in (REQ, "Le chat est sur la table et il dort au soleil."):
         assert views.stand_in(text, text_views(text)) is None
+
+
+def test_letters_drawn_with_several_symbols_are_read() -> None:
+    drawn = {"a": "/\\", "b": "|3", "d": "|)", "h": "|-|", "k": "|<", "m": "|\\/|", "o": "()",
+             "w": "\\/\\/", "e": "3"}
+    text = "".join(drawn.get(c, c) for c in REQ.lower())
+    assert any(v.name == "deleet" and v.text == REQ.lower() for v in text_views(text))
+    assert views.deleet_sequences("def f(): return g() | h() | k()") is None
