@@ -151,6 +151,11 @@ class _Scored:
     view: TextView | None = None
 
 
+#: Views that guess English words from the English word list (typos corrected, vowels put
+#: back, run-together words split): never read as another language, and not made of a text in
+#: one.
+ENGLISH_GUESSES = frozenset({"spelling", "vowels", "joined"})
+
 #: What each view undid, for the reasoning ("read as ...").
 VIEW_DESCRIPTIONS = {
     "normalised": "with look-alike, letter-like, full-width, upside-down, accented and "
@@ -497,6 +502,14 @@ class Tier1Analyzer:
                 normalised[i] = stand
             texts.append(normalised[i].text if i in normalised else item.text)
             slots.append((i, "text", -1))
+            if self.multilingual is not None:
+                languages[i], foreign = self._language(
+                    stand.text if stand is not None else item.text)
+                whole_foreign = foreign and languages[i][1]
+                if languages[i][0] not in ("en", "und", ""):
+                    # Typos are corrected from the English word list: in another language
+                    # they turn its words into English ones ("savoir" -> "savior").
+                    item_views = [v for v in item_views if v.name not in ENGLISH_GUESSES]
             for v_idx, view in enumerate(item_views):
                 if view is stand:
                     continue
@@ -504,9 +517,6 @@ class Tier1Analyzer:
                 texts.append(view.text)
                 slots.append((i, "view", v_idx))
             if self.multilingual is not None:
-                languages[i], foreign = self._language(
-                    stand.text if stand is not None else item.text)
-                whole_foreign = foreign and languages[i][1]
                 # Ordered and without repeats: the readings keep the order of the views.
                 routed: dict[str, None] = {}
                 if whole_foreign:
@@ -516,7 +526,8 @@ class Tier1Analyzer:
                 for view in item_views:
                     if whole_foreign and view.name in ("normalised", "window"):
                         routed[view.text] = None
-                    elif view.name != "normalised" and view is not stand:
+                    elif (view.name != "normalised" and view is not stand
+                          and view.name not in ENGLISH_GUESSES):
                         # A passage or a decoded payload in another language inside a text
                         # read as English (a French request padded with English text, base64
                         # of a Russian one), or a disguise taken off a translated request, is
