@@ -18,10 +18,10 @@ import html
 import re
 import string
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from itertools import pairwise
 
-from vlmguard.analyzer.words import WORD, segment, vocab, word_ratio
+from vlmguard.analyzer.words import WORD, known_words, reads_as_words, segment, word_ratio
 
 Decoder = Callable[[str], tuple[str, list[str]] | None]
 
@@ -308,7 +308,7 @@ def _morse_run(run: str) -> str | None:
         letters += sum(d.isalpha() for d in decoded if d)
         words.append("".join(d for d in decoded if d))
     s = " ".join(words)
-    return s if letters >= 4 and word_ratio(s) >= 0.6 else None
+    return s if letters >= 4 and reads_as_words(s) >= 0.6 else None
 
 
 def morse(text: str) -> tuple[str, list[str]] | None:
@@ -351,10 +351,10 @@ _MIN_LONG_WORDS = 2
 #: prose punctuation around them): a cipher of prose keeps that shape, while code and tables
 #: ("obaxzq_roi(roi", "\\wee\\wee", "ro bal != mbc") do not.
 _MIN_WORDY_SHARE = 0.8
-_WORDY = re.compile(r"[(\"'“‘¿¡]*[A-Za-z]+(?:['’-][A-Za-z]+)*[.,;:!?)\"'”’]*")
+_WORDY = re.compile(r"[(\"'“‘¿¡]*[^\W\d_]+(?:['’-][^\W\d_]+)*[.,;:!?)\"'”’]*")
 
 
-def _known(words: list[str], known: dict[str, int]) -> tuple[float, float]:
+def _known(words: list[str], known: Container[str]) -> tuple[float, float]:
     """Share of ``words`` (lower case) that are English words, and the same among those of 3
     or more letters."""
     hits = long_hits = long_total = 0
@@ -382,7 +382,9 @@ def best_shift(segment: str) -> tuple[int | str, str] | None:
         return None
     if sum(map(len, words)) < _MIN_LETTERS:
         return None
-    known = vocab()
+    # Words of English and of the other languages the heads read: a French request shifted
+    # decodes to French.
+    known = known_words()
     own = _known(words, known)[0]
     if own >= 0.7 or not known:
         return None
@@ -513,7 +515,7 @@ def _nato_run(run: str) -> str | None:
     if not words:
         return None
     out = " ".join(words) if len(words) > 1 else segment(words[0])
-    return out if word_ratio(out) >= 0.6 else None
+    return out if reads_as_words(out) >= 0.6 else None
 
 
 def nato(text: str) -> tuple[str, list[str]] | None:

@@ -17,6 +17,7 @@ import base64
 import binascii
 import functools
 import importlib.resources
+import itertools
 import json
 import re
 import unicodedata
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from vlmguard.analyzer import ciphers, wordplay
 from vlmguard.analyzer.letterforms import fold_letterlike, strip_symbols, upside_down
-from vlmguard.analyzer.words import WORD, segment, vocab, word_ratio
+from vlmguard.analyzer.words import WORD, reads_as_words, segment, vocab, word_ratio
 
 #: Longest text a single view may carry (the service's text limit; views never grow past it).
 MAX_VIEW_CHARS = 8000
@@ -171,7 +172,29 @@ def normalise(text: str, collapse: bool = True) -> str:
     # (Greek lunate sigma to final sigma) and others only after it (full-width forms).
     t = fold_confusables(unicodedata.normalize("NFKC", fold_confusables(t)))
     t = _LATIN_DECORATION.sub("", t)
+    if _random_case(t):
+        # "cOmMeNt FaBrIqUeR": no language is written so; language identification and the
+        # multilingual encoder (which is cased) read it as noise.
+        t = t.lower()
     return re.sub(r"[^\S\n]+", " ", t).strip() if collapse else t
+
+
+def _random_case(text: str) -> bool:
+    """Most words of three letters or more switch case twice or more, on a third of
+    their letters or more ("hOw To MaKe"); camelCase names ("getUserName") switch less."""
+    # Whole words only: a base64 token's letter runs switch case at random too.
+    tokens = [t.strip(".,;:!?¿¡'\"()[]") for t in text.split()]
+    plain = [t for t in tokens if 3 <= len(t) <= 20 and t.isalpha()]
+    if len(plain) < 3 or len(plain) < 0.5 * len(tokens):
+        return False
+    total = len(plain)
+    words = [w for w in plain if not w.isupper() and not w.islower()]
+    mixed = 0
+    for w in words:
+        switches = sum(1 for a, b in itertools.pairwise(w)
+                       if a.isupper() != b.isupper() and a.isalpha() and b.isalpha())
+        mixed += switches >= 2 and switches >= 0.3 * len(w)
+    return mixed >= 0.4 * total
 
 
 def _unaccented(text: str) -> str | None:
@@ -508,7 +531,8 @@ def _by_segment(text: str, fn: Callable[[str], str]) -> tuple[str, list[str]] | 
         if len(_WORD.findall(seg)) < 2:
             return seg
         cand = fn(seg)
-        if word_ratio(cand) >= 0.7 and word_ratio(cand) >= word_ratio(seg) + 0.3:
+        # Words of any language the heads read: a French request in ROT13 decodes to French.
+        if reads_as_words(cand) >= 0.7 and reads_as_words(cand) >= reads_as_words(seg) + 0.3:
             payloads.append(cand)
             return cand
         return seg

