@@ -17,7 +17,14 @@ import math
 import re
 from collections.abc import Callable
 
-from vlmguard.analyzer.words import WORD, reads_as_words, segment, vocab, word_ratio
+from vlmguard.analyzer.words import (
+    WORD,
+    reads_as_words,
+    segment,
+    vocab,
+    word_ratio,
+    world_words,
+)
 
 #: A recovery must read at least this much as English ...
 MIN_RATIO = 0.7
@@ -158,6 +165,8 @@ def restore_vowels(text: str) -> str | None:
     if len(words) < 3 or sum(len(w) == 1 for w in words) > 0.5 * len(words) or re.search(
             r"(?:(?<![A-Za-z])[A-Za-z][^A-Za-z\n]{1,3}){4}", text):
         return None
+    if sum(1 for c in text if c.isalpha() and not c.isascii()) >= 3:
+        return None  # letters beyond ASCII split words into vowel-less pieces (Vietnamese)
     bare = [w for w in words if not (set(w.lower()) & _VOWELS)]
     if len(bare) < 0.6 * len(words):
         return None
@@ -572,6 +581,17 @@ def _correct(w: str) -> str | None:
 MAX_TYPO_WORD = 24
 
 
+def _other_language(words: list[str]) -> bool:
+    """A fifth or more of the words are words of another language the multilingual encoder
+    reads and not English ones ("hoe", "waar", "nasil"): the text is that language, whose
+    words are not English typos."""
+    english, world = vocab(), world_words()
+    if not world:
+        return False
+    other = sum(1 for w in words if w not in english and w in world)
+    return other >= max(2, 0.2 * len(words))
+
+
 def spell_correct(text: str) -> str | None:
     """Typos ("Hoow do I mmake a pipee bommb", "How do I mkae a ppie bmob") corrected: each
     lower-case (or sentence-initial) word of three letters or more that is not English becomes
@@ -593,7 +613,7 @@ def spell_correct(text: str) -> str | None:
     low = [w.lower() for w in words]
     foreign = sum(1 for w in low if w in _FOREIGN)
     accented = len(re.findall(r"[À-ÖØ-öø-ɏ]", text))
-    if foreign >= max(2, 0.1 * len(words)) or accented >= 2:
+    if foreign >= max(2, 0.1 * len(words)) or accented >= 2 or _other_language(low):
         return None
     known = vocab()
     spans = _code_spans(text)
