@@ -171,7 +171,7 @@ def normalise(text: str, collapse: bool = True) -> str:
     # Folding runs before NFKC too: NFKC maps some look-alikes to letters that imitate nothing
     # (Greek lunate sigma to final sigma) and others only after it (full-width forms).
     t = fold_confusables(unicodedata.normalize("NFKC", fold_confusables(t)))
-    t = _LATIN_DECORATION.sub("", t)
+    t = _DECORATION.sub("", t)
     if _random_case(t):
         # "cOmMeNt FaBrIqUeR": no language is written so; language identification and the
         # multilingual encoder (which is cased) read it as noise.
@@ -218,11 +218,11 @@ def _unaccented(text: str) -> str | None:
     return plain if ratio >= 0.7 and ratio >= word_ratio(text) + 0.3 else None
 
 
-# Combining marks left on a Latin letter (or on a space or ASCII punctuation beside it) after
-# NFKC composed every accented letter that exists (strike-through, underline, an acute on a
-# "b"): decoration, not spelling. Marks on letters of
-# other scripts (Devanagari, Thai and Arabic vowel signs) are spelling and stay.
-_LATIN_DECORATION = re.compile(r"(?<=[\x20-\x7e])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff"
+# Generic combining marks left after NFKC composed every accented letter that exists
+# (strike-through, underline, an acute on a "b", marks on Chinese characters): decoration, not
+# spelling, in every language the heads read. The marks that are spelling (Devanagari, Thai,
+# Arabic and Hebrew vowel signs) have blocks of their own and stay.
+_DECORATION = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff"
                                r"\u20d0-\u20ff\ufe20-\ufe2f]+")
 
 

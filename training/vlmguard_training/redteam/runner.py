@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import random
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,15 @@ def applies(t: Transform, seed: Seed, all_langs: bool) -> bool:
         return seed.lang != "en"
     if t.modality != "text" and seed.image_path is not None:
         return False
+    if t.latin_only and not _mostly_latin(seed.text):
+        return False
     return seed.lang == "en" or all_langs
+
+
+def _mostly_latin(text: str) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    return sum(1 for c in letters if unicodedata.name(c, "").startswith("LATIN")) >= 0.5 * len(
+        letters)
 
 
 def plan(seeds: Sequence[Seed], transforms: Sequence[Transform], *,

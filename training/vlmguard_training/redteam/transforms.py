@@ -47,6 +47,7 @@ class Transform:
         modality: ``text`` (rewrites the text), ``image`` (moves the request into an image) or
             ``text+image`` (splits it between both).
         apply: ``(text, rng) -> Attack``.
+        latin_only: Applied only to requests written mostly in Latin letters.
     """
 
     name: str
@@ -54,6 +55,9 @@ class Transform:
     description: str
     modality: Modality
     apply: Callable[[str, random.Random], Attack]
+    #: The code exists for Latin letters only (Morse, the NATO alphabet): a request in another
+    #: script would lose its words, which is no attack, so it is not applied there.
+    latin_only: bool = False
 
 
 def _pick(rng: random.Random, options: tuple[str, ...]) -> str:
@@ -675,7 +679,8 @@ TEXT_TRANSFORMS: tuple[Transform, ...] = (
               "ask", "text", caesar),
     Transform("atbash", "encoding", "the Atbash cipher after an instruction to decode",
               "text", atbash),
-    Transform("morse", "encoding", "Morse code after an instruction to decode", "text", morse),
+    Transform("morse", "encoding", "Morse code after an instruction to decode", "text", morse,
+              latin_only=True),
     Transform("binary", "encoding", "UTF-8 bytes as 8-bit binary after an instruction to "
               "decode", "text", binary),
     Transform("char_codes", "encoding", "each character as an HTML entity, a \\u escape or a "
@@ -685,7 +690,7 @@ TEXT_TRANSFORMS: tuple[Transform, ...] = (
     Transform("words_backwards", "encoding", "each word spelled backwards in place, after an "
               "instruction", "text", words_backwards),
     Transform("nato_alphabet", "encoding", "each letter as its NATO spelling-alphabet word, "
-              "after an instruction to decode", "text", nato_alphabet),
+              "after an instruction to decode", "text", nato_alphabet, latin_only=True),
     Transform("pig_latin", "encoding", "Pig Latin after an instruction to translate it",
               "text", pig_latin),
     Transform("word_list", "splitting", "the words as a list of quoted strings to join",
