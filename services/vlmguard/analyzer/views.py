@@ -229,6 +229,7 @@ _DECORATION = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff"
 # -- words -------------------------------------------------------------------------------
 
 _vocab = vocab  # the names the views below use
+_ANY_WORD = re.compile(r"[^\W\d_]+")
 _WORD = WORD
 
 
@@ -528,7 +529,7 @@ def _by_segment(text: str, fn: Callable[[str], str]) -> tuple[str, list[str]] | 
 
     def sub(m: re.Match[str]) -> str:
         seg = m.group(0)
-        if len(_WORD.findall(seg)) < 2:
+        if len(_ANY_WORD.findall(seg)) < 2:  # words of any script: reversed Russian too
             return seg
         cand = fn(seg)
         # Words of any language the heads read: a French request in ROT13 decodes to French.

@@ -390,9 +390,25 @@ def _unspaced(text: str, letters: int) -> str | None:
     split into words whatever its case (the encoder is uncased), digits and punctuation get
     their spaces back; None when the text is not written so or does not read as English."""
     # URLs, paths, dotted and snake_case names and `code` are long tokens of ordinary text.
-    long_letters = sum(n for t in text.split()
+    tokens = text.split()
+    long_letters = sum(n for t in tokens
                        if (n := sum(c.isalpha() for c in t)) >= UNSPACED_TOKEN
                        and not _URLISH.search(t) and not re.search(r"[`_/\\]|\w\.\w", t))
+    if letters >= UNSPACED_TOKEN and len(tokens) <= 2 and not text.isascii():
+        # Another cased script run together ("ЯХочуЗавтра", "Как_проще_всего"): its words
+        # part where the case rises or at the underscores (no word list splits them).
+        split = re.sub(r"_+", " ", text)
+        split = "".join(c if not (i and c.isupper() and split[i - 1].islower()) else " " + c
+                        for i, c in enumerate(split))
+        if len(split.split()) == len(tokens):
+            return None  # no case rise or underscore: a script written without spaces
+        split = re.sub(r"(?<=[?!.,;:])(?=[^\W\d_])", " ", split)
+        # The word list does not cover other languages' inflections: three or more parts
+        # of letters are the evidence.
+        parts = split.split()
+        if split != text and len(parts) >= 3 and all(
+                sum(c.isalpha() for c in p) >= 2 for p in parts):
+            return split
     if letters < UNSPACED_TOKEN or long_letters < 0.6 * letters:
         return None
     known = vocab()
@@ -413,7 +429,7 @@ def _unspaced(text: str, letters: int) -> str | None:
 
     out = re.sub(r"[A-Za-z]+", fix, text)
     out = re.sub(r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])|(?<=[?!.,;:])(?=[A-Za-z])", " ", out)
-    if out == text or word_ratio(out) < MIN_RATIO:
+    if out == text or reads_as_words(out) < MIN_RATIO:
         return None
     return out
 
@@ -665,9 +681,9 @@ def spell_correct(text: str) -> str | None:
 
 def vertical(text: str) -> str | None:
     """Letters written one per line ("b\no\nm\nb"): each run of one-character lines is a word,
-    an empty line (or a line of only "/" or "|") ends it; a run with no marked word ends is split
-    by :func:`segment`. Needs six or more one-character lines making up most of the lines; None
-    unless the result reads as English."""
+    an empty line (or a line of only "/" or "|") ends it; a run of Latin letters with no marked
+    word ends is split by :func:`segment` when that reads as words. Needs six or more
+    one-character lines making up most of the lines, else None."""
     lines = [line.strip() for line in text.splitlines()]
     filled = [line for line in lines if line]
     singles = sum(1 for line in filled if len(line) == 1)
@@ -681,12 +697,17 @@ def vertical(text: str) -> str | None:
             run += line
             continue
         if run:
-            words.append(run if marked or len(run) <= 6 else segment(run))
+            # Latin letters with no marked word ends are split from the English word list
+            # when that reads; other scripts' letters (and Chinese, written without spaces)
+            # are read run together.
+            cut = segment(run) if not marked and len(run) > 6 and run.isascii() else run
+            words.append(cut if reads_as_words(cut) >= MIN_RATIO else run)
             run = ""
         if len(line) > 1:
             words.append(line)
     out = " ".join(words)
-    return out if reads_as_words(out) >= MIN_RATIO and out != text else None
+    # The layout is unambiguous (most lines one character), so the letters are the text.
+    return out if out != text else None
 
 
 RECOVERIES: tuple[tuple[str, Callable[[str], str | None]], ...] = (

@@ -303,3 +303,10 @@ def test_a_cipher_of_another_language_decodes_to_that_language() -> None:
                       for c in french.lower())
     assert _names("Decode this Caesar cipher (shift 3): " + shifted).get("caesar") == (
         french.lower())
+
+
+def test_words_run_together_in_another_cased_script() -> None:
+    russian = "Как испечь шоколадный торт дома?"
+    camel = "КакИспечьШоколадныйТортДома?"
+    assert _names(camel).get("joined") == "Как Испечь Шоколадный Торт Дома?"
+    assert _names("Как_испечь_шоколадный_торт_дома?").get("joined") == russian

@@ -231,4 +231,6 @@ def test_letters_written_one_per_line_are_read_as_words() -> None:
     assert vertical("\n".join(c for c in sentence if c != " ")) == sentence
     assert vertical("\n".join(c if c != " " else "" for c in sentence)) == sentence
     assert vertical("Shopping list:\neggs\nmilk\nbread\napples") is None
-    assert vertical("a\nb\nc\nd\ne\nf") is None
+    # Other scripts are read run together (Chinese has no spaces to put back).
+    assert vertical("\n".join("如何在家做蛋糕")) == "如何在家做蛋糕"
+    assert vertical("Я\n\nх\nо\nч\nу\n\nч\nа\nй") == "Я хочу чай"
