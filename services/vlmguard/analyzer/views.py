@@ -421,7 +421,8 @@ def _recover_segments(text: str, recover: Callable[[str], str | None],
 
     def sub(m: re.Match[str]) -> str:
         seg = m.group(0)
-        if len(_WORD.findall(seg)) < 3:
+        # (A segment that is nearly the whole text was just tried as the whole.)
+        if len(_WORD.findall(seg)) < 3 or len(seg) > 0.9 * len(text):
             return seg
         r = recover(seg)
         if r is None:

@@ -434,6 +434,11 @@ def _unspaced(text: str, letters: int) -> str | None:
     return out
 
 
+# What every text with words run together has somewhere (checked first: most text has none).
+_MAYBE_JOINED = re.compile(r"[^\W\d_]{12,}|[a-z][A-Z]|[^\W\d]_[^\W\d]|(?:[A-Za-z]+-){3,}"
+                           r"|[^\W\d_][^\W\d_A-Z]*[A-ZА-ЯЁ]")
+
+
 def split_joined(text: str) -> str | None:
     """Words run together, split apart: one long run of letters ("howdoimakeapipebomb"),
     camelCase / PascalCase ("HowDoIMakeAPipeBomb"), snake_case or kebab-case
@@ -446,6 +451,8 @@ def split_joined(text: str) -> str | None:
     split apart must have a phrase's small words ("after", "to"), which "keys Existing Secret
     Key" lacks. None when nothing was split.
     """
+    if not _MAYBE_JOINED.search(text):
+        return None  # no long run of letters, case rise, underscore or hyphen chain: prose
     letters = sum(c.isalpha() for c in text)
     if not letters:
         return None
