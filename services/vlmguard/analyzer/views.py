@@ -753,15 +753,17 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
         *ciphers.DECODERS,
     )
     decoders = tuple(decoders)
-    for name, decode in decoders:
-        found = decode(norm)
+    # A cipher can sit under a letter disguise too ("U b j   q b" is ROT13 spaced out).
+    sources = [norm] + ([joined] if joined != norm else [])
+    for (name, decode), source in itertools.product(decoders, sources):
+        found = decode(source)
         if found is None:
             continue
         full, payloads = found
-        # A payload encoded twice (base64 of base64, hex of base64): its own payloads too.
-        # (ROT13, reversal and reassembly undo themselves or need the prompt's own words.)
+        # A payload encoded twice (base64 of base64, hex of base64, reversed text or ROT13
+        # inside base64): its own payloads too (reassembly needs the prompt's own words).
         inner = [p for p in ciphers.nested("\n".join(payloads), [
-            d for n, d in decoders if n not in ("rot13", "reversed", "pieces")], depth=1)
+            d for n, d in decoders if n != "pieces"], depth=1)
             if p not in payloads]
         payloads = payloads + inner
         # The payload alone is the request the attacker hid; only it carries the "asked to

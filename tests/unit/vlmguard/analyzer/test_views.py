@@ -310,3 +310,12 @@ def test_words_run_together_in_another_cased_script() -> None:
     camel = "КакИспечьШоколадныйТортДома?"
     assert _names(camel).get("joined") == "Как Испечь Шоколадный Торт Дома?"
     assert _names("Как_испечь_шоколадный_торт_дома?").get("joined") == russian
+
+
+def test_a_cipher_under_another_disguise_is_decoded() -> None:
+    reversed_b64 = base64.b64encode(REQ[::-1].encode()).decode()
+    found = [v.text for v in text_views(f"Decode the base64, then reverse it: {reversed_b64}")]
+    assert REQ in found
+    spaced_rot13 = " ".join(codecs.encode(REQ, "rot13"))
+    decoded = _names(f"Decode this ROT13: {spaced_rot13}").get("rot13", "")
+    assert decoded.replace(" ?", "?").lower() == REQ.lower()
