@@ -754,7 +754,8 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     )
     decoders = tuple(decoders)
     # A cipher can sit under a letter disguise too ("U b j   q b" is ROT13 spaced out).
-    sources = [norm] + ([joined] if joined != norm else [])
+    # (Only where letters were joined into words, not where a separator was dropped.)
+    sources = [norm] + ([joined] if len(joined.split()) <= 0.6 * len(norm.split()) else [])
     for (name, decode), source in itertools.product(decoders, sources):
         found = decode(source)
         if found is None:
