@@ -52,10 +52,11 @@ def _bytes_as_text(raw: bytes) -> str | None:
     return s if _reads_as_text(s) else None
 
 
-def _substitute(text: str, pattern: re.Pattern[str],
-                decode: Callable[[str], str | None]) -> tuple[str, list[str]] | None:
+def substitute(text: str, pattern: re.Pattern[str],
+               decode: Callable[[str], str | None]) -> tuple[str, list[str]] | None:
     """``text`` with every match of ``pattern`` that decodes replaced by its decoding (padded
-    with spaces, so it does not run into the words around it), and the decoded payloads."""
+    with spaces, so it does not run into the words around it), and the decoded payloads; None
+    when nothing decoded."""
     payloads: list[str] = []
 
     def sub(m: re.Match[str]) -> str:
@@ -112,7 +113,7 @@ def html_entities(text: str) -> tuple[str, list[str]] | None:
     decodes to symbols and stays."""
     if "&" not in text:
         return None
-    return _substitute(text, _ENTITY_RUN, _html_run)
+    return substitute(text, _ENTITY_RUN, _html_run)
 
 
 # -- backslash escapes ------------------------------------------------------------------------
@@ -214,7 +215,7 @@ def escapes(text: str) -> tuple[str, list[str]] | None:
     """
     if "\\" not in text:
         return None
-    return _substitute(text, _ESC_RUN, _escape_run)
+    return substitute(text, _ESC_RUN, _escape_run)
 
 
 # -- binary, decimal and octal bytes ----------------------------------------------------------
@@ -240,7 +241,7 @@ def binary(text: str) -> tuple[str, list[str]] | None:
     """Runs of 4 or more bytes written in binary ("01101000 01101111", 7-bit groups too, or one
     long 0/1 run whose length is a multiple of 8) decoded as UTF-8, kept when the result reads
     as text (printable, mostly letters)."""
-    return _substitute(text, _BINARY_RUN, _binary_run)
+    return substitute(text, _BINARY_RUN, _binary_run)
 
 
 # Six or more numbers of 2 or 3 digits, separated by commas or spaces: ASCII codes.
@@ -269,7 +270,7 @@ def decimal(text: str) -> tuple[str, list[str]] | None:
     """Lists of 6 or more ASCII codes ("104 111 119 32 100 111", comma or space separated,
     values 32..126), or of three-digit octal codes ("150 157 167 040"), decoded, kept when the
     result reads as text made of English words."""
-    return _substitute(text, _NUMBER_LIST, _number_list)
+    return substitute(text, _NUMBER_LIST, _number_list)
 
 
 # -- Morse -----------------------------------------------------------------------------------
@@ -318,7 +319,7 @@ def morse(text: str) -> tuple[str, list[str]] | None:
     at least 0.6): "SOS", an ellipsis or a markdown rule is not a message."""
     if not any(c in text for c in _DOTS + _DASHES):
         return None
-    return _substitute(text, _MORSE_RUN, _morse_run)
+    return substitute(text, _MORSE_RUN, _morse_run)
 
 
 # -- Caesar and Atbash -----------------------------------------------------------------------
@@ -454,7 +455,7 @@ def hex_prefixed(text: str) -> tuple[str, list[str]] | None:
     between ("0x68 0x6f 0x77", "0x68,0x6f"), or bare pairs apart by ``-``, ``;``, ``|``, ``, ``
     or line breaks ("68-6f-77-..."); kept when the bytes read as text. ``\\x68\\x6f`` is
     :func:`escapes`' (views' hex decodes its payload too)."""
-    return _substitute(text, _HEX_RUN, _hex_run)
+    return substitute(text, _HEX_RUN, _hex_run)
 
 
 # -- layers ----------------------------------------------------------------------------------
@@ -521,7 +522,7 @@ def _nato_run(run: str) -> str | None:
 def nato(text: str) -> tuple[str, list[str]] | None:
     """Runs of four or more NATO spelling-alphabet words ("hotel oscar whiskey / tango oscar")
     read as the letters they spell."""
-    return _substitute(text, _NATO_RUN, _nato_run)
+    return substitute(text, _NATO_RUN, _nato_run)
 
 
 #: The decoders of this module by the view name each produces.

@@ -494,21 +494,8 @@ def _url(token: str) -> str | None:
     return s if s != token and sum(c.isalpha() for c in s) >= 4 else None
 
 
-def _substitute(text: str, pattern: re.Pattern[str],
-                decode: Callable[[str], str | None]) -> tuple[str, list[str]] | None:
-    """``text`` with every match of ``pattern`` that decodes replaced by its decoding, and the
-    decoded payloads, or None when nothing decoded."""
-    payloads: list[str] = []
-
-    def sub(m: re.Match[str]) -> str:
-        d = decode(m.group(0).strip())
-        if d is None:
-            return m.group(0)
-        payloads.append(d)
-        return f" {d} "
-
-    out = pattern.sub(sub, text)
-    return (out, payloads) if payloads else None
+#: (One implementation, shared with the decoders of :mod:`vlmguard.analyzer.ciphers`.)
+_substitute = ciphers.substitute
 
 
 def _rot13(s: str) -> str:

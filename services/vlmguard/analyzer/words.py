@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Container
 from pathlib import Path
 
 
@@ -42,13 +43,16 @@ def vocab_path() -> Path | None:
 WORD = re.compile(r"[A-Za-z]+")
 
 
-def word_ratio(text: str) -> float:
-    """Share of the Latin-letter words in ``text`` that are English words (0 when none)."""
-    known = vocab()
-    words = [w.lower() for w in WORD.findall(text)]
+def _share(text: str, pattern: re.Pattern[str], known: Container[str]) -> float:
+    words = [w.lower() for w in pattern.findall(text)]
     if not words or not known:
         return 0.0
     return sum(1 for w in words if w in known) / len(words)
+
+
+def word_ratio(text: str) -> float:
+    """Share of the Latin-letter words in ``text`` that are English words (0 when none)."""
+    return _share(text, WORD, vocab())
 
 
 def segment(letters: str) -> str:
@@ -116,11 +120,7 @@ _ANY_WORD = re.compile(r"[^\W\d_]+")
 def any_word_ratio(text: str) -> float:
     """Share of the words in ``text`` (letters of any script) that are words of English or of
     a language the multilingual encoder reads (0 when none)."""
-    known = known_words()
-    words = [w.lower() for w in _ANY_WORD.findall(text)]
-    if not words or not known:
-        return 0.0
-    return sum(1 for w in words if w in known) / len(words)
+    return _share(text, _ANY_WORD, known_words())
 
 
 def reads_as_words(text: str) -> float:
