@@ -118,7 +118,7 @@ def html_entities(text: str) -> tuple[str, list[str]] | None:
 
 # -- backslash escapes ------------------------------------------------------------------------
 
-# Escapes that stand for a character of the payload: \uXXXX, \UXXXXXXXX, \xXX, \N{NAME} and
+# Escapes that stand for a character of the payload: \u0068, \U00000068, \x68, \N{NAME} and
 # octal \ooo (one to three digits). \n, \t and friends are not counted: code snippets are full
 # of them, and a payload spelled with them alone says nothing.
 _ESC = (r"\\u[0-9A-Fa-f]{4}|\\U[0-9A-Fa-f]{8}|\\x[0-9A-Fa-f]{2}|\\N\{[A-Za-z0-9 \-]{1,80}\}"

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vlmguard.analyzer.views import PASSAGE_VIEWS, TextView, stand_in, text_views
+from vlmguard.analyzer.views import warm_up as views_warm_up
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.domain import (
     Analysis,
@@ -377,7 +378,7 @@ class Tier1Analyzer:
         blank = np.full((64, 64, 3), 255, dtype=np.uint8)
         self.embedder.embed(["warm up"])
         if self.cfg.text_views:
-            text_views("warm up: the word list and the confusables table load once")
+            views_warm_up()
         if self.multilingual is not None:
             self.multilingual.embedder.embed(["warm up"])
             self.multilingual.languages.identify("warm up")

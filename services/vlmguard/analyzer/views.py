@@ -655,6 +655,14 @@ def _letter_reading(base: str, views: list[TextView]) -> TextView | None:
                  if v.name in _LETTER_READINGS and word_ratio(v.text) >= 0.7), None)
 
 
+def warm_up() -> None:
+    """Build every table the views build on first use (the word lists and indexes of
+    :mod:`~vlmguard.analyzer.wordplay`, the letter-form and confusables tables) and run the
+    views once, so the first request pays no start-up cost."""
+    wordplay.warm_up()
+    text_views("wаrm up: ʜᴏᴡ the word list and the confusables table load once ¿ʍoɥ")
+
+
 def stand_in(text: str, views: list[TextView]) -> TextView | None:
     """The view that stands in for the text as sent, or None: the ``normalised`` view when
     there is one; then, if the text (so normalised) does not read as words while a reading

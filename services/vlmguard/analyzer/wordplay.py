@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from vlmguard.analyzer.words import (
     WORD,
+    known_words,
     reads_as_words,
     segment,
     vocab,
@@ -727,3 +728,11 @@ RECOVERIES: tuple[tuple[str, Callable[[str], str | None]], ...] = (
     ("spelling", spell_correct),
     ("vertical", vertical),
 )
+
+
+def warm_up() -> None:
+    """Build the lookup tables the recoveries build on first use (the word lists, the
+    consonant-skeleton and one-deletion indexes: about 0.7 s), so no request pays for them."""
+    known_words()
+    _skeleton_index()
+    _delete_index()
