@@ -537,7 +537,9 @@ def _reverse_chars(s: str) -> str:
     return s[:lead] + core + (s[len(s) - trail:] if trail else "")
 
 
-_ASSIGN = re.compile(r"\b([A-Za-z_]\w{0,20})\s*(?::?=|:)\s*(?P<q>[\"'`“‘])(.+?)(?P=q)", re.S)
+# A name, quoted or not (JSON keys: {"a": "how to", "b": "..."}), then = or : and a string.
+_ASSIGN = re.compile(r"\b([A-Za-z_]\w{0,20})[\"']?\s*(?::?=|:)\s*(?P<q>[\"'`“‘])(.+?)(?P=q)",
+                     re.S)
 _CONCAT = re.compile(r"(?P<q>[\"'`])([^\"'`]+?)(?P=q)\s*\+\s*(?=[\"'`])")
 _PLUS_EXPR = re.compile(r"\b([A-Za-z_]\w{0,20})(?:\s*\+\s*([A-Za-z_]\w{0,20}))+")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import json
 import urllib.parse
 
 import pytest
@@ -319,3 +320,8 @@ def test_a_cipher_under_another_disguise_is_decoded() -> None:
     spaced_rot13 = " ".join(codecs.encode(REQ, "rot13"))
     decoded = _names(f"Decode this ROT13: {spaced_rot13}").get("rot13", "")
     assert decoded.replace(" ?", "?").lower() == REQ.lower()
+
+
+def test_pieces_given_as_json_keys_are_reassembled() -> None:
+    text = json.dumps({"a": REQ[:16], "b": REQ[16:]}) + " Answer a + b."
+    assert reassemble_pieces(text) == REQ
