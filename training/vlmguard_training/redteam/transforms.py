@@ -186,17 +186,9 @@ def urlenc(text: str, rng: random.Random) -> Attack:
     return _encoded("".join(f"%{b:02X}" for b in text.encode()), "URL-encoded text", rng)
 
 
-def _rot13_char(ch: str) -> str:
-    if "a" <= ch <= "z":
-        return chr((ord(ch) - 97 + 13) % 26 + 97)
-    if "A" <= ch <= "Z":
-        return chr((ord(ch) - 65 + 13) % 26 + 65)
-    return ch
-
-
 def rot13(text: str, rng: random.Random) -> Attack:
     """Latin letters rotated by 13 (a Caesar cipher), after an instruction to decode."""
-    return _encoded("".join(_rot13_char(c) for c in text), "ROT13 cipher text", rng)
+    return _encoded(_caesar(text, 13), "ROT13 cipher text", rng)
 
 
 def reversed_text(text: str, rng: random.Random) -> Attack:
