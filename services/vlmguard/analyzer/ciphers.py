@@ -14,7 +14,10 @@ None. This module does not import ``views`` (views imports it), so the small sha
 
 from __future__ import annotations
 
+import base64
+import binascii
 import html
+import quopri
 import re
 import string
 import unicodedata
@@ -334,10 +337,24 @@ def _shift_table(k: int) -> dict[int, int]:
                          _LOWER[-k:] + _LOWER[:-k] + _UPPER[-k:] + _UPPER[:-k])
 
 
-#: Every way back, built once: shifts 1..25 and Atbash.
+#: QWERTY letter rows: "each letter is the key next to it" is a shift within a row.
+_KEY_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+
+
+def _keyboard_table(k: int) -> dict[int, int]:
+    """Translation that undoes typing each letter ``k`` keys to the right on its QWERTY row
+    (wrapping round the row; ``k`` -1: to the left)."""
+    src = "".join(_KEY_ROWS)
+    dst = "".join(row[-k:] + row[:-k] for row in _KEY_ROWS)
+    return str.maketrans(src + src.upper(), dst + dst.upper())
+
+
+#: Every way back, built once: shifts 1..25, Atbash, and the neighbouring keyboard key.
 _CANDIDATES: tuple[tuple[int | str, dict[int, int]], ...] = (
     *((k, _shift_table(k)) for k in range(1, 26)),
     ("atbash", str.maketrans(_LOWER + _UPPER, _LOWER[::-1] + _UPPER[::-1])),
+    ("keyboard right", _keyboard_table(1)),
+    ("keyboard left", _keyboard_table(-1)),
 )
 _SEGMENT = re.compile(r"[^\n:\"'“”«»`]+")
 #: Words sampled to pick the shift (the winner is then checked on the whole segment): scoring
@@ -525,6 +542,201 @@ def nato(text: str) -> tuple[str, list[str]] | None:
     return substitute(text, _NATO_RUN, _nato_run)
 
 
+# -- hidden characters -----------------------------------------------------------------------
+
+# Unicode tag characters (U+E0020..E007E) mirror ASCII and render as nothing: text written in
+# them is invisible to a person and to the views (which drop invisible characters) but models
+# that tokenise them can read it ("ASCII smuggling"). Variation selectors carry one byte each
+# after an emoji (VS1-16 0..15, VS17-256 16..255): any UTF-8 text rides invisibly on one emoji.
+_TAG_RUN = re.compile("[\U000e0020-\U000e007e]{4,}")
+_VS_RUN = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]{4,}")
+
+
+def _tag_run(run: str) -> str | None:
+    s = "".join(chr(ord(c) - 0xE0000) for c in run)
+    # A hidden message has words; a flag's tag letters ("gbeng" in England's flag) do not.
+    return s if " " in s.strip() and _reads_as_text(s) else None
+
+
+def _vs_run(run: str) -> str | None:
+    return _bytes_as_text(bytes(ord(c) - 0xFE00 if ord(c) < 0xFE10 else ord(c) - 0xE0100 + 16
+                                for c in run))
+
+
+def hidden_text(text: str) -> tuple[str, list[str]] | None:
+    """Text hidden in invisible characters revealed: runs of Unicode tag characters read as
+    the ASCII they mirror, runs of variation selectors as the UTF-8 bytes they carry; kept when
+    the result reads as text. Run it on the text as sent: normalising drops these characters."""
+    payloads: list[str] = []
+    out = text
+    for pattern, decode in ((_TAG_RUN, _tag_run), (_VS_RUN, _vs_run)):
+        found = substitute(out, pattern, decode)
+        if found is not None:
+            out, more = found
+            payloads += more
+    return (out, payloads) if payloads else None
+
+
+# -- base85, quoted-printable, uuencode --------------------------------------------------------
+
+# Ascii85 uses "!".."u" (and "z"), base85 (RFC 1924) digits, letters and "!#$%&()*+-;<=>?@^_`{|}~":
+# a run of 20 or more of them with no space. Base64 tokens fall in both alphabets and decode to
+# bytes that are not text, so they are left to the base64 decoder.
+_B85_RUN = re.compile(r"(?:<~)?[!-uz]{20,}(?:~>)?|[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{20,}")
+
+
+def _b85_run(run: str) -> str | None:
+    body = run.strip()
+    attempts: list[Callable[[], bytes]] = [
+        lambda: base64.a85decode(body, adobe=body.startswith("<~")),
+        lambda: base64.b85decode(body),
+    ]
+    for attempt in attempts:
+        try:
+            s = _bytes_as_text(attempt())
+        except (ValueError, binascii.Error):
+            continue
+        if s is not None and reads_as_words(s) >= 0.5:
+            return s
+    return None
+
+
+def base85(text: str) -> tuple[str, list[str]] | None:
+    """Ascii85 (``<~...~>`` optional) or base85 runs of 20+ characters decoded, kept when they
+    read as text made of words."""
+    return substitute(text, _B85_RUN, _b85_run)
+
+
+# Quoted-printable: "=XX" bytes inside a token ("how=20to=20make", "=68=6F=77"), two or more.
+_QP_RUN = re.compile(r"[^\s=]*(?:=[0-9A-F]{2}[^\s=]*){2,}")
+
+
+def _qp_run(run: str) -> str | None:
+    s = _bytes_as_text(quopri.decodestring(run.encode("ascii", "replace")))
+    return s if s is not None and s != run else None
+
+
+def quoted_printable(text: str) -> tuple[str, list[str]] | None:
+    """Quoted-printable runs (two or more ``=XX`` bytes, upper-case hex, in one token) decoded,
+    kept when the result reads as text."""
+    return substitute(text, _QP_RUN, _qp_run)
+
+
+# A uuencoded line: its first character gives the byte count, which fixes the line's length.
+_UU_LINE = re.compile(r"^[!-M][ -`]{4,60}$", re.M)
+_UU_BLOCK = re.compile(r"(?:^[!-M][ -`]{4,60}\n?){1,}", re.M)
+
+
+def _uu_block(block: str) -> str | None:
+    out = b""
+    for line in block.strip("\n").splitlines():
+        n = ord(line[0]) - 32
+        want = -(-n // 3) * 4
+        # Trailing spaces (zero bits) are lost to stripping and copy-paste: pad them back.
+        line = line.ljust(want + 1)
+        if len(line) - 1 != want:
+            return None
+        try:
+            out += binascii.a2b_uu(line)
+        except binascii.Error:
+            return None
+    s = _bytes_as_text(out)
+    return s if s is not None and reads_as_words(s) >= 0.5 else None
+
+
+def uuencode(text: str) -> tuple[str, list[str]] | None:
+    """Uuencoded lines (each as long as its first character says) decoded, kept when the result
+    reads as text made of words."""
+    if not _UU_LINE.search(text):
+        return None
+    return substitute(text, _UU_BLOCK, _uu_block)
+
+
+# -- letters as numbers, ROT47 -------------------------------------------------------------------
+
+# Six or more numbers 1..26 (A1Z26): letters of a word joined by "-", "." or a space, words
+# apart by "/", "|", "," or a wider gap.
+_A1Z26_RUN = re.compile(
+    r"(?<![\w.])(?:[1-9]|1\d|2[0-6])(?:(?:[ \t]*[-./|,][ \t]*|[ \t]+)(?:[1-9]|1\d|2[0-6])){5,}"
+    r"(?![\w])")
+
+
+def _a1z26_run(run: str) -> str | None:
+    words = re.split(r"\s*[/|,]\s*|\s{2,}", run.strip())
+    if len(words) == 1:
+        # Letters one space apart and words one space apart cannot be told apart: segment.
+        letters = [chr(96 + int(n)) for n in re.findall(r"\d+", run)]
+        out = segment("".join(letters))
+    else:
+        out = " ".join("".join(chr(96 + int(n)) for n in re.findall(r"\d+", w)) for w in words)
+    # Version numbers and counting runs spell short alphabet stretches ("abc def"): a message
+    # has more letters and a word of four or more.
+    if sum(c.isalpha() for c in out) < 8 or not any(len(w) >= 4 for w in out.split()):
+        return None
+    return out if reads_as_words(out) >= 0.6 else None
+
+
+def a1z26(text: str) -> tuple[str, list[str]] | None:
+    """Runs of six or more numbers 1..26 read as the letters at those places in the alphabet
+    ("8-15-23 / 20-15"), kept when they read as words (dates and scores do not)."""
+    return substitute(text, _A1Z26_RUN, _a1z26_run)
+
+
+_ROT47 = str.maketrans({c: chr(33 + (c + 14) % 94) for c in range(33, 127)})
+_TOKEN = re.compile(r"\S+")
+_ROT47_TOKEN = re.compile(r"[^\s2-9:;<=>?@]*[2-9:;<=>?@][^\s2-9:;<=>?@]*[2-9:;<=>?@]\S*")
+#: Fewest ROT47 tokens in a row that decode to words.
+_MIN_ROT47_TOKENS = 3
+
+
+def rot47(text: str) -> tuple[str, list[str]] | None:
+    """Stretches of three or more space-separated tokens that are words under ROT47 (which
+    moves every printable ASCII character, so letters become digits and punctuation) and not
+    as written, decoded in place."""
+    # Lower-case letters come out of ROT47 as "2".."K": an encoded message has many tokens
+    # with two or more of its digits and signs, prose has next to none (one scan, then out).
+    if len(_ROT47_TOKEN.findall(text, 0, 20_000)) < _MIN_ROT47_TOKENS:
+        return None
+    tokens = list(_TOKEN.finditer(text))
+    known = known_words()
+    marks = []
+    for m in tokens:
+        tok = m.group(0)
+        dec = tok.translate(_ROT47)
+        core = re.sub(r"^[^\w]+|[^\w]+$", "", dec).lower()
+        plain = re.sub(r"^[^\w]+|[^\w]+$", "", tok).lower()
+        marks.append(bool(core) and core.isalpha() and core in known and plain not in known)
+    payloads: list[str] = []
+    pieces: list[str] = []
+    last = 0
+    i = 0
+    while i < len(tokens):
+        if not marks[i]:
+            i += 1
+            continue
+        j = i
+        misses = 0
+        # A stretch tolerates one unknown word in four (names, typos) between decoded words.
+        while j + 1 < len(tokens) and (marks[j + 1] or (misses < (j - i + 1) // 4 and j + 2 <
+                                                        len(tokens) and marks[j + 2])):
+            misses += not marks[j + 1]
+            j += 1
+        s, e = tokens[i].start(), tokens[j].end()
+        decoded = text[s:e].translate(_ROT47)
+        # Digits and brackets map to short letter strings ("12," -> "`a["): a message has
+        # words of three letters or more and reads as words as a whole.
+        long_words = sum(len(w) >= 3 and w.lower() in known for w in WORD.findall(decoded))
+        if (j - i + 1 >= _MIN_ROT47_TOKENS and long_words >= 2
+                and reads_as_words(decoded) >= 0.7):
+            pieces.append(text[last:s] + decoded)
+            payloads.append(decoded)
+            last = e
+        i = j + 1
+    if not payloads:
+        return None
+    return "".join(pieces) + text[last:], payloads
+
+
 #: The decoders of this module by the view name each produces.
 DECODERS: tuple[tuple[str, Decoder], ...] = (
     ("html", html_entities),
@@ -535,5 +747,10 @@ DECODERS: tuple[tuple[str, Decoder], ...] = (
     ("caesar", caesar),
     ("hex", hex_prefixed),
     ("nato", nato),
+    ("base85", base85),
+    ("quoted_printable", quoted_printable),
+    ("uuencode", uuencode),
+    ("a1z26", a1z26),
+    ("rot47", rot47),
 )
 

@@ -130,12 +130,50 @@ def _spells_with_regional(text: str) -> bool:
     return len(runs) >= 3 and sum(r in words for r in runs) >= 2 * len(runs) / 3
 
 
+# Grade-1 Braille: a cell per letter, a capital sign before a capital, a number sign before the
+# letters a..j read as digits. Its cells are named by their dots, not by letters, so the table
+# is spelled out here.
+_BRAILLE_LETTERS = dict(zip("⠁⠃⠉⠙⠑⠋⠛⠓⠊⠚⠅⠇⠍⠝⠕⠏⠟⠗⠎⠞⠥⠧⠺⠭⠽⠵", "abcdefghijklmnopqrstuvwxyz",
+                            strict=True))
+_BRAILLE_PUNCT = {"⠂": ",", "⠲": ".", "⠦": "?", "⠖": "!", "⠄": "'", "⠤": "-", "⠆": ";",
+                  "⠒": ":", "\u2800": " "}
+_BRAILLE_CAPITAL, _BRAILLE_NUMBER = "⠠", "⠼"
+_DIGITS = dict(zip("abcdefghij", "1234567890", strict=True))
+#: Fewest Braille cells before a text is read as Braille (a stray cell is a symbol).
+MIN_BRAILLE = 4
+
+
+def _unbraille(text: str) -> str:
+    out: list[str] = []
+    capital = number = False
+    for ch in text:
+        if ch == _BRAILLE_CAPITAL:
+            capital = True
+            continue
+        if ch == _BRAILLE_NUMBER:
+            number = True
+            continue
+        letter = _BRAILLE_LETTERS.get(ch)
+        if letter is None:
+            number = False
+            out.append(_BRAILLE_PUNCT.get(ch, ch))
+            continue
+        if number and letter in _DIGITS:
+            out.append(_DIGITS[letter])
+        else:
+            number = False
+            out.append(letter.upper() if capital else letter)
+        capital = False
+    return "".join(out)
+
+
 def fold_letterlike(text: str) -> str:
     """``text`` with letter-like symbols replaced by the ASCII letter they show.
 
-    Small capitals ("ʜᴏᴡ" -> "how"), modifier, superscript and subscript letters ("ᵇᵒᵐᵇ"),
-    squared, circled, negative and parenthesised letters ("🅱🅾🅼🅱" -> "BOMB"), and regional
-    indicators when the text spells with them ("🇭🇴🇼 🇹🇴" -> "how to"; a lone flag stays a flag).
+    Braille cells ("⠓⠕⠺" -> "how"), small capitals ("ʜᴏᴡ" -> "how"), modifier, superscript
+    and subscript letters ("ᵇᵒᵐᵇ"), squared, circled, negative and parenthesised letters
+    ("🅱🅾🅼🅱" -> "BOMB"), and regional indicators when the text spells with them
+    ("🇭🇴🇼 🇹🇴" -> "how to"; a lone flag stays a flag).
     Turned and inverted letters are left to :func:`upside_down`: what they stand for depends on
     the whole text being flipped. Everything else, letters of every script included, is kept.
 
@@ -144,6 +182,8 @@ def fold_letterlike(text: str) -> str:
     """
     if text.isascii():
         return text
+    if sum("\u2800" <= c <= "\u28ff" for c in text) >= MIN_BRAILLE:
+        text = _unbraille(text)
     has_regional = _RI_RUN.search(text) is not None
     if has_regional and _spells_with_regional(text):
         return text.translate(_regional_table())

@@ -27,7 +27,14 @@ from dataclasses import dataclass
 
 from vlmguard.analyzer import ciphers, wordplay
 from vlmguard.analyzer.letterforms import fold_letterlike, strip_symbols, upside_down
-from vlmguard.analyzer.words import WORD, reads_as_words, segment, vocab, word_ratio
+from vlmguard.analyzer.words import (
+    WORD,
+    any_word_ratio,
+    reads_as_words,
+    segment,
+    vocab,
+    word_ratio,
+)
 
 #: Longest text a single view may carry (the service's text limit; views never grow past it).
 MAX_VIEW_CHARS = 8000
@@ -457,7 +464,7 @@ def _printable_text(raw: bytes) -> str | None:
 
 
 _B64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
-_B32 = re.compile(r"(?<![A-Za-z0-9=])[A-Z2-7]{16,}={0,6}(?![A-Za-z0-9=])")
+_B32 = re.compile(r"(?<![A-Za-z0-9=])(?:[A-Z2-7]{16,}|[a-z2-7]{16,})={0,6}(?![A-Za-z0-9=])")
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}(?:[ :,]|\\x|0x)?){8,}(?![0-9A-Fa-f])")
 _URL = re.compile(r"(?:[A-Za-z0-9._~+-]*%[0-9A-Fa-f]{2}){2,}[A-Za-z0-9._~+-]*")
 
@@ -472,7 +479,8 @@ def _b64(token: str) -> str | None:
 
 
 def _b32(token: str) -> str | None:
-    t = token + "=" * (-len(token) % 8)
+    t = token.rstrip("=").upper()
+    t += "=" * (-len(t) % 8)
     try:
         return _printable_text(base64.b32decode(t))
     except (binascii.Error, ValueError):
@@ -496,6 +504,35 @@ def _url(token: str) -> str | None:
 
 #: (One implementation, shared with the decoders of :mod:`vlmguard.analyzer.ciphers`.)
 _substitute = ciphers.substitute
+
+
+# Base64 wrapped over lines or cut into groups ("aGF3IHRv\nIG1ha2Ug", "aGF3 IHRv IG1h"): four or
+# more chunks of the base64 alphabet, all but the last of one width, with only whitespace
+# between them. Joined, the chunks are one token for the base64 decoder.
+_WRAPPED = re.compile(
+    r"(?<!\S)(?:[A-Za-z0-9+/]{4,76}\s+){3,}(?:[A-Za-z0-9+/]{1,76}={0,2}|={1,2})(?!\S)")
+
+
+def unwrap_base64(text: str) -> str | None:
+    """``text`` with wrapped base64 (see ``_WRAPPED``) joined into single tokens, or None when
+    there is none. Ordinary words rarely come four in a row of one width, and when they do the
+    joined token does not decode to text."""
+    changed = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal changed
+        chunks = m.group(0).split()
+        widths = {len(c) for c in chunks[:-1]}
+        if len(widths) != 1 or len(chunks[-1].rstrip("=")) > next(iter(widths)):
+            return m.group(0)
+        if not any(c.isdigit() or c in "+/" for c in "".join(chunks)) and all(
+                c.isalpha() and (c.islower() or c.istitle()) for c in chunks):
+            return m.group(0)  # plain words of one length
+        changed = True
+        return "".join(chunks)
+
+    out = _WRAPPED.sub(sub, text)
+    return out if changed else None
 
 
 def _rot13(s: str) -> str:
@@ -643,11 +680,40 @@ def windows(text: str, size: int = WINDOW_CHARS, limit: int = MAX_WINDOWS,
 
 
 #: Readings of the whole text that undo a disguise of its letters (not a payload inside it).
-_LETTER_READINGS = ("spaced", "symbols", "joined", "vertical")
+_LETTER_READINGS = ("spaced", "symbols", "joined", "vertical", "hidden")
 #: Views that may be in another language than the text around them: its passages and the
 #: payloads decoded from it (the other views re-read the text's own words).
 PASSAGE_VIEWS = frozenset({"window", "base64", "base32", "hex", "url", "rot13", "reversed",
-                           "pieces", "html", "escapes", "binary", "decimal", "morse", "caesar"})
+                           "pieces", "html", "escapes", "binary", "decimal", "morse", "caesar",
+                           "hidden", "base85", "quoted_printable", "uuencode", "rot47"})
+
+
+#: A passage whose Latin-letter words are less than this share words of any language the heads
+#: read is letter noise (random strings, keyboard mashing).
+GIBBERISH_RATIO = 0.25
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
+
+
+def gibberish(passage: str) -> bool:
+    """Whether a passage is Latin-letter noise: four or more letter runs (or 20 letters or
+    more), nearly all of its letters Latin, and under :data:`GIBBERISH_RATIO` of its words
+    known in any language the heads read.
+
+    Such a passage is not scored on its own: the risk heads read random letters as they read
+    nothing they were trained on, sometimes high (random-letter padding around a harmless
+    question flagged it 25 times in 30), and a payload written in a code the views do not
+    decode is unreadable to them either way. The whole text and every decoded reading are
+    still scored."""
+    runs = _LATIN_WORD.findall(passage)
+    latin = sum(map(len, runs))
+    if len(runs) < 4 and latin < 20:
+        return False
+    letters = sum(c.isalpha() for c in passage)
+    if latin < 0.9 * letters:
+        return False
+    # (English first: it settles most passages with one word list.)
+    return (word_ratio(passage) < GIBBERISH_RATIO
+            and any_word_ratio(passage) < GIBBERISH_RATIO)
 
 
 def _letter_reading(base: str, views: list[TextView]) -> TextView | None:
@@ -707,6 +773,9 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     # Upside-down text read the right way up stands in for the text as sent, as the other
     # letter disguises do: every later view works on what it says. It is turned before NFKC and
     # the look-alike table, which read its turned letters as other letters ("ɯ" as "w").
+    # Text hidden in invisible characters (tag characters, variation selectors) is read first:
+    # normalising drops those characters, and a model reading the prompt may not.
+    hidden = ciphers.hidden_text(text)
     flipped = upside_down(strip_invisible(text))
     # Whitespace kept as sent for joining spaced-out letters below (a wider gap marks where a
     # word ends, "h o w   t o").
@@ -717,6 +786,12 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     if flipped is not None:
         # The text as written is read too: whatever of it was not upside down.
         add("normalised", normalise(text))
+    if hidden is not None:
+        # Hiding a request is itself the evasion: the payload counts as decoded on request.
+        for payload in map(_punctuated, hidden[1]):
+            add("hidden", payload, decoded=True)
+            for deeper in ciphers.nested(payload, [d for _, d in ciphers.DECODERS], depth=1):
+                add("hidden", deeper, decoded=True)
     hint = asks_to_decode(norm)
     joined = " ".join(join_spaced(kept).split())
     add("spaced", joined)
@@ -753,6 +828,11 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     # A cipher can sit under a letter disguise too ("U b j   q b" is ROT13 spaced out).
     # (Only where letters were joined into words, not where a separator was dropped.)
     sources = [norm] + ([joined] if len(joined.split()) <= 0.6 * len(norm.split()) else [])
+    # (From the text as sent: short base64 chunks can look like words in random case, and the
+    # normalised text has them lowered.)
+    unwrapped = unwrap_base64(unicodedata.normalize("NFKC", strip_invisible(text)))
+    if unwrapped is not None:
+        sources.append(unwrapped)
     for (name, decode), source in itertools.product(decoders, sources):
         found = decode(source)
         if found is None:
@@ -787,7 +867,8 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     # language); its letters joined back are read by passage below instead.
     if _letter_reading(norm, views) is None:
         for s, e in windows(norm, window_chars, max_windows, from_chars=windows_from):
-            add("window", norm[s:e], span=(s, e))
+            if not gibberish(norm[s:e]):
+                add("window", norm[s:e], span=(s, e))
     # A recovered reading (de-leeted, joined, decoded, reassembled) is read by sentence too:
     # the request inside a disguised wrapper or a decoded multi-sentence payload must not be
     # diluted by the sentences around it any more than in plain text. Recovered readings share
@@ -802,5 +883,6 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
             if len(sp) > share:
                 sp = windows(t, window_chars, share, from_chars=windows_from)
             for s, e in sp:
-                add("window", t[s:e])
+                if not gibberish(t[s:e]):
+                    add("window", t[s:e])
     return views

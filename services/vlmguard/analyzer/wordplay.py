@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections import Counter
 from collections.abc import Callable
 
 from vlmguard.analyzer.words import (
@@ -222,7 +223,16 @@ def quoted_words(text: str) -> str | None:
     if not runs:
         return None
     run = max(runs, key=len)
-    items = [next(g for g in m.groups() if g is not None).strip() for m in run]
+    raw = [next(g for g in m.groups() if g is not None) for m in run]
+    if len(raw) >= 6 and sum(len(i) == 1 for i in raw) >= 0.8 * len(raw):
+        # A list of single characters ('["h", "o", "w", " ", "t", "o"]'): joined as they are,
+        # and split into words when the list held no spaces.
+        joined = "".join(raw)
+        if " " not in joined.strip() and len(joined) > 12:
+            joined = segment(joined)
+        out = " ".join(joined.split())
+        return out if reads_as_words(out) >= 0.5 else None
+    items = [i.strip() for i in raw]
     if len(items) < 4 or any(not i or len(i.split()) > 3 for i in items):
         return None
     span = len(re.sub(r"\s", "", text[run[0].start():run[-1].end()]))
@@ -718,6 +728,41 @@ def vertical(text: str) -> str | None:
     return out if out != text else None
 
 
+# -- a filler word between the words ---------------------------------------------------------
+
+#: Words frequent enough in plain text to fill a quarter of a short sentence.
+_FUNCTION_WORDS = _wordset(
+    "the a an and or of to in on at for with is are was be it i you he she we they that this "
+    "my your not no so very"
+)
+#: Fewest tokens, and least share of them one filler word must take.
+_FILLER_MIN_TOKENS = 7
+_FILLER_SHARE = 0.4
+
+
+def without_filler(text: str) -> str | None:
+    """The text without a filler word strewn between its words ("how BANANA to BANANA make"):
+    one word (not a function word) that takes 40% or more of the tokens (between every two
+    words it takes nearly half), dropped wherever it
+    stands; kept when what is left reads as words."""
+    tokens = text.split()
+    if len(tokens) < _FILLER_MIN_TOKENS:
+        return None
+    # The tokens as written first (one count): a filler nearly always repeats as written.
+    top = Counter(t.lower() for t in tokens).most_common(1)[0][1]
+    if top < 0.5 * _FILLER_SHARE * len(tokens):
+        return None
+    bare = [re.sub(r"^[\W_]+|[\W_]+$", "", t).lower() for t in tokens]
+    counts = Counter(b for b in bare if b)
+    if not counts:
+        return None
+    word, n = counts.most_common(1)[0]
+    if n < 3 or n < _FILLER_SHARE * len(tokens) or word in _FUNCTION_WORDS:
+        return None
+    out = " ".join(t for t, b in zip(tokens, bare, strict=True) if b != word)
+    return out if reads_as_words(out) >= 0.6 else None
+
+
 RECOVERIES: tuple[tuple[str, Callable[[str], str | None]], ...] = (
     ("word_reversed", each_word_reversed),
     ("pig_latin", pig_latin),
@@ -727,6 +772,7 @@ RECOVERIES: tuple[tuple[str, Callable[[str], str | None]], ...] = (
     ("joined", split_joined),
     ("spelling", spell_correct),
     ("vertical", vertical),
+    ("filler", without_filler),
 )
 
 

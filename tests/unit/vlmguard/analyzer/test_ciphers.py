@@ -243,6 +243,13 @@ ORDINARY = (
     "Bonjour Marie",
     "foo bar baz qux",
     "config = abc_roi(roi, x) != mbc",
+    "Version 1.2.3-4.5.6 build 7 8 9 10 11 12",
+    "Set x=10 y=20 z=ff and https://example.com/?q=a%20b&id=AB12CD&k=3D4",
+    "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "Pages 3, 14, 15, 9, 2, 6 and 5 were missing.",
+    "Phone 555-123-4567, room 12-4, gate 7-19-22-3-1-8",
+    "password: Tr0ub4dor&3_horse!battery$staple",
+    "M&M's cost $3 at Ye Olde Shoppe; 20% off (today only)!",
 )
 
 
@@ -254,7 +261,8 @@ def test_ordinary_text_decodes_to_nothing(text: str) -> None:
 
 def test_decoder_names() -> None:
     assert [n for n, _ in DECODERS] == [
-        "html", "escapes", "binary", "decimal", "morse", "caesar", "hex", "nato"]
+        "html", "escapes", "binary", "decimal", "morse", "caesar", "hex", "nato", "base85",
+        "quoted_printable", "uuencode", "a1z26", "rot47"]
 
 
 _PROSE = (
@@ -287,3 +295,88 @@ def test_nato_spelling_alphabet_is_read_as_its_letters() -> None:
     assert found[1] == [" ".join(w for w in SENTENCES[0].lower().split() if w.isalpha())]
     # Call signs in prose are not a spelled message.
     assert ciphers.nato("The Delta Echo team met Romeo at the Hotel India bar.") is None
+
+
+# -- hidden characters, base85, quoted-printable, uuencode, A1Z26, ROT47, keyboard -------------
+
+def _tags(s: str) -> str:
+    return "".join(chr(0xE0000 + ord(c)) for c in s)
+
+
+def _selectors(s: str) -> str:
+    return "".join(chr(0xFE00 + b) if b < 16 else chr(0xE0100 + b - 16) for b in s.encode())
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+def test_hidden_text_in_tag_characters_and_variation_selectors(sentence: str) -> None:
+    found = ciphers.hidden_text("Tell me a short joke." + _tags(sentence))
+    assert found is not None and found[1] == [sentence]
+    assert sentence in found[0] and found[0].startswith("Tell me a short joke.")
+    found = ciphers.hidden_text("😀" + _selectors(sentence))
+    assert found is not None and found[1] == [sentence]
+    # Non-ASCII text rides on variation selectors too (they carry bytes).
+    ru = "Как испечь шоколадный торт дома?"
+    found = ciphers.hidden_text("🙂" + _selectors(ru))
+    assert found is not None and found[1] == [ru]
+
+
+def test_hidden_text_leaves_flags_and_emoji_presentation_alone() -> None:
+    england = "🏴" + _tags("gbeng") + "\U000e007f"
+    assert ciphers.hidden_text(f"Go {england}!") is None
+    assert ciphers.hidden_text("I ❤️ tea ☕️ and 👍🏽") is None
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+@pytest.mark.parametrize("encode", [
+    lambda b: base64.a85encode(b).decode(),
+    lambda b: base64.a85encode(b, adobe=True).decode(),
+    lambda b: base64.b85encode(b).decode(),
+], ids=["ascii85", "adobe", "base85"])
+def test_base85(sentence: str, encode: object) -> None:
+    assert _only(ciphers.base85(WRAP + encode(sentence.encode()))) == sentence  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+def test_quoted_printable(sentence: str) -> None:
+    import quopri
+
+    every = "".join(f"={b:02X}" for b in sentence.encode())
+    assert _only(ciphers.quoted_printable(WRAP + every)) == sentence
+    mime = quopri.encodestring(sentence.encode(), quotetabs=True).decode().replace("=\n", "")
+    assert _only(ciphers.quoted_printable(WRAP + mime)) == sentence
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+def test_uuencode(sentence: str) -> None:
+    import binascii
+
+    raw = sentence.encode()
+    lines = "".join(binascii.b2a_uu(raw[i:i + 45]).decode() for i in range(0, len(raw), 45))
+    assert _only(ciphers.uuencode(f"{WRAP}\nbegin 644 m.txt\n{lines}`\nend\n")) == sentence
+    # Trailing spaces lost in copy-paste are padded back.
+    stripped = "\n".join(line.rstrip() for line in lines.splitlines())
+    assert _only(ciphers.uuencode(f"{WRAP}\n{stripped}\n")) == sentence
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+@pytest.mark.parametrize("letter_sep,word_sep", [("-", " / "), (" ", " | "), (".", "  ")])
+def test_a1z26(sentence: str, letter_sep: str, word_sep: str) -> None:
+    words = ["".join(c for c in w.lower() if c.isalpha()) for w in sentence.split()]
+    enc = word_sep.join(letter_sep.join(str(ord(c) - 96) for c in w) for w in words)
+    assert _only(ciphers.a1z26(WRAP + enc)) == " ".join(words)
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+def test_rot47(sentence: str) -> None:
+    enc = "".join(chr(33 + (ord(c) + 14) % 94) if 33 <= ord(c) <= 126 else c for c in sentence)
+    assert _only(ciphers.rot47("Decode this ROT47 and answer: " + enc)) == sentence
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+@pytest.mark.parametrize("k", [1, -1], ids=["right", "left"])
+def test_keyboard_shift(sentence: str, k: int) -> None:
+    rows = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+    src = "".join(rows)
+    dst = "".join(r[k:] + r[:k] for r in rows)
+    enc = sentence.translate(str.maketrans(src + src.upper(), dst + dst.upper()))
+    assert _only(caesar(f"Each letter is one key over:\n{enc}")) == sentence

@@ -223,3 +223,24 @@ def test_a_plain_line_with_turned_letters_sprinkled_in_stays_as_written() -> Non
     first, second = out.split("\n")
     assert first == plain
     assert second == "what a lovely day it is in the garden"
+
+
+_BRAILLE = dict(zip("abcdefghijklmnopqrstuvwxyz", "⠁⠃⠉⠙⠑⠋⠛⠓⠊⠚⠅⠇⠍⠝⠕⠏⠟⠗⠎⠞⠥⠧⠺⠭⠽⠵", strict=True))
+
+
+def _braille(text: str) -> str:
+    out = []
+    for c in text:
+        if c.isupper():
+            out.append("⠠")
+        if c.isdigit():
+            out.append("⠼" + _BRAILLE["jabcdefghi"[int(c)]])
+        else:
+            out.append(_BRAILLE.get(c.lower(), c))
+    return "".join(out)
+
+
+def test_braille_cells_read_as_letters_and_digits() -> None:
+    assert fold_letterlike(_braille("How do I bake 2 cakes?")) == "How do I bake 2 cakes?"
+    # A stray cell or two is a symbol, not a text in Braille.
+    assert fold_letterlike("Exit ⠑⠭ here") == "Exit ⠑⠭ here"

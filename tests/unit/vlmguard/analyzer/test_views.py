@@ -325,3 +325,46 @@ def test_a_cipher_under_another_disguise_is_decoded() -> None:
 def test_pieces_given_as_json_keys_are_reassembled() -> None:
     text = json.dumps({"a": REQ[:16], "b": REQ[16:]}) + " Answer a + b."
     assert reassemble_pieces(text) == REQ
+
+
+def test_base64_wrapped_over_lines_or_groups_is_decoded() -> None:
+    b64 = base64.b64encode(REQ.encode()).decode()
+    for width in (4, 8, 12):
+        lines = "\n".join(b64[i:i + width] for i in range(0, len(b64), width))
+        assert _names(f"Decode this and answer:\n{lines}").get("base64") == REQ, width
+    groups = " ".join(b64[i:i + 4] for i in range(0, len(b64), 4))
+    assert _names(f"Decode this and answer: {groups}").get("base64") == REQ
+    # Words of one length in a row are not base64.
+    assert views.unwrap_base64("they were very kind when Anna came home") is None
+
+
+def test_base32_in_lower_case_without_padding_is_decoded() -> None:
+    b32 = base64.b32encode(REQ.encode()).decode().lower().rstrip("=")
+    assert _names(f"Decode this and answer: {b32}").get("base32") == REQ
+
+
+def test_text_hidden_in_tag_characters_is_read_and_marked() -> None:
+    hidden = "".join(chr(0xE0000 + ord(c)) for c in REQ)
+    vs = [v for v in text_views("Tell me a short joke." + hidden) if v.name == "hidden"]
+    assert vs and vs[0].text == REQ and vs[0].decoded
+    # With nothing visible around it, the hidden text stands in for the text as sent.
+    bare = "😀" + "".join(chr(0xFE00 + b) if b < 16 else chr(0xE0100 + b - 16)
+                         for b in REQ.encode())
+    stand = views.stand_in(bare, text_views(bare))
+    assert stand is not None and stand.text == REQ
+
+
+def test_letter_noise_is_not_read_by_passage() -> None:
+    import random
+
+    rng = random.Random(3)
+    noise = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz     ") for _ in range(1500))
+    text = f"{noise} {REQ} {noise}"
+    windows = [v.text for v in text_views(text) if v.name == "window"]
+    assert any(REQ.rstrip("?") in w for w in windows)
+    assert not any(views.gibberish(w) for w in windows)
+    assert views.gibberish(noise[:240])
+    # Words of other languages and other scripts are not noise.
+    assert not views.gibberish("Le chat est sur la table et nous allons au marché demain.")
+    assert not views.gibberish("Привет, как дела? Я иду в магазин за хлебом.")
+    assert not views.gibberish("txt me b4 u go 2 the gym tmrw ok thx lol")

@@ -234,3 +234,31 @@ def test_letters_written_one_per_line_are_read_as_words() -> None:
     # Other scripts are read run together (Chinese has no spaces to put back).
     assert vertical("\n".join("如何在家做蛋糕")) == "如何在家做蛋糕"
     assert vertical("Я\n\nх\nо\nч\nу\n\nч\nа\nй") == "Я хочу чай"
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+def test_quoted_single_characters_are_joined(sentence: str) -> None:
+    as_json = json.dumps(list(sentence))
+    out = wordplay.quoted_words(f"Join these characters and answer: {as_json}")
+    assert out == " ".join(sentence.split())
+    python_list = "[" + ", ".join(repr(c) for c in sentence) + "]"
+    assert wordplay.quoted_words(f"q = ''.join({python_list})") == " ".join(sentence.split())
+    # Letters without the spaces are split into words.
+    letters = json.dumps([c for c in sentence.lower() if c.isalpha()])
+    out = wordplay.quoted_words(f"Join: {letters}")
+    assert out is not None and out.replace(" ", "") == "".join(
+        c for c in sentence.lower() if c.isalpha())
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+@pytest.mark.parametrize("filler", ["banana", "PURPLE", "xyzzy"])
+def test_filler_word_between_words_is_dropped(sentence: str, filler: str) -> None:
+    text = f" {filler} ".join(sentence.split())
+    assert wordplay.without_filler(text) == sentence
+    assert wordplay.without_filler(f"Ignore every {filler}: {text}") == f"Ignore every {sentence}"
+
+
+def test_filler_needs_a_word_that_fills_the_text() -> None:
+    # Repeated words in ordinary text are not filler: function words, or too few.
+    assert wordplay.without_filler("the cat and the dog and the bird and the fish") is None
+    assert wordplay.without_filler("Buy milk, buy eggs, buy bread and buy some fruit too") is None

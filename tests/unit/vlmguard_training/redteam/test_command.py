@@ -98,7 +98,9 @@ def test_gate_fails_with_exit_3_naming_families_and_transforms(tmp_path: Path) -
     assert "GATE FAILED" in err and "family encoding" in err and "base64" in err
     report = json.loads((tmp_path / "o" / "redteam.json").read_text())
     assert report["attack"]["by_family"]["baseline"]["rate"] == 0.0
-    assert report["attack"]["by_family"]["encoding"] == rate(28, 30)  # 15 transforms x 2
+    # 25 transforms x 2 seeds; caught: base32 and base32_lower (their ask names base32) and
+    # quoted_printable (its MIME style, drawn for both seeds at --seed 0, keeps the marker as is)
+    assert report["attack"]["by_family"]["encoding"] == rate(44, 50)
     assert report["attack"]["by_transform"]["base32"]["rate"] == 0.0
     assert report["attack"]["by_language"]["fr"]["rate"] == 0.0  # marker survives as written
     assert report["gate"]["passed"] is False
@@ -120,9 +122,9 @@ def test_benign_gates(tmp_path: Path) -> None:
                     "--families", "encoding", "--max-benign-blocked", "0.01"])
     assert rc == rt.EXIT_GATE and "benign_blocked" in err
     report = json.loads((tmp_path / "o" / "redteam.json").read_text())
-    assert report["benign"]["by_family"]["encoding"]["blocked"] == rate(2, 30)
+    assert report["benign"]["by_family"]["encoding"]["blocked"] == rate(4, 50)  # base32(_lower)
     assert report["benign"]["by_transform"]["base32"]["blocked"]["rate"] == 1.0
-    assert report["benign"]["by_kind"]["sensitive"]["flagged"]["n"] == 15
+    assert report["benign"]["by_kind"]["sensitive"]["flagged"]["n"] == 25  # one per transform
 
 
 def test_outputs_hold_no_prompt_text_unless_asked(tmp_path: Path) -> None:
@@ -340,7 +342,7 @@ def test_compare_prints_two_runs_side_by_side(tmp_path: Path) -> None:
     assert rc == 0
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[3:]}
     assert rows["baseline"][:3] == ["0.0%", "0.0%", "+0.0"]
-    assert rows["encoding"][:2] == ["93.3%", "-"]
+    assert rows["encoding"][:2] == ["88.0%", "-"]  # 44 / 50, as in the gate test above
     assert rows["wrapper"][:2] == ["-", "0.0%"]
     rc, _, err = _cli(["redteam", "--compare", str(tmp_path / "a"), str(tmp_path / "none")])
     assert rc == rt.EXIT_USAGE and "not a readable" in err
