@@ -349,12 +349,27 @@ def _keyboard_table(k: int) -> dict[int, int]:
     return str.maketrans(src + src.upper(), dst + dst.upper())
 
 
-#: Every way back, built once: shifts 1..25, Atbash, and the neighbouring keyboard key.
+_QWERTY = "".join(_KEY_ROWS)
+
+
+def _sequence_table(seq: str, k: int) -> dict[int, int]:
+    """Translation that undoes replacing each letter of ``seq`` by the one ``k`` places on
+    (wrapping round): the keyboard read as one line of keys, or the vowels a->e->i->o->u."""
+    back = seq[-k:] + seq[:-k]
+    return str.maketrans(seq + seq.upper(), back + back.upper())
+
+
+#: Every way back, built once: shifts 1..25, Atbash, the neighbouring keyboard key (on its row
+#: or along the keyboard read as one line), and vowels moved one vowel on.
 _CANDIDATES: tuple[tuple[int | str, dict[int, int]], ...] = (
     *((k, _shift_table(k)) for k in range(1, 26)),
     ("atbash", str.maketrans(_LOWER + _UPPER, _LOWER[::-1] + _UPPER[::-1])),
     ("keyboard right", _keyboard_table(1)),
     ("keyboard left", _keyboard_table(-1)),
+    ("keyboard next", _sequence_table(_QWERTY, 1)),
+    ("keyboard previous", _sequence_table(_QWERTY, -1)),
+    ("vowels next", _sequence_table("aeiou", 1)),
+    ("vowels previous", _sequence_table("aeiou", -1)),
 )
 _SEGMENT = re.compile(r"[^\n:\"'“”«»`]+")
 #: Words sampled to pick the shift (the winner is then checked on the whole segment): scoring

@@ -380,3 +380,15 @@ def test_keyboard_shift(sentence: str, k: int) -> None:
     dst = "".join(r[k:] + r[:k] for r in rows)
     enc = sentence.translate(str.maketrans(src + src.upper(), dst + dst.upper()))
     assert _only(caesar(f"Each letter is one key over:\n{enc}")) == sentence
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+def test_keyboard_as_one_line_and_vowel_shifts(sentence: str) -> None:
+    keys = "qwertyuiopasdfghjklzxcvbnm"
+    for k in (1, -1):
+        enc = "".join(keys[(keys.index(c) + k) % 26] if c in keys else c for c in sentence.lower())
+        assert _only(caesar(f"Each letter is one key over:\n{enc}")) == sentence.lower()
+        vowels = "aeiou"
+        enc = sentence.translate(str.maketrans(
+            vowels + vowels.upper(), vowels[k:] + vowels[:k] + (vowels[k:] + vowels[:k]).upper()))
+        assert _only(caesar(f"Vowels moved one on, undo it:\n{enc}")) == sentence
