@@ -421,6 +421,15 @@ class AnalyzerConfig(_Frozen):
         "150 words.' or a stretching tip reads as risky alone). A clear request keeps its score "
         "(0.98 -> 0.92). Chosen on the red-team dev seeds (bench/RESULTS.md).",
     )
+    window_share_discount: float = Field(
+        2.0, ge=0, le=5, description="More log-odds taken off a passage's score for each unit "
+        "of the text's length it holds (a passage that is half of the text loses half of "
+        "this on top of window_discount): padding dilutes a short request in a long text, "
+        "where its passage is a small share, while a passage that is most of a short prompt "
+        "is read nearly undiluted by the whole-text reading, and alone it is weaker evidence "
+        "(a role-play frame's sentence). Chosen on the red-team dev seeds (bench/RESULTS.md). "
+        "0: off.",
+    )
     decoded_boost: float = Field(
         0.5, ge=0, le=5, description="Log-odds added to a decoded payload that is risky in its "
         "own right (score 0.5 or more) when the prompt also asks for it to be decoded or "

@@ -633,7 +633,11 @@ class Tier1Analyzer:
         if view.decoded and s.overall >= DECODED_RISKY:
             return _boost(s, self.cfg.decoded_boost)
         if view.name == "window":
-            return _boost(s, -self.cfg.window_discount)
+            # The more of the text a passage is, the less the whole-text reading dilutes it and
+            # the weaker its reading out of context is as evidence of its own (a role-play
+            # frame's first sentence, half of a short prompt, reads risky alone).
+            return _boost(s, -(self.cfg.window_discount
+                               + self.cfg.window_share_discount * min(view.share, 1.0)))
         return s
 
     def _language(self, text: str) -> tuple[tuple[str, bool], bool]:

@@ -68,12 +68,15 @@ class TextView:
             reassembled: an attacker's pattern, so a risky payload is strong evidence by itself.
         span: For windows of the normalised text, ``(start, end)`` character offsets in it
             (None for windows of a recovered reading).
+        share: For windows, the share of the text they were cut from that they hold (0..1);
+            0 for other views.
     """
 
     name: str
     text: str
     decoded: bool = False
     span: tuple[int, int] | None = None
+    share: float = 0.0
 
 
 # -- characters ---------------------------------------------------------------------------
@@ -692,12 +695,16 @@ PASSAGE_VIEWS = frozenset({"window", "base64", "base32", "hex", "url", "rot13", 
 #: read is letter noise (random strings, keyboard mashing).
 GIBBERISH_RATIO = 0.25
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
+#: Share of vowels (a, e, i, o, u, y) under which Latin letters are random rather than words.
+GIBBERISH_VOWELS = 0.27
+_VOWELS = frozenset("aeiouy")
 
 
 def gibberish(passage: str) -> bool:
     """Whether a passage is Latin-letter noise: four or more letter runs (or 20 letters or
-    more), nearly all of its letters Latin, and under :data:`GIBBERISH_RATIO` of its words
-    known in any language the heads read.
+    more), nearly all of its letters Latin, fewer vowels than any language has
+    (:data:`GIBBERISH_VOWELS`), and under :data:`GIBBERISH_RATIO` of its words known in any
+    language the heads read.
 
     Such a passage is not scored on its own: the risk heads read random letters as they read
     nothing they were trained on, sometimes high (random-letter padding around a harmless
@@ -710,6 +717,11 @@ def gibberish(passage: str) -> bool:
         return False
     letters = sum(c.isalpha() for c in passage)
     if latin < 0.9 * letters:
+        return False
+    # Random letters are a fifth vowels; every language written in Latin letters has 29% or
+    # more (the red-team seeds of ten languages): a Polish or Turkish sentence the word lists
+    # cover poorly is still a language.
+    if sum(map(_VOWELS.__contains__, "".join(runs).lower())) >= GIBBERISH_VOWELS * latin:
         return False
     # (English first: it settles most passages with one word list.)
     return (word_ratio(passage) < GIBBERISH_RATIO
@@ -759,7 +771,7 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     seen = {text, text.strip()}
 
     def add(name: str, t: str | None, decoded: bool = False,
-            span: tuple[int, int] | None = None) -> None:
+            span: tuple[int, int] | None = None, share: float = 0.0) -> None:
         if t is None:
             return
         t = " ".join(_cap(t).split()) if name != "window" else t.strip()
@@ -768,7 +780,7 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
         if name != "window" and len(views) >= MAX_READINGS:
             return  # a text full of payloads must not cost an encoder pass per payload
         seen.add(t)
-        views.append(TextView(name, t, decoded, span))
+        views.append(TextView(name, t, decoded, span, share))
 
     # Upside-down text read the right way up stands in for the text as sent, as the other
     # letter disguises do: every later view works on what it says. It is turned before NFKC and
@@ -868,7 +880,7 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     if _letter_reading(norm, views) is None:
         for s, e in windows(norm, window_chars, max_windows, from_chars=windows_from):
             if not gibberish(norm[s:e]):
-                add("window", norm[s:e], span=(s, e))
+                add("window", norm[s:e], span=(s, e), share=(e - s) / len(norm))
     # A recovered reading (de-leeted, joined, decoded, reassembled) is read by sentence too:
     # the request inside a disguised wrapper or a decoded multi-sentence payload must not be
     # diluted by the sentences around it any more than in plain text. Recovered readings share
@@ -884,5 +896,5 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
                 sp = windows(t, window_chars, share, from_chars=windows_from)
             for s, e in sp:
                 if not gibberish(t[s:e]):
-                    add("window", t[s:e])
+                    add("window", t[s:e], share=(e - s) / len(t))
     return views
