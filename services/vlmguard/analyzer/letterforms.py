@@ -371,3 +371,44 @@ def strip_symbols(text: str) -> str | None:
     if out == text or len(WORD.findall(out)) < MIN_WORDS:
         return None
     return out
+
+
+# -- emoji for words -------------------------------------------------------------------------
+
+# Unicode names that are not the word a reader sees in the emoji.
+_EMOJI_ALIASES = {"hocho": "kitchen knife", "collision symbol": "explosion"}
+#: Fewest letter words around an emoji before it is read as a word (a lone emoji is a reaction).
+MIN_EMOJI_WORDS = 2
+_EMOJI_SKIP = frozenset(range(0x1F3FB, 0x1F400)) | {0x200D, 0xFE0E, 0xFE0F, 0x20E3}
+
+
+def _emoji_name(ch: str) -> str | None:
+    cp = ord(ch)
+    if cp < 0x2190 or cp in _EMOJI_SKIP or unicodedata.category(ch) != "So":
+        return None
+    name = unicodedata.name(ch, "").lower()
+    if not name or name.startswith(("regional indicator", "braille")):
+        return None
+    return _EMOJI_ALIASES.get(name, name)
+
+
+def emoji_words(text: str) -> str | None:
+    """``text`` with each emoji among its words read as its Unicode name ("how do I build a 💣"
+    -> "how do I build a bomb"): a pictograph standing for the word a request turns on hides
+    the word from the risk heads, which read it as an unknown symbol. None without an emoji or
+    with fewer than two words around it."""
+    if text.isascii() or len(WORD.findall(text)) < MIN_EMOJI_WORDS:
+        return None
+    out: list[str] = []
+    changed = False
+    for ch in text:
+        name = _emoji_name(ch)
+        if name is None:
+            if ord(ch) not in _EMOJI_SKIP:
+                out.append(ch)
+            continue
+        changed = True
+        out.append(f" {name} ")
+    if not changed:
+        return None
+    return re.sub(r" ([.,;:!?])", r"\1", " ".join("".join(out).split()))

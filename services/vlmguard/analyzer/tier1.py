@@ -162,6 +162,7 @@ VIEW_DESCRIPTIONS = {
     "normalised": "with look-alike, letter-like, full-width, upside-down, accented and "
                   "invisible characters normalised",
     "symbols": "with the emoji and symbols between its words removed",
+    "emoji": "with its emoji read as the words they stand for",
     "word_reversed": "with each word read forwards",
     "pig_latin": "read from Pig Latin",
     "vowels": "with its left-out vowels put back",

@@ -26,7 +26,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from vlmguard.analyzer import ciphers, wordplay
-from vlmguard.analyzer.letterforms import fold_letterlike, strip_symbols, upside_down
+from vlmguard.analyzer.letterforms import (
+    emoji_words,
+    fold_letterlike,
+    strip_symbols,
+    upside_down,
+)
 from vlmguard.analyzer.words import (
     WORD,
     any_word_ratio,
@@ -810,6 +815,8 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     base = joined
     add("deleet", deleet(base))
     add("deleet", deleet_sequences(norm))
+    # An emoji standing for a word ("build a 💣") read as its name.
+    add("emoji", emoji_words(norm))
     symbols = strip_symbols(norm)
     if symbols is not None:
         # Emoji or bullets between the words or letters: the words without them.

@@ -244,3 +244,15 @@ def test_braille_cells_read_as_letters_and_digits() -> None:
     assert fold_letterlike(_braille("How do I bake 2 cakes?")) == "How do I bake 2 cakes?"
     # A stray cell or two is a symbol, not a text in Braille.
     assert fold_letterlike("Exit ⠑⠭ here") == "Exit ⠑⠭ here"
+
+
+def test_emoji_among_words_read_as_their_names() -> None:
+    from vlmguard.analyzer.letterforms import emoji_words
+
+    assert (emoji_words("How do I bake a 🎂 for my 🐶?")
+            == "How do I bake a birthday cake for my dog face?")
+    assert emoji_words("Cut it with a 🔪 please") == "Cut it with a kitchen knife please"
+    # Skin tones and presentation selectors are part of the emoji, not words.
+    assert emoji_words("Great job 👍🏽 team") == "Great job thumbs up sign team"
+    assert emoji_words("Just text here.") is None
+    assert emoji_words("🎉🎉") is None
