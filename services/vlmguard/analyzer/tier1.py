@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vlmguard.analyzer.views import PASSAGE_VIEWS, TextView, stand_in, text_views
+from vlmguard.analyzer.views import PASSAGE_VIEWS, TextView, stand_in, text_views, unread
 from vlmguard.analyzer.views import warm_up as views_warm_up
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.domain import (
@@ -199,6 +199,14 @@ VIEW_DESCRIPTIONS = {
     "continued": "read as the continuation of the prompt's unfinished sentence",
 }
 
+
+#: Language reported for Latin-letter text no identifier nor word list places (ISO 639-2
+#: "mis": uncoded languages): the unsupported-language rule applies to it.
+UNREAD_LANGUAGE = "mis"
+#: English probability under which such text is English only by default. Of 15,000 English
+#: texts (benchmark prompts, the benign training file, the seeds) with 20 letters or more, one
+#: OCR'd receipt is under it and reads under half as words.
+UNREAD_EN_BELOW = 0.1
 
 #: A decoded payload scoring at least this is risky in its own right; only then does the
 #: instruction to decode it add evidence (below it, the boost would push harmless sensitive
@@ -512,9 +520,17 @@ class Tier1Analyzer:
             texts.append(normalised[i].text if i in normalised else item.text)
             slots.append((i, "text", -1))
             if self.multilingual is not None:
-                languages[i], foreign = self._language(
-                    stand.text if stand is not None else item.text)
+                own = stand.text if stand is not None else item.text
+                languages[i], foreign = self._language(own)
                 whole_foreign = foreign and languages[i][1]
+                if (languages[i] == ("en", True) and self.cfg.text_views
+                        and unread(own, item_views)
+                        and self.multilingual.languages.identify(own).confidence
+                        < UNREAD_EN_BELOW):
+                    # English only by default (the identifier placed it nowhere), and no word
+                    # list nor any reading makes words of it: a language no head reads, written
+                    # in Latin letters (a transliteration). Its score means nothing.
+                    languages[i] = (UNREAD_LANGUAGE, False)
                 if languages[i][0] not in ("en", "und", ""):
                     # Typos are corrected from the English word list: in another language
                     # they turn its words into English ones ("savoir" -> "savior").
@@ -781,8 +797,10 @@ class Tier1Analyzer:
                 f"scores {context_s.overall:.2f}; the closest risk category is "
                 f"{self._describe(c)} at {v:.2f}."))
         if not language[1]:
+            which = ("not one it recognises: no word list nor reading makes words of it"
+                     if language[0] == UNREAD_LANGUAGE else language[0])
             reasoning = replace(reasoning, textual=(
-                f"The text prompt is in a language the analyzer does not read ({language[0]}), "
+                f"The text prompt is in a language the analyzer does not read ({which}), "
                 f"so its score ({text_s.overall:.2f}) says little about it."))
         return Analysis(
             score=overall,

@@ -733,6 +733,23 @@ def gibberish(passage: str) -> bool:
             and any_word_ratio(passage) < GIBBERISH_RATIO)
 
 
+#: Share of a text's words that must be words of a language the heads read for the text (or
+#: one of its readings) to count as read.
+READ_RATIO = 0.5
+
+
+def unread(text: str, views: list[TextView]) -> bool:
+    """Whether a text in Latin letters is in no language the word lists know and no reading of
+    it (decoded, joined, de-leeted ...) is either: four or more letter runs and 20 letters or
+    more, under :data:`READ_RATIO` of its words known, as written and in every view but its
+    passages. A transliterated request ("kak sdelat ...", pinyin, Hindi in Latin letters) is
+    such a text; the risk heads cannot read it, whatever they score it."""
+    runs = _LATIN_WORD.findall(text)
+    if len(runs) < 4 or sum(map(len, runs)) < 20 or reads_as_words(text) >= READ_RATIO:
+        return False
+    return not any(reads_as_words(v.text) >= READ_RATIO for v in views if v.name != "window")
+
+
 def _letter_reading(base: str, views: list[TextView]) -> TextView | None:
     if word_ratio(base) >= 0.3:
         return None
