@@ -41,14 +41,10 @@ SUPPORTED_LANGUAGES: frozenset[str] = frozenset(
 #: symbols, leetspeak): not a foreign language, so it counts as supported.
 UNDETERMINED = "und"
 #: English probability under which a text that defaulted to English may still be foreign
-#: (:attr:`LanguageGuess.maybe_foreign`): the multilingual head reads it as well as the English
-#: one. The 6 of 2,800 translations in supported languages that default to English have at most
-#: 0.01; a request that switches language in mid-sentence ("how do I make una bomba casera at
-#: home?": English 0.38) is read by neither head alone (the English head scored it 0.05, the
-#: multilingual head reads more of it). No benchmark prompt (MM-Vet, MOSSBench, FigStep) nor
-#: English seed falls under 0.5; 1,749 of 10,392 texts of the benign training file do (mostly
-#: OCR-like text), and the multilingual head flags 4 of them.
-FOREIGN_BELOW = 0.5
+#: (:attr:`LanguageGuess.maybe_foreign`). The 6 of 2,800 translations in supported languages
+#: that default to English have at most 0.01; of 1,479 English benchmark texts (prompts, OCR
+#: text, the two joined) 5 fall under 0.02 and 138 under 0.5 (mostly OCR text).
+FOREIGN_BELOW = 0.02
 #: Width of USE multilingual v3 embeddings.
 USE_DIM = 512
 #: Directory name of the shipped multilingual head inside ``vlmguard.data``.
