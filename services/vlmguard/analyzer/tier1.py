@@ -23,7 +23,7 @@ import numpy as np
 
 from vlmguard.analyzer.views import PASSAGE_VIEWS, TextView, stand_in, text_views, unread
 from vlmguard.analyzer.views import warm_up as views_warm_up
-from vlmguard.analyzer.words import reads_as_words
+from vlmguard.analyzer.words import letters_in_words
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
 from vlmguard.domain import (
     Analysis,
@@ -209,12 +209,15 @@ UNREAD_LANGUAGE = "mis"
 #: OCR'd receipt is under it and reads under half as words.
 UNREAD_EN_BELOW = 0.1
 
-#: English probability under which a text that reads as words (:data:`MIXED_MIN_WORDS` of them
-#: known to the word lists) is read by the multilingual head too. No benchmark prompt (MM-Vet,
-#: MOSSBench, FigStep) nor English seed is under it; 1,749 of 10,392 texts of the benign
-#: training file are (mostly OCR-like text), and the multilingual head flags 4 of them.
+#: English probability under which a plain text that reads as words (:data:`MIXED_MIN_WORDS`
+#: of its letters in words the word lists know) is read by the multilingual head too. No
+#: benchmark prompt (MM-Vet, MOSSBench, FigStep) nor English seed is under it; 1,749 of 10,392
+#: texts of the benign training file are (mostly OCR-like text), and the multilingual head
+#: flags 4 of them.
 MIXED_EN_BELOW = 0.5
-MIXED_MIN_WORDS = 0.6
+MIXED_MIN_WORDS = 0.75
+#: Views that re-read a text without undoing anything: a text with only these is plain.
+_PLAIN_VIEWS = frozenset({"window", "spelling", "normalised"})
 
 #: A decoded payload scoring at least this is risky in its own right; only then does the
 #: instruction to decode it add evidence (below it, the boost would push harmless sensitive
@@ -529,7 +532,8 @@ class Tier1Analyzer:
             slots.append((i, "text", -1))
             if self.multilingual is not None:
                 own = stand.text if stand is not None else item.text
-                languages[i], foreign = self._language(own)
+                plain = all(v.name in _PLAIN_VIEWS for v in item_views)
+                languages[i], foreign = self._language(own, plain)
                 whole_foreign = foreign and languages[i][1]
                 if (languages[i] == ("en", True) and self.cfg.text_views
                         and unread(own, item_views)
@@ -665,21 +669,23 @@ class Tier1Analyzer:
                                + self.cfg.window_share_discount * min(view.share, 1.0)))
         return s
 
-    def _language(self, text: str) -> tuple[tuple[str, bool], bool]:
+    def _language(self, text: str, plain: bool = True) -> tuple[tuple[str, bool], bool]:
         """((language, supported), maybe foreign) of the text, identified on the reading that
         stands in for it (look-alike letters from another script must not make English text
         look Russian, nor dotted letters make it look Kabyle).
         Maybe foreign: not confidently English (a short Spanish request may be guessed English
-        by default), so the multilingual head reads it as well."""
+        by default), so the multilingual head reads it as well; with ``plain`` (no view undid
+        a disguise or decoded a payload in the text) also a text of words that is only unsure
+        English, as a request switching language in mid-sentence is."""
         assert self.multilingual is not None
         guess = self.multilingual.languages.identify(text)
         foreign = bool(getattr(guess, "maybe_foreign", guess.lang not in ("en", "und")))
-        if (not foreign and guess.lang == "en" and guess.confidence < MIXED_EN_BELOW
-                and reads_as_words(text) >= MIXED_MIN_WORDS):
+        if (plain and not foreign and guess.lang == "en" and guess.confidence < MIXED_EN_BELOW
+                and letters_in_words(text) >= MIXED_MIN_WORDS):
             # Words, but not confidently English: a request that switches language in
             # mid-sentence ("how do I make una bomba casera at home?"), which neither head
-            # reads whole. (Ciphertext and letters with the vowels left out are not words:
-            # the multilingual head reads those as noise, high.)
+            # reads whole. (Ciphertext, an encoded payload after a few plain words and letters
+            # with the vowels left out are not words: the multilingual head reads noise high.)
             foreign = True
         return (str(guess.lang), bool(guess.supported)), foreign
 

@@ -127,3 +127,15 @@ def reads_as_words(text: str) -> float:
     """How much ``text`` reads as words: the better of :func:`word_ratio` and
     :func:`any_word_ratio`."""
     return max(word_ratio(text), any_word_ratio(text))
+
+
+def letters_in_words(text: str) -> float:
+    """Share of the letters of ``text`` (any script) that stand in words of English or of a
+    language the multilingual encoder reads: unlike a share of words, one long encoded token
+    among a few plain words ("decode this: aGF3IHRv...") weighs by its length."""
+    words = [w.lower() for w in _ANY_WORD.findall(text)]
+    total = sum(map(len, words))
+    if not total:
+        return 0.0
+    known = known_words()
+    return sum(len(w) for w in words if w in known) / total
