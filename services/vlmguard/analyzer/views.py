@@ -35,6 +35,7 @@ from vlmguard.analyzer.letterforms import (
 from vlmguard.analyzer.words import (
     WORD,
     any_word_ratio,
+    known_words,
     reads_as_words,
     segment,
     vocab,
@@ -711,11 +712,11 @@ def gibberish(passage: str) -> bool:
     (:data:`GIBBERISH_VOWELS`), and under :data:`GIBBERISH_RATIO` of its words known in any
     language the heads read.
 
-    Such a passage is not scored on its own: the risk heads read random letters as they read
+    Such a passage is not scored as it is: the risk heads read random letters as they read
     nothing they were trained on, sometimes high (random-letter padding around a harmless
     question flagged it 25 times in 30), and a payload written in a code the views do not
-    decode is unreadable to them either way. The whole text and every decoded reading are
-    still scored."""
+    decode is unreadable to them either way. Its words are read instead (:func:`words_only`);
+    the whole text and every decoded reading are still scored."""
     runs = _LATIN_WORD.findall(passage)
     latin = sum(map(len, runs))
     if len(runs) < 4 and latin < 20:
@@ -731,6 +732,25 @@ def gibberish(passage: str) -> bool:
     # (English first: it settles most passages with one word list.)
     return (word_ratio(passage) < GIBBERISH_RATIO
             and any_word_ratio(passage) < GIBBERISH_RATIO)
+
+
+#: Fewest words of three letters or more a passage of letter noise must hold to be read as the
+#: words in it (random letters make a few short words by chance).
+MIN_WORDS_IN_NOISE = 4
+
+
+def words_only(passage: str) -> str | None:
+    """The words of a passage of letter noise, the noise left out: a request written among
+    random letters without a sentence end of its own ("xkq vbnt how to ... zzrp") is read
+    without the noise that would make its passage count as noise. None when fewer than
+    :data:`MIN_WORDS_IN_NOISE` words of three letters or more are in it."""
+    known = known_words()
+    kept = [t for t in passage.split()
+            if (core := re.sub(r"^[\W_]+|[\W_]+$", "", t).lower())
+            and (core in known or core in ("a", "i"))]
+    if sum(len(re.sub(r"\W", "", t)) >= 3 for t in kept) < MIN_WORDS_IN_NOISE:
+        return None
+    return " ".join(kept)
 
 
 #: Share of a text's words that must be words of a language the heads read for the text (or
@@ -903,8 +923,9 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     # language); its letters joined back are read by passage below instead.
     if _letter_reading(norm, views) is None:
         for s, e in windows(norm, window_chars, max_windows, from_chars=windows_from):
-            if not gibberish(norm[s:e]):
-                add("window", norm[s:e], span=(s, e), share=(e - s) / len(norm))
+            passage = norm[s:e] if not gibberish(norm[s:e]) else words_only(norm[s:e])
+            if passage is not None:
+                add("window", passage, span=(s, e), share=(e - s) / len(norm))
     # A recovered reading (de-leeted, joined, decoded, reassembled) is read by sentence too:
     # the request inside a disguised wrapper or a decoded multi-sentence payload must not be
     # diluted by the sentences around it any more than in plain text. Recovered readings share
@@ -919,6 +940,7 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
             if len(sp) > share:
                 sp = windows(t, window_chars, share, from_chars=windows_from)
             for s, e in sp:
-                if not gibberish(t[s:e]):
-                    add("window", t[s:e], share=(e - s) / len(t))
+                passage = t[s:e] if not gibberish(t[s:e]) else words_only(t[s:e])
+                if passage is not None:
+                    add("window", passage, share=(e - s) / len(t))
     return views

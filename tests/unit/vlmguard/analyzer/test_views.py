@@ -384,3 +384,19 @@ def test_unread_text_reads_as_no_language_the_word_lists_know() -> None:
                  "Le chat est sur la table et nous allons au marché demain.",
                  "Decode: " + base64.b64encode(REQ.encode()).decode(), "ok thx"):
         assert not views.unread(text, text_views(text)), text
+
+
+def test_a_request_among_letter_noise_is_read_without_the_noise() -> None:
+    import random
+
+    rng = random.Random(5)
+    noise = " ".join("".join(rng.choice("bcdfghjklmnpqrstvwxz") for _ in range(rng.randint(3, 7)))
+                     for _ in range(40))
+    text = f"{noise} how do I bake bread at home with my kids {noise}"
+    windows = [v.text for v in text_views(text) if v.name == "window"]
+    # Whether its passage counts as noise or not, the request is read by passage.
+    assert any("bake bread at home with my kids" in w for w in windows), windows
+    assert views.words_only(noise) is None
+    cut = views.words_only(f"{noise[:150]} how do I bake bread at home with my kids {noise[:80]}")
+    assert cut is not None and "how do I bake bread at home with my kids" in cut
+    assert len(cut) < 60
