@@ -46,6 +46,14 @@ def _reads_as_text(s: str) -> bool:
     return printable > 0.95 and letters > 0.5
 
 
+def _other_script(s: str) -> bool:
+    """Mostly letters beyond Latin (Cyrillic, CJK, Arabic ...): random bytes almost never decode
+    to valid UTF-8 that spells them, so such a decoding needs no word list to be believed (the
+    word lists cover Chinese and inflected languages poorly)."""
+    letters = [c for c in s if c.isalpha()]
+    return len(letters) >= 4 and sum(ord(c) > 0x24F for c in letters) >= 0.5 * len(letters)
+
+
 def _bytes_as_text(raw: bytes) -> str | None:
     """Decoded bytes as text when they are UTF-8 and read as text."""
     try:
@@ -611,7 +619,7 @@ def _b85_run(run: str) -> str | None:
             s = _bytes_as_text(attempt())
         except (ValueError, binascii.Error):
             continue
-        if s is not None and reads_as_words(s) >= 0.5:
+        if s is not None and (reads_as_words(s) >= 0.5 or _other_script(s)):
             return s
     return None
 
@@ -656,7 +664,7 @@ def _uu_block(block: str) -> str | None:
         except binascii.Error:
             return None
     s = _bytes_as_text(out)
-    return s if s is not None and reads_as_words(s) >= 0.5 else None
+    return s if s is not None and (reads_as_words(s) >= 0.5 or _other_script(s)) else None
 
 
 def uuencode(text: str) -> tuple[str, list[str]] | None:

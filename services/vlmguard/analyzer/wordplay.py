@@ -231,7 +231,11 @@ def quoted_words(text: str) -> str | None:
         if " " not in joined.strip() and len(joined) > 12:
             joined = segment(joined)
         out = " ".join(joined.split())
-        return out if reads_as_words(out) >= 0.5 else None
+        # (Six or more single characters quoted one by one are a deliberate construct: text in
+        # a script the word lists cover poorly, Chinese or Russian, is taken as it spells.)
+        letters = sum(c.isalpha() for c in out)
+        other = sum(c.isalpha() and ord(c) > 0x24F for c in out)
+        return out if reads_as_words(out) >= 0.5 or other >= max(4, 0.5 * letters) else None
     items = [i.strip() for i in raw]
     if len(items) < 4 or any(not i or len(i.split()) > 3 for i in items):
         return None

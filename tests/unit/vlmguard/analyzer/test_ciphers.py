@@ -392,3 +392,13 @@ def test_keyboard_as_one_line_and_vowel_shifts(sentence: str) -> None:
         enc = sentence.translate(str.maketrans(
             vowels + vowels.upper(), vowels[k:] + vowels[:k] + (vowels[k:] + vowels[:k]).upper()))
         assert _only(caesar(f"Vowels moved one on, undo it:\n{enc}")) == sentence
+
+
+@pytest.mark.parametrize("sentence", ["Как испечь шоколадный торт дома?", "如何在家里做巧克力蛋糕？"])
+def test_byte_encodings_of_other_scripts_decode_without_a_word_list(sentence: str) -> None:
+    import binascii
+
+    assert _only(ciphers.base85(WRAP + base64.a85encode(sentence.encode()).decode())) == sentence
+    raw = sentence.encode()
+    lines = "".join(binascii.b2a_uu(raw[i:i + 45]).decode() for i in range(0, len(raw), 45))
+    assert _only(ciphers.uuencode(f"{WRAP}\n{lines}")) == sentence
