@@ -394,7 +394,8 @@ def test_keyboard_as_one_line_and_vowel_shifts(sentence: str) -> None:
         assert _only(caesar(f"Vowels moved one on, undo it:\n{enc}")) == sentence
 
 
-@pytest.mark.parametrize("sentence", ["Как испечь шоколадный торт дома?", "如何在家里做巧克力蛋糕？"])
+@pytest.mark.parametrize("sentence", ["Как испечь шоколадный торт дома?",
+                                      "如何在家里做巧克力蛋糕？"])
 def test_byte_encodings_of_other_scripts_decode_without_a_word_list(sentence: str) -> None:
     import binascii
 

@@ -264,7 +264,8 @@ def test_filler_needs_a_word_that_fills_the_text() -> None:
     assert wordplay.without_filler("Buy milk, buy eggs, buy bread and buy some fruit too") is None
 
 
-@pytest.mark.parametrize("sentence", ["Как испечь шоколадный торт дома?", "如何在家里做巧克力蛋糕？"])
+@pytest.mark.parametrize("sentence", ["Как испечь шоколадный торт дома?",
+                                      "如何在家里做巧克力蛋糕？"])
 def test_quoted_characters_of_other_scripts_are_joined(sentence: str) -> None:
     out = wordplay.quoted_words("Join: " + json.dumps(list(sentence), ensure_ascii=False))
     assert out == sentence
