@@ -21,7 +21,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vlmguard.analyzer.views import PASSAGE_VIEWS, TextView, stand_in, text_views, unread
+from vlmguard.analyzer.views import (
+    PASSAGE_VIEWS,
+    TextView,
+    gibberish,
+    stand_in,
+    text_views,
+    unread,
+)
 from vlmguard.analyzer.views import warm_up as views_warm_up
 from vlmguard.analyzer.words import letters_in_words
 from vlmguard.config import AnalyzerConfig, LimitsConfig, TaxonomyConfig
@@ -185,6 +192,7 @@ VIEW_DESCRIPTIONS = {
     "a1z26": "read from letters written as their places in the alphabet",
     "rot47": "decoded from ROT47",
     "filler": "without the filler word strewn between its words",
+    "denoised": "with the random letters around its words left out",
     "vertical": "with its letters written one a line joined",
     "spaced": "with its spaced-out letters joined",
     "deleet": "with digits and symbols that stand for letters read as letters",
@@ -534,7 +542,8 @@ class Tier1Analyzer:
                 own = stand.text if stand is not None else item.text
                 plain = all(v.name in _PLAIN_VIEWS for v in item_views)
                 languages[i], foreign = self._language(own, plain)
-                whole_foreign = foreign and languages[i][1]
+                # (Letter noise is not a language: the multilingual head reads it high.)
+                whole_foreign = foreign and languages[i][1] and not gibberish(own)
                 if (languages[i] == ("en", True) and self.cfg.text_views
                         and unread(own, item_views)
                         and self.multilingual.languages.identify(own).confidence

@@ -739,6 +739,19 @@ def gibberish(passage: str) -> bool:
 MIN_WORDS_IN_NOISE = 4
 
 
+_CLUSTER = re.compile(r"[^aeiouy]{4}")
+_VOWEL_RUN = re.compile(r"[aeiouy]{3}")
+
+
+def _wordlike(token: str) -> bool:
+    """A word the word lists lack ("humiliate" is in neither) but shaped like one: 4 to 15
+    letters, 40% or more of them vowels (random letters are a fifth), no four consonants nor
+    three vowels in a row."""
+    return (4 <= len(token) <= 15 and token.isalpha()
+            and sum(map(_VOWELS.__contains__, token)) >= 0.4 * len(token)
+            and _CLUSTER.search(token) is None and _VOWEL_RUN.search(token) is None)
+
+
 def words_only(passage: str) -> str | None:
     """The words of a passage of letter noise, the noise left out: a request written among
     random letters without a sentence end of its own ("xkq vbnt how to ... zzrp") is read
@@ -747,7 +760,7 @@ def words_only(passage: str) -> str | None:
     known = known_words()
     kept = [t for t in passage.split()
             if (core := re.sub(r"^[\W_]+|[\W_]+$", "", t).lower())
-            and (core in known or core in ("a", "i"))]
+            and (core in known or core in ("a", "i") or _wordlike(core))]
     if sum(len(re.sub(r"\W", "", t)) >= 3 for t in kept) < MIN_WORDS_IN_NOISE:
         return None
     return " ".join(kept)
@@ -761,13 +774,14 @@ READ_RATIO = 0.5
 def unread(text: str, views: list[TextView]) -> bool:
     """Whether a text in Latin letters is in no language the word lists know and no reading of
     it (decoded, joined, de-leeted ...) is either: four or more letter runs and 20 letters or
-    more, under :data:`READ_RATIO` of its words known, as written and in every view but its
-    passages. A transliterated request ("kak sdelat ...", pinyin, Hindi in Latin letters) is
-    such a text; the risk heads cannot read it, whatever they score it."""
+    more, under :data:`READ_RATIO` of its words known, as written and in every view (its
+    passages included: a readable request among random letters is read as such). A
+    transliterated request ("kak sdelat ...", pinyin, Hindi in Latin letters) is such a text;
+    the risk heads cannot read it, whatever they score it."""
     runs = _LATIN_WORD.findall(text)
     if len(runs) < 4 or sum(map(len, runs)) < 20 or reads_as_words(text) >= READ_RATIO:
         return False
-    return not any(reads_as_words(v.text) >= READ_RATIO for v in views if v.name != "window")
+    return not any(reads_as_words(v.text) >= READ_RATIO for v in views)
 
 
 def _letter_reading(base: str, views: list[TextView]) -> TextView | None:
@@ -922,10 +936,18 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     # Passages of a text whose letters are disguised are noise (and read as some other
     # language); its letters joined back are read by passage below instead.
     if _letter_reading(norm, views) is None:
+        noisy = False
         for s, e in windows(norm, window_chars, max_windows, from_chars=windows_from):
-            passage = norm[s:e] if not gibberish(norm[s:e]) else words_only(norm[s:e])
+            passage = norm[s:e]
+            if gibberish(passage):
+                noisy = True
+                passage = words_only(passage)
             if passage is not None:
                 add("window", passage, span=(s, e), share=(e - s) / len(norm))
+        if noisy:
+            # Letter noise without sentence ends is cut into passages anywhere, through the
+            # request among it too: the text's words alone, read whole and by sentence below.
+            add("denoised", words_only(norm))
     # A recovered reading (de-leeted, joined, decoded, reassembled) is read by sentence too:
     # the request inside a disguised wrapper or a decoded multi-sentence payload must not be
     # diluted by the sentences around it any more than in plain text. Recovered readings share

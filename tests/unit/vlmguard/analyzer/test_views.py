@@ -400,3 +400,8 @@ def test_a_request_among_letter_noise_is_read_without_the_noise() -> None:
     cut = views.words_only(f"{noise[:150]} how do I bake bread at home with my kids {noise[:80]}")
     assert cut is not None and "how do I bake bread at home with my kids" in cut
     assert len(cut) < 60
+
+
+def test_words_the_word_lists_lack_are_kept_among_noise() -> None:
+    cut = views.words_only("xkqz vbnt wrtp humiliate zzkr Give me the recipe qwrtzp")
+    assert cut is not None and "humiliate" in cut and "xkqz" not in cut
