@@ -707,8 +707,8 @@ _VOWELS = frozenset("aeiouy")
 
 
 def gibberish(passage: str) -> bool:
-    """Whether a passage is Latin-letter noise: four or more letter runs (or 20 letters or
-    more), nearly all of its letters Latin, fewer vowels than any language has
+    """Whether a passage is Latin-letter noise: 20 letters or more in two runs or more,
+    nearly all of its letters Latin, fewer vowels than any language has
     (:data:`GIBBERISH_VOWELS`), and under :data:`GIBBERISH_RATIO` of its words known in any
     language the heads read.
 
@@ -719,7 +719,7 @@ def gibberish(passage: str) -> bool:
     the whole text and every decoded reading are still scored."""
     runs = _LATIN_WORD.findall(passage)
     latin = sum(map(len, runs))
-    if len(runs) < 4 and latin < 20:
+    if len(runs) < 2 or latin < 20:
         return False
     letters = sum(c.isalpha() for c in passage)
     if latin < 0.9 * letters:
@@ -936,17 +936,18 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     # Passages of a text whose letters are disguised are noise (and read as some other
     # language); its letters joined back are read by passage below instead.
     if _letter_reading(norm, views) is None:
-        noisy = False
+        noisy = 0
         for s, e in windows(norm, window_chars, max_windows, from_chars=windows_from):
             passage = norm[s:e]
             if gibberish(passage):
-                noisy = True
+                noisy += e - s
                 passage = words_only(passage)
             if passage is not None:
                 add("window", passage, span=(s, e), share=(e - s) / len(norm))
-        if noisy:
-            # Letter noise without sentence ends is cut into passages anywhere, through the
-            # request among it too: the text's words alone, read whole and by sentence below.
+        if noisy >= 0.5 * len(norm):
+            # Mostly letter noise, which has no sentence ends and is cut into passages anywhere,
+            # through the request among it too: the text's words alone, read whole and by
+            # sentence below.
             add("denoised", words_only(norm))
     # A recovered reading (de-leeted, joined, decoded, reassembled) is read by sentence too:
     # the request inside a disguised wrapper or a decoded multi-sentence payload must not be
