@@ -540,18 +540,12 @@ class Tier1Analyzer:
             slots.append((i, "text", -1))
             if self.multilingual is not None:
                 own = stand.text if stand is not None else item.text
-                plain = all(v.name in _PLAIN_VIEWS for v in item_views)
-                languages[i], foreign = self._language(own, plain)
-                # (Letter noise is not a language: the multilingual head reads it high.)
-                whole_foreign = foreign and languages[i][1] and not gibberish(own)
-                if (languages[i] == ("en", True) and self.cfg.text_views
-                        and unread(own, item_views)
-                        and self.multilingual.languages.identify(own).confidence
-                        < UNREAD_EN_BELOW):
-                    # English only by default (the identifier placed it nowhere), and no word
-                    # list nor any reading makes words of it: a language no head reads, written
-                    # in Latin letters (a transliteration). Its score means nothing.
-                    languages[i] = (UNREAD_LANGUAGE, False)
+                languages[i], foreign = self._language(own, item_views)
+                # (A text in a language no head reads but written in Latin letters is read by
+                # the multilingual head all the same; letter noise is not a language: it reads
+                # noise high.)
+                whole_foreign = (foreign and (languages[i][1] or languages[i][0] == UNREAD_LANGUAGE)
+                                 and not gibberish(own))
                 if languages[i][0] not in ("en", "und", ""):
                     # Typos are corrected from the English word list: in another language
                     # they turn its words into English ones ("savoir" -> "savior").
@@ -678,17 +672,25 @@ class Tier1Analyzer:
                                + self.cfg.window_share_discount * min(view.share, 1.0)))
         return s
 
-    def _language(self, text: str, plain: bool = True) -> tuple[tuple[str, bool], bool]:
+    def _language(self, text: str, views: Sequence[TextView] = ()
+                  ) -> tuple[tuple[str, bool], bool]:
         """((language, supported), maybe foreign) of the text, identified on the reading that
         stands in for it (look-alike letters from another script must not make English text
-        look Russian, nor dotted letters make it look Kabyle).
+        look Russian, nor dotted letters make it look Kabyle); ``views`` are the text's views.
         Maybe foreign: not confidently English (a short Spanish request may be guessed English
-        by default), so the multilingual head reads it as well; with ``plain`` (no view undid
-        a disguise or decoded a payload in the text) also a text of words that is only unsure
+        by default), so the multilingual head reads it as well; when the text is plain (no view
+        undid a disguise or decoded a payload in it) also a text of words that is only unsure
         English, as a request switching language in mid-sentence is."""
         assert self.multilingual is not None
         guess = self.multilingual.languages.identify(text)
         foreign = bool(getattr(guess, "maybe_foreign", guess.lang not in ("en", "und")))
+        if (guess.lang == "en" and guess.confidence < UNREAD_EN_BELOW and self.cfg.text_views
+                and unread(text, list(views))):
+            # English only by default (the identifier placed it nowhere), and no word list nor
+            # any reading makes words of it: a language no head reads, written in Latin letters
+            # (a transliteration). Its score means nothing.
+            return (UNREAD_LANGUAGE, False), foreign
+        plain = all(v.name in _PLAIN_VIEWS for v in views)
         if (plain and not foreign and guess.lang == "en" and guess.confidence < MIXED_EN_BELOW
                 and letters_in_words(text) >= MIXED_MIN_WORDS):
             # Words, but not confidently English: a request that switches language in

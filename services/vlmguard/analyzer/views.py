@@ -938,10 +938,10 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     if _letter_reading(norm, views) is None:
         noisy = 0
         for s, e in windows(norm, window_chars, max_windows, from_chars=windows_from):
-            passage = norm[s:e]
-            if gibberish(passage):
+            passage: str | None = norm[s:e]
+            if gibberish(norm[s:e]):
                 noisy += e - s
-                passage = words_only(passage)
+                passage = words_only(norm[s:e])
             if passage is not None:
                 add("window", passage, span=(s, e), share=(e - s) / len(norm))
         if noisy >= 0.5 * len(norm):
@@ -963,7 +963,7 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
             if len(sp) > share:
                 sp = windows(t, window_chars, share, from_chars=windows_from)
             for s, e in sp:
-                passage = t[s:e] if not gibberish(t[s:e]) else words_only(t[s:e])
-                if passage is not None:
-                    add("window", passage, share=(e - s) / len(t))
+                piece = t[s:e] if not gibberish(t[s:e]) else words_only(t[s:e])
+                if piece is not None:
+                    add("window", piece, share=(e - s) / len(t))
     return views
