@@ -106,6 +106,7 @@ proto-lint: $(BUF) ## buf lint the protos
 .PHONY: train-analyzer
 train-analyzer: $(STAMP) ## retrain the tier-1 risk heads: English (on the shipped encoder adapter) and multilingual (needs ../shared/bench)
 	$(VENV)/bin/vlmguard train analyzer --config training/recipes/analyzer.yaml --force
+	$(VENV)/bin/vlmguard train screen --force
 	$(VENV)/bin/vlmguard train analyzer --config training/recipes/analyzer_multilingual.yaml --force
 
 REWRITER_DEMO := services/vlmguard/data/rewriter_demo

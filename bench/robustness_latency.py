@@ -14,7 +14,10 @@ is measured by direct call (``analyze_batch([item])``) and through the service (
 request at a time). Bench items are read from ../shared/bench in place, never copied.
 
 Usage: python bench/robustness_latency.py [--n 40] [--bench-dir ../shared/bench] [--json OUT]
-       [--windows-from 240]
+       [--windows-from 240] [--compare-screen]
+
+``--compare-screen`` adds a third analyzer, the configured one without its passage screen
+(vlmguard.analyzer.models.screen), served and timed the same way.
 """
 
 from __future__ import annotations
@@ -122,6 +125,13 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                            cfg.limits, embedder=after.embedder, head=after.head, ocr=plain_ocr,
                            explicit=after.explicit, signs=after.signs, multilingual=None)
     analyzers = {"before": before, "after": after}
+    if args.compare_screen:
+        # The configured analyzer with every sentence window read (no passage screen): the
+        # same models, so the difference is the screen's.
+        analyzers["unscreened"] = Tier1Analyzer(
+            a, cfg.taxonomy, cfg.limits, embedder=after.embedder, head=after.head,
+            ocr=after.ocr, explicit=after.explicit, signs=after.signs,
+            multilingual=after.multilingual, screen=None)
     gateways = {}
     for name, an in analyzers.items():
         an.warmup()
@@ -148,7 +158,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         names = list(analyzers)
         for mode, reqs in modes.items():
             for i, (text, imgs) in enumerate(reqs):
-                order = names[i % 2:] + names[:i % 2]
+                order = names[i % len(names):] + names[:i % len(names)]
                 for name in order:
                     item = AnalysisItem("b", text, tuple(ImageInput(b) for b in imgs))
                     t0 = time.perf_counter()
@@ -171,13 +181,22 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _table(res: dict[str, Any]) -> str:
     lat = res["latency_ms"]
-    lines = ["| mode | path | before p50 | after p50 | ratio | before p99 | after p99 |",
-             "|---|---|---|---|---|---|---|"]
+    extra = [n for n in ("unscreened",) if any(k.endswith(f"/{n}") for k in lat)]
+    head = "| mode | path | before p50 | after p50 | ratio | before p99 | after p99 |"
+    rule = "|---|---|---|---|---|---|---|"
+    for n in extra:
+        head += f" {n} p50 | after / {n} | {n} p99 |"
+        rule += "---|---|---|"
+    lines = [head, rule]
     for mode in ("text", "long", "long_distinct", "image"):
         for path in ("direct", "service"):
             b, a = lat[f"{mode}/{path}/before"], lat[f"{mode}/{path}/after"]
-            lines.append(f"| {mode} | {path} | {b['p50']:.1f} | {a['p50']:.1f} | "
-                         f"x{a['p50'] / b['p50']:.2f} | {b['p99']:.1f} | {a['p99']:.1f} |")
+            row = (f"| {mode} | {path} | {b['p50']:.1f} | {a['p50']:.1f} | "
+                   f"x{a['p50'] / b['p50']:.2f} | {b['p99']:.1f} | {a['p99']:.1f} |")
+            for n in extra:
+                u = lat[f"{mode}/{path}/{n}"]
+                row += f" {u['p50']:.1f} | x{a['p50'] / u['p50']:.2f} | {u['p99']:.1f} |"
+            lines.append(row)
     return "\n".join(lines)
 
 
@@ -190,6 +209,9 @@ def main() -> int:
     ap.add_argument("--json", help="also write the raw figures to this file")
     ap.add_argument("--windows-from", type=int, default=0, help="analyzer.windows_from_chars "
                     "of the 'after' analyzer (0: the default, any text of 2+ sentences)")
+    ap.add_argument("--compare-screen", action="store_true", help="also serve the configured "
+                    "analyzer without its passage screen (every sentence window read), side by "
+                    "side")
     args = ap.parse_args()
     res = asyncio.run(_run(args))
     print(_table(res))

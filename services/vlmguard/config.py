@@ -388,6 +388,21 @@ class AnalyzerConfig(_Frozen):
         "sentence (0: any text of two or more sentences; sentence reading costs about one "
         "more encoder pass over the text).",
     )
+    window_screen: bool = Field(
+        True, description="Read the sentence windows of a long text through the passage "
+        "screen shipped with the head (a bag-of-tokens model distilled from it, microseconds a "
+        "window): the encoder reads the screen_keep highest-ranked windows and every window "
+        "the screen does not clear, not all of them. No effect without a screen file in the "
+        "head's directory (vlmguard train screen).",
+    )
+    screen_from_windows: int = Field(
+        16, ge=0, le=512, description="Only a text of more than this many sentence windows "
+        "is screened; shorter texts have every window read.",
+    )
+    screen_keep: int = Field(
+        8, ge=1, le=512, description="Windows of a screened text the encoder always reads: "
+        "the highest-ranked by the screen (on top of those at or above its threshold).",
+    )
     max_windows: int = Field(
         128, ge=1, le=512, description="Most passages per text; a longer text gets longer "
         "passages, never unread ones.",

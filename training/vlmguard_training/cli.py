@@ -27,12 +27,18 @@ def _cmd_train_rewriter(args: argparse.Namespace) -> int:
     return cmd_train_rewriter(args)
 
 
+def _cmd_train_screen(args: argparse.Namespace) -> int:
+    from vlmguard_training.analyzer.screen import main
+
+    return main(args)
+
+
 def _add_train(sub: Any) -> None:
     """``vlmguard train``: ``rewriter`` (tier-2 SFT) and ``analyzer`` (the tier-1 risk head)."""
     from vlmguard_training.analyzer.config import build_parser as analyzer_parser
     from vlmguard_training.rewriter.sft import add_arguments
 
-    p = sub.add_parser("train", help="train a model (rewriter, analyzer)",
+    p = sub.add_parser("train", help="train a model (rewriter, analyzer, screen)",
                        description="Train VLMGuard's models.")
     models = p.add_subparsers(dest="model", metavar="MODEL")
     p.set_defaults(func=lambda _args: p.print_help() or 2)
@@ -50,6 +56,14 @@ def _add_train(sub: Any) -> None:
                           "--config reads a recipe such as training/recipes/analyzer.yaml.")
     analyzer_parser(a)
     a.set_defaults(func=_cmd_train_analyzer)
+    from vlmguard_training.analyzer.screen import __doc__ as screen_doc
+    from vlmguard_training.analyzer.screen import add_arguments as screen_arguments
+
+    s = models.add_parser("screen", help="fit the passage screen of a tier-1 head",
+                          description=screen_doc,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    screen_arguments(s)
+    s.set_defaults(func=_cmd_train_screen)
 
 
 def _cmd_train_analyzer_deprecated(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vlmguard.analyzer.models.screen import WindowScreen
 from vlmguard.analyzer.views import (
     PASSAGE_VIEWS,
     TextView,
@@ -333,6 +334,9 @@ class Tier1Analyzer:
         signs: Prohibition-sign detector for the negation rule, or None to skip the rule.
         multilingual: Reader for text in other languages, or None: every text is read as
             English and none is reported as an unsupported language.
+        screen: Passage screen distilled from ``head``, or None: every sentence window of a
+            long text is read by the encoder (needs an embedder with ``token_ids`` and
+            ``input_embeddings``).
     """
 
     def __init__(
@@ -347,6 +351,7 @@ class Tier1Analyzer:
         explicit: ExplicitDetector | None,
         signs: SignDetector | None = None,
         multilingual: Multilingual | None = None,
+        screen: WindowScreen | None = None,
     ) -> None:
         unknown = [c for c in head.categories if taxonomy.get(c) is None]
         if unknown:
@@ -365,6 +370,15 @@ class Tier1Analyzer:
         self.explicit = explicit
         self.signs = signs
         self.multilingual = multilingual
+        self.screen = screen if cfg.window_screen else None
+        if self.screen is not None and self.screen.head_version != (head.version or ""):
+            # Distilled from another head: its ranking says nothing about this head's scores.
+            log.warning("passage screen of head %s ignored: the head is %s",
+                        self.screen.head_version, head.version)
+            self.screen = None
+        if self.screen is not None and not (hasattr(embedder, "token_ids")
+                                            and hasattr(embedder, "input_embeddings")):
+            self.screen = None
         self.name = f"tier1/{head.version}" + (
             f"+{multilingual.head.version}" if multilingual is not None else "")
         self._executor: ThreadPoolExecutor | None = None
@@ -405,8 +419,14 @@ class Tier1Analyzer:
             loaded = load_multilingual(cfg, list(head.categories))
             if loaded is not None:
                 multilingual = Multilingual(*loaded)
+        screen = None
+        if cfg.window_screen:
+            from vlmguard.analyzer.models.risk_head import head_dir
+            from vlmguard.analyzer.models.screen import WindowScreen
+
+            screen = WindowScreen.load(head_dir(cfg.head_path or None))
         return cls(cfg, taxonomy, limits, embedder=embedder, head=head, ocr=ocr,
-                   explicit=explicit, signs=signs, multilingual=multilingual)
+                   explicit=explicit, signs=signs, multilingual=multilingual, screen=screen)
 
     def warmup(self) -> None:
         """Run every model once so the first request does not pay lazy initialisation."""
@@ -515,6 +535,7 @@ class Tier1Analyzer:
         languages: dict[int, tuple[str, bool]] = {}
         ml_texts: list[str] = []
         ml_slots: list[int] = []
+        screen_ms: dict[int, float] = {}
         for i, item in enumerate(items):
             # Negation rule: only a request for publicity about the picture has a probe, and
             # only then is the sign looked for (other requests pay no detector latency).
@@ -550,8 +571,11 @@ class Tier1Analyzer:
                     # Typos are corrected from the English word list: in another language
                     # they turn its words into English ones ("savoir" -> "savior").
                     item_views = [v for v in item_views if v.name not in ENGLISH_GUESSES]
+            t_screen = time.perf_counter()
+            cleared = self._screened_out(item_views)
+            screen_ms[i] = (time.perf_counter() - t_screen) * 1000
             for v_idx, view in enumerate(item_views):
-                if view is stand:
+                if view is stand or v_idx in cleared:
                     continue
                 views_of[(i, v_idx)] = view
                 texts.append(view.text)
@@ -649,6 +673,8 @@ class Tier1Analyzer:
                 continue
             images, timings = per_item[i]  # type: ignore[misc]
             timings["text_risk"] = embed_ms
+            if screen_ms.get(i):
+                timings["screen"] = screen_ms[i]
             results[i] = self._compose(item, images, by_item.get(i, []), timings,
                                        languages.get(i, ("", True)))
         out: list[Analysis | VLMGuardError] = []
@@ -657,6 +683,25 @@ class Tier1Analyzer:
                 raise RuntimeError("analyzer produced no result for an item")
             out.append(r)
         return out
+
+    def _screened_out(self, views: Sequence[TextView]) -> set[int]:
+        """Indices of the sentence windows in ``views`` that the English encoder does not
+        read: none for a text of at most ``analyzer.screen_from_windows`` windows; for a longer
+        one, those the passage screen clears (vlmguard.analyzer.models.screen). A window in
+        another language is still routed to the multilingual head; every other reading is read
+        whatever its length."""
+        screen = self.screen
+        if screen is None:
+            return set()
+        idx = [k for k, v in enumerate(views) if v.name == "window"]
+        if len(idx) <= self.cfg.screen_from_windows:
+            return set()
+        emb: Any = self.embedder
+        scores = screen.scores(emb.token_ids([views[k].text for k in idx]), emb.input_embeddings)
+        keep = screen.keep(scores, self.cfg.screen_keep)
+        cleared = {k for k, kept in zip(idx, keep, strict=True) if not kept}
+        log.debug("passage screen: %d of %d windows read", len(idx) - len(cleared), len(idx))
+        return cleared
 
     def _weigh(self, s: _Scored, view: TextView) -> _Scored:
         """The score of ``view`` as evidence: a risky payload the prompt asks to decode counts

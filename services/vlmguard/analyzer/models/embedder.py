@@ -102,6 +102,11 @@ class MiniLMEmbedder:
         #: ``"torch"`` or ``"onnxruntime"`` (see the class docs).
         self.runtime = runtime
         self._session: Any = None
+        #: The encoder's input (word-piece) embeddings, ``(vocab, dim)`` float32 (~47 MB): what
+        #: the passage screen reads (vlmguard.analyzer.models.screen) without running the
+        #: encoder.
+        self.input_embeddings: np.ndarray = (
+            self._model.get_input_embeddings().weight.detach().float().numpy().copy())
         if runtime == "onnxruntime":
             self._session = export_onnx_session(self._model, self._tokenizer, threads=threads)
             self._input_names = [i.name for i in self._session.get_inputs()]
@@ -116,6 +121,15 @@ class MiniLMEmbedder:
     def dim(self) -> int:
         """Embedding width (384 for all-MiniLM-L6-v2)."""
         return self._dim
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids of each text as the encoder reads it (truncated to
+        :attr:`max_length`), without the special tokens: what the passage screen scores."""
+        if not texts:
+            return []
+        enc = self._tokenizer([str(t) for t in texts], add_special_tokens=False,
+                              truncation=True, max_length=self.max_length)
+        return [list(x) for x in enc["input_ids"]]
 
     def embed(self, texts: Sequence[str], batch_size: int = 64,
               max_padding: float = 1.5) -> np.ndarray:
