@@ -24,6 +24,7 @@ unsafe training data. A head file without exemplars (linear head only) scores ``
 from __future__ import annotations
 
 import json
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from vlmguard.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "weights.npz"
 META_FILE = "meta.json"
@@ -217,6 +220,14 @@ class RiskHead:
         else:
             p = sigmoid(x @ self.coef + self.bias).astype(np.float32)
         q = sigmoid(x @ self.cat_coef + self.cat_bias).astype(np.float32)
+        bad = ~(np.isfinite(p) & np.isfinite(q).all(axis=1))
+        if bad.any():
+            # A NaN compares false with every threshold: read as an allow. Fail closed instead
+            # (a non-finite embedding, or a floating-point fault, must not let a request pass).
+            log.warning("risk head %s gave %d non-finite score(s); read as risky",
+                        self.version, int(bad.sum()))
+            p = np.where(bad, np.float32(1.0), p)
+            q = np.where(bad[:, None], np.float32(1.0), q)
         return p, (p[:, None] * q).astype(np.float32)
 
     def save(self, directory: Path) -> None:

@@ -160,3 +160,4 @@ def test_screen_off_or_from_another_head_reads_every_window() -> None:
         assert a.screen is None
         assert _one(a, _long(30)).score >= 0.5
         assert len(m.texts) == 1 + 31
+
