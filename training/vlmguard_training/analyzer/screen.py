@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=64, help="hidden units (default: %(default)s)")
     p.add_argument("--prose", type=int, default=20000, help="windows of English prose added "
                    "to the recipe's texts (default: %(default)s; see prose_windows)")
-    p.add_argument("--recall", type=float, default=0.99, help="share of held-out risky windows "
+    p.add_argument("--recall", type=float, default=0.95, help="share of held-out risky windows "
                    "the threshold keeps (default: %(default)s)")
     p.add_argument("--risky", type=float, default=RISKY, help="head probability from which a "
                    "window counts as risky (default: %(default)s)")
