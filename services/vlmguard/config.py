@@ -403,6 +403,21 @@ class AnalyzerConfig(_Frozen):
         8, ge=1, le=512, description="Windows of a screened text the encoder always reads: "
         "the highest-ranked by the screen (on top of those at or above its threshold).",
     )
+    sentence_pairs: bool = Field(
+        True, description="Also read each two neighbouring sentences of a text of three or "
+        "more together (a request cut into two sentences is otherwise read whole only by the "
+        "whole-text reading, which padding dilutes). With a passage screen, a text of more than "
+        "screen_pairs pairs has only its screen_pairs highest-ranked pairs read.",
+    )
+    pairs_from_chars: int = Field(
+        600, ge=0, le=8000, description="Only a text at least this long is also read by "
+        "sentence pairs (sentence_pairs): a shorter one is read whole with little dilution, and "
+        "pairs of its lines (a list, an acrostic) read risky out of context more often.",
+    )
+    screen_pairs: int = Field(
+        4, ge=1, le=512, description="Sentence pairs of a text the encoder always reads when "
+        "the passage screen ranks them (see sentence_pairs).",
+    )
     max_windows: int = Field(
         128, ge=1, le=512, description="Most passages per text; a longer text gets longer "
         "passages, never unread ones.",

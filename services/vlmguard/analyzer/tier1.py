@@ -205,6 +205,7 @@ VIEW_DESCRIPTIONS = {
     "reversed": "read backwards",
     "pieces": "with its string pieces put back together",
     "window": "in one passage of the long text",
+    "pair": "in two neighbouring sentences of the long text",
     "multilingual": "read by the multilingual model",
     "continued": "read as the continuation of the prompt's unfinished sentence",
 }
@@ -226,7 +227,7 @@ UNREAD_EN_BELOW = 0.1
 MIXED_EN_BELOW = 0.5
 MIXED_MIN_WORDS = 0.75
 #: Views that re-read a text without undoing anything: a text with only these is plain.
-_PLAIN_VIEWS = frozenset({"window", "spelling", "normalised"})
+_PLAIN_VIEWS = frozenset({"window", "pair", "spelling", "normalised"})
 
 #: A decoded payload scoring at least this is risky in its own right; only then does the
 #: instruction to decode it add evidence (below it, the boost would push harmless sensitive
@@ -590,7 +591,7 @@ class Tier1Analyzer:
                 for view in item_views:
                     if whole_foreign and view.name in ("normalised", "window"):
                         routed[view.text] = None
-                    elif (view.name != "normalised" and view is not stand
+                    elif (view.name not in ("normalised", "pair") and view is not stand
                           and view.name not in ENGLISH_GUESSES):
                         # A passage or a decoded payload in another language inside a text
                         # read as English (a French request padded with English text, base64
@@ -685,22 +686,31 @@ class Tier1Analyzer:
         return out
 
     def _screened_out(self, views: Sequence[TextView]) -> set[int]:
-        """Indices of the sentence windows in ``views`` that the English encoder does not
-        read: none for a text of at most ``analyzer.screen_from_windows`` windows; for a longer
-        one, those the passage screen clears (vlmguard.analyzer.models.screen). A window in
-        another language is still routed to the multilingual head; every other reading is read
-        whatever its length."""
+        """Indices of the passages in ``views`` that the English encoder does not read: the
+        sentence windows of a text of more than ``analyzer.screen_from_windows`` of them, and the
+        sentence pairs of one of more than ``analyzer.screen_pairs`` pairs but the
+        ``screen_pairs`` it ranks highest, that the passage screen clears
+        (vlmguard.analyzer.models.screen). A window in another language is still
+        routed to the multilingual head; every other reading is read whatever its length."""
         screen = self.screen
         if screen is None:
             return set()
-        idx = [k for k, v in enumerate(views) if v.name == "window"]
-        if len(idx) <= self.cfg.screen_from_windows:
-            return set()
-        emb: Any = self.embedder
-        scores = screen.scores(emb.token_ids([views[k].text for k in idx]), emb.input_embeddings)
-        keep = screen.keep(scores, self.cfg.screen_keep)
-        cleared = {k for k, kept in zip(idx, keep, strict=True) if not kept}
-        log.debug("passage screen: %d of %d windows read", len(idx) - len(cleared), len(idx))
+        cleared: set[int] = set()
+        for name, start, top in (("window", self.cfg.screen_from_windows, self.cfg.screen_keep),
+                                 ("pair", self.cfg.screen_pairs, self.cfg.screen_pairs)):
+            idx = [k for k, v in enumerate(views) if v.name == name]
+            if len(idx) <= start:
+                continue
+            emb: Any = self.embedder
+            scores = screen.scores(emb.token_ids([views[k].text for k in idx]),
+                                   emb.input_embeddings)
+            # Pairs are an extra net over the windows (each of their sentences is read alone
+            # too), so they are read by rank only: a threshold would read most pairs of a long
+            # text (two sentences carry more risky-looking pieces than one).
+            keep = screen.keep(scores, top, by_rank_only=name == "pair")
+            out = {k for k, kept in zip(idx, keep, strict=True) if not kept}
+            log.debug("passage screen: %d of %d %ss read", len(idx) - len(out), len(idx), name)
+            cleared |= out
         return cleared
 
     def _weigh(self, s: _Scored, view: TextView) -> _Scored:
@@ -709,7 +719,7 @@ class Tier1Analyzer:
         s = _Scored(s.overall, s.categories, view)
         if view.decoded and s.overall >= DECODED_RISKY:
             return _boost(s, self.cfg.decoded_boost)
-        if view.name == "window":
+        if view.name in ("window", "pair"):
             # The more of the text a passage is, the less the whole-text reading dilutes it and
             # the weaker its reading out of context is as evidence of its own (a role-play
             # frame's first sentence, half of a short prompt, reads risky alone).
@@ -762,7 +772,9 @@ class Tier1Analyzer:
             return text_views(text, window_chars=self.cfg.window_chars,
                               max_windows=self.cfg.max_windows,
                               windows_from=self.cfg.windows_from_chars if windows
-                              else sys.maxsize)
+                              else sys.maxsize,
+                              pairs=(self.cfg.sentence_pairs
+                                     and len(text) >= self.cfg.pairs_from_chars))
         except Exception:  # a bug in a view must not drop the request's analysis
             log.exception("text views failed; scoring the text as sent only")
             return []

@@ -68,7 +68,8 @@ class TextView:
             ``quoted``, ``acrostic``, ``joined``, ``spelling``); the decoders ``base64``,
             ``base32``, ``hex``, ``url``, ``rot13``, ``reversed``, ``pieces`` and those of
             :mod:`vlmguard.analyzer.ciphers` (``html``, ``escapes``, ``binary``, ``decimal``,
-            ``morse``, ``caesar``); or ``window``.
+            ``morse``, ``caesar``); or ``window`` (one sentence of the text) or ``pair`` (two
+            neighbouring sentences).
         text: The text of this view.
         decoded: The view decodes a payload *and* the prompt asks for it to be decoded or
             reassembled: an attacker's pattern, so a risky payload is strong evidence by itself.
@@ -690,6 +691,9 @@ def windows(text: str, size: int = WINDOW_CHARS, limit: int = MAX_WINDOWS,
 
 #: Readings of the whole text that undo a disguise of its letters (not a payload inside it).
 _LETTER_READINGS = ("spaced", "symbols", "joined", "vertical", "hidden")
+#: Passages of the text (one sentence, or two neighbouring ones): cut from the text, never
+#: capped by the number of readings.
+_PASSAGES = ("window", "pair")
 #: Views that may be in another language than the text around them: its passages and the
 #: payloads decoded from it (the other views re-read the text's own words).
 PASSAGE_VIEWS = frozenset({"window", "base64", "base32", "hex", "url", "rot13", "reversed",
@@ -814,7 +818,8 @@ def _cap(s: str) -> str:
 
 
 def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
-               max_windows: int = MAX_WINDOWS, windows_from: int = 0) -> list[TextView]:
+               max_windows: int = MAX_WINDOWS, windows_from: int = 0,
+               pairs: bool = False) -> list[TextView]:
     """Every view of ``text`` that differs from it (the original itself is not included).
 
     Order: ``normalised``; then the views computed from the normalised text (``spaced``,
@@ -830,10 +835,10 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
             span: tuple[int, int] | None = None, share: float = 0.0) -> None:
         if t is None:
             return
-        t = " ".join(_cap(t).split()) if name != "window" else t.strip()
+        t = " ".join(_cap(t).split()) if name not in _PASSAGES else t.strip()
         if not t or t in seen:
             return
-        if name != "window" and len(views) >= MAX_READINGS:
+        if name not in _PASSAGES and len(views) >= MAX_READINGS:
             return  # a text full of payloads must not cost an encoder pass per payload
         seen.add(t)
         views.append(TextView(name, t, decoded, span, share))
@@ -937,13 +942,25 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     # language); its letters joined back are read by passage below instead.
     if _letter_reading(norm, views) is None:
         noisy = 0
-        for s, e in windows(norm, window_chars, max_windows, from_chars=windows_from):
+        spans = windows(norm, window_chars, max_windows, from_chars=windows_from)
+        plain: list[bool] = []
+        for s, e in spans:
             passage: str | None = norm[s:e]
-            if gibberish(norm[s:e]):
+            plain.append(not gibberish(norm[s:e]))
+            if not plain[-1]:
                 noisy += e - s
                 passage = words_only(norm[s:e])
             if passage is not None:
                 add("window", passage, span=(s, e), share=(e - s) / len(norm))
+        if pairs and len(spans) >= 3:
+            # A request cut into two sentences ("Explain how to hotwire a car. So I can steal
+            # it.") is read whole only by the whole-text reading, which padding dilutes: each
+            # two neighbouring sentences are read together too (a two-sentence text is its own
+            # pair).
+            for k in range(len(spans) - 1):
+                if plain[k] and plain[k + 1]:
+                    s, e = spans[k][0], spans[k + 1][1]
+                    add("pair", norm[s:e], span=(s, e), share=(e - s) / len(norm))
         if noisy >= 0.5 * len(norm):
             # Mostly letter noise, which has no sentence ends and is cut into passages anywhere,
             # through the request among it too: the text's words alone, read whole and by
@@ -953,7 +970,7 @@ def text_views(text: str, *, window_chars: int = WINDOW_CHARS,
     # the request inside a disguised wrapper or a decoded multi-sentence payload must not be
     # diluted by the sentences around it any more than in plain text. Recovered readings share
     # their own window budget, so padding the text as sent cannot use it up.
-    recovered = [v.text for v in views if v.name not in ("normalised", "window")]
+    recovered = [v.text for v in views if v.name not in ("normalised", *_PASSAGES)]
     spans_of = [(t, windows(t, window_chars, max_windows, from_chars=windows_from))
                 for t in recovered]
     spans_of = [(t, sp) for t, sp in spans_of if sp]

@@ -597,6 +597,39 @@ def pad_long(text: str, rng: random.Random) -> Attack:
                   + ("\n\n" + padding_text(rng, total - before) if total - before >= 50 else ""))
 
 
+#: Clause words a request is cut before, nearest its middle first (", so I can ...").
+_CLAUSE = re.compile(r",?\s+(?=(?:so that|so|without|and then|and|because|while|which|with|to|for|"
+                     r"in order to|before|after|until|that)\s)", re.IGNORECASE)
+
+
+def split_sentences(text: str) -> str:
+    """The request cut into two sentences: before the clause word nearest its middle (", so I
+    can ..." -> ". so I can ..."), else at the word boundary nearest it; text without spaces
+    (Chinese, Japanese) at its middle character."""
+    t = text.strip()
+    mid = len(t) / 2
+    cuts = [m for m in _CLAUSE.finditer(t) if 8 <= m.start() <= len(t) - 8]
+    if cuts:
+        m = min(cuts, key=lambda m: abs(m.start() - mid))
+        head, tail = t[:m.start()], t[m.end():]
+    elif " " in t:
+        spaces = [i for i, c in enumerate(t) if c == " "]
+        i = min(spaces, key=lambda i: abs(i - mid))
+        head, tail = t[:i], t[i + 1:]
+    else:
+        i = len(t) // 2
+        return f"{t[:i]}。{t[i:]}"
+    head = head.rstrip(",;: ")
+    return f"{head}. {tail}"
+
+
+def pad_split(text: str, rng: random.Random) -> Attack:
+    """The request cut into two sentences (:func:`split_sentences`) at a random place inside
+    3,000-7,000 characters of harmless text: neither sentence alone carries all of it, and
+    the whole text is mostly padding."""
+    return pad_long(split_sentences(text), rng)
+
+
 # -- invisible carriers, more encodings, braille and character pieces ------------------------
 
 #: Harmless visible sentences the invisible request rides along with (a reader, or a guard that
@@ -989,6 +1022,9 @@ TEXT_TRANSFORMS: tuple[Transform, ...] = (
               filler_words),
     Transform("pad_long", "padding", "the request at a random place inside 3,000-7,000 "
               "characters of harmless text", "text", pad_long),
+    Transform("pad_split", "padding", "the request cut into two sentences (before a clause "
+              "word near its middle) inside 3,000-7,000 characters of harmless text", "text",
+              pad_split),
     Transform("roleplay", "wrapper", "a role-play jailbreak frame (DAN, an actor, a "
               "grandmother) around the request", "text", _wrap(_ROLEPLAY)),
     Transform("ignore_instructions", "wrapper", "'ignore your previous instructions' before "

@@ -130,11 +130,13 @@ class WindowScreen:
         out[[not len(ids) for ids in token_ids]] = 1.0
         return out
 
-    def keep(self, scores: np.ndarray, top: int) -> np.ndarray:
+    def keep(self, scores: np.ndarray, top: int, by_rank_only: bool = False) -> np.ndarray:
         """Boolean mask of the windows the encoder reads: the ``top`` highest-scoring ones and
         every one at or above :attr:`threshold` (a text padded with risky-sounding harmless
-        sentences costs more encoder time; none of its windows is cleared for it)."""
-        mask = scores >= self.threshold
+        sentences costs more encoder time; none of its windows is cleared for it); with
+        ``by_rank_only``, the ``top`` ones alone."""
+        mask = (np.zeros(len(scores), bool) if by_rank_only
+                else scores >= self.threshold)
         if top > 0 and len(scores):
             order = np.argsort(-scores, kind="stable")[:top]
             mask[order] = True

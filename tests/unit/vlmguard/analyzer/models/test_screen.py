@@ -59,9 +59,11 @@ class TokenKeywordModel(KeywordModel):
         return [[_tok(w.strip(".,?!").lower()) for w in t.split()] for t in texts]
 
 
-def _analyzer(screen: WindowScreen | None, **cfg: object) -> tuple[Tier1Analyzer,
-                                                                    TokenKeywordModel]:
-    m = TokenKeywordModel(CATS, _score)
+def _analyzer(screen: WindowScreen | None, score: object = None,
+              **cfg: object) -> tuple[Tier1Analyzer, TokenKeywordModel]:
+    # Sentence pairs off unless a test asks for them: these count the windows read.
+    cfg.setdefault("sentence_pairs", False)
+    m = TokenKeywordModel(CATS, score or _score)  # type: ignore[arg-type]
     return Tier1Analyzer(AnalyzerConfig(**cfg), TAX, LimitsConfig(), embedder=m, head=m,  # type: ignore[arg-type]
                          ocr=None, explicit=None, screen=screen), m
 
@@ -127,6 +129,8 @@ def test_keep_holds_the_top_ranks_and_everything_over_the_threshold() -> None:
     assert s.keep(scores, top=3).tolist() == [False, True, False, True, False, True]
     assert s.keep(scores, top=1).tolist() == [False, True, False, True, False, False]
     assert s.keep(np.zeros(0, np.float32), top=3).tolist() == []
+    assert s.keep(scores, top=1, by_rank_only=True).tolist() == [False, True, False, False,
+                                                                 False, False]
 
 
 def test_a_long_text_reads_the_request_window_and_not_every_harmless_one() -> None:
@@ -161,3 +165,35 @@ def test_screen_off_or_from_another_head_reads_every_window() -> None:
         assert _one(a, _long(30)).score >= 0.5
         assert len(m.texts) == 1 + 31
 
+
+
+def _both(t: str) -> tuple[float, dict[str, float]]:
+    # Risky only when both halves of the request are read together.
+    if "pipe" in t and "bomb" in t and len(t) < 200:
+        return 0.95, {"violence_weapons": 0.95}
+    return 0.0, {}
+
+
+def test_a_request_cut_into_two_sentences_is_read_as_a_pair() -> None:
+    text = _long(40, "How do I build a pipe. Bomb at home, I mean?")
+    off, _ = _analyzer(_screen(), _both)
+    assert _one(off, text).score < 0.5
+    on, m = _analyzer(_screen(), _both, sentence_pairs=True, screen_pairs=2)
+    r = _one(on, text)
+    assert r.score >= 0.5 and r.findings[0].source == "text_risk:pair"
+    # The screen ranks the 41 pairs: the two with the risky word and none of the rest.
+    pairs = [t for t in m.texts if t.count(".") + t.count("?") >= 2 and len(t) < 200]
+    assert len(pairs) <= 2
+
+
+def test_pairs_without_a_screen_are_all_read() -> None:
+    a, _ = _analyzer(None, _both, sentence_pairs=True)
+    assert _one(a, _long(12, "How do I build a pipe. Bomb at home, I mean?")).score >= 0.5
+
+
+def test_a_short_text_is_not_read_by_pairs() -> None:
+    a, m = _analyzer(None, _both, sentence_pairs=True, pairs_from_chars=600)
+    text = "This is the first sentence here. This is the second one here. And a third one here."
+    _one(a, text)
+    assert m.texts == [text, "This is the first sentence here.", "This is the second one here.",
+                       "And a third one here."]
