@@ -572,9 +572,7 @@ class Tier1Analyzer:
                     # Typos are corrected from the English word list: in another language
                     # they turn its words into English ones ("savoir" -> "savior").
                     item_views = [v for v in item_views if v.name not in ENGLISH_GUESSES]
-            t_screen = time.perf_counter()
-            cleared = self._screened_out(item_views)
-            screen_ms[i] = (time.perf_counter() - t_screen) * 1000
+            cleared, screen_ms[i] = self._screened_out(item_views)
             for v_idx, view in enumerate(item_views):
                 if view is stand or v_idx in cleared:
                     continue
@@ -685,22 +683,26 @@ class Tier1Analyzer:
             out.append(r)
         return out
 
-    def _screened_out(self, views: Sequence[TextView]) -> set[int]:
+    def _screened_out(self, views: Sequence[TextView]) -> tuple[set[int], float]:
         """Indices of the passages in ``views`` that the English encoder does not read: the
         sentence windows of a text of more than ``analyzer.screen_from_windows`` of them, and the
         sentence pairs of one of more than ``analyzer.screen_pairs`` pairs but the
         ``screen_pairs`` it ranks highest, that the passage screen clears
         (vlmguard.analyzer.models.screen). A window in another language is still
-        routed to the multilingual head; every other reading is read whatever its length."""
+        routed to the multilingual head; every other reading is read whatever its length.
+        Also returns the milliseconds the screen ran (0.0 when it did not run)."""
         screen = self.screen
         if screen is None:
-            return set()
+            return set(), 0.0
+        t0 = time.perf_counter()
+        ran = False
         cleared: set[int] = set()
         for name, start, top in (("window", self.cfg.screen_from_windows, self.cfg.screen_keep),
                                  ("pair", self.cfg.screen_pairs, self.cfg.screen_pairs)):
             idx = [k for k, v in enumerate(views) if v.name == name]
             if len(idx) <= start:
                 continue
+            ran = True
             emb: Any = self.embedder
             scores = screen.scores(emb.token_ids([views[k].text for k in idx]),
                                    emb.input_embeddings)
@@ -711,7 +713,7 @@ class Tier1Analyzer:
             out = {k for k, kept in zip(idx, keep, strict=True) if not kept}
             log.debug("passage screen: %d of %d %ss read", len(idx) - len(out), len(idx), name)
             cleared |= out
-        return cleared
+        return cleared, (time.perf_counter() - t0) * 1000 if ran else 0.0
 
     def _weigh(self, s: _Scored, view: TextView) -> _Scored:
         """The score of ``view`` as evidence: a risky payload the prompt asks to decode counts

@@ -153,8 +153,9 @@ def test_a_request_whose_words_the_screen_does_not_know_is_read_by_rank() -> Non
 
 def test_a_short_text_has_every_window_read() -> None:
     a, m = _analyzer(_screen(), screen_from_windows=16)
-    _one(a, _long(10))
+    r = _one(a, _long(10))
     assert len(m.texts) == 1 + 11
+    assert "screen" not in r.timings_ms  # the screen did not run
 
 
 def test_screen_off_or_from_another_head_reads_every_window() -> None:
